@@ -1,0 +1,1 @@
+"""Development and test infrastructure: embedded broker and PostgreSQL, and the whole-stack runner."""

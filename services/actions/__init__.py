@@ -1,0 +1,1 @@
+"""Actions: evaluates declarative rules on every rating and emits notification requests."""

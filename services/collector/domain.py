@@ -1,0 +1,156 @@
+"""Rating input model and normalisation: pure, no I/O, so every rule is unit-tested without a broker."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, EmailStr, Field, StringConstraints, field_validator
+
+from shared.events import AccountRef, Consent, CustomerRef, RatingSubmitted
+from shared.scales import Metric, ScaleError, Sentiment, get_scale, nps_class, parse_score
+
+_ID = r"^[A-Za-z0-9][A-Za-z0-9._:@/+=-]{0,127}$"
+_SEGMENT_KEY = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
+_PHONE = r"^\+[1-9]\d{6,14}$"
+
+RatingId = Annotated[str, StringConstraints(pattern=_ID)]
+
+
+class CustomerIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    id: Annotated[str, StringConstraints(min_length=1, max_length=200, strip_whitespace=True)]
+    email: EmailStr | None = None
+    phone: Annotated[str, StringConstraints(pattern=_PHONE)] | None = Field(
+        default=None, description="E.164, e.g. +33612345678"
+    )
+    locale: Annotated[str, StringConstraints(pattern=r"^[a-z]{2}(-[A-Z]{2})?$")] | None = None
+    timezone: Annotated[str, StringConstraints(max_length=64)] | None = None
+
+
+class AccountIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    id: Annotated[str, StringConstraints(max_length=200)] | None = None
+    tier: Annotated[str, StringConstraints(max_length=40, to_lower=True)] | None = None
+    value: float | None = Field(default=None, ge=0)
+
+
+class ConsentIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    contact: bool = False
+    review: bool = False
+
+
+class RatingIn(BaseModel):
+    """One rating as a client sends it."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "rating_id": "chat-8812-csat",
+                    "metric": "csat",
+                    "scale": "1-5",
+                    "score": 2,
+                    "customer": {"id": "cus_1042", "email": "ana@example.com", "locale": "fr"},
+                    "segment": {"store": "paris-1", "channel": "chat"},
+                    "touchpoint": "support_chat",
+                    "comment": "Waited 40 minutes for an answer",
+                    "account": {"id": "acc_77", "tier": "strategic", "value": 120000},
+                    "occurred_at": "2026-11-23T09:30:00Z",
+                    "consent": {"contact": True, "review": False},
+                }
+            ]
+        },
+    )
+
+    rating_id: RatingId | None = Field(
+        default=None, description="Client key; a retry with the same id is counted once"
+    )
+    metric: Metric
+    scale: Annotated[str, StringConstraints(max_length=20)] | None = Field(
+        default=None, description="1-5, 1-3, 1-10, yes-no (csat); 0-10 (nps); 1-7 or 1-5 effort (ces)"
+    )
+    score: int | float | str | bool = Field(
+        description="A number on the scale, or a label such as 'satisfied'"
+    )
+    customer: CustomerIn
+    segment: dict[str, Annotated[str, StringConstraints(min_length=1, max_length=100)]] = Field(
+        default_factory=dict, description="Attributes to analyse by: store, channel, country, agent..."
+    )
+    touchpoint: Annotated[str, StringConstraints(max_length=100)] | None = None
+    comment: Annotated[str, StringConstraints(max_length=5000)] | None = None
+    account: AccountIn | None = None
+    occurred_at: AwareDatetime | None = Field(default=None, description="When the interaction happened")
+    consent: ConsentIn = Field(default_factory=ConsentIn)
+    survey_id: Annotated[str, StringConstraints(max_length=128)] | None = None
+
+    @field_validator("segment")
+    @classmethod
+    def _segment_keys(cls, value: dict[str, str]) -> dict[str, str]:
+        if len(value) > 20:
+            raise ValueError("at most 20 segment attributes")
+        for key in value:
+            if not _SEGMENT_KEY.match(key):
+                raise ValueError(f"segment key {key!r} must be lower-case letters, digits or _ (max 40)")
+        return value
+
+
+class RatingRejected(ValueError):
+    """Raised by normalisation with the offending field path."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+        self.message = message
+
+
+def new_rating_id() -> str:
+    return uuid.uuid4().hex
+
+
+def normalize(
+    rating: RatingIn,
+    *,
+    received_at: datetime,
+    rating_id: str | None = None,
+    source: str | None = None,
+    max_future_skew: timedelta = timedelta(minutes=5),
+) -> RatingSubmitted:
+    """Validate the score on its scale and compute every derived field once, for all consumers."""
+    try:
+        scale = get_scale(rating.metric, rating.scale)
+        score = parse_score(scale, rating.score)
+    except ScaleError as exc:
+        raise RatingRejected(exc.field, str(exc)) from exc
+    occurred = (rating.occurred_at or received_at).astimezone(UTC)
+    if occurred - received_at > max_future_skew:
+        raise RatingRejected("occurred_at", "occurred_at is in the future")
+    sentiment = scale.sentiment(score)
+    customer: dict[str, Any] = rating.customer.model_dump()
+    return RatingSubmitted(
+        rating_id=rating.rating_id or rating_id or new_rating_id(),
+        metric=rating.metric,
+        scale=scale.name,
+        score=score,
+        normalized=scale.normalized(score),
+        sentiment=sentiment,
+        positive=sentiment is Sentiment.POSITIVE,
+        nps_class=nps_class(score) if rating.metric is Metric.NPS else None,
+        customer=CustomerRef(**customer),
+        segment={k: v.strip() for k, v in rating.segment.items()},
+        touchpoint=rating.touchpoint,
+        comment=(rating.comment or "").strip() or None,
+        account=AccountRef(**rating.account.model_dump()) if rating.account else None,
+        consent=Consent(**rating.consent.model_dump()),
+        source=source,
+        survey_id=rating.survey_id,
+        occurred_at=occurred,
+        received_at=received_at,
+    )

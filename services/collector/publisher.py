@@ -1,0 +1,119 @@
+"""Publishing to the broker behind a small interface, so the API can be tested with a fake publisher."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Sequence
+from typing import Protocol
+
+import structlog
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+from prometheus_client import Counter, Histogram
+
+from shared.envelope import OutgoingRecord
+from shared.kafka import make_producer, send_all
+
+log = structlog.get_logger(__name__)
+
+PUBLISH_SECONDS = Histogram(
+    "csat_collector_publish_duration_seconds",
+    "Time from handing records to the producer to the broker's acks=all acknowledgement",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+BROKER_ERRORS = Counter(
+    "csat_collector_broker_errors_total",
+    "Publishes that failed because the broker was unreachable or too slow, by kind",
+    ["kind"],
+)
+
+
+class BrokerUnavailable(RuntimeError):
+    """The broker did not acknowledge in time; nothing may be promised to the client."""
+
+
+class Publisher(Protocol):
+    async def publish(self, records: Sequence[OutgoingRecord]) -> None: ...
+
+    async def check(self) -> None: ...
+
+
+class KafkaPublisher:
+    """Owns the producer; connects in the background so the API starts even while the broker is away."""
+
+    def __init__(
+        self, *, bootstrap: str, idempotence: bool, timeout_s: float, request_timeout_s: float = 5.0
+    ) -> None:
+        self._bootstrap = bootstrap
+        self._idempotence = idempotence
+        self._timeout_s = timeout_s
+        self._request_timeout_s = request_timeout_s
+        self._producer: AIOKafkaProducer | None = None
+        self._connector: asyncio.Task[None] | None = None
+        self._closing = False
+
+    @property
+    def producer(self) -> AIOKafkaProducer | None:
+        return self._producer
+
+    async def start(self) -> None:
+        self._connector = asyncio.create_task(self._connect_loop(), name="producer-connect")
+        # Give a healthy broker a moment so the first requests do not see 503.
+        await asyncio.wait([self._connector], timeout=5)
+
+    async def _connect_loop(self) -> None:
+        backoff = 0.25
+        while not self._closing:
+            producer = make_producer(
+                bootstrap=self._bootstrap,
+                client_id="csat-collector",
+                idempotence=self._idempotence,
+                request_timeout_s=self._request_timeout_s,
+            )
+            try:
+                await asyncio.wait_for(producer.start(), 10)
+            except (TimeoutError, KafkaError, OSError) as exc:
+                BROKER_ERRORS.labels("connect").inc()
+                log.warning("producer_connect_failed", error=type(exc).__name__, retry_in_s=backoff)
+                with contextlib.suppress(TimeoutError, KafkaError, OSError):
+                    await asyncio.wait_for(producer.stop(), 5)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5)
+                continue
+            self._producer = producer
+            log.info("producer_connected")
+            return
+
+    async def stop(self) -> None:
+        self._closing = True
+        if self._connector is not None:
+            self._connector.cancel()
+        if self._producer is not None:
+            try:
+                await asyncio.wait_for(self._producer.stop(), 10)
+            except (TimeoutError, KafkaError, OSError) as exc:
+                log.warning("producer_stop_failed", error=type(exc).__name__)
+
+    async def publish(self, records: Sequence[OutgoingRecord]) -> None:
+        producer = self._producer
+        if producer is None:
+            BROKER_ERRORS.labels("not_connected").inc()
+            raise BrokerUnavailable("not connected to the broker yet")
+        started = time.perf_counter()
+        try:
+            await send_all(producer, records, timeout_s=self._timeout_s)
+        except TimeoutError as exc:
+            BROKER_ERRORS.labels("timeout").inc()
+            raise BrokerUnavailable("the broker did not acknowledge in time") from exc
+        except (KafkaError, OSError) as exc:
+            BROKER_ERRORS.labels("error").inc()
+            raise BrokerUnavailable(f"the broker refused the records: {type(exc).__name__}") from exc
+        PUBLISH_SECONDS.observe(time.perf_counter() - started)
+
+    async def check(self) -> None:
+        producer = self._producer
+        if producer is None:
+            raise BrokerUnavailable("not connected")
+        await producer.client.fetch_all_metadata()

@@ -1,0 +1,1 @@
+"""Notifier: renders and sends messages through provider adapters, once per notification id."""

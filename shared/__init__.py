@@ -1,0 +1,1 @@
+"""Code shared by every service: event schemas, topic names, settings base, Kafka and DB helpers."""

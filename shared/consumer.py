@@ -1,0 +1,383 @@
+"""The consumer loop every service uses: micro-batches, results and offsets in one DB transaction.
+
+Per batch: lock this group's stored offsets (fencing), skip records already applied, decode the rest
+(undecodable ones go to the dead-letter topic with their reason), let the handler write its results
+in the same transaction and return the events to publish, publish them (acks=all), store the next
+offsets, commit. A crash anywhere before the commit leaves nothing behind; a crash after leaves
+results and offsets together. Published events are at-least-once with deterministic ids, so
+consumers downstream dedupe them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import time
+from collections import defaultdict
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Protocol
+
+import structlog
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import KafkaError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from shared import events as ev
+from shared import metrics as m
+from shared.db import OffsetStore
+from shared.envelope import DecodeError, Envelope, OutgoingRecord, decode, encode
+from shared.kafka import send_all
+
+log = structlog.get_logger(__name__)
+
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    OperationalError,
+    InterfaceError,
+    KafkaError,
+    OSError,
+    asyncio.TimeoutError,
+    ConnectionError,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Received:
+    """One decoded record with its position."""
+
+    envelope: Envelope
+    topic: str
+    partition: int
+    offset: int
+
+
+Handler = Callable[[AsyncConnection, Sequence[Received]], Awaitable[list[OutgoingRecord]]]
+
+
+class RawRecord(Protocol):
+    """What the loop reads from an aiokafka ConsumerRecord (aiokafka ships no type hints)."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: Sequence[tuple[str, bytes]]
+
+
+def _is_transient(exc: BaseException) -> bool:
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return True
+    return isinstance(exc, TRANSIENT_ERRORS)
+
+
+def _reason_kind(reason: str) -> str:
+    """Bounded label for the DLQ metric: the first words of a reason, never its data."""
+    for kind in ("missing ce_type", "invalid CloudEvent", "unknown event type", "not a JSON object"):
+        if reason.startswith(kind):
+            return kind.replace(" ", "_").lower()
+    if reason.startswith("invalid "):
+        return "invalid_data"
+    return "handler_error"
+
+
+class _SeekFromDatabase(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka is untyped
+    """On assignment, position each partition at the offset stored with the results."""
+
+    def __init__(self, loop: TransactionalConsumer) -> None:
+        self._loop = loop
+
+    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        log.info("partitions_revoked", consumer=self._loop.name, count=len(revoked))
+
+    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        await self._loop.seek_to_stored(assigned)
+
+
+class TransactionalConsumer:
+    """Consume ``topics`` in micro-batches with exactly-once effects in PostgreSQL."""
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        topics: Sequence[str],
+        group: str,
+        engine: AsyncEngine,
+        consumer_factory: Callable[[], AIOKafkaConsumer],
+        producer: AIOKafkaProducer,
+        dlq_topic: str,
+        handler: Handler,
+        max_batch: int = 1000,
+        publish_timeout_s: float = 10.0,
+    ) -> None:
+        self.name = name
+        self.topics = list(topics)
+        self.group = group
+        self._engine = engine
+        self._consumer_factory = consumer_factory
+        self._consumer: AIOKafkaConsumer | None = None
+        self._producer = producer
+        self._dlq_topic = dlq_topic
+        self._handler = handler
+        self._max_batch = max_batch
+        self._publish_timeout_s = publish_timeout_s
+        self._offsets = OffsetStore(group=group)
+        self._stopping = asyncio.Event()
+        self.running = False
+        self.last_batch_at: float | None = None
+        self.processed = 0
+
+    # ---- lifecycle -------------------------------------------------------------------------------
+    async def run(self) -> None:
+        """Start the Kafka consumer (retrying while the broker is away) and process until stopped."""
+        backoff = 0.5
+        while not self._stopping.is_set():
+            consumer = self._consumer_factory()
+            try:
+                await asyncio.wait_for(consumer.start(), 15)
+            except (TimeoutError, KafkaError, OSError) as exc:
+                m.CONSUMER_ERRORS.labels(self.name, "broker").inc()
+                log.warning("consumer_start_failed", consumer=self.name, error=type(exc).__name__)
+                await _stop_quietly(consumer)
+                await self._sleep(backoff)
+                backoff = min(backoff * 2, 10)
+                continue
+            self._consumer = consumer
+            consumer.subscribe(self.topics, listener=_SeekFromDatabase(self))
+            self.running = True
+            log.info("consumer_started", consumer=self.name, topics=self.topics, group=self.group)
+            try:
+                await self._loop(consumer)
+            finally:
+                self.running = False
+                self._consumer = None
+                await _stop_quietly(consumer)
+            return
+
+    async def stop(self) -> None:
+        self._stopping.set()
+
+    async def _sleep(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), seconds)
+
+    async def seek_to_stored(self, assigned: Sequence[TopicPartition]) -> None:
+        consumer = self._consumer
+        if consumer is None or not assigned:
+            return
+        by_topic: dict[str, list[int]] = defaultdict(list)
+        for tp in assigned:
+            by_topic[tp.topic].append(tp.partition)
+        backoff = 0.5
+        while True:
+            try:
+                ends = await asyncio.wait_for(consumer.end_offsets(list(assigned)), 15)
+                async with self._engine.begin() as conn:
+                    for topic, parts in by_topic.items():
+                        stored = await self._offsets.load(conn, topic=topic, partitions=parts)
+                        for p in parts:
+                            tp = TopicPartition(topic, p)
+                            end = ends.get(tp)
+                            if p in stored and end is not None and stored[p] > end:
+                                # The log is shorter than what we applied: the topic was recreated.
+                                log.warning(
+                                    "stored_offset_beyond_log_end",
+                                    consumer=self.name,
+                                    topic=topic,
+                                    partition=p,
+                                    stored=stored[p],
+                                    end=end,
+                                )
+                                await self._offsets.reset(conn, topic=topic, partition=p)
+                                stored.pop(p)
+                            if p in stored:
+                                consumer.seek(tp, stored[p])
+                            else:
+                                await consumer.seek_to_beginning(tp)
+                log.info("partitions_assigned", consumer=self.name, count=len(assigned))
+                return
+            except Exception as exc:
+                if not _is_transient(exc) or self._stopping.is_set():
+                    raise
+                m.CONSUMER_ERRORS.labels(self.name, "database").inc()
+                log.warning("offset_load_failed", consumer=self.name, error=type(exc).__name__)
+                await self._sleep(backoff)
+                backoff = min(backoff * 2, 10)
+
+    # ---- the loop --------------------------------------------------------------------------------
+    async def _loop(self, consumer: AIOKafkaConsumer) -> None:
+        while not self._stopping.is_set():
+            try:
+                batch = await consumer.getmany(timeout_ms=200, max_records=self._max_batch)
+            except KafkaError as exc:
+                m.CONSUMER_ERRORS.labels(self.name, "broker").inc()
+                log.warning("fetch_failed", consumer=self.name, error=type(exc).__name__)
+                await self._sleep(1)
+                continue
+            records = [r for rs in batch.values() for r in rs]
+            if records:
+                await self._process_with_retry(records)
+                self._update_lag(consumer, records)
+                await self._commit_to_kafka(consumer, records)
+            self.last_batch_at = time.monotonic()
+
+    async def _process_with_retry(self, records: Sequence[RawRecord]) -> None:
+        backoff = 0.2
+        isolate = False
+        while True:
+            try:
+                await self._process(records, isolate=isolate)
+                return
+            except Exception as exc:
+                if self._stopping.is_set():
+                    raise
+                if _is_transient(exc):
+                    kind = "broker" if isinstance(exc, KafkaError) else "database"
+                    m.CONSUMER_ERRORS.labels(self.name, kind).inc()
+                    log.warning("batch_retry", consumer=self.name, error=type(exc).__name__, backoff=backoff)
+                    await self._sleep(backoff)
+                    backoff = min(backoff * 2, 10)
+                    continue
+                if isolate:
+                    raise
+                m.CONSUMER_ERRORS.labels(self.name, "handler").inc()
+                log.error("batch_failed_isolating", consumer=self.name, error=type(exc).__name__)
+                isolate = True
+
+    async def _process(self, records: Sequence[RawRecord], *, isolate: bool) -> None:
+        started = time.perf_counter()
+        by_topic: dict[str, list[int]] = defaultdict(list)
+        for r in records:
+            by_topic[r.topic].append(r.partition)
+        dead: list[OutgoingRecord] = []
+        async with self._engine.begin() as conn:
+            stored: dict[tuple[str, int], int] = {}
+            for topic, parts in by_topic.items():
+                for p, off in (await self._offsets.lock(conn, topic=topic, partitions=parts)).items():
+                    stored[(topic, p)] = off
+            fresh: list[Received] = []
+            skipped = 0
+            next_offsets: dict[str, dict[int, int]] = defaultdict(dict)
+            for r in records:
+                topic, part, offset = r.topic, r.partition, r.offset
+                if offset < stored.get((topic, part), 0):
+                    skipped += 1
+                    continue
+                next_offsets[topic][part] = max(next_offsets[topic].get(part, 0), offset + 1)
+                try:
+                    env = decode(headers=r.headers, key=r.key, value=r.value)
+                except DecodeError as exc:
+                    dead.append(self._dead_letter(r, str(exc)))
+                    continue
+                fresh.append(Received(envelope=env, topic=topic, partition=part, offset=offset))
+            outgoing: list[OutgoingRecord] = []
+            if fresh and not isolate:
+                outgoing = await self._handler(conn, fresh)
+            elif fresh:
+                for item in fresh:
+                    savepoint = await conn.begin_nested()
+                    try:
+                        outgoing.extend(await self._handler(conn, [item]))
+                        await savepoint.commit()
+                    except Exception as exc:
+                        await savepoint.rollback()
+                        if _is_transient(exc):
+                            raise
+                        raw = _raw_for(records, item)
+                        dead.append(self._dead_letter(raw, f"handler error: {type(exc).__name__}: {exc}"))
+            await send_all(self._producer, [*dead, *outgoing], timeout_s=self._publish_timeout_s)
+            for topic, offs in next_offsets.items():
+                await self._offsets.store(conn, topic=topic, next_offsets=offs)
+        elapsed = time.perf_counter() - started
+        m.CONSUMER_BATCH_SECONDS.labels(self.name).observe(elapsed)
+        m.CONSUMER_BATCH_SIZE.labels(self.name).observe(len(records))
+        m.CONSUMER_RECORDS.labels(self.name, "processed").inc(len(fresh))
+        if skipped:
+            m.CONSUMER_RECORDS.labels(self.name, "skipped").inc(skipped)
+        if dead:
+            m.CONSUMER_RECORDS.labels(self.name, "dead_lettered").inc(len(dead))
+        now = datetime.now(UTC)
+        for item in fresh[:: max(1, len(fresh) // 20)]:
+            if item.envelope.time is not None:
+                m.EVENT_PROCESSING_LATENCY.labels(self.name).observe(
+                    max(0.0, (now - item.envelope.time).total_seconds())
+                )
+        self.processed += len(fresh)
+
+    def _dead_letter(self, record: RawRecord, reason: str) -> OutgoingRecord:
+        topic, part, offset = record.topic, record.partition, record.offset
+        key: bytes | None = record.key
+        value: bytes | None = record.value
+        headers = {k: v.decode("utf-8", "replace") for k, v in record.headers}
+        m.DLQ_RECORDS.labels(self.name, _reason_kind(reason)).inc()
+        log.warning(
+            "dead_lettered",
+            consumer=self.name,
+            topic=topic,
+            partition=part,
+            offset=offset,
+            reason=reason[:200],
+        )
+        letter = ev.DeadLetter(
+            consumer=self.name,
+            reason=reason[:2000],
+            topic=topic,
+            partition=part,
+            offset=offset,
+            key=key.decode("utf-8", "replace") if key is not None else None,
+            value_b64=base64.b64encode(value or b"").decode(),
+            headers=headers,
+            failed_at=datetime.now(UTC),
+        )
+        return encode(
+            topic=self._dlq_topic,
+            event_type=ev.DEAD_LETTER,
+            source=f"/{self.name}",
+            event_id=f"{self.name}:{topic}:{part}:{offset}",
+            data=letter,
+            key=f"{topic}:{part}",
+            extensions={"dlqreason": _reason_kind(reason)},
+        )
+
+    def _update_lag(self, consumer: AIOKafkaConsumer, records: Sequence[RawRecord]) -> None:
+        done: dict[TopicPartition, int] = {}
+        for r in records:
+            tp = TopicPartition(r.topic, r.partition)
+            done[tp] = max(done.get(tp, 0), r.offset + 1)
+        for tp, next_offset in done.items():
+            high = consumer.highwater(tp)
+            if high is not None:
+                m.CONSUMER_LAG.labels(self.name, tp.topic, str(tp.partition)).set(max(0, high - next_offset))
+
+    async def _commit_to_kafka(self, consumer: AIOKafkaConsumer, records: Sequence[RawRecord]) -> None:
+        """Mirror progress to Kafka so standard lag tools (and KEDA) see it; the database stays the truth."""
+        offsets: dict[TopicPartition, int] = {}
+        for r in records:
+            tp = TopicPartition(r.topic, r.partition)
+            offsets[tp] = max(offsets.get(tp, 0), r.offset + 1)
+        owned = consumer.assignment()
+        offsets = {tp: o for tp, o in offsets.items() if tp in owned}
+        if not offsets:
+            return
+        try:
+            await asyncio.wait_for(consumer.commit(offsets), 5)
+        except (TimeoutError, KafkaError) as exc:
+            log.info("kafka_commit_skipped", consumer=self.name, error=type(exc).__name__)
+
+
+def _raw_for(records: Sequence[RawRecord], item: Received) -> RawRecord:
+    for r in records:
+        if (r.topic, r.partition, r.offset) == (item.topic, item.partition, item.offset):
+            return r
+    raise LookupError("record vanished from its batch")
+
+
+async def _stop_quietly(client: AIOKafkaConsumer | AIOKafkaProducer) -> None:
+    try:
+        await asyncio.wait_for(client.stop(), 10)
+    except Exception as exc:  # noqa: BLE001 - stopping a client that never started raises varied errors
+        log.debug("client_stop_failed", error=type(exc).__name__)

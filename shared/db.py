@@ -1,0 +1,93 @@
+"""Database helpers: engine factory and the consumer-offset store kept beside each service's results."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from shared.settings import asyncpg_url
+
+
+def make_engine(url: str, *, pool_size: int = 5, application_name: str = "csat") -> AsyncEngine:
+    """An asyncpg engine that checks connections before use, so a restarted Postgres is survived."""
+    return create_async_engine(
+        asyncpg_url(url),
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_pre_ping=True,
+        pool_recycle=1800,
+        connect_args={"server_settings": {"application_name": application_name}, "timeout": 10},
+    )
+
+
+async def ping(engine: AsyncEngine) -> None:
+    async with engine.connect() as conn:
+        await conn.execute(text("SELECT 1"))
+
+
+class OffsetStore:
+    """Offsets of one consumer group stored in ``ops.consumer_offsets``, written in the caller's transaction.
+
+    Storing the next offset together with the results makes the results exactly-once: a crash
+    before commit loses both, a crash after keeps both.
+    """
+
+    def __init__(self, *, group: str) -> None:
+        self.group = group
+
+    async def load(self, conn: AsyncConnection, *, topic: str, partitions: Iterable[int]) -> dict[int, int]:
+        rows = await conn.execute(
+            text(
+                "SELECT partition, next_offset FROM ops.consumer_offsets "
+                "WHERE consumer_group = :g AND topic = :t AND partition = ANY(:p)"
+            ),
+            {"g": self.group, "t": topic, "p": list(partitions)},
+        )
+        return {int(r.partition): int(r.next_offset) for r in rows}
+
+    async def lock(self, conn: AsyncConnection, *, topic: str, partitions: Iterable[int]) -> dict[int, int]:
+        """Read and row-lock the stored offsets, fencing a consumer that lost the partition meanwhile."""
+        parts = sorted(set(partitions))
+        await conn.execute(
+            text(
+                "INSERT INTO ops.consumer_offsets (consumer_group, topic, partition, next_offset) "
+                "SELECT :g, :t, p, 0 FROM unnest(CAST(:p AS int[])) AS p "
+                "ON CONFLICT DO NOTHING"
+            ),
+            {"g": self.group, "t": topic, "p": parts},
+        )
+        rows = await conn.execute(
+            text(
+                "SELECT partition, next_offset FROM ops.consumer_offsets "
+                "WHERE consumer_group = :g AND topic = :t AND partition = ANY(:p) "
+                "ORDER BY partition FOR UPDATE"
+            ),
+            {"g": self.group, "t": topic, "p": parts},
+        )
+        return {int(r.partition): int(r.next_offset) for r in rows}
+
+    async def store(self, conn: AsyncConnection, *, topic: str, next_offsets: Mapping[int, int]) -> None:
+        if not next_offsets:
+            return
+        parts = list(next_offsets)
+        await conn.execute(
+            text(
+                "UPDATE ops.consumer_offsets AS o SET next_offset = v.next_offset, updated_at = now() "
+                "FROM unnest(CAST(:p AS int[]), CAST(:o AS bigint[])) AS v(partition, next_offset) "
+                "WHERE o.consumer_group = :g AND o.topic = :t AND o.partition = v.partition "
+                "AND v.next_offset > o.next_offset"
+            ),
+            {"g": self.group, "t": topic, "p": parts, "o": [next_offsets[p] for p in parts]},
+        )
+
+    async def reset(self, conn: AsyncConnection, *, topic: str, partition: int, next_offset: int = 0) -> None:
+        """Move a stored offset back (the topic was recreated, e.g. a fresh in-memory dev broker)."""
+        await conn.execute(
+            text(
+                "UPDATE ops.consumer_offsets SET next_offset = :o, updated_at = now() "
+                "WHERE consumer_group = :g AND topic = :t AND partition = :p"
+            ),
+            {"g": self.group, "t": topic, "p": partition, "o": next_offset},
+        )

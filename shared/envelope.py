@@ -1,0 +1,116 @@
+"""CloudEvents 1.0 in Kafka binary mode (``ce_*`` headers, JSON value), via the CloudEvents SDK."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from cloudevents.core.bindings import kafka as ce_kafka
+from cloudevents.core.v1.event import CloudEvent
+from pydantic import BaseModel, ValidationError
+
+from shared.events import EVENT_MODELS
+
+JSON = "application/json"
+
+
+@dataclass(frozen=True, slots=True)
+class OutgoingRecord:
+    """A record ready for ``producer.send``: topic, key, value and headers as aiokafka wants them."""
+
+    topic: str
+    key: bytes | None
+    value: bytes
+    headers: list[tuple[str, bytes]]
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """A decoded CloudEvent with its data already validated against the event type's model."""
+
+    id: str
+    type: str
+    source: str
+    time: datetime | None
+    subject: str | None
+    key: str | None
+    data: BaseModel
+    extensions: dict[str, Any]
+
+
+class DecodeError(ValueError):
+    """A record that is not a valid event of a known type; the reason goes to the dead-letter topic."""
+
+
+def encode(
+    *,
+    topic: str,
+    event_type: str,
+    source: str,
+    event_id: str,
+    data: BaseModel,
+    key: str | None,
+    subject: str | None = None,
+    time: datetime | None = None,
+    extensions: dict[str, str] | None = None,
+) -> OutgoingRecord:
+    """Wrap ``data`` as a binary-mode CloudEvent keyed by ``key`` (partition affinity)."""
+    attributes: dict[str, Any] = {
+        "specversion": "1.0",
+        "id": event_id,
+        "type": event_type,
+        "source": source,
+        "time": time or datetime.now(UTC),
+        "datacontenttype": JSON,
+    }
+    if subject is not None:
+        attributes["subject"] = subject
+    if extensions:
+        attributes.update(extensions)
+    event = CloudEvent(attributes=attributes, data=data.model_dump_json().encode())
+    message = ce_kafka.to_binary_event(event, key_mapper=lambda _e: key)
+    raw_key = message.key.encode() if isinstance(message.key, str) else message.key
+    return OutgoingRecord(
+        topic=topic, key=raw_key, value=message.value, headers=list(message.headers.items())
+    )
+
+
+_CORE = {"id", "type", "source", "specversion", "time", "subject", "datacontenttype", "partitionkey"}
+
+
+def decode(*, headers: Sequence[tuple[str, bytes]], key: bytes | None, value: bytes | None) -> Envelope:
+    """Parse a binary-mode record and validate its data; raise DecodeError with a readable reason."""
+    header_map = dict(headers)
+    if "ce_type" not in header_map:
+        raise DecodeError("missing ce_type header: not a binary-mode CloudEvent")
+    try:
+        message = ce_kafka.KafkaMessage(headers=header_map, key=key, value=value or b"")
+        event = ce_kafka.from_binary_event(message)
+    except Exception as exc:
+        raise DecodeError(f"invalid CloudEvent: {exc}") from exc
+    event_type = event.get_type()
+    model = EVENT_MODELS.get(event_type)
+    if model is None:
+        raise DecodeError(f"unknown event type {event_type!r}")
+    payload = event.get_data()
+    if not isinstance(payload, dict):
+        raise DecodeError("event data is not a JSON object")
+    try:
+        data = model.model_validate(payload)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise DecodeError(f"invalid {event_type} data at {where}: {first['msg']}") from exc
+    attributes = event.get_attributes()
+    return Envelope(
+        id=event.get_id(),
+        type=event_type,
+        source=event.get_source(),
+        time=event.get_time(),
+        subject=event.get_subject(),
+        key=key.decode("utf-8", "replace") if key is not None else None,
+        data=data,
+        extensions={k: v for k, v in attributes.items() if k not in _CORE},
+    )

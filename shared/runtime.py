@@ -1,0 +1,128 @@
+"""A consumer service's running parts: engine, producer and consumer loop, started and stopped together."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import structlog
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from shared.consumer import Handler, TransactionalConsumer
+from shared.db import make_engine, ping
+from shared.kafka import make_consumer, make_producer
+from shared.settings import CommonSettings
+
+log = structlog.get_logger(__name__)
+
+
+class ConsumerRuntime:
+    """Connects in the background (the API answers /healthz even while Kafka or Postgres are away)."""
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        settings: CommonSettings,
+        topics: list[str],
+        group: str,
+        dlq_topic: str,
+        handler: Handler,
+        max_batch: int = 1000,
+        engine: AsyncEngine | None = None,
+    ) -> None:
+        self.name = name
+        self.settings = settings
+        self.engine = engine or make_engine(
+            settings.database_url, pool_size=settings.db_pool_size, application_name=f"csat-{name}"
+        )
+        self.producer: AIOKafkaProducer | None = None
+        self._topics = topics
+        self._group = group
+        self._dlq_topic = dlq_topic
+        self._handler = handler
+        self._max_batch = max_batch
+        self.consumer: TransactionalConsumer | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._closing = asyncio.Event()
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=f"{self.name}-runtime")
+
+    async def _connect_producer(self) -> AIOKafkaProducer | None:
+        backoff = 0.25
+        while not self._closing.is_set():
+            producer = make_producer(
+                bootstrap=self.settings.kafka_bootstrap,
+                client_id=f"csat-{self.name}",
+                idempotence=self.settings.kafka_idempotence,
+                request_timeout_s=self.settings.kafka_request_timeout_s,
+            )
+            try:
+                await asyncio.wait_for(producer.start(), 10)
+                return producer
+            except (TimeoutError, KafkaError, OSError) as exc:
+                log.warning("producer_connect_failed", service=self.name, error=type(exc).__name__)
+                with contextlib.suppress(KafkaError, OSError, asyncio.TimeoutError):
+                    await asyncio.wait_for(producer.stop(), 5)
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._closing.wait(), backoff)
+                backoff = min(backoff * 2, 5)
+        return None
+
+    async def _run(self) -> None:
+        producer = await self._connect_producer()
+        if producer is None:
+            return
+        self.producer = producer
+        s = self.settings
+        self.consumer = TransactionalConsumer(
+            name=self.name,
+            topics=self._topics,
+            group=self._group,
+            engine=self.engine,
+            consumer_factory=lambda: make_consumer(
+                bootstrap=s.kafka_bootstrap,
+                group_id=self._group,
+                client_id=f"csat-{self.name}",
+                max_poll_records=self._max_batch,
+                session_timeout_ms=s.kafka_session_timeout_ms,
+                heartbeat_ms=s.kafka_heartbeat_ms,
+            ),
+            producer=producer,
+            dlq_topic=self._dlq_topic,
+            handler=self._handler,
+            max_batch=self._max_batch,
+        )
+        try:
+            await self.consumer.run()
+        except Exception:
+            log.exception("consumer_crashed", service=self.name)
+            raise
+
+    async def stop(self) -> None:
+        self._closing.set()
+        if self.consumer is not None:
+            await self.consumer.stop()
+        if self._task is not None:
+            try:
+                await asyncio.wait_for(self._task, 15)
+            except (TimeoutError, asyncio.CancelledError):
+                self._task.cancel()
+            except Exception as exc:  # noqa: BLE001 - already logged by _run; shutting down anyway
+                log.warning("runtime_stopped_with_error", service=self.name, error=type(exc).__name__)
+        if self.producer is not None:
+            with contextlib.suppress(KafkaError, OSError, asyncio.TimeoutError):
+                await asyncio.wait_for(self.producer.stop(), 10)
+        await self.engine.dispose()
+
+    async def check_database(self) -> None:
+        await ping(self.engine)
+
+    async def check_consumer(self) -> None:
+        if self._task is not None and self._task.done():
+            raise RuntimeError("consumer loop ended")
+        if self.consumer is None or not self.consumer.running:
+            raise RuntimeError("consumer not running yet")

@@ -1,0 +1,59 @@
+"""Settings every service shares; each service subclasses this and is validated at start-up."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import AliasChoices, Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from shared.topics import Topics
+
+
+def asyncpg_url(url: str) -> str:
+    """Accept the usual ``postgres://`` / ``postgresql://`` forms and select the asyncpg driver."""
+    for prefix in ("postgres://", "postgresql://", "postgresql+psycopg://", "postgresql+psycopg2://"):
+        if url.startswith(prefix):
+            return "postgresql+asyncpg://" + url[len(prefix) :]
+    return url
+
+
+class CommonSettings(BaseSettings):
+    """Connection and runtime settings; environment variables are upper-case with a ``CSAT_`` prefix."""
+
+    model_config = SettingsConfigDict(env_prefix="CSAT_", extra="ignore", populate_by_name=True)
+
+    environment: Literal["dev", "test", "prod"] = "dev"
+    kafka_bootstrap: str = Field(
+        default="127.0.0.1:9092", validation_alias=AliasChoices("KAFKA_BOOTSTRAP", "CSAT_KAFKA_BOOTSTRAP")
+    )
+    kafka_idempotence: bool = Field(
+        default=False,
+        description="Idempotent producer; on for Apache Kafka, off for the embedded Tansu broker",
+    )
+    kafka_request_timeout_s: float = Field(default=5.0, gt=0)
+    kafka_session_timeout_ms: int = Field(
+        default=10_000,
+        ge=1000,
+        description="Consumer group session; a dead consumer's partitions move after it",
+    )
+    kafka_heartbeat_ms: int = Field(default=3_000, ge=100)
+    database_url: str = Field(
+        default="postgresql+asyncpg://postgres@127.0.0.1:5432/csat",
+        validation_alias=AliasChoices("DATABASE_URL", "CSAT_DATABASE_URL"),
+    )
+    db_pool_size: int = Field(default=5, ge=1)
+    topic_prefix: str = ""
+    log_level: str = "INFO"
+    log_format: Literal["json", "console"] = "json"
+    host: str = "127.0.0.1"
+    port: int = 8000
+
+    @field_validator("database_url")
+    @classmethod
+    def _driver(cls, value: str) -> str:
+        return asyncpg_url(value)
+
+    @property
+    def topics(self) -> Topics:
+        return Topics(prefix=self.topic_prefix)

@@ -1,0 +1,109 @@
+"""Test helpers: run an app in-process, read and write topics, wait for conditions."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any, TypeVar
+
+import httpx
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from fastapi import FastAPI
+from pydantic_settings import BaseSettings
+
+from shared.envelope import Envelope, OutgoingRecord, decode
+
+T = TypeVar("T")
+
+
+@asynccontextmanager
+async def running(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    """Run the app's lifespan (consumers, producers) and give an HTTP client bound to it."""
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            yield client
+
+
+async def wait_for(
+    probe: Callable[[], Awaitable[T]],
+    *,
+    until: Callable[[T], bool],
+    timeout_s: float = 30.0,
+    every_s: float = 0.1,
+) -> T:
+    deadline = time.monotonic() + timeout_s
+    value = await probe()
+    while not until(value):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met after {timeout_s}s; last value: {value!r}")
+        await asyncio.sleep(every_s)
+        value = await probe()
+    return value
+
+
+async def produce(bootstrap: str, records: list[OutgoingRecord]) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    await producer.start()
+    try:
+        for r in records:
+            await producer.send(r.topic, r.value, key=r.key, headers=r.headers)
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+
+async def produce_raw(
+    bootstrap: str, topic: str, items: list[tuple[bytes | None, bytes, list[tuple[str, bytes]]]]
+) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    await producer.start()
+    try:
+        for key, value, headers in items:
+            await producer.send(topic, value, key=key, headers=headers)
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+
+async def read_topic(bootstrap: str, topic: str, *, count: int, timeout_s: float = 20.0) -> list[Any]:
+    """Read at least ``count`` raw records from the beginning of ``topic``."""
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        group_id=f"reader-{uuid.uuid4().hex[:8]}",
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        fetch_max_wait_ms=10,
+        session_timeout_ms=3000,
+        heartbeat_interval_ms=500,
+    )
+    await consumer.start()
+    out: list[Any] = []
+    deadline = time.monotonic() + timeout_s
+    try:
+        while len(out) < count and time.monotonic() < deadline:
+            batch = await consumer.getmany(timeout_ms=200)
+            for records in batch.values():
+                out.extend(records)
+    finally:
+        await consumer.stop()
+    return out
+
+
+async def read_events(bootstrap: str, topic: str, *, count: int, timeout_s: float = 20.0) -> list[Envelope]:
+    raw = await read_topic(bootstrap, topic, count=count, timeout_s=timeout_s)
+    return [decode(headers=r.headers, key=r.key, value=r.value) for r in raw]
+
+
+TEST_KAFKA_ENV: dict[str, Any] = {"kafka_session_timeout_ms": 3000, "kafka_heartbeat_ms": 500}
+
+S = TypeVar("S", bound=BaseSettings)
+
+
+def make_settings(cls: type[S], **values: Any) -> S:
+    """Service settings for a test: short group sessions (fast joins on Tansu), console logs."""
+    return cls.model_validate({**TEST_KAFKA_ENV, "log_format": "console", **values})

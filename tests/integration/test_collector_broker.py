@@ -1,0 +1,91 @@
+"""Collector against the real broker: acks=all publishing, and bounded 503s while the broker is away."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from devstack.broker import EmbeddedBroker
+from devstack.ports import free_port
+from services.collector.app import create_app
+from services.collector.settings import CollectorSettings
+from shared.events import RatingSubmitted
+from shared.kafka import TopicSpec, ensure_topics
+from shared.topics import Topics
+from tests.helpers import make_settings, read_events, running
+from tests.infra import Infra
+
+pytestmark = pytest.mark.integration
+
+
+def _settings(bootstrap: str, topics: Topics, **kw: Any) -> CollectorSettings:
+    return make_settings(
+        CollectorSettings, kafka_bootstrap=bootstrap, topic_prefix=topics.prefix, log_format="console", **kw
+    )
+
+
+def _rating(i: int) -> dict[str, Any]:
+    return {
+        "rating_id": f"r-{i}",
+        "metric": "csat",
+        "scale": "1-5",
+        "score": 1 + i % 5,
+        "customer": {"id": f"cus-{i % 3}"},
+        "segment": {"store": "s1"},
+    }
+
+
+async def test_accepted_ratings_are_on_the_topic_keyed_by_customer(infra: Infra, topics: Topics) -> None:
+    app = create_app(_settings(infra.bootstrap, topics))
+    async with running(app) as client:
+        single = await client.post("/v1/ratings", json=_rating(0))
+        assert single.status_code == 202
+        batch = await client.post("/v1/ratings/batch", json={"ratings": [_rating(i) for i in range(1, 6)]})
+        assert batch.status_code == 202 and batch.json()["accepted"] == 5
+        assert (await client.get("/readyz")).status_code == 200
+    events = await read_events(infra.bootstrap, topics.ratings, count=6)
+    assert sorted(e.id for e in events) == [f"r-{i}" for i in range(6)]
+    for e in events:
+        assert isinstance(e.data, RatingSubmitted)
+        assert e.key == e.data.customer.id
+        assert e.type == "com.csat.rating.submitted.v1"
+
+
+async def test_unreachable_broker_gives_503_without_hanging(topics: Topics) -> None:
+    app = create_app(_settings(f"127.0.0.1:{free_port()}", topics, publish_timeout_s=2.0))
+    async with running(app) as client:
+        started = time.monotonic()
+        r = await client.post("/v1/ratings", json=_rating(1))
+        assert r.status_code == 503
+        assert int(r.headers["retry-after"]) > 0
+        assert time.monotonic() - started < 5
+        assert (await client.get("/readyz")).status_code == 503
+
+
+async def test_frozen_broker_gives_503_within_the_publish_timeout(tmp_path: Path, topics: Topics) -> None:
+    broker = EmbeddedBroker(port=free_port(), log_path=tmp_path / "broker.log")
+    bootstrap = broker.start()
+    try:
+        await ensure_topics(bootstrap=bootstrap, specs=[TopicSpec(n, partitions=1) for n in topics.all()])
+        app = create_app(_settings(bootstrap, topics, publish_timeout_s=1.5, kafka_request_timeout_s=1.0))
+        async with running(app) as client:
+            assert (await client.post("/v1/ratings", json=_rating(1))).status_code == 202
+            broker.pause()
+            started = time.monotonic()
+            r = await client.post("/v1/ratings", json=_rating(2))
+            elapsed = time.monotonic() - started
+            assert r.status_code == 503
+            assert elapsed < 4, elapsed
+            broker.resume()
+            deadline = time.monotonic() + 30
+            status = 0
+            while time.monotonic() < deadline:
+                status = (await client.post("/v1/ratings", json=_rating(3))).status_code
+                if status == 202:
+                    break
+            assert status == 202
+    finally:
+        broker.stop()

@@ -1,0 +1,157 @@
+"""Scorer on the real broker and PostgreSQL: counted once, exact worked examples, dead letters, restart."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+
+from services.collector.app import to_record
+from services.collector.domain import RatingIn, normalize
+from services.scorer.app import create_app
+from services.scorer.settings import ScorerSettings
+from shared.db import make_engine
+from shared.envelope import OutgoingRecord
+from shared.topics import Topics
+from tests.helpers import make_settings, produce, produce_raw, read_topic, running, wait_for
+from tests.infra import Infra
+
+pytestmark = pytest.mark.integration
+
+
+def settings(infra: Infra, database_url: str, topics: Topics) -> ScorerSettings:
+    return make_settings(
+        ScorerSettings,
+        kafka_bootstrap=infra.bootstrap,
+        database_url=database_url,
+        topic_prefix=topics.prefix,
+        log_format="console",
+    )
+
+
+def event(
+    rid: str,
+    score: int,
+    *,
+    topic: str,
+    store: str = "s1",
+    channel: str = "chat",
+    metric: str = "csat",
+    scale: str = "1-5",
+) -> OutgoingRecord:
+    body = {
+        "rating_id": rid,
+        "metric": metric,
+        "scale": scale,
+        "score": score,
+        "customer": {"id": f"cus-{rid}"},
+        "segment": {"store": store, "channel": channel},
+    }
+    return to_record(normalize(RatingIn.model_validate(body), received_at=datetime.now(UTC)), topic=topic)
+
+
+def worked_example(topic: str, prefix: str = "w") -> list[OutgoingRecord]:
+    """300 very satisfied + 400 satisfied + 100 neutral + 200 dissatisfied."""
+    scores = [5] * 300 + [4] * 400 + [3] * 100 + [2] * 200
+    return [event(f"{prefix}-{i}", s, topic=topic, store=f"store-{i % 2}") for i, s in enumerate(scores)]
+
+
+async def count_ratings(url: str) -> int:
+    engine = make_engine(url)
+    try:
+        async with engine.connect() as conn:
+            return int((await conn.execute(text("SELECT count(*) FROM scorer.ratings"))).scalar_one())
+    finally:
+        await engine.dispose()
+
+
+async def test_worked_example_counted_once_with_duplicates_and_poison(
+    infra: Infra, database_url: str, topics: Topics
+) -> None:
+    records = worked_example(topics.ratings)
+    # Producer retries and client resubmissions: the same rating ids again.
+    duplicates = records[:150]
+    await produce(infra.bootstrap, records[:500])
+    await produce_raw(infra.bootstrap, topics.ratings, [(b"k", b"garbage", [("ce_type", b"nope")])])
+    await produce(infra.bootstrap, records[500:] + duplicates)
+    app = create_app(settings(infra, database_url, topics))
+    async with running(app) as client:
+
+        async def csat() -> Any:
+            return (await client.get("/v1/scores", params={"metric": "csat", "window": "30d"})).json()
+
+        body = await wait_for(csat, until=lambda b: b["responses"] == 1000, timeout_s=60)
+        assert body["score"] == 70.0
+        assert body["positive"] == 700
+        assert body["band"] == "good"
+        assert body["insufficient"] is False
+        assert body["ci_low"] < 70.0 < body["ci_high"]
+        per_store = (
+            await client.get("/v1/scores", params={"window": "24h", "segment": "store:store-0"})
+        ).json()
+        assert per_store["responses"] == 500
+        breakdown = (await client.get("/v1/scores/breakdown", params={"by": "store", "window": "7d"})).json()
+        assert sorted(s["value"] for s in breakdown["segments"]) == ["store-0", "store-1"]
+        combo = (await client.get("/v1/scores", params={"segment": ["store:store-1", "channel:chat"]})).json()
+        assert combo["responses"] == 500
+        assert (await client.get("/readyz")).status_code == 200
+    assert await count_ratings(database_url) == 1000
+    dead = await read_topic(infra.bootstrap, topics.dlq_scorer, count=1)
+    assert len(dead) == 1
+    assert dict(dead[0].headers)["ce_dlqreason"] == b"invalid_cloudevent"
+
+
+async def test_restart_resumes_from_stored_offsets_without_double_counting(
+    infra: Infra, database_url: str, topics: Topics
+) -> None:
+    first = [event(f"a-{i}", 5, topic=topics.ratings) for i in range(200)]
+    second = [event(f"b-{i}", 1, topic=topics.ratings) for i in range(100)]
+    await produce(infra.bootstrap, first)
+    async with running(create_app(settings(infra, database_url, topics))) as client:
+        await wait_for(lambda: count_ratings(database_url), until=lambda n: n == 200, timeout_s=60)
+    await produce(infra.bootstrap, second + first[:50])
+    async with running(create_app(settings(infra, database_url, topics))) as client:
+
+        async def nps_free() -> Any:
+            return (await client.get("/v1/scores", params={"window": "1h"})).json()
+
+        body = await wait_for(nps_free, until=lambda b: b["responses"] == 300, timeout_s=60)
+        assert body["positive"] == 200
+    engine = make_engine(database_url)
+    async with engine.connect() as conn:
+        total = (
+            await conn.execute(text("SELECT sum(n) FROM scorer.score_counts WHERE segment_key = '*'"))
+        ).scalar_one()
+        offsets = (
+            await conn.execute(
+                text("SELECT sum(next_offset) FROM ops.consumer_offsets WHERE consumer_group = 'csat-scorer'")
+            )
+        ).scalar_one()
+    await engine.dispose()
+    assert total == 300
+    assert offsets == 350  # every record consumed once, duplicates included
+
+
+async def test_nps_and_ces(infra: Infra, database_url: str, topics: Topics) -> None:
+    nps = [
+        event(f"n-{i}", s, topic=topics.ratings, metric="nps", scale="0-10")
+        for i, s in enumerate([10] * 5 + [8] * 3 + [2] * 2)
+    ]
+    ces = [
+        event(f"c-{i}", s, topic=topics.ratings, metric="ces", scale="1-7")
+        for i, s in enumerate([7, 6, 2, 4])
+    ]
+    await produce(infra.bootstrap, nps + ces)
+    async with running(create_app(settings(infra, database_url, topics))) as client:
+
+        async def get(metric: str) -> Any:
+            return (await client.get("/v1/scores", params={"metric": metric, "window": "1h"})).json()
+
+        n = await wait_for(lambda: get("nps"), until=lambda b: b["responses"] == 10, timeout_s=60)
+        assert n["score"] == 30.0 and n["promoters"] == 5 and n["detractors"] == 2
+        c = await wait_for(lambda: get("ces"), until=lambda b: b["responses"] == 4, timeout_s=30)
+        assert c["score"] == 4.75 and c["positive_pct"] == 50.0
+        bad = await client.get("/v1/scores", params={"window": "forever"})
+        assert bad.status_code == 422 and bad.json()["field"] == "window"

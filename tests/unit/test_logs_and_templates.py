@@ -1,0 +1,63 @@
+"""No personal data in logs; templates render per locale with English fallback."""
+
+from __future__ import annotations
+
+import pytest
+
+from services.notifier.templating import TemplateMissing, Templates
+from shared.logs import scrub
+
+
+@pytest.mark.parametrize(
+    ("line", "leak"),
+    [
+        ("sent to ana.perez@example.com ok", "ana.perez@example.com"),
+        ("calling +33 6 12 34 56 78 now", "+33 6 12 34 56 78"),
+        ("sms +14155550123", "+14155550123"),
+        ("GET /r?token=abc.def.ghi&x=1", "abc.def.ghi"),
+        ("Authorization: Bearer sk_live_1234567890abcdef", "sk_live_1234567890abcdef"),
+    ],
+)
+def test_scrub_removes_personal_data(line: str, leak: str) -> None:
+    assert leak not in scrub(line)
+
+
+def test_scrub_keeps_ordinary_numbers() -> None:
+    assert (
+        scrub("processed 1200 records in 35 ms on partition 3")
+        == "processed 1200 records in 35 ms on partition 3"
+    )
+
+
+CTX = {
+    "rating": {
+        "score": 1,
+        "scale": "1-5",
+        "metric": "csat",
+        "sentiment": "negative",
+        "rating_id": "r1",
+        "segment": {"store": "paris-1"},
+        "touchpoint": "support_chat",
+        "comment": None,
+        "occurred_at": "2026-11-23T10:00:00+00:00",
+    },
+    "customer": {"id": "cus-1", "email": "a@example.com", "tier": "strategic"},
+}
+
+
+def test_csm_alert_english_and_french() -> None:
+    t = Templates()
+    en = t.render("csm_alert", "en", CTX)
+    assert en.subject is not None and "cus-1" in en.subject and "rated 1" in en.subject
+    assert "a@example.com" in en.body and "store: paris-1" in en.body
+    fr = t.render("csm_alert", "fr-FR", CTX)
+    assert fr.locale == "fr" and fr.subject is not None and fr.subject.startswith("[Alerte CSAT]")
+
+
+def test_unknown_locale_falls_back_to_english() -> None:
+    assert Templates().render("thank_you", "de", CTX).locale == "en"
+
+
+def test_missing_template() -> None:
+    with pytest.raises(TemplateMissing):
+        Templates().render("nope", "en", CTX)
