@@ -28,14 +28,14 @@ DEFAULT_PORTS = {"collector": 8000, "scorer": 8001, "actions": 8002, "notifier":
 
 
 def run_migrations(database_url: str) -> None:
-    """``alembic upgrade head`` against ``database_url`` (synchronous; call outside an event loop)."""
+    """``alembic upgrade heads`` against ``database_url`` (synchronous; call outside an event loop)."""
     from alembic import command
     from alembic.config import Config
 
     cfg = Config(str(ROOT / "alembic.ini"))
     cfg.set_main_option("script_location", str(ROOT / "migrations"))
     cfg.set_main_option("sqlalchemy.url", database_url.replace("%", "%%"))
-    command.upgrade(cfg, "head")
+    command.upgrade(cfg, "heads")
 
 
 def create_topics(bootstrap: str, topics: Topics, *, partitions: int = 6) -> list[str]:
