@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import AliasChoices, Field, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.topics import Topics
+
+#: Works only with ``CSAT_ENVIRONMENT=dev`` or ``test``: production refuses to start with it.
+DEV_ADMIN_KEY = "dev-admin-key"
 
 
 def asyncpg_url(url: str) -> str:
@@ -48,11 +51,20 @@ class CommonSettings(BaseSettings):
     log_format: Literal["json", "console"] = "json"
     host: str = "127.0.0.1"
     port: int = 8000
+    admin_api_key: SecretStr = Field(
+        default=SecretStr(DEV_ADMIN_KEY), description="Bearer key for admin endpoints; required in prod"
+    )
 
     @field_validator("database_url")
     @classmethod
     def _driver(cls, value: str) -> str:
         return asyncpg_url(value)
+
+    @model_validator(mode="after")
+    def _no_dev_secrets_in_prod(self) -> CommonSettings:
+        if self.environment == "prod" and self.admin_api_key.get_secret_value() == DEV_ADMIN_KEY:
+            raise ValueError("CSAT_ADMIN_API_KEY must be set to a real secret when CSAT_ENVIRONMENT=prod")
+        return self
 
     @property
     def topics(self) -> Topics:
