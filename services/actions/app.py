@@ -65,7 +65,7 @@ class CustomerIn(BaseModel):
     value: float | None = Field(default=None, ge=0)
     owner_email: EmailStr | None = None
     owner_name: str | None = Field(default=None, max_length=200)
-    consent: dict[Literal["contact", "review"], bool] = Field(default_factory=dict)
+    consent: dict[str, bool] = Field(default_factory=dict, description="contact, review, ...")
     opted_out: bool = False
     attributes: dict[str, Any] = Field(default_factory=dict, description="usage signals and any other facts")
 
