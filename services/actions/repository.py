@@ -242,15 +242,20 @@ async def load_fatigue(
     }
 
 
-async def sent_last_24h(conn: AsyncConnection, customer_id: str, *, now: datetime) -> int:
-    row = await conn.execute(
+async def sent_last_24h(
+    conn: AsyncConnection, customer_ids: Sequence[str], *, now: datetime
+) -> dict[str, int]:
+    """Messages each customer received in the last 24 h (the daily cap)."""
+    if not customer_ids:
+        return {}
+    rows = await conn.execute(
         text(
-            "SELECT count(*) FROM actions.decisions WHERE customer_id = :c AND customer_facing "
-            "AND notification_id IS NOT NULL AND created_at > :since"
+            "SELECT customer_id, count(*) AS n FROM actions.decisions WHERE customer_id = ANY(:ids) "
+            "AND customer_facing AND notification_id IS NOT NULL AND created_at > :since GROUP BY customer_id"
         ),
-        {"c": customer_id, "since": now - timedelta(hours=24)},
+        {"ids": list(set(customer_ids)), "since": now - timedelta(hours=24)},
     )
-    return int(row.scalar_one())
+    return {r.customer_id: int(r.n) for r in rows}
 
 
 # ---- decisions ------------------------------------------------------------------------------------
@@ -380,22 +385,28 @@ async def insert_enrolments(
     )
 
 
-async def enrolment_status(conn: AsyncConnection, customer_id: str, sequence: str) -> str | None:
-    row = await conn.execute(
-        text("SELECT status FROM actions.enrolments WHERE customer_id = :c AND sequence = :s"),
-        {"c": customer_id, "s": sequence},
+async def enrolment_statuses(
+    conn: AsyncConnection, customer_ids: Sequence[str]
+) -> dict[tuple[str, str], str]:
+    if not customer_ids:
+        return {}
+    rows = await conn.execute(
+        text("SELECT customer_id, sequence, status FROM actions.enrolments WHERE customer_id = ANY(:ids)"),
+        {"ids": list(set(customer_ids))},
     )
-    found = row.first()
-    return str(found.status) if found else None
+    return {(r.customer_id, r.sequence): str(r.status) for r in rows}
 
 
-async def complete_enrolment(conn: AsyncConnection, customer_id: str, sequence: str) -> None:
+async def complete_enrolments(conn: AsyncConnection, pairs: Sequence[tuple[str, str]]) -> None:
+    if not pairs:
+        return
     await conn.execute(
         text(
-            "UPDATE actions.enrolments SET status = 'completed' "
-            "WHERE customer_id = :c AND sequence = :s AND status = 'active'"
+            "UPDATE actions.enrolments AS e SET status = 'completed' "
+            "FROM unnest(CAST(:c AS text[]), CAST(:s AS text[])) AS v(c, s) "
+            "WHERE e.customer_id = v.c AND e.sequence = v.s AND e.status = 'active'"
         ),
-        {"c": customer_id, "s": sequence},
+        {"c": [p[0] for p in pairs], "s": [p[1] for p in pairs]},
     )
 
 
@@ -412,12 +423,17 @@ async def claim_due_timers(conn: AsyncConnection, *, now: datetime, limit: int) 
     return [DueTimer(r.timer_id, r.kind, r.ref, r.customer_id, r.due_at, r.payload) for r in rows]
 
 
-async def mark_timer(conn: AsyncConnection, timer_id: str, *, outcome: str, now: datetime) -> None:
+async def mark_timers(conn: AsyncConnection, outcomes: Mapping[str, str], *, now: datetime) -> None:
+    """Fired, with what came of it (``escalated``, ``sent``, ``skipped_<why>``)."""
+    if not outcomes:
+        return
+    ids = list(outcomes)
     await conn.execute(
         text(
-            "UPDATE actions.timers SET status = 'fired', outcome = :o, fired_at = :now WHERE timer_id = :id"
+            "UPDATE actions.timers AS t SET status = 'fired', outcome = v.o, fired_at = :now "
+            "FROM unnest(CAST(:ids AS text[]), CAST(:os AS text[])) AS v(id, o) WHERE t.timer_id = v.id"
         ),
-        {"id": timer_id, "o": outcome, "now": now},
+        {"ids": ids, "os": [outcomes[i] for i in ids], "now": now},
     )
 
 
@@ -444,19 +460,7 @@ def _alert_json(row: Mapping[Any, Any]) -> dict[str, Any]:
     return {str(k): (v.isoformat() if isinstance(v, datetime) else v) for k, v in row.items()}
 
 
-async def lock_alert(conn: AsyncConnection, alert_id: str) -> AlertState | None:
-    row = (
-        (
-            await conn.execute(
-                text(f"SELECT {_ALERT_COLUMNS} FROM actions.alerts WHERE alert_id = :id FOR UPDATE"),  # noqa: S608 - fixed column list
-                {"id": alert_id},
-            )
-        )
-        .mappings()
-        .first()
-    )
-    if row is None:
-        return None
+def _alert_state(row: Mapping[Any, Any]) -> AlertState:
     return AlertState(
         alert_id=row["alert_id"],
         rule_id=row["rule_id"],
@@ -471,10 +475,26 @@ async def lock_alert(conn: AsyncConnection, alert_id: str) -> AlertState | None:
     )
 
 
-async def mark_escalated(conn: AsyncConnection, alert_id: str, *, now: datetime) -> None:
+async def lock_alerts(conn: AsyncConnection, alert_ids: Sequence[str]) -> dict[str, AlertState]:
+    """Row-lock alerts so an acknowledgement waits for the escalation deciding on them (or vice versa)."""
+    if not alert_ids:
+        return {}
+    rows = await conn.execute(
+        text(
+            f"SELECT {_ALERT_COLUMNS} FROM actions.alerts WHERE alert_id = ANY(:ids) "  # noqa: S608 - fixed column list
+            "ORDER BY alert_id FOR UPDATE"
+        ),
+        {"ids": sorted(set(alert_ids))},
+    )
+    return {r["alert_id"]: _alert_state(r) for r in rows.mappings()}
+
+
+async def mark_escalated(conn: AsyncConnection, alert_ids: Sequence[str], *, now: datetime) -> None:
+    if not alert_ids:
+        return
     await conn.execute(
-        text("UPDATE actions.alerts SET escalated_at = :now WHERE alert_id = :id"),
-        {"id": alert_id, "now": now},
+        text("UPDATE actions.alerts SET escalated_at = :now WHERE alert_id = ANY(:ids)"),
+        {"ids": list(alert_ids), "now": now},
     )
 
 
@@ -517,7 +537,7 @@ async def transition_alert(
     conn: AsyncConnection, alert_id: str, *, to: str, by: str | None, note: str | None, now: datetime
 ) -> tuple[dict[str, Any] | None, str | None]:
     """Acknowledge or resolve; returns (alert, error). Acknowledging cancels the pending escalation."""
-    current = await lock_alert(conn, alert_id)
+    current = (await lock_alerts(conn, [alert_id])).get(alert_id)
     if current is None:
         return None, "not_found"
     if to == "acknowledged":

@@ -12,8 +12,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections import defaultdict
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -23,12 +23,13 @@ from prometheus_client import Counter, Histogram
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.actions import repository
-from services.actions.engine import Policy, TimerDraft
+from services.actions.engine import CustomerContext, Policy, TimerDraft
 from services.actions.publishing import decided_record, notification_record
 from services.actions.timers import (
     RESURVEY_NO_ANSWER,
     SEND,
     SLA_ESCALATION,
+    AlertState,
     DueTimer,
     Fired,
     fire_escalation,
@@ -124,12 +125,11 @@ class Scheduler:
             records: list[OutgoingRecord] = []
             decisions: list[dict[str, Any]] = []
             follow_ups: list[TimerDraft] = []
-            sent_now: dict[str, int] = defaultdict(int)
+            state = await _State.load(conn, due, now)
             results: list[tuple[DueTimer, Fired]] = []
             for timer in due:
-                fired = await self._fire(conn, timer, now, sent_now)
+                fired = await self._fire(conn, timer, now, state)
                 results.append((timer, fired))
-                await repository.mark_timer(conn, timer.timer_id, outcome=fired.outcome, now=now)
                 follow_ups.extend(fired.timers)
                 note = fired.notifications[0] if fired.notifications else None
                 decision_id = f"timer/{timer.timer_id}"
@@ -163,6 +163,18 @@ class Scheduler:
                             at=now,
                         )
                     )
+            await repository.mark_timers(conn, {t.timer_id: f.outcome for t, f in results}, now=now)
+            await repository.mark_escalated(
+                conn, [f.escalated_alert for _, f in results if f.escalated_alert], now=now
+            )
+            await repository.complete_enrolments(
+                conn,
+                [
+                    (t.customer_id, f.completes_sequence)
+                    for t, f in results
+                    if f.completes_sequence and t.customer_id
+                ],
+            )
             await repository.insert_timers(conn, follow_ups, now=now)
             await repository.insert_decisions(conn, decisions)
             await send_all(producer, records, timeout_s=self._publish_timeout_s)
@@ -172,30 +184,47 @@ class Scheduler:
             log.info("timer_fired", kind=timer.kind, timer_id=timer.timer_id, outcome=fired.outcome)
         return len(due)
 
-    async def _fire(
-        self, conn: AsyncConnection, timer: DueTimer, now: datetime, sent_now: dict[str, int]
-    ) -> Fired:
+    async def _fire(self, conn: AsyncConnection, timer: DueTimer, now: datetime, state: _State) -> Fired:
         if timer.kind == SLA_ESCALATION:
-            alert = await repository.lock_alert(conn, str(timer.payload.get("alert_id") or timer.ref))
-            fired = fire_escalation(timer, alert=alert, now=now, policy=self._policy)
-            if fired.escalated_alert:
-                await repository.mark_escalated(conn, fired.escalated_alert, now=now)
-            return fired
+            alert = state.alerts.get(str(timer.payload.get("alert_id") or timer.ref))
+            return fire_escalation(timer, alert=alert, now=now, policy=self._policy)
         if timer.kind == RESURVEY_NO_ANSWER:
             answered = await repository.resurvey_answered(conn, timer)
             return fire_no_answer(timer, answered=answered, now=now, policy=self._policy)
         if timer.kind == SEND and timer.customer_id:
             cid = timer.customer_id
-            ctx = (await repository.load_contexts(conn, [cid])).get(cid)
-            sent = await repository.sent_last_24h(conn, cid, now=now) + sent_now[cid]
             sequence = timer.payload.get("sequence")
-            status = await repository.enrolment_status(conn, cid, str(sequence["name"])) if sequence else None
+            status = state.enrolments.get((cid, str(sequence["name"]))) if sequence else None
             fired = fire_send(
-                timer, ctx=ctx, sent_24h=sent, enrolment_status=status, now=now, policy=self._policy
+                timer,
+                ctx=state.contexts.get(cid),
+                sent_24h=state.sent.get(cid, 0),
+                enrolment_status=status,
+                now=now,
+                policy=self._policy,
             )
             if fired.notifications:
-                sent_now[cid] += 1
-            if fired.completes_sequence:
-                await repository.complete_enrolment(conn, cid, fired.completes_sequence)
+                state.sent[cid] = state.sent.get(cid, 0) + 1
             return fired
         return Fired("skipped_unknown_kind", str(timer.payload.get("rule_id", "")), timer.kind)
+
+
+@dataclass(slots=True)
+class _State:
+    """What the claimed timers need, read in a few queries for the whole tick."""
+
+    alerts: dict[str, AlertState]
+    contexts: dict[str, CustomerContext]
+    sent: dict[str, int]
+    enrolments: dict[tuple[str, str], str]
+
+    @classmethod
+    async def load(cls, conn: AsyncConnection, due: list[DueTimer], now: datetime) -> _State:
+        alert_ids = [str(t.payload.get("alert_id") or t.ref) for t in due if t.kind == SLA_ESCALATION]
+        customers = [t.customer_id for t in due if t.kind == SEND and t.customer_id]
+        return cls(
+            alerts=await repository.lock_alerts(conn, alert_ids),
+            contexts=await repository.load_contexts(conn, customers),
+            sent=await repository.sent_last_24h(conn, customers, now=now),
+            enrolments=await repository.enrolment_statuses(conn, customers),
+        )

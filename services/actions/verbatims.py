@@ -134,7 +134,8 @@ class TaxonomyError(ValueError):
 class _CompiledTheme:
     id: str
     owner: str | None
-    phrases: dict[Language, tuple[tuple[str, ...], ...]]
+    words: dict[Language, frozenset[str]]  # one-word keywords: a set lookup
+    phrases: dict[Language, tuple[tuple[str, ...], ...]]  # multi-word keywords: a run of stems
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,17 +160,19 @@ class Taxonomy:
     def __init__(self, spec: TaxonomySpec) -> None:
         self.spec = spec
         self.default_owner = spec.default_owner
-        self._themes = [
-            _CompiledTheme(
-                id=t.id,
-                owner=t.owner,
-                phrases={
-                    lang: tuple(tuple(stems(tokenize(k), lang)) for k in words)
-                    for lang, words in t.keywords.items()
-                },
+        self._themes = []
+        for t in spec.themes:
+            compiled = {
+                lang: [tuple(stems(tokenize(k), lang)) for k in words] for lang, words in t.keywords.items()
+            }
+            self._themes.append(
+                _CompiledTheme(
+                    id=t.id,
+                    owner=t.owner,
+                    words={lang: frozenset(p[0] for p in ps if len(p) == 1) for lang, ps in compiled.items()},
+                    phrases={lang: tuple(p for p in ps if len(p) > 1) for lang, ps in compiled.items()},
+                )
             )
-            for t in spec.themes
-        ]
         self._lexicons = {lang: _compile_lexicon(lex, lang) for lang, lex in spec.sentiment.items()}
 
     def owner(self, theme_id: str) -> str | None:
@@ -185,10 +188,14 @@ class Taxonomy:
     def themes_of(self, tokens: Sequence[str]) -> tuple[str, ...]:
         """Themes whose keywords (in their own language) occur in the text, in taxonomy order."""
         by_lang = {lang: stems(tokens, lang) for lang in LANGUAGES}
+        sets = {lang: frozenset(st) for lang, st in by_lang.items()}
         found: list[str] = []
         for theme in self._themes:
-            for lang, phrases in theme.phrases.items():
-                if any(_contains(by_lang[lang], p) for p in phrases):
+            for lang in LANGUAGES:
+                words, phrases = theme.words.get(lang, frozenset()), theme.phrases.get(lang, ())
+                if not words.isdisjoint(sets[lang]) or any(
+                    p[0] in sets[lang] and _contains(by_lang[lang], p) for p in phrases
+                ):
                     found.append(theme.id)
                     break
         return tuple(found)
