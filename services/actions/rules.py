@@ -207,7 +207,9 @@ class ActionSpec(BaseModel):
     type: ActionType
     template: str | None = Field(default=None, validate_default=True)
     priority: Literal["low", "normal", "high"] = "normal"
-    to: str | None = Field(default=None, min_length=1, description="Fixed recipient (email, URL)")
+    to: str | None = Field(
+        default=None, min_length=1, validate_default=True, description="Fixed recipient (email, URL)"
+    )
     channel: Literal["email", "sms"] | None = None
     delay: timedelta = Field(default=timedelta(0), description="Send later (durable timer)")
     sla: timedelta | None = Field(default=None, description="csm_alert: due time after creation")
@@ -236,6 +238,20 @@ class ActionSpec(BaseModel):
             return default
         if value not in TEMPLATES:
             raise ValueError(f"unknown template {value!r}; one of {sorted(TEMPLATES)}")
+        return value
+
+    @field_validator("to")
+    @classmethod
+    def _to(cls, value: str | None, info: ValidationInfo) -> str | None:
+        kind = info.data.get("type")
+        if kind in (ActionType.SLACK, ActionType.WEBHOOK):
+            if not value or not value.startswith(("https://", "http://")):
+                raise ValueError(f"{kind.value} needs `to`: the URL to post to (https://...)")
+        elif value is not None:
+            if kind in CUSTOMER_FACING:
+                raise ValueError(f"{kind.value} goes to the customer's own address; remove `to`")
+            if "@" not in value:
+                raise ValueError(f"`to` must be an email address for {kind.value if kind else 'this action'}")
         return value
 
     @field_validator("channel")
