@@ -1,20 +1,68 @@
-"""Actions settings."""
+"""Actions settings (``CSAT_*`` environment variables), validated at start-up."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr, field_validator, model_validator
 
-from shared.settings import CommonSettings
+from shared.settings import DEV_ADMIN_KEY, CommonSettings
 
 DEFAULT_RULES = Path(__file__).parent / "rules" / "default.yaml"
+DEFAULT_THEMES = Path(__file__).parent / "themes.yaml"
 
 
 class ActionsSettings(CommonSettings):
     port: int = 8002
     consumer_group: str = "csat-actions"
     max_batch: int = Field(default=500, ge=1)
-    rules_file: Path = DEFAULT_RULES
+    max_body_bytes: int = Field(
+        default=256 * 1024, ge=1024, description="Rules documents and customer bodies"
+    )
+    rules_file: Path = Field(
+        default=DEFAULT_RULES, description="Seeds the rules in PostgreSQL; the admin API edits them there"
+    )
+    themes_file: Path = Field(default=DEFAULT_THEMES, description="Verbatim theme taxonomy and lexicons")
     default_csm_email: str = Field(default="csm@example.com", description="CSM alerts when no owner is known")
     default_locale: str = "en"
+    support_email: str = Field(default="support@example.com", description="Who is asked to call customers")
+    escalation_email: str = Field(
+        default="escalation@example.com", description="Receives SLA escalations when no manager is mapped"
+    )
+    csm_managers: dict[str, str] = Field(
+        default_factory=dict, description='JSON: CSM email -> manager email, e.g. {"ana@x.com": "boss@x.com"}'
+    )
+    segment_owners: dict[str, str] = Field(
+        default_factory=dict,
+        description='JSON: "dimension=value" (or "dimension=*") -> owner, e.g. {"store=paris-1": "m@x.com"}',
+    )
+    segment_default_owner: str | None = Field(default=None, description="Segment alerts nobody else owns")
+    daily_cap: int = Field(default=3, ge=0, description="Customer messages per customer per rolling 24 h")
+    survey_url_template: str | None = Field(
+        default=None, description="Re-survey link, with {survey_id} and {customer_id}"
+    )
+    alert_url_template: str | None = Field(default=None, description="Link to an alert, with {alert_id}")
+    csm_api_key: SecretStr | None = Field(
+        default=None, description="Bearer key for the alerts API (besides the admin key), for CSM tools"
+    )
+    timer_poll_s: float = Field(default=1.0, gt=0, le=60, description="How often due timers are looked for")
+    timer_batch: int = Field(default=100, ge=1, le=10_000)
+    scheduler_enabled: bool = True
+    history_days: int = Field(default=90, ge=1, description="How far back the trend looks")
+    history_limit: int = Field(default=50, ge=3, description="Ratings per customer read for history facts")
+    trend_size: int = Field(default=5, ge=3, description="Ratings in the trend (slope) window")
+    decline_slope: float = Field(default=-0.1, lt=0, description="Slope per rating (0..1 scale) = declining")
+
+    @field_validator("csm_managers", "segment_owners")
+    @classmethod
+    def _lower_keys(cls, value: dict[str, str]) -> dict[str, str]:
+        return {k.strip().lower() if "@" in k else k.strip(): v.strip() for k, v in value.items()}
+
+    @model_validator(mode="after")
+    def _csm_key(self) -> ActionsSettings:
+        key = self.csm_api_key.get_secret_value() if self.csm_api_key else None
+        if key is not None and len(key) < 16 and self.environment == "prod":
+            raise ValueError("CSAT_CSM_API_KEY must be at least 16 characters in prod")
+        if key == DEV_ADMIN_KEY and self.environment == "prod":
+            raise ValueError("CSAT_CSM_API_KEY must not be the dev admin key in prod")
+        return self

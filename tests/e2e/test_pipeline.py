@@ -74,7 +74,7 @@ def test_low_rating_reaches_the_csm_outbox(stack: Stack) -> None:
 
     def alerts() -> Any:
         got = httpx.get(
-            f"{notifier}/v1/outbox", params={"rule_id": "low-score-csm-alert", "limit": 500}
+            f"{notifier}/v1/outbox", params={"rule_id": "strategic-account-alert", "limit": 500}
         ).json()
         return [m for m in got["messages"] if customer in str(m["subject"])]
 

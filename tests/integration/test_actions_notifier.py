@@ -35,21 +35,28 @@ async def test_low_score_becomes_a_csm_alert_in_the_outbox(
         "topic_prefix": topics.prefix,
         "log_format": "console",
     }
-    await produce(
-        infra.bootstrap, [event("low-1", 1, topic=topics.ratings), event("mid-1", 3, topic=topics.ratings)]
-    )
+    admin = {"Authorization": "Bearer dev-admin-key"}
     async with running(create_actions(make_settings(ActionsSettings, **common))) as actions:
         put = await actions.put(
-            "/v1/customers/cus-low-1", json={"owner_email": "owner@example.com", "tier": "strategic"}
+            "/v1/customers/cus-low-1",
+            json={"owner_email": "owner@example.com", "tier": "strategic"},
+            headers=admin,
         )
         assert put.status_code == 200
+        batch = [event("low-1", 1, topic=topics.ratings), event("mid-1", 3, topic=topics.ratings)]
+        await produce(infra.bootstrap, batch)
         requests = await read_events(infra.bootstrap, topics.notifications, count=1)
         assert len(requests) == 1
         note = requests[0].data
         assert isinstance(note, NotificationRequested)
-        assert note.rule_id == "low-score-csm-alert"
-        decisions = (await actions.get("/v1/decisions")).json()["decisions"]
-        assert [d["rule_id"] for d in decisions] == ["low-score-csm-alert"]
+        assert note.rule_id == "strategic-account-alert"
+        assert note.recipient.email == "owner@example.com"
+
+        async def decisions() -> Any:
+            return (await actions.get("/v1/decisions", headers=admin)).json()["decisions"]
+
+        found = await wait_for(decisions, until=lambda d: len(d) >= 1)
+        assert [d["rule_id"] for d in found] == ["strategic-account-alert"]
     async with running(create_notifier(make_settings(NotifierSettings, **common))) as notifier:
 
         async def outbox() -> Any:

@@ -1,33 +1,22 @@
-"""Rule files and decisions: validation errors, matchers, the default playbook, cooldown and opt-out."""
+"""Rule files: validation errors naming rule and field, matchers, any/all/not, exclusive groups."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
-from services.actions.engine import CustomerContext, Decision, History, build_facts, decide
-from services.actions.rules import RuleFileError, load_rules_file, load_rules_text, matches, notification_id
+from services.actions.rules import (
+    RuleFileError,
+    evaluate,
+    holds,
+    load_rules_file,
+    load_rules_text,
+    matches,
+    notification_id,
+    parse_rules,
+)
 from services.actions.settings import DEFAULT_RULES
-from services.collector.domain import RatingIn, normalize
-from shared.events import Channel, RatingSubmitted
-
-NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
-
-
-def rating(
-    score: int, *, metric: str = "csat", scale: str = "1-5", contact: bool = True, **extra: object
-) -> RatingSubmitted:
-    body = {
-        "metric": metric,
-        "scale": scale,
-        "score": score,
-        "rating_id": f"r-{metric}-{score}",
-        "customer": {"id": "cus-1", "email": "ana@example.com"},
-        "consent": {"contact": contact},
-        **extra,
-    }
-    return normalize(RatingIn.model_validate(body), received_at=NOW)
 
 
 @pytest.mark.parametrize(
@@ -43,122 +32,231 @@ def rating(
         ({"not_in": ["gold"]}, None, True),
         ({"present": True}, "text", True),
         ({"present": True}, None, False),
+        ({"present": True}, [], False),
+        ({"present": True}, ["price"], True),
         ({"present": False}, "", True),
         ({"gt": 5}, None, False),
+        ({"gt": 5}, "text", False),
         ({"ne": "x"}, "y", True),
+        ({"contains": "price"}, ["delivery_time", "price"], True),
+        ({"contains": "price"}, ["delivery_time"], False),
+        ({"contains": "price"}, None, False),
+        ({"contains_any": ["price", "staff_reception"]}, ["staff_reception"], True),
+        ({"contains_any": ["price"]}, [], False),
     ],
 )
 def test_matchers(matcher: object, value: object, result: bool) -> None:
     assert matches(matcher, value) is result
 
 
+@pytest.mark.parametrize(
+    ("cond", "facts", "result"),
+    [
+        ({"any": [{"a": 1}, {"b": 2}]}, {"a": 0, "b": 2}, True),
+        ({"any": [{"a": 1}, {"b": 2}]}, {"a": 0, "b": 0}, False),
+        ({"all": [{"a": 1}, {"b": 2}]}, {"a": 1, "b": 2}, True),
+        ({"all": [{"a": 1}, {"b": 2}]}, {"a": 1, "b": 3}, False),
+        ({"not": {"a": 1}}, {"a": 2}, True),
+        ({"not": {"any": [{"a": 1}, {"b": {"gte": 5}}]}}, {"a": 2, "b": 9}, False),
+        ({"not": {"any": [{"a": 1}, {"b": {"gte": 5}}]}}, {"a": 2, "b": None}, True),
+        ({"x": "y", "any": [{"a": 1}]}, {"x": "y", "a": 1}, True),
+    ],
+)
+def test_logical_conditions(cond: dict[str, Any], facts: dict[str, Any], result: bool) -> None:
+    assert holds(cond, facts) is result
+
+
 def test_default_rules_load() -> None:
     rules = load_rules_file(DEFAULT_RULES)
-    assert {r.id for r in rules.rules} >= {"low-score-csm-alert", "promoter-thank-you"}
+    ids = {r.id for r in rules.rules}
+    assert ids >= {
+        "strategic-account-alert",
+        "low-score-csm-alert",
+        "low-score-resurvey",
+        "promoter-thank-you",
+        "review-invitation",
+        "segment-owner-alert",
+        "critical-comment-theme-alert",
+    }
+    assert "education" in rules.sequences
+
+
+A = "actions: [{type: csm_alert}]"
 
 
 @pytest.mark.parametrize(
-    ("text", "fragment"),
+    ("text", "rule", "field", "fragment"),
     [
+        (f"rules: [{{id: a, {A}}}, {{id: a, {A}}}]", "a", "id", "used twice"),
+        ("rules: [{id: bad-one, actions: [{type: fax}]}]", "bad-one", "actions.0.type", "Input should be"),
+        (f"rules: [{{id: r1, when: {{score: {{around: 3}}}}, {A}}}]", "r1", "when.score", "unknown operator"),
+        ("rules: [{id: r2, actions: []}]", "r2", "actions", "at least 1"),
+        (f"rules: [{{id: r3, cooldown: soon, {A}}}]", "r3", "cooldown", "must look like"),
+        (f"rules: [{{id: r4, {A}, colour: red}}]", "r4", "colour", "Extra inputs"),
+        (f"rules: [{{id: r5, when: {{sentimnt: negative}}, {A}}}]", "r5", "when.sentimnt", "'sentiment'"),
+        (f"rules: [{{id: r6, when: {{score: {{lte: two}}}}, {A}}}]", "r6", "when.score.lte", "number"),
+        (f"rules: [{{id: r7, when: {{tier: {{in: gold}}}}, {A}}}]", "r7", "when.tier", "unknown fact"),
         (
-            "rules: [{id: a, actions: [{type: csm_alert, template: x}]},"
-            " {id: a, actions: [{type: csm_alert, template: x}]}]",
-            "used twice",
+            f"rules: [{{id: r8, when: {{account.tier: {{in: gold}}}}, {A}}}]",
+            "r8",
+            "when.account.tier.in",
+            "needs a list",
         ),
-        ("rules: [{id: bad-one, actions: [{type: fax, template: x}]}]", "rule bad-one: actions.0.type"),
         (
-            "rules: [{id: r1, when: {score: {around: 3}}, actions: [{type: csm_alert, template: x}]}]",
-            "unknown operator",
+            f"rules: [{{id: r9, when: {{any: [{{history.negative: 3}}]}}, {A}}}]",
+            "r9",
+            "when.any[0].history.negative",
+            "did you mean 'history.negative_30d'",
         ),
-        ("rules: [{id: r2, actions: []}]", "rule r2: actions"),
-        ("rules: [{id: r3, cooldown: soon, actions: [{type: csm_alert, template: x}]}]", "rule r3: cooldown"),
-        ("rules: [{id: r4, actions: [{type: csm_alert, template: x}], colour: red}]", "rule r4: colour"),
-        ("rules: {", "not valid YAML"),
+        (
+            "rules: [{id: t1, actions: [{type: customer_email}]}]",
+            "t1",
+            "actions.0.template",
+            "needs a template",
+        ),
+        (
+            "rules: [{id: t2, actions: [{type: customer_email, template: hello}]}]",
+            "t2",
+            "actions.0.template",
+            "unknown template 'hello'",
+        ),
+        (
+            "rules: [{id: s1, actions: [{type: customer_email, template: thank_you, sla: 24h}]}]",
+            "s1",
+            "actions.0.sla",
+            "only csm_alert",
+        ),
+        ("rules: [{id: d1, actions: [{type: csm_alert, delay: 1h}]}]", "d1", "actions.0.delay", "customer"),
+        ("rules: [{id: n1, actions: [{type: nurture}]}]", "n1", "actions.0.sequence", "needs the name"),
+        (
+            "rules: [{id: n2, actions: [{type: nurture, sequence: onboarding}]}]",
+            "n2",
+            "actions.0.sequence",
+            "unknown sequence 'onboarding'",
+        ),
+        (
+            "rules: [{id: f1, actions: [{type: csm_alert, follow_up_after: 2h}]}]",
+            "f1",
+            "actions.0.follow_up_after",
+            "only resurvey",
+        ),
+        (
+            "rules: [{id: c1, actions: [{type: csm_alert, channel: sms}]}]",
+            "c1",
+            "actions.0.channel",
+            "chosen by the type",
+        ),
+        (
+            "rules: [{id: g1, on: segment_alert, actions: [{type: customer_email, template: thank_you}]}]",
+            "g1",
+            "actions.0.type",
+            "cannot run on segment_alert",
+        ),
+        (
+            "rules: [{id: g2, on: segment_alert, when: {sentiment: negative},"
+            " actions: [{type: segment_alert}]}]",
+            "g2",
+            "when.sentiment",
+            "unknown fact",
+        ),
+        (
+            "rules: [{id: rv, when: {score: {gte: 4}}, actions: [{type: review_invite}]}]",
+            "rv",
+            "when.score",
+            "review gating",
+        ),
+        (
+            "rules: [{id: rv2, when: {any: [{sentiment: positive}]}, actions: [{type: review_invite}]}]",
+            "rv2",
+            "when.sentiment",
+            "review gating",
+        ),
+        (
+            "rules: [{id: k1, actions: [{type: slack, template: csm_alert}]}]",
+            "k1",
+            "actions.0.to",
+            "needs `to`",
+        ),
+        (
+            "rules: [{id: k2, actions: [{type: csm_alert, to: not-an-address}]}]",
+            "k2",
+            "actions.0.to",
+            "email address",
+        ),
+        (
+            "rules: [{id: k3, actions: [{type: referral_invite, to: a@example.com}]}]",
+            "k3",
+            "actions.0.to",
+            "customer's own address",
+        ),
+        ("rules: {", None, "file", "not valid YAML"),
+        ("- just a list", None, "file", "a mapping"),
     ],
 )
-def test_rule_file_errors_name_the_rule_and_field(text: str, fragment: str) -> None:
-    with pytest.raises(RuleFileError, match=fragment):
+def test_rule_errors_name_the_rule_and_field(text: str, rule: str | None, field: str, fragment: str) -> None:
+    with pytest.raises(RuleFileError) as caught:
         load_rules_text(text)
+    first = caught.value.errors[0]
+    assert (first.rule, first.field) == (rule, field), str(caught.value)
+    assert fragment in first.message, str(caught.value)
+    assert fragment in str(caught.value)
 
 
-def _decide(
-    r: RatingSubmitted, *, ctx: CustomerContext | None = None, fired: dict[str, datetime] | None = None
-) -> list[Decision]:
-    return decide(
-        rules=load_rules_file(DEFAULT_RULES),
-        rating=r,
-        ctx=ctx,
-        history=History(),
-        last_fired=fired or {},
-        now=NOW,
-        default_csm_email="csm@example.com",
+def test_several_errors_are_all_reported() -> None:
+    text = (
+        "rules: [{id: x1, when: {nope: 1}, actions: [{type: csm_alert}]},"
+        " {id: x2, actions: [{type: customer_email}]}]"
     )
-
-
-def test_low_score_alerts_the_csm_and_emails_the_customer() -> None:
-    decisions = _decide(rating(1))
-    by_rule = {d.rule_id: d for d in decisions}
-    alert = by_rule["low-score-csm-alert"].notification
-    assert alert is not None and alert.channel is Channel.EMAIL
-    assert alert.recipient.email == "csm@example.com"
-    assert alert.transactional and alert.priority == "high"
-    assert alert.context["customer"]["email"] == "ana@example.com"
-    follow = by_rule["low-score-customer-email"].notification
-    assert follow is not None and follow.recipient.email == "ana@example.com"
-    assert "promoter-thank-you" not in by_rule
-
-
-def test_owner_csm_from_context_receives_the_alert() -> None:
-    ctx = CustomerContext(customer_id="cus-1", owner_email="owner@example.com", tier="strategic")
-    alert = next(d for d in _decide(rating(2), ctx=ctx) if d.rule_id == "low-score-csm-alert").notification
-    assert alert is not None and alert.recipient.email == "owner@example.com"
-
-
-def test_nps_detractor_alerts() -> None:
-    assert any(d.rule_id == "low-score-csm-alert" for d in _decide(rating(5, metric="nps", scale="0-10")))
-
-
-def test_promoter_thanked_only_with_consent() -> None:
-    assert [d.rule_id for d in _decide(rating(5))] == ["promoter-thank-you"]
-    skipped = _decide(rating(5, contact=False))
-    assert skipped == []
-
-
-def test_neutral_score_fires_no_default_rule() -> None:
-    assert _decide(rating(3)) == []
-
-
-def test_cooldown_skips_customer_messages_but_not_csm_alerts() -> None:
-    fired = {
-        "low-score-customer-email": NOW - timedelta(days=1),
-        "low-score-csm-alert": NOW - timedelta(minutes=1),
+    with pytest.raises(RuleFileError) as caught:
+        load_rules_text(text)
+    assert {(e.rule, e.field) for e in caught.value.errors} == {
+        ("x1", "when.nope"),
+        ("x2", "actions.0.template"),
     }
-    decisions = {d.rule_id: d for d in _decide(rating(1), fired=fired)}
-    assert decisions["low-score-customer-email"].skipped == "cooldown"
-    assert decisions["low-score-csm-alert"].notification is not None
 
 
-def test_opt_out_blocks_customer_messages_only() -> None:
-    ctx = CustomerContext(customer_id="cus-1", opted_out=True)
-    decisions = {d.rule_id: d for d in _decide(rating(1), ctx=ctx)}
-    assert decisions["low-score-customer-email"].skipped == "opted_out"
-    assert decisions["low-score-csm-alert"].notification is not None
+def test_yaml_on_is_a_key_not_a_boolean() -> None:
+    rules = load_rules_text("rules: [{id: s, on: segment_alert, actions: [{type: segment_alert}]}]")
+    assert rules.rules[0].on == "segment_alert"
+
+
+def test_review_invitation_without_score_conditions_is_accepted() -> None:
+    rules = load_rules_text(
+        "rules: [{id: reviews, when: {consent.review: true, touchpoint: [checkout]},"
+        " actions: [{type: review_invite}]}]"
+    )
+    assert rules.rules[0].actions[0].template == "review_invite"
+
+
+def _set(*rules: dict[str, Any]) -> Any:
+    return parse_rules({"rules": list(rules)})
+
+
+def test_first_match_wins_within_a_group_and_other_rules_still_fire() -> None:
+    rules = _set(
+        {
+            "id": "vip",
+            "group": "alert",
+            "when": {"account.tier": "strategic"},
+            "actions": [{"type": "csm_alert"}],
+        },
+        {"id": "everyone", "group": "alert", "actions": [{"type": "csm_alert"}]},
+        {"id": "other", "actions": [{"type": "support_callback"}]},
+    )
+    assert [r.id for r in evaluate(rules, {"account.tier": "strategic"})] == ["vip", "other"]
+    assert [r.id for r in evaluate(rules, {"account.tier": "smb"})] == ["everyone", "other"]
+
+
+def test_disabled_rules_and_other_triggers_are_not_evaluated() -> None:
+    rules = _set(
+        {"id": "off", "enabled": False, "actions": [{"type": "csm_alert"}]},
+        {"id": "seg", "on": "segment_alert", "actions": [{"type": "segment_alert"}]},
+        {"id": "on", "actions": [{"type": "csm_alert"}]},
+    )
+    assert [r.id for r in evaluate(rules, {})] == ["on"]
+    assert [r.id for r in evaluate(rules, {}, on="segment_alert")] == ["seg"]
 
 
 def test_notification_ids_are_deterministic() -> None:
     assert notification_id("r", "x", 0) == notification_id("r", "x", 0)
     assert notification_id("r", "x", 0) != notification_id("r", "x", 1)
-    a = _decide(rating(1))
-    b = _decide(rating(1))
-    assert [d.notification.notification_id for d in a if d.notification] == [
-        d.notification.notification_id for d in b if d.notification
-    ]
-
-
-def test_facts_include_segments_and_context_override() -> None:
-    r = rating(1, segment={"store": "paris-1"}, account={"tier": "smb", "value": 10})
-    facts = build_facts(r, CustomerContext(customer_id="cus-1", tier="strategic"), History(negative_30d=3))
-    assert facts["segment.store"] == "paris-1"
-    assert facts["account.tier"] == "strategic"
-    assert facts["history.negative_30d"] == 3
-    assert facts["has_comment"] is False

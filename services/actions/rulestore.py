@@ -1,0 +1,132 @@
+"""The rule set in force, versioned in PostgreSQL so every replica follows the same rules.
+
+The YAML file seeds version 1. A changed file (new deploy) becomes a new version as long as nobody
+has edited the rules through the admin API since; after an API edit the database wins and a changed
+file is reported in the log. Readers compare the newest version number (one indexed query) and
+reload only when it moved.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from services.actions import repository
+from services.actions.rules import RuleFileError, RuleSet, parse_rules
+
+log = structlog.get_logger(__name__)
+
+
+class VersionConflict(Exception):
+    """The caller edited an older version than the one in force (``If-Match``)."""
+
+    def __init__(self, current: int) -> None:
+        self.current = current
+        super().__init__(f"the rules are at version {current}")
+
+
+@dataclass(frozen=True, slots=True)
+class Current:
+    version: int
+    rules: RuleSet
+    document: Any
+    origin: str
+
+
+def _canonical(document: Any) -> str:
+    return json.dumps(document, sort_keys=True, default=str)
+
+
+class RuleStore:
+    def __init__(self, *, file_document: Any, file_rules: RuleSet, file_origin: str) -> None:
+        self._file_document = json.loads(json.dumps(file_document, default=str))
+        self._file_origin = file_origin
+        self._current = Current(0, file_rules, self._file_document, "file")
+        self._seeded = False
+
+    @property
+    def cached(self) -> Current:
+        return self._current
+
+    async def current(self, conn: AsyncConnection) -> Current:
+        """The newest version (seeding from the file on first use); cheap when nothing changed."""
+        if not self._seeded:
+            await self._seed(conn)
+            self._seeded = True
+        latest = await repository.latest_rule_version(conn)
+        if latest is not None and latest != self._current.version:
+            loaded = await repository.load_rule_set(conn, latest)
+            if loaded is not None:
+                version, document, origin = loaded
+                try:
+                    rules = parse_rules(document, origin=f"rules v{version}")
+                except RuleFileError as exc:  # written by an older release with laxer checks
+                    log.error("stored_rules_invalid", version=version, error=str(exc))
+                else:
+                    self._current = Current(version, rules, document, origin)
+                    log.info("rules_loaded", version=version, origin=origin, rules=len(rules.rules))
+        return self._current
+
+    async def _seed(self, conn: AsyncConnection) -> None:
+        await repository.lock_rule_sets(conn)
+        latest = await repository.load_rule_set(conn)
+        if latest is None:
+            await repository.insert_rule_set(conn, version=1, document=self._file_document, origin="file")
+            log.info("rules_seeded", file=self._file_origin)
+            return
+        version, document, origin = latest
+        if _canonical(document) == _canonical(self._file_document):
+            return
+        if origin == "file":
+            await repository.insert_rule_set(
+                conn, version=version + 1, document=self._file_document, origin="file"
+            )
+            log.info("rules_file_changed", file=self._file_origin, version=version + 1)
+        else:
+            log.warning("rules_file_ignored", file=self._file_origin, reason="edited through the admin API")
+
+    async def replace(
+        self, conn: AsyncConnection, document: Any, *, expected_version: int | None = None
+    ) -> Current:
+        """Validate and store a whole new rule set as the next version."""
+        rules = parse_rules(document, origin="request")
+        await repository.lock_rule_sets(conn)
+        latest = await repository.latest_rule_version(conn) or 0
+        if expected_version is not None and expected_version != latest:
+            raise VersionConflict(latest)
+        await repository.insert_rule_set(conn, version=latest + 1, document=document, origin="api")
+        self._current = Current(latest + 1, rules, document, "api")
+        return self._current
+
+    async def edit(
+        self,
+        conn: AsyncConnection,
+        *,
+        put: dict[str, Any] | None = None,
+        delete: str | None = None,
+        expected_version: int | None = None,
+    ) -> tuple[Current, bool]:
+        """Create/replace one rule (``put``) or delete one (``delete``); returns (new, created)."""
+        await repository.lock_rule_sets(conn)
+        now = await self.current(conn)
+        document = json.loads(json.dumps(now.document, default=str))
+        items: list[Any] = list(document.get("rules") or [])
+        ids = [r.get("id") if isinstance(r, dict) else None for r in items]
+        created = False
+        if put is not None:
+            rid = put.get("id")
+            if rid in ids:
+                items[ids.index(rid)] = put
+            else:
+                items.append(put)
+                created = True
+        elif delete is not None:
+            if delete not in ids:
+                raise KeyError(delete)
+            items.pop(ids.index(delete))
+        document["rules"] = items
+        return await self.replace(conn, document, expected_version=expected_version), created
