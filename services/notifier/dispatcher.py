@@ -37,7 +37,14 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.notifier import store
 from services.notifier.metrics import NOTIFICATIONS, PROVIDER_ATTEMPTS
-from services.notifier.policy import QuietHours, address_key, backoff_delay, local_day, zone_for
+from services.notifier.policy import (
+    QuietHours,
+    address_key,
+    backoff_delay,
+    local_day,
+    normalise_address,
+    zone_for,
+)
 from services.notifier.providers import Message, Provider, SendResult, Verdict
 from services.notifier.templating import TemplateBroken, TemplateMissing, Templates
 from services.notifier.tokens import UnsubscribeClaim, UnsubscribeTokens
@@ -156,12 +163,16 @@ class Dispatcher:
                 await asyncio.wait_for(self._task, 5)
             except (TimeoutError, asyncio.CancelledError):
                 self._task.cancel()
-        if self._tasks:
-            await asyncio.wait(self._tasks, timeout=self._cfg.attempt_timeout_s + 2)
+        await self.drain(self._cfg.attempt_timeout_s + 2)
         try:
             await asyncio.wait_for(self.relay(), 10)
         except Exception as exc:  # noqa: BLE001 - shutting down; the outbox keeps the events for next start
             log.info("final_relay_skipped", error=type(exc).__name__)
+
+    async def drain(self, timeout_s: float | None = None) -> None:
+        """Wait for the sends in flight to record their answers."""
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=timeout_s)
 
     def wake(self) -> None:
         self._wake.set()
@@ -249,6 +260,8 @@ class Dispatcher:
                 detail="no recipient address",
             )
             return
+        if note.channel is Channel.SMS:
+            to = normalise_address("sms", to)  # E.164 as providers want it, without spaces or dashes
         zone = zone_for(note.recipient.timezone, self._cfg.default_zone)
         context = dict(note.context)
         headers: dict[str, str] = {}
