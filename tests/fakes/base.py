@@ -14,7 +14,7 @@ import time
 from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Self
 from urllib.parse import parse_qsl
 
 import uvicorn
@@ -163,7 +163,7 @@ class FakeServer:
             await asyncio.sleep(step.delay_s)
         return answer
 
-    def __enter__(self) -> FakeServer:
+    def __enter__(self) -> Self:
         routes = [Route(path, self._handle, methods=list(methods)) for path, methods in self.routes_for()]
         app = Starlette(routes=routes)
         config = uvicorn.Config(

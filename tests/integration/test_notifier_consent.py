@@ -159,8 +159,8 @@ async def test_provider_opt_outs_feed_the_suppression_list(
                     request("stop-3", channel=Channel.EMAIL, to="stop@example.com", template="thank_you",
                             customer="cus-stop", rule="other"),
                     # Postmark 406 is about the address (a bounce), not the person's consent.
-                    request("bounce-2", channel=Channel.EMAIL, to="bounced@example.com", template="review_invite",
-                            customer="cus-bounce", rule="review"),
+                    request("bounce-2", channel=Channel.EMAIL, to="bounced@example.com",
+                            template="review_invite", customer="cus-bounce", rule="review"),
                     request("bounce-sms", channel=Channel.SMS, to="+15550108888", template="thank_you",
                             customer="cus-bounce", rule="sms"),
                 ]),

@@ -79,8 +79,8 @@ async def test_crash_between_send_and_record_never_reaches_a_customer_twice(
                 records(topics, [
                     request("crash-email", channel=Channel.EMAIL, to="crash@example.com",
                             template="low_score_followup", customer="cus-crash"),
-                    request("crash-hook", channel=Channel.WEBHOOK, to=hooks.hook("crash"), template="csm_alert",
-                            customer="cus-crash", transactional=True, rule="crm-sync"),
+                    request("crash-hook", channel=Channel.WEBHOOK, to=hooks.hook("crash"),
+                            template="csm_alert", customer="cus-crash", transactional=True, rule="crm-sync"),
                 ]),
             )  # fmt: skip
             await asyncio.gather(_accepted(sendgrid), _accepted(hooks))

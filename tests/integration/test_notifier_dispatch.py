@@ -22,7 +22,6 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from services.notifier.app import build_providers
 from services.notifier.delivery import Intake
 from services.notifier.dispatcher import DispatchConfig, Dispatcher
-from services.notifier.policy import QuietHours
 from services.notifier.providers import Provider
 from services.notifier.templating import Templates
 from services.notifier.tokens import UnsubscribeTokens
