@@ -53,6 +53,7 @@ from shared import metrics as shared_metrics
 from shared.consumer import is_transient
 from shared.envelope import OutgoingRecord, encode
 from shared.events import Channel, NotificationRequested, OutcomeStatus
+from shared.logs import scrub
 from shared.topics import Topics
 
 log = structlog.get_logger(__name__)
@@ -433,7 +434,7 @@ class Dispatcher:
                     notification_id=row.notification_id,
                     at=now + timedelta(seconds=delay),
                     reason=f"retry:{result.kind}",
-                    error=result.detail,
+                    error=scrub(result.detail)[:500] if result.detail else None,
                     token=token,
                 )
             elif verdict is Verdict.RETRY:
@@ -618,6 +619,9 @@ class Dispatcher:
     ) -> bool:
         """Record a final status and its outcome event in one transaction; False if someone else did."""
         now = self._clock()
+        # Provider error texts can quote the address ("Found inactive addresses: ..."): keep it out of
+        # the table and the topic, which other teams read and log.
+        detail = scrub(detail)[:500] if detail else detail
         done = await store.finish(
             conn,
             notification_id=row.notification_id,
