@@ -206,7 +206,11 @@ class Dispatcher:
         started = 0
         if not self._stopping.is_set():
             started = await self._claim(now)
-        await self.relay()
+        try:
+            await self.relay()
+        except Exception as exc:  # noqa: BLE001 - a broker outage must not slow sending; events wait in the table
+            shared_metrics.CONSUMER_ERRORS.labels("notifier-dispatcher", "broker").inc()
+            log.warning("relay_failed", error=type(exc).__name__)
         return started
 
     # ---- claiming ------------------------------------------------------------------------------------
@@ -376,25 +380,35 @@ class Dispatcher:
                     Verdict.AMBIGUOUS, "timeout_after_send", detail=f"adapter: {type(exc).__name__}"
                 )
             PROVIDER_ATTEMPTS.labels(job.provider.name, result.kind).inc()
-            await self._record_with_retry(job, result)
+            try:
+                await self._record_with_retry(job, result)
+            except Exception:  # a bug while recording: the lease resolves the attempt, never a resend
+                log.exception("record_crashed", notification_id=job.row.notification_id)
         finally:
             self._inflight[job.note.channel] -= 1
             self._wake.set()
 
     async def _record_with_retry(self, job: Job, result: SendResult) -> None:
-        """Record the provider's answer, retrying through a database blip; the lease is the last resort."""
+        """Record the provider's answer, retrying through a database outage for as long as the lease runs.
+
+        Past the lease another pass may already have recorded the attempt ``unknown``; an acceptance
+        recorded later still upgrades it to ``sent`` (same claim token).
+        """
         delay = 0.2
-        for _ in range(8):
+        deadline = time.monotonic() + self._cfg.attempt_timeout_s + self._cfg.lease_grace_s
+        while True:
             try:
                 await self._record(job, result)
                 return
             except Exception as exc:
                 if not is_transient(exc):
                     raise
+                if time.monotonic() > deadline:
+                    log.error("record_failed_lease_will_resolve", notification_id=job.row.notification_id)
+                    return
                 log.warning("record_retry", notification_id=job.row.notification_id, error=type(exc).__name__)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5)
-        log.error("record_failed_lease_will_resolve", notification_id=job.row.notification_id)
 
     async def _record(self, job: Job, result: SendResult) -> None:
         now = self._clock()

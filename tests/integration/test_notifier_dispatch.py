@@ -6,6 +6,7 @@ Quiet hours, the daily cap and dead-lettering all depend on time; a movable cloc
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 from collections.abc import AsyncIterator, Sequence
@@ -285,3 +286,31 @@ async def test_a_replayed_request_is_recorded_once(infra: Infra, database_url: s
         assert rows["dup-1"]["status"] == "sent" and rows["dup-1"]["attempts"] == 1
         outbox = await query(database_url, "SELECT notification_id FROM notifier.outbox")
         assert outbox == [{"notification_id": "dup-1"}]
+
+
+async def test_an_answer_arriving_after_the_lease_still_records_the_truth(
+    infra: Infra, database_url: str, topics: Topics
+) -> None:
+    """A sender that looked dead (lease over, recorded 'unknown') but then hears 'accepted' upgrades it."""
+    clock = Clock(datetime(2026, 6, 1, 12, 0, tzinfo=UTC))
+    with FakeTwilio() as fake:
+        fake.on("+15550104242", Step(hold=True))
+        async with harness(infra, database_url, topics, clock, **_twilio(fake), provider_timeout_s=5) as h:
+            await h.request(
+                request("sms-slow", channel=Channel.SMS, to="+15550104242", template="thank_you",
+                        customer="cus-slow")
+            )  # fmt: skip
+            assert await h.dispatcher.tick() == 1
+            assert await asyncio.to_thread(fake.accepted_signal.wait, 10)
+            clock.advance(seconds=120)  # the lease (3 x 5 s + 1 s + 30 s) is long gone
+            assert await h.dispatcher.tick() == 0
+            row = (await deliveries(database_url))["sms-slow"]
+            assert row["status"] == "unknown" and row["reason"] == "crashed_mid_send"
+            fake.release.set()
+            await h.dispatcher.drain(10)
+            await h.dispatcher.relay()
+            row = (await deliveries(database_url))["sms-slow"]
+            assert row["status"] == "sent" and row["provider_message_id"].startswith("SM")
+            assert len(fake.requests) == 1
+        events = await read_events(infra.bootstrap, topics.outcomes, count=2, timeout_s=20)
+    assert [e.data.model_dump()["status"] for e in events] == ["unknown", "sent"]
