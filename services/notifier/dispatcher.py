@@ -110,7 +110,7 @@ class DispatchConfig:
     retry_base_s: float = 2.0
     retry_cap_s: float = 600.0
     interval_s: float = 0.2
-    concurrency: int = 8
+    concurrency: int = 16
     attempt_timeout_s: float = 31.0
     lease_grace_s: float = 30.0
     daily_cap: int = 3

@@ -57,7 +57,7 @@ class NotifierSettings(CommonSettings):
     retry_base_s: float = Field(default=2.0, gt=0)
     retry_cap_s: float = Field(default=600.0, gt=0)
     dispatch_interval_s: float = Field(default=0.2, gt=0, description="How often due deliveries are polled")
-    dispatch_concurrency: int = Field(default=8, ge=1, description="Sends in flight per channel")
+    dispatch_concurrency: int = Field(default=16, ge=1, description="Sends in flight per channel")
     lease_grace_s: float = Field(
         default=30.0, ge=0, description="Past an attempt's deadline, a 'sending' record is presumed crashed"
     )

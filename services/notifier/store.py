@@ -14,8 +14,6 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from shared.envelope import OutgoingRecord
 
-FINAL = ("sent", "failed", "suppressed", "unknown")
-
 _COLUMNS = (
     "notification_id, channel, provider, status, attempts, rule_id, customer_id, request, transactional, "
     "claim_token, counted_day, event_id, source_topic, source_partition, source_offset"
