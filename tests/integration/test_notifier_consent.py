@@ -116,6 +116,21 @@ async def test_one_click_unsubscribe_stops_customer_messages_on_every_channel(
             "/v1/suppressions", params={"customer_id": "cus-u", "email": "ana@example.com"}, headers=ADMIN
         )
         assert lifted.json() == {"removed": 2}
+        listed = (await client.get("/v1/deliveries", params={"status": "suppressed"}, headers=ADMIN)).json()
+        assert sorted(d["notification_id"] for d in listed["deliveries"]) == ["m-2", "m-3", "s-1"]
+        assert listed["counts"] == {"sent": 2, "suppressed": 3}
+        assert "request" not in listed["deliveries"][0]  # contact details stay in the table
+
+        # An administrator records an opt-out received elsewhere (a phone call): that number gets nothing.
+        added = await client.post("/v1/suppressions", json={"phone": "+33 6 00 00 00 01"}, headers=ADMIN)
+        assert added.status_code == 201 and added.json() == {"added": 1}
+        assert (await client.post("/v1/suppressions", json={}, headers=ADMIN)).status_code == 422
+        await produce(
+            infra.bootstrap,
+            records(topics, [request("s-2", channel=Channel.SMS, to="+33600000001", template="thank_you",
+                                     customer="cus-v")]),
+        )  # fmt: skip
+        assert (await _settle(database_url, {"s-2"}))["s-2"]["status"] == "suppressed"
 
 
 async def test_provider_opt_outs_feed_the_suppression_list(
