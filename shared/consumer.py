@@ -74,6 +74,11 @@ def _is_transient(exc: BaseException) -> bool:
     return isinstance(exc, TRANSIENT_ERRORS)
 
 
+def is_transient(exc: BaseException) -> bool:
+    """A database or broker error worth retrying (connection lost, timeout), as opposed to a bug."""
+    return _is_transient(exc)
+
+
 def _reason_kind(reason: str) -> str:
     """Bounded label for the DLQ metric: the first words of a reason, never its data."""
     for kind in ("missing ce_type", "invalid CloudEvent", "unknown event type", "not a JSON object"):

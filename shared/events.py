@@ -162,6 +162,14 @@ class NotificationOutcome(_Event):
     detail: str | None = None
     provider_message_id: str | None = None
     at: AwareDatetime
+    reason: str | None = Field(
+        default=None,
+        description="bounded code: opted_out, daily_cap, quiet_hours, rejected, exhausted, ambiguous, "
+        "crashed_mid_send, provider_opt_out, no_address, template",
+    )
+    rule_id: str | None = None
+    customer_id: str | None = None
+    next_attempt_at: AwareDatetime | None = Field(default=None, description="when a deferred message goes")
 
 
 class DeadLetter(_Event):

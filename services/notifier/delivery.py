@@ -1,223 +1,72 @@
-"""Delivering notification requests: dedupe record, rendering, provider send with retries, outcome."""
+"""Intake: each notification request becomes one durable delivery record, once per notification id.
+
+The consumer's transaction stores the record together with the offsets (exactly once); sending is
+the dispatcher's job, so a slow provider never holds a Kafka partition.
+"""
 
 from __future__ import annotations
 
-import asyncio
-import random
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 
-import structlog
-from prometheus_client import Counter
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.notifier.providers import Message, Provider, SendResult
-from services.notifier.templating import TemplateMissing, Templates
-from shared import events as ev
+from services.notifier import store
+from services.notifier.metrics import NOTIFICATIONS
 from shared.consumer import Received
-from shared.envelope import OutgoingRecord, encode
-from shared.events import Channel, NotificationRequested, OutcomeStatus
-from shared.topics import Topics
-
-log = structlog.get_logger(__name__)
-
-NOTIFICATIONS = Counter(
-    "csat_notifications_total",
-    "Notifications handled, by channel, provider and outcome",
-    ["channel", "provider", "outcome"],
-)
-PROVIDER_ATTEMPTS = Counter(
-    "csat_provider_attempts_total",
-    "Calls to a provider, by provider and result",
-    ["provider", "result"],
-)
-
-FINAL = {"sent", "failed", "suppressed", "unknown"}
+from shared.envelope import OutgoingRecord
+from shared.events import Channel, NotificationRequested
 
 
-def address(note: NotificationRequested) -> str | None:
-    r = note.recipient
-    return {Channel.EMAIL: r.email, Channel.SMS: r.phone, Channel.SLACK: r.url, Channel.WEBHOOK: r.url}[
-        note.channel
-    ]
+def _aware(value: datetime | None) -> datetime | None:
+    if value is None:
+        return None
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
-def backoff_delay(
-    attempt: int, *, base: float = 0.5, cap: float = 30.0, retry_after: float | None = None
-) -> float:
-    """Exponential backoff with full jitter; a provider's Retry-After wins when it asks for longer."""
-    delay = random.uniform(0, min(cap, base * 2**attempt))  # noqa: S311 - jitter, not security
-    return max(delay, retry_after or 0.0)
-
-
-class Deliverer:
+class Intake:
     def __init__(
         self,
         *,
-        engine: AsyncEngine,
-        providers: Mapping[Channel, Provider],
-        templates: Templates,
-        topics: Topics,
-        max_attempts: int = 3,
-        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        provider_names: Mapping[Channel, str],
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
-        self._engine = engine
-        self._providers = providers
-        self._templates = templates
-        self._topics = topics
-        self._max_attempts = max_attempts
-        self._sleep = sleep
+        self._names = provider_names
+        self._clock = clock
 
     async def handle(self, conn: AsyncConnection, batch: Sequence[Received]) -> list[OutgoingRecord]:
-        notes: dict[str, NotificationRequested] = {}
+        """Record new requests as due now (or at ``not_before``); a replayed request changes nothing."""
+        now = self._clock()
+        seen: dict[str, tuple[NotificationRequested, Received]] = {}
         for item in batch:
-            if isinstance(item.envelope.data, NotificationRequested):
-                notes.setdefault(item.envelope.data.notification_id, item.envelope.data)
-        if not notes:
+            data = item.envelope.data
+            if isinstance(data, NotificationRequested):
+                seen.setdefault(data.notification_id, (data, item))
+        if not seen:
             return []
-        rows = await conn.execute(
-            text("SELECT notification_id, status FROM notifier.deliveries WHERE notification_id = ANY(:ids)"),
-            {"ids": list(notes)},
-        )
-        existing = {r.notification_id: r.status for r in rows}
-        out: list[OutgoingRecord] = []
-        for note in notes.values():
-            record = await self._deliver(conn, note, existing.get(note.notification_id))
-            if record is not None:
-                out.append(record)
-        return out
-
-    async def _deliver(
-        self, conn: AsyncConnection, note: NotificationRequested, status: str | None
-    ) -> OutgoingRecord | None:
-        provider = self._providers[note.channel]
-        if status in FINAL:
-            NOTIFICATIONS.labels(note.channel.value, provider.name, "duplicate").inc()
-            return None
-        if status == "sending" and not provider.idempotent:
-            # We crashed after claiming: the provider may or may not have sent it. Never send twice.
-            return await self._finish(
-                conn,
-                note,
-                provider.name,
-                OutcomeStatus.UNKNOWN,
-                0,
-                "crashed mid-send earlier; not resent to avoid a duplicate",
-            )
-        to = address(note)
-        if not to:
-            return await self._finish(
-                conn, note, provider.name, OutcomeStatus.FAILED, 0, "no recipient address"
-            )
-        try:
-            rendered = self._templates.render(note.template, note.locale, note.context)
-        except TemplateMissing as exc:
-            return await self._finish(conn, note, provider.name, OutcomeStatus.FAILED, 0, str(exc))
-        message = Message(
-            notification_id=note.notification_id,
-            channel=note.channel,
-            to=to,
-            subject=rendered.subject,
-            body=rendered.body,
-            rule_id=note.rule_id,
-        )
-        if not provider.idempotent:
-            await self._claim(note, provider.name)
-        result = SendResult(accepted=False, detail="not attempted")
-        attempts = 0
-        for attempt in range(self._max_attempts):
-            attempts = attempt + 1
-            result = await provider.send(message, conn=conn)
-            PROVIDER_ATTEMPTS.labels(
-                provider.name,
-                "accepted" if result.accepted else "retryable" if result.retryable else "rejected",
-            ).inc()
-            if result.accepted or not result.retryable or attempts == self._max_attempts:
-                break
-            await self._sleep(backoff_delay(attempt, retry_after=result.retry_after_s))
-        status_out = OutcomeStatus.SENT if result.accepted else OutcomeStatus.FAILED
-        return await self._finish(
-            conn, note, provider.name, status_out, attempts, result.detail, result.provider_message_id
-        )
-
-    async def _claim(self, note: NotificationRequested, provider: str) -> None:
-        """Commit a 'sending' record before calling a provider, so a crash cannot lead to a resend."""
-        async with self._engine.begin() as claim:
-            await claim.execute(
-                text(
-                    "INSERT INTO notifier.deliveries (notification_id, channel, provider, status, rule_id, "
-                    "customer_id) VALUES (:id, :channel, :provider, 'sending', :rule, :customer) "
-                    "ON CONFLICT (notification_id) DO NOTHING"
-                ),
-                {
-                    "id": note.notification_id,
-                    "channel": note.channel.value,
-                    "provider": provider,
-                    "rule": note.rule_id,
-                    "customer": note.customer_id,
-                },
-            )
-
-    async def _finish(
-        self,
-        conn: AsyncConnection,
-        note: NotificationRequested,
-        provider: str,
-        status: OutcomeStatus,
-        attempts: int,
-        detail: str | None,
-        provider_message_id: str | None = None,
-    ) -> OutgoingRecord:
-        now = datetime.now(UTC)
-        await conn.execute(
-            text(
-                "INSERT INTO notifier.deliveries (notification_id, channel, provider, status, attempts, "
-                "rule_id, customer_id, provider_message_id, last_error, sent_at, updated_at) "
-                "VALUES (:id, :channel, :provider, :status, :attempts, :rule, :customer, :pmid, :error, "
-                ":sent_at, now()) "
-                "ON CONFLICT (notification_id) DO UPDATE SET status = EXCLUDED.status, "
-                "attempts = notifier.deliveries.attempts + EXCLUDED.attempts, "
-                "provider_message_id = EXCLUDED.provider_message_id, last_error = EXCLUDED.last_error, "
-                "sent_at = EXCLUDED.sent_at, updated_at = now()"
-            ),
-            {
-                "id": note.notification_id,
-                "channel": note.channel.value,
-                "provider": provider,
-                "status": status.value,
-                "attempts": attempts,
-                "rule": note.rule_id,
-                "customer": note.customer_id,
-                "pmid": provider_message_id,
-                "error": None if status is OutcomeStatus.SENT else detail,
-                "sent_at": now if status is OutcomeStatus.SENT else None,
-            },
-        )
-        NOTIFICATIONS.labels(note.channel.value, provider, status.value).inc()
-        if status is not OutcomeStatus.SENT:
-            log.warning(
-                "notification_not_sent",
+        requests = [
+            store.NewRequest(
                 notification_id=note.notification_id,
-                status=status.value,
-                provider=provider,
-                detail=detail,
+                channel=note.channel.value,
+                provider=self._names[note.channel],
+                rule_id=note.rule_id,
+                customer_id=note.customer_id,
+                transactional=note.transactional,
+                request_json=note.model_dump_json(),
+                due_at=max(now, _aware(note.not_before) or now),
+                event_id=item.envelope.id,
+                source_topic=item.topic,
+                source_partition=item.partition,
+                source_offset=item.offset,
             )
-        outcome = ev.NotificationOutcome(
-            notification_id=note.notification_id,
-            status=status,
-            channel=note.channel,
-            provider=provider,
-            attempts=attempts,
-            detail=detail,
-            provider_message_id=provider_message_id,
-            at=now,
-        )
-        return encode(
-            topic=self._topics.outcomes,
-            event_type=ev.NOTIFICATION_OUTCOME,
-            source="/notifier",
-            event_id=f"{note.notification_id}/{status.value}",
-            data=outcome,
-            key=note.customer_id or note.notification_id,
-        )
+            for note, item in seen.values()
+        ]
+        inserted = await store.insert_requests(conn, requests=requests)
+        for item in batch:
+            data = item.envelope.data
+            if not isinstance(data, NotificationRequested):
+                continue
+            first = seen[data.notification_id][1] is item
+            if not first or data.notification_id not in inserted:
+                NOTIFICATIONS.labels(data.channel.value, self._names[data.channel], "duplicate").inc()
+        return []

@@ -2,79 +2,61 @@
 
 from __future__ import annotations
 
-import asyncio
-import threading
-import time
 import uuid
-from collections import deque
+from collections.abc import Iterable
 from typing import Any
 
-import uvicorn
-from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
 
-from devstack.ports import free_port
+from tests.fakes.base import FakeServer, Step
 
 
-class FakeSendGrid:
-    """``script`` holds the status codes to answer next (then 202); ``received`` the accepted payloads."""
+class FakeSendGrid(FakeServer):
+    """202 with ``X-Message-Id``; errors ``{"errors": [{"message", "field"}]}``; 429 with Retry-After."""
+
+    name = "sendgrid"
 
     def __init__(self, api_key: str = "SG.test-key") -> None:
+        super().__init__()
         self.api_key = api_key
-        self.port = free_port()
-        self.script: deque[int | tuple[int, float]] = deque()
-        self.received: list[dict[str, Any]] = []
-        self.calls = 0
-        self._server: uvicorn.Server | None = None
-        self._thread: threading.Thread | None = None
 
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+    def routes_for(self) -> list[tuple[str, Iterable[str]]]:
+        return [("/v3/mail/send", ["POST"])]
 
-    async def _send(self, request: Request) -> Response:
-        self.calls += 1
+    def _step_for_status(self, status: int) -> Step:
+        return Step() if status == 202 else Step(status=status, retry_after="0" if status == 429 else None)
+
+    async def parse(self, request: Request) -> dict[str, Any]:
+        try:
+            body = await request.json()
+        except ValueError:
+            return {}
+        return body if isinstance(body, dict) else {}
+
+    def check(self, request: Request, payload: dict[str, Any]) -> Response | None:
         if request.headers.get("authorization") != f"Bearer {self.api_key}":
-            return JSONResponse({"errors": [{"message": "authorization required"}]}, status_code=401)
-        body = await request.json()
-        errors = _validate(body)
+            return JSONResponse(
+                {"errors": [{"message": "The provided authorization grant is invalid, expired, or revoked"}]},
+                status_code=401,
+            )
+        errors = _validate(payload)
         if errors:
-            return JSONResponse({"errors": [{"message": e} for e in errors]}, status_code=400)
-        if self.script:
-            step = self.script.popleft()
-            status, delay = (step, 0.0) if isinstance(step, int) else step
-            if delay:
-                await asyncio.sleep(delay)
-            if status == 429:
-                return JSONResponse(
-                    {"errors": [{"message": "too many requests"}]},
-                    status_code=429,
-                    headers={"Retry-After": "0"},
-                )
-            if status != 202:
-                return JSONResponse({"errors": [{"message": f"scripted {status}"}]}, status_code=status)
-        self.received.append(body)
-        return Response(status_code=202, headers={"X-Message-Id": uuid.uuid4().hex})
+            return JSONResponse({"errors": [{"message": e, "field": None} for e in errors]}, status_code=400)
+        return None
 
-    def __enter__(self) -> FakeSendGrid:
-        app = Starlette(routes=[Route("/v3/mail/send", self._send, methods=["POST"])])
-        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="off")
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, daemon=True)
-        self._thread.start()
-        deadline = time.monotonic() + 10
-        while not self._server.started:
-            if time.monotonic() > deadline:
-                raise TimeoutError("fake SendGrid did not start")
-            time.sleep(0.02)
-        return self
+    def key(self, request: Request, payload: dict[str, Any]) -> str:
+        return str(payload["personalizations"][0]["to"][0]["email"])
 
-    def __exit__(self, *_exc: object) -> None:
-        assert self._server is not None and self._thread is not None
-        self._server.should_exit = True
-        self._thread.join(10)
+    def success(self, request: Request, payload: dict[str, Any]) -> Response:
+        return Response(status_code=202, headers={"X-Message-Id": uuid.uuid4().hex[:22]})
+
+    def error(self, step: Step, request: Request, payload: dict[str, Any]) -> Response:
+        headers = {"Retry-After": step.retry_after} if step.retry_after is not None else None
+        message = "too many requests" if step.status == 429 else f"scripted {step.status}"
+        if step.status == 400:
+            message = "Does not contain a valid address."
+        return JSONResponse({"errors": [{"message": message}]}, status_code=step.status, headers=headers)
 
 
 def _validate(body: dict[str, Any]) -> list[str]:
@@ -99,4 +81,9 @@ def _validate(body: dict[str, Any]) -> list[str]:
         or not all(c.get("type") and c.get("value") for c in content)
     ):
         errors.append("Unless a valid template_id is provided, the content parameter is required.")
+    headers = body.get("headers")
+    if headers is not None and (
+        not isinstance(headers, dict) or not all(isinstance(v, str) for v in headers.values())
+    ):
+        errors.append("The headers parameter must be an object of string values.")
     return errors

@@ -103,6 +103,8 @@ async def test_sendgrid_adapter_retries_5xx_and_never_resends_a_delivered_messag
         email_provider="sendgrid",
         sendgrid_api_key=sendgrid.api_key,
         sendgrid_base_url=sendgrid.url,
+        retry_base_s=0.05,
+        dispatch_interval_s=0.05,
     )
     notes = [
         _note("n-1", topics.notifications),
@@ -156,6 +158,8 @@ async def test_sendgrid_rejection_is_not_retried(
         email_provider="sendgrid",
         sendgrid_api_key="SG.wrong",
         sendgrid_base_url=sendgrid.url,
+        retry_base_s=0.05,
+        dispatch_interval_s=0.05,
     )
     n = _note("n-9", topics.notifications)
     await produce(

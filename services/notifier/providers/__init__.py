@@ -1,11 +1,15 @@
-"""Provider adapters: each speaks one provider's wire format behind the ``Provider`` protocol."""
+"""Provider adapters: each speaks one provider's wire format behind the ``Provider`` protocol.
+
+Every adapter sorts what happened to one attempt into a ``Verdict``; the dispatcher decides what to do
+with it (retry later, give up, suppress the address, record an ambiguous send), never the adapter.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
-
-from sqlalchemy.ext.asyncio import AsyncConnection
+from enum import StrEnum
+from typing import Any, Protocol
 
 from shared.events import Channel
 
@@ -18,23 +22,51 @@ class Message:
     subject: str | None
     body: str
     rule_id: str | None = None
-    headers: dict[str, str] = field(default_factory=dict)
+    customer_id: str | None = None
+    transactional: bool = False
+    #: Extra email headers (List-Unsubscribe, List-Unsubscribe-Post for RFC 8058).
+    headers: Mapping[str, str] = field(default_factory=dict)
+    #: The request's fields (template, locale, context...) for structured channels (generic webhook).
+    data: Mapping[str, Any] = field(default_factory=dict)
+
+
+class Verdict(StrEnum):
+    ACCEPTED = "accepted"
+    #: Not accepted and provably not sent (429, a 5xx answer, no connection): safe to send again.
+    RETRY = "retry"
+    #: The request left and no answer came back (read timeout, dropped connection): it may have gone out.
+    AMBIGUOUS = "ambiguous"
+    #: Refused for good (4xx): sending again cannot help.
+    REJECTED = "rejected"
+    #: The provider says the recipient opted out or is inactive (Twilio 21610, Postmark 406).
+    RECIPIENT_OPTED_OUT = "recipient_opted_out"
 
 
 @dataclass(frozen=True, slots=True)
 class SendResult:
-    """``retryable`` only where sending again cannot harm (429) or the outcome is unknown (5xx, timeout)."""
-
-    accepted: bool
+    verdict: Verdict
+    #: Bounded label for ``csat_provider_attempts_total{result}``: accepted, rate_limited, server_error,
+    #: network_error, timeout_after_send, rejected, recipient_opted_out.
+    kind: str
     provider_message_id: str | None = None
-    retryable: bool = False
     retry_after_s: float | None = None
     detail: str | None = None
+
+    @property
+    def accepted(self) -> bool:
+        return self.verdict is Verdict.ACCEPTED
+
+
+def accepted(provider_message_id: str | None) -> SendResult:
+    return SendResult(Verdict.ACCEPTED, "accepted", provider_message_id=provider_message_id)
 
 
 class Provider(Protocol):
     name: str
-    #: True when sending the same notification twice cannot deliver it twice.
-    idempotent: bool
+    #: True when sending the same notification again cannot reach the recipient twice: our own outbox
+    #: (unique per notification id) and the generic webhook (receivers dedupe on ``X-CSAT-Id``).
+    dedupes: bool
 
-    async def send(self, message: Message, *, conn: AsyncConnection) -> SendResult: ...
+    async def send(self, message: Message) -> SendResult: ...
+
+    async def aclose(self) -> None: ...

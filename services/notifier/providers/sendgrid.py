@@ -1,26 +1,19 @@
-"""SendGrid v3 Mail Send (POST /v3/mail/send): 202 accepted, X-Message-Id header, JSON errors."""
+"""SendGrid v3 Mail Send (POST /v3/mail/send): 202 accepted, ``X-Message-Id`` header, JSON errors.
+
+SendGrid takes no idempotency key: a resend after an unanswered request could deliver twice.
+"""
 
 from __future__ import annotations
 
 import httpx
-from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.notifier.providers import Message, SendResult
-
-
-def _retry_after(response: httpx.Response) -> float | None:
-    value = response.headers.get("Retry-After")
-    if value is None:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        return None
+from services.notifier.providers import Message, SendResult, accepted
+from services.notifier.providers.http import client, failure, json_or_empty, post
 
 
 class SendGridProvider:
     name = "sendgrid"
-    idempotent = False
+    dedupes = False
 
     def __init__(
         self,
@@ -29,12 +22,12 @@ class SendGridProvider:
         base_url: str,
         from_email: str,
         from_name: str,
-        client: httpx.AsyncClient | None = None,
         timeout_s: float = 10.0,
+        http: httpx.AsyncClient | None = None,
     ) -> None:
         self._from = {"email": from_email, "name": from_name}
-        self._client = client or httpx.AsyncClient(
-            base_url=base_url, timeout=timeout_s, headers={"Authorization": f"Bearer {api_key}"}
+        self._http = http or client(
+            base_url=base_url, timeout_s=timeout_s, headers={"Authorization": f"Bearer {api_key}"}
         )
 
     def payload(self, message: Message) -> dict[str, object]:
@@ -45,38 +38,21 @@ class SendGridProvider:
             "content": [{"type": "text/plain", "value": message.body}],
             "custom_args": {"notification_id": message.notification_id},
         }
+        if message.rule_id:
+            body["categories"] = [message.rule_id[:255]]
         if message.headers:
             body["headers"] = dict(message.headers)
         return body
 
-    async def send(self, message: Message, *, conn: AsyncConnection) -> SendResult:
-        try:
-            response = await self._client.post("/v3/mail/send", json=self.payload(message))
-        except httpx.TimeoutException:
-            return SendResult(accepted=False, retryable=True, detail="timeout (outcome unknown)")
-        except httpx.TransportError as exc:
-            return SendResult(accepted=False, retryable=True, detail=f"transport error: {type(exc).__name__}")
+    async def send(self, message: Message) -> SendResult:
+        response = await post(self._http, "/v3/mail/send", json=self.payload(message))
+        if isinstance(response, SendResult):
+            return response
         if response.status_code == 202:
-            return SendResult(accepted=True, provider_message_id=response.headers.get("X-Message-Id"))
-        detail = _error_text(response)
-        if response.status_code == 429:
-            return SendResult(
-                accepted=False,
-                retryable=True,
-                retry_after_s=_retry_after(response),
-                detail="429 rate limited",
-            )
-        if response.status_code >= 500:
-            return SendResult(accepted=False, retryable=True, detail=f"{response.status_code} {detail}")
-        return SendResult(accepted=False, retryable=False, detail=f"{response.status_code} {detail}")
+            return accepted(response.headers.get("X-Message-Id"))
+        errors = json_or_empty(response).get("errors") or []
+        detail = "; ".join(str(e.get("message", "")) for e in errors if isinstance(e, dict))
+        return failure(response, detail or response.text[:200])
 
     async def aclose(self) -> None:
-        await self._client.aclose()
-
-
-def _error_text(response: httpx.Response) -> str:
-    try:
-        errors = response.json().get("errors") or []
-        return "; ".join(str(e.get("message", "")) for e in errors)[:300]
-    except ValueError:
-        return response.text[:300]
+        await self._http.aclose()

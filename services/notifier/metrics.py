@@ -1,0 +1,18 @@
+"""The notifier's Prometheus metrics (names fixed by the cross-branch contract; no customer data)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter
+
+NOTIFICATIONS = Counter(
+    "csat_notifications_total",
+    "Notifications handled, by channel, provider and outcome "
+    "(sent, failed, suppressed, unknown, deferred, duplicate)",
+    ["channel", "provider", "outcome"],
+)
+PROVIDER_ATTEMPTS = Counter(
+    "csat_provider_attempts_total",
+    "Calls to a provider, by provider and result (accepted, rate_limited, server_error, network_error, "
+    "timeout_after_send, rejected, recipient_opted_out)",
+    ["provider", "result"],
+)
