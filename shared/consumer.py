@@ -28,6 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from shared import events as ev
 from shared import metrics as m
+from shared import tracing
 from shared.db import OffsetStore
 from shared.envelope import DecodeError, Envelope, OutgoingRecord, decode, encode
 from shared.kafka import send_all
@@ -275,13 +276,16 @@ class TransactionalConsumer:
                     continue
                 fresh.append(Received(envelope=env, topic=topic, partition=part, offset=offset))
             outgoing: list[OutgoingRecord] = []
+            traces = {id(item.envelope.data): item.envelope.extensions for item in fresh}
             if fresh and not isolate:
-                outgoing = await self._handler(conn, fresh)
+                with tracing.batch(traces):
+                    outgoing = await self._handler(conn, fresh)
             elif fresh:
                 for item in fresh:
                     savepoint = await conn.begin_nested()
                     try:
-                        outgoing.extend(await self._handler(conn, [item]))
+                        with tracing.batch(traces):
+                            outgoing.extend(await self._handler(conn, [item]))
                         await savepoint.commit()
                     except Exception as exc:
                         await savepoint.rollback()
@@ -333,15 +337,17 @@ class TransactionalConsumer:
             headers=headers,
             failed_at=datetime.now(UTC),
         )
-        return encode(
-            topic=self._dlq_topic,
-            event_type=ev.DEAD_LETTER,
-            source=f"/{self.name}",
-            event_id=f"{self.name}:{topic}:{part}:{offset}",
-            data=letter,
-            key=f"{topic}:{part}",
-            extensions={"dlqreason": _reason_kind(reason)},
-        )
+        # The dead letter stays in the trace of the record that failed (W3C traceparent).
+        with tracing.span(tracing.continue_from(headers.get(f"ce_{tracing.ATTRIBUTE}"))):
+            return encode(
+                topic=self._dlq_topic,
+                event_type=ev.DEAD_LETTER,
+                source=f"/{self.name}",
+                event_id=f"{self.name}:{topic}:{part}:{offset}",
+                data=letter,
+                key=f"{topic}:{part}",
+                extensions={"dlqreason": _reason_kind(reason)},
+            )
 
     def _update_lag(self, consumer: AIOKafkaConsumer, records: Sequence[RawRecord]) -> None:
         done: dict[TopicPartition, int] = {}

@@ -18,6 +18,7 @@ from services.actions.engine import History, decide
 from services.actions.rules import RuleSet, load_rules_file
 from services.actions.settings import ActionsSettings
 from shared import events as ev
+from shared import tracing
 from shared.consumer import Received
 from shared.envelope import OutgoingRecord, encode
 from shared.events import RatingSubmitted
@@ -67,6 +68,7 @@ def make_handler(settings: ActionsSettings, rules: RuleSet) -> Any:
         out: list[OutgoingRecord] = []
         rows: list[dict[str, Any]] = []
         for rating in sorted(fresh, key=lambda r: r.occurred_at):
+            tracing.follow(rating)  # what this rating causes continues its trace
             cid = rating.customer.id
             fired = {rule: at for (c, rule), at in last_fired.items() if c == cid}
             decisions = decide(

@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from services.notifier.providers import Message, Provider, SendResult
 from services.notifier.templating import TemplateMissing, Templates
 from shared import events as ev
+from shared import tracing
 from shared.consumer import Received
 from shared.envelope import OutgoingRecord, encode
 from shared.events import Channel, NotificationRequested, OutcomeStatus
@@ -83,6 +84,7 @@ class Deliverer:
         existing = {r.notification_id: r.status for r in rows}
         out: list[OutgoingRecord] = []
         for note in notes.values():
+            tracing.follow(note)  # the outcome continues the trace of the rating behind the request
             record = await self._deliver(conn, note, existing.get(note.notification_id))
             if record is not None:
                 out.append(record)
