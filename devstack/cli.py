@@ -42,6 +42,32 @@ def _cmd_topics(_args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_contracts(args: argparse.Namespace) -> int:
+    from shared.contracts import render_files
+
+    out = Path(args.dir)
+    files = render_files()
+    if args.check:
+        stale = [p for p, text in files.items() if not (out / p).is_file() or (out / p).read_text() != text]
+        extra = sorted(
+            str(p.relative_to(out))
+            for p in (out / "schemas").glob("*.json")
+            if str(p.relative_to(out)) not in files
+        )
+        for p in [*stale, *extra]:
+            print(f"stale: {out / p}", file=sys.stderr)
+        if stale or extra:
+            print("run `make contracts` and commit the result", file=sys.stderr)
+            return 1
+        print(f"{len(files)} contract file(s) up to date")
+        return 0
+    for p, text in files.items():
+        (out / p).parent.mkdir(parents=True, exist_ok=True)
+        (out / p).write_text(text)
+    print(f"wrote {len(files)} file(s) to {out}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="csat", description="CSAT platform command line")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -51,6 +77,10 @@ def main(argv: list[str] | None = None) -> int:
     run.set_defaults(func=_cmd_run)
     sub.add_parser("migrate", help="apply database migrations (DATABASE_URL)").set_defaults(func=_cmd_migrate)
     sub.add_parser("topics", help="create the Kafka topics (KAFKA_BOOTSTRAP)").set_defaults(func=_cmd_topics)
+    contracts = sub.add_parser("contracts", help="write the JSON Schemas and AsyncAPI document (contracts/)")
+    contracts.add_argument("--dir", default=str(ROOT / "contracts"))
+    contracts.add_argument("--check", action="store_true", help="fail if the committed files are stale")
+    contracts.set_defaults(func=_cmd_contracts)
     args = parser.parse_args(argv)
     code: int = args.func(args)
     return code
