@@ -42,6 +42,23 @@ def _cmd_topics(_args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_serve(args: argparse.Namespace) -> int:
+    """One service in the foreground: the container entrypoint (one process per pod)."""
+    import uvicorn
+
+    uvicorn.run(
+        f"services.{args.service}.main:app",
+        host=args.host,
+        port=args.port,
+        loop="uvloop",
+        http="httptools",
+        access_log=False,
+        timeout_graceful_shutdown=20,
+        log_level="warning",
+    )
+    return 0
+
+
 def _cmd_contracts(args: argparse.Namespace) -> int:
     from shared.contracts import render_files
 
@@ -77,6 +94,13 @@ def main(argv: list[str] | None = None) -> int:
     run.set_defaults(func=_cmd_run)
     sub.add_parser("migrate", help="apply database migrations (DATABASE_URL)").set_defaults(func=_cmd_migrate)
     sub.add_parser("topics", help="create the Kafka topics (KAFKA_BOOTSTRAP)").set_defaults(func=_cmd_topics)
+    serve = sub.add_parser("serve", help="run one service (the container entrypoint)")
+    serve.add_argument("service", choices=["collector", "scorer", "actions", "notifier"])
+    serve.add_argument("--host", default=os.environ.get("CSAT_HOST", "127.0.0.1"), help="env CSAT_HOST")
+    serve.add_argument(
+        "--port", type=int, default=int(os.environ.get("CSAT_PORT", "8000")), help="env CSAT_PORT"
+    )
+    serve.set_defaults(func=_cmd_serve)
     contracts = sub.add_parser("contracts", help="write the JSON Schemas and AsyncAPI document (contracts/)")
     contracts.add_argument("--dir", default=str(ROOT / "contracts"))
     contracts.add_argument("--check", action="store_true", help="fail if the committed files are stale")
