@@ -66,4 +66,4 @@ def convert(crd_path: Path, out_dir: Path) -> list[Path]:
 if __name__ == "__main__":
     out = Path(sys.argv[2]) if len(sys.argv) > 2 else Path(__file__).parent
     for path in convert(Path(sys.argv[1]), out):
-        print(path)
+        sys.stdout.write(f"{path}\n")
