@@ -42,6 +42,36 @@ def _cmd_topics(_args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_dlq(args: argparse.Namespace) -> int:
+    """List or re-drive one consumer's dead letters (docs/operations.md, "Dead letters")."""
+    import asyncio
+
+    from devstack import dlq
+
+    bootstrap = os.environ.get("KAFKA_BOOTSTRAP")
+    if not bootstrap:
+        print("set KAFKA_BOOTSTRAP", file=sys.stderr)
+        return 2
+    topics = Topics(os.environ.get("CSAT_TOPIC_PREFIX", ""))
+    topic = {"scorer": topics.dlq_scorer, "actions": topics.dlq_actions, "notifier": topics.dlq_notifier}[
+        args.consumer
+    ]
+    letters = asyncio.run(dlq.read_letters(bootstrap=bootstrap, topic=topic))
+    chosen = dlq.select(letters, refs=set(args.only or ()) or None, kind=args.reason)
+    for x in chosen:
+        d = x.letter
+        print(f"{x.ref:>10}  {x.kind:<20} {d.topic}[{d.partition}]@{d.offset}  {d.reason[:160]}")
+    if args.action == "list":
+        print(f"{len(chosen)} of {len(letters)} dead letter(s) in {topic}")
+        return 0
+    if args.dry_run:
+        print(f"would re-drive {len(chosen)} record(s)")
+        return 0
+    sent = asyncio.run(dlq.redrive(bootstrap=bootstrap, letters=chosen))
+    print(f"re-drove {sent} record(s) to their original topics")
+    return 0
+
+
 def _cmd_serve(args: argparse.Namespace) -> int:
     """One service in the foreground: the container entrypoint (one process per pod)."""
     import uvicorn
@@ -94,6 +124,15 @@ def main(argv: list[str] | None = None) -> int:
     run.set_defaults(func=_cmd_run)
     sub.add_parser("migrate", help="apply database migrations (DATABASE_URL)").set_defaults(func=_cmd_migrate)
     sub.add_parser("topics", help="create the Kafka topics (KAFKA_BOOTSTRAP)").set_defaults(func=_cmd_topics)
+    dead = sub.add_parser("dlq", help="list or re-drive a consumer's dead letters (KAFKA_BOOTSTRAP)")
+    dead.add_argument("action", choices=["list", "redrive"])
+    dead.add_argument("consumer", choices=["scorer", "actions", "notifier"])
+    dead.add_argument(
+        "--only", nargs="*", metavar="PARTITION:OFFSET", help="dead letters to take (as listed)"
+    )
+    dead.add_argument("--reason", help="only this reason kind (e.g. invalid_data)")
+    dead.add_argument("--dry-run", action="store_true", help="show what would be re-driven")
+    dead.set_defaults(func=_cmd_dlq)
     serve = sub.add_parser("serve", help="run one service (the container entrypoint)")
     serve.add_argument("service", choices=["collector", "scorer", "actions", "notifier"])
     serve.add_argument("--host", default=os.environ.get("CSAT_HOST", "127.0.0.1"), help="env CSAT_HOST")
