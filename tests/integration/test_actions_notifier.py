@@ -48,7 +48,12 @@ async def test_low_score_becomes_a_csm_alert_in_the_outbox(
         note = requests[0].data
         assert isinstance(note, NotificationRequested)
         assert note.rule_id == "low-score-csm-alert"
-        decisions = (await actions.get("/v1/decisions")).json()["decisions"]
+
+        async def decided() -> Any:
+            return (await actions.get("/v1/decisions")).json()["decisions"]
+
+        # the request is published just before the decision's transaction commits: wait for it
+        decisions = await wait_for(decided, until=lambda d: len(d) >= 1, timeout_s=10)
         assert [d["rule_id"] for d in decisions] == ["low-score-csm-alert"]
     async with running(create_notifier(make_settings(NotifierSettings, **common))) as notifier:
 
