@@ -11,6 +11,11 @@ BIN := $(VENV)/bin
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(CURDIR)/$(VENV)
 export UV_LINK_MODE := copy
+# pytest's default temp root (/tmp/pytest-of-$USER) keeps only the last 3 runs of *any* checkout on the
+# machine: a parallel run elsewhere could delete the embedded PostgreSQL's data under a running suite.
+# One base directory per checkout instead (pytest empties it at the start of each run).
+PYTEST_BASETEMP := /tmp/csat-pytest-$(shell echo "$(CURDIR)" | md5sum | cut -c1-10)
+PYTEST := $(BIN)/pytest --basetemp=$(PYTEST_BASETEMP)
 
 $(UV):
 	$(PY) -m venv $(TOOLS)
@@ -52,7 +57,7 @@ run: install ## Start the whole stack (embedded broker + Postgres unless KAFKA_B
 .PHONY: test
 test: install ops-tools ## Lint, type-check, then unit, integration, e2e and operations tests (real broker and Postgres)
 	$(MAKE) --no-print-directory lint
-	$(BIN)/pytest -q -p no:cacheprovider tests/unit tests/integration tests/e2e tests/ops
+	$(PYTEST) -q -p no:cacheprovider tests/unit tests/integration tests/e2e tests/ops
 
 .PHONY: ops-tools
 ops-tools: $(OPS_VENV)/.installed $(NODE_TOOLS)/.installed-$(ASYNCAPI_VERSION) ## Install promtool/prometheus, kustomize check, kubernetes-validate, checkov, AsyncAPI CLI
@@ -63,7 +68,7 @@ ops-tools: $(OPS_VENV)/.installed $(NODE_TOOLS)/.installed-$(ASYNCAPI_VERSION) #
 
 .PHONY: test-ops
 test-ops: install ops-tools ## Contracts, metrics, alerts, dashboards, manifests and tracing checks
-	$(BIN)/pytest -q tests/ops
+	$(PYTEST) -q tests/ops
 
 .PHONY: contracts
 contracts: install ## Regenerate contracts/ (JSON Schemas + AsyncAPI) from shared/events.py
@@ -71,15 +76,15 @@ contracts: install ## Regenerate contracts/ (JSON Schemas + AsyncAPI) from share
 
 .PHONY: test-unit
 test-unit: install ## Pure unit tests only (no broker, no database)
-	$(BIN)/pytest -q tests/unit
+	$(PYTEST) -q tests/unit
 
 .PHONY: test-integration
 test-integration: install ## Integration tests against the real broker and Postgres
-	$(BIN)/pytest -q tests/integration
+	$(PYTEST) -q tests/integration
 
 .PHONY: test-e2e
 test-e2e: install ## End-to-end tests: the four services as processes
-	$(BIN)/pytest -q tests/e2e
+	$(PYTEST) -q tests/e2e
 
 .PHONY: lint
 lint: install ## ruff and mypy --strict (never edits files)
