@@ -11,6 +11,11 @@ BIN := $(VENV)/bin
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(CURDIR)/$(VENV)
 export UV_LINK_MODE := copy
+# pytest's default temp root (/tmp/pytest-of-$USER) keeps only the last 3 runs of *any* checkout on the
+# machine: a parallel run elsewhere could delete the embedded PostgreSQL's data under a running suite.
+# One base directory per checkout instead (pytest empties it at the start of each run).
+PYTEST_BASETEMP := /tmp/csat-pytest-$(shell echo "$(CURDIR)" | md5sum | cut -c1-10)
+PYTEST := $(BIN)/pytest --basetemp=$(PYTEST_BASETEMP)
 
 $(UV):
 	$(PY) -m venv $(TOOLS)
@@ -18,6 +23,24 @@ $(UV):
 
 $(VENV)/.synced: uv.lock pyproject.toml | $(UV)
 	$(UV) sync --frozen --python $(PY)
+	@touch $@
+
+# Operations tooling (make ops-tools): promtool/prometheus from Debian, kubectl's kustomize, the
+# manifest checkers in their own venv, and the AsyncAPI CLI from npm. Cached under .tools/.
+OPS_VENV := $(TOOLS)/ops
+ASYNCAPI_VERSION := 6.2.0
+NODE_TOOLS := $(TOOLS)/node
+ASYNCAPI := $(NODE_TOOLS)/node_modules/.bin/asyncapi
+
+$(OPS_VENV)/.installed: deploy/tools/requirements.txt
+	$(PY) -m venv $(OPS_VENV)
+	$(OPS_VENV)/bin/pip install --quiet --disable-pip-version-check -r deploy/tools/requirements.txt
+	@touch $@
+
+$(NODE_TOOLS)/.installed-$(ASYNCAPI_VERSION):
+	mkdir -p $(NODE_TOOLS)
+	cd $(NODE_TOOLS) && npm install --no-audit --no-fund --loglevel=error @asyncapi/cli@$(ASYNCAPI_VERSION)
+	$(ASYNCAPI) config analytics --disable >/dev/null 2>&1 || true
 	@touch $@
 
 .PHONY: help
@@ -32,21 +55,36 @@ run: install ## Start the whole stack (embedded broker + Postgres unless KAFKA_B
 	$(BIN)/python -m devstack run
 
 .PHONY: test
-test: install ## Lint, type-check, then unit, integration and e2e tests (real broker and Postgres)
+test: install ops-tools ## Lint, type-check, then unit, integration, e2e and operations tests (real broker and Postgres)
 	$(MAKE) --no-print-directory lint
-	$(BIN)/pytest -q -p no:cacheprovider tests/unit tests/integration tests/e2e
+	$(PYTEST) -q -p no:cacheprovider tests/unit tests/integration tests/e2e tests/ops
+
+.PHONY: ops-tools
+ops-tools: $(OPS_VENV)/.installed $(NODE_TOOLS)/.installed-$(ASYNCAPI_VERSION) ## Install promtool/prometheus, kustomize check, kubernetes-validate, checkov, AsyncAPI CLI
+	@command -v promtool >/dev/null && command -v prometheus >/dev/null || \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null; }
+	@command -v kubectl >/dev/null || \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq kubernetes-client >/dev/null; }
+
+.PHONY: test-ops
+test-ops: install ops-tools ## Contracts, metrics, alerts, dashboards, manifests and tracing checks
+	$(PYTEST) -q tests/ops
+
+.PHONY: contracts
+contracts: install ## Regenerate contracts/ (JSON Schemas + AsyncAPI) from shared/events.py
+	$(BIN)/python -m devstack contracts
 
 .PHONY: test-unit
 test-unit: install ## Pure unit tests only (no broker, no database)
-	$(BIN)/pytest -q tests/unit
+	$(PYTEST) -q tests/unit
 
 .PHONY: test-integration
 test-integration: install ## Integration tests against the real broker and Postgres
-	$(BIN)/pytest -q tests/integration
+	$(PYTEST) -q tests/integration
 
 .PHONY: test-e2e
 test-e2e: install ## End-to-end tests: the four services as processes
-	$(BIN)/pytest -q tests/e2e
+	$(PYTEST) -q tests/e2e
 
 .PHONY: lint
 lint: install ## ruff and mypy --strict (never edits files)

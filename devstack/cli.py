@@ -42,6 +42,79 @@ def _cmd_topics(_args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_dlq(args: argparse.Namespace) -> int:
+    """List or re-drive one consumer's dead letters (docs/operations.md, "Dead letters")."""
+    import asyncio
+
+    from devstack import dlq
+
+    bootstrap = os.environ.get("KAFKA_BOOTSTRAP")
+    if not bootstrap:
+        print("set KAFKA_BOOTSTRAP", file=sys.stderr)
+        return 2
+    topics = Topics(os.environ.get("CSAT_TOPIC_PREFIX", ""))
+    topic = {"scorer": topics.dlq_scorer, "actions": topics.dlq_actions, "notifier": topics.dlq_notifier}[
+        args.consumer
+    ]
+    letters = asyncio.run(dlq.read_letters(bootstrap=bootstrap, topic=topic))
+    chosen = dlq.select(letters, refs=set(args.only or ()) or None, kind=args.reason)
+    for x in chosen:
+        d = x.letter
+        print(f"{x.ref:>10}  {x.kind:<20} {d.topic}[{d.partition}]@{d.offset}  {d.reason[:160]}")
+    if args.action == "list":
+        print(f"{len(chosen)} of {len(letters)} dead letter(s) in {topic}")
+        return 0
+    if args.dry_run:
+        print(f"would re-drive {len(chosen)} record(s)")
+        return 0
+    sent = asyncio.run(dlq.redrive(bootstrap=bootstrap, letters=chosen))
+    print(f"re-drove {sent} record(s) to their original topics")
+    return 0
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    """One service in the foreground: the container entrypoint (one process per pod)."""
+    import uvicorn
+
+    uvicorn.run(
+        f"services.{args.service}.main:app",
+        host=args.host,
+        port=args.port,
+        loop="uvloop",
+        http="httptools",
+        access_log=False,
+        timeout_graceful_shutdown=20,
+        log_level="warning",
+    )
+    return 0
+
+
+def _cmd_contracts(args: argparse.Namespace) -> int:
+    from shared.contracts import render_files
+
+    out = Path(args.dir)
+    files = render_files()
+    if args.check:
+        stale = [p for p, text in files.items() if not (out / p).is_file() or (out / p).read_text() != text]
+        extra = sorted(
+            str(p.relative_to(out))
+            for p in (out / "schemas").glob("*.json")
+            if str(p.relative_to(out)) not in files
+        )
+        for p in [*stale, *extra]:
+            print(f"stale: {out / p}", file=sys.stderr)
+        if stale or extra:
+            print("run `make contracts` and commit the result", file=sys.stderr)
+            return 1
+        print(f"{len(files)} contract file(s) up to date")
+        return 0
+    for p, text in files.items():
+        (out / p).parent.mkdir(parents=True, exist_ok=True)
+        (out / p).write_text(text)
+    print(f"wrote {len(files)} file(s) to {out}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="csat", description="CSAT platform command line")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -51,6 +124,26 @@ def main(argv: list[str] | None = None) -> int:
     run.set_defaults(func=_cmd_run)
     sub.add_parser("migrate", help="apply database migrations (DATABASE_URL)").set_defaults(func=_cmd_migrate)
     sub.add_parser("topics", help="create the Kafka topics (KAFKA_BOOTSTRAP)").set_defaults(func=_cmd_topics)
+    dead = sub.add_parser("dlq", help="list or re-drive a consumer's dead letters (KAFKA_BOOTSTRAP)")
+    dead.add_argument("action", choices=["list", "redrive"])
+    dead.add_argument("consumer", choices=["scorer", "actions", "notifier"])
+    dead.add_argument(
+        "--only", nargs="*", metavar="PARTITION:OFFSET", help="dead letters to take (as listed)"
+    )
+    dead.add_argument("--reason", help="only this reason kind (e.g. invalid_data)")
+    dead.add_argument("--dry-run", action="store_true", help="show what would be re-driven")
+    dead.set_defaults(func=_cmd_dlq)
+    serve = sub.add_parser("serve", help="run one service (the container entrypoint)")
+    serve.add_argument("service", choices=["collector", "scorer", "actions", "notifier"])
+    serve.add_argument("--host", default=os.environ.get("CSAT_HOST", "127.0.0.1"), help="env CSAT_HOST")
+    serve.add_argument(
+        "--port", type=int, default=int(os.environ.get("CSAT_PORT", "8000")), help="env CSAT_PORT"
+    )
+    serve.set_defaults(func=_cmd_serve)
+    contracts = sub.add_parser("contracts", help="write the JSON Schemas and AsyncAPI document (contracts/)")
+    contracts.add_argument("--dir", default=str(ROOT / "contracts"))
+    contracts.add_argument("--check", action="store_true", help="fail if the committed files are stale")
+    contracts.set_defaults(func=_cmd_contracts)
     args = parser.parse_args(argv)
     code: int = args.func(args)
     return code

@@ -28,6 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from shared import events as ev
 from shared import metrics as m
+from shared import tracing
 from shared.db import OffsetStore
 from shared.envelope import DecodeError, Envelope, OutgoingRecord, decode, encode
 from shared.kafka import send_all
@@ -79,8 +80,22 @@ def is_transient(exc: BaseException) -> bool:
     return _is_transient(exc)
 
 
+#: Every value ``_reason_kind`` can return; the DLQ counter starts at 0 for each so that alerts on its
+#: increase also see the first dead letter.
+DLQ_REASON_KINDS = (
+    "missing_ce_type",
+    "invalid_cloudevent",
+    "unknown_event_type",
+    "not_a_json_object",
+    "invalid_data",
+    "handler_error",
+)
+
+
 def _reason_kind(reason: str) -> str:
     """Bounded label for the DLQ metric: the first words of a reason, never its data."""
+    if reason.startswith("event data is not a JSON object"):
+        return "not_a_json_object"  # the wording DecodeError uses
     for kind in ("missing ce_type", "invalid CloudEvent", "unknown event type", "not a JSON object"):
         if reason.startswith(kind):
             return kind.replace(" ", "_").lower()
@@ -135,6 +150,12 @@ class TransactionalConsumer:
         self.running = False
         self.last_batch_at: float | None = None
         self.processed = 0
+        for kind in DLQ_REASON_KINDS:
+            m.DLQ_RECORDS.labels(name, kind)
+        for outcome in ("processed", "skipped", "dead_lettered"):
+            m.CONSUMER_RECORDS.labels(name, outcome)
+        for error in ("database", "broker", "handler"):
+            m.CONSUMER_ERRORS.labels(name, error)
 
     # ---- lifecycle -------------------------------------------------------------------------------
     async def run(self) -> None:
@@ -280,13 +301,16 @@ class TransactionalConsumer:
                     continue
                 fresh.append(Received(envelope=env, topic=topic, partition=part, offset=offset))
             outgoing: list[OutgoingRecord] = []
+            traces = {id(item.envelope.data): item.envelope.extensions for item in fresh}
             if fresh and not isolate:
-                outgoing = await self._handler(conn, fresh)
+                with tracing.batch(traces):
+                    outgoing = await self._handler(conn, fresh)
             elif fresh:
                 for item in fresh:
                     savepoint = await conn.begin_nested()
                     try:
-                        outgoing.extend(await self._handler(conn, [item]))
+                        with tracing.batch(traces):
+                            outgoing.extend(await self._handler(conn, [item]))
                         await savepoint.commit()
                     except Exception as exc:
                         await savepoint.rollback()
@@ -319,14 +343,6 @@ class TransactionalConsumer:
         value: bytes | None = record.value
         headers = {k: v.decode("utf-8", "replace") for k, v in record.headers}
         m.DLQ_RECORDS.labels(self.name, _reason_kind(reason)).inc()
-        log.warning(
-            "dead_lettered",
-            consumer=self.name,
-            topic=topic,
-            partition=part,
-            offset=offset,
-            reason=reason[:200],
-        )
         letter = ev.DeadLetter(
             consumer=self.name,
             reason=reason[:2000],
@@ -338,15 +354,25 @@ class TransactionalConsumer:
             headers=headers,
             failed_at=datetime.now(UTC),
         )
-        return encode(
-            topic=self._dlq_topic,
-            event_type=ev.DEAD_LETTER,
-            source=f"/{self.name}",
-            event_id=f"{self.name}:{topic}:{part}:{offset}",
-            data=letter,
-            key=f"{topic}:{part}",
-            extensions={"dlqreason": _reason_kind(reason)},
-        )
+        # The dead letter (and its log line) stays in the trace of the record that failed.
+        with tracing.span(tracing.continue_from(headers.get(f"ce_{tracing.ATTRIBUTE}"))):
+            log.warning(
+                "dead_lettered",
+                consumer=self.name,
+                topic=topic,
+                partition=part,
+                offset=offset,
+                reason=reason[:200],
+            )
+            return encode(
+                topic=self._dlq_topic,
+                event_type=ev.DEAD_LETTER,
+                source=f"/{self.name}",
+                event_id=f"{self.name}:{topic}:{part}:{offset}",
+                data=letter,
+                key=f"{topic}:{part}",
+                extensions={"dlqreason": _reason_kind(reason)},
+            )
 
     def _update_lag(self, consumer: AIOKafkaConsumer, records: Sequence[RawRecord]) -> None:
         done: dict[TopicPartition, int] = {}

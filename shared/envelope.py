@@ -11,6 +11,7 @@ from cloudevents.core.bindings import kafka as ce_kafka
 from cloudevents.core.v1.event import CloudEvent
 from pydantic import BaseModel, ValidationError
 
+from shared import tracing
 from shared.events import EVENT_MODELS
 
 JSON = "application/json"
@@ -56,7 +57,11 @@ def encode(
     time: datetime | None = None,
     extensions: dict[str, str] | None = None,
 ) -> OutgoingRecord:
-    """Wrap ``data`` as a binary-mode CloudEvent keyed by ``key`` (partition affinity)."""
+    """Wrap ``data`` as a binary-mode CloudEvent keyed by ``key`` (partition affinity).
+
+    Inside a ``shared.tracing`` span the record carries its W3C ``traceparent`` (header
+    ``ce_traceparent``) unless ``extensions`` sets one explicitly.
+    """
     attributes: dict[str, Any] = {
         "specversion": "1.0",
         "id": event_id,
@@ -69,6 +74,9 @@ def encode(
         attributes["subject"] = subject
     if extensions:
         attributes.update(extensions)
+    active = tracing.current()
+    if active is not None and tracing.ATTRIBUTE not in attributes:
+        attributes[tracing.ATTRIBUTE] = active.traceparent
     event = CloudEvent(attributes=attributes, data=data.model_dump_json().encode())
     message = ce_kafka.to_binary_event(event, key_mapper=lambda _e: key)
     raw_key = message.key.encode() if isinstance(message.key, str) else message.key

@@ -15,6 +15,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from shared import tracing
+
 log = structlog.get_logger(__name__)
 
 PROBLEM_JSON = "application/problem+json"
@@ -139,6 +141,38 @@ class RequestMetricsMiddleware:
                 )
 
 
+class TraceContextMiddleware:
+    """Continue the caller's W3C ``traceparent`` (or start a trace) for the whole request.
+
+    Records encoded while handling the request carry it as ``ce_traceparent``; the response says which
+    span served it in a ``traceresponse`` header (W3C Trace Context level 2) so a client can find it.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        incoming = None
+        for name, value in scope.get("headers", ()):
+            if name == b"traceparent":
+                incoming = value
+                break
+        ctx = tracing.continue_from(incoming)
+
+        async def send_wrapper(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", ()))
+                headers.append((b"traceresponse", ctx.traceparent.encode()))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        with tracing.span(ctx):
+            await self.app(scope, receive, send_wrapper)
+
+
 ReadinessCheck = Callable[[], Awaitable[None]]
 
 
@@ -147,6 +181,7 @@ def install_common(app: FastAPI, *, service: str, checks: dict[str, ReadinessChe
     app.add_exception_handler(RequestValidationError, _validation_handler)
     app.add_exception_handler(StarletteHTTPException, _http_handler)
     app.add_middleware(RequestMetricsMiddleware, service=service)
+    app.add_middleware(TraceContextMiddleware)
 
     @app.get("/healthz", tags=["operations"], summary="Liveness: the process answers")
     async def healthz() -> dict[str, str]:

@@ -35,6 +35,7 @@ from services.actions.rulestore import RuleStore, VersionConflict
 from services.actions.scheduler import Scheduler
 from services.actions.settings import ActionsSettings
 from services.actions.verbatims import Analysis, Taxonomy, load_taxonomy_file
+from shared import tracing
 from shared.auth import admin_guard, presented_key
 from shared.consumer import Received
 from shared.envelope import OutgoingRecord
@@ -183,6 +184,7 @@ def make_handler(
         timers: list[TimerDraft] = []
         enrolments: list[EnrolmentDraft] = []
         for rating in sorted(fresh, key=lambda r: (r.occurred_at, r.rating_id)):
+            tracing.follow(rating)  # what this rating causes continues its trace
             cid = rating.customer.id
             history = summarize_history(
                 past.get(cid, []),

@@ -6,6 +6,7 @@ the dispatcher's job, so a slow provider never holds a Kafka partition.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 
@@ -13,9 +14,22 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.notifier import store
 from services.notifier.metrics import NOTIFICATIONS
+from shared import tracing
 from shared.consumer import Received
 from shared.envelope import OutgoingRecord
 from shared.events import Channel, NotificationRequested
+
+#: Key under which the stored request keeps the W3C traceparent of the request event, so the
+#: dispatcher's outcome events continue the rating's trace (the request model ignores it).
+TRACE_KEY = "_traceparent"
+
+
+def _request_json(note: NotificationRequested, item: Received) -> str:
+    body = note.model_dump(mode="json")
+    parent = item.envelope.extensions.get(tracing.ATTRIBUTE)
+    if parent:
+        body[TRACE_KEY] = str(parent)
+    return json.dumps(body)
 
 
 def _aware(value: datetime | None) -> datetime | None:
@@ -52,7 +66,7 @@ class Intake:
                 rule_id=note.rule_id,
                 customer_id=note.customer_id,
                 transactional=note.transactional,
-                request_json=note.model_dump_json(),
+                request_json=_request_json(note, item),
                 due_at=max(now, _aware(note.not_before) or now),
                 event_id=item.envelope.id,
                 source_topic=item.topic,

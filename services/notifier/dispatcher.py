@@ -36,6 +36,7 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.notifier import store
+from services.notifier.delivery import TRACE_KEY
 from services.notifier.metrics import NOTIFICATIONS, PROVIDER_ATTEMPTS
 from services.notifier.policy import (
     QuietHours,
@@ -50,6 +51,7 @@ from services.notifier.templating import TemplateBroken, TemplateMissing, Templa
 from services.notifier.tokens import UnsubscribeClaim, UnsubscribeTokens
 from shared import events as ev
 from shared import metrics as shared_metrics
+from shared import tracing
 from shared.consumer import is_transient
 from shared.envelope import OutgoingRecord, encode
 from shared.events import Channel, NotificationRequested, OutcomeStatus
@@ -612,7 +614,7 @@ class Dispatcher:
             next_attempt_at=until,
         )
         event_id = f"{row.notification_id}/deferred/{int(until.timestamp())}"
-        await store.enqueue_events(conn, records=[self._outcome_record(outcome, event_id)])
+        await store.enqueue_events(conn, records=[self._outcome_record(outcome, event_id, row)])
         tx.metrics.append((note.channel.value, provider, OutcomeStatus.DEFERRED.value))
 
     async def _final(
@@ -664,7 +666,7 @@ class Dispatcher:
             customer_id=row.customer_id,
         )
         await store.enqueue_events(
-            conn, records=[self._outcome_record(outcome, f"{row.notification_id}/{status.value}")]
+            conn, records=[self._outcome_record(outcome, f"{row.notification_id}/{status.value}", row)]
         )
         tx.metrics.append((row.channel, provider, status.value))
         if status is not OutcomeStatus.SENT:
@@ -685,16 +687,20 @@ class Dispatcher:
                 conn, notification_id=row.notification_id, customer_id=note.customer_id, day=day
             )
 
-    def _outcome_record(self, outcome: ev.NotificationOutcome, event_id: str) -> OutgoingRecord:
-        return encode(
-            topic=self._topics.outcomes,
-            event_type=ev.NOTIFICATION_OUTCOME,
-            source="/notifier",
-            event_id=event_id,
-            data=outcome,
-            key=outcome.customer_id or outcome.notification_id,
-            subject=outcome.notification_id,
-        )
+    def _outcome_record(
+        self, outcome: ev.NotificationOutcome, event_id: str, row: store.DeliveryRow
+    ) -> OutgoingRecord:
+        """The outcome continues the trace of the request (and so of the rating) behind it."""
+        with tracing.span(tracing.continue_from(row.request.get(TRACE_KEY))):
+            return encode(
+                topic=self._topics.outcomes,
+                event_type=ev.NOTIFICATION_OUTCOME,
+                source="/notifier",
+                event_id=event_id,
+                data=outcome,
+                key=outcome.customer_id or outcome.notification_id,
+                subject=outcome.notification_id,
+            )
 
     def _dead_letter(self, row: store.DeliveryRow, reason: str) -> OutgoingRecord:
         letter = ev.DeadLetter(

@@ -1,0 +1,301 @@
+"""Contracts other teams subscribe from: a JSON Schema per event type and an AsyncAPI 3 document.
+
+Both are generated from ``shared.events`` and ``shared.topics`` (``csat contracts`` writes them to
+``contracts/``; a test fails when the committed files are stale), so the contract cannot drift from
+what the services actually produce. Pure code: builds dictionaries, the CLI writes them.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+
+from shared import events as ev
+from shared import topics as tp
+
+SCHEMA_BASE = "https://csat.dev/schemas/"
+DIALECT = "https://json-schema.org/draft/2020-12/schema"
+
+
+@dataclass(frozen=True, slots=True)
+class EventDoc:
+    type: str
+    message: str
+    summary: str
+
+
+EVENTS: tuple[EventDoc, ...] = (
+    EventDoc(
+        ev.RATING_SUBMITTED, "RatingSubmitted", "A validated, normalised rating accepted by the collector."
+    ),
+    EventDoc(
+        ev.SCORE_CHANGED,
+        "ScoreChanged",
+        "A segment's rolling score moved (global, one attribute or a combination).",
+    ),
+    EventDoc(
+        ev.SEGMENT_ALERT, "SegmentAlert", "A segment fell below its threshold or dropped significantly."
+    ),
+    EventDoc(
+        ev.ACTION_DECIDED, "ActionDecided", "A follow-up rule fired for a rating and an action was decided."
+    ),
+    EventDoc(
+        ev.NOTIFICATION_REQUESTED,
+        "NotificationRequested",
+        "Ask the notifier to send one message (deterministic id).",
+    ),
+    EventDoc(
+        ev.NOTIFICATION_OUTCOME,
+        "NotificationOutcome",
+        "What happened to one notification: sent, failed, suppressed...",
+    ),
+    EventDoc(
+        ev.DEAD_LETTER,
+        "DeadLetter",
+        "A record a consumer could not use, with the reason and the original bytes.",
+    ),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class TopicDoc:
+    channel: str
+    address: str
+    key: str
+    events: tuple[str, ...]
+    producer: str
+    consumers: tuple[str, ...]
+    description: str
+
+
+TOPICS: tuple[TopicDoc, ...] = (
+    TopicDoc(
+        "ratings",
+        tp.RATINGS,
+        "customer id (a customer's ratings stay in order)",
+        (ev.RATING_SUBMITTED,),
+        "collector",
+        ("scorer", "actions"),
+        "Every rating the collector accepted; the 202 answer is only given once this record is acknowledged "
+        "by all in-sync replicas.",
+    ),
+    TopicDoc(
+        "scores",
+        tp.SCORES,
+        "segment key: `*` (global), `store=paris-1`, `channel=chat|store=paris-1`",
+        (ev.SCORE_CHANGED, ev.SEGMENT_ALERT),
+        "scorer",
+        ("actions",),
+        "Score movements per segment and segment alerts, keyed by segment so each segment's history "
+        "is ordered.",
+    ),
+    TopicDoc(
+        "actions",
+        tp.ACTIONS,
+        "customer id",
+        (ev.ACTION_DECIDED,),
+        "actions",
+        (),
+        "Audit stream of the follow-up decisions the rules took.",
+    ),
+    TopicDoc(
+        "notifications",
+        tp.NOTIFICATIONS,
+        "customer id",
+        (ev.NOTIFICATION_REQUESTED,),
+        "actions",
+        ("notifier",),
+        "Messages to send; `notification_id` is deterministic so a replay is deduplicated by the notifier.",
+    ),
+    TopicDoc(
+        "outcomes",
+        tp.OUTCOMES,
+        "customer id (notification id when there is none)",
+        (ev.NOTIFICATION_OUTCOME,),
+        "notifier",
+        (),
+        "The final outcome of every notification.",
+    ),
+    TopicDoc(
+        "dlqScorer",
+        tp.DLQ_SCORER,
+        "`<topic>:<partition>` of the failed record",
+        (ev.DEAD_LETTER,),
+        "scorer",
+        (),
+        "Records the scorer could not use (header `ce_dlqreason` gives the reason kind).",
+    ),
+    TopicDoc(
+        "dlqActions",
+        tp.DLQ_ACTIONS,
+        "`<topic>:<partition>` of the failed record",
+        (ev.DEAD_LETTER,),
+        "actions",
+        (),
+        "Records the actions service could not use (header `ce_dlqreason` gives the reason kind).",
+    ),
+    TopicDoc(
+        "dlqNotifier",
+        tp.DLQ_NOTIFIER,
+        "`<topic>:<partition>` of the failed record",
+        (ev.DEAD_LETTER,),
+        "notifier",
+        (),
+        "Records the notifier could not use (header `ce_dlqreason` gives the reason kind).",
+    ),
+)
+
+
+def schema_file(event_type: str) -> str:
+    return f"{event_type}.json"
+
+
+def event_schema(event_type: str) -> dict[str, Any]:
+    """The JSON Schema (draft 2020-12) of one event type's ``data``, as consumers validate it."""
+    model = ev.EVENT_MODELS[event_type]
+    doc = next(d for d in EVENTS if d.type == event_type)
+    body = model.model_json_schema(mode="validation")
+    return {
+        "$schema": DIALECT,
+        "$id": SCHEMA_BASE + schema_file(event_type),
+        "title": doc.message,
+        "description": f"{doc.summary} CloudEvents type `{event_type}`, data content type application/json.",
+        **{k: v for k, v in body.items() if k not in ("title", "description")},
+    }
+
+
+def all_schemas() -> dict[str, dict[str, Any]]:
+    """File name -> schema for every event type (every type in ``EVENT_MODELS`` must be documented)."""
+    documented = {d.type for d in EVENTS}
+    missing = set(ev.EVENT_MODELS) - documented
+    if missing:
+        raise LookupError(f"event types without documentation in shared/contracts.py: {sorted(missing)}")
+    return {schema_file(t): event_schema(t) for t in ev.EVENT_MODELS}
+
+
+def _headers(event_type: str) -> dict[str, Any]:
+    """Kafka headers of CloudEvents binary mode for one event type."""
+    return {
+        "type": "object",
+        "required": ["ce_specversion", "ce_id", "ce_type", "ce_source", "content-type"],
+        "properties": {
+            "ce_specversion": {"type": "string", "const": "1.0"},
+            "ce_id": {
+                "type": "string",
+                "description": "Unique per source; deterministic, so replays dedupe.",
+            },
+            "ce_type": {"type": "string", "const": event_type},
+            "ce_source": {"type": "string", "description": "The producing service, e.g. `/collector`."},
+            "ce_time": {"type": "string", "format": "date-time"},
+            "ce_subject": {"type": "string"},
+            "ce_traceparent": {
+                "type": "string",
+                "pattern": "^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$",
+                "description": "W3C Trace Context (CloudEvents distributed-tracing extension); consumers "
+                "continue the trace.",
+            },
+            "ce_dlqreason": {"type": "string", "description": "Dead letters only: the reason kind."},
+            "content-type": {"type": "string", "const": "application/json"},
+        },
+    }
+
+
+def asyncapi(*, version: str = "1.0.0") -> dict[str, Any]:
+    """The AsyncAPI 3 document for every topic, payloads referencing the generated JSON Schemas."""
+    messages: dict[str, Any] = {}
+    for doc in EVENTS:
+        messages[doc.message] = {
+            "name": doc.message,
+            "title": doc.type,
+            "summary": doc.summary,
+            "contentType": "application/json",
+            "headers": _headers(doc.type),
+            "payload": {
+                "schemaFormat": "application/schema+json;version=draft-07",
+                "schema": {"$ref": f"./schemas/{schema_file(doc.type)}"},
+            },
+            "bindings": {"kafka": {"key": {"type": "string"}, "bindingVersion": "0.5.0"}},
+        }
+    by_type = {d.type: d.message for d in EVENTS}
+    channels: dict[str, Any] = {}
+    operations: dict[str, Any] = {}
+    for topic in TOPICS:
+        channels[topic.channel] = {
+            "address": topic.address,
+            "title": topic.address,
+            "description": f"{topic.description}\n\nKey: {topic.key}. "
+            f"Producer: the {topic.producer} service.",
+            "messages": {by_type[t]: {"$ref": f"#/components/messages/{by_type[t]}"} for t in topic.events},
+            "bindings": {
+                "kafka": {
+                    "topic": topic.address,
+                    "partitions": 6,
+                    "replicas": 3,
+                    "topicConfiguration": {"cleanup.policy": ["delete"], "retention.ms": 604800000},
+                    "bindingVersion": "0.5.0",
+                }
+            },
+        }
+        ref = {"$ref": f"#/channels/{topic.channel}"}
+        operations[f"{topic.producer}Publishes{_cap(topic.channel)}"] = {
+            "action": "send",
+            "channel": ref,
+            "summary": f"The {topic.producer} publishes on {topic.address}.",
+        }
+        for consumer in topic.consumers:
+            operations[f"{consumer}Consumes{_cap(topic.channel)}"] = {
+                "action": "receive",
+                "channel": ref,
+                "summary": f"The {consumer} consumes {topic.address} (consumer group csat-{consumer}).",
+            }
+    return {
+        "asyncapi": "3.0.0",
+        "info": {
+            "title": "CSAT platform events",
+            "version": version,
+            "description": "Topics of the CSAT platform. Every record is a CloudEvents 1.0 event in Kafka "
+            "binary mode: attributes in `ce_*` headers, `data` as the JSON value. Payload schemas are in "
+            "`schemas/`, one per event type. A deployment may prefix every topic name "
+            "(`CSAT_TOPIC_PREFIX`). Consumers should ignore unknown fields: new optional fields are added "
+            "without a version bump; incompatible changes get a new `.vN` topic and type.",
+            "license": {"name": "Apache-2.0", "url": "https://www.apache.org/licenses/LICENSE-2.0"},
+        },
+        "defaultContentType": "application/json",
+        "servers": {
+            "production": {
+                "host": "csat-kafka-kafka-bootstrap:9092",
+                "protocol": "kafka",
+                "description": "Apache Kafka run by Strimzi in the platform's namespace (deploy/k8s).",
+            },
+            "development": {
+                "host": "localhost:9092",
+                "protocol": "kafka",
+                "description": "`make run`: the embedded Kafka-protocol broker.",
+            },
+        },
+        "channels": channels,
+        "operations": operations,
+        "components": {"messages": messages},
+    }
+
+
+def _cap(name: str) -> str:
+    return name[:1].upper() + name[1:]
+
+
+GENERATED_NOTE = "# Generated by `csat contracts` from shared/events.py and shared/topics.py; do not edit.\n"
+
+
+def render_files() -> dict[str, str]:
+    """Relative path under ``contracts/`` -> file text, exactly as committed."""
+    files = {
+        f"schemas/{name}": json.dumps(schema, indent=2, sort_keys=False) + "\n"
+        for name, schema in all_schemas().items()
+    }
+    files["asyncapi.yaml"] = GENERATED_NOTE + yaml.safe_dump(
+        asyncapi(), sort_keys=False, allow_unicode=True, width=100
+    )
+    return files

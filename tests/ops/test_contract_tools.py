@@ -1,0 +1,84 @@
+"""The AsyncAPI document passes the AsyncAPI CLI; the dashboard is well-formed and uses contract metrics."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+
+from tests.ops.tools import ROOT, run
+
+CONTRACTS = ROOT / "contracts"
+DASHBOARD = ROOT / "deploy" / "k8s" / "base" / "monitoring" / "csat-dashboard.json"
+ENV = {**os.environ, "SUPPRESS_NO_CONFIG_WARNING": "1", "NODE_NO_WARNINGS": "1"}
+
+#: The metric names of the cross-branch contract (prefix csat_, base units, _total counters).
+CONTRACT_METRICS = {
+    "csat_http_requests_total",
+    "csat_http_request_duration_seconds",
+    "csat_consumer_records_total",
+    "csat_consumer_batch_duration_seconds",
+    "csat_consumer_batch_records",
+    "csat_consumer_lag_records",
+    "csat_consumer_errors_total",
+    "csat_dlq_records_total",
+    "csat_event_processing_latency_seconds",
+    "csat_ratings_accepted_total",
+    "csat_ratings_rejected_total",
+    "csat_collector_publish_duration_seconds",
+    "csat_collector_broker_errors_total",
+    "csat_rule_hits_total",
+    "csat_notifications_total",
+    "csat_provider_attempts_total",
+    "csat_segment_score",
+    "csat_segment_responses",
+    "csat_segment_values_folded_total",
+}
+
+
+def test_asyncapi_cli_validates_the_document() -> None:
+    out = run("asyncapi", "validate", str(CONTRACTS / "asyncapi.yaml"), "--fail-severity", "warn", env=ENV)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "is valid" in out.stdout
+
+
+def test_asyncapi_cli_rejects_a_broken_payload_schema(tmp_path: Path) -> None:
+    copy = tmp_path / "contracts"
+    shutil.copytree(CONTRACTS, copy)
+    schema_path = copy / "schemas" / "com.csat.notification.outcome.v1.json"
+    schema = json.loads(schema_path.read_text())
+    schema["properties"]["attempts"]["type"] = "integr"
+    schema_path.write_text(json.dumps(schema))
+    out = run("asyncapi", "validate", str(copy / "asyncapi.yaml"), "--fail-severity", "warn", env=ENV)
+    assert out.returncode != 0
+
+
+def test_dashboard_is_well_formed_and_queries_only_contract_metrics() -> None:
+    dashboard = json.loads(DASHBOARD.read_text())
+    panels = dashboard["panels"]
+    ids = [p["id"] for p in panels]
+    assert len(ids) == len(set(ids))
+    used: set[str] = set()
+    for panel in panels:
+        if panel["type"] == "row":
+            continue
+        assert panel["title"] and panel["targets"], panel["id"]
+        for target in panel["targets"]:
+            assert target["datasource"]["uid"] == "${datasource}"
+            used |= {
+                re.sub(r"_(bucket|sum|count)$", "", n)
+                for n in re.findall(r"\bcsat_[a-z0-9_]+", target["expr"])
+            }
+    assert used <= CONTRACT_METRICS, used - CONTRACT_METRICS
+    # ingestion, lag, latency, rule hits, notifications, DLQ and the score gauges are all on it
+    assert {
+        "csat_ratings_accepted_total",
+        "csat_consumer_lag_records",
+        "csat_event_processing_latency_seconds",
+        "csat_rule_hits_total",
+        "csat_notifications_total",
+        "csat_dlq_records_total",
+        "csat_segment_score",
+    } <= used
