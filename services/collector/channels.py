@@ -263,6 +263,15 @@ def channels_router(ctx: "Collector") -> APIRouter:
         summary="Record the rating from an email link's confirm page",
         description="Once per (survey, customer): submitting again with the same answer shows the "
         "thank-you page again; a different answer is refused with 409 (already answered).",
+        openapi_extra={
+            "requestBody": {
+                "content": {
+                    "application/x-www-form-urlencoded": {
+                        "example": {"score": "4", "comment": "Fast delivery"}
+                    }
+                }
+            }
+        },
         response_class=HTMLResponse,
         responses={
             **link_responses,
