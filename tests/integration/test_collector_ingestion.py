@@ -70,11 +70,13 @@ async def test_concurrent_retries_publish_once_and_all_get_the_first_answer(
         batch = [rating(i, rating_id=f"b-{i}") for i in range(50)]
         b1, b2 = await asyncio.gather(
             client.post("/v1/ratings/batch", json={"ratings": batch}),
-            client.post("/v1/ratings/batch", json={"ratings": batch[25:] + [rating(99, rating_id="b-99")]}),
+            client.post("/v1/ratings/batch", json={"ratings": [*batch[25:], rating(99, rating_id="b-99")]}),
         )
         assert b1.json()["accepted"] == 50 and b2.json()["accepted"] == 26
         derived = await client.post(
-            "/v1/ratings/batch", json={"ratings": [rating(1), rating(2)]}, headers={"Idempotency-Key": "imp-7"}
+            "/v1/ratings/batch",
+            json={"ratings": [rating(1), rating(2)]},
+            headers={"Idempotency-Key": "imp-7"},
         )
         assert [r["rating_id"] for r in derived.json()["results"]] == ["imp-7-0", "imp-7-1"]
     ids = await ids_on_topic(infra, topics.ratings, at_least=54)
@@ -106,7 +108,9 @@ async def test_a_key_retried_after_a_broker_outage_is_published_once(
             deadline = time.monotonic() + 30
             answer = down
             while answer.status_code != 202 and time.monotonic() < deadline:
-                answer = await client.post("/v1/ratings", json=rating(1), headers={"Idempotency-Key": "out-1"})
+                answer = await client.post(
+                    "/v1/ratings", json=rating(1), headers={"Idempotency-Key": "out-1"}
+                )
             assert answer.status_code == 202 and answer.json()["rating_id"] == "out-1"
             replay = await client.post("/v1/ratings", json=rating(1), headers={"Idempotency-Key": "out-1"})
             assert replay.headers["idempotent-replayed"] == "true"
@@ -140,7 +144,9 @@ async def test_keys_are_stored_hashed_and_rotation_and_revocation_apply(
 
         rotated = await client.post("/v1/sources/shop/keys", json={"expire_others_in_s": 0}, headers=ADMIN)
         new_key = rotated.json()["key"]
-        assert (await client.post("/v1/ratings", json=rating(2), headers={"X-API-Key": key})).status_code == 401
+        assert (
+            await client.post("/v1/ratings", json=rating(2), headers={"X-API-Key": key})
+        ).status_code == 401
         bearer = {"Authorization": f"Bearer {new_key}", "Origin": "https://shop.example.com"}
         posted = await client.post("/v1/ratings", json=rating(3, rating_id="k-3"), headers=bearer)
         assert posted.status_code == 202
@@ -156,7 +162,9 @@ async def test_keys_are_stored_hashed_and_rotation_and_revocation_apply(
         assert evil.status_code == 403 and "access-control-allow-origin" not in evil.headers
 
         await client.delete(f"/v1/sources/shop/keys/{rotated.json()['key_id']}", headers=ADMIN)
-        assert (await client.post("/v1/ratings", json=rating(4), headers={"X-API-Key": new_key})).status_code == 401
+        assert (
+            await client.post("/v1/ratings", json=rating(4), headers={"X-API-Key": new_key})
+        ).status_code == 401
     conn = await asyncpg.connect(database_url)
     try:
         rows = await conn.fetch("SELECT key_hash::text AS h, key_id FROM collector.api_keys")
@@ -172,10 +180,15 @@ async def test_keys_are_stored_hashed_and_rotation_and_revocation_apply(
     }
 
 
-async def test_rate_limits_answer_429_and_record_nothing(infra: Infra, topics: Topics, database_url: str) -> None:
+async def test_rate_limits_answer_429_and_record_nothing(
+    infra: Infra, topics: Topics, database_url: str
+) -> None:
     cfg = settings(infra.bootstrap, topics, database_url, rate_ip_per_s=1, rate_ip_burst=3)
     async with running(create_app(cfg)) as client:
-        codes = [(await client.post("/v1/ratings", json=rating(i, rating_id=f"rl-{i}"))).status_code for i in range(5)]
+        codes = [
+            (await client.post("/v1/ratings", json=rating(i, rating_id=f"rl-{i}"))).status_code
+            for i in range(5)
+        ]
         assert codes == [202, 202, 202, 429, 429]
         limited = await client.post("/v1/ratings", json=rating(9))
         assert limited.status_code == 429 and int(limited.headers["retry-after"]) >= 1
@@ -190,7 +203,12 @@ async def test_email_link_tampering_is_refused_and_the_genuine_link_records_once
     async with running(create_app(settings(infra.bootstrap, topics, database_url))) as client:
         minted = await client.post(
             "/v1/email-links",
-            json={"survey_id": "o-1", "customer": {"id": "cus-9"}, "metric": "nps", "segment": {"store": "p1"}},
+            json={
+                "survey_id": "o-1",
+                "customer": {"id": "cus-9"},
+                "metric": "nps",
+                "segment": {"store": "p1"},
+            },
             headers=ADMIN,
         )
         url = urlsplit(minted.json()["links"][9]["url"])
@@ -218,17 +236,25 @@ async def test_email_link_tampering_is_refused_and_the_genuine_link_records_once
     )
 
 
-async def test_sms_reply_is_matched_to_the_open_survey(infra: Infra, topics: Topics, database_url: str) -> None:
+async def test_sms_reply_is_matched_to_the_open_survey(
+    infra: Infra, topics: Topics, database_url: str
+) -> None:
     async with running(create_app(settings(infra.bootstrap, topics, database_url))) as client:
         for customer in ("cus-old", "cus-new"):
             r = await client.post(
                 "/v1/sms-surveys",
-                json={"phone": "+33612345678", "customer": {"id": customer, "locale": "fr"}, "survey_id": "v-1"},
+                json={
+                    "phone": "+33612345678",
+                    "customer": {"id": customer, "locale": "fr"},
+                    "survey_id": "v-1",
+                },
                 headers=ADMIN,
             )
             assert r.status_code == 201
         params = {"MessageSid": "SM1", "From": "+33612345678", "To": "+33700000000", "Body": "2 trop lent"}
-        signature = compute_signature(TWILIO, "https://collect.example.com/v1/sms/twilio", list(params.items()))
+        signature = compute_signature(
+            TWILIO, "https://collect.example.com/v1/sms/twilio", list(params.items())
+        )
         answer = await client.post("/v1/sms/twilio", data=params, headers={"X-Twilio-Signature": signature})
         assert answer.status_code == 200 and "Merci" in answer.text
         forged = await client.post(
@@ -237,7 +263,9 @@ async def test_sms_reply_is_matched_to_the_open_survey(infra: Infra, topics: Top
         assert forged.status_code == 403
         conn = await asyncpg.connect(database_url)
         try:
-            rows = await conn.fetch("SELECT customer_id, answered_at FROM collector.sms_surveys ORDER BY created_at")
+            rows = await conn.fetch(
+                "SELECT customer_id, answered_at FROM collector.sms_surveys ORDER BY created_at"
+            )
         finally:
             await conn.close()
         assert [(r["customer_id"], r["answered_at"] is not None) for r in rows] == [
