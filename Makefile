@@ -31,8 +31,14 @@ install: $(VENV)/.synced ## Create .venv with the locked dependencies
 run: install ## Start the whole stack (embedded broker + Postgres unless KAFKA_BOOTSTRAP / DATABASE_URL are set)
 	$(BIN)/python -m devstack run
 
+.PHONY: chromium
+chromium: ## Install Debian's chromium for the widget's browser test, unless it is there
+	@test -x /usr/bin/chromium || { \
+	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium; }
+
 .PHONY: test
-test: install ## Lint, type-check, then unit, integration and e2e tests (real broker and Postgres)
+test: install chromium ## Lint, type-check, then unit, integration and e2e tests (real broker and Postgres)
 	$(MAKE) --no-print-directory lint
 	$(BIN)/pytest -q -p no:cacheprovider tests/unit tests/integration tests/e2e
 
@@ -41,7 +47,7 @@ test-unit: install ## Pure unit tests only (no broker, no database)
 	$(BIN)/pytest -q tests/unit
 
 .PHONY: test-integration
-test-integration: install ## Integration tests against the real broker and Postgres
+test-integration: install chromium ## Integration tests against the real broker and Postgres
 	$(BIN)/pytest -q tests/integration
 
 .PHONY: test-e2e
