@@ -327,10 +327,11 @@ def create_app(
         purger.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await purger
+        await ctx.ingestor.close()
         if owned_publisher is not None:
             await owned_publisher.stop()
         if owned_store is not None:
-            await owned_store.engine.dispose()
+            await owned_store.close()
 
     app = FastAPI(
         title="CSAT collector",

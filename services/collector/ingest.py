@@ -49,6 +49,43 @@ def to_record(rating: RatingSubmitted, *, topic: str) -> OutgoingRecord:
     )
 
 
+class Confirmer:
+    """Marks claimed ids accepted in the background, many per statement, off the request's path.
+
+    Until its batch lands a retry sees the id as pending and waits for it (``Ingestor.wait_s``); if
+    the process dies first, the claim expires and a retry republishes, which consumers dedupe.
+    """
+
+    def __init__(self, *, store: CollectorStore, delay_s: float = 0.005, max_batch: int = 2000) -> None:
+        self.store = store
+        self.delay_s = delay_s
+        self.max_batch = max_batch
+        self._pending: list[str] = []
+        self._task: asyncio.Task[None] | None = None
+
+    def add(self, rating_ids: Sequence[str]) -> None:
+        self._pending.extend(rating_ids)
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._flush_soon(), name="idempotency-confirm")
+
+    async def _flush_soon(self) -> None:
+        await asyncio.sleep(self.delay_s)
+        await self.flush()
+
+    async def flush(self) -> None:
+        while self._pending:
+            batch, self._pending = self._pending[: self.max_batch], self._pending[self.max_batch :]
+            try:
+                await self.store.confirm(rating_ids=batch)
+            except StoreUnavailable as exc:
+                log.warning("idempotency_confirm_failed", ratings=len(batch), error=str(exc))
+
+    async def close(self) -> None:
+        if self._task is not None and not self._task.done():
+            await self._task
+        await self.flush()
+
+
 class Ingestor:
     """Publishes each rating_id's first submission once; retries get the first answer back.
 
@@ -77,6 +114,7 @@ class Ingestor:
         self.poll_s = poll_s
         self._sleep = sleep
         self._clock = clock
+        self.confirmer = Confirmer(store=store)
 
     async def submit(self, items: Sequence[Submission]) -> list[Outcome]:
         """One outcome per item; raises BrokerUnavailable or StoreUnavailable when nothing is safe."""
@@ -103,7 +141,7 @@ class Ingestor:
             except Exception:
                 await self._settle(self.store.release, [items[i].rating.rating_id for i in claimed])
                 raise
-            await self._settle(self.store.confirm, [items[i].rating.rating_id for i in claimed])
+            self.confirmer.add([items[i].rating.rating_id for i in claimed])
             for i in to_publish:
                 outcomes[i] = Outcome.ACCEPTED
         for i, j in repeats:
@@ -157,8 +195,12 @@ class Ingestor:
                 await self._sleep(self.poll_s)
         return claimed
 
+    async def close(self) -> None:
+        """Land the confirmations still queued (at shutdown)."""
+        await self.confirmer.close()
+
     async def _settle(self, op: Callable[..., Awaitable[None]], rating_ids: list[str]) -> None:
-        """Confirm or release; if the database is away the lease expiry settles it later."""
+        """Release claims; if the database is away the lease expiry settles them later."""
         if not rating_ids:
             return
         try:

@@ -34,4 +34,4 @@ async def ensure_demo_source(database_url: str, *, origins: list[str]) -> str:
         )
         return key.secret
     finally:
-        await engine.dispose()
+        await store.close()

@@ -5,7 +5,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import pytest
@@ -54,9 +54,23 @@ def store() -> MemoryStore:
     return MemoryStore()
 
 
+_OPEN: list[TestClient] = []
+
+
+@pytest.fixture(autouse=True)
+def close_clients() -> Iterator[None]:
+    """Clients run the app's lifespan and keep one event loop, as uvicorn does (background tasks)."""
+    yield
+    while _OPEN:
+        _OPEN.pop().__exit__(None, None, None)
+
+
 def make_client(fake: FakePublisher, store: MemoryStore, **settings: Any) -> TestClient:
     cfg = CollectorSettings.model_validate({"max_body_bytes": 4096, "log_format": "console", **settings})
-    return TestClient(create_app(cfg, publisher=fake, store=store))
+    client = TestClient(create_app(cfg, publisher=fake, store=store))
+    client.__enter__()
+    _OPEN.append(client)
+    return client
 
 
 @pytest.fixture

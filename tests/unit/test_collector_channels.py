@@ -15,9 +15,10 @@ from services.collector.links import EmailLink, LinkSigner
 from services.collector.settings import DEV_SIGNING_SECRET
 from services.collector.sms import compute_signature
 from tests.fakes.collector_store import MemoryStore
-from tests.unit.test_collector_api import ADMIN, FakePublisher, make_client
+from tests.unit.test_collector_api import ADMIN, FakePublisher, close_clients, make_client
 
 TWILIO_TOKEN = "twilio-test-token"
+__all__ = ["close_clients"]  # the autouse fixture that closes the clients, active here too
 
 
 @pytest.fixture
