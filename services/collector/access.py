@@ -13,7 +13,7 @@ import orjson
 import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from services.collector.keys import hash_key
+from services.collector.keys import hash_key, key_id_of
 from services.collector.store import CollectorStore, Principal, Source, StoreUnavailable
 
 log = structlog.get_logger(__name__)
@@ -103,6 +103,8 @@ class KeyResolver:
         self._cache: dict[bytes, _Cached] = {}
 
     async def resolve(self, key: str) -> Principal | None:
+        if key_id_of(key) is None:
+            return None  # not even shaped like a source key: no database lookup
         digest = hash_key(key)
         now = self._clock()
         hit = self._cache.get(digest)

@@ -343,10 +343,11 @@ def test_known_keys_survive_a_database_outage_for_a_while(fake: FakePublisher, s
     assert client.post("/v1/ratings", json=GOOD, headers={"X-API-Key": key}).status_code == 202
     store.down = True
     assert client.post("/v1/ratings", json=GOOD, headers={"X-API-Key": key}).status_code == 202
-    r = client.post(
-        "/v1/ratings", json=GOOD, headers={"X-API-Key": "csk_0123456789_unknownunknownunknownunknown00"}
-    )
-    assert r.status_code == 503
+    unknown = "csk_0123456789_" + "u" * 32
+    assert client.post("/v1/ratings", json=GOOD, headers={"X-API-Key": unknown}).status_code == 503
+    lookups = store.lookups
+    assert client.post("/v1/ratings", json=GOOD, headers={"X-API-Key": "garbage"}).status_code == 401
+    assert store.lookups == lookups  # malformed keys never reach the database
 
 
 # ---- rate limits --------------------------------------------------------------------------------

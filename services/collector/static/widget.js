@@ -35,6 +35,10 @@
       retry: "Try again",
       notLikely: "Not likely",
       veryLikely: "Very likely",
+      hard: "Very difficult",
+      easy: "Very easy",
+      lowEffort: "Very little effort",
+      highEffort: "A lot of effort",
       yes: "Yes",
       no: "No",
     },
@@ -48,6 +52,10 @@
       retry: "R\u00e9essayer",
       notLikely: "Peu probable",
       veryLikely: "Tr\u00e8s probable",
+      hard: "Tr\u00e8s difficile",
+      easy: "Tr\u00e8s facile",
+      lowEffort: "Tr\u00e8s peu d'effort",
+      highEffort: "Beaucoup d'effort",
       yes: "Oui",
       no: "Non",
     },
@@ -177,12 +185,18 @@
         row.appendChild(b);
       });
       box.appendChild(row);
-      if (metric === "nps") {
+      // End labels carry the scale's direction (CES 1-5 is "how much effort": lower is easier).
+      var endLabels = {
+        "nps:0-10": [t.notLikely, t.veryLikely],
+        "ces:1-7": [t.hard, t.easy],
+        "ces:1-5": [t.lowEffort, t.highEffort],
+      }[metric + ":" + scale];
+      if (endLabels) {
         var ends = document.createElement("div");
         ends.className = "ends";
         ends.innerHTML = "<span></span><span></span>";
-        ends.children[0].textContent = t.notLikely;
-        ends.children[1].textContent = t.veryLikely;
+        ends.children[0].textContent = endLabels[0];
+        ends.children[1].textContent = endLabels[1];
         box.appendChild(ends);
       }
       var form = document.createElement("div");
