@@ -298,10 +298,10 @@ def create_app(
         keys=KeyResolver(store=store, ttl_s=cfg.key_cache_s, stale_s=cfg.key_cache_stale_s),
         origins=OriginSet(store=store, ttl_s=cfg.key_cache_s),
         ip_limiter=KeyedLimiter(
-            rate_per_s=cfg.rate_ip_per_s, burst=cfg.rate_ip_burst, max_clients=cfg.rate_max_clients
+            rate_per_s=cfg.ip_rate, burst=cfg.rate_ip_burst, max_clients=cfg.rate_max_clients
         ),
         key_limiter=KeyedLimiter(
-            rate_per_s=cfg.rate_key_per_s, burst=cfg.rate_key_burst, max_clients=cfg.rate_max_clients
+            rate_per_s=cfg.key_rate, burst=cfg.rate_key_burst, max_clients=cfg.rate_max_clients
         ),
     )
 

@@ -36,9 +36,17 @@ class CollectorSettings(CommonSettings):
         default=6.0, gt=0, description="How long a retry waits for a concurrent first attempt to finish"
     )
 
-    rate_key_per_s: float = Field(default=200.0, ge=0, description="Requests per second per key; 0 = off")
+    rate_key_per_s: float | None = Field(
+        default=None,
+        ge=0,
+        description="Requests per second per key; 0 = off; default 200 outside dev/test, off in them",
+    )
     rate_key_burst: int = Field(default=400, ge=1)
-    rate_ip_per_s: float = Field(default=50.0, ge=0, description="Requests per second per client IP; 0 = off")
+    rate_ip_per_s: float | None = Field(
+        default=None,
+        ge=0,
+        description="Requests per second per client IP; 0 = off; default 50 outside dev/test, off in them",
+    )
     rate_ip_burst: int = Field(default=100, ge=1)
     rate_max_clients: int = Field(default=100_000, ge=100, description="Buckets kept in memory per limiter")
     trusted_proxies: list[str] = Field(
@@ -101,6 +109,19 @@ class CollectorSettings(CommonSettings):
         if self.require_api_key is None:
             return self.environment == "prod"
         return self.require_api_key
+
+    @property
+    def key_rate(self) -> float:
+        """Per-key rate in force: local stacks, benchmarks and tests are not throttled unless asked."""
+        if self.rate_key_per_s is not None:
+            return self.rate_key_per_s
+        return 200.0 if self.environment == "prod" else 0.0
+
+    @property
+    def ip_rate(self) -> float:
+        if self.rate_ip_per_s is not None:
+            return self.rate_ip_per_s
+        return 50.0 if self.environment == "prod" else 0.0
 
     @property
     def base_url(self) -> str:

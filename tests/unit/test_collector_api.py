@@ -289,7 +289,10 @@ def test_prod_settings_refuse_anonymous_posting_and_dev_secrets() -> None:
         CollectorSettings(environment="prod", admin_api_key="a" * 20)
     cfg = CollectorSettings(environment="prod", admin_api_key="a" * 20, signing_secret="s" * 32)
     assert cfg.keys_required is True
-    assert CollectorSettings().keys_required is False
+    assert (cfg.key_rate, cfg.ip_rate) == (200, 50)
+    dev = CollectorSettings()
+    assert dev.keys_required is False
+    assert (dev.key_rate, dev.ip_rate) == (0, 0)  # local stacks and benchmarks are not throttled
 
 
 def test_a_source_key_can_post_ratings_and_nothing_else(client: TestClient) -> None:
