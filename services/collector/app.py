@@ -381,6 +381,11 @@ def create_app(
         api_key: Annotated[str | None, Depends(_api_key)],
     ) -> Principal:
         """Per-IP limit, then the key (or anonymous in dev), the source's origins, then its key limit."""
+        origin = origin_of(request.scope)
+        if origin is not None and (same_origin(origin, request.scope) or await ctx.origins.contains(origin)):
+            # An origin some source allows may read our refusals (429 with Retry-After, 401); whether
+            # it may post for this key's source is decided below.
+            request.state.cors_origin = origin
         ctx.limit_ip(request.scope)
         key = bearer.credentials.strip() if bearer else (api_key.strip() if api_key else None)
         if not key:
@@ -419,11 +424,11 @@ def create_app(
                 detail="this source is disabled",
                 type_="https://csat.dev/problems/forbidden",
             )
-        origin = origin_of(request.scope)
         if origin is not None:
             if origin in src.allowed_origins or same_origin(origin, request.scope):
                 request.state.cors_origin = origin
             else:
+                request.state.cors_origin = None
                 metrics.reject("origin_not_allowed", src.source_id)
                 raise ProblemError(
                     403,

@@ -431,6 +431,19 @@ def test_cors_only_for_each_sources_origins(client: TestClient, fake: FakePublis
     assert "*" not in str(posted.headers.get("access-control-allow-origin"))
 
 
+def test_a_widget_page_can_read_its_429_and_retry_after(fake: FakePublisher, store: MemoryStore) -> None:
+    client = make_client(fake, store, rate_ip_per_s=0.1, rate_ip_burst=1)
+    key = new_source(client, "shop", allowed_origins=["https://shop.example.com"])
+    headers = {"Origin": "https://shop.example.com", "X-API-Key": key}
+    assert client.post("/v1/ratings", json=GOOD, headers=headers).status_code == 202
+    limited = client.post("/v1/ratings", json=GOOD, headers=headers)
+    assert limited.status_code == 429
+    assert limited.headers["access-control-allow-origin"] == "https://shop.example.com"
+    assert "retry-after" in limited.headers["access-control-expose-headers"]
+    other = client.post("/v1/ratings", json=GOOD, headers={**headers, "Origin": "https://evil.example"})
+    assert other.status_code == 429 and "access-control-allow-origin" not in other.headers
+
+
 def test_same_origin_pages_may_post(client: TestClient) -> None:
     r = client.post("/v1/ratings", json=GOOD, headers={"Origin": "http://testserver"})
     assert r.status_code == 202
