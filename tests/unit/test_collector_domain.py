@@ -339,3 +339,17 @@ async def test_the_wait_is_bounded_and_a_stale_claim_is_taken_over() -> None:
     taking_over = Ingestor(publisher=pub, store=store, topic="t", wait_s=0.05, lease_s=0, poll_s=0.01)
     assert await taking_over.submit([sub()]) == [Outcome.ACCEPTED]
     assert len(pub.records) == 1
+
+
+async def test_confirmations_land_in_batches_and_at_close() -> None:
+    pub, store = SlowPublisher(), MemoryStore()
+    pub.gate.set()
+    ingestor = Ingestor(publisher=pub, store=store, topic="t", wait_s=1, lease_s=30, poll_s=0.01)
+    assert await ingestor.submit([sub(rid="c-1"), sub(rid="c-2")]) == [Outcome.ACCEPTED, Outcome.ACCEPTED]
+    assert {r.state for r in store.idem.values()} == {"pending"}  # the answer did not wait for them
+    await ingestor.close()
+    assert {r.state for r in store.idem.values()} == {"accepted"}
+    assert await ingestor.submit([sub(rid="c-3")]) == [Outcome.ACCEPTED]
+    store.down = True  # a confirmation that cannot land is left to the lease
+    await ingestor.close()
+    assert store.idem["c-3"].state == "pending"
