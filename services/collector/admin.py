@@ -27,15 +27,14 @@ SourceId = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$
 RESERVED_SOURCES = {"dev", "email", "sms", "unknown"}
 _ORIGIN = re.compile(r"^https?://[A-Za-z0-9.-]+(:\d{1,5})?$")
 
+_PROBLEM = {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
 ADMIN_PROBLEMS: dict[int | str, dict[str, Any]] = {
-    401: {"description": "No admin key", "content": {"application/problem+json": {}}},
-    403: {
-        "description": "Not the admin key (source keys cannot manage anything)",
-        "content": {"application/problem+json": {}},
-    },
-    404: {"description": "No such source or key", "content": {"application/problem+json": {}}},
-    422: {"description": "Invalid input; `field` names it", "content": {"application/problem+json": {}}},
-    503: {"description": "Database unavailable", "content": {"application/problem+json": {}}},
+    401: {"description": "No admin key", "content": _PROBLEM},
+    403: {"description": "Not the admin key (source keys cannot manage anything)", "content": _PROBLEM},
+    404: {"description": "No such source or key", "content": _PROBLEM},
+    409: {"description": "The source exists already", "content": _PROBLEM},
+    422: {"description": "Invalid input; `field` names it", "content": _PROBLEM},
+    503: {"description": "Database unavailable; retry after `Retry-After`", "content": _PROBLEM},
 }
 
 

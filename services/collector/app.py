@@ -44,7 +44,6 @@ __all__ = ["Collector", "create_app", "to_record"]
 log = structlog.get_logger(__name__)
 
 RATING_PATHS = {"/v1/ratings", "/v1/ratings/batch"}
-PROBLEM = {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
 
 
 def _problem_example(status: int, title: str, type_: str, detail: str, field: str | None) -> dict[str, Any]:
