@@ -54,8 +54,14 @@ install: $(VENV)/.synced ## Create .venv with the locked dependencies
 run: install ## Start the whole stack (embedded broker + Postgres unless KAFKA_BOOTSTRAP / DATABASE_URL are set)
 	$(BIN)/python -m devstack run
 
+.PHONY: chromium
+chromium: ## Install Debian's chromium for the widget's browser test, unless it is there
+	@test -x /usr/bin/chromium || { \
+	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium; }
+
 .PHONY: test
-test: install ops-tools ## Lint, type-check, then unit, integration, e2e and operations tests (real broker and Postgres)
+test: install ops-tools chromium ## Lint, type-check, then unit, integration, e2e and operations tests (real broker and Postgres)
 	$(MAKE) --no-print-directory lint
 	$(PYTEST) -q -p no:cacheprovider tests/unit tests/integration tests/e2e tests/ops
 
@@ -79,7 +85,7 @@ test-unit: install ## Pure unit tests only (no broker, no database)
 	$(PYTEST) -q tests/unit
 
 .PHONY: test-integration
-test-integration: install ## Integration tests against the real broker and Postgres
+test-integration: install chromium ## Integration tests against the real broker and Postgres
 	$(PYTEST) -q tests/integration
 
 .PHONY: test-e2e

@@ -1,11 +1,13 @@
-"""``csat``: the platform's command line (run the stack, migrate, create topics)."""
+"""``csat``: the platform's command line (run the stack, migrate, create topics, import ratings)."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import sys
 from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from devstack.stack import ROOT, Stack, create_topics, run_forever, run_migrations
 from shared.topics import Topics
@@ -115,6 +117,51 @@ def _cmd_contracts(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_import(args: argparse.Namespace) -> int:
+    """Exit 0 when every row was imported, 1 when some were rejected, 2 when the import failed."""
+    import httpx
+
+    from services.collector.importer import ImportFailed, import_csv
+
+    renames = {}
+    for pair in args.column:
+        old, sep, new = pair.partition("=")
+        if not sep:
+            print(f"--column wants OLD=NEW, got {pair!r}", file=sys.stderr)
+            return 2
+        renames[old] = new
+    try:
+        tz = ZoneInfo(args.timezone) if args.timezone else None
+    except ZoneInfoNotFoundError:
+        print(f"unknown time zone {args.timezone!r}", file=sys.stderr)
+        return 2
+
+    async def go() -> int:
+        async with httpx.AsyncClient(base_url=args.url, timeout=60) as client:
+            report = await import_csv(
+                Path(args.file),
+                client=client,
+                key=args.key or os.environ.get("CSAT_API_KEY") or None,
+                batch_size=args.batch_size,
+                renames=renames,
+                default_tz=tz,
+                dry_run=args.dry_run,
+                progress=not args.no_progress,
+                attempts=args.retries,
+            )
+        print(("checked (dry run): " if args.dry_run else "") + report.summary())
+        if args.rejects:
+            report.write_rejects(Path(args.rejects))
+            print(f"rejected rows written to {args.rejects}")
+        return 1 if report.rejected else 0
+
+    try:
+        return asyncio.run(go())
+    except ImportFailed as exc:
+        print(f"import failed: {exc}", file=sys.stderr)
+        return 2
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="csat", description="CSAT platform command line")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -144,6 +191,26 @@ def main(argv: list[str] | None = None) -> int:
     contracts.add_argument("--dir", default=str(ROOT / "contracts"))
     contracts.add_argument("--check", action="store_true", help="fail if the committed files are stale")
     contracts.set_defaults(func=_cmd_contracts)
+
+    imp = sub.add_parser(
+        "import",
+        help="load a CSV export of past survey answers through the collector's validation",
+        description="Columns: rating_id, metric, scale, score, customer_id, customer_email, customer_phone, "
+        "customer_locale, segment.<name>, touchpoint, comment, account_id, account_tier, account_value, "
+        "occurred_at, consent_contact, consent_review, survey_id. Re-running is safe: rows without a "
+        "rating_id get one derived from their content.",
+    )
+    imp.add_argument("file", help="the CSV file (comma, semicolon or tab separated; UTF-8)")
+    imp.add_argument("--url", default=os.environ.get("CSAT_COLLECTOR_URL", "http://127.0.0.1:8000"))
+    imp.add_argument("--key", help="a source key (default: $CSAT_API_KEY; dev accepts none)")
+    imp.add_argument("--batch-size", type=int, default=500)
+    imp.add_argument("--column", action="append", default=[], metavar="OLD=NEW", help="rename a column")
+    imp.add_argument("--timezone", help="for timestamps without an offset, e.g. Europe/Paris")
+    imp.add_argument("--rejects", metavar="FILE", help="write every rejected row (line, field, reason) here")
+    imp.add_argument("--dry-run", action="store_true", help="only check the rows, send nothing")
+    imp.add_argument("--no-progress", action="store_true", help="no progress bar")
+    imp.add_argument("--retries", type=int, default=8, help="attempts per batch on 429/503/unreachable")
+    imp.set_defaults(func=_cmd_import)
     args = parser.parse_args(argv)
     code: int = args.func(args)
     return code

@@ -164,6 +164,7 @@ class Stack:
     services: dict[str, ServiceProcess] = field(default_factory=dict)
     broker: EmbeddedBroker | None = None
     postgres: EmbeddedPostgres | None = None
+    demo_key: str | None = None
 
     def start_infrastructure(self, say: bool = False) -> None:
         def note(msg: str) -> None:
@@ -191,6 +192,13 @@ class Stack:
         note(f"  topics      {len(created)} created, {len(Topics().all()) - len(created)} already there")
         run_migrations(self.database_url)
         note("  migrations  at head")
+        if os.environ.get("CSAT_ENVIRONMENT", "dev") == "dev":
+            from services.collector.provision import ensure_demo_source
+
+            port = self.ports["collector"]
+            origins = [f"http://127.0.0.1:{port}", f"http://localhost:{port}"]
+            self.demo_key = asyncio.run(ensure_demo_source(self.database_url, origins=origins))
+            note("  sources     demo source for the widget page (a new key each start)")
 
     def service_env(self, name: str) -> dict[str, str]:
         assert self.kafka_bootstrap is not None
@@ -205,6 +213,8 @@ class Stack:
             "PYTHONUNBUFFERED": "1",
         }
         env.setdefault("CSAT_ENVIRONMENT", "dev")
+        if name == "collector" and self.demo_key and env["CSAT_ENVIRONMENT"] == "dev":
+            env.setdefault("CSAT_DEMO_WIDGET_KEY", self.demo_key)
         # Tansu assigns partitions about half a session timeout after a join: keep it short locally.
         env.setdefault("CSAT_KAFKA_SESSION_TIMEOUT_MS", "6000")
         env.setdefault("CSAT_KAFKA_HEARTBEAT_MS", "1000")
@@ -259,6 +269,8 @@ def run_forever(stack: Stack) -> int:
 Ready. Everything stops with Ctrl-C.
 
   collector  {c}   POST /v1/ratings, POST /v1/ratings/batch   docs: {c}/docs
+             widget demo: {c}/demo   (source "demo", public key {stack.demo_key or "-"})
+             admin (dev key): curl -H 'Authorization: Bearer dev-admin-key' {c}/v1/sources
   scorer     {s}   GET /v1/scores?metric=csat&window=30d          docs: {s}/docs
   actions    {a}   GET /v1/rules, PUT /v1/customers/{{id}}         docs: {a}/docs
   notifier   {n}   GET /v1/outbox (messages as files in {stack.var_dir / "outbox"})
@@ -269,6 +281,7 @@ Try:
     -d '{{"metric":"csat","scale":"1-5","score":1,"customer":{{"id":"c-1"}},"segment":{{"store":"paris-1"}}}}'
   curl -s '{s}/v1/scores?metric=csat&window=30d&segment=store:paris-1'
   curl -s '{n}/v1/outbox'
+  csat import past-answers.csv --url {c}       # historical CSV import (dev needs no key)
 """,
             flush=True,
         )

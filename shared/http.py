@@ -71,6 +71,11 @@ def field_path(loc: Sequence[str | int]) -> str:
 
 async def _validation_handler(_request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
+    return validation_problem(exc)
+
+
+def validation_problem(exc: RequestValidationError) -> JSONResponse:
+    """The 422 problem for a request that failed pydantic validation, one error per field."""
     errors = []
     for err in exc.errors():
         msg = str(err.get("msg", "invalid"))

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -58,7 +60,13 @@ def start_infra(tmp: Path) -> Iterator[Infra]:
             broker.port = _free()
             bootstrap = broker.start()
         if not db_url:
-            postgres = EmbeddedPostgres(data_dir=tmp / "pg", port=_free(), durable=False, database="postgres")
+            # Not under pytest's basetemp: every new pytest session (of anyone on this machine, all
+            # root) resets /tmp/pytest-of-<user> to 0700, which locks the server's user out of its
+            # data directory and makes a running PostgreSQL panic.
+            pg_dir = Path(tempfile.mkdtemp(prefix="csat-test-pg-"))
+            postgres = EmbeddedPostgres(
+                data_dir=pg_dir / "pg", port=_free(), durable=False, database="postgres"
+            )
             db_url = postgres.start()
         server = _server_url(db_url)
         asyncio.run(
@@ -69,6 +77,7 @@ def start_infra(tmp: Path) -> Iterator[Infra]:
     finally:
         if postgres is not None:
             postgres.stop()
+            shutil.rmtree(postgres.data_dir.parent, ignore_errors=True)
         if broker is not None:
             broker.stop()
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
+import orjson
 from pydantic import AwareDatetime, BaseModel, ConfigDict, EmailStr, Field, StringConstraints, field_validator
 
 from shared.events import AccountRef, Consent, CustomerRef, RatingSubmitted
@@ -154,3 +156,14 @@ def normalize(
         occurred_at=occurred,
         received_at=received_at,
     )
+
+
+def fingerprint(rating: RatingSubmitted, *, client_occurred_at: datetime | None) -> bytes:
+    """What makes two submissions "the same rating": the normalised content, not its spelling.
+
+    ``"satisfied"`` and ``4`` on a 1-5 scale are the same answer; the receive time is not part of
+    it, and neither is ``occurred_at`` when the client left it to the server.
+    """
+    content = rating.model_dump(mode="json", exclude={"rating_id", "received_at", "occurred_at"})
+    content["occurred_at"] = client_occurred_at.astimezone(UTC).isoformat() if client_occurred_at else None
+    return hashlib.sha256(orjson.dumps(content, option=orjson.OPT_SORT_KEYS)).digest()

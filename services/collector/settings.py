@@ -1,10 +1,15 @@
-"""Collector settings."""
+"""Collector settings, validated at start-up; production refuses anonymous posting and dev secrets."""
 
 from __future__ import annotations
 
-from pydantic import Field
+from ipaddress import IPv4Network, IPv6Network, ip_network
+
+from pydantic import Field, SecretStr, field_validator, model_validator
 
 from shared.settings import CommonSettings
+
+#: Signs email links and keys the phone-number hashes; works only with ``CSAT_ENVIRONMENT=dev|test``.
+DEV_SIGNING_SECRET = "dev-signing-secret-not-for-production"  # noqa: S105 - refused outside dev/test
 
 
 class CollectorSettings(CommonSettings):
@@ -14,3 +19,114 @@ class CollectorSettings(CommonSettings):
     max_batch_items: int = Field(default=500, ge=1)
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
     max_future_skew_s: int = Field(default=300, ge=0, description="How far in the future occurred_at may be")
+    db_pool_size: int = Field(default=10, ge=1)
+    db_timeout_s: float = Field(default=2.0, gt=0, description="Longest wait for a database answer")
+
+    require_api_key: bool | None = Field(
+        default=None,
+        description="Refuse ratings without a source key; defaults to on outside dev and test "
+        "(in dev, anonymous posts are attributed to the `dev` source)",
+    )
+    key_cache_s: float = Field(default=10.0, ge=0, description="How long a looked-up key is trusted")
+    key_cache_stale_s: float = Field(
+        default=300.0, ge=0, description="Keep using a known key this long while the database is away"
+    )
+    idempotency_ttl_h: float = Field(default=168.0, gt=0, description="How long a rating_id is remembered")
+    idempotency_wait_s: float = Field(
+        default=6.0, gt=0, description="How long a retry waits for a concurrent first attempt to finish"
+    )
+
+    rate_key_per_s: float | None = Field(
+        default=None,
+        ge=0,
+        description="Requests per second per key; 0 = off; default 200 outside dev/test, off in them",
+    )
+    rate_key_burst: int = Field(default=400, ge=1)
+    rate_ip_per_s: float | None = Field(
+        default=None,
+        ge=0,
+        description="Requests per second per client IP; 0 = off; default 50 outside dev/test, off in them",
+    )
+    rate_ip_burst: int = Field(default=100, ge=1)
+    rate_max_clients: int = Field(default=100_000, ge=100, description="Buckets kept in memory per limiter")
+    trusted_proxies: list[str] = Field(
+        default_factory=list,
+        description="CIDRs of reverse proxies whose X-Forwarded-For is believed (e.g. 10.0.0.0/8)",
+    )
+
+    public_url: str | None = Field(
+        default=None,
+        description="Base URL clients reach the collector at; builds email links and the URL Twilio "
+        "signed. Defaults to http://host:port",
+    )
+    signing_secret: SecretStr = Field(
+        default=SecretStr(DEV_SIGNING_SECRET),
+        description="Signs email-link tokens and keys phone hashes; required in prod",
+    )
+    signing_secret_previous: list[SecretStr] = Field(
+        default_factory=list, description="Older secrets still accepted for email links (rotation)"
+    )
+    email_link_ttl_h: float = Field(default=336.0, gt=0, description="Default validity of an email link")
+    sms_survey_ttl_h: float = Field(default=72.0, gt=0, description="How long an SMS survey awaits a reply")
+    twilio_auth_token: SecretStr | None = Field(
+        default=None, description="Validates X-Twilio-Signature; the SMS webhook is off without it"
+    )
+    demo_widget_key: SecretStr | None = Field(
+        default=None, description="Public key of the `demo` source; enables GET /demo (dev only)"
+    )
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _cidrs(cls, value: list[str]) -> list[str]:
+        for cidr in value:
+            ip_network(cidr, strict=False)
+        return value
+
+    @field_validator("public_url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError("public_url must start with http:// or https://")
+        return value.rstrip("/") if value else value
+
+    @model_validator(mode="after")
+    def _prod_rules(self) -> CollectorSettings:
+        if self.environment == "prod":
+            if self.require_api_key is False:
+                raise ValueError("CSAT_REQUIRE_API_KEY cannot be false when CSAT_ENVIRONMENT=prod")
+            if self.signing_secret.get_secret_value() == DEV_SIGNING_SECRET:
+                raise ValueError(
+                    "CSAT_SIGNING_SECRET must be set to a real secret when CSAT_ENVIRONMENT=prod"
+                )
+            if self.demo_widget_key is not None:
+                raise ValueError("CSAT_DEMO_WIDGET_KEY is for dev only")
+        if len(self.signing_secret.get_secret_value()) < 16:
+            raise ValueError("CSAT_SIGNING_SECRET must be at least 16 characters")
+        return self
+
+    @property
+    def keys_required(self) -> bool:
+        if self.require_api_key is None:
+            return self.environment == "prod"
+        return self.require_api_key
+
+    @property
+    def key_rate(self) -> float:
+        """Per-key rate in force: local stacks, benchmarks and tests are not throttled unless asked."""
+        if self.rate_key_per_s is not None:
+            return self.rate_key_per_s
+        return 200.0 if self.environment == "prod" else 0.0
+
+    @property
+    def ip_rate(self) -> float:
+        if self.rate_ip_per_s is not None:
+            return self.rate_ip_per_s
+        return 50.0 if self.environment == "prod" else 0.0
+
+    @property
+    def base_url(self) -> str:
+        return self.public_url or f"http://{self.host}:{self.port}"
+
+    @property
+    def proxy_networks(self) -> list[IPv4Network | IPv6Network]:
+        return [ip_network(c, strict=False) for c in self.trusted_proxies]

@@ -126,3 +126,17 @@ def test_every_service_is_healthy_ready_and_exports_metrics(stack: Stack) -> Non
         assert httpx.get(f"{url}/readyz").status_code == 200
         metrics = httpx.get(f"{url}/metrics").text
         assert "csat_http_requests_total" in metrics
+
+
+def test_collector_serves_the_widget_demo_with_the_provisioned_key(stack: Stack) -> None:
+    collector = stack.services["collector"].url
+    assert stack.demo_key is not None
+    page = httpx.get(f"{collector}/demo")
+    assert page.status_code == 200 and f'key="{stack.demo_key}"' in page.text
+    assert "customElements.define" in httpx.get(f"{collector}/widget.js").text
+    r = httpx.post(
+        f"{collector}/v1/ratings",
+        json={"metric": "nps", "score": 10, "customer": {"id": "cus-demo-e2e"}},
+        headers={"Authorization": f"Bearer {stack.demo_key}", "Origin": collector},
+    )
+    assert r.status_code == 202 and r.headers["access-control-allow-origin"] == collector

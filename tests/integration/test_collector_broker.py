@@ -21,9 +21,14 @@ from tests.infra import Infra
 pytestmark = pytest.mark.integration
 
 
-def _settings(bootstrap: str, topics: Topics, **kw: Any) -> CollectorSettings:
+def _settings(bootstrap: str, topics: Topics, database_url: str, **kw: Any) -> CollectorSettings:
     return make_settings(
-        CollectorSettings, kafka_bootstrap=bootstrap, topic_prefix=topics.prefix, log_format="console", **kw
+        CollectorSettings,
+        kafka_bootstrap=bootstrap,
+        topic_prefix=topics.prefix,
+        database_url=database_url,
+        log_format="console",
+        **kw,
     )
 
 
@@ -38,8 +43,10 @@ def _rating(i: int) -> dict[str, Any]:
     }
 
 
-async def test_accepted_ratings_are_on_the_topic_keyed_by_customer(infra: Infra, topics: Topics) -> None:
-    app = create_app(_settings(infra.bootstrap, topics))
+async def test_accepted_ratings_are_on_the_topic_keyed_by_customer(
+    infra: Infra, topics: Topics, database_url: str
+) -> None:
+    app = create_app(_settings(infra.bootstrap, topics, database_url))
     async with running(app) as client:
         single = await client.post("/v1/ratings", json=_rating(0))
         assert single.status_code == 202
@@ -54,8 +61,8 @@ async def test_accepted_ratings_are_on_the_topic_keyed_by_customer(infra: Infra,
         assert e.type == "com.csat.rating.submitted.v1"
 
 
-async def test_unreachable_broker_gives_503_without_hanging(topics: Topics) -> None:
-    app = create_app(_settings(f"127.0.0.1:{free_port()}", topics, publish_timeout_s=2.0))
+async def test_unreachable_broker_gives_503_without_hanging(topics: Topics, database_url: str) -> None:
+    app = create_app(_settings(f"127.0.0.1:{free_port()}", topics, database_url, publish_timeout_s=2.0))
     async with running(app) as client:
         started = time.monotonic()
         r = await client.post("/v1/ratings", json=_rating(1))
@@ -65,12 +72,16 @@ async def test_unreachable_broker_gives_503_without_hanging(topics: Topics) -> N
         assert (await client.get("/readyz")).status_code == 503
 
 
-async def test_frozen_broker_gives_503_within_the_publish_timeout(tmp_path: Path, topics: Topics) -> None:
+async def test_frozen_broker_gives_503_within_the_publish_timeout(
+    tmp_path: Path, topics: Topics, database_url: str
+) -> None:
     broker = EmbeddedBroker(port=free_port(), log_path=tmp_path / "broker.log")
     bootstrap = broker.start()
     try:
         await ensure_topics(bootstrap=bootstrap, specs=[TopicSpec(n, partitions=1) for n in topics.all()])
-        app = create_app(_settings(bootstrap, topics, publish_timeout_s=1.5, kafka_request_timeout_s=1.0))
+        app = create_app(
+            _settings(bootstrap, topics, database_url, publish_timeout_s=1.5, kafka_request_timeout_s=1.0)
+        )
         async with running(app) as client:
             assert (await client.post("/v1/ratings", json=_rating(1))).status_code == 202
             broker.pause()

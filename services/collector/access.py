@@ -1,0 +1,239 @@
+"""Who may post: source keys (cached), anonymous dev posts, per-key and per-IP limits, CORS per source."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address
+from typing import Any
+
+import orjson
+import structlog
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from services.collector.keys import hash_key, key_id_of
+from services.collector.store import CollectorStore, Principal, Source, StoreUnavailable
+
+log = structlog.get_logger(__name__)
+
+#: Ratings posted without a key when keys are not required (dev and test only).
+DEV_SOURCE = Source(source_id="dev", name="Anonymous posts (dev only)")
+
+CORS_ALLOW_HEADERS = "authorization, x-api-key, content-type, idempotency-key"
+CORS_EXPOSE_HEADERS = "retry-after, idempotent-replayed"
+
+
+class ProblemError(Exception):
+    """Raised anywhere in a request; answered as RFC 9457 problem+json by the collector's handler."""
+
+    def __init__(
+        self,
+        status: int,
+        title: str,
+        *,
+        detail: str,
+        type_: str,
+        field: str | None = None,
+        headers: dict[str, str] | None = None,
+        reason: str | None = None,
+    ) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.title = title
+        self.detail = detail
+        self.type_ = type_
+        self.field = field
+        self.headers = headers
+        self.reason = reason
+
+
+def client_ip(scope: Scope, trusted: list[IPv4Network | IPv6Network]) -> str:
+    """The peer address, or the nearest untrusted hop of X-Forwarded-For when the peer is our proxy."""
+    peer = (scope.get("client") or ("unknown", 0))[0]
+    if not trusted or not _is_trusted(peer, trusted):
+        return str(peer)
+    forwarded = ""
+    for name, value in scope.get("headers", []):
+        if name == b"x-forwarded-for":
+            forwarded = f"{forwarded},{value.decode('latin-1')}" if forwarded else value.decode("latin-1")
+    hops = [h.strip() for h in forwarded.split(",") if h.strip()]
+    for hop in reversed(hops):
+        if not _is_trusted(hop, trusted):
+            return hop
+    return str(peer)
+
+
+def _is_trusted(addr: str, trusted: list[IPv4Network | IPv6Network]) -> bool:
+    try:
+        ip: IPv4Address | IPv6Address = ip_address(addr)
+    except ValueError:
+        return False
+    return any(ip in net for net in trusted)
+
+
+@dataclass(slots=True)
+class _Cached:
+    principal: Principal | None
+    at: float
+
+
+class KeyResolver:
+    """Key -> source, cached ``ttl_s`` (revocations reach other replicas within it).
+
+    While the database is away, keys seen in the last ``stale_s`` keep working: ingestion stays up
+    through a database restart, at the cost of a revoked key living that much longer.
+    """
+
+    def __init__(
+        self,
+        *,
+        store: CollectorStore,
+        ttl_s: float,
+        stale_s: float,
+        max_entries: int = 10_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.store = store
+        self.ttl_s = ttl_s
+        self.stale_s = stale_s
+        self.max_entries = max_entries
+        self._clock = clock
+        self._cache: dict[bytes, _Cached] = {}
+
+    async def resolve(self, key: str) -> Principal | None:
+        if key_id_of(key) is None:
+            return None  # not even shaped like a source key: no database lookup
+        digest = hash_key(key)
+        now = self._clock()
+        hit = self._cache.get(digest)
+        if hit is not None and now - hit.at < self.ttl_s:
+            return hit.principal
+        try:
+            principal = await self.store.principal_for_key(key_hash=digest, now=datetime.now(UTC))
+        except StoreUnavailable:
+            if hit is not None and hit.principal is not None and now - hit.at < self.stale_s:
+                return hit.principal
+            raise
+        if len(self._cache) >= self.max_entries:
+            self._cache.clear()
+        self._cache[digest] = _Cached(principal, now)
+        return principal
+
+    def forget(self) -> None:
+        """Drop the cache after an admin change on this replica."""
+        self._cache.clear()
+
+
+class OriginSet:
+    """The union of every source's allowed origins, refreshed every ``ttl_s`` (answers preflights)."""
+
+    def __init__(self, *, store: CollectorStore, ttl_s: float, clock: Callable[[], float] = time.monotonic):
+        self.store = store
+        self.ttl_s = ttl_s
+        self._clock = clock
+        self._origins: set[str] = set()
+        self._at: float | None = None
+
+    async def contains(self, origin: str) -> bool:
+        now = self._clock()
+        if self._at is None or now - self._at >= self.ttl_s:
+            try:
+                self._origins = await self.store.all_origins()
+                self._at = now
+            except StoreUnavailable:
+                log.warning("origins_refresh_failed")
+                if self._at is None:
+                    return False
+        return origin in self._origins
+
+    def forget(self) -> None:
+        self._at = None
+
+
+def same_origin(origin: str, scope: Scope) -> bool:
+    """A page served by the collector itself posting back to it (the demo page)."""
+    host = next((v.decode("latin-1") for k, v in scope.get("headers", []) if k == b"host"), None)
+    if not host:
+        return False
+    return origin in {f"http://{host}", f"https://{host}"}
+
+
+def origin_of(scope: Scope) -> str | None:
+    for name, value in scope.get("headers", []):
+        if name == b"origin":
+            text = value.decode("latin-1")
+            return None if text == "null" else text
+    return None
+
+
+class SourceCorsMiddleware:
+    """CORS for the rating endpoints, per source: no ``*``, no credentials, unknown origins get nothing.
+
+    A preflight carries no key, so it is answered for any origin some source allows; the actual
+    request is then checked against the posting key's own source (``scope['state']['cors_origin']``
+    is set by the route's guard once it has approved the origin).
+    """
+
+    def __init__(self, app: ASGIApp, *, paths: set[str], origins: OriginSet, max_age_s: int = 600) -> None:
+        self.app = app
+        self.paths = paths
+        self.origins = origins
+        self.max_age_s = max_age_s
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] not in self.paths:
+            await self.app(scope, receive, send)
+            return
+        origin = origin_of(scope)
+        headers = dict(scope.get("headers", []))
+        if scope["method"] == "OPTIONS" and origin and b"access-control-request-method" in headers:
+            await self._preflight(scope, origin, send)
+            return
+        if origin is None:
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_cors(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                approved = scope.get("state", {}).get("cors_origin")
+                out = list(message.get("headers", []))
+                out.append((b"vary", b"Origin"))
+                if approved == origin:
+                    out.append((b"access-control-allow-origin", origin.encode("latin-1")))
+                    out.append((b"access-control-expose-headers", CORS_EXPOSE_HEADERS.encode()))
+                message = {**message, "headers": out}
+            await send(message)
+
+        await self.app(scope, receive, send_with_cors)
+
+    async def _preflight(self, scope: Scope, origin: str, send: Send) -> None:
+        allowed = same_origin(origin, scope) or await self.origins.contains(origin)
+        headers: list[tuple[bytes, bytes]] = [(b"vary", b"Origin")]
+        if allowed:
+            status = 204
+            body = b""
+            headers += [
+                (b"access-control-allow-origin", origin.encode("latin-1")),
+                (b"access-control-allow-methods", b"POST, OPTIONS"),
+                (b"access-control-allow-headers", CORS_ALLOW_HEADERS.encode()),
+                (b"access-control-max-age", str(self.max_age_s).encode()),
+            ]
+        else:
+            status = 403
+            body = orjson.dumps(_origin_problem())
+            headers.append((b"content-type", b"application/problem+json"))
+        headers.append((b"content-length", str(len(body)).encode()))
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+
+def _origin_problem() -> dict[str, Any]:
+    return {
+        "type": "https://csat.dev/problems/origin-not-allowed",
+        "title": "Forbidden",
+        "status": 403,
+        "detail": "this origin is not allowed to post ratings",
+        "field": "Origin",
+    }

@@ -1,0 +1,483 @@
+"""Admin endpoints (admin key only): sources and their keys, email-link minting, SMS surveys."""
+
+import re
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Annotated, Any
+from urllib.parse import quote
+
+from fastapi import APIRouter, Depends, Path
+from fastapi.responses import JSONResponse, Response
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, field_validator
+
+from services.collector.access import ProblemError
+from services.collector.domain import AccountIn, CustomerIn
+from services.collector.keys import generate_key
+from services.collector.links import EmailLink, LinkSigner
+from services.collector.sms import normalize_phone, phone_hash
+from services.collector.store import KeyInfo, SmsSurvey, Source, SourceExists, StoreUnavailable
+from shared.auth import admin_guard
+from shared.scales import Metric, ScaleError, get_scale
+
+if TYPE_CHECKING:
+    from services.collector.app import Collector
+
+SourceId = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")]
+#: Source ids the collector uses itself (anonymous dev posts, email links, SMS replies).
+RESERVED_SOURCES = {"dev", "email", "sms", "unknown"}
+_ORIGIN = re.compile(r"^https?://[A-Za-z0-9.-]+(:\d{1,5})?$")
+
+_PROBLEM = {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
+ADMIN_PROBLEMS: dict[int | str, dict[str, Any]] = {
+    401: {"description": "No admin key", "content": _PROBLEM},
+    403: {"description": "Not the admin key (source keys cannot manage anything)", "content": _PROBLEM},
+    404: {"description": "No such source or key", "content": _PROBLEM},
+    409: {"description": "The source exists already", "content": _PROBLEM},
+    422: {"description": "Invalid input; `field` names it", "content": _PROBLEM},
+    503: {"description": "Database unavailable; retry after `Retry-After`", "content": _PROBLEM},
+}
+
+
+def _origins(value: list[str]) -> list[str]:
+    for origin in value:
+        if not _ORIGIN.match(origin):
+            raise ValueError(f"{origin!r} is not an origin like https://shop.example.com (no path, no *)")
+    return sorted(set(value))
+
+
+class SourceIn(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "source_id": "shop-web",
+                    "name": "Web shop widget",
+                    "allowed_origins": ["https://shop.example.com"],
+                    "rate_per_s": 50,
+                    "rate_burst": 100,
+                }
+            ]
+        },
+    )
+
+    source_id: SourceId
+    name: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+    allowed_origins: list[str] = Field(default_factory=list, description="Browser origins allowed to post")
+    rate_per_s: float | None = Field(
+        default=None, ge=0, description="Per-key limit; default CSAT_RATE_KEY_PER_S"
+    )
+    rate_burst: int | None = Field(default=None, ge=1)
+
+    _check_origins = field_validator("allowed_origins")(_origins)
+
+
+class SourcePatch(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{"allowed_origins": ["https://shop.example.com"], "disabled": False}]
+        },
+    )
+
+    name: Annotated[str, StringConstraints(min_length=1, max_length=200)] | None = None
+    allowed_origins: list[str] | None = None
+    rate_per_s: float | None = Field(default=None, ge=0)
+    rate_burst: int | None = Field(default=None, ge=1)
+    disabled: bool | None = None
+
+    @field_validator("allowed_origins")
+    @classmethod
+    def _check(cls, value: list[str] | None) -> list[str] | None:
+        return None if value is None else _origins(value)
+
+
+class SourceOut(BaseModel):
+    source_id: str
+    name: str
+    allowed_origins: list[str]
+    rate_per_s: float | None
+    rate_burst: int | None
+    disabled: bool
+    created_at: datetime | None
+
+    @classmethod
+    def of(cls, s: Source) -> "SourceOut":
+        return cls(
+            source_id=s.source_id,
+            name=s.name,
+            allowed_origins=list(s.allowed_origins),
+            rate_per_s=s.rate_per_s,
+            rate_burst=s.rate_burst,
+            disabled=s.disabled,
+            created_at=s.created_at,
+        )
+
+
+class KeyOut(BaseModel):
+    key_id: str
+    source_id: str
+    created_at: datetime
+    expires_at: datetime | None = None
+    revoked_at: datetime | None = None
+
+    @classmethod
+    def of(cls, k: KeyInfo) -> "KeyOut":
+        return cls(
+            key_id=k.key_id,
+            source_id=k.source_id,
+            created_at=k.created_at,
+            expires_at=k.expires_at,
+            revoked_at=k.revoked_at,
+        )
+
+
+class NewKeyOut(KeyOut):
+    key: str = Field(description="The key itself; shown only now, only its hash is stored")
+
+
+class SourceCreated(BaseModel):
+    source: SourceOut
+    key: NewKeyOut
+
+
+class KeyRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"expire_others_in_s": 3600}]})
+
+    expire_others_in_s: int | None = Field(
+        default=None, ge=0, description="Rotation: the source's other keys stop working after this delay"
+    )
+
+
+class LinkRequest(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "survey_id": "order-5512-delivery",
+                    "customer": {"id": "cus_1042", "locale": "fr"},
+                    "metric": "csat",
+                    "scale": "1-5",
+                    "question": "How satisfied are you with your delivery?",
+                    "segment": {"store": "paris-1", "channel": "email"},
+                    "touchpoint": "delivery",
+                    "expires_in_h": 168,
+                }
+            ]
+        },
+    )
+
+    survey_id: Annotated[str, StringConstraints(min_length=1, max_length=128)]
+    customer: CustomerIn = Field(description="Only id and locale go into the link; contact details do not")
+    metric: Metric = Metric.CSAT
+    scale: str | None = None
+    question: Annotated[str, StringConstraints(max_length=200)] | None = None
+    segment: dict[str, Annotated[str, StringConstraints(max_length=100)]] = Field(default_factory=dict)
+    touchpoint: Annotated[str, StringConstraints(max_length=100)] | None = None
+    expires_in_h: float | None = Field(default=None, gt=0, le=24 * 90)
+
+
+class ScoreLink(BaseModel):
+    score: int
+    url: str
+
+
+class LinksOut(BaseModel):
+    rating_id: str = Field(description="The rating id every link of this (survey, customer) records")
+    expires_at: datetime
+    confirm_url: str = Field(description="The link without a score: the page asks for one")
+    links: list[ScoreLink]
+
+
+class SmsSurveyRequest(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "phone": "+33612345678",
+                    "customer": {"id": "cus_1042", "locale": "fr"},
+                    "survey_id": "visit-2231",
+                    "metric": "csat",
+                    "scale": "1-5",
+                    "segment": {"store": "lyon-2"},
+                    "touchpoint": "store_visit",
+                }
+            ]
+        },
+    )
+
+    phone: Annotated[str, StringConstraints(max_length=32)] = Field(
+        description="E.164; stored only as a keyed hash"
+    )
+    customer: CustomerIn
+    survey_id: Annotated[str, StringConstraints(max_length=128)] | None = None
+    metric: Metric = Metric.CSAT
+    scale: str | None = None
+    segment: dict[str, Annotated[str, StringConstraints(max_length=100)]] = Field(default_factory=dict)
+    touchpoint: Annotated[str, StringConstraints(max_length=100)] | None = None
+    account: AccountIn | None = None
+    expires_at: AwareDatetime | None = None
+
+
+class SmsSurveyOut(BaseModel):
+    request_id: str
+    expires_at: datetime
+    reply_hint: str = Field(description="What to append to the SMS so people know how to answer")
+
+
+def _invalid(field: str, message: str) -> ProblemError:
+    return ProblemError(
+        422,
+        "Invalid request",
+        detail=f"{field}: {message}",
+        type_="https://csat.dev/problems/validation",
+        field=field,
+    )
+
+
+def _not_found(what: str) -> ProblemError:
+    return ProblemError(
+        404, "Not Found", detail=f"no such {what}", type_="https://csat.dev/problems/not-found"
+    )
+
+
+def _db_down(exc: StoreUnavailable, retry_after_s: int) -> ProblemError:
+    return ProblemError(
+        503,
+        "Service Unavailable",
+        detail="the database is unavailable; retry later",
+        type_="https://csat.dev/problems/database-unavailable",
+        headers={"Retry-After": str(retry_after_s)},
+    )
+
+
+def admin_router(ctx: "Collector") -> APIRouter:
+    """Routes for operators; every one needs the admin key (``shared.auth.admin_guard``)."""
+    cfg = ctx.settings
+    signer = LinkSigner(
+        secret=cfg.signing_secret.get_secret_value(),
+        previous=[s.get_secret_value() for s in cfg.signing_secret_previous],
+    )
+    router = APIRouter(dependencies=[Depends(admin_guard(cfg.admin_api_key))], responses=ADMIN_PROBLEMS)
+    Sid = Annotated[str, Path(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$", examples=["shop-web"])]
+
+    def changed() -> None:
+        ctx.keys.forget()
+        ctx.origins.forget()
+
+    async def new_key(source_id: str, expire_others_in_s: int | None) -> NewKeyOut:
+        key = generate_key()
+        others = (
+            datetime.now(UTC) + timedelta(seconds=expire_others_in_s)
+            if expire_others_in_s is not None
+            else None
+        )
+        info = await ctx.store.add_key(
+            source_id=source_id, key_id=key.key_id, key_hash=key.key_hash, expire_others_at=others
+        )
+        changed()
+        return NewKeyOut(**KeyOut.of(info).model_dump(), key=key.secret)
+
+    @router.post(
+        "/v1/sources",
+        status_code=201,
+        response_model=SourceCreated,
+        tags=["admin"],
+        summary="Create a source and its first key",
+    )
+    async def create_source(body: SourceIn) -> Any:
+        if body.source_id in RESERVED_SOURCES:
+            raise _invalid("source_id", f"{body.source_id!r} is reserved")
+        try:
+            created = await ctx.store.create_source(
+                source=Source(
+                    source_id=body.source_id,
+                    name=body.name,
+                    allowed_origins=tuple(body.allowed_origins),
+                    rate_per_s=body.rate_per_s,
+                    rate_burst=body.rate_burst,
+                )
+            )
+            key = await new_key(created.source_id, None)
+        except SourceExists as exc:
+            raise ProblemError(
+                409,
+                "Conflict",
+                detail=f"source {body.source_id!r} exists",
+                type_="https://csat.dev/problems/exists",
+                field="source_id",
+            ) from exc
+        except StoreUnavailable as exc:
+            raise _db_down(exc, cfg.retry_after_s) from exc
+        return JSONResponse(
+            SourceCreated(source=SourceOut.of(created), key=key).model_dump(mode="json"), status_code=201
+        )
+
+    @router.get("/v1/sources", tags=["admin"], summary="List sources")
+    async def list_sources() -> dict[str, list[SourceOut]]:
+        try:
+            return {"sources": [SourceOut.of(s) for s in await ctx.store.list_sources()]}
+        except StoreUnavailable as exc:
+            raise _db_down(exc, cfg.retry_after_s) from exc
+
+    @router.get("/v1/sources/{source_id}", response_model=SourceOut, tags=["admin"], summary="One source")
+    async def get_source(source_id: Sid) -> SourceOut:
+        try:
+            found = await ctx.store.get_source(source_id=source_id)
+        except StoreUnavailable as exc:
+            raise _db_down(exc, cfg.retry_after_s) from exc
+        if found is None:
+            raise _not_found("source")
+        return SourceOut.of(found)
+
+    @router.patch(
+        "/v1/sources/{source_id}",
+        response_model=SourceOut,
+        tags=["admin"],
+        summary="Change a source (origins, limits, disabled)",
+    )
+    async def patch_source(source_id: Sid, body: SourcePatch) -> SourceOut:
+        try:
+            found = await ctx.store.update_source(
+                source_id=source_id, changes=body.model_dump(exclude_unset=True)
+            )
+        except StoreUnavailable as exc:
+            raise _db_down(exc, cfg.retry_after_s) from exc
+        if found is None:
+            raise _not_found("source")
+        changed()
+        return SourceOut.of(found)
+
+    @router.delete(
+        "/v1/sources/{source_id}", status_code=204, tags=["admin"], summary="Delete a source and its keys"
+    )
+    async def delete_source(source_id: Sid) -> Response:
+        try:
+            deleted = await ctx.store.delete_source(source_id=source_id)
+        except StoreUnavailable as exc:
+            raise _db_down(exc, cfg.retry_after_s) from exc
+        if not deleted:
+            raise _not_found("source")
+        changed()
+        return Response(status_code=204)
+
+    @router.post(
+        "/v1/sources/{source_id}/keys",
+        status_code=201,
+        response_model=NewKeyOut,
+        tags=["admin"],
+        summary="Add a key (rotation: optionally expire the others after a delay)",
+    )
+    async def add_key(source_id: Sid, body: KeyRequest | None = None) -> Any:
+        try:
+            if await ctx.store.get_source(source_id=source_id) is None:
+                raise _not_found("source")
+            key = await new_key(source_id, body.expire_others_in_s if body else None)
+        except StoreUnavailable as exc:
+            raise _db_down(exc, cfg.retry_after_s) from exc
+        return JSONResponse(key.model_dump(mode="json"), status_code=201)
+
+    @router.get(
+        "/v1/sources/{source_id}/keys",
+        tags=["admin"],
+        summary="List a source's keys (never the keys themselves)",
+    )
+    async def list_keys(source_id: Sid) -> dict[str, list[KeyOut]]:
+        try:
+            return {"keys": [KeyOut.of(k) for k in await ctx.store.list_keys(source_id=source_id)]}
+        except StoreUnavailable as exc:
+            raise _db_down(exc, cfg.retry_after_s) from exc
+
+    @router.delete(
+        "/v1/sources/{source_id}/keys/{key_id}", status_code=204, tags=["admin"], summary="Revoke a key"
+    )
+    async def revoke_key(source_id: Sid, key_id: Annotated[str, Path(pattern=r"^[0-9a-f]{10}$")]) -> Response:
+        try:
+            revoked = await ctx.store.revoke_key(source_id=source_id, key_id=key_id)
+        except StoreUnavailable as exc:
+            raise _db_down(exc, cfg.retry_after_s) from exc
+        if not revoked:
+            raise _not_found("key")
+        changed()
+        return Response(status_code=204)
+
+    @router.post(
+        "/v1/email-links",
+        status_code=201,
+        response_model=LinksOut,
+        tags=["admin", "email"],
+        summary="Mint one-click rating links for one (survey, customer)",
+        description="Put one link per score in the email. Opening a link shows a confirm page (mail "
+        "scanners open links too); only its POST records the rating, once per (survey, customer).",
+    )
+    async def mint_links(body: LinkRequest) -> Any:
+        try:
+            scale = get_scale(body.metric, body.scale)
+        except ScaleError as exc:
+            raise _invalid(exc.field, str(exc)) from exc
+        ttl = timedelta(hours=body.expires_in_h or cfg.email_link_ttl_h)
+        link = EmailLink(
+            survey_id=body.survey_id,
+            customer_id=body.customer.id,
+            metric=body.metric.value,
+            scale=scale.name,
+            expires_at=(datetime.now(UTC) + ttl).replace(microsecond=0),
+            locale=body.customer.locale,
+            touchpoint=body.touchpoint,
+            question=body.question,
+            segment=dict(body.segment),
+        )
+        base = f"{cfg.base_url}/v1/email/{quote(signer.sign(link), safe='')}"
+        out = LinksOut(
+            rating_id=link.rating_id,
+            expires_at=link.expires_at,
+            confirm_url=base,
+            links=[ScoreLink(score=s, url=f"{base}?score={s}") for s in scale.scores()],
+        )
+        return JSONResponse(out.model_dump(mode="json"), status_code=201)
+
+    @router.post(
+        "/v1/sms-surveys",
+        status_code=201,
+        response_model=SmsSurveyOut,
+        tags=["admin", "sms"],
+        summary="Record that a survey SMS was sent, so the reply can be matched to the customer",
+        description="Call this when the survey SMS goes out. A reply from that number ('4' or "
+        "'4 great service') to the Twilio webhook then becomes a rating for this customer. "
+        "The phone number is kept only as a keyed hash.",
+    )
+    async def add_sms_survey(body: SmsSurveyRequest) -> Any:
+        try:
+            phone = normalize_phone(body.phone)
+        except ValueError as exc:
+            raise _invalid("phone", str(exc)) from exc
+        try:
+            scale = get_scale(body.metric, body.scale)
+        except ScaleError as exc:
+            raise _invalid(exc.field, str(exc)) from exc
+        expires = body.expires_at or datetime.now(UTC) + timedelta(hours=cfg.sms_survey_ttl_h)
+        survey = SmsSurvey(
+            request_id=uuid.uuid4().hex,
+            customer_id=body.customer.id,
+            survey_id=body.survey_id,
+            metric=body.metric.value,
+            scale=scale.name,
+            locale=body.customer.locale,
+            touchpoint=body.touchpoint,
+            segment=dict(body.segment),
+            account=body.account.model_dump(exclude_none=True) if body.account else None,
+            expires_at=expires,
+        )
+        try:
+            await ctx.store.add_sms_survey(
+                survey=survey, phone_hash=phone_hash(cfg.signing_secret.get_secret_value(), phone)
+            )
+        except StoreUnavailable as exc:
+            raise _db_down(exc, cfg.retry_after_s) from exc
+        hint = f"Reply with a number from {scale.low} to {scale.high}, and a comment if you like."
+        out = SmsSurveyOut(request_id=survey.request_id, expires_at=expires, reply_hint=hint)
+        return JSONResponse(out.model_dump(mode="json"), status_code=201)
+
+    return router

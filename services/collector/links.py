@@ -1,0 +1,95 @@
+"""One-click email rating links: a signed, expiring token per (survey, customer); pure, no I/O.
+
+The token is signed (HMAC-SHA256 via itsdangerous), not encrypted, so it carries no personal data:
+the customer id and the survey's parameters only. The score travels beside it in the link.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from itsdangerous import BadSignature, URLSafeSerializer
+
+_SALT = "csat.email-link.v1"
+
+
+class LinkInvalid(ValueError):
+    """The token was altered, signed with an unknown secret, or is not a token at all."""
+
+
+class LinkExpired(ValueError):
+    """A genuine token whose validity has run out."""
+
+
+@dataclass(frozen=True, slots=True)
+class EmailLink:
+    survey_id: str
+    customer_id: str
+    metric: str
+    scale: str
+    expires_at: datetime
+    locale: str | None = None
+    touchpoint: str | None = None
+    question: str | None = None
+    segment: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def rating_id(self) -> str:
+        """One answer per (survey, customer): every link and retry for the pair maps to this id."""
+        digest = hashlib.sha256(f"{self.survey_id}\x00{self.customer_id}".encode()).hexdigest()
+        return f"email-{digest[:32]}"
+
+    def to_claims(self) -> dict[str, Any]:
+        claims: dict[str, Any] = {
+            "s": self.survey_id,
+            "c": self.customer_id,
+            "m": self.metric,
+            "k": self.scale,
+            "x": int(self.expires_at.timestamp()),
+        }
+        optional = {"l": self.locale, "t": self.touchpoint, "q": self.question, "g": self.segment or None}
+        claims.update({k: v for k, v in optional.items() if v})
+        return claims
+
+    @classmethod
+    def from_claims(cls, claims: dict[str, Any]) -> EmailLink:
+        return cls(
+            survey_id=str(claims["s"]),
+            customer_id=str(claims["c"]),
+            metric=str(claims["m"]),
+            scale=str(claims["k"]),
+            expires_at=datetime.fromtimestamp(int(claims["x"]), UTC),
+            locale=claims.get("l"),
+            touchpoint=claims.get("t"),
+            question=claims.get("q"),
+            segment=dict(claims.get("g") or {}),
+        )
+
+
+class LinkSigner:
+    """Signs with the newest secret and accepts every listed one, so secrets can be rotated."""
+
+    def __init__(self, *, secret: str, previous: list[str] | None = None) -> None:
+        # itsdangerous signs with the last key and verifies against all of them.
+        self._serializer = URLSafeSerializer([*(previous or []), secret], salt=_SALT)
+
+    def sign(self, link: EmailLink) -> str:
+        token = self._serializer.dumps(link.to_claims())
+        assert isinstance(token, str)
+        return token
+
+    def verify(self, token: str, *, now: datetime) -> EmailLink:
+        """The link inside a genuine, unexpired token; raises LinkInvalid or LinkExpired."""
+        if len(token) > 4096:
+            raise LinkInvalid("token too long")
+        try:
+            claims = self._serializer.loads(token)
+            link = EmailLink.from_claims(claims)
+        except (BadSignature, KeyError, TypeError, ValueError) as exc:
+            raise LinkInvalid("the link is not valid") from exc
+        if now >= link.expires_at:
+            raise LinkExpired("the link has expired")
+        return link

@@ -1,0 +1,52 @@
+"""The collector's Prometheus metrics; label values come from small fixed sets (no customer data)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter
+
+ACCEPTED = Counter(
+    "csat_ratings_accepted_total", "Ratings acknowledged by the broker and answered 202", ["metric", "source"]
+)
+REJECTED = Counter(
+    "csat_ratings_rejected_total", "Ratings refused, by reason and source", ["reason", "source"]
+)
+
+#: Every reason label ``csat_ratings_rejected_total`` may carry.
+REASONS = frozenset(
+    {
+        "invalid_score",
+        "invalid_scale",
+        "invalid_field",
+        "idempotency_conflict",
+        "in_progress",
+        "unauthorized",
+        "forbidden",
+        "origin_not_allowed",
+        "rate_limited",
+        "body_too_large",
+        "broker_unavailable",
+        "database_unavailable",
+        "link_invalid",
+        "link_expired",
+        "sms_signature",
+        "sms_no_survey",
+        "sms_unreadable",
+    }
+)
+
+UNKNOWN_SOURCE = "unknown"
+
+
+def reject(reason: str, source: str | None, n: int = 1) -> None:
+    """Count refused ratings; an unexpected reason is folded so the label set stays bounded."""
+    REJECTED.labels(reason if reason in REASONS else "invalid_field", source or UNKNOWN_SOURCE).inc(n)
+
+
+def reason_for_field(field: str) -> str:
+    """Validation failures by the kind of field, not the field's (client-chosen) name."""
+    top = field.split(".")[-1].split("[")[0]
+    if top == "score":
+        return "invalid_score"
+    if top in {"scale", "metric"}:
+        return "invalid_scale"
+    return "invalid_field"

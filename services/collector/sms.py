@@ -1,0 +1,102 @@
+"""SMS replies in Twilio's inbound webhook format: signature check, reply parsing, TwiML (pure)."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from urllib.parse import urlsplit, urlunsplit
+from xml.sax.saxutils import escape
+
+from shared.scales import Scale, ScaleError, parse_score
+
+_PHONE = re.compile(r"^\+[1-9]\d{6,14}$")
+_STOP_WORDS = {"stop", "stopall", "unsubscribe", "cancel", "end", "quit", "arret", "arrêt", "help", "info"}
+
+
+def compute_signature(auth_token: str, url: str, params: Iterable[tuple[str, str]]) -> str:
+    """Twilio's scheme: HMAC-SHA1 over the URL then each parameter name+value, sorted; base64."""
+    by_name: dict[str, set[str]] = {}
+    for name, value in params:
+        by_name.setdefault(name, set()).add(value)
+    data = url + "".join(name + value for name in sorted(by_name) for value in sorted(by_name[name]))
+    digest = hmac.new(auth_token.encode(), data.encode(), hashlib.sha1).digest()
+    return base64.b64encode(digest).decode()
+
+
+def _url_variants(url: str) -> list[str]:
+    """The URL as given, without its port and with the scheme's default port: Twilio signs either."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    default = 443 if parts.scheme == "https" else 80
+    without = urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
+    with_port = urlunsplit(
+        (parts.scheme, f"{host}:{parts.port or default}", parts.path, parts.query, parts.fragment)
+    )
+    return list(dict.fromkeys([url, without, with_port]))
+
+
+def signature_valid(
+    *, auth_token: str, url: str, params: Iterable[tuple[str, str]], signature: str | None
+) -> bool:
+    """Constant-time comparison against each URL form Twilio may have signed."""
+    if not signature:
+        return False
+    items = list(params)
+    return any(
+        hmac.compare_digest(compute_signature(auth_token, candidate, items).encode(), signature.encode())
+        for candidate in _url_variants(url)
+    )
+
+
+def phone_hash(secret: str, phone: str) -> bytes:
+    """A keyed hash of an E.164 number: replies can be matched without storing the number."""
+    return hmac.new(secret.encode(), b"phone:" + normalize_phone(phone).encode(), hashlib.sha256).digest()
+
+
+def normalize_phone(phone: str) -> str:
+    """E.164 without spaces or punctuation; raises ValueError for anything else."""
+    compact = re.sub(r"[\s().-]", "", phone)
+    if compact.startswith("00"):
+        compact = "+" + compact[2:]
+    if not _PHONE.match(compact):
+        raise ValueError("phone must be an E.164 number such as +33612345678")
+    return compact
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    score: int
+    comment: str | None
+
+
+def is_keyword(body: str) -> bool:
+    """Carrier keywords (STOP, HELP...) are handled by Twilio, never read as an answer."""
+    return body.strip().lower() in _STOP_WORDS
+
+
+def parse_reply(scale: Scale, body: str) -> Reply:
+    """``"4"`` or ``"4 great service"`` (also ``"4/5"``, ``"4."``, labels such as ``"yes"``) -> a reply."""
+    text = body.strip()
+    if not text:
+        raise ScaleError("Body", "the reply is empty")
+    match = re.match(r"^(\d{1,2})(?:\s*/\s*\d{1,2})?[.,!:;)-]*(?:\s+(.*))?$", text, re.DOTALL)
+    if match:
+        score = parse_score(scale, int(match.group(1)))
+        rest = (match.group(2) or "").strip()
+        return Reply(score=score, comment=rest[:5000] or None)
+    first, _, rest = text.partition(" ")
+    for candidate, comment in ((text, ""), (first.rstrip(".,!"), rest)):
+        if candidate.strip().lower() in scale.labels:
+            return Reply(score=parse_score(scale, candidate), comment=comment.strip()[:5000] or None)
+    raise ScaleError("Body", f"the reply does not start with a score from {scale.low} to {scale.high}")
+
+
+def twiml(message: str | None) -> str:
+    """A TwiML answer; no message means Twilio sends nothing back."""
+    if not message:
+        return '<?xml version="1.0" encoding="UTF-8"?><Response/>'
+    return f'<?xml version="1.0" encoding="UTF-8"?><Response><Message>{escape(message)}</Message></Response>'

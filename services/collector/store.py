@@ -1,0 +1,106 @@
+"""What the collector keeps in PostgreSQL, as a small interface with plain records (no SQL here).
+
+``repository.PgStore`` is the real adapter; ``tests/fakes/collector_store.py`` an in-memory one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, Protocol
+
+
+class StoreUnavailable(RuntimeError):
+    """The database did not answer in time; nothing may be promised to the client."""
+
+
+class SourceExists(ValueError):
+    """A source with this id exists already."""
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    source_id: str
+    name: str
+    allowed_origins: tuple[str, ...] = ()
+    rate_per_s: float | None = None
+    rate_burst: int | None = None
+    disabled: bool = False
+    created_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class KeyInfo:
+    key_id: str
+    source_id: str
+    created_at: datetime
+    expires_at: datetime | None = None
+    revoked_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is posting: the source behind a valid key (or the anonymous dev source)."""
+
+    source: Source
+    key_id: str | None
+
+
+class ClaimState(StrEnum):
+    CLAIMED = "claimed"  # this request owns the rating_id and must publish, then confirm or release
+    REPLAY = "replay"  # already accepted with the same content: answer as the first time
+    CONFLICT = "conflict"  # already used with different content (or by another source)
+    PENDING = "pending"  # a concurrent attempt with the same content is in flight
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    rating_id: str
+    source_id: str
+    fingerprint: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class SmsSurvey:
+    request_id: str
+    customer_id: str
+    metric: str
+    scale: str
+    expires_at: datetime
+    survey_id: str | None = None
+    locale: str | None = None
+    touchpoint: str | None = None
+    segment: dict[str, str] = field(default_factory=dict)
+    account: dict[str, Any] | None = None
+    answered_at: datetime | None = None
+
+
+class CollectorStore(Protocol):
+    async def check(self) -> None: ...
+
+    # sources and keys
+    async def principal_for_key(self, *, key_hash: bytes, now: datetime) -> Principal | None: ...
+    async def all_origins(self) -> set[str]: ...
+    async def create_source(self, *, source: Source) -> Source: ...
+    async def update_source(self, *, source_id: str, changes: dict[str, Any]) -> Source | None: ...
+    async def get_source(self, *, source_id: str) -> Source | None: ...
+    async def list_sources(self) -> list[Source]: ...
+    async def delete_source(self, *, source_id: str) -> bool: ...
+    async def add_key(
+        self, *, source_id: str, key_id: str, key_hash: bytes, expire_others_at: datetime | None
+    ) -> KeyInfo: ...
+    async def list_keys(self, *, source_id: str) -> list[KeyInfo]: ...
+    async def revoke_key(self, *, source_id: str, key_id: str) -> bool: ...
+
+    # idempotency
+    async def claim(self, *, claims: Sequence[Claim], lease_s: float) -> dict[str, ClaimState]: ...
+    async def confirm(self, *, rating_ids: Sequence[str]) -> None: ...
+    async def release(self, *, rating_ids: Sequence[str]) -> None: ...
+    async def purge(self, *, older_than: datetime) -> int: ...
+
+    # SMS surveys
+    async def add_sms_survey(self, *, survey: SmsSurvey, phone_hash: bytes) -> None: ...
+    async def open_sms_survey(self, *, phone_hash: bytes, now: datetime) -> SmsSurvey | None: ...
+    async def mark_sms_answered(self, *, request_id: str, rating_id: str, at: datetime) -> None: ...

@@ -1,0 +1,174 @@
+"""In-memory ``CollectorStore`` for pure API tests (the real one is ``services.collector.repository``)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from services.collector.store import (
+    Claim,
+    ClaimState,
+    KeyInfo,
+    Principal,
+    SmsSurvey,
+    Source,
+    SourceExists,
+    StoreUnavailable,
+)
+
+
+@dataclass
+class _Idem:
+    source_id: str
+    fingerprint: bytes
+    state: str
+    claimed_at: datetime
+
+
+class MemoryStore:
+    def __init__(self) -> None:
+        self.sources: dict[str, Source] = {}
+        self.keys: dict[str, tuple[KeyInfo, bytes]] = {}
+        self.idem: dict[str, _Idem] = {}
+        self.sms: list[tuple[SmsSurvey, bytes, datetime]] = []
+        self.down = False
+        self.lookups = 0
+
+    def _up(self) -> None:
+        if self.down:
+            raise StoreUnavailable("down")
+
+    async def check(self) -> None:
+        self._up()
+
+    async def principal_for_key(self, *, key_hash: bytes, now: datetime) -> Principal | None:
+        self._up()
+        self.lookups += 1
+        for info, digest in self.keys.values():
+            if digest != key_hash or info.revoked_at is not None:
+                continue
+            if info.expires_at is not None and info.expires_at <= now:
+                continue
+            return Principal(source=self.sources[info.source_id], key_id=info.key_id)
+        return None
+
+    async def all_origins(self) -> set[str]:
+        self._up()
+        return {o for s in self.sources.values() if not s.disabled for o in s.allowed_origins}
+
+    async def create_source(self, *, source: Source) -> Source:
+        self._up()
+        if source.source_id in self.sources:
+            raise SourceExists(source.source_id)
+        created = replace(source, created_at=datetime.now(UTC))
+        self.sources[source.source_id] = created
+        return created
+
+    async def update_source(self, *, source_id: str, changes: dict[str, Any]) -> Source | None:
+        self._up()
+        if source_id not in self.sources:
+            return None
+        if "allowed_origins" in changes:
+            changes = {**changes, "allowed_origins": tuple(changes["allowed_origins"])}
+        self.sources[source_id] = replace(self.sources[source_id], **changes)
+        return self.sources[source_id]
+
+    async def get_source(self, *, source_id: str) -> Source | None:
+        self._up()
+        return self.sources.get(source_id)
+
+    async def list_sources(self) -> list[Source]:
+        self._up()
+        return sorted(self.sources.values(), key=lambda s: s.source_id)
+
+    async def delete_source(self, *, source_id: str) -> bool:
+        self._up()
+        if self.sources.pop(source_id, None) is None:
+            return False
+        self.keys = {k: v for k, v in self.keys.items() if v[0].source_id != source_id}
+        return True
+
+    async def add_key(
+        self, *, source_id: str, key_id: str, key_hash: bytes, expire_others_at: datetime | None
+    ) -> KeyInfo:
+        self._up()
+        if expire_others_at is not None:
+            for kid, (info, digest) in list(self.keys.items()):
+                if info.source_id == source_id and info.revoked_at is None:
+                    self.keys[kid] = (replace(info, expires_at=expire_others_at), digest)
+        info = KeyInfo(key_id=key_id, source_id=source_id, created_at=datetime.now(UTC))
+        self.keys[key_id] = (info, key_hash)
+        return info
+
+    async def list_keys(self, *, source_id: str) -> list[KeyInfo]:
+        self._up()
+        return [info for info, _ in self.keys.values() if info.source_id == source_id]
+
+    async def revoke_key(self, *, source_id: str, key_id: str) -> bool:
+        self._up()
+        found = self.keys.get(key_id)
+        if found is None or found[0].source_id != source_id:
+            return False
+        self.keys[key_id] = (replace(found[0], revoked_at=datetime.now(UTC)), found[1])
+        return True
+
+    async def claim(self, *, claims: Sequence[Claim], lease_s: float) -> dict[str, ClaimState]:
+        self._up()
+        now = datetime.now(UTC)
+        out: dict[str, ClaimState] = {}
+        for c in claims:
+            row = self.idem.get(c.rating_id)
+            same = row is not None and row.fingerprint == c.fingerprint and row.source_id == c.source_id
+            if row is None:
+                self.idem[c.rating_id] = _Idem(c.source_id, c.fingerprint, "pending", now)
+                out[c.rating_id] = ClaimState.CLAIMED
+            elif not same:
+                out[c.rating_id] = ClaimState.CONFLICT
+            elif row.state == "accepted":
+                out[c.rating_id] = ClaimState.REPLAY
+            elif row.claimed_at < now - timedelta(seconds=lease_s):
+                row.claimed_at = now
+                out[c.rating_id] = ClaimState.CLAIMED
+            else:
+                out[c.rating_id] = ClaimState.PENDING
+        return out
+
+    async def confirm(self, *, rating_ids: Sequence[str]) -> None:
+        self._up()
+        for rid in rating_ids:
+            self.idem[rid].state = "accepted"
+
+    async def release(self, *, rating_ids: Sequence[str]) -> None:
+        self._up()
+        for rid in rating_ids:
+            if rid in self.idem and self.idem[rid].state == "pending":
+                del self.idem[rid]
+
+    async def purge(self, *, older_than: datetime) -> int:
+        self._up()
+        old = [rid for rid, row in self.idem.items() if row.claimed_at < older_than]
+        for rid in old:
+            del self.idem[rid]
+        return len(old)
+
+    async def add_sms_survey(self, *, survey: SmsSurvey, phone_hash: bytes) -> None:
+        self._up()
+        self.sms.append((survey, phone_hash, datetime.now(UTC)))
+
+    async def open_sms_survey(self, *, phone_hash: bytes, now: datetime) -> SmsSurvey | None:
+        self._up()
+        open_ = [
+            (created, s)
+            for s, digest, created in self.sms
+            if digest == phone_hash and s.answered_at is None and s.expires_at > now
+        ]
+        return max(open_, key=lambda x: x[0])[1] if open_ else None
+
+    async def mark_sms_answered(self, *, request_id: str, rating_id: str, at: datetime) -> None:
+        self._up()
+        self.sms = [
+            (replace(s, answered_at=at) if s.request_id == request_id and s.answered_at is None else s, d, c)
+            for s, d, c in self.sms
+        ]
