@@ -11,6 +11,9 @@ BIN := $(VENV)/bin
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(CURDIR)/$(VENV)
 export UV_LINK_MODE := copy
+# pytest keeps only its last three temp dirs per user and deletes older ones, even while another run
+# (another checkout on this machine) still has its PostgreSQL data there: one root per checkout.
+export PYTEST_DEBUG_TEMPROOT ?= /tmp/csat-pytest-$(notdir $(CURDIR))
 
 $(UV):
 	$(PY) -m venv $(TOOLS)
@@ -34,6 +37,7 @@ run: install ## Start the whole stack (embedded broker + Postgres unless KAFKA_B
 .PHONY: test
 test: install ## Lint, type-check, then unit, integration and e2e tests (real broker and Postgres)
 	$(MAKE) --no-print-directory lint
+	@mkdir -p $(PYTEST_DEBUG_TEMPROOT)
 	$(BIN)/pytest -q -p no:cacheprovider tests/unit tests/integration tests/e2e
 
 .PHONY: test-unit
@@ -42,10 +46,12 @@ test-unit: install ## Pure unit tests only (no broker, no database)
 
 .PHONY: test-integration
 test-integration: install ## Integration tests against the real broker and Postgres
+	@mkdir -p $(PYTEST_DEBUG_TEMPROOT)
 	$(BIN)/pytest -q tests/integration
 
 .PHONY: test-e2e
 test-e2e: install ## End-to-end tests: the four services as processes
+	@mkdir -p $(PYTEST_DEBUG_TEMPROOT)
 	$(BIN)/pytest -q tests/e2e
 
 .PHONY: lint

@@ -1,4 +1,4 @@
-"""``csat``: the platform's command line (run the stack, migrate, create topics)."""
+"""``csat``: the platform's command line (run the stack, migrate, create topics, replay the scorer)."""
 
 from __future__ import annotations
 
@@ -42,6 +42,15 @@ def _cmd_topics(_args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_replay(args: argparse.Namespace) -> int:
+    if not os.environ.get("DATABASE_URL") and not os.environ.get("CSAT_DATABASE_URL"):
+        print("set DATABASE_URL (and the scorer's CSAT_* settings, e.g. CSAT_COMBINATIONS)", file=sys.stderr)
+        return 2
+    from services.scorer.replay import main as replay_main
+
+    return replay_main(["--batch-size", str(args.batch_size)])
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="csat", description="CSAT platform command line")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -51,6 +60,12 @@ def main(argv: list[str] | None = None) -> int:
     run.set_defaults(func=_cmd_run)
     sub.add_parser("migrate", help="apply database migrations (DATABASE_URL)").set_defaults(func=_cmd_migrate)
     sub.add_parser("topics", help="create the Kafka topics (KAFKA_BOOTSTRAP)").set_defaults(func=_cmd_topics)
+    replay = sub.add_parser(
+        "replay",
+        help="rebuild the scorer's counters from its stored ratings (DATABASE_URL; safe while it runs)",
+    )
+    replay.add_argument("--batch-size", type=int, default=10_000, help="ratings per transaction")
+    replay.set_defaults(func=_cmd_replay)
     args = parser.parse_args(argv)
     code: int = args.func(args)
     return code

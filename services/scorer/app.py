@@ -164,6 +164,7 @@ def create_app(settings: ScorerSettings | None = None) -> FastAPI:
                     stop_jobs,
                     lambda: prune(runtime.engine, settings=cfg, now=utcnow()),
                     name="prune",
+                    first_after_s=min(cfg.prune_interval_s, 60.0),
                 ),
                 name="scorer-prune",
             ),

@@ -86,9 +86,17 @@ async def refresh_gauges(engine: AsyncEngine, *, settings: ScorerSettings, now: 
 
 
 async def every(
-    interval_s: float, stop: asyncio.Event, job: Callable[[], Awaitable[object]], *, name: str
+    interval_s: float,
+    stop: asyncio.Event,
+    job: Callable[[], Awaitable[object]],
+    *,
+    name: str,
+    first_after_s: float = 0.0,
 ) -> None:
-    """Run ``job`` now and then every ``interval_s`` until ``stop``; a failed run is logged and retried."""
+    """Run ``job`` after ``first_after_s`` then every ``interval_s`` until ``stop``; failures are retried."""
+    if first_after_s > 0:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), first_after_s)
     while not stop.is_set():
         try:
             await job()

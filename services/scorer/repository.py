@@ -61,18 +61,21 @@ TIER_TABLES = LIVE.by_tier()
 _ORIGIN = "TIMESTAMPTZ '1970-01-01 00:00:00+00'"
 
 
-def _counter_ctes(tables: CounterTables, source: str) -> str:
+def _counter_ctes(tables: CounterTables, source: str, since: tuple[str, str] | None = None) -> str:
+    """Upserts of the three tiers from ``source``; ``since`` gives the parameters (minute, hour) below
+    which fine buckets are not written (a replay skips what retention would prune anyway)."""
     parts = []
-    for alias, table, stride in (
-        ("m", tables.minute, "1 minute"),
-        ("h", tables.hour, "1 hour"),
-        ("d", tables.day, "1 day"),
+    for alias, table, stride, cutoff in (
+        ("m", tables.minute, "1 minute", since[0] if since else None),
+        ("h", tables.hour, "1 hour", since[1] if since else None),
+        ("d", tables.day, "1 day", None),
     ):
+        where = f"WHERE occurred_at >= {cutoff}" if cutoff else ""
         parts.append(
             f"""{alias} AS (
             INSERT INTO {table} AS c (metric, segment_key, bucket_start, scale, score, n)
             SELECT metric, segment_key, date_bin('{stride}', occurred_at, {_ORIGIN}), scale, score, count(*)
-            FROM {source} GROUP BY 1, 2, 3, 4, 5 ORDER BY 1, 2, 3, 4, 5
+            FROM {source} {where} GROUP BY 1, 2, 3, 4, 5 ORDER BY 1, 2, 3, 4, 5
             ON CONFLICT (metric, segment_key, bucket_start, scale, score) DO UPDATE SET n = c.n + EXCLUDED.n
         )"""  # noqa: S608 - table names are module constants; values are bound parameters
         )
@@ -123,7 +126,7 @@ WITH src AS MATERIALIZED (
     SELECT s.metric, k.segment_key, s.occurred_at, s.scale, s.score
     FROM src s, unnest(string_to_array(s.keys, chr(31))) AS k(segment_key)
 ),
-{_counter_ctes(tables, "inc")}
+{_counter_ctes(tables, "inc", since=("$7::timestamptz", "$8::timestamptz"))}
 SELECT count(*) FROM src
 """  # noqa: S608 - table names are module constants; values are bound parameters
 
@@ -184,6 +187,8 @@ async def apply_stored(
     *,
     tables: CounterTables,
     seen_table: str,
+    minute_since: datetime,
+    hour_since: datetime,
 ) -> int:
     """Count ratings already stored (a replay) into ``tables``, remembering which were counted."""
     if not rows:
@@ -197,6 +202,8 @@ async def apply_stored(
         [r.score for r in rows],
         [r.occurred_at for r in rows],
         list(keys),
+        minute_since,
+        hour_since,
     )
     return int(count)
 
