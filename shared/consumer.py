@@ -187,6 +187,9 @@ class TransactionalConsumer:
         while True:
             try:
                 ends = await asyncio.wait_for(consumer.end_offsets(list(assigned)), 15)
+                # An explicit position, not seek_to_beginning(): that one resets lazily, after the
+                # fetcher may already have handed out records, which then came back a second time.
+                starts = await asyncio.wait_for(consumer.beginning_offsets(list(assigned)), 15)
                 async with self._engine.begin() as conn:
                     for topic, parts in by_topic.items():
                         stored = await self._offsets.load(conn, topic=topic, partitions=parts)
@@ -205,10 +208,8 @@ class TransactionalConsumer:
                                 )
                                 await self._offsets.reset(conn, topic=topic, partition=p)
                                 stored.pop(p)
-                            if p in stored:
-                                consumer.seek(tp, stored[p])
-                            else:
-                                await consumer.seek_to_beginning(tp)
+                            begin = starts.get(tp, 0)
+                            consumer.seek(tp, max(stored.get(p, begin), begin))
                 log.info("partitions_assigned", consumer=self.name, count=len(assigned))
                 return
             except Exception as exc:

@@ -20,7 +20,6 @@ from services.scorer import domain, queries, repository
 from services.scorer import metrics as sm
 from services.scorer.evaluator import ScoreEvaluator
 from services.scorer.maintenance import every, prune, refresh_gauges, utcnow
-from services.scorer.segments import counted_keys
 from services.scorer.settings import ScorerSettings
 from services.scorer.trend import trend
 from services.scorer.windows import MINUTE, Tier, plan_series, rolling
@@ -38,15 +37,18 @@ log = structlog.get_logger(__name__)
 
 SegmentParam = Annotated[list[str] | None, Query(description="dimension:value, repeatable (store:paris-1)")]
 
+_GLOBAL_ONLY: tuple[str, list[str], int] = (domain.GLOBAL_SEGMENT, [], 0)
+
 # Ratings are kept for ever: a segment read from them has no tier limits.
 _RATINGS_TIER = (Tier("ratings", MINUTE, None),)
 
 
 def make_handler(settings: ScorerSettings, registry: repository.Registry | None = None) -> Handler:
     """The micro-batch handler: fold segments (caps), then store and count new ratings in one statement."""
-    combos = settings.combos
     reg = registry or repository.Registry(
-        max_values=settings.max_values_per_dimension, max_dimensions=settings.max_dimensions
+        max_values=settings.max_values_per_dimension,
+        max_dimensions=settings.max_dimensions,
+        combinations=settings.combos,
     )
 
     async def handle(conn: AsyncConnection, batch: Sequence[Received]) -> list[OutgoingRecord]:
@@ -59,25 +61,13 @@ def make_handler(settings: ScorerSettings, registry: repository.Registry | None 
             return []
         ratings = list(unique.values())
         await reg.resolve(conn, (r.segment for r in ratings if r.segment))
-        keys: list[str] = []
-        folded_per_rating: list[list[str]] = []
-        dropped_per_rating: list[int] = []
-        for r in ratings:
-            if not r.segment:
-                keys.append(domain.GLOBAL_SEGMENT)
-                folded_per_rating.append([])
-                dropped_per_rating.append(0)
-                continue
-            folded, folded_dims = reg.fold(r.segment)
-            folded_per_rating.append(folded_dims)
-            dropped_per_rating.append(len(r.segment) - len(folded))
-            keys.append(repository.join_keys(counted_keys(folded, combos)))
-        new = await repository.apply_batch(conn, ratings, keys)
+        counted = [reg.counted(r.segment) if r.segment else _GLOBAL_ONLY for r in ratings]
+        new = await repository.apply_batch(conn, ratings, [c[0] for c in counted])
         folds: Counter[str] = Counter()
         dropped = 0
-        for r, dims, lost in zip(ratings, folded_per_rating, dropped_per_rating, strict=True):
-            if r.rating_id in new:
-                folds.update(dims)
+        for r, (_keys, folded_dims, lost) in zip(ratings, counted, strict=True):
+            if (folded_dims or lost) and r.rating_id in new:
+                folds.update(folded_dims)
                 dropped += lost
         for dim, n in folds.items():
             sm.VALUES_FOLDED.labels(dim).inc(n)

@@ -30,7 +30,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.scorer import repository
-from services.scorer.segments import counted_keys
+from services.scorer.domain import GLOBAL_SEGMENT
 from services.scorer.settings import ScorerSettings
 from services.scorer.windows import DAY, floor_to
 from shared.db import make_engine
@@ -99,9 +99,10 @@ class Replayer:
         self._batch = batch_size
         self._progress = progress
         self._now = now
-        self._combos = settings.combos
         self._registry = repository.Registry(
-            max_values=settings.max_values_per_dimension, max_dimensions=settings.max_dimensions
+            max_values=settings.max_values_per_dimension,
+            max_dimensions=settings.max_dimensions,
+            combinations=settings.combos,
         )
         self._done = 0
         self._started = 0.0
@@ -198,10 +199,7 @@ class Replayer:
         if not rows:
             return
         await self._registry.resolve(conn, (r.segment for r in rows if r.segment))
-        keys = []
-        for r in rows:
-            folded, _ = self._registry.fold(r.segment)
-            keys.append(repository.join_keys(counted_keys(folded, self._combos)))
+        keys = [self._registry.counted(r.segment)[0] if r.segment else GLOBAL_SEGMENT for r in rows]
         await repository.apply_stored(
             conn,
             rows,

@@ -19,7 +19,13 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.scorer.domain import OTHER
-from services.scorer.segments import KEY_SEPARATOR, RegistryView, plan_dimensions, plan_registration
+from services.scorer.segments import (
+    KEY_SEPARATOR,
+    RegistryView,
+    counted_keys,
+    plan_dimensions,
+    plan_registration,
+)
 from services.scorer.windows import EPOCH, Span
 from shared.events import RatingSubmitted
 
@@ -62,22 +68,29 @@ _ORIGIN = "TIMESTAMPTZ '1970-01-01 00:00:00+00'"
 
 
 def _counter_ctes(tables: CounterTables, source: str, since: tuple[str, str] | None = None) -> str:
-    """Upserts of the three tiers from ``source``; ``since`` gives the parameters (minute, hour) below
-    which fine buckets are not written (a replay skips what retention would prune anyway)."""
+    """Upserts of the three tiers from ``source`` (minute buckets already counted: ``b``, ``n``);
+    ``since`` names the parameters (minute, hour) below which fine buckets are not written (a replay
+    skips what retention would prune anyway)."""
     parts = []
     for alias, table, stride, cutoff in (
-        ("m", tables.minute, "1 minute", since[0] if since else None),
+        ("m", tables.minute, None, since[0] if since else None),
         ("h", tables.hour, "1 hour", since[1] if since else None),
         ("d", tables.day, "1 day", None),
     ):
-        where = f"WHERE occurred_at >= {cutoff}" if cutoff else ""
+        where = f"WHERE b >= {cutoff}" if cutoff else ""
+        if stride is None:
+            select = f"SELECT metric, segment_key, b, scale, score, n FROM {source} {where}"  # noqa: S608 - table names are module constants; values are bound parameters
+        else:
+            select = (
+                f"SELECT metric, segment_key, date_bin('{stride}', b, {_ORIGIN}) AS b, scale, score, "  # noqa: S608 - table names are module constants; values are bound parameters
+                f"sum(n)::bigint FROM {source} {where} GROUP BY 1, 2, 3, 4, 5"
+            )
         parts.append(
             f"""{alias} AS (
             INSERT INTO {table} AS c (metric, segment_key, bucket_start, scale, score, n)
-            SELECT metric, segment_key, date_bin('{stride}', occurred_at, {_ORIGIN}), scale, score, count(*)
-            FROM {source} {where} GROUP BY 1, 2, 3, 4, 5 ORDER BY 1, 2, 3, 4, 5
+            {select} ORDER BY 1, 2, 3, 4, 5
             ON CONFLICT (metric, segment_key, bucket_start, scale, score) DO UPDATE SET n = c.n + EXCLUDED.n
-        )"""  # noqa: S608 - table names are module constants; values are bound parameters
+        )"""
         )
     if tables.dirty is not None:
         parts.append(
@@ -88,6 +101,14 @@ def _counter_ctes(tables: CounterTables, source: str, since: tuple[str, str] | N
         )"""  # noqa: S608 - table names are module constants; values are bound parameters
         )
     return ",\n".join(parts)
+
+
+_MINUTE_COUNTS = f"""
+    SELECT s.metric, k.segment_key, date_bin('1 minute', s.occurred_at, {_ORIGIN}) AS b, s.scale, s.score,
+        count(*) AS n
+    FROM {{rows}}, unnest(string_to_array(s.keys, chr(31))) AS k(segment_key)
+    GROUP BY 1, 2, 3, 4, 5
+"""  # noqa: S608 - table names are module constants; values are bound parameters
 
 
 _APPLY_BATCH = f"""
@@ -107,8 +128,7 @@ WITH src AS MATERIALIZED (
     ON CONFLICT (rating_id) DO NOTHING
     RETURNING rating_id
 ), inc AS MATERIALIZED (
-    SELECT s.metric, k.segment_key, s.occurred_at, s.scale, s.score
-    FROM src s JOIN ins USING (rating_id), unnest(string_to_array(s.keys, chr(31))) AS k(segment_key)
+    {_MINUTE_COUNTS.format(rows="src s JOIN ins USING (rating_id)")}
 ),
 {_counter_ctes(LIVE, "inc")}
 SELECT rating_id FROM ins
@@ -123,8 +143,7 @@ WITH src AS MATERIALIZED (
 ), seen AS (
     INSERT INTO {seen_table} (rating_id) SELECT rating_id FROM src
 ), inc AS MATERIALIZED (
-    SELECT s.metric, k.segment_key, s.occurred_at, s.scale, s.score
-    FROM src s, unnest(string_to_array(s.keys, chr(31))) AS k(segment_key)
+    {_MINUTE_COUNTS.format(rows="src s")}
 ),
 {_counter_ctes(tables, "inc", since=("$7::timestamptz", "$8::timestamptz"))}
 SELECT count(*) FROM src
@@ -220,9 +239,19 @@ class Registry:
     committed (a rolled-back registration must not be remembered).
     """
 
-    def __init__(self, *, max_values: int, max_dimensions: int) -> None:
+    def __init__(
+        self,
+        *,
+        max_values: int,
+        max_dimensions: int,
+        combinations: Sequence[tuple[str, ...]] = (),
+        max_cached_keys: int = 50_000,
+    ) -> None:
         self.max_values = max_values
         self.max_dimensions = max_dimensions
+        self.combinations = list(combinations)
+        self.max_cached_keys = max_cached_keys
+        self._keys: dict[tuple[tuple[str, str], ...], tuple[str, list[str], int]] = {}
         self.view = RegistryView()
         self._pending_dims: set[str] = set()
         self._pending_values: set[tuple[str, str]] = set()
@@ -334,20 +363,53 @@ class Registry:
 
     def fold(self, attributes: Mapping[str, str]) -> tuple[dict[str, str], list[str]]:
         """Attributes as counted, after :meth:`resolve` (pending registrations count as registered)."""
+        return self._fold(attributes)[:2]
+
+    def _fold(self, attributes: Mapping[str, str]) -> tuple[dict[str, str], list[str], bool]:
+        """Also says whether the result rests on committed registry facts only (safe to cache)."""
         out: dict[str, str] = {}
         folded: list[str] = []
+        settled = True
         view = self.view
         for dim, value in attributes.items():
             if dim in view.dropped_dimensions:
                 continue
-            if dim not in view.dimensions and dim not in self._pending_dims:
-                continue
-            if value == OTHER or value in view.values.get(dim, ()) or (dim, value) in self._pending_values:
+            if dim not in view.dimensions:
+                settled = False
+                if dim not in self._pending_dims:
+                    continue
+            if value == OTHER or value in view.values.get(dim, ()):
                 out[dim] = value
+            elif (dim, value) in self._pending_values:
+                out[dim] = value
+                settled = False
             else:
                 out[dim] = OTHER
                 folded.append(dim)
-        return out, folded
+                settled = settled and value in view.folded.get(dim, ())
+        return out, folded, settled
+
+    def counted(self, attributes: Mapping[str, str]) -> tuple[str, list[str], int]:
+        """A rating's segment keys joined for SQL, the dimensions folded, and the attributes dropped.
+
+        Memoised per distinct attribute set: most ratings repeat a few thousand combinations, and the
+        answer for settled registry facts never changes (registrations only grow).
+        """
+        cache_key = tuple(attributes.items())
+        hit = self._keys.get(cache_key)
+        if hit is not None:
+            return hit
+        folded, folded_dims, settled = self._fold(attributes)
+        result = (
+            join_keys(counted_keys(folded, self.combinations)),
+            folded_dims,
+            len(attributes) - len(folded),
+        )
+        if settled:
+            if len(self._keys) >= self.max_cached_keys:
+                self._keys.clear()
+            self._keys[cache_key] = result
+        return result
 
 
 async def _known_dimensions(conn: AsyncConnection, dims: Iterable[str]) -> set[str]:
