@@ -38,9 +38,10 @@ async def resolve_target(
         return Target(attributes, key, False)
     folded = False
     for dim, value in attributes.items():
-        if value == domain.OTHER:
-            continue
-        if not await repository.is_registered(conn, dimension=dim, value=value):
+        if not await repository.dimension_registered(conn, dimension=dim):
+            # Never seen, or beyond the cap of dimensions: only the ratings can answer.
+            return Target(attributes, key, False)
+        if value != domain.OTHER and not await repository.is_registered(conn, dimension=dim, value=value):
             folded = True
     return Target(attributes, key, not folded, folded)
 

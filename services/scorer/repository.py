@@ -434,6 +434,15 @@ async def _registered_values(conn: AsyncConnection, pairs: Iterable[tuple[str, s
     return {(r.dimension, r.value) for r in rows}
 
 
+async def dimension_registered(conn: AsyncConnection, *, dimension: str) -> bool:
+    row = (
+        await conn.execute(
+            text("SELECT 1 FROM scorer.segment_dimensions WHERE dimension = :d"), {"d": dimension}
+        )
+    ).first()
+    return row is not None
+
+
 async def is_registered(conn: AsyncConnection, *, dimension: str, value: str) -> bool:
     row = (
         await conn.execute(
