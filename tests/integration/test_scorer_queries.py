@@ -413,3 +413,48 @@ async def test_only_one_replay_at_a_time(infra: Infra, database_url: str) -> Non
         assert result.ratings == 0
     finally:
         await engine.dispose()
+
+
+async def test_two_scorers_fold_deterministically_at_the_cap(
+    infra: Infra, database_url: str, topics: Topics
+) -> None:
+    """Two replicas share the partitions and race to register new values: the cap holds exactly and
+    every counter still matches the recomputation from the ratings and the registry."""
+    t = topics.ratings
+    records = [
+        rating(
+            f"c-{i}",
+            1 + i % 5,
+            topic=t,
+            customer=f"cus-{i % 37}",
+            store=f"store-{i % 40}",
+            channel=f"ch-{i % 7}",
+        )
+        for i in range(800)
+    ]
+    settings = scorer_settings(infra, database_url, topics, max_values_per_dimension=10, max_batch=20)
+    first, second = create_app(settings), create_app(settings)
+    async with running(first), running(second):
+        await produce(infra.bootstrap, records)
+        await wait_for(lambda: consumed(database_url), until=lambda n: n == 800, timeout_s=90)
+        # Both replicas did part of the work (the group split the partitions between them).
+        assert first.state.runtime.consumer.processed > 0 and second.state.runtime.consumer.processed > 0
+    values = await fetch_value(
+        database_url, "SELECT count(*) FROM scorer.segment_values WHERE dimension = 'store'"
+    )
+    recorded = await fetch_value(
+        database_url, "SELECT n_values FROM scorer.segment_dimensions WHERE dimension = 'store'"
+    )
+    assert values == recorded == 10
+    assert (
+        await fetch_value(
+            database_url, "SELECT count(*) FROM scorer.segment_values WHERE dimension = 'channel'"
+        )
+        == 7
+    )
+    mismatches = await counter_mismatches(database_url, combinations=[["store", "channel"]])
+    assert all(not rows for rows in mismatches.values()), mismatches
+    other = await fetch_value(
+        database_url, "SELECT sum(n) FROM scorer.score_counts_day WHERE segment_key = 'store=other'"
+    )
+    assert int(str(other)) == 800 - 10 * 20
