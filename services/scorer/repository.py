@@ -255,8 +255,10 @@ class Registry:
         self.view = RegistryView()
         self._pending_dims: set[str] = set()
         self._pending_values: set[tuple[str, str]] = set()
+        self._pending_dropped: set[str] = set()
 
     async def _settle_pending(self, conn: AsyncConnection) -> None:
+        self._pending_dropped.clear()
         if self._pending_dims:
             rows = await conn.execute(
                 text("SELECT dimension FROM scorer.segment_dimensions WHERE dimension = ANY(:d)"),
@@ -271,7 +273,7 @@ class Registry:
 
     async def resolve(self, conn: AsyncConnection, segments: Iterable[Mapping[str, str]]) -> None:
         """Make every (dimension, value) in ``segments`` known to the view, registering within the caps."""
-        if self._pending_dims or self._pending_values:
+        if self._pending_dims or self._pending_values or self._pending_dropped:
             await self._settle_pending(conn)
         pairs = self.view.unknown(segments)
         if not pairs:
@@ -311,8 +313,11 @@ class Registry:
                 {"d": register},
             )
             self._pending_dims.update(register)
-        # A dropped dimension stays dropped: the cap only lets registrations grow.
-        self.view.learn(dropped=drop)
+            # Dropped because of registrations that may yet roll back: decided again next time.
+            self._pending_dropped.update(drop)
+        else:
+            # The committed registry is full: these stay dropped while the cap holds.
+            self.view.learn(dropped=drop)
 
     async def _resolve_values(self, conn: AsyncConnection, pairs: set[tuple[str, str]]) -> None:
         found = await _registered_values(conn, pairs)
@@ -373,6 +378,9 @@ class Registry:
         view = self.view
         for dim, value in attributes.items():
             if dim in view.dropped_dimensions:
+                continue
+            if dim in self._pending_dropped:
+                settled = False
                 continue
             if dim not in view.dimensions:
                 settled = False

@@ -34,6 +34,8 @@ def scorer_settings(infra: Infra, database_url: str, topics: Topics, **extra: An
         "kafka_bootstrap": infra.bootstrap,
         "database_url": database_url,
         "topic_prefix": topics.prefix,
+        # A group per test: members of another test's group (same broker) never delay this one's join.
+        "consumer_group": f"csat-scorer-{topics.prefix.rstrip('.')}",
         "score_event_interval_s": 3600,
         "prune_interval_s": 3600,
         "gauge_interval_s": 3600,
@@ -458,3 +460,27 @@ async def test_two_scorers_fold_deterministically_at_the_cap(
         database_url, "SELECT sum(n) FROM scorer.score_counts_day WHERE segment_key = 'store=other'"
     )
     assert int(str(other)) == 800 - 10 * 20
+
+
+async def test_dimensions_beyond_the_cap_get_no_counters(
+    infra: Infra, database_url: str, topics: Topics
+) -> None:
+    t = topics.ratings
+    records = [
+        rating(f"d-{i}", 5, topic=t, store="s1", channel="chat", zzz_campaign=f"c{i}") for i in range(5)
+    ]
+    settings = scorer_settings(infra, database_url, topics, max_dimensions=2)
+    async with running(create_app(settings)) as client:
+        await produce(infra.bootstrap, records)
+        await wait_for(lambda: stored(database_url), until=lambda n: n == 5, timeout_s=60)
+        dims = await fetch_value(
+            database_url, "SELECT string_agg(dimension, ',' ORDER BY 1) FROM scorer.segment_dimensions"
+        )
+        assert dims == "channel,store"
+        # The dropped dimension is still answered, from the stored ratings.
+        one = await get(client, "/v1/scores", window="24h", segment="zzz_campaign:c3")
+        assert (one["responses"], one["source"]) == (1, "ratings") and "folded_into" not in one
+        metrics = (await client.get("/metrics")).text
+        assert "csat_segment_dimensions_dropped_total 5.0" in metrics
+    mismatches = await counter_mismatches(database_url, combinations=[["store", "channel"]])
+    assert all(not rows for rows in mismatches.values()), mismatches
