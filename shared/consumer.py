@@ -255,10 +255,10 @@ class TransactionalConsumer:
                 await self._commit_to_kafka(consumer)
 
     async def _after_batch(self, consumer: AIOKafkaConsumer, records: Sequence[RawRecord]) -> None:
-        self._update_lag(consumer, records)
-        for r in records:
-            tp = TopicPartition(r.topic, r.partition)
-            self._kafka_progress[tp] = max(self._kafka_progress.get(tp, 0), r.offset + 1)
+        done = _next_offsets(records)
+        self._update_lag(consumer, done)
+        for tp, next_offset in done.items():
+            self._kafka_progress[tp] = max(self._kafka_progress.get(tp, 0), next_offset)
         if time.monotonic() - self._kafka_committed_at >= self._kafka_commit_interval_s:
             await self._commit_to_kafka(consumer)
 
@@ -391,11 +391,7 @@ class TransactionalConsumer:
             extensions={"dlqreason": _reason_kind(reason)},
         )
 
-    def _update_lag(self, consumer: AIOKafkaConsumer, records: Sequence[RawRecord]) -> None:
-        done: dict[TopicPartition, int] = {}
-        for r in records:
-            tp = TopicPartition(r.topic, r.partition)
-            done[tp] = max(done.get(tp, 0), r.offset + 1)
+    def _update_lag(self, consumer: AIOKafkaConsumer, done: dict[TopicPartition, int]) -> None:
         for tp, next_offset in done.items():
             high = consumer.highwater(tp)
             if high is not None:
@@ -417,6 +413,14 @@ class TransactionalConsumer:
             await asyncio.wait_for(consumer.commit(offsets), 5)
         except (TimeoutError, KafkaError) as exc:
             log.info("kafka_commit_skipped", consumer=self.name, error=type(exc).__name__)
+
+
+def _next_offsets(records: Sequence[RawRecord]) -> dict[TopicPartition, int]:
+    """Next offset per partition after ``records`` (each partition's records arrive in offset order)."""
+    last: dict[tuple[str, int], int] = {}
+    for r in records:
+        last[(r.topic, r.partition)] = r.offset
+    return {TopicPartition(t, p): o + 1 for (t, p), o in last.items()}
 
 
 def _raw_for(records: Sequence[RawRecord], item: Received) -> RawRecord:

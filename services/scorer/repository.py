@@ -275,7 +275,8 @@ class Registry:
         """Make every (dimension, value) in ``segments`` known to the view, registering within the caps."""
         if self._pending_dims or self._pending_values or self._pending_dropped:
             await self._settle_pending(conn)
-        pairs = self.view.unknown(segments)
+        keys = self._keys
+        pairs = self.view.unknown(s for s in segments if tuple(s.items()) not in keys)
         if not pairs:
             return
         dims = {
