@@ -209,6 +209,15 @@ class TransactionalConsumer:
                                 await self._offsets.reset(conn, topic=topic, partition=p)
                                 stored.pop(p)
                             begin = starts.get(tp, 0)
+                            if stored.get(p, begin) < begin:
+                                log.warning(
+                                    "stored_offset_before_log_start",
+                                    consumer=self.name,
+                                    topic=topic,
+                                    partition=p,
+                                    stored=stored[p],
+                                    start=begin,
+                                )
                             consumer.seek(tp, max(stored.get(p, begin), begin))
                 log.info("partitions_assigned", consumer=self.name, count=len(assigned))
                 return
