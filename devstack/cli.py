@@ -1,4 +1,4 @@
-"""``csat``: the platform's command line (run the stack, migrate, create topics, import ratings)."""
+"""``csat``: the platform's command line (run the stack, migrate, topics, import, replay, DLQ, serve)."""
 
 from __future__ import annotations
 
@@ -162,6 +162,15 @@ def _cmd_import(args: argparse.Namespace) -> int:
         return 2
 
 
+def _cmd_replay(args: argparse.Namespace) -> int:
+    if not os.environ.get("DATABASE_URL") and not os.environ.get("CSAT_DATABASE_URL"):
+        print("set DATABASE_URL (and the scorer's CSAT_* settings, e.g. CSAT_COMBINATIONS)", file=sys.stderr)
+        return 2
+    from services.scorer.replay import main as replay_main
+
+    return replay_main(["--batch-size", str(args.batch_size)])
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="csat", description="CSAT platform command line")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -211,6 +220,12 @@ def main(argv: list[str] | None = None) -> int:
     imp.add_argument("--no-progress", action="store_true", help="no progress bar")
     imp.add_argument("--retries", type=int, default=8, help="attempts per batch on 429/503/unreachable")
     imp.set_defaults(func=_cmd_import)
+    replay = sub.add_parser(
+        "replay",
+        help="rebuild the scorer's counters from its stored ratings (DATABASE_URL; safe while it runs)",
+    )
+    replay.add_argument("--batch-size", type=int, default=10_000, help="ratings per transaction")
+    replay.set_defaults(func=_cmd_replay)
     args = parser.parse_args(argv)
     code: int = args.func(args)
     return code

@@ -69,9 +69,16 @@ class RawRecord(Protocol):
     headers: Sequence[tuple[str, bytes]]
 
 
+#: Deadlock and serialization failures: the transaction was rolled back and may simply be retried.
+TRANSIENT_SQLSTATES = frozenset({"40001", "40P01"})
+
+
 def _is_transient(exc: BaseException) -> bool:
-    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
-        return True
+    if isinstance(exc, DBAPIError):
+        if exc.connection_invalidated:
+            return True
+        if getattr(exc.orig, "sqlstate", None) in TRANSIENT_SQLSTATES:
+            return True
     return isinstance(exc, TRANSIENT_ERRORS)
 
 
@@ -133,6 +140,7 @@ class TransactionalConsumer:
         handler: Handler,
         max_batch: int = 1000,
         publish_timeout_s: float = 10.0,
+        kafka_commit_interval_s: float = 1.0,
     ) -> None:
         self.name = name
         self.topics = list(topics)
@@ -146,6 +154,9 @@ class TransactionalConsumer:
         self._max_batch = max_batch
         self._publish_timeout_s = publish_timeout_s
         self._offsets = OffsetStore(group=group)
+        self._kafka_commit_interval_s = kafka_commit_interval_s
+        self._kafka_progress: dict[TopicPartition, int] = {}
+        self._kafka_committed_at = 0.0
         self._stopping = asyncio.Event()
         self.running = False
         self.last_batch_at: float | None = None
@@ -202,6 +213,9 @@ class TransactionalConsumer:
         while True:
             try:
                 ends = await asyncio.wait_for(consumer.end_offsets(list(assigned)), 15)
+                # An explicit position, not seek_to_beginning(): that one resets lazily, after the
+                # fetcher may already have handed out records, which then came back a second time.
+                starts = await asyncio.wait_for(consumer.beginning_offsets(list(assigned)), 15)
                 async with self._engine.begin() as conn:
                     for topic, parts in by_topic.items():
                         stored = await self._offsets.load(conn, topic=topic, partitions=parts)
@@ -220,10 +234,17 @@ class TransactionalConsumer:
                                 )
                                 await self._offsets.reset(conn, topic=topic, partition=p)
                                 stored.pop(p)
-                            if p in stored:
-                                consumer.seek(tp, stored[p])
-                            else:
-                                await consumer.seek_to_beginning(tp)
+                            begin = starts.get(tp, 0)
+                            if stored.get(p, begin) < begin:
+                                log.warning(
+                                    "stored_offset_before_log_start",
+                                    consumer=self.name,
+                                    topic=topic,
+                                    partition=p,
+                                    stored=stored[p],
+                                    start=begin,
+                                )
+                            consumer.seek(tp, max(stored.get(p, begin), begin))
                 log.info("partitions_assigned", consumer=self.name, count=len(assigned))
                 return
             except Exception as exc:
@@ -236,27 +257,63 @@ class TransactionalConsumer:
 
     # ---- the loop --------------------------------------------------------------------------------
     async def _loop(self, consumer: AIOKafkaConsumer) -> None:
-        while not self._stopping.is_set():
-            try:
-                batch = await consumer.getmany(timeout_ms=200, max_records=self._max_batch)
-            except KafkaError as exc:
-                m.CONSUMER_ERRORS.labels(self.name, "broker").inc()
-                log.warning("fetch_failed", consumer=self.name, error=type(exc).__name__)
-                await self._sleep(1)
-                continue
-            records = [r for rs in batch.values() for r in rs]
-            if records:
-                await self._process_with_retry(records)
-                self._update_lag(consumer, records)
-                await self._commit_to_kafka(consumer, records)
-            self.last_batch_at = time.monotonic()
+        """Fetch and decode the next batch while the previous one's transaction runs (two cores busy).
 
-    async def _process_with_retry(self, records: Sequence[RawRecord]) -> None:
+        Transactions stay strictly sequential: batch k+1 starts only after batch k committed.
+        """
+        inflight: asyncio.Task[None] | None = None
+        inflight_records: Sequence[RawRecord] = ()
+        try:
+            while not self._stopping.is_set():
+                try:
+                    batch = await consumer.getmany(timeout_ms=200, max_records=self._max_batch)
+                except KafkaError as exc:
+                    m.CONSUMER_ERRORS.labels(self.name, "broker").inc()
+                    log.warning("fetch_failed", consumer=self.name, error=type(exc).__name__)
+                    await self._sleep(1)
+                    continue
+                records = [r for rs in batch.values() for r in rs]
+                decoded = [self._decode(r) for r in records]
+                if inflight is not None:
+                    await inflight
+                    inflight = None
+                    await self._after_batch(consumer, inflight_records)
+                if records:
+                    inflight = asyncio.create_task(self._process_with_retry(records, decoded))
+                    inflight_records = records
+                self.last_batch_at = time.monotonic()
+        finally:
+            if inflight is not None:
+                await inflight
+                await self._after_batch(consumer, inflight_records)
+            if self._kafka_progress:
+                await self._commit_to_kafka(consumer)
+
+    async def _after_batch(self, consumer: AIOKafkaConsumer, records: Sequence[RawRecord]) -> None:
+        done = _next_offsets(records)
+        self._update_lag(consumer, done)
+        for tp, next_offset in done.items():
+            self._kafka_progress[tp] = max(self._kafka_progress.get(tp, 0), next_offset)
+        if time.monotonic() - self._kafka_committed_at >= self._kafka_commit_interval_s:
+            await self._commit_to_kafka(consumer)
+
+    @staticmethod
+    def _decode(record: RawRecord) -> Envelope | str:
+        """The envelope, or the reason it cannot be used (pure CPU: done outside the transaction)."""
+        try:
+            return decode(headers=record.headers, key=record.key, value=record.value)
+        except DecodeError as exc:
+            return str(exc)
+
+    async def _process_with_retry(
+        self, records: Sequence[RawRecord], decoded: Sequence[Envelope | str] | None = None
+    ) -> None:
+        decoded = decoded if decoded is not None else [self._decode(r) for r in records]
         backoff = 0.2
         isolate = False
         while True:
             try:
-                await self._process(records, isolate=isolate)
+                await self._process(records, decoded, isolate=isolate)
                 return
             except Exception as exc:
                 if self._stopping.is_set():
@@ -274,7 +331,9 @@ class TransactionalConsumer:
                 log.error("batch_failed_isolating", consumer=self.name, error=type(exc).__name__)
                 isolate = True
 
-    async def _process(self, records: Sequence[RawRecord], *, isolate: bool) -> None:
+    async def _process(
+        self, records: Sequence[RawRecord], decoded: Sequence[Envelope | str], *, isolate: bool
+    ) -> None:
         started = time.perf_counter()
         by_topic: dict[str, list[int]] = defaultdict(list)
         for r in records:
@@ -288,16 +347,14 @@ class TransactionalConsumer:
             fresh: list[Received] = []
             skipped = 0
             next_offsets: dict[str, dict[int, int]] = defaultdict(dict)
-            for r in records:
+            for r, env in zip(records, decoded, strict=True):
                 topic, part, offset = r.topic, r.partition, r.offset
                 if offset < stored.get((topic, part), 0):
                     skipped += 1
                     continue
                 next_offsets[topic][part] = max(next_offsets[topic].get(part, 0), offset + 1)
-                try:
-                    env = decode(headers=r.headers, key=r.key, value=r.value)
-                except DecodeError as exc:
-                    dead.append(self._dead_letter(r, str(exc)))
+                if isinstance(env, str):
+                    dead.append(self._dead_letter(r, env))
                     continue
                 fresh.append(Received(envelope=env, topic=topic, partition=part, offset=offset))
             outgoing: list[OutgoingRecord] = []
@@ -374,30 +431,36 @@ class TransactionalConsumer:
                 extensions={"dlqreason": _reason_kind(reason)},
             )
 
-    def _update_lag(self, consumer: AIOKafkaConsumer, records: Sequence[RawRecord]) -> None:
-        done: dict[TopicPartition, int] = {}
-        for r in records:
-            tp = TopicPartition(r.topic, r.partition)
-            done[tp] = max(done.get(tp, 0), r.offset + 1)
+    def _update_lag(self, consumer: AIOKafkaConsumer, done: dict[TopicPartition, int]) -> None:
         for tp, next_offset in done.items():
             high = consumer.highwater(tp)
             if high is not None:
                 m.CONSUMER_LAG.labels(self.name, tp.topic, str(tp.partition)).set(max(0, high - next_offset))
 
-    async def _commit_to_kafka(self, consumer: AIOKafkaConsumer, records: Sequence[RawRecord]) -> None:
-        """Mirror progress to Kafka so standard lag tools (and KEDA) see it; the database stays the truth."""
-        offsets: dict[TopicPartition, int] = {}
-        for r in records:
-            tp = TopicPartition(r.topic, r.partition)
-            offsets[tp] = max(offsets.get(tp, 0), r.offset + 1)
+    async def _commit_to_kafka(self, consumer: AIOKafkaConsumer) -> None:
+        """Mirror progress to Kafka so standard lag tools (and KEDA) see it; the database stays the truth.
+
+        At most once per ``kafka_commit_interval_s``: a broker round trip per micro-batch would cost
+        more than the batch itself at high rates.
+        """
         owned = consumer.assignment()
-        offsets = {tp: o for tp, o in offsets.items() if tp in owned}
+        offsets = {tp: o for tp, o in self._kafka_progress.items() if tp in owned}
+        self._kafka_progress.clear()
+        self._kafka_committed_at = time.monotonic()
         if not offsets:
             return
         try:
             await asyncio.wait_for(consumer.commit(offsets), 5)
         except (TimeoutError, KafkaError) as exc:
             log.info("kafka_commit_skipped", consumer=self.name, error=type(exc).__name__)
+
+
+def _next_offsets(records: Sequence[RawRecord]) -> dict[TopicPartition, int]:
+    """Next offset per partition after ``records`` (each partition's records arrive in offset order)."""
+    last: dict[tuple[str, int], int] = {}
+    for r in records:
+        last[(r.topic, r.partition)] = r.offset
+    return {TopicPartition(t, p): o + 1 for (t, p), o in last.items()}
 
 
 def _raw_for(records: Sequence[RawRecord], item: Received) -> RawRecord:

@@ -20,3 +20,7 @@ INDUSTRY_CSAT: dict[str, float] = {
 def benchmark_for(industry: str) -> dict[str, object]:
     key = industry if industry in INDUSTRY_CSAT else "all"
     return {"industry": key, "csat": INDUSTRY_CSAT[key]}
+
+
+def benchmark_value(industry: str) -> float:
+    return INDUSTRY_CSAT.get(industry, INDUSTRY_CSAT["all"])

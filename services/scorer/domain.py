@@ -49,11 +49,44 @@ def aligned_window(
     return end - window, end
 
 
+_ESCAPES = (("%", "%25"), ("|", "%7C"), ("=", "%3D"))
+
+
+def escape_part(text: str) -> str:
+    """Percent-escape ``%``, ``|`` and ``=`` so a value can never forge another segment's key."""
+    if "%" not in text and "|" not in text and "=" not in text:
+        return text
+    for raw, escaped in _ESCAPES:
+        text = text.replace(raw, escaped)
+    return text
+
+
+def unescape_part(text: str) -> str:
+    if "%" not in text:
+        return text
+    for raw, escaped in reversed(_ESCAPES):
+        text = text.replace(escaped, raw)
+    return text
+
+
 def segment_key(attributes: Mapping[str, str]) -> str:
     """Canonical key of a segment: ``*`` for all, else ``dim=value`` pairs sorted and joined by ``|``."""
     if not attributes:
         return GLOBAL_SEGMENT
-    return "|".join(f"{k}={attributes[k]}" for k in sorted(attributes))
+    return "|".join(f"{escape_part(k)}={escape_part(attributes[k])}" for k in sorted(attributes))
+
+
+def parse_segment_key(key: str) -> dict[str, str]:
+    """Inverse of :func:`segment_key`: ``channel=chat|store=paris-1`` -> attributes."""
+    if key == GLOBAL_SEGMENT:
+        return {}
+    out: dict[str, str] = {}
+    for part in key.split("|"):
+        dim, sep, value = part.partition("=")
+        if not sep or not dim:
+            raise ValueError(f"segment key {key!r} must look like dim=value|dim=value")
+        out[unescape_part(dim)] = unescape_part(value)
+    return out
 
 
 def parse_segment_params(params: Sequence[str]) -> dict[str, str]:
@@ -134,7 +167,7 @@ def _scale(metric: Metric, name: str) -> Scale:
     return SCALES[(metric, name)]
 
 
-def _ease_1_7(scale: Scale, score: int) -> float:
+def ces_ease(scale: Scale, score: int) -> float:
     """A CES answer mapped onto the 1-7 'how easy' scale (higher = easier) so variants can be averaged."""
     return 1.0 + 6.0 * scale.normalized(score)
 
@@ -158,7 +191,7 @@ def summarize(metric: Metric, counts: ScoreCounts, *, min_sample: int = 30) -> S
             negative += count
         else:
             neutral += count
-        weighted += (_ease_1_7(scale, score) if metric is Metric.CES else score) * count
+        weighted += (ces_ease(scale, score) if metric is Metric.CES else score) * count
         if metric is Metric.NPS:
             cls = nps_class(score)
             if cls is NpsClass.PROMOTER:
