@@ -50,7 +50,7 @@ test-e2e: install ## End-to-end tests: the four services as processes
 
 .PHONY: test-faults
 test-faults: install ## Fault suite: broker frozen/cut, kills, Postgres down 60 s, poison, fuzzing, log scan (~15 min)
-	$(BIN)/pytest -q -p no:cacheprovider -s tests/faults
+	$(BIN)/pytest -q -p no:cacheprovider tests/faults
 
 .PHONY: bench
 bench: install ## Benchmarks against same-run baselines; rewrites docs/benchmarks.md (~20 min; BENCH_* to tune)

@@ -1,0 +1,38 @@
+"""Fault suite fixtures: everything a test prints or logs is kept, so the last test can scan it for PII."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.faults.harness import LOG_PATHS
+
+#: Captured stdout, stderr and log records of every fault test (pytest's report sections).
+OUTPUT_LOG = Path("var/faults/test-output.log").resolve()
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    OUTPUT_LOG.parent.mkdir(parents=True, exist_ok=True)
+    OUTPUT_LOG.write_text("")
+    LOG_PATHS.append(OUTPUT_LOG)
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    with OUTPUT_LOG.open("a", encoding="utf-8") as out:
+        for title, content in report.sections:
+            out.write(f"--- {report.nodeid} {report.when} {title}\n{content}\n")
+        if report.longrepr is not None:
+            out.write(f"--- {report.nodeid} {report.when} failure\n{report.longreprtext}\n")
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Every scenario's figures, whether it passed or not."""
+    from tests.faults.harness import FIGURES
+
+    if not FIGURES:
+        return
+    terminalreporter.section("fault scenarios: figures")
+    for fig in FIGURES:
+        rest = " ".join(f"{k}={v}" for k, v in fig.items() if k != "scenario")
+        terminalreporter.write_line(f"{fig['scenario']}: {rest}")
