@@ -2,20 +2,33 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
 
+from devstack.stack import ROOT
 from tests.faults.harness import LOG_PATHS
 
+#: Where the scenarios' stacks keep data and logs (kept after the run for a post-mortem).
+FAULT_DIR = ROOT / "var" / "faults"
 #: Captured stdout, stderr and log records of every fault test (pytest's report sections).
-OUTPUT_LOG = Path("var/faults/test-output.log").resolve()
+OUTPUT_LOG = FAULT_DIR / "test-output.log"
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
-    OUTPUT_LOG.parent.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(FAULT_DIR, ignore_errors=True)
+    FAULT_DIR.mkdir(parents=True)
     OUTPUT_LOG.write_text("")
     LOG_PATHS.append(OUTPUT_LOG)
+
+
+@pytest.fixture
+def fault_dir(request: pytest.FixtureRequest) -> Path:
+    """A directory of its own for one scenario under var/faults/."""
+    path = FAULT_DIR / request.node.name
+    path.mkdir(parents=True, exist_ok=True)
+    return path
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:

@@ -79,12 +79,12 @@ async def _outage(
     assert counts["by_store"] == counts["rows"], "per-store counters disagree with the stored ratings"
 
 
-async def test_broker_frozen_with_sigstop(tmp_path: Path) -> None:
-    async with fault_stack(tmp_path / "frozen", services=("collector", "scorer")) as fs:
+async def test_broker_frozen_with_sigstop(fault_dir: Path) -> None:
+    async with fault_stack(fault_dir / "frozen", services=("collector", "scorer")) as fs:
         await _outage(fs, scenario="broker frozen (SIGSTOP 12 s)", down=fs.broker.pause, up=fs.broker.resume)
 
 
-async def test_broker_port_cut_by_proxy(tmp_path: Path) -> None:
-    async with fault_stack(tmp_path / "cut", services=("collector", "scorer"), via_proxy=True) as fs:
+async def test_broker_port_cut_by_proxy(fault_dir: Path) -> None:
+    async with fault_stack(fault_dir / "cut", services=("collector", "scorer"), via_proxy=True) as fs:
         assert fs.proxy is not None
         await _outage(fs, scenario="broker port cut (proxy 12 s)", down=fs.proxy.cut, up=fs.proxy.restore)
