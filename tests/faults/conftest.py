@@ -26,7 +26,7 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 @pytest.fixture
 def fault_dir(request: pytest.FixtureRequest) -> Path:
     """A directory of its own for one scenario under var/faults/."""
-    path = FAULT_DIR / request.node.name
+    path: Path = FAULT_DIR / str(request.node.name)
     path.mkdir(parents=True, exist_ok=True)
     return path
 

@@ -66,7 +66,7 @@ class TcpProxy:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="tcp-proxy", daemon=True)
         self._server: asyncio.AbstractServer | None = None
-        self._transports: set[asyncio.BaseTransport] = set()
+        self._transports: set[asyncio.Transport] = set()
 
     def start(self) -> None:
         self._thread.start()
@@ -85,7 +85,9 @@ class TcpProxy:
         except OSError:
             writer.transport.abort()
             return
-        self._transports.update({writer.transport, up_writer.transport})
+        for t in (writer.transport, up_writer.transport):
+            if isinstance(t, asyncio.Transport):
+                self._transports.add(t)
 
         async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
             try:
@@ -95,8 +97,10 @@ class TcpProxy:
             except (ConnectionError, OSError):
                 pass
             finally:
-                dst.transport.abort()
-                self._transports.discard(dst.transport)
+                transport = dst.transport
+                if isinstance(transport, asyncio.Transport):
+                    transport.abort()
+                    self._transports.discard(transport)
 
         await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
 
@@ -242,7 +246,7 @@ class Poster:
                 "customer": {"id": customer, "email": email, "phone": CANARY_PHONE, "locale": "en"},
                 "segment": {"store": f"store-{i % 7}", "channel": "chat"},
                 "touchpoint": "support_chat",
-                "comment": f"Call me on {CANARY_PHONE} or write to {email}",
+                "comment": f"Call me on {CANARY_PHONE} (+33 6 12 34 98 76) or write to {email}",
                 "account": {"id": "acc-1", "tier": "gold", "value": 1000},
             },
         )
@@ -251,7 +255,9 @@ class Poster:
         rating_id, customer, body = self.body(i)
         await self.send(client, rating_id, customer, body)
 
-    async def send(self, client: httpx.AsyncClient, rating_id: str, customer: str, body: dict[str, Any]) -> Post:
+    async def send(
+        self, client: httpx.AsyncClient, rating_id: str, customer: str, body: dict[str, Any]
+    ) -> Post:
         started = time.monotonic()
         try:
             r = await client.post("/v1/ratings", json=body, params={"token": CANARY_TOKEN})

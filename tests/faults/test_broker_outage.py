@@ -24,9 +24,7 @@ RATE = 30.0
 BEFORE_S, OUTAGE_S, AFTER_S = 6.0, 12.0, 8.0
 
 
-async def _outage(
-    fs: FaultStack, *, scenario: str, down: Callable[[], None], up: Callable[[], None]
-) -> None:
+async def _outage(fs: FaultStack, *, scenario: str, down: Callable[[], None], up: Callable[[], None]) -> None:
     poster = Poster(fs.url["collector"], rate=RATE)
     poster.start()
     await asyncio.sleep(BEFORE_S)

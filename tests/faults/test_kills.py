@@ -23,7 +23,7 @@ SEED = int(os.environ.get("CSAT_FAULT_SEED", str(int(time.time()))))
 
 
 async def test_scorer_and_notifier_killed_at_random_points(fault_dir: Path) -> None:
-    rng = random.Random(SEED)  # noqa: S311 - fault timing, printed so a failure can be replayed
+    rng = random.Random(SEED)
     async with fault_stack(fault_dir / "kills") as fs:
         services = fs.stack.services
         poster = Poster(fs.url["collector"], rate=25)

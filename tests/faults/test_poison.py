@@ -118,18 +118,23 @@ async def _stalled(url: str, bootstrap: str, topic: str, group: str) -> dict[int
     conn = await asyncpg.connect(url)
     try:
         rows = await conn.fetch(
-            "SELECT partition, next_offset FROM ops.consumer_offsets WHERE consumer_group = $1 AND topic = $2",
+            "SELECT partition, next_offset FROM ops.consumer_offsets "
+            "WHERE consumer_group = $1 AND topic = $2",
             group,
             topic,
         )
     finally:
         await conn.close()
     stored = {r["partition"]: r["next_offset"] for r in rows}
-    return {tp.partition: (stored.get(tp.partition, 0), e) for tp, e in ends.items() if stored.get(tp.partition, 0) < e}
+    return {
+        tp.partition: (stored.get(tp.partition, 0), e)
+        for tp, e in ends.items()
+        if stored.get(tp.partition, 0) < e
+    }
 
 
 async def test_one_percent_poison_goes_to_the_dead_letter_topics(fault_dir: Path) -> None:
-    rng = random.Random(7)  # noqa: S311 - positions of the poison records
+    rng = random.Random(7)
     run = uuid.uuid4().hex[:6]
     async with fault_stack(fault_dir / "poison", services=("scorer", "actions")) as fs:
         topics = Topics()

@@ -74,7 +74,8 @@ async def db_offsets_and_ratings(url: str, topic: str) -> tuple[dict[int, int], 
     conn = await asyncpg.connect(url)
     try:
         rows = await conn.fetch(
-            "SELECT partition, next_offset FROM ops.consumer_offsets WHERE consumer_group = $1 AND topic = $2",
+            "SELECT partition, next_offset FROM ops.consumer_offsets "
+            "WHERE consumer_group = $1 AND topic = $2",
             GROUP,
             topic,
         )
@@ -119,7 +120,9 @@ async def test_postgres_stopped_for_60_seconds(fault_dir: Path) -> None:
     ]
     mirror_ahead = {p: o for p, o in committed_end.items() if o > stored_offsets.get(p, 0)}
     moved_while_down = {
-        p: (committed_at_stop.get(p), o) for p, o in committed_before_restart.items() if o != committed_at_stop.get(p)
+        p: (committed_at_stop.get(p), o)
+        for p, o in committed_before_restart.items()
+        if o != committed_at_stop.get(p)
     }
     lost = len(acked) - counts["stored"]
     duplicated = counts["counted"] - counts["rows"]

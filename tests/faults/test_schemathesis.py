@@ -31,7 +31,9 @@ RUNS = {
 }
 
 
-def _schemathesis(url: str, out_dir: Path, select: list[str], checks: str) -> subprocess.CompletedProcess[str]:
+def _schemathesis(
+    url: str, out_dir: Path, select: list[str], checks: str
+) -> subprocess.CompletedProcess[str]:
     st = Path(sys.executable).with_name("st")
     return subprocess.run(
         [
