@@ -70,10 +70,11 @@ class NotificationWatch:
 
 async def _load(
     url: str, *, run: str, rate: float, seconds: float
-) -> tuple[dict[str, float], dict[str, int]]:
-    """POST low ratings on schedule; returns send time per accepted rating id and status counts."""
+) -> tuple[dict[str, float], dict[str, int], list[float]]:
+    """POST low ratings on schedule; returns send time per accepted id, status counts, answer times (ms)."""
     sent: dict[str, float] = {}
     statuses: dict[str, int] = {}
+    answers: list[float] = []
     total = int(rate * seconds)
     limits = httpx.Limits(max_connections=256, max_keepalive_connections=256)
     async with httpx.AsyncClient(base_url=url, timeout=30, limits=limits) as client:
@@ -89,6 +90,7 @@ async def _load(
             except httpx.HTTPError as exc:
                 code = type(exc).__name__
             statuses[code] = statuses.get(code, 0) + 1
+            answers.append((time.time() - started) * 1000)
             if code == "202":
                 sent[rating_id] = started
 
@@ -100,7 +102,7 @@ async def _load(
                 await asyncio.sleep(delay)
             tasks.append(asyncio.create_task(one(i)))
         await asyncio.gather(*tasks)
-    return sent, statuses
+    return sent, statuses, answers
 
 
 async def _outbox_times(database_url: str, ids: list[str]) -> dict[str, float]:
@@ -126,7 +128,9 @@ async def _pipeline(
     watch = NotificationWatch(bs.bootstrap, Topics(topics).notifications)
     await watch.start()
     try:
-        sent, statuses = await _load(stack.services["collector"].url, run=run, rate=rate, seconds=seconds)
+        sent, statuses, answers = await _load(
+            stack.services["collector"].url, run=run, rate=rate, seconds=seconds
+        )
         deadline = time.monotonic() + drain_s
         while time.monotonic() < deadline and not set(sent) <= set(watch.arrived):  # noqa: ASYNC110 - polls a dict
             await asyncio.sleep(0.2)
@@ -145,11 +149,17 @@ async def _pipeline(
         for n in outbox
         if watch.notification_rating[n] in sent
     ]
+    done = [outbox[n] for n in outbox]
+    span = (max(done) - min(sent.values())) if done and sent else 0.0
     return {
         "rate": rate,
         "seconds": seconds,
         "statuses": statuses,
         "accepted": len(sent),
+        "answer": _stats(answers),
+        # Alerts in the outbox per second, from the first POST to the last row: below the offered rate
+        # when the pipeline cannot keep up (then latencies grow with the backlog).
+        "delivered_per_s": len(done) / span if span > 0 else 0.0,
         "to_request": _stats(to_request),
         "to_outbox": _stats(to_outbox),
         "missing_requests": len(set(sent) - set(watch.arrived)),

@@ -155,16 +155,18 @@ def render(results: dict[str, Any]) -> str:
             "(aiokafka producer acks=all -> consumer, same broker, same rate); the pipeline has three hops "
             "(collector -> actions -> notifier) plus the database transactions.",
             "",
-            "| load | accepted | POST -> request p50 / p99 | POST -> outbox p50 / p99 | broker hop p50 / p99 | "
-            "p50 vs steady | missing |",
-            "|---|---|---|---|---|---|---|",
+            "| load | accepted | 202 answer p50 / p99 | POST -> request p50 / p99 | POST -> outbox p50 / p99 | "
+            "alerts delivered/s | broker hop p50 / p99 | outbox p50 vs steady | missing |",
+            "|---|---|---|---|---|---|---|---|---|",
         ]
         for label in ("steady", "double"):
             p, hop = e[label], e[f"{label}_hop"]
             lines.append(
                 f"| {p['rate']:.0f} ratings/s ({label}) | {p['accepted']:,} of {sum(p['statuses'].values()):,} | "
+                f"{_ms(p['answer']['p50_ms'])} / {_ms(p['answer']['p99_ms'])} | "
                 f"{_ms(p['to_request']['p50_ms'])} / {_ms(p['to_request']['p99_ms'])} | "
                 f"{_ms(p['to_outbox']['p50_ms'])} / {_ms(p['to_outbox']['p99_ms'])} | "
+                f"{p['delivered_per_s']:.0f} | "
                 f"{_ms(hop['p50_ms'])} / {_ms(hop['p99_ms'])} | "
                 f"{_r(p['to_outbox']['p50_ms'], e['steady']['to_outbox']['p50_ms'])} | "
                 f"{p['missing_requests']} requests, {p['missing_outbox']} outbox rows |"
