@@ -6,6 +6,7 @@ import asyncio
 import random
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 import structlog
 from prometheus_client import Counter
@@ -77,10 +78,13 @@ class Deliverer:
         if not notes:
             return []
         rows = await conn.execute(
-            text("SELECT notification_id, status FROM notifier.deliveries WHERE notification_id = ANY(:ids)"),
+            text(
+                "SELECT notification_id, status, provider, attempts, provider_message_id, last_error, "
+                "updated_at FROM notifier.deliveries WHERE notification_id = ANY(:ids)"
+            ),
             {"ids": list(notes)},
         )
-        existing = {r.notification_id: r.status for r in rows}
+        existing = {r.notification_id: r for r in rows}
         out: list[OutgoingRecord] = []
         for note in notes.values():
             record = await self._deliver(conn, note, existing.get(note.notification_id))
@@ -89,12 +93,23 @@ class Deliverer:
         return out
 
     async def _deliver(
-        self, conn: AsyncConnection, note: NotificationRequested, status: str | None
+        self, conn: AsyncConnection, note: NotificationRequested, row: Any
     ) -> OutgoingRecord | None:
         provider = self._providers[note.channel]
+        status = row.status if row is not None else None
         if status in FINAL:
             NOTIFICATIONS.labels(note.channel.value, provider.name, "duplicate").inc()
-            return None
+            # Its outcome may not have been published (a crash after the outcome was recorded on its
+            # own, below): publish it again; its event id is deterministic, so consumers dedupe.
+            return self._outcome(
+                note,
+                row.provider,
+                OutcomeStatus(status),
+                row.attempts,
+                row.last_error,
+                row.provider_message_id,
+                at=row.updated_at,
+            )
         if status == "sending" and not provider.idempotent:
             # We crashed after claiming: the provider may or may not have sent it. Never send twice.
             return await self._finish(
@@ -137,6 +152,13 @@ class Deliverer:
                 break
             await self._sleep(backoff_delay(attempt, retry_after=result.retry_after_s))
         status_out = OutcomeStatus.SENT if result.accepted else OutcomeStatus.FAILED
+        if not provider.idempotent:
+            # Record the provider's answer at once, like the claim: a crash later in this batch must
+            # not turn a message that went out into "unknown" when the batch is replayed.
+            async with self._engine.begin() as own:
+                return await self._finish(
+                    own, note, provider.name, status_out, attempts, result.detail, result.provider_message_id
+                )
         return await self._finish(
             conn, note, provider.name, status_out, attempts, result.detail, result.provider_message_id
         )
@@ -203,6 +225,19 @@ class Deliverer:
                 provider=provider,
                 detail=detail,
             )
+        return self._outcome(note, provider, status, attempts, detail, provider_message_id, at=now)
+
+    def _outcome(
+        self,
+        note: NotificationRequested,
+        provider: str,
+        status: OutcomeStatus,
+        attempts: int,
+        detail: str | None,
+        provider_message_id: str | None,
+        *,
+        at: datetime,
+    ) -> OutgoingRecord:
         outcome = ev.NotificationOutcome(
             notification_id=note.notification_id,
             status=status,
@@ -211,7 +246,7 @@ class Deliverer:
             attempts=attempts,
             detail=detail,
             provider_message_id=provider_message_id,
-            at=now,
+            at=at,
         )
         return encode(
             topic=self._topics.outcomes,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -26,7 +27,9 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 @pytest.fixture
 def fault_dir(request: pytest.FixtureRequest) -> Path:
     """A directory of its own for one scenario under var/faults/."""
-    path: Path = FAULT_DIR / str(request.node.name)
+    # Short: PostgreSQL's Unix socket path inside it must stay under 108 bytes.
+    name = re.sub(r"[^A-Za-z0-9]+", "-", str(request.node.name).removeprefix("test_")).strip("-")
+    path: Path = FAULT_DIR / f"{name[:24]}-{abs(hash(request.node.nodeid)) % 10_000:04d}"
     path.mkdir(parents=True, exist_ok=True)
     return path
 

@@ -365,15 +365,17 @@ async def alert_deliveries(database_url: str, customers: set[str]) -> dict[str, 
     finally:
         await conn.close()
     per: dict[str, int] = {}
-    sent = outbox = 0
+    sent = unknown = outbox = 0
     for r in rows:
         per[r["customer_id"]] = per.get(r["customer_id"], 0) + 1
         sent += r["status"] == "sent"
+        unknown += r["status"] == "unknown"
         outbox += bool(r["in_outbox"])
     return {
         "customers_alerted": len(per),
         "deliveries": len(rows),
         "sent": sent,
+        "unknown": unknown,
         "outbox": outbox,
         "duplicates": sum(n - 1 for n in per.values() if n > 1),
     }
