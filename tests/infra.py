@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -50,6 +52,11 @@ async def _admin(server_url: str, *statements: str) -> None:
 
 def start_infra(tmp: Path) -> Iterator[Infra]:
     broker = postgres = None
+    # PostgreSQL runs as its own system user and must traverse every parent of its data directory.
+    # Not under pytest's base temp: each new pytest session on the machine resets
+    # /tmp/pytest-of-<user> to mode 0700, and a running server then dies ("could not stat data
+    # directory: Permission denied").
+    pg_root = Path(tempfile.mkdtemp(prefix="csat-test-pg-"))
     bootstrap = os.environ.get("CSAT_TEST_KAFKA_BOOTSTRAP")
     db_url = os.environ.get("CSAT_TEST_DATABASE_URL")
     try:
@@ -58,7 +65,9 @@ def start_infra(tmp: Path) -> Iterator[Infra]:
             broker.port = _free()
             bootstrap = broker.start()
         if not db_url:
-            postgres = EmbeddedPostgres(data_dir=tmp / "pg", port=_free(), durable=False, database="postgres")
+            postgres = EmbeddedPostgres(
+                data_dir=pg_root / "pg", port=_free(), durable=False, database="postgres"
+            )
             db_url = postgres.start()
         server = _server_url(db_url)
         asyncio.run(
@@ -69,6 +78,7 @@ def start_infra(tmp: Path) -> Iterator[Infra]:
     finally:
         if postgres is not None:
             postgres.stop()
+        shutil.rmtree(pg_root, ignore_errors=True)
         if broker is not None:
             broker.stop()
 
