@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import platform
-import random
 import subprocess
 import time
 import uuid
@@ -247,7 +246,3 @@ def run_id(prefix: str) -> str:
 
 def now_utc() -> datetime:
     return datetime.now(UTC)
-
-
-def jitter(seed: int) -> random.Random:
-    return random.Random(seed)  # noqa: S311 - load shapes, not security

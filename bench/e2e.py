@@ -21,6 +21,51 @@ from shared.envelope import DecodeError, decode
 from shared.events import NotificationRequested
 
 
+def _consumer_sums(urls: dict[str, str]) -> dict[str, dict[str, float]]:
+    """Each consumer's batch time and size sums from its own /metrics (stage breakdown of a run)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    out: dict[str, dict[str, float]] = {}
+    for name, url in urls.items():
+        try:
+            text = httpx.get(f"{url}/metrics", timeout=10).text
+        except httpx.HTTPError:
+            continue
+        sums: dict[str, float] = {}
+        for family in text_string_to_metric_families(text):
+            if family.name not in ("csat_consumer_batch_duration_seconds", "csat_consumer_batch_records"):
+                continue
+            for sample in family.samples:
+                if sample.name.endswith(("_sum", "_count")):
+                    sums[sample.name] = sums.get(sample.name, 0.0) + sample.value
+        out[name] = sums
+    return out
+
+
+def _stages(before: dict[str, dict[str, float]], after: dict[str, dict[str, float]]) -> dict[str, Any]:
+    """Per consumer over one load level: batches, mean records per batch, mean and total batch time."""
+    out: dict[str, Any] = {}
+    for name, a in after.items():
+        b = before.get(name, {})
+
+        def d(key: str, a: dict[str, float] = a, b: dict[str, float] = b) -> float:
+            return a.get(key, 0.0) - b.get(key, 0.0)
+
+        batches = d("csat_consumer_batch_duration_seconds_count")
+        if not batches:
+            continue
+        busy = d("csat_consumer_batch_duration_seconds_sum")
+        records = d("csat_consumer_batch_records_sum")
+        out[name] = {
+            "batches": int(batches),
+            "records_per_batch": records / batches,
+            "batch_ms": busy / batches * 1000,
+            "busy_s": busy,
+            "records_per_busy_s": records / busy if busy else 0.0,
+        }
+    return out
+
+
 def _stats(values: list[float]) -> dict[str, float]:
     return {"n": len(values), "p50_ms": percentile(values, 50), "p99_ms": percentile(values, 99)}
 
@@ -126,6 +171,10 @@ async def _pipeline(
     from shared.topics import Topics
 
     watch = NotificationWatch(bs.bootstrap, Topics(topics).notifications)
+    consumers: dict[str, str] = {
+        n: stack.services[n].url for n in ("actions", "notifier", "scorer") if n in stack.services
+    }
+    before = await asyncio.to_thread(_consumer_sums, consumers)
     await watch.start()
     try:
         sent, statuses, answers = await _load(
@@ -149,6 +198,7 @@ async def _pipeline(
         for n in outbox
         if watch.notification_rating[n] in sent
     ]
+    stages = _stages(before, await asyncio.to_thread(_consumer_sums, consumers))
     done = [outbox[n] for n in outbox]
     span = (max(done) - min(sent.values())) if done and sent else 0.0
     return {
@@ -160,6 +210,7 @@ async def _pipeline(
         # Alerts in the outbox per second, from the first POST to the last row: below the offered rate
         # when the pipeline cannot keep up (then latencies grow with the backlog).
         "delivered_per_s": len(done) / span if span > 0 else 0.0,
+        "stages": stages,
         "to_request": _stats(to_request),
         "to_outbox": _stats(to_outbox),
         "missing_requests": len(set(sent) - set(watch.arrived)),

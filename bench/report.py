@@ -172,6 +172,22 @@ def render(results: dict[str, Any]) -> str:
                 f"{p['missing_requests']} requests, {p['missing_outbox']} outbox rows |"
             )
         lines.append("")
+    if e and any(e[label].get("stages") for label in ("steady", "double")):
+        lines += [
+            "Where the time goes, from each consumer's own `csat_consumer_batch_duration_seconds` and "
+            "`csat_consumer_batch_records` over the same window (busy = time inside batches; "
+            "records per busy second is the stage's ceiling on this machine under this load):",
+            "",
+            "| load | consumer | batches | records per batch | mean batch time | busy | records per busy second |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for label in ("steady", "double"):
+            for name, st in e[label].get("stages", {}).items():
+                lines.append(
+                    f"| {e[label]['rate']:.0f}/s | {name} | {st['batches']:,} | {st['records_per_batch']:.1f} | "
+                    f"{_ms(st['batch_ms'])} | {st['busy_s']:.1f} s | {_n(st['records_per_busy_s'])} |"
+                )
+        lines.append("")
     g = results.get("growth")
     if g:
         levels = g["levels"]
