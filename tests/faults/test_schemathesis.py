@@ -61,6 +61,7 @@ def _schemathesis(
         capture_output=True,
         text=True,
         timeout=540,
+        cwd=out_dir,  # its example cache (.schemathesis/) stays with the run, not in the repository
         check=False,
         env={**os.environ, "SCHEMATHESIS_TELEMETRY": "false"},
     )
