@@ -49,11 +49,11 @@ test-e2e: install ## End-to-end tests: the four services as processes
 	$(BIN)/pytest -q tests/e2e
 
 .PHONY: test-faults
-test-faults: install ## Fault suite: broker frozen/cut, kills, Postgres down 60 s, poison, fuzzing, log scan (~15 min)
+test-faults: install ## Fault suite: broker frozen/cut, kills, Postgres down 60 s, poison, fuzzing, log scan (~7 min)
 	$(BIN)/pytest -q -p no:cacheprovider tests/faults
 
 .PHONY: bench
-bench: install ## Benchmarks against same-run baselines; rewrites docs/benchmarks.md (~20 min; BENCH_* to tune)
+bench: install ## Benchmarks against same-run baselines; rewrites docs/benchmarks.md (~15 min; BENCH_* to tune)
 	$(BIN)/python -m bench
 
 .PHONY: lint

@@ -42,7 +42,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--query-count", type=int, default=int(env("BENCH_QUERY_COUNT", "200")))
     p.add_argument("--query-budget-s", type=float, default=float(env("BENCH_QUERY_BUDGET_S", "10")))
     p.add_argument("--output", default=env("BENCH_OUTPUT", str(ROOT / "docs" / "benchmarks.md")))
+    p.add_argument(
+        "--render-only",
+        action="store_true",
+        help="rewrite the report from the last run's var/bench/results.json",
+    )
     args = p.parse_args(argv)
+    raw = ROOT / "var" / "bench" / "results.json"
+    if args.render_only:
+        Path(args.output).write_text(report.render(json.loads(raw.read_text())))
+        say(f"wrote {args.output} from {raw}")
+        return 0
     parts = [x.strip() for x in args.parts.split(",") if x.strip()]
     unknown = set(parts) - set(PARTS)
     if unknown:
@@ -88,7 +98,6 @@ def main(argv: list[str] | None = None) -> int:
             )
             results["growth"] = {"levels": levels, "stopped": stopped, "events": args.growth_events}
     results["elapsed_s"] = time.monotonic() - began
-    raw = ROOT / "var" / "bench" / "results.json"
     raw.parent.mkdir(parents=True, exist_ok=True)
     raw.write_text(json.dumps(results, indent=1, default=str))
     out = Path(args.output)
