@@ -48,8 +48,13 @@ async def test_low_score_becomes_a_csm_alert_in_the_outbox(
         note = requests[0].data
         assert isinstance(note, NotificationRequested)
         assert note.rule_id == "low-score-csm-alert"
-        decisions = (await actions.get("/v1/decisions")).json()["decisions"]
-        assert [d["rule_id"] for d in decisions] == ["low-score-csm-alert"]
+
+        # The request is published just before its batch commits: the decision row may lag a moment.
+        async def decisions() -> Any:
+            return (await actions.get("/v1/decisions")).json()["decisions"]
+
+        found = await wait_for(decisions, until=lambda d: len(d) > 0, timeout_s=10)
+        assert [d["rule_id"] for d in found] == ["low-score-csm-alert"]
     async with running(create_notifier(make_settings(NotifierSettings, **common))) as notifier:
 
         async def outbox() -> Any:
