@@ -92,11 +92,19 @@ test-integration: install chromium ## Integration tests against the real broker 
 test-e2e: install ## End-to-end tests: the four services as processes
 	$(PYTEST) -q tests/e2e
 
+.PHONY: test-faults
+test-faults: install ## Fault suite: broker frozen/cut, kills, Postgres down 60 s, poison, fuzzing, log scan (~7 min)
+	$(BIN)/pytest -q -p no:cacheprovider tests/faults
+
+.PHONY: bench
+bench: install ## Benchmarks against same-run baselines; rewrites docs/benchmarks.md (~15 min; BENCH_* to tune)
+	$(BIN)/python -m bench
+
 .PHONY: lint
 lint: install ## ruff and mypy --strict (never edits files)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy shared services devstack tests
+	$(BIN)/mypy shared services devstack tests bench
 
 .PHONY: format
 format: install ## Apply ruff's formatting and safe fixes

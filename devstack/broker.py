@@ -20,9 +20,14 @@ def tansu_binary() -> str:
 class EmbeddedBroker:
     """A Tansu broker on loopback; its data lives in memory and dies with it."""
 
-    def __init__(self, *, port: int | None = None, log_path: Path | None = None) -> None:
+    def __init__(
+        self, *, port: int | None = None, log_path: Path | None = None, advertised_port: int | None = None
+    ) -> None:
         self.port = port or preferred_port(9092)
         self.log_path = log_path
+        # Clients reconnect to the advertised address after bootstrap: a proxy in front (fault tests)
+        # only sees their traffic when the broker advertises the proxy's port.
+        self.advertised_port = advertised_port
         self._proc: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
 
@@ -36,6 +41,7 @@ class EmbeddedBroker:
 
     def start(self, *, timeout_s: float = 20.0) -> str:
         url = f"tcp://127.0.0.1:{self.port}"
+        advertised = f"tcp://127.0.0.1:{self.advertised_port or self.port}"
         if self.log_path is not None:
             self.log_path.parent.mkdir(parents=True, exist_ok=True)
             self._log = self.log_path.open("ab")
@@ -47,7 +53,7 @@ class EmbeddedBroker:
                 "--listener-url",
                 url,
                 "--advertised-listener-url",
-                url,
+                advertised,
                 "--storage-engine",
                 "memory://tansu/",
             ],

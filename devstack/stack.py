@@ -50,6 +50,7 @@ class ServiceProcess:
     env: dict[str, str]
     log_path: Path
     echo: bool = False
+    app: str | None = None  # ASGI path; default services.<name>.main:app (benchmarks run a baseline app)
     proc: subprocess.Popen[bytes] | None = None
     _log: IO[bytes] | None = None
     _pump: threading.Thread | None = None
@@ -65,7 +66,7 @@ class ServiceProcess:
             sys.executable,
             "-m",
             "uvicorn",
-            f"services.{self.name}.main:app",
+            self.app or f"services.{self.name}.main:app",
             "--host",
             "127.0.0.1",
             "--port",

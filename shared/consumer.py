@@ -69,15 +69,28 @@ class RawRecord(Protocol):
     headers: Sequence[tuple[str, bytes]]
 
 
-#: Deadlock and serialization failures: the transaction was rolled back and may simply be retried.
-TRANSIENT_SQLSTATES = frozenset({"40001", "40P01"})
+# SQLSTATE classes that say "the database is away or busy, try again": connection exceptions (08, e.g.
+# 08003 "connection was closed in the middle of operation"), transaction rollbacks such as deadlocks
+# and serialisation failures (40), insufficient resources (53) and operator intervention (57P01 admin
+# shutdown, 57P03 "the database system is shutting down / starting up").
+TRANSIENT_SQLSTATES = ("08", "40", "53", "57P")
+
+
+def _sqlstate(exc: DBAPIError) -> str | None:
+    """The SQLSTATE of a driver error (SQLAlchemy's asyncpg adapter copies it onto ``orig``)."""
+    for err in (exc.orig, getattr(exc.orig, "__cause__", None)):
+        code = getattr(err, "sqlstate", None) or getattr(err, "pgcode", None)
+        if isinstance(code, str):
+            return code
+    return None
 
 
 def _is_transient(exc: BaseException) -> bool:
     if isinstance(exc, DBAPIError):
         if exc.connection_invalidated:
             return True
-        if getattr(exc.orig, "sqlstate", None) in TRANSIENT_SQLSTATES:
+        code = _sqlstate(exc)
+        if code is not None and code.startswith(TRANSIENT_SQLSTATES):
             return True
     return isinstance(exc, TRANSIENT_ERRORS)
 

@@ -93,6 +93,14 @@ class RatingIn(BaseModel):
     consent: ConsentIn = Field(default_factory=ConsentIn)
     survey_id: Annotated[str, StringConstraints(max_length=128)] | None = None
 
+    @field_validator("occurred_at", mode="before")
+    @classmethod
+    def _occurred_at_is_text(cls, value: Any) -> Any:
+        """RFC 3339 text only, as documented: pydantic would read a bare number as seconds since 1970."""
+        if isinstance(value, int | float):  # bool is an int too
+            raise ValueError("occurred_at must be an RFC 3339 date-time string such as 2026-11-23T09:30:00Z")
+        return value
+
     @field_validator("segment")
     @classmethod
     def _segment_keys(cls, value: dict[str, str]) -> dict[str, str]:

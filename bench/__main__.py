@@ -1,0 +1,111 @@
+"""``python -m bench``: run the benchmark parts and regenerate docs/benchmarks.md."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from bench import collector, e2e, report, scorer
+from bench.common import bench_stack, commit, machine, say
+from devstack.stack import ROOT
+
+PARTS = ("collector", "segments", "e2e", "growth")
+
+
+def _ints(text: str) -> list[int]:
+    return [int(float(x)) for x in text.split(",") if x.strip()]
+
+
+def main(argv: list[str] | None = None) -> int:
+    env = os.environ.get
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    p.add_argument(
+        "--parts", default=env("BENCH_PARTS", ",".join(PARTS)), help="comma list of " + ", ".join(PARTS)
+    )
+    p.add_argument("--http-seconds", type=float, default=float(env("BENCH_HTTP_SECONDS", "10")))
+    p.add_argument("--http-rounds", type=int, default=int(env("BENCH_HTTP_ROUNDS", "3")))
+    p.add_argument("--http-connections", type=int, default=int(env("BENCH_HTTP_CONNECTIONS", "16")))
+    p.add_argument("--batch-size", type=int, default=int(env("BENCH_BATCH_SIZE", "100")))
+    p.add_argument("--scorer-events", type=int, default=int(float(env("BENCH_SCORER_EVENTS", "100000"))))
+    p.add_argument("--segment-levels", default=env("BENCH_SEGMENT_LEVELS", "10,100,1000,10000"))
+    p.add_argument("--headline-stores", type=int, default=int(env("BENCH_HEADLINE_STORES", "100")))
+    p.add_argument("--e2e-rate", type=float, default=float(env("BENCH_E2E_RATE", "50")))
+    p.add_argument("--e2e-seconds", type=float, default=float(env("BENCH_E2E_SECONDS", "30")))
+    p.add_argument("--growth-levels", default=env("BENCH_GROWTH_LEVELS", "1e4,1e5,1e6,1e7"))
+    p.add_argument("--growth-events", type=int, default=int(float(env("BENCH_GROWTH_EVENTS", "20000"))))
+    p.add_argument("--growth-budget-s", type=float, default=float(env("BENCH_GROWTH_BUDGET_S", "600")))
+    p.add_argument("--query-count", type=int, default=int(env("BENCH_QUERY_COUNT", "200")))
+    p.add_argument("--query-budget-s", type=float, default=float(env("BENCH_QUERY_BUDGET_S", "10")))
+    p.add_argument("--output", default=env("BENCH_OUTPUT", str(ROOT / "docs" / "benchmarks.md")))
+    p.add_argument(
+        "--render-only",
+        action="store_true",
+        help="rewrite the report from the last run's var/bench/results.json",
+    )
+    args = p.parse_args(argv)
+    raw = ROOT / "var" / "bench" / "results.json"
+    if args.render_only:
+        Path(args.output).write_text(report.render(json.loads(raw.read_text())))
+        say(f"wrote {args.output} from {raw}")
+        return 0
+    parts = [x.strip() for x in args.parts.split(",") if x.strip()]
+    unknown = set(parts) - set(PARTS)
+    if unknown:
+        p.error(f"unknown parts: {', '.join(sorted(unknown))}")
+
+    began = time.monotonic()
+    results: dict[str, Any] = {
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "commit": commit(),
+        "machine": machine(),
+        "config": {k: v for k, v in vars(args).items() if k != "output"},
+    }
+    say(f"machine: {results['machine']}; parts: {', '.join(parts)}")
+    if "collector" in parts:
+        results["collector"] = collector.run(
+            seconds=args.http_seconds,
+            rounds=args.http_rounds,
+            connections=args.http_connections,
+            batch_size=args.batch_size,
+        )
+    if "segments" in parts:
+        with bench_stack("segments") as bs:
+            results["segments"] = scorer.segments_levels(
+                bs,
+                levels=_ints(args.segment_levels),
+                events=args.scorer_events,
+                max_batch=2000,
+                query_count=args.query_count,
+                query_budget_s=args.query_budget_s,
+            )
+    if "e2e" in parts:
+        with bench_stack("e2e") as bs:
+            results["e2e"] = e2e.run(bs, rate=args.e2e_rate, seconds=args.e2e_seconds)
+    if "growth" in parts:
+        with bench_stack("growth") as bs:
+            levels, stopped = scorer.ratings_levels(
+                bs,
+                levels=_ints(args.growth_levels),
+                events=args.growth_events,
+                query_count=args.query_count,
+                query_budget_s=args.query_budget_s,
+                max_seconds=args.growth_budget_s,
+            )
+            results["growth"] = {"levels": levels, "stopped": stopped, "events": args.growth_events}
+    results["elapsed_s"] = time.monotonic() - began
+    raw.parent.mkdir(parents=True, exist_ok=True)
+    raw.write_text(json.dumps(results, indent=1, default=str))
+    out = Path(args.output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(report.render(results))
+    say(f"wrote {out} (raw figures in {raw}) after {results['elapsed_s'] / 60:.1f} min")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,331 @@
+"""Scorer throughput vs a bare consumer, and how the scorer's cost grows with segments and stored ratings."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import time
+import uuid
+from typing import Any
+
+import asyncpg
+import httpx
+
+from bench.common import BenchStack, now_utc, percentile, preload, rating_event, say
+from devstack.ports import free_port
+from devstack.stack import ROOT, create_topics
+from shared.topics import Topics
+
+SCORER_GROUP = "csat-scorer"
+
+
+def fresh_topics(bs: BenchStack, tag: str) -> Topics:
+    topics = Topics(prefix=f"{tag}-{uuid.uuid4().hex[:6]}.")
+    create_topics(bs.bootstrap, topics)
+    return topics
+
+
+def load_events(bs: BenchStack, topics: Topics, *, count: int, stores: int) -> float:
+    now = now_utc()
+    run = f"r{uuid.uuid4().hex[:8]}"
+    records = [rating_event(i, topic=topics.ratings, run=run, stores=stores, now=now) for i in range(count)]
+    return asyncio.run(preload(bs.bootstrap, records))
+
+
+def bare_consumer(bs: BenchStack, topics: Topics, *, count: int, max_batch: int) -> dict[str, Any]:
+    """Decode-only consumer of the same topic and partitions, as its own process."""
+    out = subprocess.run(  # noqa: S603 - our own module with our arguments
+        [
+            sys.executable,
+            "-m",
+            "bench.bare_consumer",
+            "--bootstrap",
+            bs.bootstrap,
+            "--topic",
+            topics.ratings,
+            "--expected",
+            str(count),
+            "--max-batch",
+            str(max_batch),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=600,
+    )
+    result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    return result
+
+
+async def _watch_offsets(url: str, topic: str, expected: int, timeout_s: float) -> dict[str, float]:
+    """Poll the scorer's stored offsets: throughput from its first committed batch to the last record."""
+    conn = await asyncpg.connect(url)
+    try:
+        first_t = 0.0
+        at_first = 0
+        deadline = time.monotonic() + timeout_s
+        done = 0
+        while time.monotonic() < deadline:
+            done = int(
+                await conn.fetchval(
+                    "SELECT coalesce(sum(next_offset), 0) FROM ops.consumer_offsets "
+                    "WHERE consumer_group = $1 AND topic = $2",
+                    SCORER_GROUP,
+                    topic,
+                )
+            )
+            now = time.perf_counter()
+            if done and not first_t:
+                first_t, at_first = now, done
+            if done >= expected:
+                elapsed = max(now - first_t, 1e-9)
+                return {"records": done, "seconds": elapsed, "per_s": (done - at_first) / elapsed}
+            await asyncio.sleep(0.05)
+        raise TimeoutError(f"scorer stored {done} of {expected} offsets in {timeout_s:.0f}s")
+    finally:
+        await conn.close()
+
+
+def scorer_run(
+    bs: BenchStack, topics: Topics, *, count: int, timeout_s: float = 600
+) -> tuple[dict[str, Any], Any]:
+    """Start a real scorer process on ``topics`` and time it storing every record; returns it running."""
+    stack = bs.stack
+    stack.topic_prefix = topics.prefix
+    stack.ports = {**stack.ports, "scorer": free_port()}
+    svc = stack.start_service("scorer")
+    svc.wait_ready()
+    result = asyncio.run(_watch_offsets(bs.database_url, topics.ratings, count, timeout_s))
+    return result, svc
+
+
+def query_latency(url: str, path: str, params: Any, *, count: int, budget_s: float) -> dict[str, float]:
+    """Sequential requests (one at a time): latency of one query, not server throughput."""
+    samples: list[float] = []
+    with httpx.Client(base_url=url, timeout=60) as client:
+        r = client.get(path, params=params)
+        r.raise_for_status()
+        deadline = time.monotonic() + budget_s
+        while len(samples) < count and (time.monotonic() < deadline or len(samples) < 5):
+            started = time.perf_counter()
+            r = client.get(path, params=params)
+            samples.append((time.perf_counter() - started) * 1000)
+            r.raise_for_status()
+    return {"n": len(samples), "p50_ms": percentile(samples, 50), "p99_ms": percentile(samples, 99)}
+
+
+QUERIES: dict[str, tuple[str, list[tuple[str, str]]]] = {
+    "global": ("/v1/scores", [("metric", "csat"), ("window", "30d")]),
+    "segment": ("/v1/scores", [("metric", "csat"), ("window", "30d"), ("segment", "store:store-1")]),
+    "breakdown": ("/v1/scores/breakdown", [("metric", "csat"), ("window", "30d"), ("by", "store")]),
+    # Not a configured combination: answered from the stored ratings (GIN containment), so it grows.
+    "from_ratings": (
+        "/v1/scores",
+        [("metric", "csat"), ("window", "30d"), ("segment", "store:store-1"), ("segment", "country:fr")],
+    ),
+}
+
+
+def segments_levels(
+    bs: BenchStack, *, levels: list[int], events: int, max_batch: int, query_count: int, query_budget_s: float
+) -> list[dict[str, Any]]:
+    """Per number of distinct stores: bare consumer vs scorer on one preloaded topic, then queries."""
+    out: list[dict[str, Any]] = []
+    for stores in levels:
+        topics = fresh_topics(bs, f"seg{stores}")
+        say(f"scorer: {stores} stores: preloading {events} rating events on 6 partitions")
+        produce_rate = load_events(bs, topics, count=events, stores=stores)
+        bare = bare_consumer(bs, topics, count=events, max_batch=max_batch)
+        say(f"scorer: {stores} stores: bare consumer {bare['per_s']:.0f} events/s")
+        asyncio.run(_truncate(bs.database_url))
+        result, svc = scorer_run(bs, topics, count=events)
+        say(
+            f"scorer: {stores} stores: scorer {result['per_s']:.0f} events/s "
+            f"({bare['per_s'] / result['per_s']:.1f}x slower)"
+        )
+        try:
+            counters = asyncio.run(_count_rows(bs.database_url))
+            queries = {
+                name: query_latency(svc.url, path, params, count=query_count, budget_s=query_budget_s)
+                for name, (path, params) in QUERIES.items()
+                if name != "from_ratings"
+            }
+        finally:
+            svc.stop()
+        say(
+            f"scorer: {stores} stores: query p50 global {queries['global']['p50_ms']:.1f} ms, "
+            f"segment {queries['segment']['p50_ms']:.1f} ms, "
+            f"breakdown {queries['breakdown']['p50_ms']:.1f} ms"
+        )
+        out.append(
+            {
+                "stores": stores,
+                "segments": counters["segments"],
+                "counter_rows": counters["counter_rows"],
+                "events": events,
+                "produce_per_s": produce_rate,
+                "bare": bare,
+                "scorer": result,
+                "queries": queries,
+            }
+        )
+    return out
+
+
+async def _truncate(url: str) -> None:
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute("TRUNCATE scorer.ratings, scorer.score_counts")
+    finally:
+        await conn.close()
+
+
+async def _count_rows(url: str) -> dict[str, int]:
+    conn = await asyncpg.connect(url)
+    try:
+        return {
+            "segments": int(
+                await conn.fetchval("SELECT count(DISTINCT segment_key) FROM scorer.score_counts")
+            ),
+            "counter_rows": int(await conn.fetchval("SELECT count(*) FROM scorer.score_counts")),
+            "ratings": int(await conn.fetchval("SELECT count(*) FROM scorer.ratings")),
+        }
+    finally:
+        await conn.close()
+
+
+# ---- stored ratings growth --------------------------------------------------------------------------
+
+_BULK = """
+WITH src AS MATERIALIZED (
+    SELECT g,
+           'bulk-' || g AS rating_id,
+           CASE WHEN m < 3 THEN 5 WHEN m < 7 THEN 4 WHEN m < 8 THEN 3 WHEN m < 9 THEN 2 ELSE 1 END AS score,
+           date_trunc('second', now())
+               - make_interval(secs => ((g * 104729) % 2592000)::double precision) AS ts,
+           'store-' || (g % 100) AS store,
+           (ARRAY['web', 'chat', 'phone'])[1 + (g / 7) % 3] AS channel,
+           (ARRAY['fr', 'de', 'es', 'it', 'uk'])[1 + (g / 3) % 5] AS country
+    FROM generate_series($1::bigint, $2::bigint - 1) AS g, LATERAL (SELECT (g * 7919) % 10 AS m) AS mm
+), ins AS (
+    INSERT INTO scorer.ratings (rating_id, metric, scale, score, sentiment, customer_id, segment, touchpoint,
+        comment, account_id, account_tier, account_value, source, occurred_at, received_at)
+    SELECT rating_id, 'csat', '1-5', score,
+           CASE WHEN score >= 4 THEN 'positive' WHEN score = 3 THEN 'neutral' ELSE 'negative' END,
+           'cus-' || (g % 200000),
+           jsonb_build_object('store', store, 'channel', channel, 'country', country),
+           'checkout', NULL, 'acc-' || (g % 5000), 'gold', 12000, 'bulk', ts, ts
+    FROM src
+)
+INSERT INTO scorer.score_counts AS c (metric, segment_key, bucket_start, scale, score, n)
+SELECT 'csat', k, date_trunc('hour', ts), '1-5', score, count(*)
+FROM src, LATERAL (VALUES ('*'), ('channel=' || channel), ('country=' || country), ('store=' || store),
+                          ('channel=' || channel || '|store=' || store)) AS keys(k)
+GROUP BY 2, 3, 5
+ON CONFLICT (metric, segment_key, bucket_start, scale, score) DO UPDATE SET n = c.n + EXCLUDED.n
+"""
+
+
+async def bulk_load(
+    url: str, *, start: int, stop: int, deadline: float, chunk: int = 500_000
+) -> tuple[float, int]:
+    """Add generated ratings [start, stop) and their counters straight into the scorer tables.
+
+    Returns rows/s and how far it got: it stops early (at a chunk boundary) when ``deadline`` passes.
+    """
+    conn = await asyncpg.connect(url)
+    began = time.perf_counter()
+    reached = start
+    try:
+        await conn.execute("SET TIME ZONE 'UTC'")
+        await conn.execute("SET work_mem = '256MB'")
+        for lo in range(start, stop, chunk):
+            if time.monotonic() > deadline:
+                break
+            hi = min(stop, lo + chunk)
+            await conn.execute(_BULK, lo, hi)
+            reached = hi
+            rate = (hi - start) / (time.perf_counter() - began)
+            say(f"growth: bulk-loaded {hi:,} stored ratings ({rate:,.0f} rows/s)")
+        await conn.execute("VACUUM ANALYZE scorer.ratings")
+        await conn.execute("VACUUM ANALYZE scorer.score_counts")
+    finally:
+        await conn.close()
+    return (reached - start) / (time.perf_counter() - began), reached
+
+
+def ratings_levels(
+    bs: BenchStack,
+    *,
+    levels: list[int],
+    events: int,
+    query_count: int,
+    query_budget_s: float,
+    max_seconds: float,
+) -> tuple[list[dict[str, Any]], str]:
+    """Grow scorer.ratings level by level; at each, the scorer's ingest rate and query latencies."""
+    out: list[dict[str, Any]] = []
+    asyncio.run(_truncate(bs.database_url))
+    loaded = 0
+    deadline = time.monotonic() + max_seconds
+    stopped = f"all levels measured (up to {levels[-1]:,})" if levels else "no levels"
+    for level in levels:
+        if time.monotonic() > deadline:
+            stopped = f"stopped before {level:,}: the growth budget of {max_seconds:.0f} s was spent"
+            say(f"growth: {stopped}")
+            break
+        say(f"growth: loading stored ratings up to {level:,}")
+        load_rate, reached = (
+            asyncio.run(bulk_load(bs.database_url, start=loaded, stop=level, deadline=deadline))
+            if level > loaded
+            else (0.0, loaded)
+        )
+        loaded = reached
+        if reached < level:
+            stopped = (
+                f"stopped at {reached:,} of {level:,} bulk-loaded ratings: the growth budget of "
+                f"{max_seconds:.0f} s was spent (raise BENCH_GROWTH_BUDGET_S to go further)"
+            )
+            say(f"growth: {stopped}")
+        topics = fresh_topics(bs, f"grow{level}")
+        load_events(bs, topics, count=events, stores=100)
+        result, svc = scorer_run(bs, topics, count=events)
+        try:
+            queries = {
+                name: query_latency(svc.url, path, params, count=query_count, budget_s=query_budget_s)
+                for name, (path, params) in QUERIES.items()
+            }
+        finally:
+            svc.stop()
+        rows = asyncio.run(_count_rows(bs.database_url))
+        size = asyncio.run(_table_size(bs.database_url))
+        say(
+            f"growth: {rows['ratings']:,} stored: scorer {result['per_s']:.0f} events/s, query p50 "
+            f"counters {queries['segment']['p50_ms']:.1f} ms, "
+            f"from ratings {queries['from_ratings']['p50_ms']:.1f} ms"
+        )
+        out.append(
+            {
+                "level": level,
+                "stored": rows["ratings"],
+                "counter_rows": rows["counter_rows"],
+                "table_bytes": size,
+                "load_rows_per_s": load_rate,
+                "scorer": result,
+                "queries": queries,
+            }
+        )
+        if reached < level:
+            break
+    return out, stopped
+
+
+async def _table_size(url: str) -> int:
+    conn = await asyncpg.connect(url)
+    try:
+        return int(await conn.fetchval("SELECT pg_total_relation_size('scorer.ratings')"))
+    finally:
+        await conn.close()
