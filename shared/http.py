@@ -188,9 +188,14 @@ def install_common(app: FastAPI, *, service: str, checks: dict[str, ReadinessChe
     app.add_middleware(RequestMetricsMiddleware, service=service)
     app.add_middleware(TraceContextMiddleware)
 
-    @app.get("/healthz", tags=["operations"], summary="Liveness: the process answers")
-    async def healthz() -> dict[str, str]:
-        return {"status": "ok", "service": service}
+    @app.get("/healthz", tags=["operations"], summary="Liveness: the process answers and its loops run")
+    async def healthz(request: Request) -> Response:
+        # A consumer service whose loop died for good must be restarted: say so to the liveness probe.
+        runtime = getattr(request.app.state, "runtime", None)
+        alive = getattr(runtime, "alive", None)
+        if callable(alive) and not alive():
+            return JSONResponse({"status": "dead", "service": service}, status_code=503)
+        return JSONResponse({"status": "ok", "service": service})
 
     @app.get("/readyz", tags=["operations"], summary="Readiness: every dependency is reachable")
     async def readyz() -> Response:

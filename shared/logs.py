@@ -12,6 +12,19 @@ import structlog
 
 _EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")
 _PHONE = re.compile(r"(?<![\w.-])\+?\d[\d ().-]{7,}\d(?![\w-])")
+_IPV4 = re.compile(r"^\d{1,3}(\.\d{1,3}){3}$")
+_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+def _phone(match: re.Match[str]) -> str:
+    """Phone-like runs of digits, but not IPv4 addresses, ISO dates or short numbers."""
+    text = match.group(0)
+    if _IPV4.match(text) or _DATE.match(text):
+        return text
+    digits = sum(c.isdigit() for c in text)
+    return "[phone]" if digits >= 9 or (text.startswith("+") and digits >= 7) else text
+
+
 _TOKEN = re.compile(r"(?i)\b(token|key|signature|sig|secret|password|authorization)=([^&\s\"']+)")
 _BEARER = re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]{8,}")
 _LONG_SECRET = re.compile(r"\b[A-Za-z0-9_-]{32,}\.[A-Za-z0-9_-]{16,}(\.[A-Za-z0-9_-]+)?\b")
@@ -25,7 +38,7 @@ def scrub(text: str) -> str:
     text = _TOKEN.sub(lambda mt: f"{mt.group(1)}=[redacted]", text)
     text = _BEARER.sub(lambda mt: f"{mt.group(1)} [redacted]", text)
     text = _LONG_SECRET.sub("[token]", text)
-    return _PHONE.sub("[phone]", text)
+    return _PHONE.sub(_phone, text)
 
 
 def _scrub_value(key: str, value: Any) -> Any:

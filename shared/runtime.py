@@ -121,6 +121,11 @@ class ConsumerRuntime:
     async def check_database(self) -> None:
         await ping(self.engine)
 
+    def alive(self) -> bool:
+        """False once the consumer loop has ended while nobody asked it to stop (liveness)."""
+        task = self._task
+        return task is None or not task.done() or self._closing.is_set()
+
     async def check_consumer(self) -> None:
         if self._task is not None and self._task.done():
             raise RuntimeError("consumer loop ended")

@@ -61,3 +61,21 @@ def test_unknown_locale_falls_back_to_english() -> None:
 def test_missing_template() -> None:
     with pytest.raises(TemplateMissing):
         Templates().render("nope", "en", CTX)
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "connected to 127.0.0.1 port 5432",
+        "window from 2026-11-23 to 2026-11-24",
+        "offset 12345678 of partition 3",
+        "version 1.2.3.4",
+    ],
+)
+def test_scrub_leaves_addresses_dates_and_offsets(line: str) -> None:
+    assert scrub(line) == line
+
+
+@pytest.mark.parametrize("phone", ["06 12 34 56 78", "06.12.34.56.78", "+1 (415) 555-0123", "+33612345678"])
+def test_scrub_catches_phone_formats(phone: str) -> None:
+    assert phone not in scrub(f"call {phone} now")
