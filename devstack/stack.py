@@ -273,7 +273,7 @@ Ready. Everything stops with Ctrl-C.
              widget demo: {c}/demo   (source "demo", public key {stack.demo_key or "-"})
              admin (dev key): curl -H 'Authorization: Bearer dev-admin-key' {c}/v1/sources
   scorer     {s}   GET /v1/scores?metric=csat&window=30d          docs: {s}/docs
-  actions    {a}   GET /v1/rules, PUT /v1/customers/{{id}}         docs: {a}/docs
+  actions    {a}   GET /v1/alerts, /v1/rules, /v1/customers/{{id}} (admin key)  docs: {a}/docs
   notifier   {n}   GET /v1/outbox (messages as files in {stack.var_dir / "outbox"})
   metrics    /metrics on every service; logs in {stack.var_dir / "logs"}
 

@@ -38,8 +38,10 @@ class ProblemError(Exception):
         field: str | None = None,
         headers: dict[str, str] | None = None,
         reason: str | None = None,
+        message: str | None = None,
     ) -> None:
         super().__init__(detail)
+        self.message = message or detail
         self.status = status
         self.title = title
         self.detail = detail

@@ -357,7 +357,7 @@ def create_app(
 
     async def on_problem(_request: Request, exc: Exception) -> Response:
         assert isinstance(exc, ProblemError)
-        errors = [{"field": exc.field, "message": exc.detail}] if exc.field else None
+        errors = [{"field": exc.field, "message": exc.message}] if exc.field else None
         return problem(
             exc.status, exc.title, detail=exc.detail, type_=exc.type_, errors=errors, headers=exc.headers
         )
@@ -457,6 +457,7 @@ def create_app(
             detail=f"{field}: {message}",
             type_="https://csat.dev/problems/validation",
             field=field,
+            message=message,
         )
 
     @app.post(
