@@ -14,7 +14,7 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import asyncpg
 import httpx
@@ -230,6 +230,7 @@ class Poster:
     posts: list[Post] = field(default_factory=list)
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
     _task: asyncio.Task[None] | None = None
+    IN_FLIGHT: ClassVar[int] = 32
 
     def body(self, i: int) -> tuple[str, str, dict[str, Any]]:
         rating_id = f"{self.run}-{i}"
@@ -269,7 +270,19 @@ class Poster:
         return post
 
     async def _run(self) -> None:
-        async with httpx.AsyncClient(base_url=self.collector_url, timeout=30) as client:
+        # At most IN_FLIGHT posts outstanding: when the collector (or this process, on a loaded machine)
+        # falls behind, the stream slows down instead of queueing thousands of requests in httpx's pool,
+        # whose scheduling cost grows with its queue until the client itself stalls.
+        limits = httpx.Limits(max_connections=self.IN_FLIGHT, max_keepalive_connections=self.IN_FLIGHT)
+        slots = asyncio.Semaphore(self.IN_FLIGHT)
+
+        async def one(i: int) -> None:
+            try:
+                await self._one(client, i)
+            finally:
+                slots.release()
+
+        async with httpx.AsyncClient(base_url=self.collector_url, timeout=30, limits=limits) as client:
             began = time.monotonic()
             tasks: list[asyncio.Task[None]] = []
             i = 0
@@ -279,7 +292,8 @@ class Poster:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._stop.wait(), delay)
                     continue
-                tasks.append(asyncio.create_task(self._one(client, i)))
+                await slots.acquire()
+                tasks.append(asyncio.create_task(one(i)))
                 i += 1
             await asyncio.gather(*tasks)
 
