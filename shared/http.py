@@ -181,8 +181,18 @@ class TraceContextMiddleware:
 ReadinessCheck = Callable[[], Awaitable[None]]
 
 
-def install_common(app: FastAPI, *, service: str, checks: dict[str, ReadinessCheck]) -> None:
-    """Problem handlers, request metrics, ``/healthz``, ``/readyz`` and ``/metrics``."""
+def install_common(
+    app: FastAPI,
+    *,
+    service: str,
+    checks: dict[str, ReadinessCheck],
+    soft_checks: dict[str, ReadinessCheck] | None = None,
+) -> None:
+    """Problem handlers, request metrics, ``/healthz``, ``/readyz`` and ``/metrics``.
+
+    ``soft_checks`` are reported by ``/readyz`` but do not take the service out of rotation (a
+    dependency the service can work without for a while).
+    """
     app.add_exception_handler(RequestValidationError, _validation_handler)
     app.add_exception_handler(StarletteHTTPException, _http_handler)
     app.add_middleware(RequestMetricsMiddleware, service=service)
@@ -201,15 +211,20 @@ def install_common(app: FastAPI, *, service: str, checks: dict[str, ReadinessChe
     async def readyz() -> Response:
         results: dict[str, str] = {}
         ok = True
-        for name, check in checks.items():
+        degraded = False
+        for name, check in [*checks.items(), *(soft_checks or {}).items()]:
             try:
                 await asyncio.wait_for(check(), 3)
                 results[name] = "ok"
             except Exception as exc:  # noqa: BLE001 - any failure means not ready; the type is reported
-                ok = False
                 results[name] = f"failed: {type(exc).__name__}"
+                if name in checks:
+                    ok = False
+                else:
+                    degraded = True
         status = 200 if ok else 503
-        return JSONResponse({"status": "ready" if ok else "not ready", "checks": results}, status_code=status)
+        label = ("degraded" if degraded else "ready") if ok else "not ready"
+        return JSONResponse({"status": label, "checks": results}, status_code=status)
 
     @app.get("/metrics", tags=["operations"], summary="Prometheus metrics", include_in_schema=False)
     async def metrics() -> Response:

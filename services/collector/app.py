@@ -35,7 +35,7 @@ from services.collector.repository import PgStore
 from services.collector.settings import CollectorSettings
 from services.collector.store import CollectorStore, Principal, StoreUnavailable
 from shared.db import make_engine
-from shared.http import field_path, install_common, problem, validation_problem
+from shared.http import ReadinessCheck, field_path, install_common, problem, validation_problem
 from shared.limits import BodySizeLimitMiddleware
 from shared.logs import configure_logging
 
@@ -293,6 +293,7 @@ def create_app(
             topic=cfg.topics.ratings,
             wait_s=cfg.idempotency_wait_s,
             lease_s=cfg.publish_timeout_s * 2 + 5,
+            degrade=cfg.idempotency_when_db_down == "accept",
         ),
         keys=KeyResolver(store=store, ttl_s=cfg.key_cache_s, stale_s=cfg.key_cache_stale_s),
         origins=OriginSet(store=store, ttl_s=cfg.key_cache_s),
@@ -353,7 +354,16 @@ def create_app(
         max_bytes=cfg.max_body_bytes,
         on_reject=lambda _scope: metrics.reject("body_too_large", None),
     )
-    install_common(app, service="collector", checks={"broker": publisher.check, "database": store.check})
+    # Ratings keep flowing while PostgreSQL is away (idempotency unchecked, see settings): the
+    # database then only degrades readiness instead of taking the collector out of rotation.
+    db_check: dict[str, ReadinessCheck] = {"database": store.check}
+    degrade = cfg.idempotency_when_db_down == "accept"
+    install_common(
+        app,
+        service="collector",
+        checks={"broker": publisher.check, **({} if degrade else db_check)},
+        soft_checks=db_check if degrade else None,
+    )
 
     async def on_problem(_request: Request, exc: Exception) -> Response:
         assert isinstance(exc, ProblemError)

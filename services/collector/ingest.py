@@ -13,6 +13,7 @@ from enum import StrEnum
 
 import structlog
 
+from services.collector import metrics
 from services.collector.publisher import Publisher
 from services.collector.store import Claim, ClaimState, CollectorStore, StoreUnavailable
 from shared import events as ev
@@ -102,6 +103,7 @@ class Ingestor:
         topic: str,
         wait_s: float,
         lease_s: float,
+        degrade: bool = True,
         poll_s: float = 0.05,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         clock: Callable[[], float] = time.monotonic,
@@ -111,6 +113,7 @@ class Ingestor:
         self.topic = topic
         self.wait_s = wait_s
         self.lease_s = lease_s
+        self.degrade = degrade
         self.poll_s = poll_s
         self._sleep = sleep
         self._clock = clock
@@ -132,7 +135,17 @@ class Ingestor:
                 first[item.rating.rating_id] = i
                 keyed.append(i)
 
-        claimed = await self._claim(items, keyed, outcomes)
+        try:
+            claimed = await self._claim(items, keyed, outcomes)
+        except StoreUnavailable as exc:
+            if not self.degrade:
+                raise
+            # Ingestion outlives a database outage: publish without the record. Consumers dedupe on
+            # rating_id, so a retry is still counted once; only a changed body goes unrefused meanwhile.
+            log.warning("idempotency_unchecked", ratings=len(keyed), error=str(exc))
+            metrics.UNCHECKED.inc(len(keyed))
+            direct = direct + [i for i in keyed if outcomes[i] is None]
+            claimed = []
         to_publish = direct + claimed
         if to_publish:
             records = [to_record(items[i].rating, topic=self.topic) for i in to_publish]

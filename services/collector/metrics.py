@@ -10,6 +10,10 @@ ACCEPTED = Counter(
 REJECTED = Counter(
     "csat_ratings_rejected_total", "Ratings refused, by reason and source", ["reason", "source"]
 )
+UNCHECKED = Counter(
+    "csat_collector_idempotency_unchecked_total",
+    "Keyed ratings published without an idempotency record because PostgreSQL was unavailable",
+)
 
 #: Every reason label ``csat_ratings_rejected_total`` may carry.
 REASONS = frozenset(

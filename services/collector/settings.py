@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ipaddress import IPv4Network, IPv6Network, ip_network
+from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
@@ -34,6 +35,11 @@ class CollectorSettings(CommonSettings):
     idempotency_ttl_h: float = Field(default=168.0, gt=0, description="How long a rating_id is remembered")
     idempotency_wait_s: float = Field(
         default=6.0, gt=0, description="How long a retry waits for a concurrent first attempt to finish"
+    )
+    idempotency_when_db_down: Literal["accept", "refuse"] = Field(
+        default="accept",
+        description="accept: publish keyed ratings unchecked while PostgreSQL is away (consumers dedupe on "
+        "rating_id; a changed body is not refused then); refuse: answer 503",
     )
 
     rate_key_per_s: float | None = Field(

@@ -279,9 +279,27 @@ async def test_sms_reply_is_matched_to_the_open_survey(
     assert (event.data.customer.id, event.data.score, event.data.comment) == ("cus-new", 2, "trop lent")
 
 
-async def test_database_away_is_503_for_keyed_ratings_and_readiness(infra: Infra, topics: Topics) -> None:
+async def test_database_away_accepts_keyed_ratings_unchecked_by_default(infra: Infra, topics: Topics) -> None:
     dead_db = f"postgresql://postgres@127.0.0.1:{free_port()}/none"
     async with running(create_app(settings(infra.bootstrap, topics, dead_db, db_timeout_s=1.0))) as client:
+        first = await client.post("/v1/ratings", json=rating(1, rating_id="x-1"))
+        again = await client.post("/v1/ratings", json=rating(1, rating_id="x-1"))
+        assert (first.status_code, again.status_code) == (202, 202)
+        ready = await client.get("/readyz")
+        assert ready.status_code == 200
+        assert ready.json()["status"] == "degraded"
+        assert ready.json()["checks"]["database"].startswith("failed")
+        metrics = (await client.get("/metrics")).text
+        assert "csat_collector_idempotency_unchecked_total 2.0" in metrics
+    # Both attempts reached the topic with the same id: the consumers' dedupe on rating_id counts it once.
+    events = await read_events(infra.bootstrap, topics.ratings, count=2)
+    assert [e.id for e in events] == ["x-1", "x-1"]
+
+
+async def test_database_away_is_503_for_keyed_ratings_when_configured(infra: Infra, topics: Topics) -> None:
+    dead_db = f"postgresql://postgres@127.0.0.1:{free_port()}/none"
+    cfg = settings(infra.bootstrap, topics, dead_db, db_timeout_s=1.0, idempotency_when_db_down="refuse")
+    async with running(create_app(cfg)) as client:
         r = await client.post("/v1/ratings", json=rating(1, rating_id="x-1"))
         assert r.status_code == 503 and r.json()["type"].endswith("database-unavailable")
         ready = await client.get("/readyz")
