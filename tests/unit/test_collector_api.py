@@ -151,9 +151,22 @@ def test_broker_down_is_503_with_retry_after(client: TestClient, fake: FakePubli
     assert client.get("/readyz").status_code == 503
 
 
-def test_database_down_refuses_keyed_ratings_with_503(
+def test_database_down_publishes_keyed_ratings_unchecked(
     client: TestClient, fake: FakePublisher, store: MemoryStore
 ) -> None:
+    store.down = True
+    r = client.post("/v1/ratings", json={**GOOD, "rating_id": "k-1"})
+    assert r.status_code == 202
+    assert [dict(rec.headers)["ce_id"] for rec in fake.records] == [b"k-1"]
+    ready = client.get("/readyz")
+    assert ready.status_code == 200
+    assert ready.json()["status"] == "degraded"
+
+
+def test_database_down_refuses_keyed_ratings_with_503_when_configured(
+    fake: FakePublisher, store: MemoryStore
+) -> None:
+    client = make_client(fake, store, idempotency_when_db_down="refuse")
     store.down = True
     r = client.post("/v1/ratings", json={**GOOD, "rating_id": "k-1"})
     assert r.status_code == 503 and r.json()["type"].endswith("database-unavailable")
