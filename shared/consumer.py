@@ -69,6 +69,11 @@ class RawRecord(Protocol):
     headers: Sequence[tuple[str, bytes]]
 
 
+#: A record's envelope, or the reason it goes to the dead-letter topic. Runs outside the transaction,
+#: overlapping the previous batch's; the default is ``shared.envelope.decode``.
+Decoder = Callable[[RawRecord], Envelope | str]
+
+
 # SQLSTATE classes that say "the database is away or busy, try again": connection exceptions (08, e.g.
 # 08003 "connection was closed in the middle of operation"), transaction rollbacks such as deadlocks
 # and serialisation failures (40), insufficient resources (53) and operator intervention (57P01 admin
@@ -154,6 +159,7 @@ class TransactionalConsumer:
         max_batch: int = 1000,
         publish_timeout_s: float = 10.0,
         kafka_commit_interval_s: float = 1.0,
+        decoder: Decoder | None = None,
     ) -> None:
         self.name = name
         self.topics = list(topics)
@@ -164,6 +170,7 @@ class TransactionalConsumer:
         self._producer = producer
         self._dlq_topic = dlq_topic
         self._handler = handler
+        self._decoder: Decoder = decoder or self._decode
         self._max_batch = max_batch
         self._publish_timeout_s = publish_timeout_s
         self._offsets = OffsetStore(group=group)
@@ -286,7 +293,7 @@ class TransactionalConsumer:
                     await self._sleep(1)
                     continue
                 records = [r for rs in batch.values() for r in rs]
-                decoded = [self._decode(r) for r in records]
+                decoded = [self._decoder(r) for r in records]
                 if inflight is not None:
                     await inflight
                     inflight = None
@@ -321,7 +328,7 @@ class TransactionalConsumer:
     async def _process_with_retry(
         self, records: Sequence[RawRecord], decoded: Sequence[Envelope | str] | None = None
     ) -> None:
-        decoded = decoded if decoded is not None else [self._decode(r) for r in records]
+        decoded = decoded if decoded is not None else [self._decoder(r) for r in records]
         backoff = 0.2
         isolate = False
         while True:

@@ -12,7 +12,7 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 from sqlalchemy import text
@@ -27,7 +27,7 @@ from services.scorer.segments import (
     plan_registration,
 )
 from services.scorer.windows import EPOCH, Span
-from shared.events import RatingSubmitted
+from shared.scales import Metric, Sentiment
 
 # pg_advisory_xact_lock(ADVISORY_CLASS, n): one namespace for the scorer's advisory locks.
 ADVISORY_CLASS = 7341
@@ -156,9 +156,52 @@ async def driver(conn: AsyncConnection) -> Any:
     return raw.driver_connection
 
 
-async def apply_batch(
-    conn: AsyncConnection, ratings: Sequence[RatingSubmitted], keys: Sequence[str]
-) -> set[str]:
+class _Customer(Protocol):
+    @property
+    def id(self) -> str: ...
+
+
+class _Account(Protocol):
+    @property
+    def id(self) -> str | None: ...
+    @property
+    def tier(self) -> str | None: ...
+    @property
+    def value(self) -> float | None: ...
+
+
+class Rating(Protocol):
+    """What a batch stores of a rating: ``shared.events.RatingSubmitted`` or the lean ``RatingRow``."""
+
+    @property
+    def rating_id(self) -> str: ...
+    @property
+    def metric(self) -> Metric: ...
+    @property
+    def scale(self) -> str: ...
+    @property
+    def score(self) -> int: ...
+    @property
+    def sentiment(self) -> Sentiment: ...
+    @property
+    def customer(self) -> _Customer: ...
+    @property
+    def segment(self) -> dict[str, str]: ...
+    @property
+    def touchpoint(self) -> str | None: ...
+    @property
+    def comment(self) -> str | None: ...
+    @property
+    def account(self) -> _Account | None: ...
+    @property
+    def source(self) -> str | None: ...
+    @property
+    def occurred_at(self) -> datetime: ...
+    @property
+    def received_at(self) -> datetime: ...
+
+
+async def apply_batch(conn: AsyncConnection, ratings: Sequence[Rating], keys: Sequence[str]) -> set[str]:
     """Store new ratings and count them once (``keys[i]``: rating i's segment keys); returns the new ids.
 
     ``ratings`` must have distinct ids: a rating repeated inside one statement would be counted twice.
