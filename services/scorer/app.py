@@ -61,6 +61,7 @@ def make_handler(settings: ScorerSettings, registry: repository.Registry | None 
                 unique.setdefault(data.rating_id, data)
         if not unique:
             return []
+        await repository.commit_without_flush_wait(conn)
         ratings = list(unique.values())
         await reg.resolve(conn, (r.segment for r in ratings if r.segment))
         counted = [reg.counted(r.segment) if r.segment else _GLOBAL_ONLY for r in ratings]
