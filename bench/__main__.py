@@ -13,6 +13,7 @@ from typing import Any
 from bench import collector, e2e, report, scorer
 from bench.common import bench_stack, commit, machine, say
 from devstack.stack import ROOT
+from services.scorer.settings import ScorerSettings
 
 PARTS = ("collector", "segments", "e2e", "growth")
 
@@ -33,6 +34,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=int(env("BENCH_BATCH_SIZE", "100")))
     p.add_argument("--scorer-events", type=int, default=int(float(env("BENCH_SCORER_EVENTS", "100000"))))
     p.add_argument("--segment-levels", default=env("BENCH_SEGMENT_LEVELS", "10,100,1000,10000"))
+    p.add_argument(
+        "--scorer-spread-s",
+        type=int,
+        default=int(env("BENCH_SCORER_SPREAD_S", "86400")),
+        help="the scorer's events occurred within this many seconds before the run (86400: a day, "
+        "a backfill-like spread over minute buckets; 60: live traffic)",
+    )
     p.add_argument("--headline-stores", type=int, default=int(env("BENCH_HEADLINE_STORES", "100")))
     p.add_argument("--e2e-rate", type=float, default=float(env("BENCH_E2E_RATE", "50")))
     p.add_argument("--e2e-seconds", type=float, default=float(env("BENCH_E2E_SECONDS", "30")))
@@ -79,9 +87,11 @@ def main(argv: list[str] | None = None) -> int:
                 bs,
                 levels=_ints(args.segment_levels),
                 events=args.scorer_events,
-                max_batch=2000,
+                # The bare consumer takes as many records per poll as the scorer's consumer does.
+                max_batch=ScorerSettings.model_fields["max_batch"].default,
                 query_count=args.query_count,
                 query_budget_s=args.query_budget_s,
+                spread_s=args.scorer_spread_s,
             )
     if "e2e" in parts:
         with bench_stack("e2e") as bs:

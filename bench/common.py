@@ -187,11 +187,14 @@ def rating_body(
     return body
 
 
-def rating_event(i: int, *, topic: str, run: str, stores: int, now: datetime) -> OutgoingRecord:
-    """A rating event exactly as the collector publishes it (CloudEvent, keyed by customer)."""
+def rating_event(
+    i: int, *, topic: str, run: str, stores: int, now: datetime, spread_s: int = 86_400
+) -> OutgoingRecord:
+    """A rating event exactly as the collector publishes it (CloudEvent, keyed by customer), occurred
+    within the ``spread_s`` seconds before ``now``."""
     score = 1 + (i * 7) % 5
     sentiment = Sentiment.POSITIVE if score >= 4 else Sentiment.NEUTRAL if score == 3 else Sentiment.NEGATIVE
-    occurred = now - timedelta(seconds=(i * 37) % 86_400)
+    occurred = now - timedelta(seconds=(i * 37) % spread_s)
     rating = ev.RatingSubmitted(
         rating_id=f"{run}-{i}",
         metric=Metric.CSAT,

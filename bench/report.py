@@ -19,6 +19,10 @@ def _n(value: float) -> str:
     return f"{value:,.0f}"
 
 
+def _spread(seconds: int) -> str:
+    return f"{seconds // 3600} h" if seconds % 3600 == 0 else f"{seconds} s"
+
+
 def render(results: dict[str, Any]) -> str:
     m = results["machine"]
     load = ", ".join(f"{x:.2f}" for x in m["loadavg"])
@@ -116,14 +120,19 @@ def render(results: dict[str, Any]) -> str:
             "## Scorer, and how its cost grows with segments",
             "",
             f"For each level, {base['events']:,} rating events (keyed by customer, 6 partitions, occurred in the "
-            "last 24 h, segment `{store, channel}` with the given number of distinct stores and 3 channels) are "
+            f"{_spread(base.get('spread_s', 86_400))} before the run, segment `{{store, channel}}` with the given "
+            "number of distinct stores and 3 channels) are "
             "preloaded on a fresh topic. The bare baseline (`bench/bare_consumer.py`, its own process under "
-            "uvloop) reads them and only `json.loads` each value. Then a **real scorer process** "
-            "(`services.scorer.main:app` under uvicorn) consumes the same topic into PostgreSQL; its rate is "
-            "measured from its first stored batch to its last (polling `ops.consumer_offsets`), so process "
-            "start and the group join are excluded for both. Each rating feeds 4 counters (global, store, "
-            "channel, store x channel). Queries are sequential `GET`s against that scorer afterwards "
-            "(window 30d).",
+            "uvloop, with the scorer's consumer settings and records per poll) reads them and only "
+            "`json.loads` each value; it runs once before and once after the scorer and the two rates are "
+            "averaged. A **real scorer process** (`services.scorer.main:app` under uvicorn) consumes the same "
+            "topic into PostgreSQL; its rate is measured from its first stored batch to its last (polling "
+            "`ops.consumer_offsets`), so process start and the group join are excluded for both, and the "
+            "first batch is not counted for either. Each rating is stored once and feeds 4 segments "
+            "(global, store, channel, store x channel) in 3 counter tiers (minute, hour, day). CPU per event "
+            "is each process's user + system time over the same window (PostgreSQL: every server process), "
+            "steadier than rates on a shared machine. Queries are sequential `GET`s against that scorer "
+            "afterwards (window 30d).",
             "",
             "| stores | segments | counter rows | bare events/s | scorer events/s | scorer/bare | scorer vs "
             f"{base['stores']} stores | `/v1/scores` global p50 / p99 | `/v1/scores?segment=store:...` p50 / p99 "
@@ -141,6 +150,22 @@ def render(results: dict[str, Any]) -> str:
                 f"{_ms(q['breakdown']['p50_ms'])} / {_ms(q['breakdown']['p99_ms'])} | "
                 f"{_r(q['breakdown']['p50_ms'], base['queries']['breakdown']['p50_ms'])} |"
             )
+        if all("cpu_us_per_event" in x["scorer"] for x in seg):
+            lines += [
+                "",
+                "CPU time per event over the same windows (user + system):",
+                "",
+                "| stores | bare events/s (before, after) | bare process | scorer process | PostgreSQL "
+                "(all server processes) | broker (during the scorer) | load (1 min) at the scorer's end |",
+                "|---|---|---|---|---|---|---|",
+            ]
+            for x in seg:
+                cpu, runs = x["scorer"]["cpu_us_per_event"], x["bare"].get("runs", [x["bare"]])
+                lines.append(
+                    f"| {x['stores']:,} | {', '.join(_n(r['per_s']) for r in runs)} | "
+                    f"{x['bare']['cpu_us_per_event']:.1f} us | {cpu['scorer']:.1f} us | {cpu['postgres']:.1f} us | "
+                    f"{cpu['broker']:.1f} us | {x['scorer'].get('loadavg', [float('nan')])[0]:.1f} |"
+                )
         lines.append("")
     if e:
         lines += [

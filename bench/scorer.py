@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -27,10 +30,13 @@ def fresh_topics(bs: BenchStack, tag: str) -> Topics:
     return topics
 
 
-def load_events(bs: BenchStack, topics: Topics, *, count: int, stores: int) -> float:
+def load_events(bs: BenchStack, topics: Topics, *, count: int, stores: int, spread_s: int = 86_400) -> float:
     now = now_utc()
     run = f"r{uuid.uuid4().hex[:8]}"
-    records = [rating_event(i, topic=topics.ratings, run=run, stores=stores, now=now) for i in range(count)]
+    records = [
+        rating_event(i, topic=topics.ratings, run=run, stores=stores, now=now, spread_s=spread_s)
+        for i in range(count)
+    ]
     return asyncio.run(preload(bs.bootstrap, records))
 
 
@@ -60,12 +66,54 @@ def bare_consumer(bs: BenchStack, topics: Topics, *, count: int, max_batch: int)
     return result
 
 
-async def _watch_offsets(url: str, topic: str, expected: int, timeout_s: float) -> dict[str, float]:
-    """Poll the scorer's stored offsets: throughput from its first committed batch to the last record."""
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_s(pids: list[int]) -> float:
+    """User + system CPU seconds of these processes so far (0 for one that is gone)."""
+    total = 0.0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / _TICK
+    return total
+
+
+def _children(ppid: int) -> list[int]:
+    out = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == ppid:
+                    out.append(int(entry.name))
+            except OSError:
+                continue
+    return out
+
+
+def _cpu_by_part(svc_pid: int, bs: BenchStack) -> dict[str, float]:
+    """CPU seconds so far of the scorer process, PostgreSQL (postmaster and every backend) and the broker."""
+    pg = bs.postgres.pid
+    return {
+        "scorer": _cpu_s([svc_pid]),
+        "postgres": _cpu_s([pg, *_children(pg)]) if pg else 0.0,
+        "broker": _cpu_s([bs.broker.pid]) if bs.broker.pid else 0.0,
+    }
+
+
+async def _watch_offsets(
+    url: str, topic: str, expected: int, timeout_s: float, cpu: Callable[[], dict[str, float]] | None = None
+) -> dict[str, Any]:
+    """Poll the scorer's stored offsets: throughput from its first committed batch to the last record,
+    and the CPU each part spent over the same window (PostgreSQL backends that exit meanwhile, such as
+    this poller's, are not counted: the scorer's own connections stay open)."""
     conn = await asyncpg.connect(url)
     try:
         first_t = 0.0
         at_first = 0
+        cpu_first: dict[str, float] = {}
         deadline = time.monotonic() + timeout_s
         done = 0
         while time.monotonic() < deadline:
@@ -80,9 +128,19 @@ async def _watch_offsets(url: str, topic: str, expected: int, timeout_s: float) 
             now = time.perf_counter()
             if done and not first_t:
                 first_t, at_first = now, done
+                cpu_first = cpu() if cpu else {}
             if done >= expected:
                 elapsed = max(now - first_t, 1e-9)
-                return {"records": done, "seconds": elapsed, "per_s": (done - at_first) / elapsed}
+                counted = max(done - at_first, 1)
+                cpu_last = cpu() if cpu else {}
+                return {
+                    "records": done,
+                    "seconds": elapsed,
+                    "per_s": (done - at_first) / elapsed,
+                    "cpu_us_per_event": {
+                        part: (cpu_last[part] - cpu_first[part]) / counted * 1e6 for part in cpu_last
+                    },
+                }
             await asyncio.sleep(0.05)
         raise TimeoutError(f"scorer stored {done} of {expected} offsets in {timeout_s:.0f}s")
     finally:
@@ -98,7 +156,11 @@ def scorer_run(
     stack.ports = {**stack.ports, "scorer": free_port()}
     svc = stack.start_service("scorer")
     svc.wait_ready()
-    result = asyncio.run(_watch_offsets(bs.database_url, topics.ratings, count, timeout_s))
+    pid = svc.proc.pid if svc.proc is not None else 0
+    result = asyncio.run(
+        _watch_offsets(bs.database_url, topics.ratings, count, timeout_s, cpu=lambda: _cpu_by_part(pid, bs))
+    )
+    result["loadavg"] = os.getloadavg()
     return result, svc
 
 
@@ -130,21 +192,38 @@ QUERIES: dict[str, tuple[str, list[tuple[str, str]]]] = {
 
 
 def segments_levels(
-    bs: BenchStack, *, levels: list[int], events: int, max_batch: int, query_count: int, query_budget_s: float
+    bs: BenchStack,
+    *,
+    levels: list[int],
+    events: int,
+    max_batch: int,
+    query_count: int,
+    query_budget_s: float,
+    spread_s: int = 86_400,
 ) -> list[dict[str, Any]]:
     """Per number of distinct stores: bare consumer vs scorer on one preloaded topic, then queries."""
     out: list[dict[str, Any]] = []
     for stores in levels:
         topics = fresh_topics(bs, f"seg{stores}")
         say(f"scorer: {stores} stores: preloading {events} rating events on 6 partitions")
-        produce_rate = load_events(bs, topics, count=events, stores=stores)
-        bare = bare_consumer(bs, topics, count=events, max_batch=max_batch)
-        say(f"scorer: {stores} stores: bare consumer {bare['per_s']:.0f} events/s")
+        produce_rate = load_events(bs, topics, count=events, stores=stores, spread_s=spread_s)
+        # The bare run takes a second or two, the scorer's several: one bare run on each side of the
+        # scorer's, averaged, so a change in the machine's other load shows and weighs on both.
+        before = bare_consumer(bs, topics, count=events, max_batch=max_batch)
         asyncio.run(_truncate(bs.database_url))
         result, svc = scorer_run(bs, topics, count=events)
+        after = bare_consumer(bs, topics, count=events, max_batch=max_batch)
+        bare = {
+            "per_s": (before["per_s"] + after["per_s"]) / 2,
+            "cpu_us_per_event": (before["cpu_us_per_event"] + after["cpu_us_per_event"]) / 2,
+            "runs": [before, after],
+        }
+        cpu = result["cpu_us_per_event"]
         say(
-            f"scorer: {stores} stores: scorer {result['per_s']:.0f} events/s "
-            f"({bare['per_s'] / result['per_s']:.1f}x slower)"
+            f"scorer: {stores} stores: bare consumer {before['per_s']:.0f} / {after['per_s']:.0f} events/s "
+            f"({bare['cpu_us_per_event']:.1f} us CPU/event), scorer {result['per_s']:.0f} events/s "
+            f"({result['per_s'] / bare['per_s']:.2f}x; CPU/event: scorer {cpu['scorer']:.1f} us, PostgreSQL "
+            f"{cpu['postgres']:.1f} us, broker {cpu['broker']:.1f} us; load {result['loadavg'][0]:.1f})"
         )
         try:
             counters = asyncio.run(_count_rows(bs.database_url))
@@ -166,6 +245,7 @@ def segments_levels(
                 "segments": counters["segments"],
                 "counter_rows": counters["counter_rows"],
                 "events": events,
+                "spread_s": spread_s,
                 "produce_per_s": produce_rate,
                 "bare": bare,
                 "scorer": result,
@@ -178,7 +258,11 @@ def segments_levels(
 async def _truncate(url: str) -> None:
     conn = await asyncpg.connect(url)
     try:
-        await conn.execute("TRUNCATE scorer.ratings, scorer.score_counts")
+        # Every tier, so each level starts from empty counters (not only the ratings and the hour tier).
+        await conn.execute(
+            "TRUNCATE scorer.ratings, scorer.score_counts, scorer.score_counts_minute, "
+            "scorer.score_counts_day, scorer.dirty_segments, scorer.score_state"
+        )
     finally:
         await conn.close()
 

@@ -29,7 +29,11 @@ class OutgoingRecord:
 
 @dataclass(frozen=True, slots=True)
 class Envelope:
-    """A decoded CloudEvent with its data already validated against the event type's model."""
+    """A decoded CloudEvent with its data already validated against the event type's model.
+
+    ``decode`` gives the event type's pydantic model; a consumer with a lean decoder of its own
+    (``TransactionalConsumer(decoder=...)``, the scorer's msgspec rows) may carry another validated object.
+    """
 
     id: str
     type: str
@@ -37,7 +41,7 @@ class Envelope:
     time: datetime | None
     subject: str | None
     key: str | None
-    data: BaseModel
+    data: Any
     extensions: dict[str, Any]
 
 

@@ -10,7 +10,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from shared.consumer import Handler, TransactionalConsumer
+from shared.consumer import Decoder, Handler, TransactionalConsumer
 from shared.db import make_engine, ping
 from shared.kafka import make_consumer, make_producer
 from shared.settings import CommonSettings
@@ -32,6 +32,7 @@ class ConsumerRuntime:
         handler: Handler,
         max_batch: int = 1000,
         engine: AsyncEngine | None = None,
+        decoder: Decoder | None = None,
     ) -> None:
         self.name = name
         self.settings = settings
@@ -44,6 +45,7 @@ class ConsumerRuntime:
         self._dlq_topic = dlq_topic
         self._handler = handler
         self._max_batch = max_batch
+        self._decoder = decoder
         self.consumer: TransactionalConsumer | None = None
         self._task: asyncio.Task[None] | None = None
         self._closing = asyncio.Event()
@@ -95,6 +97,7 @@ class ConsumerRuntime:
             dlq_topic=self._dlq_topic,
             handler=self._handler,
             max_batch=self._max_batch,
+            decoder=self._decoder,
         )
         try:
             await self.consumer.run()

@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.scorer import domain, queries, repository
 from services.scorer import metrics as sm
+from services.scorer.decoding import RatingRow, decode_record
 from services.scorer.evaluator import ScoreEvaluator
 from services.scorer.maintenance import every, prune, refresh_gauges, utcnow
 from services.scorer.settings import ScorerSettings
@@ -52,13 +53,15 @@ def make_handler(settings: ScorerSettings, registry: repository.Registry | None 
     )
 
     async def handle(conn: AsyncConnection, batch: Sequence[Received]) -> list[OutgoingRecord]:
-        unique: dict[str, RatingSubmitted] = {}
+        unique: dict[str, repository.Rating] = {}
         for item in batch:
             data = item.envelope.data
-            if isinstance(data, RatingSubmitted):
+            # RatingRow from the lean decoder; RatingSubmitted from the full path (lax inputs).
+            if isinstance(data, RatingRow | RatingSubmitted):
                 unique.setdefault(data.rating_id, data)
         if not unique:
             return []
+        await repository.commit_without_flush_wait(conn)
         ratings = list(unique.values())
         await reg.resolve(conn, (r.segment for r in ratings if r.segment))
         counted = [reg.counted(r.segment) if r.segment else _GLOBAL_ONLY for r in ratings]
@@ -128,6 +131,7 @@ def create_app(settings: ScorerSettings | None = None) -> FastAPI:
         dlq_topic=cfg.topics.dlq_scorer,
         handler=make_handler(cfg),
         max_batch=cfg.max_batch,
+        decoder=decode_record,
     )
     year = timedelta(days=cfg.year_ago_days)
 

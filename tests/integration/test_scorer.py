@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from typing import Any
 
@@ -13,7 +14,8 @@ from services.collector.domain import RatingIn, normalize
 from services.scorer.app import create_app
 from services.scorer.settings import ScorerSettings
 from shared.db import make_engine
-from shared.envelope import OutgoingRecord
+from shared.envelope import DecodeError, OutgoingRecord, decode
+from shared.events import DeadLetter
 from shared.topics import Topics
 from tests.helpers import make_settings, produce, produce_raw, read_topic, running, wait_for
 from tests.infra import Infra
@@ -155,3 +157,61 @@ async def test_nps_and_ces(infra: Infra, database_url: str, topics: Topics) -> N
         assert c["score"] == 4.75 and c["positive_pct"] == 50.0
         bad = await client.get("/v1/scores", params={"window": "forever"})
         assert bad.status_code == 422 and bad.json()["field"] == "window"
+
+
+async def test_records_the_lean_decoder_leaves_are_counted_or_dead_lettered_as_before(
+    infra: Infra, database_url: str, topics: Topics
+) -> None:
+    """Lax values go through pydantic (counted with its values), poison gets the full path's reason."""
+    good = [event(f"g-{i}", 5, topic=topics.ratings) for i in range(20)]
+    template = json.loads(good[0].value)
+
+    def variant(rid: str, **changes: Any) -> tuple[bytes | None, bytes, list[tuple[str, bytes]]]:
+        payload = {**template, "rating_id": rid, **changes}
+        headers = [(k, rid.encode() if k in ("ce_id", "ce_subject") else v) for k, v in good[0].headers]
+        return (b"cus-lax", json.dumps(payload).encode(), headers)
+
+    lax = [
+        variant("lax-1", score="2", positive="false", sentiment="negative", normalized=0.25),
+        variant("lax-2", occurred_at="2026-11-23T06:30:22.1234567Z"),
+    ]
+    poison = [
+        variant("bad-1", metric="CSAT"),
+        variant("bad-2", score=None),
+        (b"k", b"{not json", good[0].headers),
+    ]
+    expected_reasons = []
+    for key, value, headers in poison:
+        with pytest.raises(DecodeError) as caught:
+            decode(headers=headers, key=key, value=value)
+        expected_reasons.append(str(caught.value))
+    await produce(infra.bootstrap, good[:10])
+    await produce_raw(infra.bootstrap, topics.ratings, [*lax, *poison])
+    await produce(infra.bootstrap, good[10:])
+    async with running(create_app(settings(infra, database_url, topics))):
+        await wait_for(lambda: count_ratings(database_url), until=lambda n: n == 22, timeout_s=60)
+    engine = make_engine(database_url)
+    async with engine.connect() as conn:
+        rows = {
+            r.rating_id: r
+            for r in await conn.execute(
+                text(
+                    "SELECT rating_id, score, sentiment, occurred_at FROM scorer.ratings "
+                    "WHERE rating_id LIKE 'lax-%'"
+                )
+            )
+        }
+        counted = (
+            await conn.execute(text("SELECT sum(n) FROM scorer.score_counts_day WHERE segment_key = '*'"))
+        ).scalar_one()
+    await engine.dispose()
+    assert (rows["lax-1"].score, rows["lax-1"].sentiment) == (2, "negative")
+    assert rows["lax-2"].occurred_at == datetime(2026, 11, 23, 6, 30, 22, 123456, tzinfo=UTC)  # truncated
+    assert counted == 22
+    letters = await read_topic(infra.bootstrap, topics.dlq_scorer, count=3)
+    reasons = []
+    for record in letters:
+        letter = decode(headers=record.headers, key=record.key, value=record.value).data
+        assert isinstance(letter, DeadLetter)
+        reasons.append(letter.reason)
+    assert sorted(reasons) == sorted(expected_reasons)
