@@ -154,6 +154,7 @@ class TransactionalConsumer:
         max_batch: int = 1000,
         publish_timeout_s: float = 10.0,
         kafka_commit_interval_s: float = 1.0,
+        top_up: bool = False,
     ) -> None:
         self.name = name
         self.topics = list(topics)
@@ -168,6 +169,7 @@ class TransactionalConsumer:
         self._publish_timeout_s = publish_timeout_s
         self._offsets = OffsetStore(group=group)
         self._kafka_commit_interval_s = kafka_commit_interval_s
+        self._top_up = top_up
         self._kafka_progress: dict[TopicPartition, int] = {}
         self._kafka_committed_at = 0.0
         self._stopping = asyncio.Event()
@@ -291,6 +293,12 @@ class TransactionalConsumer:
                     await inflight
                     inflight = None
                     await self._after_batch(consumer, inflight_records)
+                    if self._top_up and len(records) < self._max_batch:
+                        # What arrived while the previous transaction ran joins this batch now instead
+                        # of waiting a whole cycle: bigger batches under load, lower latency, no wait.
+                        more = await self._fetch_now(consumer, self._max_batch - len(records))
+                        records += more
+                        decoded += [self._decode(r) for r in more]
                 if records:
                     inflight = asyncio.create_task(self._process_with_retry(records, decoded))
                     inflight_records = records
@@ -301,6 +309,14 @@ class TransactionalConsumer:
                 await self._after_batch(consumer, inflight_records)
             if self._kafka_progress:
                 await self._commit_to_kafka(consumer)
+
+    async def _fetch_now(self, consumer: AIOKafkaConsumer, limit: int) -> list[RawRecord]:
+        """Records already fetched, without waiting (empty if the broker is away)."""
+        try:
+            batch = await consumer.getmany(timeout_ms=0, max_records=limit)
+        except KafkaError:
+            return []
+        return [r for rs in batch.values() for r in rs]
 
     async def _after_batch(self, consumer: AIOKafkaConsumer, records: Sequence[RawRecord]) -> None:
         done = _next_offsets(records)

@@ -32,6 +32,7 @@ class ConsumerRuntime:
         handler: Handler,
         max_batch: int = 1000,
         engine: AsyncEngine | None = None,
+        top_up: bool = False,
     ) -> None:
         self.name = name
         self.settings = settings
@@ -44,6 +45,7 @@ class ConsumerRuntime:
         self._dlq_topic = dlq_topic
         self._handler = handler
         self._max_batch = max_batch
+        self._top_up = top_up
         self.consumer: TransactionalConsumer | None = None
         self._task: asyncio.Task[None] | None = None
         self._closing = asyncio.Event()
@@ -95,6 +97,7 @@ class ConsumerRuntime:
             dlq_topic=self._dlq_topic,
             handler=self._handler,
             max_batch=self._max_batch,
+            top_up=self._top_up,
         )
         try:
             await self.consumer.run()

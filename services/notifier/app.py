@@ -140,7 +140,12 @@ def _jsonable(row: Any) -> dict[str, Any]:
 def create_app(settings: NotifierSettings | None = None) -> FastAPI:
     cfg = settings or NotifierSettings()
     configure_logging(service="notifier", level=cfg.log_level, fmt=cfg.log_format)
-    engine = make_engine(cfg.database_url, pool_size=cfg.db_pool_size, application_name="csat-notifier")
+    engine = make_engine(
+        cfg.database_url,
+        pool_size=cfg.db_pool_size,
+        application_name="csat-notifier",
+        ping_idle_s=cfg.db_ping_idle_s,
+    )
     providers = build_providers(cfg, engine=engine)
     tokens = UnsubscribeTokens(cfg.unsubscribe_secrets)
     intake = Intake(provider_names={ch: p.name for ch, p in providers.items()})
@@ -152,6 +157,7 @@ def create_app(settings: NotifierSettings | None = None) -> FastAPI:
         dlq_topic=cfg.topics.dlq_notifier,
         handler=intake.handle,
         max_batch=cfg.max_batch,
+        top_up=True,
         engine=engine,
     )
 

@@ -165,6 +165,8 @@ class Dispatcher:
         self._engine = engine
         self._providers = providers
         self._by_name = {p.name: p for p in providers.values()}
+        # isinstance() on a runtime-checkable Protocol is slow: decide once per provider.
+        self._inline = {id(p) for p in providers.values() if isinstance(p, InTransactionProvider)}
         self._templates = templates
         self._tokens = tokens
         self._topics = topics
@@ -274,7 +276,7 @@ class Dispatcher:
         tx = _Tx()
         limits: dict[str, int] = {}
         for channel, provider in self._providers.items():
-            if isinstance(provider, InTransactionProvider):
+            if id(provider) in self._inline:
                 limits[channel.value] = self._cfg.batch
             else:
                 limits[channel.value] = self._cfg.concurrency - self._inflight[channel]
@@ -323,7 +325,7 @@ class Dispatcher:
         inline: dict[int, list[Job]] = defaultdict(list)
         claims: list[Job] = []
         for job in jobs:
-            if isinstance(job.provider, InTransactionProvider):
+            if id(job.provider) in self._inline:
                 inline[id(job.provider)].append(job)
             else:
                 claims.append(job)
