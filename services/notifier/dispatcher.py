@@ -551,17 +551,20 @@ class Dispatcher:
                 await self._record_group(group)
             except Exception as exc:  # noqa: BLE001 - each answer gets its own transaction and retries
                 log.warning("record_group_failed", answers=len(group), error=type(exc).__name__)
-                for job, result, done in group:
-                    try:
-                        await self._record_with_retry(job, result)
-                    except Exception as err:  # noqa: BLE001 - handed to the waiting send, which logs it
-                        done.set_exception(err)
-                    else:
-                        done.set_result(None)
+                await asyncio.gather(*(self._record_alone(job, result, done) for job, result, done in group))
                 self._relay_due = True
                 continue
             for _, _, done in group:
                 done.set_result(None)
+
+    async def _record_alone(self, job: Job, result: SendResult, done: asyncio.Future[None]) -> None:
+        """As before grouping: one transaction, retried through an outage while the lease runs."""
+        try:
+            await self._record_with_retry(job, result)
+        except Exception as err:  # noqa: BLE001 - handed to the waiting send, which logs it
+            done.set_exception(err)
+        else:
+            done.set_result(None)
 
     async def _record_group(self, group: Sequence[tuple[Job, SendResult, asyncio.Future[None]]]) -> None:
         tx = _Tx()
