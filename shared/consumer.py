@@ -163,6 +163,7 @@ class TransactionalConsumer:
         publish_timeout_s: float = 10.0,
         kafka_commit_interval_s: float = 1.0,
         decoder: Decoder | None = None,
+        top_up: bool = False,
     ) -> None:
         self.name = name
         self.topics = list(topics)
@@ -178,6 +179,7 @@ class TransactionalConsumer:
         self._publish_timeout_s = publish_timeout_s
         self._offsets = OffsetStore(group=group)
         self._kafka_commit_interval_s = kafka_commit_interval_s
+        self._top_up = top_up
         self._kafka_progress: dict[TopicPartition, int] = {}
         self._kafka_committed_at = 0.0
         self._stopping = asyncio.Event()
@@ -309,6 +311,12 @@ class TransactionalConsumer:
                     await inflight
                     inflight = None
                     await self._after_batch(consumer, inflight_records)
+                    if self._top_up and len(records) < self._max_batch:
+                        # What arrived while the previous transaction ran joins this batch now instead
+                        # of waiting a whole cycle: bigger batches under load, lower latency, no wait.
+                        more = await self._fetch_now(consumer, self._max_batch - len(records))
+                        records += more
+                        decoded += [self._decoder(r) for r in more]
                 if records:
                     inflight = asyncio.create_task(self._process_with_retry(records, decoded))
                     inflight_records = records
@@ -335,6 +343,14 @@ class TransactionalConsumer:
             if not more:
                 return
             records.extend(r for rs in more.values() for r in rs)
+
+    async def _fetch_now(self, consumer: AIOKafkaConsumer, limit: int) -> list[RawRecord]:
+        """Records already fetched, without waiting (empty if the broker is away)."""
+        try:
+            batch = await consumer.getmany(timeout_ms=0, max_records=limit)
+        except KafkaError:
+            return []
+        return [r for rs in batch.values() for r in rs]
 
     async def _after_batch(self, consumer: AIOKafkaConsumer, records: Sequence[RawRecord]) -> None:
         done = _next_offsets(records)

@@ -2,24 +2,62 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Mapping
+from typing import Any
 
-from sqlalchemy import text
+from sqlalchemy import event, text
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from shared.settings import asyncpg_url
 
 
-def make_engine(url: str, *, pool_size: int = 5, application_name: str = "csat") -> AsyncEngine:
-    """An asyncpg engine that checks connections before use, so a restarted Postgres is survived."""
-    return create_async_engine(
+def make_engine(
+    url: str, *, pool_size: int = 5, application_name: str = "csat", ping_idle_s: float | None = None
+) -> AsyncEngine:
+    """An asyncpg engine that checks connections before use, so a restarted Postgres is survived.
+
+    A check costs three round trips (SQLAlchemy pings inside BEGIN/ROLLBACK). With ``ping_idle_s``,
+    only connections idle for longer are checked and the pool hands out the most recently used one
+    first: a busy consumer then skips the check, and a connection that broke while in use fails its
+    transaction, which the caller retries (SQLAlchemy then discards the pool's older connections).
+    """
+    engine = create_async_engine(
         asyncpg_url(url),
         pool_size=pool_size,
         max_overflow=pool_size,
-        pool_pre_ping=True,
+        pool_pre_ping=ping_idle_s is None,
+        pool_use_lifo=ping_idle_s is not None,
         pool_recycle=1800,
         connect_args={"server_settings": {"application_name": application_name}, "timeout": 10},
     )
+    if ping_idle_s is not None:
+        _ping_when_idle(engine, ping_idle_s)
+    return engine
+
+
+_IDLE_SINCE = "csat_idle_since"
+
+
+def _ping_when_idle(engine: AsyncEngine, idle_s: float) -> None:
+    dialect = engine.sync_engine.dialect
+
+    def fresh(_dbapi: Any, record: Any) -> None:
+        record.info[_IDLE_SINCE] = time.monotonic()
+
+    def checkout(dbapi: Any, record: Any, _proxy: Any) -> None:
+        since = record.info.get(_IDLE_SINCE)
+        if since is not None and time.monotonic() - since < idle_s:
+            return
+        try:
+            dialect.do_ping(dbapi)
+        except Exception as exc:  # the pool discards this connection and hands out a new one
+            raise DisconnectionError("connection failed its check") from exc
+
+    event.listen(engine.sync_engine, "connect", fresh)
+    event.listen(engine.sync_engine, "checkin", fresh)
+    event.listen(engine.sync_engine, "checkout", checkout)
 
 
 async def ping(engine: AsyncEngine) -> None:
@@ -48,8 +86,15 @@ class OffsetStore:
         return {int(r.partition): int(r.next_offset) for r in rows}
 
     async def lock(self, conn: AsyncConnection, *, topic: str, partitions: Iterable[int]) -> dict[int, int]:
-        """Read and row-lock the stored offsets, fencing a consumer that lost the partition meanwhile."""
+        """Read and row-lock the stored offsets, fencing a consumer that lost the partition meanwhile.
+
+        The rows exist after a partition's first batch, so the lock is tried first and the missing
+        rows are created only when some are absent (one round trip per batch instead of two).
+        """
         parts = sorted(set(partitions))
+        locked = await self._lock_rows(conn, topic=topic, parts=parts)
+        if len(locked) == len(parts):
+            return locked
         await conn.execute(
             text(
                 "INSERT INTO ops.consumer_offsets (consumer_group, topic, partition, next_offset) "
@@ -58,6 +103,9 @@ class OffsetStore:
             ),
             {"g": self.group, "t": topic, "p": parts},
         )
+        return await self._lock_rows(conn, topic=topic, parts=parts)
+
+    async def _lock_rows(self, conn: AsyncConnection, *, topic: str, parts: list[int]) -> dict[int, int]:
         rows = await conn.execute(
             text(
                 "SELECT partition, next_offset FROM ops.consumer_offsets "

@@ -33,6 +33,7 @@ class ConsumerRuntime:
         max_batch: int = 1000,
         engine: AsyncEngine | None = None,
         decoder: Decoder | None = None,
+        top_up: bool = False,
     ) -> None:
         self.name = name
         self.settings = settings
@@ -46,6 +47,7 @@ class ConsumerRuntime:
         self._handler = handler
         self._max_batch = max_batch
         self._decoder = decoder
+        self._top_up = top_up
         self.consumer: TransactionalConsumer | None = None
         self._task: asyncio.Task[None] | None = None
         self._closing = asyncio.Event()
@@ -98,6 +100,7 @@ class ConsumerRuntime:
             handler=self._handler,
             max_batch=self._max_batch,
             decoder=self._decoder,
+            top_up=self._top_up,
         )
         try:
             await self.consumer.run()

@@ -38,6 +38,7 @@ from services.actions.verbatims import Analysis, Taxonomy, load_taxonomy_file
 from shared import tracing
 from shared.auth import admin_guard, presented_key
 from shared.consumer import Received
+from shared.db import make_engine
 from shared.envelope import OutgoingRecord
 from shared.events import RatingSubmitted, SegmentAlert
 from shared.http import install_common, problem
@@ -120,15 +121,14 @@ def make_handler(
     topics = settings.topics
 
     async def handle(conn: AsyncConnection, batch: Sequence[Received]) -> list[OutgoingRecord]:
-        rules = (await store.current(conn)).rules
         now = datetime.now(UTC)
         out: list[OutgoingRecord] = []
         alerts = [r.envelope.data for r in batch if isinstance(r.envelope.data, SegmentAlert)]
         if alerts:
-            out += await on_segment_alerts(conn, rules, alerts, now)
+            out += await on_segment_alerts(conn, (await store.current(conn)).rules, alerts, now)
         ratings = [r.envelope.data for r in batch if isinstance(r.envelope.data, RatingSubmitted)]
         if ratings:
-            out += await on_ratings(conn, rules, ratings, now)
+            out += await on_ratings(conn, ratings, now)
         return out
 
     async def on_segment_alerts(
@@ -154,7 +154,7 @@ def make_handler(
         return out
 
     async def on_ratings(
-        conn: AsyncConnection, rules: RuleSet, ratings: list[RatingSubmitted], now: datetime
+        conn: AsyncConnection, ratings: list[RatingSubmitted], now: datetime
     ) -> list[OutgoingRecord]:
         analyses: dict[str, Analysis] = {
             r.rating_id: taxonomy.analyze(r.comment, locale=r.customer.locale) for r in ratings if r.comment
@@ -163,21 +163,19 @@ def make_handler(
         fresh = [r for r in {r.rating_id: r for r in ratings}.values() if r.rating_id in fresh_ids]
         if not fresh:
             return []
-        await repository.cancel_answered_resurveys(
+        await store.ensure_seeded(conn)
+        # One round trip: answered re-surveys cancelled, rules version, contexts, history, fatigue.
+        facts = await repository.load_batch_facts(
             conn,
-            commented_customers=[r.customer.id for r in fresh if r.comment and r.comment.strip()],
-            survey_ids=[r.survey_id for r in fresh if r.survey_id],
-            now=now,
-        )
-        customers = [r.customer.id for r in fresh]
-        contexts = await repository.load_contexts(conn, customers)
-        past = await repository.load_past_ratings(
-            conn,
-            customers,
+            [r.customer.id for r in fresh],
             since=min(r.occurred_at for r in fresh) - timedelta(days=settings.history_days),
             per_customer=settings.history_limit,
+            now=now,
+            commented_customers=[r.customer.id for r in fresh if r.comment and r.comment.strip()],
+            survey_ids=[r.survey_id for r in fresh if r.survey_id],
         )
-        fatigue = await repository.load_fatigue(conn, customers, now=now)
+        rules = (await store.at(conn, facts.rules_version)).rules
+        contexts, past, fatigue = facts.contexts, facts.past, facts.fatigue
         out: list[OutgoingRecord] = []
         rows: list[dict[str, Any]] = []
         alerts: list[AlertDraft] = []
@@ -245,9 +243,7 @@ def make_handler(
             fatigue[cid] = Fatigue(
                 last_fired=fired_rules, sent_24h=sent, active_sequences=frozenset(sequences)
             )
-        await repository.insert_decisions(conn, rows)
-        await repository.insert_alerts(conn, alerts, now=now)
-        await repository.insert_timers(conn, timers, now=now)
+        await repository.insert_outcomes(conn, decisions=rows, alerts=alerts, timers=timers, now=now)
         await repository.insert_enrolments(conn, enrolments, now=now)
         return out
 
@@ -334,6 +330,13 @@ def create_app(settings: ActionsSettings | None = None) -> FastAPI:
         dlq_topic=cfg.topics.dlq_actions,
         handler=make_handler(cfg, store, taxonomy, policy),
         max_batch=cfg.max_batch,
+        top_up=True,
+        engine=make_engine(
+            cfg.database_url,
+            pool_size=cfg.db_pool_size,
+            application_name="csat-actions",
+            ping_idle_s=cfg.db_ping_idle_s,
+        ),
     )
     scheduler = Scheduler(
         engine=runtime.engine,

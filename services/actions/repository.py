@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -71,45 +72,6 @@ async def insert_new_ratings(
         },
     )
     return {row.rating_id for row in result}
-
-
-async def load_past_ratings(
-    conn: AsyncConnection, customer_ids: Sequence[str], *, since: datetime, per_customer: int = 50
-) -> dict[str, list[PastRating]]:
-    """The latest ``per_customer`` ratings since ``since`` of every customer in the batch, in one query."""
-    if not customer_ids:
-        return {}
-    rows = await conn.execute(
-        text(
-            "SELECT customer_id, rating_id, occurred_at, normalized, sentiment FROM ("
-            " SELECT customer_id, rating_id, occurred_at, normalized, sentiment, row_number() OVER "
-            " (PARTITION BY customer_id ORDER BY occurred_at DESC, rating_id DESC) AS rn "
-            " FROM actions.ratings WHERE customer_id = ANY(:ids) AND occurred_at >= :since) AS x "
-            "WHERE rn <= :n"
-        ),
-        {"ids": list(set(customer_ids)), "since": since, "n": per_customer},
-    )
-    out: dict[str, list[PastRating]] = defaultdict(list)
-    for r in rows:
-        out[r.customer_id].append(PastRating(r.rating_id, r.occurred_at, float(r.normalized), r.sentiment))
-    return dict(out)
-
-
-async def cancel_answered_resurveys(
-    conn: AsyncConnection, *, commented_customers: Sequence[str], survey_ids: Sequence[str], now: datetime
-) -> int:
-    """A comment (or an answer carrying the survey id) stops the "no answer -> support calls" timer."""
-    if not commented_customers and not survey_ids:
-        return 0
-    result = await conn.execute(
-        text(
-            "UPDATE actions.timers SET status = 'cancelled', outcome = 'answered', fired_at = :now "
-            "WHERE kind = 'resurvey_no_answer' AND status = 'pending' "
-            "AND (customer_id = ANY(:c) OR ref = ANY(:s))"
-        ),
-        {"c": list(set(commented_customers)), "s": list(set(survey_ids)), "now": now},
-    )
-    return int(result.rowcount or 0)
 
 
 # ---- customer context -----------------------------------------------------------------------------
@@ -195,53 +157,6 @@ async def get_customer(conn: AsyncConnection, customer_id: str) -> dict[str, Any
 # ---- fatigue --------------------------------------------------------------------------------------
 
 
-async def load_fatigue(
-    conn: AsyncConnection, customer_ids: Sequence[str], *, now: datetime
-) -> dict[str, Fatigue]:
-    """Per customer: when each rule last acted, customer messages in the last 24 h, active sequences."""
-    if not customer_ids:
-        return {}
-    ids = list(set(customer_ids))
-    fired = await conn.execute(
-        text(
-            "SELECT customer_id, rule_id, max(created_at) AS last FROM actions.decisions "
-            "WHERE customer_id = ANY(:ids) AND (notification_id IS NOT NULL OR outcome = 'scheduled') "
-            "GROUP BY customer_id, rule_id"
-        ),
-        {"ids": ids},
-    )
-    last: dict[str, dict[str, datetime]] = defaultdict(dict)
-    for r in fired:
-        last[r.customer_id][r.rule_id] = r.last
-    sent = await conn.execute(
-        text(
-            "SELECT customer_id, count(*) AS n FROM actions.decisions WHERE customer_id = ANY(:ids) "
-            "AND customer_facing AND notification_id IS NOT NULL AND created_at > :since "
-            "GROUP BY customer_id"
-        ),
-        {"ids": ids, "since": now - timedelta(hours=24)},
-    )
-    counts = {r.customer_id: int(r.n) for r in sent}
-    seqs = await conn.execute(
-        text(
-            "SELECT customer_id, sequence FROM actions.enrolments WHERE customer_id = ANY(:ids) "
-            "AND status = 'active' AND ends_at >= :now"
-        ),
-        {"ids": ids, "now": now},
-    )
-    active: dict[str, set[str]] = defaultdict(set)
-    for r in seqs:
-        active[r.customer_id].add(r.sequence)
-    return {
-        c: Fatigue(
-            last_fired=last.get(c, {}),
-            sent_24h=counts.get(c, 0),
-            active_sequences=frozenset(active.get(c, ())),
-        )
-        for c in ids
-    }
-
-
 async def sent_last_24h(
     conn: AsyncConnection, customer_ids: Sequence[str], *, now: datetime
 ) -> dict[str, int]:
@@ -301,34 +216,6 @@ async def list_decisions(
 
 
 # ---- alerts, timers, enrolments -------------------------------------------------------------------
-
-
-async def insert_alerts(conn: AsyncConnection, alerts: Sequence[AlertDraft], *, now: datetime) -> None:
-    if not alerts:
-        return
-    await conn.execute(
-        text(
-            "INSERT INTO actions.alerts (alert_id, rule_id, rating_id, customer_id, owner_email, "
-            "owner_name, priority, due_at, context, created_at) VALUES (:alert_id, :rule_id, :rating_id, "
-            ":customer_id, :owner_email, :owner_name, :priority, :due_at, CAST(:context AS jsonb), :now) "
-            "ON CONFLICT DO NOTHING"
-        ),
-        [
-            {
-                "alert_id": a.alert_id,
-                "rule_id": a.rule_id,
-                "rating_id": a.rating_id,
-                "customer_id": a.customer_id,
-                "owner_email": a.owner_email,
-                "owner_name": a.owner_name,
-                "priority": a.priority,
-                "due_at": a.due_at,
-                "context": json.dumps(a.context, default=str),
-                "now": now,
-            }
-            for a in alerts
-        ],
-    )
 
 
 async def insert_timers(conn: AsyncConnection, timers: Sequence[TimerDraft], *, now: datetime) -> None:
@@ -634,3 +521,190 @@ async def list_rule_versions(conn: AsyncConnection, *, limit: int) -> list[dict[
         {"limit": limit},
     )
     return [_alert_json(r) for r in rows.mappings()]
+
+
+# ---- one round trip per batch ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class BatchFacts:
+    """What deciding a batch of ratings needs to know, read together."""
+
+    rules_version: int | None
+    contexts: dict[str, CustomerContext]
+    past: dict[str, list[PastRating]]
+    fatigue: dict[str, Fatigue]
+    cancelled_resurveys: int
+
+
+def _json(value: Any) -> Any:
+    return json.loads(value) if isinstance(value, str) else value
+
+
+async def load_batch_facts(
+    conn: AsyncConnection,
+    customer_ids: Sequence[str],
+    *,
+    since: datetime,
+    per_customer: int,
+    now: datetime,
+    commented_customers: Sequence[str],
+    survey_ids: Sequence[str],
+) -> BatchFacts:
+    """Per batch in one statement: answered re-surveys cancelled (a comment, or an answer carrying the
+    survey id, stops the "no answer -> support calls" timer), the newest rules version, each customer's
+    context, latest ``per_customer`` ratings since ``since``, and fatigue (when each rule last acted,
+    customer messages in the last 24 h, active sequences). A micro-batch paid seven round trips for these.
+
+    The reads do not touch ``actions.timers``, so running the update in the same statement changes
+    nothing they see.
+    """
+    ids = sorted(set(customer_ids))
+    row = (
+        await conn.execute(
+            text(
+                "WITH cancelled AS (UPDATE actions.timers SET status = 'cancelled', outcome = 'answered', "
+                "fired_at = :now WHERE kind = 'resurvey_no_answer' AND status = 'pending' "
+                "AND (customer_id = ANY(:commented) OR ref = ANY(:surveys)) RETURNING 1) "
+                "SELECT (SELECT count(*) FROM cancelled) AS cancelled, "
+                "(SELECT max(version) FROM actions.rule_sets) AS version, "
+                "(SELECT array_agg(ROW(customer_id, email, phone, locale, timezone, tier, value, "
+                " owner_email, owner_name, opted_out, attributes, consent)) FROM actions.customers "
+                " WHERE customer_id = ANY(:ids)) AS contexts, "
+                "(SELECT array_agg(ROW(customer_id, rating_id, occurred_at, normalized, sentiment)) FROM ("
+                " SELECT customer_id, rating_id, occurred_at, normalized, sentiment, row_number() OVER "
+                " (PARTITION BY customer_id ORDER BY occurred_at DESC, rating_id DESC) AS rn "
+                " FROM actions.ratings WHERE customer_id = ANY(:ids) AND occurred_at >= :since) AS x "
+                " WHERE rn <= :n) AS past, "
+                "(SELECT array_agg(ROW(customer_id, rule_id, last)) FROM ("
+                " SELECT customer_id, rule_id, max(created_at) AS last FROM actions.decisions "
+                " WHERE customer_id = ANY(:ids) AND (notification_id IS NOT NULL OR outcome = 'scheduled') "
+                " GROUP BY customer_id, rule_id) AS f) AS fired, "
+                "(SELECT array_agg(ROW(customer_id, n)) FROM ("
+                " SELECT customer_id, count(*) AS n FROM actions.decisions WHERE customer_id = ANY(:ids) "
+                " AND customer_facing AND notification_id IS NOT NULL AND created_at > :day_ago "
+                " GROUP BY customer_id) AS s) AS sent, "
+                "(SELECT array_agg(ROW(customer_id, sequence)) FROM actions.enrolments "
+                " WHERE customer_id = ANY(:ids) AND status = 'active' AND ends_at >= :now) AS sequences"
+            ),
+            {
+                "ids": ids,
+                "since": since,
+                "n": per_customer,
+                "now": now,
+                "day_ago": now - timedelta(hours=24),
+                "commented": sorted(set(commented_customers)),
+                "surveys": sorted(set(survey_ids)),
+            },
+        )
+    ).one()
+    contexts = {
+        c[0]: CustomerContext(
+            customer_id=c[0],
+            email=c[1],
+            phone=c[2],
+            locale=c[3],
+            timezone=c[4],
+            tier=c[5],
+            value=float(c[6]) if c[6] is not None else None,
+            owner_email=c[7],
+            owner_name=c[8],
+            opted_out=c[9],
+            attributes=_json(c[10]),
+            consent=_json(c[11]),
+        )
+        for c in row.contexts or ()
+    }
+    past: dict[str, list[PastRating]] = defaultdict(list)
+    for p in row.past or ():
+        past[p[0]].append(PastRating(p[1], p[2], float(p[3]), p[4]))
+    last: dict[str, dict[str, datetime]] = defaultdict(dict)
+    for f in row.fired or ():
+        last[f[0]][f[1]] = f[2]
+    counts = {s[0]: int(s[1]) for s in row.sent or ()}
+    active: dict[str, set[str]] = defaultdict(set)
+    for q in row.sequences or ():
+        active[q[0]].add(q[1])
+    fatigue = {
+        c: Fatigue(
+            last_fired=last.get(c, {}),
+            sent_24h=counts.get(c, 0),
+            active_sequences=frozenset(active.get(c, ())),
+        )
+        for c in ids
+    }
+    return BatchFacts(
+        rules_version=int(row.version) if row.version is not None else None,
+        contexts=contexts,
+        past=dict(past),
+        fatigue=fatigue,
+        cancelled_resurveys=int(row.cancelled),
+    )
+
+
+async def insert_outcomes(
+    conn: AsyncConnection,
+    *,
+    decisions: Sequence[dict[str, Any]],
+    alerts: Sequence[AlertDraft],
+    timers: Sequence[TimerDraft],
+    now: datetime,
+) -> None:
+    """Decisions, alerts and timers of a batch in one statement, as arrays (each ON CONFLICT DO NOTHING)."""
+    if not decisions and not alerts and not timers:
+        return
+    full = [{"outcome": None, "channel": None, "customer_facing": False, "ref": None, **d} for d in decisions]
+    await conn.execute(
+        text(
+            "WITH d AS (INSERT INTO actions.decisions (decision_id, rule_id, action, rating_id, "
+            " customer_id, notification_id, created_at, outcome, channel, customer_facing, ref) "
+            " SELECT * FROM unnest(CAST(:d_id AS text[]), CAST(:d_rule AS text[]), "
+            " CAST(:d_action AS text[]), CAST(:d_rating AS text[]), CAST(:d_customer AS text[]), "
+            " CAST(:d_note AS text[]), "
+            " CAST(:d_at AS timestamptz[]), CAST(:d_outcome AS text[]), CAST(:d_channel AS text[]), "
+            " CAST(:d_facing AS boolean[]), CAST(:d_ref AS text[])) ON CONFLICT DO NOTHING RETURNING 1), "
+            "a AS (INSERT INTO actions.alerts (alert_id, rule_id, rating_id, customer_id, owner_email, "
+            " owner_name, priority, due_at, context, created_at) "
+            " SELECT id, r, rt, c, oe, onm, p, due, CAST(ctx AS jsonb), :now FROM unnest("
+            " CAST(:a_id AS text[]), CAST(:a_rule AS text[]), CAST(:a_rating AS text[]), "
+            " CAST(:a_customer AS text[]), CAST(:a_owner AS text[]), CAST(:a_owner_name AS text[]), "
+            " CAST(:a_priority AS text[]), CAST(:a_due AS timestamptz[]), CAST(:a_context AS text[])) "
+            " AS v(id, r, rt, c, oe, onm, p, due, ctx) ON CONFLICT DO NOTHING RETURNING 1), "
+            "t AS (INSERT INTO actions.timers (timer_id, kind, ref, customer_id, due_at, payload, "
+            " created_at) "
+            " SELECT id, k, rf, c, due, CAST(pl AS jsonb), :now FROM unnest(CAST(:t_id AS text[]), "
+            " CAST(:t_kind AS text[]), CAST(:t_ref AS text[]), CAST(:t_customer AS text[]), "
+            " CAST(:t_due AS timestamptz[]), CAST(:t_payload AS text[])) AS v(id, k, rf, c, due, pl) "
+            " ON CONFLICT DO NOTHING RETURNING 1) "
+            "SELECT (SELECT count(*) FROM d), (SELECT count(*) FROM a), (SELECT count(*) FROM t)"
+        ),
+        {
+            "d_id": [d["decision_id"] for d in full],
+            "d_rule": [d["rule_id"] for d in full],
+            "d_action": [d["action"] for d in full],
+            "d_rating": [d["rating_id"] for d in full],
+            "d_customer": [d["customer_id"] for d in full],
+            "d_note": [d["notification_id"] for d in full],
+            "d_at": [d["created_at"] for d in full],
+            "d_outcome": [d["outcome"] for d in full],
+            "d_channel": [d["channel"] for d in full],
+            "d_facing": [d["customer_facing"] for d in full],
+            "d_ref": [d["ref"] for d in full],
+            "a_id": [a.alert_id for a in alerts],
+            "a_rule": [a.rule_id for a in alerts],
+            "a_rating": [a.rating_id for a in alerts],
+            "a_customer": [a.customer_id for a in alerts],
+            "a_owner": [a.owner_email for a in alerts],
+            "a_owner_name": [a.owner_name for a in alerts],
+            "a_priority": [a.priority for a in alerts],
+            "a_due": [a.due_at for a in alerts],
+            "a_context": [json.dumps(a.context, default=str) for a in alerts],
+            "t_id": [t.timer_id for t in timers],
+            "t_kind": [t.kind for t in timers],
+            "t_ref": [t.ref for t in timers],
+            "t_customer": [t.customer_id for t in timers],
+            "t_due": [t.due_at for t in timers],
+            "t_payload": [json.dumps(t.payload, default=str) for t in timers],
+            "now": now,
+        },
+    )

@@ -54,10 +54,16 @@ class RuleStore:
 
     async def current(self, conn: AsyncConnection) -> Current:
         """The newest version (seeding from the file on first use); cheap when nothing changed."""
+        await self.ensure_seeded(conn)
+        return await self.at(conn, await repository.latest_rule_version(conn))
+
+    async def ensure_seeded(self, conn: AsyncConnection) -> None:
         if not self._seeded:
             await self._seed(conn)
             self._seeded = True
-        latest = await repository.latest_rule_version(conn)
+
+    async def at(self, conn: AsyncConnection, latest: int | None) -> Current:
+        """The rules of the newest version as the caller read it (``max(version)``); reloads if it moved."""
         if latest is not None and latest != self._current.version:
             loaded = await repository.load_rule_set(conn, latest)
             if loaded is not None:

@@ -27,6 +27,7 @@ from services.notifier.settings import NotifierSettings
 from services.notifier.templating import Templates
 from services.notifier.tokens import UnsubscribeTokens
 from services.notifier.unsubscribe import unsubscribe_router
+from services.notifier.wakeup import WakeListener
 from shared.auth import admin_guard
 from shared.db import make_engine
 from shared.envelope import OutgoingRecord
@@ -139,7 +140,12 @@ def _jsonable(row: Any) -> dict[str, Any]:
 def create_app(settings: NotifierSettings | None = None) -> FastAPI:
     cfg = settings or NotifierSettings()
     configure_logging(service="notifier", level=cfg.log_level, fmt=cfg.log_format)
-    engine = make_engine(cfg.database_url, pool_size=cfg.db_pool_size, application_name="csat-notifier")
+    engine = make_engine(
+        cfg.database_url,
+        pool_size=cfg.db_pool_size,
+        application_name="csat-notifier",
+        ping_idle_s=cfg.db_ping_idle_s,
+    )
     providers = build_providers(cfg, engine=engine)
     tokens = UnsubscribeTokens(cfg.unsubscribe_secrets)
     intake = Intake(provider_names={ch: p.name for ch, p in providers.items()})
@@ -151,6 +157,7 @@ def create_app(settings: NotifierSettings | None = None) -> FastAPI:
         dlq_topic=cfg.topics.dlq_notifier,
         handler=intake.handle,
         max_batch=cfg.max_batch,
+        top_up=True,
         engine=engine,
     )
 
@@ -181,6 +188,7 @@ def create_app(settings: NotifierSettings | None = None) -> FastAPI:
             retry_cap_s=cfg.retry_cap_s,
             interval_s=cfg.dispatch_interval_s,
             concurrency=cfg.dispatch_concurrency,
+            batch=cfg.dispatch_batch,
             attempt_timeout_s=cfg.provider_timeout_s * PHASES + 1,
             lease_grace_s=cfg.lease_grace_s,
             daily_cap=cfg.daily_cap,
@@ -191,12 +199,20 @@ def create_app(settings: NotifierSettings | None = None) -> FastAPI:
         ),
     )
 
+    listener = (
+        WakeListener(database_url=cfg.database_url, wake=dispatcher.wake) if cfg.dispatch_listen else None
+    )
+
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         log.info("providers", **{f"{ch.value}_provider": p.name for ch, p in providers.items()})
         await runtime.start()
         await dispatcher.start()
+        if listener is not None:
+            await listener.start()
         yield
+        if listener is not None:
+            await listener.stop()
         await dispatcher.stop()
         await runtime.stop()
         for p in {id(p): p for p in providers.values()}.values():

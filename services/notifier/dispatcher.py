@@ -46,7 +46,7 @@ from services.notifier.policy import (
     normalise_address,
     zone_for,
 )
-from services.notifier.providers import Message, Provider, SendResult, Verdict
+from services.notifier.providers import InTransactionProvider, Message, Provider, SendResult, Verdict
 from services.notifier.templating import TemplateBroken, TemplateMissing, Templates
 from services.notifier.tokens import UnsubscribeClaim, UnsubscribeTokens
 from shared import events as ev
@@ -61,6 +61,11 @@ from shared.topics import Topics
 log = structlog.get_logger(__name__)
 
 Publish = Callable[[Sequence[OutgoingRecord]], Awaitable[None]]
+
+#: How often attempts whose lease ran out are looked for (leases last tens of seconds).
+RECOVER_EVERY = timedelta(seconds=1)
+#: The relay runs after every transaction that wrote events, and at least this often for leftovers.
+RELAY_EVERY_S = 1.0
 
 #: Channels whose recipients can opt out by address (the suppression list's scopes).
 ADDRESS_SCOPE = {Channel.EMAIL: "email", Channel.SMS: "sms"}
@@ -99,11 +104,28 @@ class _Tx:
     """Side effects to apply only once the transaction that caused them committed."""
 
     metrics: list[tuple[str, str, str]] = field(default_factory=list)
+    #: Attempts made inside the transaction (in-transaction providers): (provider, result kind).
+    attempts: list[tuple[str, str]] = field(default_factory=list)
+    #: Rendered and checked, not claimed yet.
+    prepared: list[Job] = field(default_factory=list)
+    #: Claimed ('sending' committed with the transaction): provider calls to start after the commit.
     jobs: list[Job] = field(default_factory=list)
+    #: Delivered and recorded inside the transaction.
+    delivered: int = 0
+
+    def mark(self) -> tuple[int, int, int, int, int]:
+        return len(self.metrics), len(self.attempts), len(self.prepared), len(self.jobs), self.delivered
+
+    def undo(self, mark: tuple[int, int, int, int, int]) -> None:
+        """Forget what a rolled-back savepoint did."""
+        m, a, p, j, self.delivered = mark
+        del self.metrics[m:], self.attempts[a:], self.prepared[p:], self.jobs[j:]
 
     def apply(self) -> None:
         for channel, provider, outcome in self.metrics:
             NOTIFICATIONS.labels(channel, provider, outcome).inc()
+        for provider, kind in self.attempts:
+            PROVIDER_ATTEMPTS.labels(provider, kind).inc()
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +135,10 @@ class DispatchConfig:
     retry_cap_s: float = 600.0
     interval_s: float = 0.2
     concurrency: int = 16
+    #: Rows claimed per transaction for in-transaction providers (the outbox), which have no sends in flight.
+    batch: int = 200
+    #: At most this many provider answers recorded per transaction.
+    record_batch: int = 100
     attempt_timeout_s: float = 31.0
     lease_grace_s: float = 30.0
     daily_cap: int = 3
@@ -139,6 +165,8 @@ class Dispatcher:
         self._engine = engine
         self._providers = providers
         self._by_name = {p.name: p for p in providers.values()}
+        # isinstance() on a runtime-checkable Protocol is slow: decide once per provider.
+        self._inline = {id(p) for p in providers.values() if isinstance(p, InTransactionProvider)}
         self._templates = templates
         self._tokens = tokens
         self._topics = topics
@@ -152,6 +180,12 @@ class Dispatcher:
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.last_tick_at: float | None = None
+        # Answers waiting to be recorded, a group per transaction (see ``_record_soon``).
+        self._answers: list[tuple[Job, SendResult, asyncio.Future[None]]] = []
+        self._recorder: asyncio.Task[None] | None = None
+        self._recovered_at: datetime | None = None
+        self._relay_due = True
+        self._relayed_at = 0.0
 
     # ---- lifecycle -----------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -202,57 +236,174 @@ class Dispatcher:
                 await asyncio.wait_for(self._wake.wait(), delay)
 
     async def tick(self) -> int:
-        """One pass: recover crashed attempts, start due sends, relay events; returns the sends started."""
+        """One pass: recover crashed attempts, start due sends, relay events; returns the sends started.
+
+        Leases run for tens of seconds, so expired ones are looked for at most once a second; the relay
+        runs after any transaction that wrote events, and at least once a second for leftovers.
+        """
         now = self._clock()
-        await self._recover(now)
+        if self._recovered_at is None or now - self._recovered_at >= RECOVER_EVERY:
+            await self._recover(now)
+            self._recovered_at = now
         started = 0
         if not self._stopping.is_set():
             started = await self._claim(now)
-        try:
-            await self.relay()
-        except Exception as exc:  # noqa: BLE001 - a broker outage must not slow sending; events wait in the table
-            shared_metrics.CONSUMER_ERRORS.labels("notifier-dispatcher", "broker").inc()
-            log.warning("relay_failed", error=type(exc).__name__)
+        if self._relay_due or time.monotonic() - self._relayed_at >= RELAY_EVERY_S:
+            try:
+                await self.relay()
+            except Exception as exc:  # noqa: BLE001 - a broker outage must not slow sending; events wait in the table
+                shared_metrics.CONSUMER_ERRORS.labels("notifier-dispatcher", "broker").inc()
+                log.warning("relay_failed", error=type(exc).__name__)
         return started
 
     # ---- claiming ------------------------------------------------------------------------------------
     async def _claim(self, now: datetime) -> int:
+        """Claim due rows in one transaction; if one row breaks the batch, redo it row by row."""
+        try:
+            return await self._claim_batch(now, isolate=False)
+        except Exception as exc:
+            if is_transient(exc):
+                raise
+            log.warning("claim_batch_failed_isolating", error=type(exc).__name__)
+            return await self._claim_batch(now, isolate=True)
+
+    async def _claim_batch(self, now: datetime, *, isolate: bool) -> int:
+        """Check, render and claim due rows; deliver in-transaction ones at once; start the other sends.
+
+        Without ``isolate`` every statement covers the whole batch. With it, each row runs in its own
+        savepoint, so a row that fails is recorded ``failed`` and the others still go.
+        """
         tx = _Tx()
+        limits: dict[str, int] = {}
+        for channel, provider in self._providers.items():
+            if id(provider) in self._inline:
+                limits[channel.value] = self._cfg.batch
+            else:
+                limits[channel.value] = self._cfg.concurrency - self._inflight[channel]
         async with self._engine.begin() as conn:
-            for channel in self._providers:
-                free = self._cfg.concurrency - self._inflight[channel]
-                if free <= 0:
+            rows = await store.due_by_channel(conn, limits=limits, now=now)
+            for row in rows:
+                if not isolate:
+                    await self._prepare(conn, tx, row, now)
                     continue
-                for row in await store.due(conn, channel=channel.value, now=now, limit=free):
-                    savepoint = await conn.begin_nested()
-                    try:
-                        await self._prepare(conn, tx, row, now)
-                        await savepoint.commit()
-                    except Exception as exc:
-                        await savepoint.rollback()
-                        if is_transient(exc):
-                            raise
-                        # One bad row must not stall the others: record it failed with its reason.
-                        log.exception("delivery_prepare_failed", notification_id=row.notification_id)
-                        await self._final(
-                            conn,
-                            tx,
-                            row,
-                            provider=row.provider,
-                            status=OutcomeStatus.FAILED,
-                            reason="internal",
-                            detail=f"internal error: {type(exc).__name__}",
-                        )
+                mark = tx.mark()
+                savepoint = await conn.begin_nested()
+                try:
+                    await self._prepare(conn, tx, row, now)
+                    await self._start(conn, tx, tx.prepared[mark[2] :], now)
+                    await savepoint.commit()
+                except Exception as exc:
+                    await savepoint.rollback()
+                    tx.undo(mark)
+                    if is_transient(exc):
+                        raise
+                    # One bad row must not stall the others: record it failed with its reason.
+                    log.exception("delivery_prepare_failed", notification_id=row.notification_id)
+                    await self._final(
+                        conn,
+                        tx,
+                        row,
+                        provider=row.provider,
+                        status=OutcomeStatus.FAILED,
+                        reason="internal",
+                        detail=f"internal error: {type(exc).__name__}",
+                    )
+            if not isolate:
+                await self._start(conn, tx, tx.prepared, now)
         tx.apply()
+        if tx.metrics:
+            self._relay_due = True
         for job in tx.jobs:
             self._inflight[job.note.channel] += 1
             task = asyncio.create_task(self._run(job), name=f"send-{job.row.notification_id}")
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
-        return len(tx.jobs)
+        return len(tx.jobs) + tx.delivered
+
+    async def _start(self, conn: AsyncConnection, tx: _Tx, jobs: Sequence[Job], now: datetime) -> None:
+        """Claim prepared jobs: deliver through in-transaction providers now, commit a lease for the rest."""
+        inline: dict[int, list[Job]] = defaultdict(list)
+        claims: list[Job] = []
+        for job in jobs:
+            if id(job.provider) in self._inline:
+                inline[id(job.provider)].append(job)
+            else:
+                claims.append(job)
+        await self._mark_sending(conn, claims, now)
+        tx.jobs.extend(claims)
+        for group in inline.values():
+            await self._deliver_in(conn, tx, group, now)
+
+    async def _mark_sending(self, conn: AsyncConnection, jobs: Sequence[Job], now: datetime) -> None:
+        lease_until = now + timedelta(seconds=self._cfg.attempt_timeout_s + self._cfg.lease_grace_s)
+        await store.mark_sending_many(
+            conn,
+            claims=[
+                store.Claim(
+                    notification_id=j.row.notification_id,
+                    token=j.token,
+                    provider=j.provider.name,
+                    attempts=j.attempts,
+                    lease_until=lease_until,
+                    counted_day=j.counted_day,
+                )
+                for j in jobs
+            ],
+        )
+
+    async def _deliver_in(self, conn: AsyncConnection, tx: _Tx, jobs: Sequence[Job], now: datetime) -> None:
+        """Deliver, record and enqueue the outcomes in the claiming transaction: all of it or none."""
+        provider = jobs[0].provider
+        assert isinstance(provider, InTransactionProvider)
+        results = await provider.deliver_in(conn, [j.message for j in jobs])
+        accepted: list[tuple[Job, SendResult]] = []
+        for job, result in zip(jobs, results, strict=True):
+            tx.attempts.append((provider.name, result.kind))
+            if result.verdict is Verdict.ACCEPTED:
+                accepted.append((job, result))
+            else:  # not from the outbox today; any other answer takes the usual path
+                await self._mark_sending(conn, [job], now)
+                await self._record_in(conn, tx, job, result)
+        at = self._clock()
+        done = await store.record_sent_many(
+            conn,
+            sent=[
+                store.Sent(
+                    notification_id=j.row.notification_id,
+                    token=j.token,
+                    provider=provider.name,
+                    attempts=j.attempts,
+                    counted_day=j.counted_day,
+                    provider_message_id=r.provider_message_id,
+                    sent_at=at,
+                )
+                for j, r in accepted
+            ],
+        )
+        events: list[OutgoingRecord] = []
+        for job, result in accepted:
+            if job.row.notification_id not in done:
+                continue
+            outcome = ev.NotificationOutcome(
+                notification_id=job.row.notification_id,
+                status=OutcomeStatus.SENT,
+                channel=job.note.channel,
+                provider=provider.name,
+                attempts=job.attempts,
+                detail=None,
+                provider_message_id=result.provider_message_id,
+                at=at,
+                reason=None,
+                rule_id=job.row.rule_id,
+                customer_id=job.row.customer_id,
+            )
+            events.append(self._outcome_record(outcome, f"{job.row.notification_id}/sent", job.row))
+            tx.metrics.append((job.row.channel, provider.name, OutcomeStatus.SENT.value))
+        await store.enqueue_events(conn, records=events)
+        tx.delivered += len(events)
 
     async def _prepare(self, conn: AsyncConnection, tx: _Tx, row: store.DeliveryRow, now: datetime) -> None:
-        """Apply consent, quiet hours and the daily cap; render; claim. Resolves the row or adds a job."""
+        """Apply consent, quiet hours and the daily cap; render. Resolves the row or prepares a job."""
         note = NotificationRequested.model_validate(row.request)
         provider = self._providers[note.channel]
         to = address(note) or self._defaults.get(note.channel)
@@ -345,16 +496,6 @@ class Dispatcher:
             return
         token = uuid.uuid4().hex
         attempts = row.attempts + 1
-        lease_until = now + timedelta(seconds=self._cfg.attempt_timeout_s + self._cfg.lease_grace_s)
-        await store.mark_sending(
-            conn,
-            notification_id=row.notification_id,
-            token=token,
-            provider=provider.name,
-            attempts=attempts,
-            lease_until=lease_until,
-            counted_day=counted_day,
-        )
         message = Message(
             notification_id=note.notification_id,
             channel=note.channel,
@@ -367,7 +508,7 @@ class Dispatcher:
             headers=headers,
             data=note.model_dump(mode="json", exclude={"recipient", "notification_id"}),
         )
-        tx.jobs.append(Job(row, note, provider, message, token, attempts, counted_day))
+        tx.prepared.append(Job(row, note, provider, message, token, attempts, counted_day))
 
     # ---- sending -------------------------------------------------------------------------------------
     async def _run(self, job: Job) -> None:
@@ -383,12 +524,55 @@ class Dispatcher:
                 )
             PROVIDER_ATTEMPTS.labels(job.provider.name, result.kind).inc()
             try:
-                await self._record_with_retry(job, result)
+                await self._record_soon(job, result)
             except Exception:  # a bug while recording: the lease resolves the attempt, never a resend
                 log.exception("record_crashed", notification_id=job.row.notification_id)
         finally:
             self._inflight[job.note.channel] -= 1
             self._wake.set()
+
+    async def _record_soon(self, job: Job, result: SendResult) -> None:
+        """Record an answer together with the others that arrive meanwhile: one transaction per group.
+
+        No delay is added: while one group's transaction runs, the next group gathers. Returns once
+        this answer is committed (or handed to the lease, as ``_record_with_retry`` does).
+        """
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._answers.append((job, result, done))
+        if self._recorder is None or self._recorder.done():
+            self._recorder = asyncio.create_task(self._record_groups(), name="notifier-recorder")
+        await done
+
+    async def _record_groups(self) -> None:
+        while self._answers:
+            group = self._answers[: self._cfg.record_batch]
+            del self._answers[: len(group)]
+            try:
+                await self._record_group(group)
+            except Exception as exc:  # noqa: BLE001 - each answer gets its own transaction and retries
+                log.warning("record_group_failed", answers=len(group), error=type(exc).__name__)
+                await asyncio.gather(*(self._record_alone(job, result, done) for job, result, done in group))
+                self._relay_due = True
+                continue
+            for _, _, done in group:
+                done.set_result(None)
+
+    async def _record_alone(self, job: Job, result: SendResult, done: asyncio.Future[None]) -> None:
+        """As before grouping: one transaction, retried through an outage while the lease runs."""
+        try:
+            await self._record_with_retry(job, result)
+        except Exception as err:  # noqa: BLE001 - handed to the waiting send, which logs it
+            done.set_exception(err)
+        else:
+            done.set_result(None)
+
+    async def _record_group(self, group: Sequence[tuple[Job, SendResult, asyncio.Future[None]]]) -> None:
+        tx = _Tx()
+        async with self._engine.begin() as conn:
+            for job, result, _ in group:
+                await self._record_in(conn, tx, job, result)
+        tx.apply()
+        self._relay_due = True
 
     async def _record_with_retry(self, job: Job, result: SendResult) -> None:
         """Record the provider's answer, retrying through a database outage for as long as the lease runs.
@@ -413,110 +597,113 @@ class Dispatcher:
                 delay = min(delay * 2, 5)
 
     async def _record(self, job: Job, result: SendResult) -> None:
-        now = self._clock()
         tx = _Tx()
+        async with self._engine.begin() as conn:
+            await self._record_in(conn, tx, job, result)
+        tx.apply()
+        self._relay_due = True
+
+    async def _record_in(self, conn: AsyncConnection, tx: _Tx, job: Job, result: SendResult) -> None:
+        """Apply one provider answer to its row (the claim token proves the attempt still owns it)."""
+        now = self._clock()
         verdict = result.verdict
         if verdict is Verdict.AMBIGUOUS and job.provider.dedupes:
             verdict = Verdict.RETRY
-        async with self._engine.begin() as conn:
-            row, note, name, token = job.row, job.note, job.provider.name, job.token
-            if verdict is Verdict.ACCEPTED:
-                recorded = await self._final(
-                    conn,
-                    tx,
-                    row,
-                    provider=name,
-                    status=OutcomeStatus.SENT,
-                    reason=None,
-                    detail=None,
-                    provider_message_id=result.provider_message_id,
-                    token=token,
-                    attempts=job.attempts,
-                    from_statuses=("sending", "unknown"),
-                )
-                if not recorded:
-                    log.warning(
-                        "late_answer_ignored", notification_id=row.notification_id, verdict="accepted"
-                    )
-            elif verdict is Verdict.RETRY and job.attempts < self._cfg.max_attempts:
-                delay = backoff_delay(
-                    job.attempts,
-                    base=self._cfg.retry_base_s,
-                    cap=self._cfg.retry_cap_s,
-                    retry_after=result.retry_after_s,
-                )
-                await store.reschedule(
-                    conn,
-                    notification_id=row.notification_id,
-                    at=now + timedelta(seconds=delay),
-                    reason=f"retry:{result.kind}",
-                    error=scrub(result.detail)[:500] if result.detail else None,
-                    token=token,
-                )
-            elif verdict is Verdict.RETRY:
-                await self._exhausted(
-                    conn,
-                    tx,
-                    row,
-                    provider=name,
-                    token=token,
-                    attempts=job.attempts,
-                    counted_day=job.counted_day,
-                    detail=result.detail,
-                )
-            elif verdict is Verdict.AMBIGUOUS:
-                await self._final(
-                    conn,
-                    tx,
-                    row,
-                    provider=name,
-                    status=OutcomeStatus.UNKNOWN,
-                    reason="ambiguous",
-                    detail=f"{result.detail}; not resent: {name} takes no idempotency key",
-                    token=token,
-                    attempts=job.attempts,
-                )
-            elif verdict is Verdict.RECIPIENT_OPTED_OUT:
-                entries = []
-                scope = ADDRESS_SCOPE.get(note.channel)
-                if scope is not None:
-                    entries.append((scope, address_key(scope, job.message.to)))
-                if note.channel is Channel.SMS and note.customer_id:
-                    entries.append(("customer", note.customer_id))
-                await store.suppress(
-                    conn,
-                    entries=entries,
-                    reason="provider_opt_out",
-                    source=name,
-                    customer_id=note.customer_id,
-                    notification_id=note.notification_id,
-                )
-                await self._release(conn, row, note, job.counted_day)
-                await self._final(
-                    conn,
-                    tx,
-                    row,
-                    provider=name,
-                    status=OutcomeStatus.SUPPRESSED,
-                    reason="provider_opt_out",
-                    detail=result.detail,
-                    token=token,
-                    attempts=job.attempts,
-                )
-            else:
-                await self._release(conn, row, note, job.counted_day)
-                await self._final(
-                    conn,
-                    tx,
-                    row,
-                    provider=name,
-                    status=OutcomeStatus.FAILED,
-                    reason="rejected",
-                    detail=result.detail,
-                    token=token,
-                    attempts=job.attempts,
-                )
-        tx.apply()
+        row, note, name, token = job.row, job.note, job.provider.name, job.token
+        if verdict is Verdict.ACCEPTED:
+            recorded = await self._final(
+                conn,
+                tx,
+                row,
+                provider=name,
+                status=OutcomeStatus.SENT,
+                reason=None,
+                detail=None,
+                provider_message_id=result.provider_message_id,
+                token=token,
+                attempts=job.attempts,
+                from_statuses=("sending", "unknown"),
+            )
+            if not recorded:
+                log.warning("late_answer_ignored", notification_id=row.notification_id, verdict="accepted")
+        elif verdict is Verdict.RETRY and job.attempts < self._cfg.max_attempts:
+            delay = backoff_delay(
+                job.attempts,
+                base=self._cfg.retry_base_s,
+                cap=self._cfg.retry_cap_s,
+                retry_after=result.retry_after_s,
+            )
+            await store.reschedule(
+                conn,
+                notification_id=row.notification_id,
+                at=now + timedelta(seconds=delay),
+                reason=f"retry:{result.kind}",
+                error=scrub(result.detail)[:500] if result.detail else None,
+                token=token,
+            )
+        elif verdict is Verdict.RETRY:
+            await self._exhausted(
+                conn,
+                tx,
+                row,
+                provider=name,
+                token=token,
+                attempts=job.attempts,
+                counted_day=job.counted_day,
+                detail=result.detail,
+            )
+        elif verdict is Verdict.AMBIGUOUS:
+            await self._final(
+                conn,
+                tx,
+                row,
+                provider=name,
+                status=OutcomeStatus.UNKNOWN,
+                reason="ambiguous",
+                detail=f"{result.detail}; not resent: {name} takes no idempotency key",
+                token=token,
+                attempts=job.attempts,
+            )
+        elif verdict is Verdict.RECIPIENT_OPTED_OUT:
+            entries = []
+            scope = ADDRESS_SCOPE.get(note.channel)
+            if scope is not None:
+                entries.append((scope, address_key(scope, job.message.to)))
+            if note.channel is Channel.SMS and note.customer_id:
+                entries.append(("customer", note.customer_id))
+            await store.suppress(
+                conn,
+                entries=entries,
+                reason="provider_opt_out",
+                source=name,
+                customer_id=note.customer_id,
+                notification_id=note.notification_id,
+            )
+            await self._release(conn, row, note, job.counted_day)
+            await self._final(
+                conn,
+                tx,
+                row,
+                provider=name,
+                status=OutcomeStatus.SUPPRESSED,
+                reason="provider_opt_out",
+                detail=result.detail,
+                token=token,
+                attempts=job.attempts,
+            )
+        else:
+            await self._release(conn, row, note, job.counted_day)
+            await self._final(
+                conn,
+                tx,
+                row,
+                provider=name,
+                status=OutcomeStatus.FAILED,
+                reason="rejected",
+                detail=result.detail,
+                token=token,
+                attempts=job.attempts,
+            )
 
     async def _exhausted(
         self,
@@ -586,6 +773,8 @@ class Dispatcher:
                     keep_token=True,
                 )
         tx.apply()
+        if tx.metrics:
+            self._relay_due = True
 
     # ---- recording -----------------------------------------------------------------------------------
     async def _defer(
@@ -729,6 +918,8 @@ class Dispatcher:
     # ---- event relay ---------------------------------------------------------------------------------
     async def relay(self, *, batch: int = 500) -> int:
         """Publish outcome and dead-letter events written by committed transactions, then delete them."""
+        self._relay_due = False
+        self._relayed_at = time.monotonic()
         total = 0
         while True:
             async with self._engine.begin() as conn:

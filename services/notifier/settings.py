@@ -20,6 +20,11 @@ class NotifierSettings(CommonSettings):
     port: int = 8003
     consumer_group: str = "csat-notifier"
     max_batch: int = Field(default=200, ge=1)
+    db_ping_idle_s: float | None = Field(
+        default=1.0,
+        ge=0,
+        description="Check pooled connections idle longer than this before use (unset: before every use)",
+    )
 
     # ---- providers per channel ----------------------------------------------------------------------
     email_provider: Literal["outbox", "sendgrid", "mailgun", "postmark"] = "outbox"
@@ -56,8 +61,16 @@ class NotifierSettings(CommonSettings):
     max_attempts: int = Field(default=5, ge=1, description="Then the message is dead-lettered")
     retry_base_s: float = Field(default=2.0, gt=0)
     retry_cap_s: float = Field(default=600.0, gt=0)
-    dispatch_interval_s: float = Field(default=0.2, gt=0, description="How often due deliveries are polled")
+    dispatch_interval_s: float = Field(
+        default=0.2, gt=0, description="How often due deliveries are polled (new ones also wake it at once)"
+    )
     dispatch_concurrency: int = Field(default=16, ge=1, description="Sends in flight per channel")
+    dispatch_batch: int = Field(
+        default=200, ge=1, description="Outbox deliveries claimed, written and recorded per transaction"
+    )
+    dispatch_listen: bool = Field(
+        default=True, description="Wake on the intake's NOTIFY instead of waiting for the next poll"
+    )
     lease_grace_s: float = Field(
         default=30.0, ge=0, description="Past an attempt's deadline, a 'sending' record is presumed crashed"
     )

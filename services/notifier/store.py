@@ -20,6 +20,10 @@ _COLUMNS = (
 )
 
 
+#: PostgreSQL NOTIFY channel on which the intake announces new due deliveries (sent at commit).
+WAKE_CHANNEL = "csat_notifier_due"
+
+
 @dataclass(frozen=True, slots=True)
 class DeliveryRow:
     notification_id: str
@@ -82,16 +86,19 @@ async def insert_requests(conn: AsyncConnection, *, requests: Sequence[NewReques
         return set()
     rows = await conn.execute(
         text(
-            "INSERT INTO notifier.deliveries (notification_id, channel, provider, status, attempts, rule_id, "
-            "customer_id, transactional, request, next_attempt_at, event_id, source_topic, source_partition, "
-            "source_offset) "
+            "WITH ins AS (INSERT INTO notifier.deliveries (notification_id, channel, provider, status, "
+            "attempts, rule_id, customer_id, transactional, request, next_attempt_at, event_id, "
+            "source_topic, source_partition, source_offset) "
             "SELECT id, ch, prov, 'pending', 0, rule, cust, tx, CAST(req AS jsonb), due, eid, st, sp, so "
             "FROM unnest(CAST(:ids AS text[]), CAST(:chs AS text[]), CAST(:provs AS text[]), "
             "CAST(:rules AS text[]), CAST(:custs AS text[]), CAST(:txs AS boolean[]), CAST(:reqs AS text[]), "
             "CAST(:dues AS timestamptz[]), CAST(:eids AS text[]), CAST(:sts AS text[]), "
             "CAST(:sps AS int[]), CAST(:sos AS bigint[])) "
             "AS v(id, ch, prov, rule, cust, tx, req, due, eid, st, sp, so) "
-            "ON CONFLICT (notification_id) DO NOTHING RETURNING notification_id"
+            "ON CONFLICT (notification_id) DO NOTHING RETURNING notification_id) "
+            # Wakes every dispatcher LISTENing on this database when (and only if) the transaction commits;
+            # PostgreSQL folds identical notifications of one transaction into one.
+            "SELECT notification_id, pg_notify(:wake, '') FROM ins"
         ),
         {
             "ids": [r.notification_id for r in requests],
@@ -106,22 +113,106 @@ async def insert_requests(conn: AsyncConnection, *, requests: Sequence[NewReques
             "sts": [r.source_topic for r in requests],
             "sps": [r.source_partition for r in requests],
             "sos": [r.source_offset for r in requests],
+            "wake": WAKE_CHANNEL,
         },
     )
     return {r.notification_id for r in rows}
 
 
-async def due(conn: AsyncConnection, *, channel: str, now: datetime, limit: int) -> list[DeliveryRow]:
-    """Lock up to ``limit`` due deliveries of one channel; other replicas skip them (SKIP LOCKED)."""
+async def due_by_channel(
+    conn: AsyncConnection, *, limits: Mapping[str, int], now: datetime
+) -> list[DeliveryRow]:
+    """Lock up to ``limits[channel]`` due deliveries of each channel in one round trip (SKIP LOCKED)."""
+    wanted = {c: n for c, n in limits.items() if n > 0}
+    if not wanted:
+        return []
     rows = await conn.execute(
         text(
-            f"SELECT {_COLUMNS} FROM notifier.deliveries WHERE status = 'pending' "  # noqa: S608 - constant columns
-            "AND next_attempt_at <= :now AND channel = :channel "
-            "ORDER BY next_attempt_at LIMIT :limit FOR UPDATE SKIP LOCKED"
+            f"SELECT d.* FROM unnest(CAST(:channels AS text[]), CAST(:limits AS int[])) AS c(channel, n) "  # noqa: S608 - constant columns
+            f"CROSS JOIN LATERAL (SELECT {_COLUMNS}, next_attempt_at FROM notifier.deliveries "
+            "WHERE status = 'pending' AND next_attempt_at <= :now AND channel = c.channel "
+            "ORDER BY next_attempt_at LIMIT c.n FOR UPDATE SKIP LOCKED) AS d ORDER BY d.next_attempt_at"
         ),
-        {"now": now, "channel": channel, "limit": limit},
+        {"channels": list(wanted), "limits": list(wanted.values()), "now": now},
     )
     return [_row(r) for r in rows]
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """A 'sending' claim: the attempt's token, lease and daily-cap day."""
+
+    notification_id: str
+    token: str
+    provider: str
+    attempts: int
+    lease_until: datetime
+    counted_day: date | None
+
+
+async def mark_sending_many(conn: AsyncConnection, *, claims: Sequence[Claim]) -> None:
+    """Commit-before-call claims of many rows in one statement: status 'sending', token and lease."""
+    if not claims:
+        return
+    await conn.execute(
+        text(
+            "UPDATE notifier.deliveries AS d SET status = 'sending', claim_token = v.token, "
+            "provider = v.provider, attempts = v.attempts, lease_until = v.lease, counted_day = v.day, "
+            "updated_at = now() FROM unnest(CAST(:ids AS text[]), CAST(:tokens AS text[]), "
+            "CAST(:provs AS text[]), CAST(:attempts AS int[]), CAST(:leases AS timestamptz[]), "
+            "CAST(:days AS date[])) AS v(id, token, provider, attempts, lease, day) "
+            "WHERE d.notification_id = v.id"
+        ),
+        {
+            "ids": [c.notification_id for c in claims],
+            "tokens": [c.token for c in claims],
+            "provs": [c.provider for c in claims],
+            "attempts": [c.attempts for c in claims],
+            "leases": [c.lease_until for c in claims],
+            "days": [c.counted_day for c in claims],
+        },
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Sent:
+    """An attempt accepted inside the transaction that claimed it (a provider writing to our database)."""
+
+    notification_id: str
+    token: str
+    provider: str
+    attempts: int
+    counted_day: date | None
+    provider_message_id: str | None
+    sent_at: datetime
+
+
+async def record_sent_many(conn: AsyncConnection, *, sent: Sequence[Sent]) -> set[str]:
+    """pending -> sent for rows this transaction holds locked; returns the ids it changed."""
+    if not sent:
+        return set()
+    rows = await conn.execute(
+        text(
+            "UPDATE notifier.deliveries AS d SET status = 'sent', reason = NULL, last_error = NULL, "
+            "provider = v.provider, claim_token = v.token, attempts = v.attempts, counted_day = v.day, "
+            "provider_message_id = v.pmid, sent_at = v.at, lease_until = NULL, next_attempt_at = NULL, "
+            "updated_at = now() FROM unnest(CAST(:ids AS text[]), CAST(:tokens AS text[]), "
+            "CAST(:provs AS text[]), CAST(:attempts AS int[]), CAST(:days AS date[]), "
+            "CAST(:pmids AS text[]), CAST(:ats AS timestamptz[])) "
+            "AS v(id, token, provider, attempts, day, pmid, at) "
+            "WHERE d.notification_id = v.id AND d.status = 'pending' RETURNING d.notification_id"
+        ),
+        {
+            "ids": [x.notification_id for x in sent],
+            "tokens": [x.token for x in sent],
+            "provs": [x.provider for x in sent],
+            "attempts": [x.attempts for x in sent],
+            "days": [x.counted_day for x in sent],
+            "pmids": [x.provider_message_id for x in sent],
+            "ats": [x.sent_at for x in sent],
+        },
+    )
+    return {r.notification_id for r in rows}
 
 
 async def expired_leases(conn: AsyncConnection, *, now: datetime, limit: int = 100) -> list[DeliveryRow]:
@@ -135,33 +226,6 @@ async def expired_leases(conn: AsyncConnection, *, now: datetime, limit: int = 1
         {"now": now, "limit": limit},
     )
     return [_row(r) for r in rows]
-
-
-async def mark_sending(
-    conn: AsyncConnection,
-    *,
-    notification_id: str,
-    token: str,
-    provider: str,
-    attempts: int,
-    lease_until: datetime,
-    counted_day: date | None,
-) -> None:
-    await conn.execute(
-        text(
-            "UPDATE notifier.deliveries SET status = 'sending', claim_token = :token, provider = :provider, "
-            "attempts = :attempts, lease_until = :lease, counted_day = :day, updated_at = now() "
-            "WHERE notification_id = :id"
-        ),
-        {
-            "id": notification_id,
-            "token": token,
-            "provider": provider,
-            "attempts": attempts,
-            "lease": lease_until,
-            "day": counted_day,
-        },
-    )
 
 
 async def reschedule(
@@ -341,19 +405,25 @@ async def release_daily(conn: AsyncConnection, *, notification_id: str, customer
 # ---- event outbox ---------------------------------------------------------------------------------------
 async def enqueue_events(conn: AsyncConnection, *, records: Sequence[OutgoingRecord]) -> None:
     """Write events in the same transaction as the change they report; the relay publishes them."""
-    for r in records:
-        await conn.execute(
-            text(
-                "INSERT INTO notifier.event_outbox (topic, key, value, headers) "
-                "VALUES (:topic, :key, :value, CAST(:headers AS jsonb))"
-            ),
-            {
-                "topic": r.topic,
-                "key": r.key,
-                "value": r.value,
-                "headers": json.dumps([[k, base64.b64encode(v).decode()] for k, v in r.headers]),
-            },
-        )
+    if not records:
+        return
+    # One statement for the lot; WITH ORDINALITY keeps their order in the id sequence (the relay's order).
+    await conn.execute(
+        text(
+            "INSERT INTO notifier.event_outbox (topic, key, value, headers) "
+            "SELECT t, k, v, CAST(h AS jsonb) FROM unnest(CAST(:topics AS text[]), "
+            "CAST(:keys AS bytea[]), CAST(:values AS bytea[]), CAST(:headers AS text[])) "
+            "WITH ORDINALITY AS e(t, k, v, h, n) ORDER BY n"
+        ),
+        {
+            "topics": [r.topic for r in records],
+            "keys": [r.key for r in records],
+            "values": [r.value for r in records],
+            "headers": [
+                json.dumps([[k, base64.b64encode(v).decode()] for k, v in r.headers]) for r in records
+            ],
+        },
+    )
 
 
 async def take_events(conn: AsyncConnection, *, limit: int) -> list[tuple[int, OutgoingRecord]]:

@@ -10,7 +10,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from jinja2 import ChainableUndefined, Environment, FileSystemLoader, TemplateError, TemplateNotFound
+from jinja2 import (
+    ChainableUndefined,
+    Environment,
+    FileSystemLoader,
+    Template,
+    TemplateError,
+    TemplateNotFound,
+)
 
 TEMPLATE_DIR = Path(__file__).parent / "templates"
 FALLBACK_LOCALE = "en"
@@ -58,7 +65,18 @@ class Templates:
             keep_trailing_newline=False,
             trim_blocks=True,
             lstrip_blocks=True,
+            # Templates ship with the code: no stat() per render, and lookups (misses too) are cached.
+            auto_reload=False,
         )
+        self._found: dict[str, Template | None] = {}
+
+    def _lookup(self, path: str) -> Template | None:
+        if path not in self._found:
+            try:
+                self._found[path] = self._env.get_template(path)
+            except TemplateNotFound:
+                self._found[path] = None
+        return self._found[path]
 
     def render(
         self, name: str, locale: str, context: dict[str, Any], *, channel: str | None = None
@@ -67,9 +85,8 @@ class Templates:
         for loc in dict.fromkeys([(locale or FALLBACK_LOCALE).split("-")[0].lower(), FALLBACK_LOCALE]):
             for variant in dict.fromkeys([channel, None]):
                 path = f"{loc}/{name}.{variant}.txt" if variant else f"{loc}/{name}.txt"
-                try:
-                    template = self._env.get_template(path)
-                except TemplateNotFound:
+                template = self._lookup(path)
+                if template is None:
                     continue
                 try:
                     text = template.render(**context).strip("\n")

@@ -6,12 +6,15 @@ with it (retry later, give up, suppress the address, record an ambiguous send), 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from shared.events import Channel
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncConnection
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,5 +71,23 @@ class Provider(Protocol):
     dedupes: bool
 
     async def send(self, message: Message) -> SendResult: ...
+
+    async def aclose(self) -> None: ...
+
+
+@runtime_checkable
+class InTransactionProvider(Protocol):
+    """A provider that delivers by writing to the notifier's own database (the embedded outbox).
+
+    The dispatcher then claims, delivers and records a batch in one transaction: there is no moment
+    when the message went out and its record did not, so no 'sending' claim and no lease are needed.
+    """
+
+    name: str
+    dedupes: bool
+
+    async def send(self, message: Message) -> SendResult: ...
+
+    async def deliver_in(self, conn: AsyncConnection, messages: Sequence[Message]) -> list[SendResult]: ...
 
     async def aclose(self) -> None: ...
