@@ -41,6 +41,13 @@ def main(argv: list[str] | None = None) -> int:
         help="the scorer's events occurred within this many seconds before the run (86400: a day, "
         "a backfill-like spread over minute buckets; 60: live traffic)",
     )
+    p.add_argument(
+        "--scorer-live-spread-s",
+        type=int,
+        default=int(env("BENCH_SCORER_LIVE_SPREAD_S", "300")),
+        help="a second scorer run at the headline level whose events occurred within this many seconds "
+        "(a live stream: ratings share the current minute buckets); 0 skips it",
+    )
     p.add_argument("--headline-stores", type=int, default=int(env("BENCH_HEADLINE_STORES", "100")))
     p.add_argument("--e2e-rate", type=float, default=float(env("BENCH_E2E_RATE", "50")))
     p.add_argument("--e2e-seconds", type=float, default=float(env("BENCH_E2E_SECONDS", "30")))
@@ -93,6 +100,16 @@ def main(argv: list[str] | None = None) -> int:
                 query_budget_s=args.query_budget_s,
                 spread_s=args.scorer_spread_s,
             )
+            if args.scorer_live_spread_s:
+                results["segments_live"] = scorer.segments_levels(
+                    bs,
+                    levels=[args.headline_stores],
+                    events=args.scorer_events,
+                    max_batch=ScorerSettings.model_fields["max_batch"].default,
+                    query_count=args.query_count,
+                    query_budget_s=args.query_budget_s,
+                    spread_s=args.scorer_live_spread_s,
+                )
     if "e2e" in parts:
         with bench_stack("e2e") as bs:
             results["e2e"] = e2e.run(bs, rate=args.e2e_rate, seconds=args.e2e_seconds)
