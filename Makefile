@@ -94,7 +94,7 @@ test-e2e: install ## End-to-end tests: the four services as processes
 
 .PHONY: test-faults
 test-faults: install ## Fault suite: broker frozen/cut, kills, Postgres down 60 s, poison, fuzzing, log scan (~7 min)
-	$(BIN)/pytest -q -p no:cacheprovider tests/faults
+	CSAT_FAULT_REPORT=docs/faults.md $(BIN)/pytest -q -p no:cacheprovider tests/faults
 
 .PHONY: bench
 bench: install ## Benchmarks against same-run baselines; rewrites docs/benchmarks.md (~15 min; BENCH_* to tune)

@@ -1,5 +1,5 @@
 """Actions throughput on the real (embedded) broker and PostgreSQL: ratings decided per second, and
-timers fired per second. Run: ``.venv/bin/python -m benchmarks.actions_throughput [ratings] [timers]``.
+timers fired per second. Run: ``.venv/bin/python -m bench.actions_stage [ratings] [timers]``.
 
 Ratings use the default playbook (every rule type fires: alerts with SLA timers, apology emails,
 re-surveys, nurture enrolments, theme routing, review invitations) over 2,000 customers, a third with

@@ -1,6 +1,6 @@
 """Notifier throughput on the real (embedded) broker and PostgreSQL: messages delivered per second.
 
-Run: ``.venv/bin/python -m benchmarks.notifier_throughput [messages]``. Two runs: the embedded outbox,
+Run: ``.venv/bin/python -m bench.notifier_stage [messages]``. Two runs: the embedded outbox,
 and SendGrid's wire format against the loopback fake (HTTP, 16 sends in flight). Each run requests
 ``messages`` customer emails (distinct customers, so the daily cap does not bite), then reports the
 wall time from the first request to the last recorded outcome, and the request-to-sent latency.
