@@ -89,7 +89,10 @@ def main(argv: list[str] | None = None) -> int:
             batch_size=args.batch_size,
         )
     if "segments" in parts:
-        with bench_stack("segments") as bs:
+        # The cap of distinct values per dimension is raised above the largest level, so 10,000 stores
+        # are 10,000 segments with counters rather than 1,000 and "other" (the default cap).
+        cap = max([*_ints(args.segment_levels), args.headline_stores]) * 2
+        with bench_stack("segments", extra_env={"CSAT_MAX_VALUES_PER_DIMENSION": str(cap)}) as bs:
             results["segments"] = scorer.segments_levels(
                 bs,
                 levels=_ints(args.segment_levels),

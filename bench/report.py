@@ -45,8 +45,9 @@ def render(results: dict[str, Any]) -> str:
         "The machine is shared (other test suites may run at the same time), so absolute figures move from "
         "run to run; the **ratios** compare against a baseline measured in the same run on the same machine "
         "and are the figures to read. Stack: embedded Tansu broker (memory storage), embedded PostgreSQL 18 "
-        "with `fsync=on` and `synchronous_commit=on` (durable, as in production), every service one uvicorn "
-        "process with uvloop + httptools, `CSAT_ENVIRONMENT=dev`.",
+        "with `fsync=on` and `synchronous_commit=on` (durable, as in production; the scorer's batch "
+        "transactions turn `synchronous_commit` off themselves, as they do in production, see docs/scores.md), "
+        "every service one uvicorn process with uvloop + httptools, `CSAT_ENVIRONMENT=dev`.",
         "",
         "## Summary",
         "",
@@ -139,7 +140,9 @@ def render(results: dict[str, Any]) -> str:
             "topic into PostgreSQL; its rate is measured from its first stored batch to its last (polling "
             "`ops.consumer_offsets`), so process start and the group join are excluded for both, and the "
             "first batch is not counted for either. Each rating is stored once and feeds 4 segments "
-            "(global, store, channel, store x channel) in 3 counter tiers (minute, hour, day). CPU per event "
+            "(global, store, channel, store x channel) in 3 counter tiers (minute, hour, day); the cap of "
+            "values per dimension is raised above the largest level, so every store has its own counters. "
+            "CPU per event "
             "is each process's user + system time over the same window (PostgreSQL: every server process), "
             "steadier than rates on a shared machine. Queries are sequential `GET`s against that scorer "
             "afterwards (window 30d).",

@@ -153,7 +153,7 @@ SELECT count(*) FROM src
 async def commit_without_flush_wait(conn: AsyncConnection) -> None:
     """Let this batch transaction commit without waiting for its WAL to reach the disk.
 
-    Why the effects stay exactly-once (README, "Throughput"): the ratings, counters, dirty marks and
+    Why the effects stay exactly-once (docs/scores.md, "Throughput"): the ratings, counters, dirty marks and
     the consumer's offsets are written in this one transaction, so a PostgreSQL crash that loses its
     commit loses all of them together (the WAL is replayed in order: a lost transaction takes every
     later one with it), and the scorer re-reads those records from Kafka from the surviving offsets
