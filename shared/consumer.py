@@ -35,8 +35,9 @@ from shared.kafka import send_all
 
 log = structlog.get_logger(__name__)
 
-#: Records fetched or decoded between two yields to the event loop (about a millisecond of work).
-_SLICE = 500
+#: Records fetched or decoded between two yields to the event loop (under a millisecond of work: each
+#: statement of the running transaction waits for the slice in progress before its answer is read).
+_SLICE = 100
 
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     OperationalError,
