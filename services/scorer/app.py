@@ -38,8 +38,6 @@ log = structlog.get_logger(__name__)
 
 SegmentParam = Annotated[list[str] | None, Query(description="dimension:value, repeatable (store:paris-1)")]
 
-_GLOBAL_ONLY: tuple[str, list[str], int] = (domain.GLOBAL_SEGMENT, [], 0)
-
 # Ratings are kept for ever: a segment read from them has no tier limits.
 _RATINGS_TIER = (Tier("ratings", MINUTE, None),)
 
@@ -56,15 +54,15 @@ def make_handler(settings: ScorerSettings, registry: repository.Registry | None 
         unique: dict[str, repository.Rating] = {}
         for item in batch:
             data = item.envelope.data
-            # RatingRow from the lean decoder; RatingSubmitted from the full path (lax inputs).
-            if isinstance(data, RatingRow | RatingSubmitted):
+            # RatingRow from the lean decoder; RatingSubmitted from the full path (lax inputs). The
+            # exact type first: isinstance on a pydantic class goes through ABCMeta, per record.
+            if type(data) is RatingRow or isinstance(data, RatingSubmitted):
                 unique.setdefault(data.rating_id, data)
         if not unique:
             return []
         await repository.commit_without_flush_wait(conn)
         ratings = list(unique.values())
-        await reg.resolve(conn, (r.segment for r in ratings if r.segment))
-        counted = [reg.counted(r.segment) if r.segment else _GLOBAL_ONLY for r in ratings]
+        counted = await reg.counted_all(conn, [r.segment for r in ratings])
         new = await repository.apply_batch(conn, ratings, [c[0] for c in counted])
         folds: Counter[str] = Counter()
         dropped = 0

@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from sqlalchemy import text
 
 from services.collector.app import to_record
 from services.collector.domain import RatingIn, normalize
+from services.scorer import repository
 from services.scorer.app import create_app
 from services.scorer.settings import ScorerSettings
 from shared.db import make_engine
 from shared.envelope import DecodeError, OutgoingRecord, decode
-from shared.events import DeadLetter
+from shared.events import DeadLetter, RatingSubmitted
 from shared.topics import Topics
 from tests.helpers import make_settings, produce, produce_raw, read_topic, running, wait_for
 from tests.infra import Infra
@@ -215,3 +217,50 @@ async def test_records_the_lean_decoder_leaves_are_counted_or_dead_lettered_as_b
         assert isinstance(letter, DeadLetter)
         reasons.append(letter.reason)
     assert sorted(reasons) == sorted(expected_reasons)
+
+
+@pytest.mark.parametrize(
+    "occurred",
+    [
+        datetime(2026, 11, 23, 9, 59, 59, 999_999, tzinfo=UTC),
+        datetime(2026, 11, 23, 10, 0, 0, 1, tzinfo=UTC),
+        datetime(1999, 12, 31, 23, 59, 59, 999_999, tzinfo=UTC),
+        datetime(2038, 1, 19, 3, 14, 7, 123_457, tzinfo=UTC),
+        datetime(2199, 12, 31, 23, 59, 59, 999_999, tzinfo=UTC),
+        datetime(2026, 3, 29, 3, 30, 0, 500_001, tzinfo=ZoneInfo("Europe/Paris")),
+    ],
+)
+async def test_timestamps_are_stored_to_the_microsecond(database_url: str, occurred: datetime) -> None:
+    """The batch statement takes times as float seconds since the epoch; none may move by a microsecond
+    (a minute bucket's edge is the worst place for it)."""
+    engine = make_engine(database_url)
+    received = occurred + timedelta(microseconds=999_999)
+    body = {
+        "rating_id": "t-1",
+        "metric": "csat",
+        "scale": "1-5",
+        "score": 5,
+        "customer": {"id": "cus-t"},
+        "occurred_at": occurred.isoformat(),
+    }
+    rating = normalize(RatingIn.model_validate(body), received_at=received)
+    event = RatingSubmitted.model_validate(rating.model_dump())
+    try:
+        async with engine.begin() as conn:
+            assert await repository.apply_batch(conn, [event], ["*"]) == {"t-1"}
+        async with engine.connect() as conn:
+            row = (
+                await conn.execute(
+                    text("SELECT occurred_at, received_at FROM scorer.ratings WHERE rating_id = 't-1'")
+                )
+            ).one()
+            bucket = (
+                await conn.execute(
+                    text("SELECT bucket_start FROM scorer.score_counts_minute WHERE segment_key = '*'")
+                )
+            ).scalar_one()
+    finally:
+        await engine.dispose()
+    assert row.occurred_at == occurred
+    assert row.received_at == received
+    assert bucket == occurred.replace(second=0, microsecond=0)
