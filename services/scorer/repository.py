@@ -116,12 +116,7 @@ WITH src AS MATERIALIZED (
     SELECT rating_id, metric, scale, score, sentiment, customer_id, segment, touchpoint, comment, account_id,
         account_tier, account_value, source, to_timestamp(occurred_s) AS occurred_at,
         to_timestamp(received_s) AS received_at, keys
-    FROM unnest(
-        $1::text[], $2::text[], $3::text[], $4::smallint[], $5::text[], $6::text[], $7::jsonb[],
-        $8::text[], $9::text[], $10::text[], $11::text[], $12::numeric[], $13::text[],
-        $14::float8[], $15::float8[], $16::text[])
-    AS s(rating_id, metric, scale, score, sentiment, customer_id, segment, touchpoint, comment,
-        account_id, account_tier, account_value, source, occurred_s, received_s, keys)
+    FROM unnest($1::scorer.rating_input[])
 ), ins AS (
     INSERT INTO scorer.ratings (rating_id, metric, scale, score, sentiment, customer_id, segment,
         touchpoint, comment, account_id, account_tier, account_value, source, occurred_at, received_at)
@@ -224,6 +219,9 @@ class Rating(Protocol):
     def received_at(self) -> datetime: ...
 
 
+_NO_ACCOUNT = (None, None, None)
+
+
 async def apply_batch(conn: AsyncConnection, ratings: Sequence[Rating], keys: Sequence[str]) -> set[str]:
     """Store new ratings and count them once (``keys[i]``: rating i's segment keys); returns the new ids.
 
@@ -232,28 +230,33 @@ async def apply_batch(conn: AsyncConnection, ratings: Sequence[Rating], keys: Se
     if not ratings:
         return set()
     pg = await driver(conn)
-    accounts = [r.account for r in ratings]
+    dumps = orjson.dumps
+    # One composite per rating (migration 0007 explains why not an array per column). Metric and
+    # sentiment are StrEnums, encoded as their text. Times as seconds since the epoch: a float8 is
+    # a tenth of a timestamptz's encoding cost, and it round-trips to the microsecond (to_timestamp
+    # rounds to the nearest microsecond; a double is within 0.25 us of it for any date before 2200;
+    # tests/integration/test_scorer.py).
     rows = await pg.fetch(
         _APPLY_BATCH,
-        [r.rating_id for r in ratings],
-        [r.metric.value for r in ratings],
-        [r.scale for r in ratings],
-        [r.score for r in ratings],
-        [r.sentiment.value for r in ratings],
-        [r.customer.id for r in ratings],
-        [orjson.dumps(r.segment).decode() for r in ratings],
-        [r.touchpoint for r in ratings],
-        [r.comment for r in ratings],
-        [a.id if a else None for a in accounts],
-        [a.tier if a else None for a in accounts],
-        [a.value if a else None for a in accounts],
-        [r.source for r in ratings],
-        # Seconds since the epoch: a float8 is a tenth of a timestamptz's encoding cost in asyncpg, and
-        # it round-trips to the microsecond (to_timestamp rounds to the nearest microsecond; a double
-        # is within 0.25 us of it for any date before 2200; tests/integration/test_scorer_flow.py).
-        [r.occurred_at.timestamp() for r in ratings],
-        [r.received_at.timestamp() for r in ratings],
-        list(keys),
+        [
+            (
+                r.rating_id,
+                r.metric,
+                r.scale,
+                r.score,
+                r.sentiment,
+                r.customer.id,
+                dumps(r.segment).decode(),
+                r.touchpoint,
+                r.comment,
+                *((a.id, a.tier, a.value) if (a := r.account) is not None else _NO_ACCOUNT),
+                r.source,
+                r.occurred_at.timestamp(),
+                r.received_at.timestamp(),
+                k,
+            )
+            for r, k in zip(ratings, keys, strict=True)
+        ],
     )
     return {row[0] for row in rows}
 
