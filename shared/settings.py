@@ -46,6 +46,11 @@ class CommonSettings(BaseSettings):
         validation_alias=AliasChoices("DATABASE_URL", "CSAT_DATABASE_URL"),
     )
     db_pool_size: int = Field(default=5, ge=1)
+    db_ping_idle_s: float | None = Field(
+        default=1.0,
+        ge=0,
+        description="Check pooled connections idle longer than this before use (unset: before every use)",
+    )
     topic_prefix: str = ""
     log_level: str = "INFO"
     log_format: Literal["json", "console"] = "json"

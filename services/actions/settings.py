@@ -16,11 +16,6 @@ class ActionsSettings(CommonSettings):
     port: int = 8002
     consumer_group: str = "csat-actions"
     max_batch: int = Field(default=500, ge=1)
-    db_ping_idle_s: float | None = Field(
-        default=1.0,
-        ge=0,
-        description="Check pooled connections idle longer than this before use (unset: before every use)",
-    )
     max_body_bytes: int = Field(
         default=256 * 1024, ge=1024, description="Rules documents and customer bodies"
     )

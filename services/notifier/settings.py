@@ -20,11 +20,6 @@ class NotifierSettings(CommonSettings):
     port: int = 8003
     consumer_group: str = "csat-notifier"
     max_batch: int = Field(default=200, ge=1)
-    db_ping_idle_s: float | None = Field(
-        default=1.0,
-        ge=0,
-        description="Check pooled connections idle longer than this before use (unset: before every use)",
-    )
 
     # ---- providers per channel ----------------------------------------------------------------------
     email_provider: Literal["outbox", "sendgrid", "mailgun", "postmark"] = "outbox"
