@@ -23,7 +23,7 @@ from services.scorer.evaluator import ScoreEvaluator
 from services.scorer.maintenance import every, prune, refresh_gauges, utcnow
 from services.scorer.settings import ScorerSettings
 from services.scorer.trend import trend
-from services.scorer.windows import MINUTE, Tier, plan_series, rolling
+from services.scorer.windows import MINUTE, Tier, plan_series, prune_cutoffs, rolling
 from shared.auth import admin_guard
 from shared.consumer import Handler, Received
 from shared.envelope import OutgoingRecord
@@ -49,6 +49,7 @@ def make_handler(settings: ScorerSettings, registry: repository.Registry | None 
         max_dimensions=settings.max_dimensions,
         combinations=settings.combos,
     )
+    tiers = settings.tiers
 
     async def handle(conn: AsyncConnection, batch: Sequence[Received]) -> list[OutgoingRecord]:
         unique: dict[str, repository.Rating] = {}
@@ -63,7 +64,14 @@ def make_handler(settings: ScorerSettings, registry: repository.Registry | None 
         await repository.commit_without_flush_wait(conn)
         ratings = list(unique.values())
         counted = await reg.counted_all(conn, [r.segment for r in ratings])
-        new = await repository.apply_batch(conn, ratings, [c[0] for c in counted])
+        cutoff = prune_cutoffs(tiers, now=utcnow())
+        new = await repository.apply_batch(
+            conn,
+            ratings,
+            [c[0] for c in counted],
+            minute_since=cutoff["minute"],
+            hour_since=cutoff["hour"],
+        )
         folds: Counter[str] = Counter()
         dropped = 0
         for r, (_keys, folded_dims, lost) in zip(ratings, counted, strict=True):

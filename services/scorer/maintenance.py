@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from services.scorer import domain, repository
 from services.scorer import metrics as sm
 from services.scorer.settings import ScorerSettings
-from services.scorer.windows import DAY, MINUTE, floor_to, plan_window
+from services.scorer.windows import MINUTE, floor_to, plan_window, prune_cutoffs
 from shared.scales import Metric
 
 log = structlog.get_logger(__name__)
@@ -30,11 +30,8 @@ async def prune(
     One replica prunes at a time (an advisory lock); each chunk is its own short transaction.
     """
     deleted: dict[str, int] = {}
-    for tier in settings.tiers:
-        if tier.retention is None:
-            continue
-        cutoff = floor_to(now - tier.retention, DAY) - DAY
-        table = repository.TIER_TABLES[tier.name]
+    for name, cutoff in prune_cutoffs(settings.tiers, now=now).items():
+        table = repository.TIER_TABLES[name]
         total = 0
         while True:
             async with engine.begin() as conn:
@@ -48,10 +45,10 @@ async def prune(
             total += n
             if n < chunk:
                 break
-        deleted[tier.name] = total
+        deleted[name] = total
         if total:
-            sm.PRUNED_BUCKETS.labels(tier.name).inc(total)
-            log.info("pruned_buckets", tier=tier.name, deleted=total, before=cutoff.isoformat())
+            sm.PRUNED_BUCKETS.labels(name).inc(total)
+            log.info("pruned_buckets", tier=name, deleted=total, before=cutoff.isoformat())
     return deleted
 
 

@@ -32,7 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from services.scorer import repository
 from services.scorer.domain import GLOBAL_SEGMENT
 from services.scorer.settings import ScorerSettings
-from services.scorer.windows import DAY, floor_to
+from services.scorer.windows import prune_cutoffs
 from shared.db import make_engine
 
 SEEN = "scorer.replay_seen"
@@ -106,12 +106,7 @@ class Replayer:
         )
         self._done = 0
         self._started = 0.0
-        tiers = {t.name: t for t in settings.tiers}
-        cutoff = {}
-        for name in ("minute", "hour"):
-            retention = tiers[name].retention
-            assert retention is not None
-            cutoff[name] = floor_to(now() - retention, DAY) - DAY
+        cutoff = prune_cutoffs(settings.tiers, now=now())
         self._minute_since, self._hour_since = cutoff["minute"], cutoff["hour"]
 
     async def run(self) -> ReplayResult:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 import orjson
@@ -128,7 +128,7 @@ WITH src AS MATERIALIZED (
 ), inc AS MATERIALIZED (
     {_MINUTE_COUNTS.format(rows="src s JOIN ins USING (rating_id)")}
 ),
-{_counter_ctes(LIVE, "inc")}
+{_counter_ctes(LIVE, "inc", since=("$2::timestamptz", "$3::timestamptz"))}
 SELECT rating_id FROM ins
 """  # noqa: S608 - table names are module constants; values are bound parameters
 
@@ -220,12 +220,22 @@ class Rating(Protocol):
 
 
 _NO_ACCOUNT = (None, None, None)
+_NO_CUTOFF = datetime(1, 1, 1, tzinfo=UTC)
 
 
-async def apply_batch(conn: AsyncConnection, ratings: Sequence[Rating], keys: Sequence[str]) -> set[str]:
+async def apply_batch(
+    conn: AsyncConnection,
+    ratings: Sequence[Rating],
+    keys: Sequence[str],
+    *,
+    minute_since: datetime = _NO_CUTOFF,
+    hour_since: datetime = _NO_CUTOFF,
+) -> set[str]:
     """Store new ratings and count them once (``keys[i]``: rating i's segment keys); returns the new ids.
 
     ``ratings`` must have distinct ids: a rating repeated inside one statement would be counted twice.
+    Minute and hour buckets before ``minute_since`` / ``hour_since`` (``windows.prune_cutoffs``) are not
+    written: an import of last year's ratings would otherwise write minute rows only to prune them.
     """
     if not ratings:
         return set()
@@ -257,6 +267,8 @@ async def apply_batch(conn: AsyncConnection, ratings: Sequence[Rating], keys: Se
             )
             for r, k in zip(ratings, keys, strict=True)
         ],
+        minute_since,
+        hour_since,
     )
     return {row[0] for row in rows}
 

@@ -44,6 +44,18 @@ def make_tiers(*, minute_retention: timedelta, hour_retention: timedelta) -> tup
     )
 
 
+def prune_cutoffs(tiers: Sequence[Tier], *, now: datetime) -> dict[str, datetime]:
+    """Per tier with a retention: buckets starting before this are deleted by the retention job.
+
+    A day of slack below the retention, so no query planned with :meth:`Tier.holds` ever misses a
+    bucket. Writers skip buckets below it too (a replay, or a rating older than a tier keeps): they
+    would only be pruned, and no plan made at ``now`` or later reads them.
+    """
+    return {
+        tier.name: floor_to(now - tier.retention, DAY) - DAY for tier in tiers if tier.retention is not None
+    }
+
+
 def floor_to(ts: datetime, resolution: timedelta) -> datetime:
     """Floor to a multiple of ``resolution`` since the Unix epoch (UTC days, hours, minutes)."""
     steps = (ts - EPOCH) // resolution

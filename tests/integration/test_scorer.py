@@ -264,3 +264,52 @@ async def test_timestamps_are_stored_to_the_microsecond(database_url: str, occur
     assert row.occurred_at == occurred
     assert row.received_at == received
     assert bucket == occurred.replace(second=0, microsecond=0)
+
+
+async def test_ratings_older_than_the_minute_tier_keeps_are_counted_in_hours_and_days_only(
+    infra: Infra, database_url: str, topics: Topics
+) -> None:
+    """An import of old ratings writes no minute buckets the retention job would only delete."""
+    now = datetime.now(UTC)
+    ages = {"old": timedelta(days=50), "recent": timedelta(days=2)}
+    records = []
+    for label, age in ages.items():
+        for i in range(40):
+            body = {
+                "rating_id": f"{label}-{i}",
+                "metric": "csat",
+                "scale": "1-5",
+                "score": 5 if i % 4 else 2,
+                "customer": {"id": f"cus-{i}"},
+                "segment": {"store": "s1"},
+                "occurred_at": (now - age).isoformat(),
+            }
+            rating = normalize(RatingIn.model_validate(body), received_at=now)
+            records.append(to_record(rating, topic=topics.ratings))
+    await produce(infra.bootstrap, records)
+    cfg = settings(infra, database_url, topics)
+    assert cfg.minute_retention_days == 35
+    async with running(create_app(cfg)) as client:
+
+        async def score() -> Any:
+            return (await client.get("/v1/scores", params={"window": "90d", "segment": "store:s1"})).json()
+
+        body = await wait_for(score, until=lambda b: b["responses"] == 80, timeout_s=60)
+        assert body["positive"] == 60
+    engine = make_engine(database_url)
+    try:
+        async with engine.connect() as conn:
+            sums = {}
+            for tier, table in repository.TIER_TABLES.items():
+                rows = await conn.execute(
+                    text(
+                        f"SELECT bucket_start < now() - interval '40 days' AS old, sum(n) FROM {table} "  # noqa: S608 - module constant
+                        "WHERE segment_key = 'store=s1' GROUP BY 1"
+                    )
+                )
+                sums[tier] = {bool(r[0]): int(r[1]) for r in rows}
+    finally:
+        await engine.dispose()
+    assert sums["minute"] == {False: 40}
+    assert sums["hour"] == {True: 40, False: 40}
+    assert sums["day"] == {True: 40, False: 40}

@@ -327,6 +327,16 @@ async def test_prune_keeps_queries_exact(infra: Infra, database_url: str, topics
     async with running(create_app(settings)) as client:
         await wait_for(lambda: stored(database_url), until=lambda n: n == 5, timeout_s=60)
         before = await get(client, "/v1/scores", window="90d")
+        # Minute buckets past their retention are not even written any more...
+        old_sql = "FROM scorer.score_counts_minute WHERE bucket_start < now() - interval '40 days'"
+        assert await fetch_value(database_url, f"SELECT count(*) {old_sql}") == 0
+        # ...but a deployment that lowers CSAT_MINUTE_RETENTION_DAYS has some: one written under a longer one.
+        await fetch_value(
+            database_url,
+            "INSERT INTO scorer.score_counts_minute (metric, segment_key, bucket_start, scale, score, n) "
+            "SELECT metric, segment_key, bucket_start, scale, score, n FROM scorer.score_counts "
+            "WHERE segment_key = '*' AND bucket_start < now() - interval '40 days' RETURNING 1",
+        )
         engine = make_engine(database_url)
         try:
             deleted = await maintenance.prune(engine, settings=settings, now=datetime.now(UTC))
@@ -335,11 +345,7 @@ async def test_prune_keeps_queries_exact(infra: Infra, database_url: str, topics
         assert deleted["minute"] == 1 and deleted["hour"] == 0
         after = await get(client, "/v1/scores", window="90d")
         assert (after["responses"], after["positive"]) == (before["responses"], before["positive"]) == (5, 3)
-    old_minutes = await fetch_value(
-        database_url,
-        "SELECT count(*) FROM scorer.score_counts_minute WHERE bucket_start < now() - interval '40 days'",
-    )
-    assert old_minutes == 0
+    assert await fetch_value(database_url, f"SELECT count(*) {old_sql}") == 0
 
 
 async def test_replay_rebuilds_counters_while_the_scorer_runs(

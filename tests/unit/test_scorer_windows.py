@@ -17,6 +17,7 @@ from services.scorer.windows import (
     make_tiers,
     plan_series,
     plan_window,
+    prune_cutoffs,
     rolling,
 )
 
@@ -122,3 +123,18 @@ def test_series_picks_the_coarsest_tier_that_fits() -> None:
         plan_series(timedelta(days=30), MINUTE, now=NOW, tiers=TIERS)
     with pytest.raises(ValueError, match="whole number of steps"):
         plan_series(timedelta(hours=5), timedelta(hours=2), now=NOW, tiers=TIERS)
+
+
+@pytest.mark.parametrize(
+    "later", [timedelta(0), timedelta(seconds=1), timedelta(hours=13), timedelta(days=40)]
+)
+@pytest.mark.parametrize("span_days", [1, 7, 30, 35, 90, 365, 800])
+def test_no_plan_reads_a_bucket_below_the_cutoff_writers_skip(later: timedelta, span_days: int) -> None:
+    """A bucket skipped when written at NOW (below ``prune_cutoffs``) is never read by a later plan."""
+    cutoffs = prune_cutoffs(TIERS, now=NOW)
+    assert set(cutoffs) == {"minute", "hour"}
+    comparison = rolling(timedelta(days=span_days), now=NOW + later, tiers=TIERS)
+    for plan in (comparison.current, comparison.previous, comparison.year_ago):
+        for span in plan.spans:
+            if span.tier in cutoffs:
+                assert span.start >= cutoffs[span.tier], (span_days, later, span)
