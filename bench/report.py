@@ -197,6 +197,7 @@ def render(results: dict[str, Any]) -> str:
                     else "."
                 ),
             ]
+            lines += _target_lines(results, head, lv)
         lines.append("")
     if e:
         lines += [
@@ -307,3 +308,27 @@ def render(results: dict[str, Any]) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _target_lines(results: dict[str, Any], backfill: dict[str, Any], live: dict[str, Any]) -> list[str]:
+    """The scorer's throughput target (half the bare consumer's events/s) against both regimes, and what
+    the machine's cores allow at the CPU each event measured."""
+    cores = results.get("machine", {}).get("cores") or 0
+    out = [
+        "",
+        "Target: at least half the bare consumer's events/s, measured in the same run. Live stream: "
+        f"**{_r(live['scorer']['per_s'], live['bare']['per_s'])}**; "
+        f"{_spread(backfill.get('spread_s', 86_400))} backfill: "
+        f"**{_r(backfill['scorer']['per_s'], backfill['bare']['per_s'])}**.",
+    ]
+    cpu = backfill["scorer"].get("cpu_us_per_event")
+    if cpu and cores:
+        total = cpu["scorer"] + cpu["postgres"] + cpu["broker"]
+        ceiling = cores / total * 1e6
+        out[-1] += (
+            f" The backfill costs {total:.1f} us of CPU per event (scorer, PostgreSQL, broker); on this "
+            f"machine's {cores} cores no overlap could take it past {_n(ceiling)} events/s "
+            f"({_r(ceiling, backfill['bare']['per_s'])} of the bare consumer): it is bounded by the counter rows "
+            'each rating writes (docs/scores.md, "Throughput").'
+        )
+    return out
