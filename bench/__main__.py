@@ -48,6 +48,12 @@ def main(argv: list[str] | None = None) -> int:
         help="a second scorer run at the headline level whose events occurred within this many seconds "
         "(a live stream: ratings share the current minute buckets); 0 skips it",
     )
+    p.add_argument(
+        "--scorer-live-rounds",
+        type=int,
+        default=int(env("BENCH_SCORER_LIVE_ROUNDS", "3")),
+        help="live-stream runs, each on a fresh topic with its own bare runs; the median is the headline",
+    )
     p.add_argument("--headline-stores", type=int, default=int(env("BENCH_HEADLINE_STORES", "100")))
     p.add_argument("--e2e-rate", type=float, default=float(env("BENCH_E2E_RATE", "50")))
     p.add_argument("--e2e-seconds", type=float, default=float(env("BENCH_E2E_SECONDS", "30")))
@@ -106,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.scorer_live_spread_s:
                 results["segments_live"] = scorer.segments_levels(
                     bs,
-                    levels=[args.headline_stores],
+                    levels=[args.headline_stores] * max(1, args.scorer_live_rounds),
                     events=args.scorer_events,
                     max_batch=ScorerSettings.model_fields["max_batch"].default,
                     query_count=args.query_count,

@@ -80,7 +80,7 @@ def render(results: dict[str, Any]) -> str:
         )
     live = results.get("segments_live")
     if live:
-        lv = live[0]
+        lv = _median_round(live)
         lines.append(
             f"| scorer events/s, live stream ({lv['stores']} stores, occurred in the last "
             f"{_spread(lv['spread_s'])}) | {_n(lv['scorer']['per_s'])} | {_n(lv['bare']['per_s'])} "
@@ -180,7 +180,7 @@ def render(results: dict[str, Any]) -> str:
                     f"{cpu['broker']:.1f} us | {x['scorer'].get('loadavg', [float('nan')])[0]:.1f} |"
                 )
         if live:
-            lv = live[0]
+            lv = _median_round(live)
             cpu = lv["scorer"].get("cpu_us_per_event", {})
             lines += [
                 "",
@@ -190,7 +190,14 @@ def render(results: dict[str, Any]) -> str:
                 "the current minute's buckets. The same measurement with "
                 f"{lv['events']:,} events that occurred in the last {_spread(lv['spread_s'])} "
                 f"({lv['stores']} stores): bare {_n(lv['bare']['per_s'])} events/s, scorer "
-                f"{_n(lv['scorer']['per_s'])} events/s (**{_r(lv['scorer']['per_s'], lv['bare']['per_s'])}**)"
+                f"{_n(lv['scorer']['per_s'])} events/s (**{_r(lv['scorer']['per_s'], lv['bare']['per_s'])}**"
+                + (
+                    f", the median of {len(live)} rounds on fresh topics: "
+                    + ", ".join(_r(x["scorer"]["per_s"], x["bare"]["per_s"]) for x in live)
+                    if len(live) > 1
+                    else ""
+                )
+                + ")"
                 + (
                     f"; CPU per event: scorer {cpu['scorer']:.1f} us, PostgreSQL {cpu['postgres']:.1f} us."
                     if cpu
@@ -332,3 +339,9 @@ def _target_lines(results: dict[str, Any], backfill: dict[str, Any], live: dict[
             'each rating writes (docs/scores.md, "Throughput").'
         )
     return out
+
+
+def _median_round(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """The round whose scorer/bare ratio is the median (the lower middle one for an even count)."""
+    ranked = sorted(rounds, key=lambda x: x["scorer"]["per_s"] / x["bare"]["per_s"])
+    return ranked[(len(ranked) - 1) // 2]
