@@ -45,6 +45,7 @@ from shared.http import install_common, problem
 from shared.limits import BodySizeLimitMiddleware
 from shared.logs import configure_logging
 from shared.runtime import ConsumerRuntime
+from shared.vocabulary import ContactIn
 
 log = structlog.get_logger(__name__)
 
@@ -54,15 +55,9 @@ RULE_HITS = Counter(
 RULES_PROBLEM = "https://csat.dev/problems/invalid-rules"
 
 
-class CustomerIn(BaseModel):
-    """Context the rules use: value and tier, owner CSM, contact details, consent and opt-out."""
+class CustomerProfileIn(ContactIn):
+    """Context the rules use: contact details, value and tier, owner CSM, consent and opt-out."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    email: EmailStr | None = None
-    phone: str | None = Field(default=None, pattern=r"^\+[1-9]\d{6,14}$")
-    locale: str | None = Field(default=None, pattern=r"^[a-z]{2}(-[A-Z]{2})?$")
-    timezone: str | None = None
     tier: str | None = Field(default=None, max_length=40)
     value: float | None = Field(default=None, ge=0)
     owner_email: EmailStr | None = None
@@ -553,7 +548,7 @@ def create_app(settings: ActionsSettings | None = None) -> FastAPI:
         dependencies=admin,
     )
     async def put_customer(
-        body: CustomerIn, customer_id: Annotated[str, Path(min_length=1, max_length=200)]
+        body: CustomerProfileIn, customer_id: Annotated[str, Path(min_length=1, max_length=200)]
     ) -> Any:
         async with runtime.engine.begin() as conn:
             await repository.upsert_customer(conn, customer_id, body.model_dump(mode="json"))

@@ -31,6 +31,7 @@ from pydantic import (
 )
 
 from services.actions.yamlio import load_yaml
+from shared.vocabulary import TEMPLATE_NAMES
 
 NOTIFICATION_NAMESPACE = uuid.UUID("6f1c2b4e-9d1a-4d7e-9a59-0c8a0d3c5e11")
 
@@ -39,22 +40,8 @@ _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _OPERATORS = {"eq", "ne", "in", "not_in", "lt", "lte", "gt", "gte", "present", "contains", "contains_any"}
 _LOGICAL = {"any", "all", "not"}
 
-#: The template names the notifier ships (cross-branch contract); rules may use only these.
-TEMPLATES = frozenset(
-    {
-        "csm_alert",
-        "sla_escalation",
-        "low_score_followup",
-        "resurvey_open_question",
-        "support_callback",
-        "nurture_education",
-        "thank_you",
-        "referral_invite",
-        "review_invite",
-        "segment_alert",
-        "theme_alert",
-    }
-)
+#: The template names the notifier ships; rules may use only these.
+TEMPLATES = frozenset(TEMPLATE_NAMES)
 
 
 def parse_duration(text: str | int) -> timedelta:

@@ -9,28 +9,22 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 import orjson
-from pydantic import AwareDatetime, BaseModel, ConfigDict, EmailStr, Field, StringConstraints, field_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 from shared.events import AccountRef, Consent, CustomerRef, RatingSubmitted
 from shared.scales import Metric, ScaleError, Sentiment, get_scale, nps_class, parse_score
+from shared.vocabulary import ContactIn
 
 _ID = r"^[A-Za-z0-9][A-Za-z0-9._:@/+=-]{0,127}$"
 _SEGMENT_KEY = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
-_PHONE = r"^\+[1-9]\d{6,14}$"
 
 RatingId = Annotated[str, StringConstraints(pattern=_ID)]
 
 
-class CustomerIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class CustomerIn(ContactIn):
+    """The customer a rating is about: an id plus the shared contact fields."""
 
     id: Annotated[str, StringConstraints(min_length=1, max_length=200, strip_whitespace=True)]
-    email: EmailStr | None = None
-    phone: Annotated[str, StringConstraints(pattern=_PHONE)] | None = Field(
-        default=None, description="E.164, e.g. +33612345678"
-    )
-    locale: Annotated[str, StringConstraints(pattern=r"^[a-z]{2}(-[A-Z]{2})?$")] | None = None
-    timezone: Annotated[str, StringConstraints(max_length=64)] | None = None
 
 
 class AccountIn(BaseModel):

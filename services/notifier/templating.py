@@ -19,24 +19,12 @@ from jinja2 import (
     TemplateNotFound,
 )
 
+from shared.vocabulary import LOCALES, TEMPLATE_NAMES
+
 TEMPLATE_DIR = Path(__file__).parent / "templates"
 FALLBACK_LOCALE = "en"
 
-#: The names every branch relies on (contracts.md): each ships in ``en`` and ``fr``.
-TEMPLATE_NAMES = (
-    "csm_alert",
-    "sla_escalation",
-    "low_score_followup",
-    "resurvey_open_question",
-    "support_callback",
-    "nurture_education",
-    "thank_you",
-    "referral_invite",
-    "review_invite",
-    "segment_alert",
-    "theme_alert",
-)
-LOCALES = ("en", "fr")
+__all__ = ["LOCALES", "TEMPLATE_NAMES", "Rendered", "Templates"]
 
 
 @dataclass(frozen=True, slots=True)
