@@ -133,9 +133,13 @@ def test_deployments_follow_the_operating_rules(overlay: str) -> None:
             == set(container["resources"]["limits"])
             == {"cpu", "memory"}
         )
-        assert container["args"] == ["serve", name.removeprefix("csat-")]
-        annotations = spec["template"]["metadata"]["annotations"]
-        assert annotations["prometheus.io/port"] == str(container["ports"][0]["containerPort"])
+        # Every value the shared template leaves as a placeholder is set to this service's own.
+        service, port = name.removeprefix("csat-"), str(container["ports"][0]["containerPort"])
+        assert container["args"] == ["serve", service] and container["name"] == service
+        assert d["metadata"]["labels"]["app.kubernetes.io/component"] == service
+        assert spec["template"]["metadata"]["labels"]["app.kubernetes.io/component"] == service
+        assert spec["template"]["metadata"]["annotations"]["prometheus.io/port"] == port
+        assert {e["name"]: e.get("value") for e in container["env"]}["CSAT_PORT"] == port
         if spec["replicas"] > 1:
             assert name in pdbs, f"{name} runs {spec['replicas']} replicas without a PodDisruptionBudget"
         else:
