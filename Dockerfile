@@ -1,7 +1,9 @@
-# One image for the whole platform; the entrypoint is the `csat` command line:
+# One image for the whole platform; the entrypoint is the `csat` command line (services/cli/):
 #   csat serve collector|scorer|actions|notifier   one service, one process (uvicorn, uvloop, httptools)
 #   csat migrate                                   database migrations (the Kubernetes Job)
 #   csat topics                                    create the topics (without Strimzi's topic operator)
+#   csat dlq|replay|import|contracts               operator tools (docs/operations.md)
+# devstack/ (the embedded broker and PostgreSQL of `make run` and the tests) is not in the image.
 # Build: docker build -t csat-platform:0.1.0 .   (no Docker engine on the development machines: the
 # image is built by CI/release tooling; deploy/k8s pins it with `kustomize edit set image`).
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
@@ -20,7 +22,6 @@ COPY alembic.ini ./
 COPY migrations ./migrations
 COPY shared ./shared
 COPY services ./services
-COPY devstack ./devstack
 COPY contracts ./contracts
 RUN uv sync --frozen --no-dev
 

@@ -78,7 +78,7 @@ test-ops: install ops-tools ## Contracts, metrics, alerts, dashboards, manifests
 
 .PHONY: contracts
 contracts: install ## Regenerate contracts/ (JSON Schemas + AsyncAPI) from shared/events.py
-	$(BIN)/python -m devstack contracts
+	$(BIN)/python -m services.cli contracts
 
 .PHONY: test-unit
 test-unit: install ## Pure unit tests only (no broker, no database)

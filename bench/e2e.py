@@ -282,7 +282,7 @@ def run(bs: BenchStack, *, rate: float, seconds: float, drain_s: float = 120) ->
             f"(accepted {res['accepted']}, statuses {res['statuses']})"
         )
         hop_topic = f"bench-hop-{uuid.uuid4().hex[:6]}"
-        from devstack.stack import create_topics
+        from shared.provisioning import create_topics
         from shared.topics import Topics
 
         create_topics(bs.bootstrap, Topics(prefix=hop_topic + "."))

@@ -18,7 +18,8 @@ import httpx
 
 from bench.common import BenchStack, now_utc, percentile, preload, rating_event, say
 from devstack.ports import free_port
-from devstack.stack import ROOT, create_topics
+from devstack.stack import ROOT
+from shared.provisioning import create_topics
 from shared.topics import Topics
 
 SCORER_GROUP = "csat-scorer"

@@ -19,28 +19,12 @@ import httpx
 from devstack.broker import EmbeddedBroker
 from devstack.ports import preferred_port
 from devstack.postgres import EmbeddedPostgres
-from shared.kafka import TopicSpec, ensure_topics
+from shared.provisioning import create_topics, run_migrations
 from shared.topics import Topics
 
 ROOT = Path(__file__).resolve().parents[1]
 SERVICES = ("collector", "scorer", "actions", "notifier")
 DEFAULT_PORTS = {"collector": 8000, "scorer": 8001, "actions": 8002, "notifier": 8003}
-
-
-def run_migrations(database_url: str) -> None:
-    """``alembic upgrade heads`` against ``database_url`` (synchronous; call outside an event loop)."""
-    from alembic import command
-    from alembic.config import Config
-
-    cfg = Config(str(ROOT / "alembic.ini"))
-    cfg.set_main_option("script_location", str(ROOT / "migrations"))
-    cfg.set_main_option("sqlalchemy.url", database_url.replace("%", "%%"))
-    command.upgrade(cfg, "heads")
-
-
-def create_topics(bootstrap: str, topics: Topics, *, partitions: int = 6) -> list[str]:
-    specs = [TopicSpec(name, partitions=partitions) for name in topics.all()]
-    return asyncio.run(ensure_topics(bootstrap=bootstrap, specs=specs))
 
 
 @dataclass

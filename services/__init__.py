@@ -1,1 +1,1 @@
-"""The four services of the CSAT platform."""
+"""The four services of the CSAT platform, and the production command line `csat` (cli/)."""

@@ -19,7 +19,7 @@ import asyncpg
 
 from devstack.broker import EmbeddedBroker
 from devstack.postgres import EmbeddedPostgres
-from devstack.stack import create_topics, run_migrations
+from shared.provisioning import create_topics, run_migrations
 from shared.topics import Topics
 
 TEMPLATE_DB = "csat_template"

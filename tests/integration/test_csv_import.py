@@ -40,7 +40,7 @@ async def csat(*args: str) -> tuple[int, str, str]:
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "devstack",
+        "services.cli",
         *args,
         cwd=ROOT,
         stdout=asyncio.subprocess.PIPE,

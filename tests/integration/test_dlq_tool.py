@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from devstack.cli import main as csat
+from services.cli.commands import main as csat
 from shared import events as ev
 from shared.envelope import OutgoingRecord, encode
 from shared.topics import Topics

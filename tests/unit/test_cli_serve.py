@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import uvicorn
 
-from devstack.cli import main
+from services.cli.commands import main
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import yaml
 from jsonschema import Draft202012Validator
 
-from devstack.cli import main as csat
+from services.cli.commands import main as csat
 from shared import contracts
 from shared import events as ev
 from shared.topics import Topics

@@ -1,4 +1,4 @@
-"""``csat``: the platform's command line (run the stack, migrate, topics, import, replay, DLQ, serve)."""
+"""``csat``: the platform's production command line, the image's entrypoint (one command per pod or Job)."""
 
 from __future__ import annotations
 
@@ -7,21 +7,14 @@ import asyncio
 import os
 import sys
 from pathlib import Path
+from typing import TypeAlias
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from devstack.stack import ROOT, Stack, create_topics, run_forever, run_migrations
+from shared.provisioning import ROOT, create_topics, run_migrations
 from shared.topics import Topics
 
-
-def _cmd_run(args: argparse.Namespace) -> int:
-    stack = Stack(
-        var_dir=Path(args.var).resolve(),
-        kafka_bootstrap=os.environ.get("KAFKA_BOOTSTRAP") or None,
-        database_url=os.environ.get("DATABASE_URL") or None,
-        topic_prefix=os.environ.get("CSAT_TOPIC_PREFIX", ""),
-        echo_logs=not args.quiet,
-    )
-    return run_forever(stack)
+SERVICES = ("collector", "scorer", "actions", "notifier")
+DLQ_CONSUMERS = ("scorer", "actions", "notifier")
 
 
 def _cmd_migrate(_args: argparse.Namespace) -> int:
@@ -46,9 +39,7 @@ def _cmd_topics(_args: argparse.Namespace) -> int:
 
 def _cmd_dlq(args: argparse.Namespace) -> int:
     """List or re-drive one consumer's dead letters (docs/operations.md, "Dead letters")."""
-    import asyncio
-
-    from devstack import dlq
+    from services.cli import dlq
 
     bootstrap = os.environ.get("KAFKA_BOOTSTRAP")
     if not bootstrap:
@@ -171,36 +162,39 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     return replay_main(["--batch-size", str(args.batch_size)])
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="csat", description="CSAT platform command line")
-    sub = parser.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", help="start the whole stack on this machine (embedded broker and Postgres)")
-    run.add_argument("--var", default=str(ROOT / "var"), help="where data, logs and the outbox go")
-    run.add_argument("--quiet", action="store_true", help="do not echo service logs")
-    run.set_defaults(func=_cmd_run)
-    sub.add_parser("migrate", help="apply database migrations (DATABASE_URL)").set_defaults(func=_cmd_migrate)
-    sub.add_parser("topics", help="create the Kafka topics (KAFKA_BOOTSTRAP)").set_defaults(func=_cmd_topics)
+Subcommands: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
+
+
+def _add_serve(sub: Subcommands) -> None:
+    serve = sub.add_parser("serve", help="run one service (the container entrypoint)")
+    serve.add_argument("service", choices=SERVICES)
+    serve.add_argument("--host", default=os.environ.get("CSAT_HOST", "127.0.0.1"), help="env CSAT_HOST")
+    serve.add_argument(
+        "--port", type=int, default=int(os.environ.get("CSAT_PORT", "8000")), help="env CSAT_PORT"
+    )
+    serve.set_defaults(func=_cmd_serve)
+
+
+def _add_dlq(sub: Subcommands) -> None:
     dead = sub.add_parser("dlq", help="list or re-drive a consumer's dead letters (KAFKA_BOOTSTRAP)")
     dead.add_argument("action", choices=["list", "redrive"])
-    dead.add_argument("consumer", choices=["scorer", "actions", "notifier"])
+    dead.add_argument("consumer", choices=DLQ_CONSUMERS)
     dead.add_argument(
         "--only", nargs="*", metavar="PARTITION:OFFSET", help="dead letters to take (as listed)"
     )
     dead.add_argument("--reason", help="only this reason kind (e.g. invalid_data)")
     dead.add_argument("--dry-run", action="store_true", help="show what would be re-driven")
     dead.set_defaults(func=_cmd_dlq)
-    serve = sub.add_parser("serve", help="run one service (the container entrypoint)")
-    serve.add_argument("service", choices=["collector", "scorer", "actions", "notifier"])
-    serve.add_argument("--host", default=os.environ.get("CSAT_HOST", "127.0.0.1"), help="env CSAT_HOST")
-    serve.add_argument(
-        "--port", type=int, default=int(os.environ.get("CSAT_PORT", "8000")), help="env CSAT_PORT"
-    )
-    serve.set_defaults(func=_cmd_serve)
+
+
+def _add_contracts(sub: Subcommands) -> None:
     contracts = sub.add_parser("contracts", help="write the JSON Schemas and AsyncAPI document (contracts/)")
     contracts.add_argument("--dir", default=str(ROOT / "contracts"))
     contracts.add_argument("--check", action="store_true", help="fail if the committed files are stale")
     contracts.set_defaults(func=_cmd_contracts)
 
+
+def _add_import(sub: Subcommands) -> None:
     imp = sub.add_parser(
         "import",
         help="load a CSV export of past survey answers through the collector's validation",
@@ -220,16 +214,32 @@ def main(argv: list[str] | None = None) -> int:
     imp.add_argument("--no-progress", action="store_true", help="no progress bar")
     imp.add_argument("--retries", type=int, default=8, help="attempts per batch on 429/503/unreachable")
     imp.set_defaults(func=_cmd_import)
+
+
+def _add_replay(sub: Subcommands) -> None:
     replay = sub.add_parser(
         "replay",
         help="rebuild the scorer's counters from its stored ratings (DATABASE_URL; safe while it runs)",
     )
     replay.add_argument("--batch-size", type=int, default=10_000, help="ratings per transaction")
     replay.set_defaults(func=_cmd_replay)
-    args = parser.parse_args(argv)
+
+
+def parser() -> argparse.ArgumentParser:
+    """Every ``csat`` subcommand, each bound to the function that runs it (``args.func``)."""
+    top = argparse.ArgumentParser(prog="csat", description="CSAT platform command line")
+    sub = top.add_subparsers(dest="command", required=True)
+    sub.add_parser("migrate", help="apply database migrations (DATABASE_URL)").set_defaults(func=_cmd_migrate)
+    sub.add_parser("topics", help="create the Kafka topics (KAFKA_BOOTSTRAP)").set_defaults(func=_cmd_topics)
+    _add_dlq(sub)
+    _add_serve(sub)
+    _add_contracts(sub)
+    _add_import(sub)
+    _add_replay(sub)
+    return top
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
     code: int = args.func(args)
     return code
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""``csat``: the production command line (serve, migrate, topics, import, replay, dlq, contracts)."""

@@ -1,0 +1,3 @@
+from services.cli.commands import main
+
+raise SystemExit(main())
