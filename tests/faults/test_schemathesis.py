@@ -1,6 +1,6 @@
 """Schemathesis against the collector's own OpenAPI document: no 5xx, and invalid input always gets a 4xx.
 
-``POST /v1/ratings/batch`` answers 202 with one result per item by contract (PRODUCT.md): an invalid
+``POST /v1/ratings/batch`` answers 202 with one result per item, by contract: an invalid
 *item* is reported as rejected in its result rather than failing the batch, so that operation runs
 with the no-5xx check only (its envelope errors, e.g. an empty or oversized list, are 422 and covered
 by the unit tests). Every other operation runs with both checks.

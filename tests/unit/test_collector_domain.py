@@ -29,7 +29,7 @@ def rating(**kw: Any) -> RatingIn:
     return RatingIn.model_validate({"metric": "csat", "score": 4, "customer": {"id": "c1"}, **kw})
 
 
-# Every scale in PRODUCT.md: (metric, scale, score) -> (normalized, sentiment, positive, nps class)
+# Every scale of docs/collector.md: (metric, scale, score) -> (normalized, sentiment, positive, nps class)
 EVERY_SCALE = [
     ("csat", "1-5", 1, 0.0, "negative", False, None),
     ("csat", "1-5", 3, 0.5, "neutral", False, None),

@@ -1,4 +1,4 @@
-"""Score maths: the worked examples of PRODUCT.md and the statistics around them."""
+"""Score maths: the worked examples of the CSAT, NPS and CES definitions and the statistics around them."""
 
 from __future__ import annotations
 
