@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -84,16 +85,23 @@ async def ensure_topics(*, bootstrap: str, specs: Iterable[TopicSpec], timeout_s
         await asyncio.wait_for(admin.close(), timeout_s)
 
 
+class Acked(NamedTuple):
+    """Where the broker stored one record it acknowledged."""
+
+    partition: int
+    offset: int
+
+
 async def send_all(
     producer: AIOKafkaProducer, records: Sequence[OutgoingRecord], *, timeout_s: float
-) -> list[tuple[int, int]]:
-    """Send records and wait for every acknowledgement; returns (partition, offset) per record."""
+) -> list[Acked]:
+    """Send records and wait for every acknowledgement; returns where each record was stored."""
     if not records:
         return []
 
-    async def _send() -> list[tuple[int, int]]:
+    async def _send() -> list[Acked]:
         futures = [await producer.send(r.topic, r.value, key=r.key, headers=r.headers) for r in records]
         results = await asyncio.gather(*futures)
-        return [(md.partition, md.offset) for md in results]
+        return [Acked(partition=md.partition, offset=md.offset) for md in results]
 
     return await asyncio.wait_for(_send(), timeout_s)

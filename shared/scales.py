@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import NamedTuple
 
 
 class Metric(StrEnum):
@@ -30,6 +31,13 @@ class NpsClass(StrEnum):
     DETRACTOR = "detractor"
 
 
+class Band(NamedTuple):
+    """An inclusive range of scores on one scale (e.g. the positive answers 4-5 of a 1-5 scale)."""
+
+    low: int
+    high: int
+
+
 @dataclass(frozen=True, slots=True)
 class Scale:
     """One answer scale for one metric; thresholds are inclusive score ranges."""
@@ -39,8 +47,8 @@ class Scale:
     low: int
     high: int
     higher_is_better: bool
-    positive: tuple[int, int]
-    negative: tuple[int, int]
+    positive: Band
+    negative: Band
     labels: dict[str, int] = field(default_factory=dict)
     description: str = ""
 
@@ -48,12 +56,12 @@ class Scale:
         return self.low <= score <= self.high
 
     def is_positive(self, score: int) -> bool:
-        return self.positive[0] <= score <= self.positive[1]
+        return self.positive.low <= score <= self.positive.high
 
     def sentiment(self, score: int) -> Sentiment:
         if self.is_positive(score):
             return Sentiment.POSITIVE
-        if self.negative[0] <= score <= self.negative[1]:
+        if self.negative.low <= score <= self.negative.high:
             return Sentiment.NEGATIVE
         return Sentiment.NEUTRAL
 
@@ -107,13 +115,13 @@ _SMILEYS_3 = {
 _YES_NO = {"yes": 1, "no": 0, "true": 1, "false": 0, "oui": 1, "non": 0}
 
 _SCALES: tuple[Scale, ...] = (
-    Scale(Metric.CSAT, "1-5", 1, 5, True, (4, 5), (1, 2), _LIKERT_5, "stars or Likert, 4-5 positive"),
-    Scale(Metric.CSAT, "1-3", 1, 3, True, (3, 3), (1, 1), _SMILEYS_3, "three smileys, top answer positive"),
-    Scale(Metric.CSAT, "1-10", 1, 10, True, (7, 10), (1, 4), {}, "ten points, 7-10 positive"),
-    Scale(Metric.CSAT, "yes-no", 0, 1, True, (1, 1), (0, 0), _YES_NO, "yes = positive"),
-    Scale(Metric.NPS, "0-10", 0, 10, True, (9, 10), (0, 6), {}, "likelihood to recommend"),
-    Scale(Metric.CES, "1-7", 1, 7, True, (5, 7), (1, 3), {}, "how easy was it, 5-7 easy"),
-    Scale(Metric.CES, "1-5", 1, 5, False, (1, 2), (4, 5), {}, "how much effort, lower is easier"),
+    Scale(Metric.CSAT, "1-5", 1, 5, True, Band(4, 5), Band(1, 2), _LIKERT_5, "stars or Likert, 4-5 positive"),
+    Scale(Metric.CSAT, "1-3", 1, 3, True, Band(3, 3), Band(1, 1), _SMILEYS_3, "three smileys, 3 positive"),
+    Scale(Metric.CSAT, "1-10", 1, 10, True, Band(7, 10), Band(1, 4), {}, "ten points, 7-10 positive"),
+    Scale(Metric.CSAT, "yes-no", 0, 1, True, Band(1, 1), Band(0, 0), _YES_NO, "yes = positive"),
+    Scale(Metric.NPS, "0-10", 0, 10, True, Band(9, 10), Band(0, 6), {}, "likelihood to recommend"),
+    Scale(Metric.CES, "1-7", 1, 7, True, Band(5, 7), Band(1, 3), {}, "how easy was it, 5-7 easy"),
+    Scale(Metric.CES, "1-5", 1, 5, False, Band(1, 2), Band(4, 5), {}, "how much effort, lower is easier"),
 )
 
 SCALES: dict[tuple[Metric, str], Scale] = {(s.metric, s.name): s for s in _SCALES}
