@@ -15,7 +15,8 @@ import base64
 import contextlib
 import time
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
 
@@ -59,6 +60,16 @@ class Received(msgspec.Struct, frozen=True, kw_only=True):
 
 
 Handler = Callable[[AsyncConnection, Sequence[Received]], Awaitable[list[OutgoingRecord]]]
+
+
+@dataclass(slots=True)
+class _Batch:
+    """One micro-batch sorted against the stored offsets (the handler may add to ``dead``)."""
+
+    fresh: list[Received]
+    dead: list[OutgoingRecord]
+    skipped: int
+    next_offsets: dict[str, dict[int, int]]
 
 
 class RawRecord(Protocol):
@@ -243,33 +254,9 @@ class TransactionalConsumer:
                 starts = await asyncio.wait_for(consumer.beginning_offsets(list(assigned)), 15)
                 async with self._engine.begin() as conn:
                     for topic, parts in by_topic.items():
-                        stored = await self._offsets.load(conn, topic=topic, partitions=parts)
-                        for p in parts:
-                            tp = TopicPartition(topic, p)
-                            end = ends.get(tp)
-                            if p in stored and end is not None and stored[p] > end:
-                                # The log is shorter than what we applied: the topic was recreated.
-                                log.warning(
-                                    "stored_offset_beyond_log_end",
-                                    consumer=self.name,
-                                    topic=topic,
-                                    partition=p,
-                                    stored=stored[p],
-                                    end=end,
-                                )
-                                await self._offsets.reset(conn, topic=topic, partition=p)
-                                stored.pop(p)
-                            begin = starts.get(tp, 0)
-                            if stored.get(p, begin) < begin:
-                                log.warning(
-                                    "stored_offset_before_log_start",
-                                    consumer=self.name,
-                                    topic=topic,
-                                    partition=p,
-                                    stored=stored[p],
-                                    start=begin,
-                                )
-                            consumer.seek(tp, max(stored.get(p, begin), begin))
+                        await self._seek_topic(
+                            conn, consumer, topic=topic, partitions=parts, ends=ends, starts=starts
+                        )
                 log.info("partitions_assigned", consumer=self.name, count=len(assigned))
                 return
             except Exception as exc:
@@ -279,6 +266,45 @@ class TransactionalConsumer:
                 log.warning("offset_load_failed", consumer=self.name, error=type(exc).__name__)
                 await self._sleep(backoff)
                 backoff = min(backoff * 2, 10)
+
+    async def _seek_topic(
+        self,
+        conn: AsyncConnection,
+        consumer: AIOKafkaConsumer,
+        *,
+        topic: str,
+        partitions: Sequence[int],
+        ends: Mapping[TopicPartition, int],
+        starts: Mapping[TopicPartition, int],
+    ) -> None:
+        """Position each partition at its stored next offset, kept within the log's current bounds."""
+        stored = await self._offsets.load(conn, topic=topic, partitions=partitions)
+        for p in partitions:
+            tp = TopicPartition(topic, p)
+            end = ends.get(tp)
+            if p in stored and end is not None and stored[p] > end:
+                # The log is shorter than what we applied: the topic was recreated.
+                log.warning(
+                    "stored_offset_beyond_log_end",
+                    consumer=self.name,
+                    topic=topic,
+                    partition=p,
+                    stored=stored[p],
+                    end=end,
+                )
+                await self._offsets.reset(conn, topic=topic, partition=p)
+                stored.pop(p)
+            begin = starts.get(tp, 0)
+            if stored.get(p, begin) < begin:
+                log.warning(
+                    "stored_offset_before_log_start",
+                    consumer=self.name,
+                    topic=topic,
+                    partition=p,
+                    stored=stored[p],
+                    start=begin,
+                )
+            consumer.seek(tp, max(stored.get(p, begin), begin))
 
     # ---- the loop --------------------------------------------------------------------------------
     async def _loop(self, consumer: AIOKafkaConsumer) -> None:
@@ -398,70 +424,99 @@ class TransactionalConsumer:
         self, records: Sequence[RawRecord], decoded: Sequence[Envelope | str], *, isolate: bool
     ) -> None:
         started = time.perf_counter()
+        async with self._engine.begin() as conn:
+            stored = await self._lock_offsets(conn, records)
+            batch = self._triage(records, decoded, stored)
+            outgoing = await self._handle(conn, records, batch, isolate=isolate)
+            await send_all(self._producer, [*batch.dead, *outgoing], timeout_s=self._publish_timeout_s)
+            for topic, offs in batch.next_offsets.items():
+                await self._offsets.store(conn, topic=topic, next_offsets=offs)
+        self._observe(batch, size=len(records), elapsed=time.perf_counter() - started)
+        self.processed += len(batch.fresh)
+
+    async def _lock_offsets(
+        self, conn: AsyncConnection, records: Sequence[RawRecord]
+    ) -> dict[tuple[str, int], int]:
+        """Stored next offsets of the batch's partitions, row-locked until commit: fences a stale member."""
         by_topic: dict[str, list[int]] = defaultdict(list)
         for r in records:
             by_topic[r.topic].append(r.partition)
+        stored: dict[tuple[str, int], int] = {}
+        for topic, parts in by_topic.items():
+            for p, off in (await self._offsets.lock(conn, topic=topic, partitions=parts)).items():
+                stored[(topic, p)] = off
+        return stored
+
+    def _triage(
+        self,
+        records: Sequence[RawRecord],
+        decoded: Sequence[Envelope | str],
+        stored: Mapping[tuple[str, int], int],
+    ) -> _Batch:
+        """Sort a batch against the stored offsets: applied already, undecodable, or to handle."""
+        fresh: list[Received] = []
         dead: list[OutgoingRecord] = []
-        async with self._engine.begin() as conn:
-            stored: dict[tuple[str, int], int] = {}
-            for topic, parts in by_topic.items():
-                for p, off in (await self._offsets.lock(conn, topic=topic, partitions=parts)).items():
-                    stored[(topic, p)] = off
-            fresh: list[Received] = []
-            skipped = 0
-            last: dict[tuple[str, int], int] = {}
-            for r, env in zip(records, decoded, strict=True):
-                topic, part, offset = r.topic, r.partition, r.offset
-                if offset < stored.get((topic, part), 0):
-                    skipped += 1
-                    continue
-                tp = (topic, part)
-                last[tp] = max(last.get(tp, -1), offset)
-                if isinstance(env, str):
-                    dead.append(self._dead_letter(r, env))
-                    continue
-                fresh.append(Received(envelope=env, topic=topic, partition=part, offset=offset))
-            next_offsets: dict[str, dict[int, int]] = defaultdict(dict)
-            for (topic, part), offset in last.items():
-                next_offsets[topic][part] = offset + 1
-            outgoing: list[OutgoingRecord] = []
-            traces = {
-                id(item.envelope.data): item.envelope.extensions for item in fresh if item.envelope.extensions
-            }
-            if fresh and not isolate:
+        skipped = 0
+        last: dict[tuple[str, int], int] = {}
+        for r, env in zip(records, decoded, strict=True):
+            topic, part, offset = r.topic, r.partition, r.offset
+            if offset < stored.get((topic, part), 0):
+                skipped += 1
+                continue
+            tp = (topic, part)
+            last[tp] = max(last.get(tp, -1), offset)
+            if isinstance(env, str):
+                dead.append(self._dead_letter(r, env))
+                continue
+            fresh.append(Received(envelope=env, topic=topic, partition=part, offset=offset))
+        next_offsets: dict[str, dict[int, int]] = defaultdict(dict)
+        for (topic, part), offset in last.items():
+            next_offsets[topic][part] = offset + 1
+        return _Batch(fresh=fresh, dead=dead, skipped=skipped, next_offsets=next_offsets)
+
+    async def _handle(
+        self, conn: AsyncConnection, records: Sequence[RawRecord], batch: _Batch, *, isolate: bool
+    ) -> list[OutgoingRecord]:
+        """The handler's output for the fresh records: one call, or one savepoint each to isolate a failure.
+
+        While isolating, a record whose handler fails (not transiently) goes to ``batch.dead``.
+        """
+        fresh = batch.fresh
+        traces = {
+            id(item.envelope.data): item.envelope.extensions for item in fresh if item.envelope.extensions
+        }
+        if fresh and not isolate:
+            with tracing.batch(traces):
+                return await self._handler(conn, fresh)
+        outgoing: list[OutgoingRecord] = []
+        for item in fresh:
+            savepoint = await conn.begin_nested()
+            try:
                 with tracing.batch(traces):
-                    outgoing = await self._handler(conn, fresh)
-            elif fresh:
-                for item in fresh:
-                    savepoint = await conn.begin_nested()
-                    try:
-                        with tracing.batch(traces):
-                            outgoing.extend(await self._handler(conn, [item]))
-                        await savepoint.commit()
-                    except Exception as exc:
-                        await savepoint.rollback()
-                        if _is_transient(exc):
-                            raise
-                        raw = _raw_for(records, item)
-                        dead.append(self._dead_letter(raw, f"handler error: {type(exc).__name__}: {exc}"))
-            await send_all(self._producer, [*dead, *outgoing], timeout_s=self._publish_timeout_s)
-            for topic, offs in next_offsets.items():
-                await self._offsets.store(conn, topic=topic, next_offsets=offs)
-        elapsed = time.perf_counter() - started
+                    outgoing.extend(await self._handler(conn, [item]))
+                await savepoint.commit()
+            except Exception as exc:
+                await savepoint.rollback()
+                if _is_transient(exc):
+                    raise
+                raw = _raw_for(records, item)
+                batch.dead.append(self._dead_letter(raw, f"handler error: {type(exc).__name__}: {exc}"))
+        return outgoing
+
+    def _observe(self, batch: _Batch, *, size: int, elapsed: float) -> None:
         m.CONSUMER_BATCH_SECONDS.labels(self.name).observe(elapsed)
-        m.CONSUMER_BATCH_SIZE.labels(self.name).observe(len(records))
-        m.CONSUMER_RECORDS.labels(self.name, "processed").inc(len(fresh))
-        if skipped:
-            m.CONSUMER_RECORDS.labels(self.name, "skipped").inc(skipped)
-        if dead:
-            m.CONSUMER_RECORDS.labels(self.name, "dead_lettered").inc(len(dead))
+        m.CONSUMER_BATCH_SIZE.labels(self.name).observe(size)
+        m.CONSUMER_RECORDS.labels(self.name, "processed").inc(len(batch.fresh))
+        if batch.skipped:
+            m.CONSUMER_RECORDS.labels(self.name, "skipped").inc(batch.skipped)
+        if batch.dead:
+            m.CONSUMER_RECORDS.labels(self.name, "dead_lettered").inc(len(batch.dead))
         now = datetime.now(UTC)
-        for item in fresh[:: max(1, len(fresh) // 20)]:
+        for item in batch.fresh[:: max(1, len(batch.fresh) // 20)]:
             if item.envelope.time is not None:
                 m.EVENT_PROCESSING_LATENCY.labels(self.name).observe(
                     max(0.0, (now - item.envelope.time).total_seconds())
                 )
-        self.processed += len(fresh)
 
     def _dead_letter(self, record: RawRecord, reason: str) -> OutgoingRecord:
         topic, part, offset = record.topic, record.partition, record.offset

@@ -203,11 +203,10 @@ def _headers(event_type: str) -> dict[str, Any]:
     }
 
 
-def asyncapi(*, version: str = "1.0.0") -> dict[str, Any]:
-    """The AsyncAPI 3 document for every topic, payloads referencing the generated JSON Schemas."""
-    messages: dict[str, Any] = {}
-    for doc in EVENTS:
-        messages[doc.message] = {
+def _messages() -> dict[str, Any]:
+    """One AsyncAPI message per event type: CloudEvents headers, payload by reference to its schema."""
+    return {
+        doc.message: {
             "name": doc.message,
             "title": doc.type,
             "summary": doc.summary,
@@ -219,11 +218,15 @@ def asyncapi(*, version: str = "1.0.0") -> dict[str, Any]:
             },
             "bindings": {"kafka": {"key": {"type": "string"}, "bindingVersion": "0.5.0"}},
         }
+        for doc in EVENTS
+    }
+
+
+def _channels() -> dict[str, Any]:
+    """One channel per topic: its address, key, producer and the messages it carries."""
     by_type = {d.type: d.message for d in EVENTS}
-    channels: dict[str, Any] = {}
-    operations: dict[str, Any] = {}
-    for topic in TOPICS:
-        channels[topic.channel] = {
+    return {
+        topic.channel: {
             "address": topic.address,
             "title": topic.address,
             "description": f"{topic.description}\n\nKey: {topic.key}. "
@@ -239,6 +242,14 @@ def asyncapi(*, version: str = "1.0.0") -> dict[str, Any]:
                 }
             },
         }
+        for topic in TOPICS
+    }
+
+
+def _operations() -> dict[str, Any]:
+    """Who sends on and who receives from each channel (one consumer group per consuming service)."""
+    operations: dict[str, Any] = {}
+    for topic in TOPICS:
         ref = {"$ref": f"#/channels/{topic.channel}"}
         operations[f"{topic.producer}Publishes{_cap(topic.channel)}"] = {
             "action": "send",
@@ -251,6 +262,11 @@ def asyncapi(*, version: str = "1.0.0") -> dict[str, Any]:
                 "channel": ref,
                 "summary": f"The {consumer} consumes {topic.address} (consumer group csat-{consumer}).",
             }
+    return operations
+
+
+def asyncapi(*, version: str = "1.0.0") -> dict[str, Any]:
+    """The AsyncAPI 3 document for every topic, payloads referencing the generated JSON Schemas."""
     return {
         "asyncapi": "3.0.0",
         "info": {
@@ -276,9 +292,9 @@ def asyncapi(*, version: str = "1.0.0") -> dict[str, Any]:
                 "description": "`make run`: the embedded Kafka-protocol broker.",
             },
         },
-        "channels": channels,
-        "operations": operations,
-        "components": {"messages": messages},
+        "channels": _channels(),
+        "operations": _operations(),
+        "components": {"messages": _messages()},
     }
 
 
