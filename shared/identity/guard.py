@@ -31,13 +31,12 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 from shared.identity.accesstokens import AccessTokenVerifier, InvalidAccessToken
 from shared.identity.apitokens import api_token_id, hash_secret
 from shared.identity.ports import ApiToken, StoreUnavailable, TokenLookup
-from shared.identity.principal import Principal, PrincipalKind
-from shared.identity.scopes import BOOTSTRAP_SCOPES, Role, Scope
+from shared.identity.principal import Principal, bootstrap_principal
+from shared.identity.scopes import Scope
 from shared.identity.sourcekeys import parse_source_key
 
 log = structlog.get_logger(__name__)
 
-BOOTSTRAP_SUBJECT = "bootstrap"
 _CHALLENGE = 'Bearer realm="csat"'
 
 _bearer = HTTPBearer(auto_error=False, description="An API token, a console access token or a source key")
@@ -72,12 +71,6 @@ def _utcnow() -> datetime:
 
 def _looks_like_jwt(credential: str) -> bool:
     return credential.startswith("eyJ") and credential.count(".") == 2
-
-
-def bootstrap_principal() -> Principal:
-    return Principal(
-        subject=BOOTSTRAP_SUBJECT, kind=PrincipalKind.TOKEN, role=Role.ADMIN, scopes=BOOTSTRAP_SCOPES
-    )
 
 
 class Authenticator:

@@ -11,7 +11,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from shared.identity.scopes import ALL_DATA_ROLES, Role, Scope
+from shared.identity.scopes import ALL_DATA_ROLES, BOOTSTRAP_SCOPES, Role, Scope
+
+#: The subject of the bootstrap admin key's principal (no person, no token row behind it).
+BOOTSTRAP_SUBJECT = "bootstrap"
 
 _PART = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 _VALUE_MAX = 200
@@ -143,3 +146,10 @@ class Principal:
         return bool(
             owner_email and self.owner_email and owner_email.strip().casefold() == self.owner_email.casefold()
         )
+
+
+def bootstrap_principal() -> Principal:
+    """What the bootstrap admin key may do: manage people and tokens, nothing else."""
+    return Principal(
+        subject=BOOTSTRAP_SUBJECT, kind=PrincipalKind.TOKEN, role=Role.ADMIN, scopes=BOOTSTRAP_SCOPES
+    )
