@@ -38,18 +38,18 @@ def text_problem(value: str, *, single_line: bool = False) -> str | None:
 def json_text_problem(value: Any, *, path: str = "") -> str | None:
     """The first string (key or value) of a JSON-like value that ``text_problem`` refuses, with its path.
 
-    Returns e.g. ``"attributes.plan[2]: must not contain a NUL character (U+0000)"``.
+    Returns e.g. ``"attributes.plan[2] must not contain a NUL character (U+0000)"``.
     """
     if isinstance(value, str):
         why = text_problem(value)
-        return f"{path or 'value'}: {why}" if why else None
+        return f"{path or 'value'} {why}" if why else None
     if isinstance(value, dict):
         for key, item in value.items():
             key_text = str(key)
             why = text_problem(key_text, single_line=True)
             here = f"{path}.{key_text}" if path else key_text
             if why:
-                return f"{path or 'value'}: a key {why}"
+                return f"a key of {path or 'value'} {why}"
             found = json_text_problem(item, path=here)
             if found:
                 return found
