@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import shlex
 from typing import Any, Literal
 
 import pytest
 from pydantic import SecretStr, ValidationError, model_validator
 from pydantic_settings import SettingsConfigDict
 
+from shared.identity import keygen
 from shared.identity.accesstokens import SigningKey
 from shared.identity.config import (
     IdentitySettings,
@@ -157,3 +159,23 @@ def test_dev_and_test_accept_anything_and_order_is_kept() -> None:
 def test_check_environment_present_passes_other_inputs_through() -> None:
     data: dict[str, Any] = {"environment": "test", "x": 1}
     assert check_environment_present(data) is data
+
+
+def test_keygen_prints_secrets_that_prod_accepts(capsys: pytest.CaptureFixture[str]) -> None:
+    assert keygen.main([]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    values = {}
+    for line in lines:
+        name, _, quoted = line.removeprefix("export ").partition("=")
+        values[name] = shlex.split(quoted)[0]
+    assert set(values) == {*keygen.RANDOM_SECRETS, "CSAT_IDENTITY_SIGNING_KEY", "CSAT_IDENTITY_PUBLIC_KEYS"}
+    checks = [SecretCheck(name, values[name]) for name in keygen.RANDOM_SECRETS]
+    assert weak_secrets(checks) == []
+    key = SigningKey.from_jwk(values["CSAT_IDENTITY_SIGNING_KEY"])
+    assert json.loads(values["CSAT_IDENTITY_PUBLIC_KEYS"]) == {"keys": [key.public_jwk()]}
+    assert keygen.main(["--signing-key"]) == 0
+    assert [line.split("=", 1)[0] for line in capsys.readouterr().out.splitlines()] == [
+        "export CSAT_IDENTITY_SIGNING_KEY",
+        "export CSAT_IDENTITY_PUBLIC_KEYS",
+    ]
+    assert keygen.main(["--nope"]) == 2
