@@ -1,7 +1,8 @@
 """Print fresh production secrets: ``python -m shared.identity.keygen`` (see docs/security.md).
 
-Output is shell ``export`` lines: paste them into the secret store (a Kubernetes Secret), not a file
-in the repository. The console gets the private signing key; every service gets the public JWKS.
+Output is shell ``export`` lines, or ``NAME=value`` lines with ``--env-file`` (what ``kubectl create
+secret --from-env-file`` reads): put them into the secret store, never into the repository. The
+console gets the private signing key; every service gets the public JWKS.
 """
 
 from __future__ import annotations
@@ -34,15 +35,17 @@ def production_secrets() -> dict[str, str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = sys.argv[1:] if argv is None else argv
-    values = production_secrets()
-    if args == ["--signing-key"]:  # a rotation: only a new key pair
-        values = {k: v for k, v in values.items() if k.startswith("CSAT_IDENTITY_")}
-    elif args:
-        sys.stderr.write("usage: python -m shared.identity.keygen [--signing-key]\n")
+    """``--signing-key``: only a new key pair (a rotation); ``--env-file``: ``NAME=value`` lines."""
+    args = set(sys.argv[1:] if argv is None else argv)
+    if args - {"--signing-key", "--env-file"}:
+        sys.stderr.write("usage: python -m shared.identity.keygen [--signing-key] [--env-file]\n")
         return 2
+    values = production_secrets()
+    if "--signing-key" in args:
+        values = {k: v for k, v in values.items() if k.startswith("CSAT_IDENTITY_")}
     for name, value in values.items():
-        sys.stdout.write(f"export {name}={shlex.quote(value)}\n")
+        line = f"{name}={value}" if "--env-file" in args else f"export {name}={shlex.quote(value)}"
+        sys.stdout.write(line + "\n")
     return 0
 
 

@@ -178,4 +178,11 @@ def test_keygen_prints_secrets_that_prod_accepts(capsys: pytest.CaptureFixture[s
         "export CSAT_IDENTITY_SIGNING_KEY",
         "export CSAT_IDENTITY_PUBLIC_KEYS",
     ]
+    assert keygen.main(["--signing-key", "--env-file"]) == 0
+    env_lines = capsys.readouterr().out.splitlines()
+    assert [line.split("=", 1)[0] for line in env_lines] == [
+        "CSAT_IDENTITY_SIGNING_KEY",
+        "CSAT_IDENTITY_PUBLIC_KEYS",
+    ]
+    assert SigningKey.from_jwk(env_lines[0].split("=", 1)[1]).kid
     assert keygen.main(["--nope"]) == 2
