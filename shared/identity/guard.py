@@ -34,10 +34,13 @@ from shared.identity.ports import ApiToken, StoreUnavailable, TokenLookup
 from shared.identity.principal import Principal, bootstrap_principal
 from shared.identity.scopes import Scope
 from shared.identity.sourcekeys import parse_source_key
+from shared.security.text import text_problem
 
 log = structlog.get_logger(__name__)
 
 _CHALLENGE = 'Bearer realm="csat"'
+#: Longer than any credential this platform issues (access tokens are well under 2 kB).
+MAX_CREDENTIAL_CHARS = 4096
 
 _bearer = HTTPBearer(auto_error=False, description="An API token, a console access token or a source key")
 _api_key = APIKeyHeader(name="X-API-Key", auto_error=False, description="The same credential, other header")
@@ -114,6 +117,8 @@ class Authenticator:
         credential = (credential or "").strip()
         if not credential:
             raise AuthError(401, "a credential is required", reason="missing")
+        if len(credential) > MAX_CREDENTIAL_CHARS or text_problem(credential, single_line=True):
+            raise AuthError(401, "the credential is not valid", reason="malformed")
         if _looks_like_jwt(credential):
             return self._access_token(credential)
         if api_token_id(credential) is not None:

@@ -152,6 +152,9 @@ async def test_a_missing_or_empty_credential_is_never_accepted(credential: str |
         BOOTSTRAP + "x",
         "csat_0123456789ab_" + "a" * 43,  # well-formed, unknown
         "eyJhbGciOiJub25lIn0.eyJzdWIiOiJ4In0.",  # a JWT without signature, and no keys configured
+        BOOTSTRAP + "\ud800",  # not encodable: refused, not a 500
+        BOOTSTRAP + "\x00",
+        "x" * 100_000,
     ],
 )
 async def test_unknown_credentials_are_refused(credential: str) -> None:
