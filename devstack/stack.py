@@ -1,15 +1,21 @@
-"""Run the whole platform on one machine: broker, PostgreSQL, topics, migrations and four services."""
+"""Run the whole platform on one machine: broker, PostgreSQL, topics, migrations and four services.
+
+Every process started here dies with the launcher, even a launcher killed hard (devstack.processes);
+``make run`` checks its ports before starting anything and counts a service ready only when the
+process it started answers (devstack.ports).
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -17,14 +23,37 @@ from typing import IO
 import httpx
 
 from devstack.broker import EmbeddedBroker
-from devstack.ports import preferred_port
+from devstack.ports import describe_holders, free_port, owns_listener, port_is_free
 from devstack.postgres import EmbeddedPostgres
+from devstack.processes import signal_group, spawn, stop_all
 from shared.provisioning import create_topics, run_migrations
 from shared.topics import Topics
 
 ROOT = Path(__file__).resolve().parents[1]
 SERVICES = ("collector", "scorer", "actions", "notifier")
 DEFAULT_PORTS = {"collector": 8000, "scorer": 8001, "actions": 8002, "notifier": 8003}
+BROKER_PORT, POSTGRES_PORT = 9092, 5432  # preferred; another free port when taken (unless set)
+RUN_PORT_VARIABLES = {name: f"CSAT_RUN_{name.upper()}_PORT" for name in (*SERVICES, "broker", "postgres")}
+
+
+def run_port_setting(name: str) -> int | None:
+    """``CSAT_RUN_<NAME>_PORT`` for ``make run`` (a service, ``broker`` or ``postgres``), when set."""
+    variable = RUN_PORT_VARIABLES[name]
+    raw = os.environ.get(variable, "").strip()
+    if not raw:
+        return None
+    if not raw.isdigit() or not 0 < int(raw) < 65536:
+        raise ValueError(f"{variable}={raw!r} is not a port number (1-65535)")
+    return int(raw)
+
+
+def launcher_ports() -> dict[str, int]:
+    """The services' ports of ``make run``: 8000-8003 unless ``CSAT_RUN_<SERVICE>_PORT`` moves one."""
+    return {name: run_port_setting(name) or port for name, port in DEFAULT_PORTS.items()}
+
+
+class StartAborted(Exception):
+    """The launcher was asked to stop while it was still starting."""
 
 
 @dataclass
@@ -65,13 +94,15 @@ class ServiceProcess:
             "--log-level",
             "warning",
         ]
-        self.proc = subprocess.Popen(
+        # SIGKILL when the launcher dies: consumers keep their offsets with their results, so a
+        # killed service loses nothing (the fault suite kills them on purpose).
+        self.proc = spawn(
             cmd,
+            death_signal=signal.SIGKILL,
             cwd=ROOT,
             env=self.env,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
-            start_new_session=True,
         )
         self._pump = threading.Thread(target=self._copy_output, name=f"log-{self.name}", daemon=True)
         self._pump.start()
@@ -80,21 +111,36 @@ class ServiceProcess:
         assert self.proc is not None
         assert self.proc.stdout is not None
         assert self._log is not None
-        for line in self.proc.stdout:
+        echo = self.echo
+        for line in self.proc.stdout:  # drained to the end, or the child blocks on a full pipe
             self._log.write(line)
             self._log.flush()
-            if self.echo:
-                sys.stdout.write(f"{self.name:>9} | {line.decode('utf-8', 'replace')}")
-                sys.stdout.flush()
+            if echo:
+                try:
+                    sys.stdout.write(f"{self.name:>9} | {line.decode('utf-8', 'replace')}")
+                    sys.stdout.flush()
+                except (OSError, ValueError):  # terminal closed or pipe reader gone: keep the log file
+                    echo = False
 
-    def wait_ready(self, timeout_s: float = 60.0) -> None:
+    def _exit_message(self, code: int | None) -> str:
+        held = (
+            "" if port_is_free(self.port) else f"; port {self.port} is in use {describe_holders(self.port)}"
+        )
+        return f"{self.name} exited with code {code}{held}; see {self.log_path}"
+
+    def wait_ready(self, timeout_s: float = 60.0, *, abort: threading.Event | None = None) -> None:
+        """Wait for ``/readyz`` answered by this process: a stranger listening on the port does not count."""
         deadline = time.monotonic() + timeout_s
         last = "no answer"
         while time.monotonic() < deadline:
+            if abort is not None and abort.is_set():
+                raise StartAborted(f"{self.name}: start-up interrupted")
             if self.proc is not None and self.proc.poll() is not None:
-                raise RuntimeError(
-                    f"{self.name} exited with code {self.proc.returncode}; see {self.log_path}"
-                )
+                raise RuntimeError(self._exit_message(self.proc.returncode))
+            if self.proc is not None and not owns_listener(self.proc.pid, self.port):
+                last = "not listening yet" if port_is_free(self.port) else "another process holds the port"
+                time.sleep(0.1)
+                continue
             try:
                 r = httpx.get(f"{self.url}/readyz", timeout=2)
                 if r.status_code == 200:
@@ -103,7 +149,8 @@ class ServiceProcess:
             except httpx.HTTPError as exc:
                 last = type(exc).__name__
             time.sleep(0.2)
-        raise TimeoutError(f"{self.name} not ready after {timeout_s:.0f}s: {last}")
+        held = "" if port_is_free(self.port) else f" (port {self.port} is held {describe_holders(self.port)})"
+        raise TimeoutError(f"{self.name} not ready after {timeout_s:.0f}s: {last}{held}")
 
     def signal(self, sig: int) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -113,13 +160,7 @@ class ServiceProcess:
         proc = self.proc
         if proc is None:
             return None
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout_s)
+        stop_all([proc], timeout_s=timeout_s)
         if self._pump is not None:
             self._pump.join(5)
         if self._log is not None:
@@ -142,7 +183,9 @@ class Stack:
     kafka_bootstrap: str | None = None
     database_url: str | None = None
     topic_prefix: str = ""
-    ports: Mapping[str, int] = field(default_factory=lambda: dict(DEFAULT_PORTS))
+    ports: Mapping[str, int] = field(default_factory=launcher_ports)
+    broker_port: int | None = field(default_factory=lambda: run_port_setting("broker"))
+    postgres_port: int | None = field(default_factory=lambda: run_port_setting("postgres"))
     extra_env: Mapping[str, str] = field(default_factory=dict)
     echo_logs: bool = False
     durable_postgres: bool = True
@@ -150,33 +193,66 @@ class Stack:
     broker: EmbeddedBroker | None = None
     postgres: EmbeddedPostgres | None = None
     demo_key: str | None = None
+    stopping: threading.Event = field(default_factory=threading.Event)
+
+    def port_conflicts(self) -> list[str]:
+        """Each port this stack must own that is given twice or held by another process, with its holder."""
+        wanted = dict(self.ports)
+        if self.kafka_bootstrap is None and self.broker_port is not None:
+            wanted["broker"] = self.broker_port
+        if self.database_url is None and self.postgres_port is not None:
+            wanted["postgres"] = self.postgres_port
+        problems = []
+        owners: dict[int, str] = {}
+        for name, port in wanted.items():
+            if port in owners:
+                problems.append(f"port {port} is given to both {owners[port]} and {name}")
+            elif not port_is_free(port):
+                problems.append(f"port {port} ({name}) is in use {describe_holders(port)}")
+            owners.setdefault(port, name)
+        return problems
+
+    def _infra_port(self, fixed: int | None, preferred: int, what: str, note: Callable[[str], None]) -> int:
+        if fixed is not None:
+            return fixed
+        if port_is_free(preferred):
+            return preferred
+        port = free_port()
+        note(f"  {what:<11} port {preferred} is in use {describe_holders(preferred)}: using {port}")
+        return port
+
+    def _check_stopping(self) -> None:
+        if self.stopping.is_set():
+            raise StartAborted("start-up interrupted")
 
     def start_infrastructure(self, say: bool = False) -> None:
         def note(msg: str) -> None:
-            if say:
-                print(msg, flush=True)
+            _say(msg, say)
 
         self.var_dir.mkdir(parents=True, exist_ok=True)
         if self.kafka_bootstrap is None:
-            self.broker = EmbeddedBroker(
-                port=preferred_port(9092), log_path=self.var_dir / "logs" / "broker.log"
-            )
+            port = self._infra_port(self.broker_port, BROKER_PORT, "broker", note)
+            self.broker = EmbeddedBroker(port=port, log_path=self.var_dir / "logs" / "broker.log")
             self.kafka_bootstrap = self.broker.start()
             note(f"  broker      embedded Tansu (memory) on {self.kafka_bootstrap}")
         else:
             note(f"  broker      external {self.kafka_bootstrap}")
+        self._check_stopping()
         if self.database_url is None:
+            port = self._infra_port(self.postgres_port, POSTGRES_PORT, "postgres", note)
             self.postgres = EmbeddedPostgres(
-                data_dir=self.var_dir / "pg", port=preferred_port(5432), durable=self.durable_postgres
+                data_dir=self.var_dir / "pg", port=port, durable=self.durable_postgres
             )
             self.database_url = self.postgres.start()
             note(f"  postgres    embedded PostgreSQL on {self.database_url} (data in {self.var_dir / 'pg'})")
         else:
             note("  postgres    external (DATABASE_URL)")
+        self._check_stopping()
         created = create_topics(self.kafka_bootstrap, Topics(self.topic_prefix))
         note(f"  topics      {len(created)} created, {len(Topics().all()) - len(created)} already there")
         run_migrations(self.database_url)
         note("  migrations  at head")
+        self._check_stopping()
         if os.environ.get("CSAT_ENVIRONMENT", "dev") == "dev":
             from services.collector.provision import ensure_demo_source
 
@@ -222,35 +298,88 @@ class Stack:
         for name in names:
             self.start_service(name)
         for name in names:
-            self.services[name].wait_ready(timeout_s)
+            self.services[name].wait_ready(timeout_s, abort=self.stopping)
 
     def stop(self) -> None:
-        for svc in reversed(list(self.services.values())):
-            svc.stop()
+        """Stop the services together and wait for them, then PostgreSQL and the broker."""
+        stop_all([svc.proc for svc in self.services.values() if svc.proc is not None])
+        for svc in self.services.values():
+            svc.stop()  # already stopped: joins the log pump, closes the log
         self.services.clear()
         if self.postgres is not None:
             self.postgres.stop()
         if self.broker is not None:
             self.broker.stop()
 
+    def kill(self) -> None:
+        """SIGKILL every process of the stack now (asked twice to stop); ``stop`` still waits for them."""
+        procs = [svc.proc for svc in self.services.values() if svc.proc is not None]
+        for proc in procs:
+            signal_group(proc, signal.SIGKILL)
+        for pid in (self.postgres.pid if self.postgres else None, self.broker.pid if self.broker else None):
+            if pid is not None:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(pid, signal.SIGKILL)
+
+
+def _say(message: str, say: bool = True, *, err: bool = False) -> None:
+    """Print for a person; a closed terminal or a gone pipe reader must not stop the launcher's work."""
+    if not say:
+        return
+    with contextlib.suppress(OSError, ValueError):
+        print(message, file=sys.stderr if err else sys.stdout, flush=True)
+
 
 def run_forever(stack: Stack) -> int:
-    """``make run``: start everything, print where it is, stop it all on Ctrl-C or SIGTERM."""
-    stop = threading.Event()
+    """``make run``: check the ports, start everything, print where it is, stop it all on a signal."""
+    # Ctrl-C (SIGINT), SIGTERM (a script, a supervisor) and a closed terminal (SIGHUP) stop the stack in
+    # order and wait for it; a second signal kills what is left at once. A launcher killed hard takes
+    # its children with it (devstack.processes).
+    asked = 0
 
     def on_signal(signum: int, _frame: object) -> None:
-        stop.set()
+        nonlocal asked
+        asked += 1
+        if asked > 1:
+            stack.kill()
+        stack.stopping.set()
 
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
-    print("Starting the CSAT platform ...", flush=True)
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, on_signal)
+    conflicts = stack.port_conflicts()
+    if conflicts:
+        variables = ", ".join(RUN_PORT_VARIABLES[name] for name in SERVICES)
+        reasons = "".join(f"\n  {c}" for c in conflicts)
+        _say(f"Not starting: a port is taken, nothing was started.{reasons}", err=True)
+        _say(f"Stop what holds it, or choose other ports ({variables}).", err=True)
+        return 1
+    _say("Starting the CSAT platform ...")
     code = 0
     try:
         stack.start_infrastructure(say=True)
         stack.start_services()
-        c, s, a, n = (stack.services[x].url for x in SERVICES)
-        print(
-            f"""
+        _say(_banner(stack))
+        while not stack.stopping.wait(1.0):
+            for svc in stack.services.values():
+                if svc.proc is not None and svc.proc.poll() is not None:
+                    _say(f"{svc.name} exited with code {svc.proc.returncode}; stopping.")
+                    code = 1
+                    stack.stopping.set()
+    except StartAborted:
+        pass
+    except Exception as exc:  # noqa: BLE001 - whatever failed, say it plainly and stop what was started
+        _say(f"start-up failed: {exc}", err=True)
+        code = 1
+    finally:
+        _say("Stopping ...")
+        stack.stop()
+        _say("Stopped.")
+    return code
+
+
+def _banner(stack: Stack) -> str:
+    c, s, a, n = (stack.services[x].url for x in SERVICES)
+    return f"""
 Ready. Everything stops with Ctrl-C.
 
   collector  {c}   POST /v1/ratings, POST /v1/ratings/batch   docs: {c}/docs
@@ -267,20 +396,4 @@ Try:
   curl -s '{s}/v1/scores?metric=csat&window=30d&segment=store:paris-1'
   curl -s '{n}/v1/outbox'
   csat import past-answers.csv --url {c}       # historical CSV import (dev needs no key)
-""",
-            flush=True,
-        )
-        while not stop.wait(1.0):
-            for svc in stack.services.values():
-                if svc.proc is not None and svc.proc.poll() is not None:
-                    print(f"{svc.name} exited with code {svc.proc.returncode}; stopping.", flush=True)
-                    code = 1
-                    stop.set()
-    except Exception as exc:  # noqa: BLE001 - whatever failed, say it plainly and stop what was started
-        print(f"start-up failed: {exc}", file=sys.stderr, flush=True)
-        code = 1
-    finally:
-        print("Stopping ...", flush=True)
-        stack.stop()
-        print("Stopped.", flush=True)
-    return code
+"""
