@@ -15,7 +15,7 @@ from services.actions.handlers import ActionsHandler, HistoryWindow, utc_now
 from services.actions.repository import PgTransactions, consumer_handler
 from services.actions.routes import alerts, customers, ops, rules
 from services.actions.rulebook import RuleBook
-from services.actions.rules import load_rules_file, parse_document
+from services.actions.rules import RuleSet, load_rules_file, parse_document
 from services.actions.scheduler import Scheduler
 from services.actions.settings import ActionsSettings
 from services.actions.verbatims import Taxonomy, load_taxonomy_file
@@ -45,31 +45,15 @@ def build_policy(cfg: ActionsSettings, taxonomy: Taxonomy) -> Policy:
     )
 
 
-def create_app(settings: ActionsSettings | None = None) -> FastAPI:
-    cfg = settings or ActionsSettings()
-    configure_logging(service="actions", level=cfg.log_level, fmt=cfg.log_format)
-    file_text = cfg.rules_file.read_text(encoding="utf-8")
-    file_rules = load_rules_file(cfg.rules_file)  # a broken file stops the service here
-    taxonomy = load_taxonomy_file(cfg.themes_file)
-    rulebook = RuleBook(
-        file_document=parse_document(file_text, origin=str(cfg.rules_file)),
-        file_rules=file_rules,
-        file_origin=str(cfg.rules_file),
-    )
-    policy = build_policy(cfg, taxonomy)
-    handler = ActionsHandler(
-        rulebook=rulebook,
-        taxonomy=taxonomy,
-        policy=policy,
-        topics=cfg.topics,
-        history=HistoryWindow(
-            days=cfg.history_days,
-            per_customer=cfg.history_limit,
-            trend_size=cfg.trend_size,
-            decline_slope=cfg.decline_slope,
-        ),
-    )
-    runtime = ConsumerRuntime(
+def build_rulebook(cfg: ActionsSettings, file_rules: RuleSet) -> RuleBook:
+    """The rules file seeds the stored rule set."""
+    document = parse_document(cfg.rules_file.read_text(encoding="utf-8"), origin=str(cfg.rules_file))
+    return RuleBook(file_document=document, file_rules=file_rules, file_origin=str(cfg.rules_file))
+
+
+def build_runtime(cfg: ActionsSettings, handler: ActionsHandler) -> ConsumerRuntime:
+    """The consumer of ratings and segment alerts (scores topic), with its engine and producer."""
+    return ConsumerRuntime(
         name="actions",
         settings=cfg,
         topics=[cfg.topics.ratings, cfg.topics.scores],
@@ -85,6 +69,25 @@ def create_app(settings: ActionsSettings | None = None) -> FastAPI:
             ping_idle_s=cfg.db_ping_idle_s,
         ),
     )
+
+
+def create_app(settings: ActionsSettings | None = None) -> FastAPI:
+    cfg = settings or ActionsSettings()
+    configure_logging(service="actions", level=cfg.log_level, fmt=cfg.log_format)
+    file_rules = load_rules_file(cfg.rules_file)  # a broken file stops the service here
+    rulebook = build_rulebook(cfg, file_rules)
+    taxonomy = load_taxonomy_file(cfg.themes_file)
+    policy = build_policy(cfg, taxonomy)
+    history = HistoryWindow(
+        days=cfg.history_days,
+        per_customer=cfg.history_limit,
+        trend_size=cfg.trend_size,
+        decline_slope=cfg.decline_slope,
+    )
+    handler = ActionsHandler(
+        rulebook=rulebook, taxonomy=taxonomy, policy=policy, topics=cfg.topics, history=history
+    )
+    runtime = build_runtime(cfg, handler)
     transactions = PgTransactions(runtime.engine)
     scheduler = Scheduler(
         transactions=transactions,

@@ -77,7 +77,7 @@ def _etag(current: Current) -> dict[str, str]:
     return {"ETag": f'"{current.version}"'}
 
 
-async def _one_rule(request: Request, rule_id: str) -> dict[str, Any]:
+async def _rule_body(request: Request, rule_id: str) -> dict[str, Any]:
     """The body of a per-rule PUT: one rule as a mapping, whose id (if any) is the path's."""
     item = await _read_document(request)
     if not isinstance(item, dict):
@@ -89,6 +89,12 @@ async def _one_rule(request: Request, rule_id: str) -> dict[str, Any]:
 
 def router(deps: ActionsDeps) -> APIRouter:
     api = APIRouter(tags=["rules"], dependencies=[Depends(admin_guard(deps.settings.admin_api_key))])
+    _whole_set(api, deps)
+    _one_rule(api, deps)  # after /v1/rules/versions and /validate, which {rule_id} would shadow
+    return api
+
+
+def _whole_set(api: APIRouter, deps: ActionsDeps) -> None:
     book, tx = deps.rulebook, deps.transactions
 
     @api.get("/v1/rules", summary="The rule set in force (JSON, or ?format=yaml)")
@@ -130,6 +136,10 @@ def router(deps: ActionsDeps) -> APIRouter:
         log.info("rules_replaced", revision=current.version, rules=len(current.rules.rules))
         return JSONResponse(_rules_body(current), headers=_etag(current))
 
+
+def _one_rule(api: APIRouter, deps: ActionsDeps) -> None:
+    book, tx = deps.rulebook, deps.transactions
+
     @api.get("/v1/rules/{rule_id}", summary="One rule")
     async def get_rule(rule_id: str) -> Any:
         async with tx.begin() as stores:
@@ -146,7 +156,7 @@ def router(deps: ActionsDeps) -> APIRouter:
         if_match: Annotated[str | None, Header()] = None,
     ) -> Any:
         try:
-            item = await _one_rule(request, rule_id)
+            item = await _rule_body(request, rule_id)
             async with tx.begin() as stores:
                 current, created = await book.edit(
                     rule_sets=stores.rule_sets, put=item, expected_version=_if_match(if_match)
@@ -177,5 +187,3 @@ def router(deps: ActionsDeps) -> APIRouter:
             return _conflict(exc)
         log.info("rule_deleted", rule=rule_id, revision=current.version)
         return {"revision": current.version, "deleted": rule_id}
-
-    return api
