@@ -21,8 +21,9 @@ from typing import Any
 
 from sqlalchemy import text
 
-from services.actions.app import create_app
+from services.actions.bootstrap import create_app
 from services.actions.engine import Policy
+from services.actions.repository import PgTransactions
 from services.actions.scheduler import Scheduler
 from services.actions.settings import ActionsSettings
 from services.collector.app import to_record
@@ -127,7 +128,13 @@ async def timers_per_second(infra: Any, url: str, topics: Any, n: int) -> None:
         )
     producer = make_producer(bootstrap=infra.bootstrap, client_id="bench", idempotence=False)
     await producer.start()
-    scheduler = Scheduler(engine=engine, producer=lambda: producer, topics=topics, policy=Policy(), batch=500)
+    scheduler = Scheduler(
+        transactions=PgTransactions(engine),
+        producer=lambda: producer,
+        topics=topics,
+        policy=Policy(),
+        batch=500,
+    )
     started = time.perf_counter()
     fired = 0
     while (k := await scheduler.tick()) > 0:

@@ -1,5 +1,5 @@
 """ASGI entrypoint: ``uvicorn services.actions.main:app``."""
 
-from services.actions.app import create_app
+from services.actions.bootstrap import create_app
 
 app = create_app()

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-
+from services.actions.outcomes import DecisionRow
 from shared import events as ev
 from shared.envelope import OutgoingRecord, encode
 from shared.topics import Topics
@@ -24,29 +23,20 @@ def notification_record(
     )
 
 
-def decided_record(
-    topics: Topics,
-    *,
-    decision_id: str,
-    rule_id: str,
-    action: str,
-    rating_id: str | None,
-    customer_id: str | None,
-    key: str | None,
-    at: datetime,
-) -> OutgoingRecord:
+def decided_record(topics: Topics, row: DecisionRow, *, key: str | None) -> OutgoingRecord:
+    """What a rule (or a fired timer) decided, for other systems to follow."""
     return encode(
         topic=topics.actions,
         event_type=ev.ACTION_DECIDED,
         source="/actions",
-        event_id=decision_id,
+        event_id=row.decision_id,
         data=ev.ActionDecided(
-            decision_id=decision_id,
-            rule_id=rule_id,
-            action=action,
-            rating_id=rating_id,
-            customer_id=customer_id,
-            decided_at=at,
+            decision_id=row.decision_id,
+            rule_id=row.rule_id,
+            action=row.action,
+            rating_id=row.rating_id,
+            customer_id=row.customer_id,
+            decided_at=row.created_at,
         ),
         key=key,
     )

@@ -13,7 +13,7 @@ from __future__ import annotations
 import difflib
 import re
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from enum import StrEnum
@@ -38,7 +38,6 @@ NOTIFICATION_NAMESPACE = uuid.UUID("6f1c2b4e-9d1a-4d7e-9a59-0c8a0d3c5e11")
 _DURATION = re.compile(r"^(\d+)\s*(s|m|h|d|w)$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _OPERATORS = {"eq", "ne", "in", "not_in", "lt", "lte", "gt", "gte", "present", "contains", "contains_any"}
-_LOGICAL = {"any", "all", "not"}
 
 #: The template names the notifier ships; rules may use only these.
 TEMPLATES = frozenset(TEMPLATE_NAMES)
@@ -427,9 +426,6 @@ class RuleSet(BaseModel):
     sequences: dict[str, SequenceSpec] = Field(default_factory=dict)
     rules: list[Rule]
 
-    def rule(self, rule_id: str) -> Rule | None:
-        return next((r for r in self.rules if r.id == rule_id), None)
-
 
 @dataclass(frozen=True, slots=True)
 class RuleError:
@@ -442,9 +438,6 @@ class RuleError:
     def __str__(self) -> str:
         where = f"rule {self.rule}: " if self.rule else ""
         return f"{where}{self.field}: {self.message}"
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"rule": self.rule, "field": self.field, "message": self.message}
 
 
 class RuleFileError(ValueError):
@@ -618,9 +611,3 @@ def flatten(prefix: str, value: Any, out: dict[str, Any]) -> None:
             flatten(f"{prefix}.{k}" if prefix else str(k), v, out)
     else:
         out[prefix] = value
-
-
-def facts_tested(rule: Rule) -> Iterable[str]:
-    """Every fact a rule's conditions read (for documentation and checks)."""
-    known, prefixes = FACTS[rule.on]
-    return check_conditions(rule.when, known=known, prefixes=prefixes, path="")

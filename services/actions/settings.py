@@ -8,7 +8,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 
 from shared.settings import DEV_ADMIN_KEY, CommonSettings
 
-DEFAULT_RULES = Path(__file__).parent / "rules" / "default.yaml"
+DEFAULT_RULES = Path(__file__).parent / "playbooks" / "default.yaml"
 DEFAULT_THEMES = Path(__file__).parent / "themes.yaml"
 
 

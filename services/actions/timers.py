@@ -9,18 +9,18 @@ crash produces the same messages and the notifier drops the duplicates.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from services.actions.engine import CustomerContext, Policy, TimerDraft, customer_message
+from services.actions.engine import Policy, TimerDraft, customer_message
+from services.actions.facts import CustomerContext
 from services.actions.rules import derived_id
 from shared.events import Channel, NotificationRequested, Recipient
 
 SLA_ESCALATION = "sla_escalation"
 RESURVEY_NO_ANSWER = "resurvey_no_answer"
 SEND = "send"
-KINDS = (SLA_ESCALATION, RESURVEY_NO_ANSWER, SEND)
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,7 +59,10 @@ class Fired:
     timers: tuple[TimerDraft, ...] = ()
     escalated_alert: str | None = None
     completes_sequence: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def notification(self) -> NotificationRequested | None:
+        return self.notifications[0] if self.notifications else None
 
 
 def fire_escalation(timer: DueTimer, *, alert: AlertState | None, now: datetime, policy: Policy) -> Fired:
@@ -169,13 +172,12 @@ def fire_send(
     )
     if made is None:
         return skip("no_recipient")
-    note, timers = made
     return Fired(
         "sent",
         rule_id,
         action,
         customer_facing=True,
-        notifications=(note,),
-        timers=timers,
+        notifications=(made.note,),
+        timers=made.timers,
         completes_sequence=done,
     )

@@ -158,7 +158,6 @@ class Taxonomy:
     """A compiled taxonomy: keyword stems per theme and language, sentiment lexicons."""
 
     def __init__(self, spec: TaxonomySpec) -> None:
-        self.spec = spec
         self.default_owner = spec.default_owner
         self._themes = []
         for t in spec.themes:

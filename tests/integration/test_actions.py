@@ -14,8 +14,9 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 
-from services.actions.app import create_app
+from services.actions.bootstrap import create_app
 from services.actions.engine import Policy
+from services.actions.repository import PgTransactions
 from services.actions.scheduler import Scheduler
 from services.actions.settings import ActionsSettings
 from services.collector.app import to_record
@@ -368,7 +369,13 @@ async def test_two_schedulers_fire_each_timer_exactly_once(
     await producer.start()
     try:
         schedulers = [
-            Scheduler(engine=engine, producer=lambda: producer, topics=topics, policy=Policy(), batch=7)
+            Scheduler(
+                transactions=PgTransactions(engine),
+                producer=lambda: producer,
+                topics=topics,
+                policy=Policy(),
+                batch=7,
+            )
             for _ in range(3)
         ]
 

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 
-from services.actions.app import create_app as create_actions
+from services.actions.bootstrap import create_app as create_actions
 from services.actions.settings import ActionsSettings
 from services.notifier.app import create_app as create_notifier
 from services.notifier.settings import NotifierSettings

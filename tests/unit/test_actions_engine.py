@@ -7,19 +7,8 @@ from typing import Any
 
 import pytest
 
-from services.actions.engine import (
-    CustomerContext,
-    Decision,
-    Fatigue,
-    History,
-    PastRating,
-    Policy,
-    build_facts,
-    decide,
-    decide_segment,
-    slope,
-    summarize_history,
-)
+from services.actions.engine import Decision, Fatigue, Policy, decide, decide_segment
+from services.actions.facts import CustomerContext, History, PastRating, build_facts, slope, summarize_history
 from services.actions.rules import RuleSet, load_rules_file, parse_rules
 from services.actions.settings import DEFAULT_RULES, DEFAULT_THEMES
 from services.actions.verbatims import Analysis, load_taxonomy_file

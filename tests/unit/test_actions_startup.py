@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from services.actions.app import create_app
+from services.actions.bootstrap import create_app
 from services.actions.rules import RuleFileError
 from services.actions.settings import ActionsSettings
 from services.actions.verbatims import TaxonomyError

@@ -5,7 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from services.actions.engine import CustomerContext, Policy
+from services.actions.engine import Policy
+from services.actions.facts import CustomerContext
 from services.actions.timers import AlertState, DueTimer, fire_escalation, fire_no_answer, fire_send
 
 NOW = datetime(2026, 11, 24, 9, 0, tzinfo=UTC)

@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import structlog
-from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.actions import repository
+from services.actions.ports import RuleSetStore
 from services.actions.rules import RuleFileError, RuleSet, parse_rules
 
 log = structlog.get_logger(__name__)
@@ -37,88 +36,89 @@ class Current:
     origin: str
 
 
+class Edited(NamedTuple):
+    current: Current
+    created: bool
+
+
 def _canonical(document: Any) -> str:
     return json.dumps(document, sort_keys=True, default=str)
 
 
-class RuleStore:
+class RuleBook:
+    """Caches the parsed rules of the newest version; every call reads through the caller's transaction."""
+
     def __init__(self, *, file_document: Any, file_rules: RuleSet, file_origin: str) -> None:
         self._file_document = json.loads(json.dumps(file_document, default=str))
         self._file_origin = file_origin
         self._current = Current(0, file_rules, self._file_document, "file")
         self._seeded = False
 
-    @property
-    def cached(self) -> Current:
-        return self._current
-
-    async def current(self, conn: AsyncConnection) -> Current:
+    async def current(self, *, rule_sets: RuleSetStore) -> Current:
         """The newest version (seeding from the file on first use); cheap when nothing changed."""
-        await self.ensure_seeded(conn)
-        return await self.at(conn, await repository.latest_rule_version(conn))
+        await self.ensure_seeded(rule_sets=rule_sets)
+        return await self.at(rule_sets=rule_sets, latest=await rule_sets.latest_version())
 
-    async def ensure_seeded(self, conn: AsyncConnection) -> None:
+    async def ensure_seeded(self, *, rule_sets: RuleSetStore) -> None:
         if not self._seeded:
-            await self._seed(conn)
+            await self._seed(rule_sets)
             self._seeded = True
 
-    async def at(self, conn: AsyncConnection, latest: int | None) -> Current:
+    async def at(self, *, rule_sets: RuleSetStore, latest: int | None) -> Current:
         """The rules of the newest version as the caller read it (``max(version)``); reloads if it moved."""
         if latest is not None and latest != self._current.version:
-            loaded = await repository.load_rule_set(conn, latest)
+            loaded = await rule_sets.load(version=latest)
             if loaded is not None:
-                version, document, origin = loaded
                 try:
-                    rules = parse_rules(document, origin=f"rules v{version}")
+                    rules = parse_rules(loaded.document, origin=f"rules v{loaded.version}")
                 except RuleFileError as exc:  # written by an older release with laxer checks
-                    log.error("stored_rules_invalid", version=version, error=str(exc))
+                    log.error("stored_rules_invalid", version=loaded.version, error=str(exc))
                 else:
-                    self._current = Current(version, rules, document, origin)
-                    log.info("rules_loaded", version=version, origin=origin, rules=len(rules.rules))
+                    self._current = Current(loaded.version, rules, loaded.document, loaded.origin)
+                    log.info(
+                        "rules_loaded", version=loaded.version, origin=loaded.origin, rules=len(rules.rules)
+                    )
         return self._current
 
-    async def _seed(self, conn: AsyncConnection) -> None:
-        await repository.lock_rule_sets(conn)
-        latest = await repository.load_rule_set(conn)
+    async def _seed(self, rule_sets: RuleSetStore) -> None:
+        await rule_sets.lock()
+        latest = await rule_sets.load()
         if latest is None:
-            await repository.insert_rule_set(conn, version=1, document=self._file_document, origin="file")
+            await rule_sets.insert(version=1, document=self._file_document, origin="file")
             log.info("rules_seeded", file=self._file_origin)
             return
-        version, document, origin = latest
-        if _canonical(document) == _canonical(self._file_document):
+        if _canonical(latest.document) == _canonical(self._file_document):
             return
-        if origin == "file":
-            await repository.insert_rule_set(
-                conn, version=version + 1, document=self._file_document, origin="file"
-            )
-            log.info("rules_file_changed", file=self._file_origin, version=version + 1)
+        if latest.origin == "file":
+            await rule_sets.insert(version=latest.version + 1, document=self._file_document, origin="file")
+            log.info("rules_file_changed", file=self._file_origin, version=latest.version + 1)
         else:
             log.warning("rules_file_ignored", file=self._file_origin, reason="edited through the admin API")
 
     async def replace(
-        self, conn: AsyncConnection, document: Any, *, expected_version: int | None = None
+        self, *, rule_sets: RuleSetStore, document: Any, expected_version: int | None = None
     ) -> Current:
         """Validate and store a whole new rule set as the next version."""
         rules = parse_rules(document, origin="request")
-        await repository.lock_rule_sets(conn)
-        latest = await repository.latest_rule_version(conn) or 0
+        await rule_sets.lock()
+        latest = await rule_sets.latest_version() or 0
         if expected_version is not None and expected_version != latest:
             raise VersionConflict(latest)
-        await repository.insert_rule_set(conn, version=latest + 1, document=document, origin="api")
+        await rule_sets.insert(version=latest + 1, document=document, origin="api")
         self._current = Current(latest + 1, rules, document, "api")
         return self._current
 
     async def edit(
         self,
-        conn: AsyncConnection,
         *,
+        rule_sets: RuleSetStore,
         put: dict[str, Any] | None = None,
         delete: str | None = None,
         expected_version: int | None = None,
-    ) -> tuple[Current, bool]:
-        """Create/replace one rule (``put``) or delete one (``delete``); returns (new, created)."""
-        await repository.lock_rule_sets(conn)
-        now = await self.current(conn)
+    ) -> Edited:
+        """Create/replace one rule (``put``) or delete one (``delete``)."""
+        await rule_sets.lock()
+        now = await self.current(rule_sets=rule_sets)
         document = json.loads(json.dumps(now.document, default=str))
         items: list[Any] = list(document.get("rules") or [])
         ids = [r.get("id") if isinstance(r, dict) else None for r in items]
@@ -135,4 +135,7 @@ class RuleStore:
                 raise KeyError(delete)
             items.pop(ids.index(delete))
         document["rules"] = items
-        return await self.replace(conn, document, expected_version=expected_version), created
+        replaced = await self.replace(
+            rule_sets=rule_sets, document=document, expected_version=expected_version
+        )
+        return Edited(replaced, created)

@@ -1,0 +1,142 @@
+"""The actions composition root: settings -> rules, taxonomy, policy, stores, consumer runtime and timer
+scheduler; ``create_app`` builds the FastAPI app with the routers. Only wiring, no decisions."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import structlog
+from fastapi import FastAPI
+
+from services.actions.deps import ActionsDeps
+from services.actions.engine import Policy
+from services.actions.handlers import ActionsHandler, HistoryWindow, utc_now
+from services.actions.repository import PgTransactions, consumer_handler
+from services.actions.routes import alerts, customers, ops, rules
+from services.actions.rulebook import RuleBook
+from services.actions.rules import RuleSet, load_rules_file, parse_document
+from services.actions.scheduler import Scheduler
+from services.actions.settings import ActionsSettings
+from services.actions.verbatims import Taxonomy, load_taxonomy_file
+from shared.db import make_engine
+from shared.http import install_common
+from shared.limits import BodySizeLimitMiddleware
+from shared.logs import configure_logging
+from shared.runtime import ConsumerRuntime
+
+log = structlog.get_logger(__name__)
+
+
+def build_policy(cfg: ActionsSettings, taxonomy: Taxonomy) -> Policy:
+    return Policy(
+        default_csm_email=cfg.default_csm_email,
+        default_locale=cfg.default_locale,
+        support_email=cfg.support_email,
+        escalation_email=cfg.escalation_email,
+        csm_managers=cfg.csm_managers,
+        daily_cap=cfg.daily_cap,
+        survey_url_template=cfg.survey_url_template,
+        alert_url_template=cfg.alert_url_template,
+        theme_owners={t: o for t in taxonomy.theme_ids if (o := taxonomy.owner(t))},
+        theme_default_owner=taxonomy.default_owner,
+        segment_owners=cfg.segment_owners,
+        segment_default_owner=cfg.segment_default_owner,
+    )
+
+
+def build_rulebook(cfg: ActionsSettings, file_rules: RuleSet) -> RuleBook:
+    """The rules file seeds the stored rule set."""
+    document = parse_document(cfg.rules_file.read_text(encoding="utf-8"), origin=str(cfg.rules_file))
+    return RuleBook(file_document=document, file_rules=file_rules, file_origin=str(cfg.rules_file))
+
+
+def build_runtime(cfg: ActionsSettings, handler: ActionsHandler) -> ConsumerRuntime:
+    """The consumer of ratings and segment alerts (scores topic), with its engine and producer."""
+    return ConsumerRuntime(
+        name="actions",
+        settings=cfg,
+        topics=[cfg.topics.ratings, cfg.topics.scores],
+        group=cfg.consumer_group,
+        dlq_topic=cfg.topics.dlq_actions,
+        handler=consumer_handler(handler),
+        max_batch=cfg.max_batch,
+        top_up=True,
+        engine=make_engine(
+            cfg.database_url,
+            pool_size=cfg.db_pool_size,
+            application_name="csat-actions",
+            ping_idle_s=cfg.db_ping_idle_s,
+        ),
+    )
+
+
+def create_app(settings: ActionsSettings | None = None) -> FastAPI:
+    cfg = settings or ActionsSettings()
+    configure_logging(service="actions", level=cfg.log_level, fmt=cfg.log_format)
+    file_rules = load_rules_file(cfg.rules_file)  # a broken file stops the service here
+    rulebook = build_rulebook(cfg, file_rules)
+    taxonomy = load_taxonomy_file(cfg.themes_file)
+    policy = build_policy(cfg, taxonomy)
+    history = HistoryWindow(
+        days=cfg.history_days,
+        per_customer=cfg.history_limit,
+        trend_size=cfg.trend_size,
+        decline_slope=cfg.decline_slope,
+    )
+    handler = ActionsHandler(
+        rulebook=rulebook, taxonomy=taxonomy, policy=policy, topics=cfg.topics, history=history
+    )
+    runtime = build_runtime(cfg, handler)
+    transactions = PgTransactions(runtime.engine)
+    scheduler = Scheduler(
+        transactions=transactions,
+        producer=lambda: runtime.producer,
+        topics=cfg.topics,
+        policy=policy,
+        poll_s=cfg.timer_poll_s,
+        batch=cfg.timer_batch,
+    )
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        log.info(
+            "rules_file",
+            file=str(cfg.rules_file),
+            rules=len(file_rules.rules),
+            themes=len(taxonomy.theme_ids),
+        )
+        await runtime.start()
+        if cfg.scheduler_enabled:
+            await scheduler.start()
+        yield
+        await scheduler.stop()
+        await runtime.stop()
+
+    app = FastAPI(
+        title="CSAT actions",
+        version="1.0.0",
+        lifespan=lifespan,
+        description="Follow-up rules on every rating and segment alert; CSM alerts; durable timers.",
+    )
+    app.state.runtime = runtime
+    app.state.scheduler = scheduler
+    app.add_middleware(BodySizeLimitMiddleware, max_bytes=cfg.max_body_bytes)
+
+    async def check_scheduler() -> None:
+        if cfg.scheduler_enabled and scheduler.last_tick_at is None and runtime.producer is not None:
+            raise RuntimeError("scheduler has not run yet")
+
+    install_common(
+        app,
+        service="actions",
+        checks={
+            "database": runtime.check_database,
+            "consumer": runtime.check_consumer,
+            "scheduler": check_scheduler,
+        },
+    )
+    deps = ActionsDeps(settings=cfg, transactions=transactions, rulebook=rulebook, clock=utc_now)
+    for audience in (rules, alerts, customers, ops):
+        app.include_router(audience.router(deps))
+    return app

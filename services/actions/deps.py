@@ -1,0 +1,19 @@
+"""What the actions routes use, built by the composition root: settings, the stores, the rules in force."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+from services.actions.ports import Transactions
+from services.actions.rulebook import RuleBook
+from services.actions.settings import ActionsSettings
+
+
+@dataclass(frozen=True, slots=True)
+class ActionsDeps:
+    settings: ActionsSettings
+    transactions: Transactions
+    rulebook: RuleBook
+    clock: Callable[[], datetime]

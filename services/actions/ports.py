@@ -1,0 +1,162 @@
+"""The stores the actions handlers and routes use, as Protocols, and the records they exchange.
+
+``services.actions.repository`` implements them on PostgreSQL, ``tests/fakes/actions_store.py`` in
+memory. A ``Stores`` bundle is bound to one transaction: everything written through it commits (or
+rolls back) together, with the consumer's offsets or the timers it fires.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, NamedTuple, Protocol
+
+from services.actions.engine import AlertDraft, EnrolmentDraft, Fatigue, TimerDraft
+from services.actions.facts import CustomerContext, PastRating
+from services.actions.outcomes import DecisionRow
+from services.actions.timers import AlertState, DueTimer
+from services.actions.verbatims import Analysis
+from shared.events import RatingSubmitted
+
+
+@dataclass(frozen=True, slots=True)
+class BatchFacts:
+    """What deciding a batch of ratings needs to know, read together."""
+
+    rules_version: int | None
+    contexts: dict[str, CustomerContext]
+    past: dict[str, list[PastRating]]
+    fatigue: dict[str, Fatigue]
+
+
+class Enrolled(NamedTuple):
+    """A customer's place in one nurture sequence."""
+
+    customer_id: str
+    sequence: str
+
+
+@dataclass(frozen=True, slots=True)
+class StoredRuleSet:
+    version: int
+    document: Any
+    origin: str
+
+
+@dataclass(frozen=True, slots=True)
+class AlertTransition:
+    """The alert after an acknowledgement or resolution; ``error`` says why nothing changed."""
+
+    alert: dict[str, Any] | None
+    error: str | None  # None, "not_found", "already resolved"
+
+
+class RatingStore(Protocol):
+    """Each customer's rating history, as the rules' history facts need it."""
+
+    async def insert_new(
+        self, *, ratings: Sequence[RatingSubmitted], analyses: Mapping[str, Analysis]
+    ) -> set[str]: ...
+
+    async def batch_facts(
+        self,
+        *,
+        customer_ids: Sequence[str],
+        since: datetime,
+        per_customer: int,
+        now: datetime,
+        commented_customers: Sequence[str],
+        survey_ids: Sequence[str],
+    ) -> BatchFacts: ...
+
+
+class DecisionStore(Protocol):
+    """The decision log, and the alerts and timers decisions create."""
+
+    async def existing(self, *, ids: Sequence[str]) -> set[str]: ...
+    async def insert(self, *, rows: Sequence[DecisionRow]) -> None: ...
+    async def insert_outcomes(
+        self,
+        *,
+        decisions: Sequence[DecisionRow],
+        alerts: Sequence[AlertDraft],
+        timers: Sequence[TimerDraft],
+        now: datetime,
+    ) -> None: ...
+    async def sent_last_24h(self, *, customer_ids: Sequence[str], now: datetime) -> dict[str, int]: ...
+    async def recent(self, *, customer_id: str | None, limit: int) -> list[dict[str, Any]]: ...
+
+
+class CustomerStore(Protocol):
+    """Customer context set through the API (contact, value, owner, consent, opt-out)."""
+
+    async def contexts(self, *, customer_ids: Sequence[str]) -> dict[str, CustomerContext]: ...
+    async def upsert(self, *, customer_id: str, fields: dict[str, Any]) -> None: ...
+    async def get(self, *, customer_id: str) -> dict[str, Any] | None: ...
+
+
+class EnrolmentStore(Protocol):
+    """Nurture sequence enrolments."""
+
+    async def enrol(self, *, enrolments: Sequence[EnrolmentDraft], now: datetime) -> None: ...
+    async def statuses(self, *, customer_ids: Sequence[str]) -> dict[Enrolled, str]: ...
+    async def complete(self, *, enrolled: Sequence[Enrolled]) -> None: ...
+    async def stop_all(self, *, customer_id: str) -> None: ...
+
+
+class AlertStore(Protocol):
+    """CSM alerts and their lifecycle (open, acknowledged, resolved; escalated)."""
+
+    async def lock(self, *, alert_ids: Sequence[str]) -> dict[str, AlertState]: ...
+    async def mark_escalated(self, *, alert_ids: Sequence[str], now: datetime) -> None: ...
+    async def search(
+        self, *, status: str | None, owner: str | None, customer_id: str | None, limit: int
+    ) -> list[dict[str, Any]]: ...
+    async def get(self, *, alert_id: str) -> dict[str, Any] | None: ...
+    async def transition(
+        self, *, alert_id: str, to: str, by: str | None, note: str | None, now: datetime
+    ) -> AlertTransition: ...
+
+
+class TimerStore(Protocol):
+    """Durable timers: SLA escalations, re-survey follow-ups, delayed messages and nurture steps."""
+
+    async def claim_due(self, *, now: datetime, limit: int) -> list[DueTimer]: ...
+    async def mark_fired(self, *, outcomes: Mapping[str, str], now: datetime) -> None: ...
+    async def insert(self, *, timers: Sequence[TimerDraft], now: datetime) -> None: ...
+    async def resurvey_answered(self, *, timer: DueTimer) -> bool: ...
+    async def search(
+        self, *, customer_id: str | None, status: str | None, limit: int
+    ) -> list[dict[str, Any]]: ...
+
+
+class RuleSetStore(Protocol):
+    """Versions of the rule set; the newest is in force."""
+
+    async def latest_version(self) -> int | None: ...
+    async def load(self, *, version: int | None = None) -> StoredRuleSet | None: ...
+    async def lock(self) -> None: ...
+    async def insert(self, *, version: int, document: Any, origin: str) -> bool: ...
+    async def versions(self, *, limit: int) -> list[dict[str, Any]]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Stores:
+    """Every store, bound to one transaction."""
+
+    ratings: RatingStore
+    decisions: DecisionStore
+    customers: CustomerStore
+    enrolments: EnrolmentStore
+    alerts: AlertStore
+    timers: TimerStore
+    rule_sets: RuleSetStore
+
+
+class Transactions(Protocol):
+    """Opens the stores on a transaction: ``begin`` commits on success, ``connect`` is for reading."""
+
+    def begin(self) -> AbstractAsyncContextManager[Stores]: ...
+    def connect(self) -> AbstractAsyncContextManager[Stores]: ...

@@ -1,0 +1,62 @@
+"""PostgreSQL adapters of the actions ports (``services.actions.ports``), one module per store.
+
+``pg_stores`` binds every store to one connection (one transaction); ``PgTransactions`` opens them for
+the routes and the timer scheduler; ``consumer_handler`` gives the consumer loop, which owns the
+transaction and its offsets, a handler over the stores.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from services.actions.ports import Stores
+from services.actions.repository.alerts import PgAlerts
+from services.actions.repository.customers import PgCustomers
+from services.actions.repository.decisions import PgDecisions
+from services.actions.repository.enrolments import PgEnrolments
+from services.actions.repository.ratings import PgRatings
+from services.actions.repository.rule_sets import PgRuleSets
+from services.actions.repository.timers import PgTimers
+from shared.consumer import Handler, Received
+from shared.envelope import OutgoingRecord
+
+
+def pg_stores(conn: AsyncConnection) -> Stores:
+    return Stores(
+        ratings=PgRatings(conn),
+        decisions=PgDecisions(conn),
+        customers=PgCustomers(conn),
+        enrolments=PgEnrolments(conn),
+        alerts=PgAlerts(conn),
+        timers=PgTimers(conn),
+        rule_sets=PgRuleSets(conn),
+    )
+
+
+class PgTransactions:
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+
+    @asynccontextmanager
+    async def begin(self) -> AsyncIterator[Stores]:
+        async with self._engine.begin() as conn:
+            yield pg_stores(conn)
+
+    @asynccontextmanager
+    async def connect(self) -> AsyncIterator[Stores]:
+        async with self._engine.connect() as conn:
+            yield pg_stores(conn)
+
+
+def consumer_handler(
+    handle: Callable[[Stores, Sequence[Received]], Awaitable[list[OutgoingRecord]]],
+) -> Handler:
+    """The consumer loop hands each batch its transaction's connection; the use case wants stores."""
+
+    async def on_batch(conn: AsyncConnection, batch: Sequence[Received]) -> list[OutgoingRecord]:
+        return await handle(pg_stores(conn), batch)
+
+    return on_batch

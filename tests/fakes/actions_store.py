@@ -1,0 +1,450 @@
+"""In-memory actions stores (``services.actions.ports``) for handler tests; the real ones are
+``services.actions.repository`` on PostgreSQL, proven by tests/integration/test_actions.py.
+
+One ``MemoryActions`` holds the tables; ``stores()`` binds every port to them and ``begin()`` is a
+transaction that rolls the tables back when its block raises, as PostgreSQL would.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from services.actions.engine import AlertDraft, EnrolmentDraft, Fatigue, TimerDraft
+from services.actions.facts import CustomerContext, PastRating
+from services.actions.outcomes import DecisionRow
+from services.actions.ports import AlertTransition, BatchFacts, Enrolled, StoredRuleSet, Stores
+from services.actions.timers import AlertState, DueTimer
+from services.actions.verbatims import Analysis
+from shared.events import RatingSubmitted
+
+
+@dataclass
+class RatingRow:
+    rating_id: str
+    customer_id: str
+    occurred_at: datetime
+    normalized: float
+    sentiment: str
+    has_comment: bool
+    survey_id: str | None
+    themes: list[str]
+    comment_sentiment: str | None
+
+
+@dataclass
+class TimerRow:
+    timer_id: str
+    kind: str
+    ref: str | None
+    customer_id: str | None
+    due_at: datetime
+    payload: dict[str, Any]
+    created_at: datetime
+    status: str = "pending"
+    outcome: str | None = None
+    fired_at: datetime | None = None
+
+
+@dataclass
+class AlertRow:
+    draft: AlertDraft
+    created_at: datetime
+    status: str = "open"
+    escalated_at: datetime | None = None
+    acknowledged_at: datetime | None = None
+    acknowledged_by: str | None = None
+    resolved_at: datetime | None = None
+    resolved_by: str | None = None
+    note: str | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        d = self.draft
+        row: dict[str, Any] = {
+            "alert_id": d.alert_id,
+            "rule_id": d.rule_id,
+            "rating_id": d.rating_id,
+            "customer_id": d.customer_id,
+            "owner_email": d.owner_email,
+            "owner_name": d.owner_name,
+            "priority": d.priority,
+            "status": self.status,
+            "due_at": d.due_at,
+            "escalated_at": self.escalated_at,
+            "acknowledged_at": self.acknowledged_at,
+            "acknowledged_by": self.acknowledged_by,
+            "resolved_at": self.resolved_at,
+            "resolved_by": self.resolved_by,
+            "note": self.note,
+            "context": d.context,
+            "created_at": self.created_at,
+        }
+        return {k: v.isoformat() if isinstance(v, datetime) else v for k, v in row.items()}
+
+
+@dataclass
+class EnrolmentRow:
+    draft: EnrolmentDraft
+    enrolled_at: datetime
+    status: str = "active"
+
+
+@dataclass
+class Tables:
+    ratings: dict[str, RatingRow] = field(default_factory=dict)
+    customers: dict[str, dict[str, Any]] = field(default_factory=dict)
+    decisions: dict[str, DecisionRow] = field(default_factory=dict)
+    alerts: dict[str, AlertRow] = field(default_factory=dict)
+    timers: dict[str, TimerRow] = field(default_factory=dict)
+    enrolments: dict[Enrolled, EnrolmentRow] = field(default_factory=dict)
+    rule_sets: dict[int, StoredRuleSet] = field(default_factory=dict)
+
+
+def _context(customer_id: str, row: Mapping[str, Any]) -> CustomerContext:
+    return CustomerContext(
+        customer_id=customer_id,
+        email=row.get("email"),
+        phone=row.get("phone"),
+        locale=row.get("locale"),
+        timezone=row.get("timezone"),
+        tier=row.get("tier"),
+        value=row.get("value"),
+        owner_email=row.get("owner_email"),
+        owner_name=row.get("owner_name"),
+        opted_out=bool(row.get("opted_out")),
+        attributes=row.get("attributes") or {},
+        consent=row.get("consent") or {},
+    )
+
+
+class FakeRatings:
+    def __init__(self, t: Tables) -> None:
+        self._t = t
+
+    async def insert_new(
+        self, *, ratings: Sequence[RatingSubmitted], analyses: Mapping[str, Analysis]
+    ) -> set[str]:
+        fresh: set[str] = set()
+        for r in ratings:
+            if r.rating_id in self._t.ratings:
+                continue
+            found = analyses.get(r.rating_id)
+            self._t.ratings[r.rating_id] = RatingRow(
+                rating_id=r.rating_id,
+                customer_id=r.customer.id,
+                occurred_at=r.occurred_at,
+                normalized=r.normalized,
+                sentiment=r.sentiment.value,
+                has_comment=bool(r.comment and r.comment.strip()),
+                survey_id=r.survey_id,
+                themes=list(found.themes) if found else [],
+                comment_sentiment=found.sentiment if found and r.comment else None,
+            )
+            fresh.add(r.rating_id)
+        return fresh
+
+    async def batch_facts(
+        self,
+        *,
+        customer_ids: Sequence[str],
+        since: datetime,
+        per_customer: int,
+        now: datetime,
+        commented_customers: Sequence[str],
+        survey_ids: Sequence[str],
+    ) -> BatchFacts:
+        for timer in self._t.timers.values():
+            answered = timer.customer_id in commented_customers or timer.ref in survey_ids
+            if timer.kind == "resurvey_no_answer" and timer.status == "pending" and answered:
+                timer.status, timer.outcome, timer.fired_at = "cancelled", "answered", now
+        ids = sorted(set(customer_ids))
+        return BatchFacts(
+            rules_version=max(self._t.rule_sets, default=None),
+            contexts={c: _context(c, self._t.customers[c]) for c in ids if c in self._t.customers},
+            past={c: p for c in ids if (p := self._past(c, since=since, limit=per_customer))},
+            fatigue={c: self._fatigue(c, now=now) for c in ids},
+        )
+
+    def _past(self, customer_id: str, *, since: datetime, limit: int) -> list[PastRating]:
+        rows = [
+            r for r in self._t.ratings.values() if r.customer_id == customer_id and r.occurred_at >= since
+        ]
+        rows.sort(key=lambda r: (r.occurred_at, r.rating_id), reverse=True)
+        return [PastRating(r.rating_id, r.occurred_at, r.normalized, r.sentiment) for r in rows[:limit]]
+
+    def _fatigue(self, customer_id: str, *, now: datetime) -> Fatigue:
+        mine = [d for d in self._t.decisions.values() if d.customer_id == customer_id]
+        last: dict[str, datetime] = {}
+        for d in mine:
+            if d.notification_id is not None or d.outcome == "scheduled":
+                last[d.rule_id] = max(last.get(d.rule_id, d.created_at), d.created_at)
+        day_ago = now - timedelta(hours=24)
+        sent = sum(1 for d in mine if d.customer_facing and d.notification_id and d.created_at > day_ago)
+        active = frozenset(
+            key.sequence
+            for key, e in self._t.enrolments.items()
+            if key.customer_id == customer_id and e.status == "active" and e.draft.ends_at >= now
+        )
+        return Fatigue(last_fired=last, sent_24h=sent, active_sequences=active)
+
+
+class FakeDecisions:
+    def __init__(self, t: Tables) -> None:
+        self._t = t
+
+    async def existing(self, *, ids: Sequence[str]) -> set[str]:
+        return {i for i in ids if i in self._t.decisions}
+
+    async def insert(self, *, rows: Sequence[DecisionRow]) -> None:
+        for row in rows:
+            self._t.decisions.setdefault(row.decision_id, row)
+
+    async def insert_outcomes(
+        self,
+        *,
+        decisions: Sequence[DecisionRow],
+        alerts: Sequence[AlertDraft],
+        timers: Sequence[TimerDraft],
+        now: datetime,
+    ) -> None:
+        await self.insert(rows=decisions)
+        for a in alerts:
+            self._t.alerts.setdefault(a.alert_id, AlertRow(draft=a, created_at=now))
+        await FakeTimers(self._t).insert(timers=timers, now=now)
+
+    async def sent_last_24h(self, *, customer_ids: Sequence[str], now: datetime) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for d in self._t.decisions.values():
+            cid, recent = d.customer_id, d.created_at > now - timedelta(hours=24)
+            if cid is not None and cid in customer_ids and d.customer_facing and d.notification_id and recent:
+                counts[cid] = counts.get(cid, 0) + 1
+        return counts
+
+    async def recent(self, *, customer_id: str | None, limit: int) -> list[dict[str, Any]]:
+        rows = [d for d in self._t.decisions.values() if customer_id in (None, d.customer_id)]
+        rows.sort(key=lambda d: d.decision_id)
+        rows.sort(key=lambda d: d.created_at, reverse=True)
+        return [{**d.__dict__, "created_at": d.created_at.isoformat()} for d in rows[:limit]]
+
+
+class FakeCustomers:
+    def __init__(self, t: Tables) -> None:
+        self._t = t
+
+    async def contexts(self, *, customer_ids: Sequence[str]) -> dict[str, CustomerContext]:
+        return {c: _context(c, self._t.customers[c]) for c in customer_ids if c in self._t.customers}
+
+    async def upsert(self, *, customer_id: str, fields: dict[str, Any]) -> None:
+        self._t.customers[customer_id] = {**fields, "updated_at": datetime.now(UTC)}
+
+    async def get(self, *, customer_id: str) -> dict[str, Any] | None:
+        row = self._t.customers.get(customer_id)
+        if row is None:
+            return None
+        return {"customer_id": customer_id, **row, "updated_at": row["updated_at"].isoformat()}
+
+
+class FakeEnrolments:
+    def __init__(self, t: Tables) -> None:
+        self._t = t
+
+    async def enrol(self, *, enrolments: Sequence[EnrolmentDraft], now: datetime) -> None:
+        for e in enrolments:
+            key = Enrolled(e.customer_id, e.sequence)
+            old = self._t.enrolments.get(key)
+            if old is None or old.status != "active" or old.draft.ends_at < now:
+                self._t.enrolments[key] = EnrolmentRow(draft=e, enrolled_at=now)
+
+    async def statuses(self, *, customer_ids: Sequence[str]) -> dict[Enrolled, str]:
+        return {k: e.status for k, e in self._t.enrolments.items() if k.customer_id in customer_ids}
+
+    async def complete(self, *, enrolled: Sequence[Enrolled]) -> None:
+        for key in enrolled:
+            row = self._t.enrolments.get(key)
+            if row is not None and row.status == "active":
+                row.status = "completed"
+
+    async def stop_all(self, *, customer_id: str) -> None:
+        for key, row in self._t.enrolments.items():
+            if key.customer_id == customer_id and row.status == "active":
+                row.status = "stopped"
+
+
+class FakeAlerts:
+    def __init__(self, t: Tables) -> None:
+        self._t = t
+
+    async def lock(self, *, alert_ids: Sequence[str]) -> dict[str, AlertState]:
+        out: dict[str, AlertState] = {}
+        for alert_id in alert_ids:
+            row = self._t.alerts.get(alert_id)
+            if row is None:
+                continue
+            d = row.draft
+            out[alert_id] = AlertState(
+                alert_id=d.alert_id,
+                rule_id=d.rule_id,
+                status=row.status,
+                owner_email=d.owner_email,
+                owner_name=d.owner_name,
+                priority=d.priority,
+                due_at=d.due_at,
+                rating_id=d.rating_id,
+                customer_id=d.customer_id,
+                context=d.context,
+            )
+        return out
+
+    async def mark_escalated(self, *, alert_ids: Sequence[str], now: datetime) -> None:
+        for alert_id in alert_ids:
+            self._t.alerts[alert_id].escalated_at = now
+
+    async def search(
+        self, *, status: str | None, owner: str | None, customer_id: str | None, limit: int
+    ) -> list[dict[str, Any]]:
+        rows = [
+            a
+            for a in self._t.alerts.values()
+            if status in (None, a.status)
+            and (owner is None or a.draft.owner_email.lower() == owner.lower())
+            and customer_id in (None, a.draft.customer_id)
+        ]
+        rows.sort(key=lambda a: a.draft.alert_id)
+        rows.sort(key=lambda a: a.created_at, reverse=True)
+        return [a.as_json() for a in rows[:limit]]
+
+    async def get(self, *, alert_id: str) -> dict[str, Any] | None:
+        row = self._t.alerts.get(alert_id)
+        return row.as_json() if row else None
+
+    async def transition(
+        self, *, alert_id: str, to: str, by: str | None, note: str | None, now: datetime
+    ) -> AlertTransition:
+        row = self._t.alerts.get(alert_id)
+        if row is None:
+            return AlertTransition(None, "not_found")
+        if to == "acknowledged":
+            if row.status == "resolved":
+                return AlertTransition(row.as_json(), "already resolved")
+            if row.status == "open":
+                row.status, row.acknowledged_at, row.acknowledged_by = "acknowledged", now, by
+                row.note = note or row.note
+        elif row.status != "resolved":
+            row.status, row.resolved_at, row.resolved_by = "resolved", now, by
+            row.acknowledged_at = row.acknowledged_at or now
+            row.acknowledged_by = row.acknowledged_by or by
+            row.note = note or row.note
+        for timer in self._t.timers.values():
+            if timer.kind == "sla_escalation" and timer.ref == alert_id and timer.status == "pending":
+                timer.status, timer.outcome, timer.fired_at = "cancelled", to, now
+        return AlertTransition(row.as_json(), None)
+
+
+class FakeTimers:
+    def __init__(self, t: Tables) -> None:
+        self._t = t
+
+    async def claim_due(self, *, now: datetime, limit: int) -> list[DueTimer]:
+        due = [t for t in self._t.timers.values() if t.status == "pending" and t.due_at <= now]
+        due.sort(key=lambda t: (t.due_at, t.timer_id))
+        return [DueTimer(t.timer_id, t.kind, t.ref, t.customer_id, t.due_at, t.payload) for t in due[:limit]]
+
+    async def mark_fired(self, *, outcomes: Mapping[str, str], now: datetime) -> None:
+        for timer_id, outcome in outcomes.items():
+            row = self._t.timers[timer_id]
+            row.status, row.outcome, row.fired_at = "fired", outcome, now
+
+    async def insert(self, *, timers: Sequence[TimerDraft], now: datetime) -> None:
+        for t in timers:
+            # The payload goes through JSON in PostgreSQL; a copy keeps the caller's dict apart.
+            payload = copy.deepcopy(t.payload)
+            row = TimerRow(t.timer_id, t.kind, t.ref, t.customer_id, t.due_at, payload, created_at=now)
+            self._t.timers.setdefault(t.timer_id, row)
+
+    async def resurvey_answered(self, *, timer: DueTimer) -> bool:
+        row = self._t.timers[timer.timer_id]
+        return any(
+            r.customer_id == row.customer_id
+            and r.rating_id != (row.payload.get("rating_id") or "")
+            and (r.survey_id == row.ref or (r.has_comment and r.occurred_at >= row.created_at))
+            for r in self._t.ratings.values()
+        )
+
+    async def search(
+        self, *, customer_id: str | None, status: str | None, limit: int
+    ) -> list[dict[str, Any]]:
+        rows = [
+            t
+            for t in self._t.timers.values()
+            if customer_id in (None, t.customer_id) and status in (None, t.status)
+        ]
+        rows.sort(key=lambda t: (t.due_at, t.timer_id))
+        return [
+            {
+                k: v.isoformat() if isinstance(v, datetime) else v
+                for k, v in t.__dict__.items()
+                if k != "payload"
+            }
+            for t in rows[:limit]
+        ]
+
+
+class FakeRuleSets:
+    def __init__(self, t: Tables) -> None:
+        self._t = t
+
+    async def latest_version(self) -> int | None:
+        return max(self._t.rule_sets, default=None)
+
+    async def load(self, *, version: int | None = None) -> StoredRuleSet | None:
+        chosen = version if version is not None else max(self._t.rule_sets, default=None)
+        return self._t.rule_sets.get(chosen) if chosen is not None else None
+
+    async def lock(self) -> None:
+        return None
+
+    async def insert(self, *, version: int, document: Any, origin: str) -> bool:
+        if version in self._t.rule_sets:
+            return False
+        self._t.rule_sets[version] = StoredRuleSet(version, copy.deepcopy(document), origin)
+        return True
+
+    async def versions(self, *, limit: int) -> list[dict[str, Any]]:
+        newest = sorted(self._t.rule_sets.values(), key=lambda r: -r.version)[:limit]
+        return [{"version": r.version, "origin": r.origin, "rules": len(r.document["rules"])} for r in newest]
+
+
+class MemoryActions:
+    """The actions database in memory; ``begin`` rolls back what its block wrote when the block raises."""
+
+    def __init__(self) -> None:
+        self.tables = Tables()
+
+    def stores(self) -> Stores:
+        t = self.tables
+        return Stores(
+            ratings=FakeRatings(t),
+            decisions=FakeDecisions(t),
+            customers=FakeCustomers(t),
+            enrolments=FakeEnrolments(t),
+            alerts=FakeAlerts(t),
+            timers=FakeTimers(t),
+            rule_sets=FakeRuleSets(t),
+        )
+
+    @asynccontextmanager
+    async def begin(self) -> AsyncIterator[Stores]:
+        before = copy.deepcopy(self.tables)
+        try:
+            yield self.stores()
+        except BaseException:
+            self.tables.__dict__.update(before.__dict__)
+            raise
+
+    @asynccontextmanager
+    async def connect(self) -> AsyncIterator[Stores]:
+        yield self.stores()
