@@ -14,7 +14,7 @@ import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.collector.keys import hash_key, key_id_of
-from services.collector.store import CollectorStore, Principal, Source, StoreUnavailable
+from services.collector.ports import Principal, Source, SourceRegistry, StoreUnavailable
 
 log = structlog.get_logger(__name__)
 
@@ -91,7 +91,7 @@ class KeyResolver:
     def __init__(
         self,
         *,
-        store: CollectorStore,
+        store: SourceRegistry,
         ttl_s: float,
         stale_s: float,
         max_entries: int = 10_000,
@@ -131,7 +131,7 @@ class KeyResolver:
 class OriginSet:
     """The union of every source's allowed origins, refreshed every ``ttl_s`` (answers preflights)."""
 
-    def __init__(self, *, store: CollectorStore, ttl_s: float, clock: Callable[[], float] = time.monotonic):
+    def __init__(self, *, store: SourceRegistry, ttl_s: float, clock: Callable[[], float] = time.monotonic):
         self.store = store
         self.ttl_s = ttl_s
         self._clock = clock

@@ -14,8 +14,8 @@ from services.collector.access import ProblemError
 from services.collector.domain import AccountIn, CustomerIn
 from services.collector.keys import generate_key
 from services.collector.links import EmailLink, LinkSigner
+from services.collector.ports import KeyInfo, SmsSurvey, Source, SourceExists, StoreUnavailable
 from services.collector.sms import normalize_phone, phone_hash
-from services.collector.store import KeyInfo, SmsSurvey, Source, SourceExists, StoreUnavailable
 from shared.auth import admin_guard
 from shared.scales import Metric, ScaleError, get_scale
 

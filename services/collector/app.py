@@ -29,11 +29,11 @@ from services.collector.access import (
 )
 from services.collector.domain import RatingId, RatingIn, RatingRejected, fingerprint, normalize
 from services.collector.ingest import Ingestor, Outcome, Submission, to_record
-from services.collector.publisher import BrokerUnavailable, KafkaPublisher, Publisher
+from services.collector.ports import BrokerUnavailable, CollectorStore, Principal, Publisher, StoreUnavailable
+from services.collector.publisher import KafkaPublisher
 from services.collector.ratelimit import KeyedLimiter, retry_after
 from services.collector.repository import PgStore
 from services.collector.settings import CollectorSettings
-from services.collector.store import CollectorStore, Principal, StoreUnavailable
 from shared.db import make_engine
 from shared.http import ReadinessCheck, field_path, install_common, problem, validation_problem
 from shared.limits import BodySizeLimitMiddleware

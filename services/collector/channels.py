@@ -15,9 +15,8 @@ from services.collector.access import ProblemError
 from services.collector.domain import RatingIn, RatingRejected, fingerprint, normalize
 from services.collector.ingest import Outcome, Submission
 from services.collector.links import EmailLink, LinkExpired, LinkInvalid, LinkSigner
-from services.collector.publisher import BrokerUnavailable
+from services.collector.ports import BrokerUnavailable, StoreUnavailable
 from services.collector.sms import is_keyword, parse_reply, phone_hash, signature_valid, twiml
-from services.collector.store import StoreUnavailable
 from shared.http import PROBLEM_JSON, problem
 from shared.scales import Metric, Scale, ScaleError, get_scale, parse_score
 

@@ -14,8 +14,7 @@ from enum import StrEnum
 import structlog
 
 from services.collector import metrics
-from services.collector.publisher import Publisher
-from services.collector.store import Claim, ClaimState, CollectorStore, StoreUnavailable
+from services.collector.ports import Claim, ClaimState, IdempotencyRecords, Publisher, StoreUnavailable
 from shared import events as ev
 from shared.envelope import OutgoingRecord, encode
 from shared.events import RatingSubmitted
@@ -57,7 +56,7 @@ class Confirmer:
     the process dies first, the claim expires and a retry republishes, which consumers dedupe.
     """
 
-    def __init__(self, *, store: CollectorStore, delay_s: float = 0.005, max_batch: int = 2000) -> None:
+    def __init__(self, *, store: IdempotencyRecords, delay_s: float = 0.005, max_batch: int = 2000) -> None:
         self.store = store
         self.delay_s = delay_s
         self.max_batch = max_batch
@@ -99,7 +98,7 @@ class Ingestor:
         self,
         *,
         publisher: Publisher,
-        store: CollectorStore,
+        store: IdempotencyRecords,
         topic: str,
         wait_s: float,
         lease_s: float,

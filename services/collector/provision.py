@@ -5,8 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from services.collector.keys import generate_key
+from services.collector.ports import Source
 from services.collector.repository import PgStore
-from services.collector.store import Source
 from shared.db import make_engine
 
 DEMO_SOURCE = "demo"

@@ -1,4 +1,4 @@
-"""Publishing to the broker behind a small interface, so the API can be tested with a fake publisher."""
+"""The Kafka adapter of the ``Publisher`` port: an aiokafka producer with acks=all, time-bounded."""
 
 from __future__ import annotations
 
@@ -6,13 +6,13 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Sequence
-from typing import Protocol
 
 import structlog
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from prometheus_client import Counter, Histogram
 
+from services.collector.ports import BrokerUnavailable
 from shared.envelope import OutgoingRecord
 from shared.kafka import make_producer, send_all
 
@@ -30,16 +30,6 @@ BROKER_ERRORS = Counter(
 )
 
 
-class BrokerUnavailable(RuntimeError):
-    """The broker did not acknowledge in time; nothing may be promised to the client."""
-
-
-class Publisher(Protocol):
-    async def publish(self, records: Sequence[OutgoingRecord]) -> None: ...
-
-    async def check(self) -> None: ...
-
-
 class KafkaPublisher:
     """Owns the producer; connects in the background so the API starts even while the broker is away."""
 
@@ -53,10 +43,6 @@ class KafkaPublisher:
         self._producer: AIOKafkaProducer | None = None
         self._connector: asyncio.Task[None] | None = None
         self._closing = False
-
-    @property
-    def producer(self) -> AIOKafkaProducer | None:
-        return self._producer
 
     async def start(self) -> None:
         self._connector = asyncio.create_task(self._connect_loop(), name="producer-connect")

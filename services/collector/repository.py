@@ -13,7 +13,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from services.collector.store import (
+from services.collector.ports import (
     Claim,
     ClaimState,
     KeyInfo,

@@ -1,4 +1,4 @@
-"""In-memory ``CollectorStore`` for pure API tests (the real one is ``services.collector.repository``)."""
+"""In-memory ``CollectorStore`` (``services.collector.ports``) for tests without PostgreSQL."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from services.collector.store import (
+from services.collector.ports import (
     Claim,
     ClaimState,
     KeyInfo,

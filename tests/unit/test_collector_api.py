@@ -12,7 +12,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from services.collector.app import create_app
-from services.collector.publisher import BrokerUnavailable
+from services.collector.ports import BrokerUnavailable
 from services.collector.settings import CollectorSettings
 from shared.envelope import OutgoingRecord, decode
 from shared.events import RatingSubmitted

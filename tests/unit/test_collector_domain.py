@@ -14,7 +14,7 @@ from services.collector.domain import RatingIn, RatingRejected, fingerprint, nor
 from services.collector.ingest import Ingestor, Outcome, Submission
 from services.collector.keys import generate_key, hash_key, key_id_of
 from services.collector.links import EmailLink, LinkExpired, LinkInvalid, LinkSigner
-from services.collector.publisher import BrokerUnavailable
+from services.collector.ports import BrokerUnavailable
 from services.collector.ratelimit import KeyedLimiter, retry_after
 from services.collector.settings import CollectorSettings
 from services.collector.sms import compute_signature, normalize_phone, parse_reply, signature_valid, twiml
@@ -331,7 +331,7 @@ async def test_the_wait_is_bounded_and_a_stale_claim_is_taken_over() -> None:
     await store.claim(claims=[], lease_s=1)
     stuck = sub()
     assert stuck.fingerprint is not None
-    from services.collector.store import Claim
+    from services.collector.ports import Claim
 
     await store.claim(claims=[Claim("r-1", "s", stuck.fingerprint)], lease_s=60)  # a crashed replica's claim
     waiting = Ingestor(publisher=pub, store=store, topic="t", wait_s=0.05, lease_s=60, poll_s=0.01)

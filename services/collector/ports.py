@@ -1,6 +1,7 @@
-"""What the collector keeps in PostgreSQL, as a small interface with plain records (no SQL here).
+"""The collector's ports: what it keeps in PostgreSQL and where it publishes, as small interfaces.
 
-``repository.PgStore`` is the real adapter; ``tests/fakes/collector_store.py`` an in-memory one.
+Plain records and Protocols only (no SQL, no Kafka): ``repository.PgStore`` and
+``publisher.KafkaPublisher`` are the real adapters, ``tests/fakes/collector_store.py`` an in-memory store.
 """
 
 from __future__ import annotations
@@ -11,9 +12,15 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, Protocol
 
+from shared.envelope import OutgoingRecord
+
 
 class StoreUnavailable(RuntimeError):
     """The database did not answer in time; nothing may be promised to the client."""
+
+
+class BrokerUnavailable(RuntimeError):
+    """The broker did not acknowledge in time; nothing may be promised to the client."""
 
 
 class SourceExists(ValueError):
@@ -77,10 +84,9 @@ class SmsSurvey:
     answered_at: datetime | None = None
 
 
-class CollectorStore(Protocol):
-    async def check(self) -> None: ...
+class SourceRegistry(Protocol):
+    """Sources (who may post ratings) and their keys, stored only as hashes."""
 
-    # sources and keys
     async def principal_for_key(self, *, key_hash: bytes, now: datetime) -> Principal | None: ...
     async def all_origins(self) -> set[str]: ...
     async def create_source(self, *, source: Source) -> Source: ...
@@ -94,13 +100,33 @@ class CollectorStore(Protocol):
     async def list_keys(self, *, source_id: str) -> list[KeyInfo]: ...
     async def revoke_key(self, *, source_id: str, key_id: str) -> bool: ...
 
-    # idempotency
+
+class IdempotencyRecords(Protocol):
+    """One row per client-chosen rating_id: claimed before publishing, confirmed after the ack."""
+
     async def claim(self, *, claims: Sequence[Claim], lease_s: float) -> dict[str, ClaimState]: ...
     async def confirm(self, *, rating_ids: Sequence[str]) -> None: ...
     async def release(self, *, rating_ids: Sequence[str]) -> None: ...
     async def purge(self, *, older_than: datetime) -> int: ...
 
-    # SMS surveys
+
+class SmsSurveys(Protocol):
+    """Survey SMS sent, keyed by a hash of the phone number, so a reply finds its customer."""
+
     async def add_sms_survey(self, *, survey: SmsSurvey, phone_hash: bytes) -> None: ...
     async def open_sms_survey(self, *, phone_hash: bytes, now: datetime) -> SmsSurvey | None: ...
     async def mark_sms_answered(self, *, request_id: str, rating_id: str, at: datetime) -> None: ...
+
+
+class CollectorStore(SourceRegistry, IdempotencyRecords, SmsSurveys, Protocol):
+    """Everything above in one database, plus the readiness probe."""
+
+    async def check(self) -> None: ...
+
+
+class Publisher(Protocol):
+    """Where accepted ratings go: returns once the broker acknowledged every record (acks=all)."""
+
+    async def publish(self, records: Sequence[OutgoingRecord]) -> None: ...
+
+    async def check(self) -> None: ...
