@@ -26,8 +26,8 @@ from services.actions.engine import Policy
 from services.actions.repository import PgTransactions
 from services.actions.scheduler import Scheduler
 from services.actions.settings import ActionsSettings
-from services.collector.app import to_record
 from services.collector.domain import RatingIn, normalize
+from services.collector.intake import to_record
 from shared.db import make_engine
 from shared.kafka import make_producer
 from tests.helpers import make_settings, produce, running

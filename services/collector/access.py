@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address
@@ -13,8 +13,11 @@ import orjson
 import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from services.collector import metrics
 from services.collector.keys import hash_key, key_id_of
 from services.collector.ports import Principal, Source, SourceRegistry, StoreUnavailable
+from services.collector.problems import ProblemError
+from services.collector.ratelimit import KeyedLimiter, retry_after
 
 log = structlog.get_logger(__name__)
 
@@ -23,32 +26,6 @@ DEV_SOURCE = Source(source_id="dev", name="Anonymous posts (dev only)")
 
 CORS_ALLOW_HEADERS = "authorization, x-api-key, content-type, idempotency-key"
 CORS_EXPOSE_HEADERS = "retry-after, idempotent-replayed"
-
-
-class ProblemError(Exception):
-    """Raised anywhere in a request; answered as RFC 9457 problem+json by the collector's handler."""
-
-    def __init__(
-        self,
-        status: int,
-        title: str,
-        *,
-        detail: str,
-        type_: str,
-        field: str | None = None,
-        headers: dict[str, str] | None = None,
-        reason: str | None = None,
-        message: str | None = None,
-    ) -> None:
-        super().__init__(detail)
-        self.message = message or detail
-        self.status = status
-        self.title = title
-        self.detail = detail
-        self.type_ = type_
-        self.field = field
-        self.headers = headers
-        self.reason = reason
 
 
 def client_ip(scope: Scope, trusted: list[IPv4Network | IPv6Network]) -> str:
@@ -73,6 +50,44 @@ def _is_trusted(addr: str, trusted: list[IPv4Network | IPv6Network]) -> bool:
     except ValueError:
         return False
     return any(ip in net for net in trusted)
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimits:
+    """Token buckets per client address and per key; a refusal is a 429 problem with Retry-After."""
+
+    ip: KeyedLimiter
+    key: KeyedLimiter
+    proxies: list[IPv4Network | IPv6Network]
+
+    def check_ip(self, scope: Scope, *, source: str | None = None) -> None:
+        """429 when this client address has used up its bucket."""
+        wait = self.ip.acquire(client_ip(scope, self.proxies))
+        if wait:
+            metrics.reject("rate_limited", source)
+            raise _too_many("too many requests from this address; retry later", wait)
+
+    def check_key(self, principal: Principal) -> None:
+        """429 when this key has used up its bucket (a source may set its own rate and burst)."""
+        src = principal.source
+        wait = self.key.acquire(
+            f"key:{principal.key_id or src.source_id}",
+            rate=src.rate_per_s,
+            burst=float(src.rate_burst) if src.rate_burst else None,
+        )
+        if wait:
+            metrics.reject("rate_limited", src.source_id)
+            raise _too_many("rate limit for this key exceeded; retry later", wait)
+
+
+def _too_many(detail: str, wait_s: float) -> ProblemError:
+    return ProblemError(
+        429,
+        "Too Many Requests",
+        detail=detail,
+        type_="https://csat.dev/problems/rate-limited",
+        headers={"Retry-After": str(retry_after(wait_s))},
+    )
 
 
 @dataclass(slots=True)
@@ -178,7 +193,9 @@ class SourceCorsMiddleware:
     is set by the route's guard once it has approved the origin).
     """
 
-    def __init__(self, app: ASGIApp, *, paths: set[str], origins: OriginSet, max_age_s: int = 600) -> None:
+    def __init__(
+        self, app: ASGIApp, *, paths: Collection[str], origins: OriginSet, max_age_s: int = 600
+    ) -> None:
         self.app = app
         self.paths = paths
         self.origins = origins

@@ -13,6 +13,8 @@ from typing import Any
 
 from itsdangerous import BadSignature, URLSafeSerializer
 
+from services.collector.domain import RatingIn
+
 _SALT = "csat.email-link.v1"
 
 
@@ -41,6 +43,21 @@ class EmailLink:
         """One answer per (survey, customer): every link and retry for the pair maps to this id."""
         digest = hashlib.sha256(f"{self.survey_id}\x00{self.customer_id}".encode()).hexdigest()
         return f"email-{digest[:32]}"
+
+    def answer(self, score: str, comment: str | None) -> RatingIn:
+        """The rating this link stands for, with the score and comment the person confirmed."""
+        return RatingIn.model_validate(
+            {
+                "metric": self.metric,
+                "scale": self.scale,
+                "score": score.strip(),
+                "customer": {"id": self.customer_id, "locale": self.locale},
+                "segment": self.segment,
+                "touchpoint": self.touchpoint or "email",
+                "comment": (comment or "").strip() or None,
+                "survey_id": self.survey_id,
+            }
+        )
 
     def to_claims(self) -> dict[str, Any]:
         claims: dict[str, Any] = {

@@ -1,5 +1,5 @@
 """ASGI entrypoint: ``uvicorn services.collector.main:app``."""
 
-from services.collector.app import create_app
+from services.collector.bootstrap import create_app
 
 app = create_app()

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit, urlunsplit
 from xml.sax.saxutils import escape
 
+from services.collector.domain import RatingIn
+from services.collector.ports import SmsSurvey
 from shared.scales import Scale, ScaleError, parse_score
 
 _PHONE = re.compile(r"^\+[1-9]\d{6,14}$")
@@ -93,6 +95,23 @@ def parse_reply(scale: Scale, body: str) -> Reply:
         if candidate.strip().lower() in scale.labels:
             return Reply(score=parse_score(scale, candidate), comment=comment.strip()[:5000] or None)
     raise ScaleError("Body", f"the reply does not start with a score from {scale.low} to {scale.high}")
+
+
+def survey_answer(survey: SmsSurvey, reply: Reply) -> RatingIn:
+    """The rating a reply stands for: the survey's metric, scale and context, the customer's words."""
+    return RatingIn.model_validate(
+        {
+            "metric": survey.metric,
+            "scale": survey.scale,
+            "score": reply.score,
+            "customer": {"id": survey.customer_id, "locale": survey.locale},
+            "segment": survey.segment,
+            "touchpoint": survey.touchpoint or "sms",
+            "comment": reply.comment,
+            "account": survey.account,
+            "survey_id": survey.survey_id,
+        }
+    )
 
 
 def twiml(message: str | None) -> str:

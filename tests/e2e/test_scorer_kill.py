@@ -22,8 +22,8 @@ from aiokafka import AIOKafkaProducer
 
 from devstack.ports import free_port
 from devstack.stack import Stack
-from services.collector.app import to_record
 from services.collector.domain import RatingIn, normalize
+from services.collector.intake import to_record
 from shared.envelope import OutgoingRecord
 from shared.topics import Topics
 from tests.infra import Infra, drop_database, new_database, new_topics

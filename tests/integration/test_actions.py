@@ -19,8 +19,8 @@ from services.actions.engine import Policy
 from services.actions.repository import PgTransactions
 from services.actions.scheduler import Scheduler
 from services.actions.settings import ActionsSettings
-from services.collector.app import to_record
 from services.collector.domain import RatingIn, normalize
+from services.collector.intake import to_record
 from shared import events as ev
 from shared.db import make_engine
 from shared.envelope import Envelope, OutgoingRecord, encode

@@ -10,7 +10,7 @@ import pytest
 
 from devstack.broker import EmbeddedBroker
 from devstack.ports import free_port
-from services.collector.app import create_app
+from services.collector.bootstrap import create_app
 from services.collector.settings import CollectorSettings
 from shared.events import RatingSubmitted
 from shared.kafka import TopicSpec, ensure_topics

@@ -15,7 +15,7 @@ from prometheus_client import REGISTRY
 
 from devstack.broker import EmbeddedBroker
 from devstack.ports import free_port
-from services.collector.app import create_app
+from services.collector.bootstrap import create_app
 from services.collector.keys import hash_key
 from services.collector.settings import CollectorSettings
 from services.collector.sms import compute_signature

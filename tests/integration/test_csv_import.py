@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from devstack.stack import ROOT
-from services.collector.app import create_app
+from services.collector.bootstrap import create_app
 from services.collector.settings import CollectorSettings
 from shared.topics import Topics
 from tests.helpers import make_settings, read_topic, serving

@@ -10,8 +10,8 @@ from zoneinfo import ZoneInfo
 import pytest
 from sqlalchemy import text
 
-from services.collector.app import to_record
 from services.collector.domain import RatingIn, normalize
+from services.collector.intake import to_record
 from services.scorer import repository
 from services.scorer.app import create_app
 from services.scorer.settings import ScorerSettings

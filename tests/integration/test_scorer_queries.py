@@ -11,8 +11,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import text
 
-from services.collector.app import to_record
 from services.collector.domain import RatingIn, normalize
+from services.collector.intake import to_record
 from services.scorer import maintenance
 from services.scorer.app import create_app
 from services.scorer.replay import ReplayBusy, Replayer

@@ -16,7 +16,7 @@ from fastapi import FastAPI
 from fastapi.responses import HTMLResponse
 from playwright.async_api import Browser, Page, async_playwright
 
-from services.collector.app import create_app
+from services.collector.bootstrap import create_app
 from services.collector.settings import CollectorSettings
 from shared.events import RatingSubmitted
 from shared.topics import Topics

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from services.collector.app import create_app
+from services.collector.bootstrap import create_app
 from services.collector.ports import BrokerUnavailable
 from services.collector.settings import CollectorSettings
 from shared.envelope import OutgoingRecord, decode

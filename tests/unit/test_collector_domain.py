@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -11,16 +9,12 @@ import pytest
 
 from services.collector.access import client_ip
 from services.collector.domain import RatingIn, RatingRejected, fingerprint, normalize
-from services.collector.ingest import Ingestor, Outcome, Submission
 from services.collector.keys import generate_key, hash_key, key_id_of
 from services.collector.links import EmailLink, LinkExpired, LinkInvalid, LinkSigner
-from services.collector.ports import BrokerUnavailable
 from services.collector.ratelimit import KeyedLimiter, retry_after
 from services.collector.settings import CollectorSettings
 from services.collector.sms import compute_signature, normalize_phone, parse_reply, signature_valid, twiml
-from shared.envelope import OutgoingRecord
 from shared.scales import SCALES, Metric, ScaleError, get_scale
-from tests.fakes.collector_store import MemoryStore
 
 NOW = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
 
@@ -267,89 +261,3 @@ def test_phone_numbers_and_twiml() -> None:
         '<?xml version="1.0" encoding="UTF-8"?><Response><Message>a &lt; b &amp; c</Message></Response>'
     )
     assert twiml(None).endswith("<Response/>")
-
-
-# ---- the ingestor's idempotency protocol ---------------------------------------------------
-
-
-class SlowPublisher:
-    def __init__(self) -> None:
-        self.records: list[OutgoingRecord] = []
-        self.gate = asyncio.Event()
-        self.fail = False
-
-    async def publish(self, records: Sequence[OutgoingRecord]) -> None:
-        await self.gate.wait()
-        if self.fail:
-            raise BrokerUnavailable("down")
-        self.records.extend(records)
-
-    async def check(self) -> None:
-        return None
-
-
-def sub(score: int = 4, rid: str = "r-1") -> Submission:
-    event = normalize(rating(score=score), received_at=NOW, rating_id=rid)
-    return Submission(rating=event, source_id="s", fingerprint=fingerprint(event, client_occurred_at=None))
-
-
-async def test_a_concurrent_retry_waits_for_the_first_attempt_then_replays() -> None:
-    pub, store = SlowPublisher(), MemoryStore()
-    ingestor = Ingestor(publisher=pub, store=store, topic="t", wait_s=5, lease_s=30, poll_s=0.01)
-    first = asyncio.create_task(ingestor.submit([sub()]))
-    await asyncio.sleep(0.02)
-    retry = asyncio.create_task(ingestor.submit([sub()]))
-    other = asyncio.create_task(ingestor.submit([sub(score=1)]))
-    await asyncio.sleep(0.05)
-    assert not retry.done()
-    assert await other == [Outcome.CONFLICT]  # a different body is refused at once
-    pub.gate.set()
-    assert await first == [Outcome.ACCEPTED]
-    assert await retry == [Outcome.REPLAYED]
-    assert len(pub.records) == 1
-
-
-async def test_a_concurrent_retry_takes_over_when_the_first_attempt_fails() -> None:
-    pub, store = SlowPublisher(), MemoryStore()
-    ingestor = Ingestor(publisher=pub, store=store, topic="t", wait_s=5, lease_s=30, poll_s=0.01)
-    pub.fail = True
-    first = asyncio.create_task(ingestor.submit([sub()]))
-    await asyncio.sleep(0.02)
-    retry = asyncio.create_task(ingestor.submit([sub()]))
-    await asyncio.sleep(0.02)
-    pub.gate.set()
-    with pytest.raises(BrokerUnavailable):
-        await first
-    pub.fail = False
-    assert await retry == [Outcome.ACCEPTED]
-    assert len(pub.records) == 1
-
-
-async def test_the_wait_is_bounded_and_a_stale_claim_is_taken_over() -> None:
-    pub, store = SlowPublisher(), MemoryStore()
-    pub.gate.set()
-    await store.claim(claims=[], lease_s=1)
-    stuck = sub()
-    assert stuck.fingerprint is not None
-    from services.collector.ports import Claim
-
-    await store.claim(claims=[Claim("r-1", "s", stuck.fingerprint)], lease_s=60)  # a crashed replica's claim
-    waiting = Ingestor(publisher=pub, store=store, topic="t", wait_s=0.05, lease_s=60, poll_s=0.01)
-    assert await waiting.submit([sub()]) == [Outcome.IN_PROGRESS]
-    taking_over = Ingestor(publisher=pub, store=store, topic="t", wait_s=0.05, lease_s=0, poll_s=0.01)
-    assert await taking_over.submit([sub()]) == [Outcome.ACCEPTED]
-    assert len(pub.records) == 1
-
-
-async def test_confirmations_land_in_batches_and_at_close() -> None:
-    pub, store = SlowPublisher(), MemoryStore()
-    pub.gate.set()
-    ingestor = Ingestor(publisher=pub, store=store, topic="t", wait_s=1, lease_s=30, poll_s=0.01)
-    assert await ingestor.submit([sub(rid="c-1"), sub(rid="c-2")]) == [Outcome.ACCEPTED, Outcome.ACCEPTED]
-    assert {r.state for r in store.idem.values()} == {"pending"}  # the answer did not wait for them
-    await ingestor.close()
-    assert {r.state for r in store.idem.values()} == {"accepted"}
-    assert await ingestor.submit([sub(rid="c-3")]) == [Outcome.ACCEPTED]
-    store.down = True  # a confirmation that cannot land is left to the lease
-    await ingestor.close()
-    assert store.idem["c-3"].state == "pending"

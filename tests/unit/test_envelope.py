@@ -6,8 +6,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from services.collector.app import to_record
 from services.collector.domain import RatingIn, normalize
+from services.collector.intake import to_record
 from shared.envelope import DecodeError, decode
 from shared.events import RatingSubmitted
 

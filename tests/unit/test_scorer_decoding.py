@@ -12,8 +12,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from services.collector.app import to_record
 from services.collector.domain import RatingIn, normalize
+from services.collector.intake import to_record
 from services.scorer.decoding import RatingRow, decode_lean, decode_record
 from shared.envelope import DecodeError, Envelope, decode
 from shared.events import RatingSubmitted

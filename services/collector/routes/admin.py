@@ -1,28 +1,28 @@
-"""Admin endpoints (admin key only): sources and their keys, email-link minting, SMS surveys."""
+"""Operators' routes (admin key only): sources and their keys, email-link minting, SMS surveys."""
 
 import re
 import uuid
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, Path
 from fastapi.responses import JSONResponse, Response
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
-from services.collector.access import ProblemError
+from services.collector.deps import CollectorDeps
 from services.collector.domain import AccountIn, CustomerIn
 from services.collector.keys import generate_key
-from services.collector.links import EmailLink, LinkSigner
+from services.collector.links import EmailLink
 from services.collector.ports import KeyInfo, SmsSurvey, Source, SourceExists, StoreUnavailable
+from services.collector.problems import ProblemError
 from services.collector.sms import normalize_phone, phone_hash
 from shared.auth import admin_guard
 from shared.scales import Metric, ScaleError, get_scale
 
-if TYPE_CHECKING:
-    from services.collector.app import Collector
-
 SourceId = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")]
+Sid = Annotated[str, Path(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$", examples=["shop-web"])]
+KeyId = Annotated[str, Path(pattern=r"^[0-9a-f]{10}$")]
 #: Source ids the collector uses itself (anonymous dev posts, email links, SMS replies).
 RESERVED_SOURCES = {"dev", "email", "sms", "unknown"}
 _ORIGIN = re.compile(r"^https?://[A-Za-z0-9.-]+(:\d{1,5})?$")
@@ -70,6 +70,15 @@ class SourceIn(BaseModel):
     rate_burst: int | None = Field(default=None, ge=1)
 
     _check_origins = field_validator("allowed_origins")(_origins)
+
+    def as_source(self) -> Source:
+        return Source(
+            source_id=self.source_id,
+            name=self.name,
+            allowed_origins=tuple(self.allowed_origins),
+            rate_per_s=self.rate_per_s,
+            rate_burst=self.rate_burst,
+        )
 
 
 class SourcePatch(BaseModel):
@@ -227,6 +236,249 @@ class SmsSurveyOut(BaseModel):
     reply_hint: str = Field(description="What to append to the SMS so people know how to answer")
 
 
+def router(deps: CollectorDeps) -> APIRouter:
+    """Routes for operators; every one needs the admin key (``shared.auth.admin_guard``)."""
+    routes = APIRouter(
+        dependencies=[Depends(admin_guard(deps.settings.admin_api_key))], responses=ADMIN_PROBLEMS
+    )
+    _source_routes(routes, deps)
+    _key_routes(routes, deps)
+    _survey_routes(routes, deps)
+    return routes
+
+
+def _source_routes(routes: APIRouter, deps: CollectorDeps) -> None:
+    retry_after_s = deps.settings.retry_after_s
+
+    @routes.post(
+        "/v1/sources",
+        status_code=201,
+        response_model=SourceCreated,
+        tags=["admin"],
+        summary="Create a source and its first key",
+    )
+    async def create_source(body: SourceIn) -> Any:
+        if body.source_id in RESERVED_SOURCES:
+            raise _invalid("source_id", f"{body.source_id!r} is reserved")
+        try:
+            created = await deps.sources.create_source(source=body.as_source())
+            key = await _new_key(deps, created.source_id, None)
+        except SourceExists as exc:
+            raise ProblemError(
+                409,
+                "Conflict",
+                detail=f"source {body.source_id!r} exists",
+                type_="https://csat.dev/problems/exists",
+                field="source_id",
+            ) from exc
+        except StoreUnavailable as exc:
+            raise _db_down(retry_after_s) from exc
+        return JSONResponse(
+            SourceCreated(source=SourceOut.of(created), key=key).model_dump(mode="json"), status_code=201
+        )
+
+    @routes.get("/v1/sources", tags=["admin"], summary="List sources")
+    async def list_sources() -> dict[str, list[SourceOut]]:
+        try:
+            return {"sources": [SourceOut.of(s) for s in await deps.sources.list_sources()]}
+        except StoreUnavailable as exc:
+            raise _db_down(retry_after_s) from exc
+
+    @routes.get("/v1/sources/{source_id}", response_model=SourceOut, tags=["admin"], summary="One source")
+    async def get_source(source_id: Sid) -> SourceOut:
+        try:
+            found = await deps.sources.get_source(source_id=source_id)
+        except StoreUnavailable as exc:
+            raise _db_down(retry_after_s) from exc
+        if found is None:
+            raise _not_found("source")
+        return SourceOut.of(found)
+
+    @routes.patch(
+        "/v1/sources/{source_id}",
+        response_model=SourceOut,
+        tags=["admin"],
+        summary="Change a source (origins, limits, disabled)",
+    )
+    async def patch_source(source_id: Sid, body: SourcePatch) -> SourceOut:
+        try:
+            found = await deps.sources.update_source(
+                source_id=source_id, changes=body.model_dump(exclude_unset=True)
+            )
+        except StoreUnavailable as exc:
+            raise _db_down(retry_after_s) from exc
+        if found is None:
+            raise _not_found("source")
+        _forget_cached(deps)
+        return SourceOut.of(found)
+
+    @routes.delete(
+        "/v1/sources/{source_id}", status_code=204, tags=["admin"], summary="Delete a source and its keys"
+    )
+    async def delete_source(source_id: Sid) -> Response:
+        try:
+            deleted = await deps.sources.delete_source(source_id=source_id)
+        except StoreUnavailable as exc:
+            raise _db_down(retry_after_s) from exc
+        if not deleted:
+            raise _not_found("source")
+        _forget_cached(deps)
+        return Response(status_code=204)
+
+
+def _key_routes(routes: APIRouter, deps: CollectorDeps) -> None:
+    retry_after_s = deps.settings.retry_after_s
+
+    @routes.post(
+        "/v1/sources/{source_id}/keys",
+        status_code=201,
+        response_model=NewKeyOut,
+        tags=["admin"],
+        summary="Add a key (rotation: optionally expire the others after a delay)",
+    )
+    async def add_key(source_id: Sid, body: KeyRequest | None = None) -> Any:
+        try:
+            if await deps.sources.get_source(source_id=source_id) is None:
+                raise _not_found("source")
+            key = await _new_key(deps, source_id, body.expire_others_in_s if body else None)
+        except StoreUnavailable as exc:
+            raise _db_down(retry_after_s) from exc
+        return JSONResponse(key.model_dump(mode="json"), status_code=201)
+
+    @routes.get(
+        "/v1/sources/{source_id}/keys",
+        tags=["admin"],
+        summary="List a source's keys (never the keys themselves)",
+    )
+    async def list_keys(source_id: Sid) -> dict[str, list[KeyOut]]:
+        try:
+            return {"keys": [KeyOut.of(k) for k in await deps.sources.list_keys(source_id=source_id)]}
+        except StoreUnavailable as exc:
+            raise _db_down(retry_after_s) from exc
+
+    @routes.delete(
+        "/v1/sources/{source_id}/keys/{key_id}", status_code=204, tags=["admin"], summary="Revoke a key"
+    )
+    async def revoke_key(source_id: Sid, key_id: KeyId) -> Response:
+        try:
+            revoked = await deps.sources.revoke_key(source_id=source_id, key_id=key_id)
+        except StoreUnavailable as exc:
+            raise _db_down(retry_after_s) from exc
+        if not revoked:
+            raise _not_found("key")
+        _forget_cached(deps)
+        return Response(status_code=204)
+
+
+def _survey_routes(routes: APIRouter, deps: CollectorDeps) -> None:
+    @routes.post(
+        "/v1/email-links",
+        status_code=201,
+        response_model=LinksOut,
+        tags=["admin", "email"],
+        summary="Mint one-click rating links for one (survey, customer)",
+        description="Put one link per score in the email. Opening a link shows a confirm page (mail "
+        "scanners open links too); only its POST records the rating, once per (survey, customer).",
+    )
+    async def mint_links(body: LinkRequest) -> Any:
+        out = _mint(deps, body)
+        return JSONResponse(out.model_dump(mode="json"), status_code=201)
+
+    @routes.post(
+        "/v1/sms-surveys",
+        status_code=201,
+        response_model=SmsSurveyOut,
+        tags=["admin", "sms"],
+        summary="Record that a survey SMS was sent, so the reply can be matched to the customer",
+        description="Call this when the survey SMS goes out. A reply from that number ('4' or "
+        "'4 great service') to the Twilio webhook then becomes a rating for this customer. "
+        "The phone number is kept only as a keyed hash.",
+    )
+    async def add_sms_survey(body: SmsSurveyRequest) -> Any:
+        out = await _add_sms_survey(deps, body)
+        return JSONResponse(out.model_dump(mode="json"), status_code=201)
+
+
+async def _new_key(deps: CollectorDeps, source_id: str, expire_others_in_s: int | None) -> NewKeyOut:
+    """A fresh key for the source; the response is the only time its secret is shown."""
+    key = generate_key()
+    others = (
+        datetime.now(UTC) + timedelta(seconds=expire_others_in_s) if expire_others_in_s is not None else None
+    )
+    info = await deps.sources.add_key(
+        source_id=source_id, key_id=key.key_id, key_hash=key.key_hash, expire_others_at=others
+    )
+    _forget_cached(deps)
+    return NewKeyOut(**KeyOut.of(info).model_dump(), key=key.secret)
+
+
+def _forget_cached(deps: CollectorDeps) -> None:
+    """After an admin change, this replica looks keys and origins up again (others within the TTL)."""
+    deps.keys.forget()
+    deps.origins.forget()
+
+
+def _mint(deps: CollectorDeps, body: LinkRequest) -> LinksOut:
+    """One signed link per score of the survey's scale, plus the link without a score."""
+    try:
+        scale = get_scale(body.metric, body.scale)
+    except ScaleError as exc:
+        raise _invalid(exc.field, str(exc)) from exc
+    ttl = timedelta(hours=body.expires_in_h or deps.settings.email_link_ttl_h)
+    link = EmailLink(
+        survey_id=body.survey_id,
+        customer_id=body.customer.id,
+        metric=body.metric.value,
+        scale=scale.name,
+        expires_at=(datetime.now(UTC) + ttl).replace(microsecond=0),
+        locale=body.customer.locale,
+        touchpoint=body.touchpoint,
+        question=body.question,
+        segment=dict(body.segment),
+    )
+    base = f"{deps.settings.base_url}/v1/email/{quote(deps.signer.sign(link), safe='')}"
+    return LinksOut(
+        rating_id=link.rating_id,
+        expires_at=link.expires_at,
+        confirm_url=base,
+        links=[ScoreLink(score=s, url=f"{base}?score={s}") for s in scale.scores()],
+    )
+
+
+async def _add_sms_survey(deps: CollectorDeps, body: SmsSurveyRequest) -> SmsSurveyOut:
+    """Remember the survey under a keyed hash of the number, so the reply finds its customer."""
+    cfg = deps.settings
+    try:
+        phone = normalize_phone(body.phone)
+    except ValueError as exc:
+        raise _invalid("phone", str(exc)) from exc
+    try:
+        scale = get_scale(body.metric, body.scale)
+    except ScaleError as exc:
+        raise _invalid(exc.field, str(exc)) from exc
+    expires = body.expires_at or datetime.now(UTC) + timedelta(hours=cfg.sms_survey_ttl_h)
+    survey = SmsSurvey(
+        request_id=uuid.uuid4().hex,
+        customer_id=body.customer.id,
+        survey_id=body.survey_id,
+        metric=body.metric.value,
+        scale=scale.name,
+        locale=body.customer.locale,
+        touchpoint=body.touchpoint,
+        segment=dict(body.segment),
+        account=body.account.model_dump(exclude_none=True) if body.account else None,
+        expires_at=expires,
+    )
+    try:
+        await deps.surveys.add_sms_survey(
+            survey=survey, phone_hash=phone_hash(cfg.signing_secret.get_secret_value(), phone)
+        )
+    except StoreUnavailable as exc:
+        raise _db_down(cfg.retry_after_s) from exc
+    hint = f"Reply with a number from {scale.low} to {scale.high}, and a comment if you like."
+    return SmsSurveyOut(request_id=survey.request_id, expires_at=expires, reply_hint=hint)
+
+
 def _invalid(field: str, message: str) -> ProblemError:
     return ProblemError(
         422,
@@ -243,7 +495,7 @@ def _not_found(what: str) -> ProblemError:
     )
 
 
-def _db_down(exc: StoreUnavailable, retry_after_s: int) -> ProblemError:
+def _db_down(retry_after_s: int) -> ProblemError:
     return ProblemError(
         503,
         "Service Unavailable",
@@ -251,233 +503,3 @@ def _db_down(exc: StoreUnavailable, retry_after_s: int) -> ProblemError:
         type_="https://csat.dev/problems/database-unavailable",
         headers={"Retry-After": str(retry_after_s)},
     )
-
-
-def admin_router(ctx: "Collector") -> APIRouter:
-    """Routes for operators; every one needs the admin key (``shared.auth.admin_guard``)."""
-    cfg = ctx.settings
-    signer = LinkSigner(
-        secret=cfg.signing_secret.get_secret_value(),
-        previous=[s.get_secret_value() for s in cfg.signing_secret_previous],
-    )
-    router = APIRouter(dependencies=[Depends(admin_guard(cfg.admin_api_key))], responses=ADMIN_PROBLEMS)
-    Sid = Annotated[str, Path(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$", examples=["shop-web"])]
-
-    def changed() -> None:
-        ctx.keys.forget()
-        ctx.origins.forget()
-
-    async def new_key(source_id: str, expire_others_in_s: int | None) -> NewKeyOut:
-        key = generate_key()
-        others = (
-            datetime.now(UTC) + timedelta(seconds=expire_others_in_s)
-            if expire_others_in_s is not None
-            else None
-        )
-        info = await ctx.store.add_key(
-            source_id=source_id, key_id=key.key_id, key_hash=key.key_hash, expire_others_at=others
-        )
-        changed()
-        return NewKeyOut(**KeyOut.of(info).model_dump(), key=key.secret)
-
-    @router.post(
-        "/v1/sources",
-        status_code=201,
-        response_model=SourceCreated,
-        tags=["admin"],
-        summary="Create a source and its first key",
-    )
-    async def create_source(body: SourceIn) -> Any:
-        if body.source_id in RESERVED_SOURCES:
-            raise _invalid("source_id", f"{body.source_id!r} is reserved")
-        try:
-            created = await ctx.store.create_source(
-                source=Source(
-                    source_id=body.source_id,
-                    name=body.name,
-                    allowed_origins=tuple(body.allowed_origins),
-                    rate_per_s=body.rate_per_s,
-                    rate_burst=body.rate_burst,
-                )
-            )
-            key = await new_key(created.source_id, None)
-        except SourceExists as exc:
-            raise ProblemError(
-                409,
-                "Conflict",
-                detail=f"source {body.source_id!r} exists",
-                type_="https://csat.dev/problems/exists",
-                field="source_id",
-            ) from exc
-        except StoreUnavailable as exc:
-            raise _db_down(exc, cfg.retry_after_s) from exc
-        return JSONResponse(
-            SourceCreated(source=SourceOut.of(created), key=key).model_dump(mode="json"), status_code=201
-        )
-
-    @router.get("/v1/sources", tags=["admin"], summary="List sources")
-    async def list_sources() -> dict[str, list[SourceOut]]:
-        try:
-            return {"sources": [SourceOut.of(s) for s in await ctx.store.list_sources()]}
-        except StoreUnavailable as exc:
-            raise _db_down(exc, cfg.retry_after_s) from exc
-
-    @router.get("/v1/sources/{source_id}", response_model=SourceOut, tags=["admin"], summary="One source")
-    async def get_source(source_id: Sid) -> SourceOut:
-        try:
-            found = await ctx.store.get_source(source_id=source_id)
-        except StoreUnavailable as exc:
-            raise _db_down(exc, cfg.retry_after_s) from exc
-        if found is None:
-            raise _not_found("source")
-        return SourceOut.of(found)
-
-    @router.patch(
-        "/v1/sources/{source_id}",
-        response_model=SourceOut,
-        tags=["admin"],
-        summary="Change a source (origins, limits, disabled)",
-    )
-    async def patch_source(source_id: Sid, body: SourcePatch) -> SourceOut:
-        try:
-            found = await ctx.store.update_source(
-                source_id=source_id, changes=body.model_dump(exclude_unset=True)
-            )
-        except StoreUnavailable as exc:
-            raise _db_down(exc, cfg.retry_after_s) from exc
-        if found is None:
-            raise _not_found("source")
-        changed()
-        return SourceOut.of(found)
-
-    @router.delete(
-        "/v1/sources/{source_id}", status_code=204, tags=["admin"], summary="Delete a source and its keys"
-    )
-    async def delete_source(source_id: Sid) -> Response:
-        try:
-            deleted = await ctx.store.delete_source(source_id=source_id)
-        except StoreUnavailable as exc:
-            raise _db_down(exc, cfg.retry_after_s) from exc
-        if not deleted:
-            raise _not_found("source")
-        changed()
-        return Response(status_code=204)
-
-    @router.post(
-        "/v1/sources/{source_id}/keys",
-        status_code=201,
-        response_model=NewKeyOut,
-        tags=["admin"],
-        summary="Add a key (rotation: optionally expire the others after a delay)",
-    )
-    async def add_key(source_id: Sid, body: KeyRequest | None = None) -> Any:
-        try:
-            if await ctx.store.get_source(source_id=source_id) is None:
-                raise _not_found("source")
-            key = await new_key(source_id, body.expire_others_in_s if body else None)
-        except StoreUnavailable as exc:
-            raise _db_down(exc, cfg.retry_after_s) from exc
-        return JSONResponse(key.model_dump(mode="json"), status_code=201)
-
-    @router.get(
-        "/v1/sources/{source_id}/keys",
-        tags=["admin"],
-        summary="List a source's keys (never the keys themselves)",
-    )
-    async def list_keys(source_id: Sid) -> dict[str, list[KeyOut]]:
-        try:
-            return {"keys": [KeyOut.of(k) for k in await ctx.store.list_keys(source_id=source_id)]}
-        except StoreUnavailable as exc:
-            raise _db_down(exc, cfg.retry_after_s) from exc
-
-    @router.delete(
-        "/v1/sources/{source_id}/keys/{key_id}", status_code=204, tags=["admin"], summary="Revoke a key"
-    )
-    async def revoke_key(source_id: Sid, key_id: Annotated[str, Path(pattern=r"^[0-9a-f]{10}$")]) -> Response:
-        try:
-            revoked = await ctx.store.revoke_key(source_id=source_id, key_id=key_id)
-        except StoreUnavailable as exc:
-            raise _db_down(exc, cfg.retry_after_s) from exc
-        if not revoked:
-            raise _not_found("key")
-        changed()
-        return Response(status_code=204)
-
-    @router.post(
-        "/v1/email-links",
-        status_code=201,
-        response_model=LinksOut,
-        tags=["admin", "email"],
-        summary="Mint one-click rating links for one (survey, customer)",
-        description="Put one link per score in the email. Opening a link shows a confirm page (mail "
-        "scanners open links too); only its POST records the rating, once per (survey, customer).",
-    )
-    async def mint_links(body: LinkRequest) -> Any:
-        try:
-            scale = get_scale(body.metric, body.scale)
-        except ScaleError as exc:
-            raise _invalid(exc.field, str(exc)) from exc
-        ttl = timedelta(hours=body.expires_in_h or cfg.email_link_ttl_h)
-        link = EmailLink(
-            survey_id=body.survey_id,
-            customer_id=body.customer.id,
-            metric=body.metric.value,
-            scale=scale.name,
-            expires_at=(datetime.now(UTC) + ttl).replace(microsecond=0),
-            locale=body.customer.locale,
-            touchpoint=body.touchpoint,
-            question=body.question,
-            segment=dict(body.segment),
-        )
-        base = f"{cfg.base_url}/v1/email/{quote(signer.sign(link), safe='')}"
-        out = LinksOut(
-            rating_id=link.rating_id,
-            expires_at=link.expires_at,
-            confirm_url=base,
-            links=[ScoreLink(score=s, url=f"{base}?score={s}") for s in scale.scores()],
-        )
-        return JSONResponse(out.model_dump(mode="json"), status_code=201)
-
-    @router.post(
-        "/v1/sms-surveys",
-        status_code=201,
-        response_model=SmsSurveyOut,
-        tags=["admin", "sms"],
-        summary="Record that a survey SMS was sent, so the reply can be matched to the customer",
-        description="Call this when the survey SMS goes out. A reply from that number ('4' or "
-        "'4 great service') to the Twilio webhook then becomes a rating for this customer. "
-        "The phone number is kept only as a keyed hash.",
-    )
-    async def add_sms_survey(body: SmsSurveyRequest) -> Any:
-        try:
-            phone = normalize_phone(body.phone)
-        except ValueError as exc:
-            raise _invalid("phone", str(exc)) from exc
-        try:
-            scale = get_scale(body.metric, body.scale)
-        except ScaleError as exc:
-            raise _invalid(exc.field, str(exc)) from exc
-        expires = body.expires_at or datetime.now(UTC) + timedelta(hours=cfg.sms_survey_ttl_h)
-        survey = SmsSurvey(
-            request_id=uuid.uuid4().hex,
-            customer_id=body.customer.id,
-            survey_id=body.survey_id,
-            metric=body.metric.value,
-            scale=scale.name,
-            locale=body.customer.locale,
-            touchpoint=body.touchpoint,
-            segment=dict(body.segment),
-            account=body.account.model_dump(exclude_none=True) if body.account else None,
-            expires_at=expires,
-        )
-        try:
-            await ctx.store.add_sms_survey(
-                survey=survey, phone_hash=phone_hash(cfg.signing_secret.get_secret_value(), phone)
-            )
-        except StoreUnavailable as exc:
-            raise _db_down(exc, cfg.retry_after_s) from exc
-        hint = f"Reply with a number from {scale.low} to {scale.high}, and a comment if you like."
-        out = SmsSurveyOut(request_id=survey.request_id, expires_at=expires, reply_hint=hint)
-        return JSONResponse(out.model_dump(mode="json"), status_code=201)
-
-    return router

@@ -1,0 +1,188 @@
+"""The collector's composition root: settings -> broker, database, intake, limits -> the app and routes.
+
+Only wiring: every decision lives in the routes, the intake use case and the pure modules.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import structlog
+from fastapi import FastAPI
+
+from services.collector import metrics
+from services.collector.access import KeyResolver, OriginSet, RateLimits, SourceCorsMiddleware
+from services.collector.deps import CollectorDeps
+from services.collector.intake import Intake
+from services.collector.links import LinkSigner
+from services.collector.ports import CollectorStore, IdempotencyRecords, Publisher, StoreUnavailable
+from services.collector.problems import add_problem_schema, install_handlers
+from services.collector.publisher import KafkaPublisher
+from services.collector.ratelimit import KeyedLimiter
+from services.collector.repository import PgStore
+from services.collector.routes import admin, channels, ratings
+from services.collector.settings import CollectorSettings
+from shared.db import make_engine
+from shared.http import ReadinessCheck, install_common
+from shared.limits import BodySizeLimitMiddleware
+from shared.logs import configure_logging
+
+log = structlog.get_logger(__name__)
+
+DESCRIPTION = (
+    "Ingestion API. Ratings are validated, normalised (score on its scale, normalised 0..1 "
+    "score, sentiment) and made durable in the broker (acks=all) before the 202 answer.\n\n"
+    "Posting needs a source key (`Authorization: Bearer csk_...` or `X-API-Key`) outside dev; "
+    "a key can post ratings and nothing else. Admin endpoints need the admin key. "
+    "A `rating_id` (or the `Idempotency-Key` header) makes a retry safe: it gets the first "
+    "answer back; the same id with a different body is refused with 409. Every error is an "
+    "RFC 9457 `application/problem+json` naming the `field` at fault."
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Adapters:
+    """The broker and database adapters, and which of them this app started (and so must stop)."""
+
+    publisher: Publisher
+    store: CollectorStore
+    owned_publisher: KafkaPublisher | None
+    owned_store: PgStore | None
+
+
+def create_app(
+    settings: CollectorSettings | None = None,
+    *,
+    publisher: Publisher | None = None,
+    store: CollectorStore | None = None,
+) -> FastAPI:
+    """Wire settings, publisher, store and routes; unit tests pass fakes for the two adapters."""
+    cfg = settings or CollectorSettings()
+    configure_logging(service="collector", level=cfg.log_level, fmt=cfg.log_format)
+    adapters = connect(cfg, publisher=publisher, store=store)
+    deps = build_deps(cfg, adapters)
+    app = FastAPI(
+        title="CSAT collector",
+        version="1.0.0",
+        description=DESCRIPTION,
+        lifespan=lifespan(cfg, adapters, deps.intake),
+    )
+    app.add_middleware(SourceCorsMiddleware, paths=ratings.RATING_PATHS, origins=deps.origins)
+    app.add_middleware(
+        BodySizeLimitMiddleware,
+        max_bytes=cfg.max_body_bytes,
+        on_reject=lambda _scope: metrics.reject("body_too_large", None),
+    )
+    # Ratings keep flowing while PostgreSQL is away (idempotency unchecked, see settings): the
+    # database then only degrades readiness instead of taking the collector out of rotation.
+    db_check: dict[str, ReadinessCheck] = {"database": adapters.store.check}
+    degrade = cfg.idempotency_when_db_down == "accept"
+    install_common(
+        app,
+        service="collector",
+        checks={"broker": adapters.publisher.check, **({} if degrade else db_check)},
+        soft_checks=db_check if degrade else None,
+    )
+    install_handlers(app, rating_paths=ratings.RATING_PATHS)
+    app.include_router(ratings.router(deps))
+    app.include_router(admin.router(deps))
+    app.include_router(channels.router(deps))
+    add_problem_schema(app)
+    return app
+
+
+def connect(cfg: CollectorSettings, *, publisher: Publisher | None, store: CollectorStore | None) -> Adapters:
+    """The Kafka producer and the PostgreSQL store, unless the caller brought its own."""
+    owned_publisher: KafkaPublisher | None = None
+    if publisher is None:
+        publisher = owned_publisher = KafkaPublisher(
+            bootstrap=cfg.kafka_bootstrap,
+            idempotence=cfg.kafka_idempotence,
+            timeout_s=cfg.publish_timeout_s,
+            request_timeout_s=cfg.kafka_request_timeout_s,
+        )
+    owned_store: PgStore | None = None
+    if store is None:
+        engine = make_engine(cfg.database_url, pool_size=cfg.db_pool_size, application_name="csat-collector")
+        store = owned_store = PgStore(engine=engine, timeout_s=cfg.db_timeout_s)
+    return Adapters(
+        publisher=publisher, store=store, owned_publisher=owned_publisher, owned_store=owned_store
+    )
+
+
+def build_deps(cfg: CollectorSettings, adapters: Adapters) -> CollectorDeps:
+    """Everything the routes share, built once per app."""
+    store = adapters.store
+    return CollectorDeps(
+        settings=cfg,
+        intake=Intake(
+            publisher=adapters.publisher,
+            records=store,
+            topic=cfg.topics.ratings,
+            wait_s=cfg.idempotency_wait_s,
+            lease_s=cfg.publish_timeout_s * 2 + 5,
+            degrade=cfg.idempotency_when_db_down == "accept",
+            max_future_skew=timedelta(seconds=cfg.max_future_skew_s),
+        ),
+        sources=store,
+        surveys=store,
+        keys=KeyResolver(store=store, ttl_s=cfg.key_cache_s, stale_s=cfg.key_cache_stale_s),
+        origins=OriginSet(store=store, ttl_s=cfg.key_cache_s),
+        limits=RateLimits(
+            ip=KeyedLimiter(
+                rate_per_s=cfg.ip_rate, burst=cfg.rate_ip_burst, max_clients=cfg.rate_max_clients
+            ),
+            key=KeyedLimiter(
+                rate_per_s=cfg.key_rate, burst=cfg.rate_key_burst, max_clients=cfg.rate_max_clients
+            ),
+            proxies=cfg.proxy_networks,
+        ),
+        signer=LinkSigner(
+            secret=cfg.signing_secret.get_secret_value(),
+            previous=[s.get_secret_value() for s in cfg.signing_secret_previous],
+        ),
+    )
+
+
+def lifespan(
+    cfg: CollectorSettings, adapters: Adapters, intake: Intake
+) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
+    """Start the producer and the idempotency purge; at shutdown land pending confirmations, close."""
+
+    @asynccontextmanager
+    async def run(_app: FastAPI) -> AsyncIterator[None]:
+        if adapters.owned_publisher is not None:
+            await adapters.owned_publisher.start()
+        purger = asyncio.create_task(
+            purge_forever(adapters.store, ttl=timedelta(hours=cfg.idempotency_ttl_h)),
+            name="idempotency-purge",
+        )
+        log.info("collector_started", topic=cfg.topics.ratings, keys_required=cfg.keys_required)
+        yield
+        purger.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await purger
+        await intake.close()
+        if adapters.owned_publisher is not None:
+            await adapters.owned_publisher.stop()
+        if adapters.owned_store is not None:
+            await adapters.owned_store.close()
+
+    return run
+
+
+async def purge_forever(records: IdempotencyRecords, *, ttl: timedelta, every_s: float = 600) -> None:
+    """Forget rating ids older than the idempotency window, a bounded chunk at a time."""
+    while True:
+        await asyncio.sleep(every_s)
+        try:
+            removed = await records.purge(older_than=datetime.now(UTC) - ttl)
+            if removed:
+                log.info("idempotency_purged", rows=removed)
+        except StoreUnavailable as exc:
+            log.warning("idempotency_purge_failed", error=str(exc))

@@ -1,0 +1,23 @@
+"""What the collector's routes share, built once by ``bootstrap``: the use case, ports, caches, limits."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from services.collector.access import KeyResolver, OriginSet, RateLimits
+from services.collector.intake import Intake
+from services.collector.links import LinkSigner
+from services.collector.ports import SmsSurveys, SourceRegistry
+from services.collector.settings import CollectorSettings
+
+
+@dataclass(frozen=True, slots=True)
+class CollectorDeps:
+    settings: CollectorSettings
+    intake: Intake
+    sources: SourceRegistry
+    surveys: SmsSurveys
+    keys: KeyResolver
+    origins: OriginSet
+    limits: RateLimits
+    signer: LinkSigner

@@ -1,0 +1,312 @@
+"""The intake use case every channel shares: validate -> claim the rating_id -> publish -> answer.
+
+No HTTP here: the JSON API, the email-link page and the SMS webhook call ``Intake.prepare`` and
+``Intake.submit`` and only render the ``Verdict`` they get back (the CSV import goes through the JSON
+batch API). A 202 is only ever given for a rating the broker acknowledged (acks=all).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Literal
+
+import structlog
+
+from services.collector import metrics
+from services.collector.domain import RatingIn, fingerprint, normalize
+from services.collector.ports import (
+    BrokerUnavailable,
+    Claim,
+    ClaimState,
+    IdempotencyRecords,
+    Publisher,
+    StoreUnavailable,
+)
+from shared import events as ev
+from shared.envelope import OutgoingRecord, encode
+from shared.events import RatingSubmitted
+
+log = structlog.get_logger(__name__)
+
+
+class Outcome(StrEnum):
+    ACCEPTED = "accepted"  # published now; the broker acknowledged it
+    REPLAYED = "replayed"  # accepted earlier with the same content; nothing published again
+    CONFLICT = "conflict"  # the rating_id was used before with different content
+    IN_PROGRESS = "in_progress"  # a concurrent attempt with this rating_id has not finished yet
+
+
+@dataclass(frozen=True, slots=True)
+class Submission:
+    rating: RatingSubmitted
+    source_id: str
+    fingerprint: bytes | None  # None when the server chose the id: nothing to deduplicate
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """What became of one submitted rating; each channel only renders it (JSON, HTML page, TwiML)."""
+
+    rating_id: str
+    outcome: Outcome
+
+    @property
+    def recorded(self) -> bool:
+        """The broker has this answer, from this request or an earlier one with the same content."""
+        return self.outcome in (Outcome.ACCEPTED, Outcome.REPLAYED)
+
+    @property
+    def replayed(self) -> bool:
+        return self.outcome is Outcome.REPLAYED
+
+    @property
+    def refusal(self) -> str:
+        """Why a rating that was not recorded was refused, in words a client can act on."""
+        if self.outcome is Outcome.CONFLICT:
+            return f"rating_id {self.rating_id!r} was already used for a different rating"
+        return f"rating_id {self.rating_id!r} is being recorded by a concurrent request; retry shortly"
+
+
+class IntakeUnavailable(RuntimeError):
+    """The broker or the database could not take the ratings: nothing was recorded, retry later."""
+
+    def __init__(self, what: Literal["broker", "database"]) -> None:
+        super().__init__(f"the {what} is unavailable")
+        self.what = what
+
+
+def to_record(rating: RatingSubmitted, *, topic: str) -> OutgoingRecord:
+    """A rating as the CloudEvent published on the ratings topic (keyed by customer for ordering)."""
+    return encode(
+        topic=topic,
+        event_type=ev.RATING_SUBMITTED,
+        source="/collector",
+        event_id=rating.rating_id,
+        data=rating,
+        key=rating.customer.id,
+        subject=rating.rating_id,
+        time=rating.received_at,
+    )
+
+
+_REFUSAL_REASONS = {Outcome.CONFLICT: "idempotency_conflict", Outcome.IN_PROGRESS: "in_progress"}
+
+
+class Intake:
+    """Publishes each rating_id's first submission once; retries get the first answer back.
+
+    A client-chosen id is claimed (row 'pending') before publishing and confirmed ('accepted') after
+    the broker's acknowledgement; a failed publish releases it. A claim left by a crashed replica is
+    taken over after ``lease_s``; republishing then is harmless because consumers dedupe on rating_id.
+    """
+
+    def __init__(
+        self,
+        *,
+        publisher: Publisher,
+        records: IdempotencyRecords,
+        topic: str,
+        wait_s: float,
+        lease_s: float,
+        degrade: bool = True,
+        max_future_skew: timedelta = timedelta(minutes=5),
+        poll_s: float = 0.05,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.publisher = publisher
+        self.records = records
+        self.topic = topic
+        self.wait_s = wait_s
+        self.lease_s = lease_s
+        self.degrade = degrade
+        self.max_future_skew = max_future_skew
+        self.poll_s = poll_s
+        self._sleep = sleep
+        self._clock = clock
+        self.confirmer = Confirmer(records=records)
+
+    def prepare(
+        self, rating: RatingIn, *, received_at: datetime, source: str, rating_id: str | None, keyed: bool
+    ) -> Submission:
+        """Validate one rating on its scale (raises ``RatingRejected`` naming the field).
+
+        ``keyed``: the id came from the client (or a link), so a retry must be recognised by content.
+        """
+        event = normalize(
+            rating,
+            received_at=received_at,
+            rating_id=rating_id,
+            source=source,
+            max_future_skew=self.max_future_skew,
+        )
+        mark = fingerprint(event, client_occurred_at=rating.occurred_at) if keyed else None
+        return Submission(rating=event, source_id=source, fingerprint=mark)
+
+    async def submit(self, items: Sequence[Submission]) -> list[Verdict]:
+        """One verdict per item, counted in the metrics; raises ``IntakeUnavailable`` when nothing is safe."""
+        try:
+            outcomes = await self._publish_once(items)
+        except (BrokerUnavailable, StoreUnavailable) as exc:
+            broker = isinstance(exc, BrokerUnavailable)
+            log.warning(
+                "publish_failed" if broker else "idempotency_store_failed", error=str(exc), records=len(items)
+            )
+            what: Literal["broker", "database"] = "broker" if broker else "database"
+            for source, n in Counter(item.source_id for item in items).items():
+                metrics.reject(f"{what}_unavailable", source, n)
+            raise IntakeUnavailable(what) from exc
+        verdicts = []
+        for item, outcome in zip(items, outcomes, strict=True):
+            if outcome is Outcome.ACCEPTED:
+                metrics.ACCEPTED.labels(item.rating.metric.value, item.source_id).inc()
+            elif outcome in _REFUSAL_REASONS:
+                metrics.reject(_REFUSAL_REASONS[outcome], item.source_id)
+            verdicts.append(Verdict(rating_id=item.rating.rating_id, outcome=outcome))
+        return verdicts
+
+    async def _publish_once(self, items: Sequence[Submission]) -> list[Outcome]:
+        """Claim the keyed ids, publish what is new in one round trip, answer the repeats."""
+        outcomes: list[Outcome | None] = [None] * len(items)
+        direct: list[int] = []
+        keyed: list[int] = []
+        first: dict[str, int] = {}
+        repeats: dict[int, int] = {}  # index of a repeated id in this request -> its first index
+        for i, item in enumerate(items):
+            if item.fingerprint is None:
+                direct.append(i)
+            elif item.rating.rating_id in first:
+                repeats[i] = first[item.rating.rating_id]
+            else:
+                first[item.rating.rating_id] = i
+                keyed.append(i)
+
+        try:
+            claimed = await self._claim(items, keyed, outcomes)
+        except StoreUnavailable as exc:
+            if not self.degrade:
+                raise
+            # Ingestion outlives a database outage: publish without the record. Consumers dedupe on
+            # rating_id, so a retry is still counted once; only a changed body goes unrefused meanwhile.
+            log.warning("idempotency_unchecked", ratings=len(keyed), error=str(exc))
+            metrics.UNCHECKED.inc(len(keyed))
+            direct = direct + [i for i in keyed if outcomes[i] is None]
+            claimed = []
+        to_publish = direct + claimed
+        if to_publish:
+            records = [to_record(items[i].rating, topic=self.topic) for i in to_publish]
+            try:
+                await self.publisher.publish(records)
+            except Exception:
+                await self._release([items[i].rating.rating_id for i in claimed])
+                raise
+            self.confirmer.add([items[i].rating.rating_id for i in claimed])
+            for i in to_publish:
+                outcomes[i] = Outcome.ACCEPTED
+        for i, j in repeats.items():
+            same = items[i].fingerprint == items[j].fingerprint and items[i].source_id == items[j].source_id
+            earlier = outcomes[j]
+            if not same:
+                outcomes[i] = Outcome.CONFLICT
+            elif earlier in (Outcome.ACCEPTED, Outcome.REPLAYED):
+                outcomes[i] = Outcome.REPLAYED
+            else:
+                outcomes[i] = earlier
+        assert all(o is not None for o in outcomes)
+        return [o for o in outcomes if o is not None]
+
+    async def _claim(
+        self, items: Sequence[Submission], waiting: list[int], outcomes: list[Outcome | None]
+    ) -> list[int]:
+        """Claim ids; wait (up to ``wait_s``) for concurrent attempts with the same id to finish."""
+        claimed: list[int] = []
+        deadline = self._clock() + self.wait_s
+        while waiting:
+            claims = [
+                Claim(
+                    rating_id=items[i].rating.rating_id,
+                    source_id=items[i].source_id,
+                    fingerprint=items[i].fingerprint or b"",
+                )
+                for i in waiting
+            ]
+            try:
+                states = await self.records.claim(claims=claims, lease_s=self.lease_s)
+            except StoreUnavailable:
+                await self._release([items[i].rating.rating_id for i in claimed])
+                raise
+            still: list[int] = []
+            for i in waiting:
+                state = states.get(items[i].rating.rating_id, ClaimState.PENDING)
+                if state is ClaimState.CLAIMED:
+                    claimed.append(i)
+                elif state is ClaimState.REPLAY:
+                    outcomes[i] = Outcome.REPLAYED
+                elif state is ClaimState.CONFLICT:
+                    outcomes[i] = Outcome.CONFLICT
+                else:
+                    still.append(i)
+            waiting = still
+            if waiting:
+                if self._clock() >= deadline:
+                    for i in waiting:
+                        outcomes[i] = Outcome.IN_PROGRESS
+                    break
+                await self._sleep(self.poll_s)
+        return claimed
+
+    async def close(self) -> None:
+        """Land the confirmations still queued (at shutdown)."""
+        await self.confirmer.close()
+
+    async def _release(self, rating_ids: list[str]) -> None:
+        """Give claims back; if the database is away the lease expiry settles them later."""
+        if not rating_ids:
+            return
+        try:
+            await self.records.release(rating_ids=rating_ids)
+        except StoreUnavailable as exc:
+            log.warning("idempotency_release_failed", ratings=len(rating_ids), error=str(exc))
+
+
+class Confirmer:
+    """Marks claimed ids accepted in the background, many per statement, off the request's path.
+
+    Until its batch lands a retry sees the id as pending and waits for it (``Intake.wait_s``); if
+    the process dies first, the claim expires and a retry republishes, which consumers dedupe.
+    """
+
+    def __init__(self, *, records: IdempotencyRecords, delay_s: float = 0.005, max_batch: int = 2000) -> None:
+        self.records = records
+        self.delay_s = delay_s
+        self.max_batch = max_batch
+        self._pending: list[str] = []
+        self._task: asyncio.Task[None] | None = None
+
+    def add(self, rating_ids: Sequence[str]) -> None:
+        self._pending.extend(rating_ids)
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._flush_soon(), name="idempotency-confirm")
+
+    async def _flush_soon(self) -> None:
+        await asyncio.sleep(self.delay_s)
+        await self.flush()
+
+    async def flush(self) -> None:
+        while self._pending:
+            batch, self._pending = self._pending[: self.max_batch], self._pending[self.max_batch :]
+            try:
+                await self.records.confirm(rating_ids=batch)
+            except StoreUnavailable as exc:
+                log.warning("idempotency_confirm_failed", ratings=len(batch), error=str(exc))
+
+    async def close(self) -> None:
+        if self._task is not None and not self._task.done():
+            await self._task
+        await self.flush()

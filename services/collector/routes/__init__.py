@@ -1,0 +1,1 @@
+"""HTTP routes by audience: ratings (clients with a source key), admin (operators), channels (people)."""

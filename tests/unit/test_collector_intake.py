@@ -1,0 +1,238 @@
+"""The intake use case on fakes (in-memory store, fake publishers): validate -> claim -> publish -> answer.
+
+No broker, no database, no wall-clock waits: concurrency is driven by events and an injected clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from prometheus_client import REGISTRY
+
+from services.collector.domain import RatingIn, RatingRejected
+from services.collector.intake import Intake, IntakeUnavailable, Outcome, Submission, Verdict
+from services.collector.ports import BrokerUnavailable, Claim
+from shared.envelope import OutgoingRecord, decode
+from tests.fakes.collector_store import MemoryStore
+
+NOW = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
+
+
+class FakePublisher:
+    """Publishes at once, or fails while ``down``."""
+
+    def __init__(self) -> None:
+        self.records: list[OutgoingRecord] = []
+        self.down = False
+
+    async def publish(self, records: Sequence[OutgoingRecord]) -> None:
+        if self.down:
+            raise BrokerUnavailable("down")
+        self.records.extend(records)
+
+    async def check(self) -> None:
+        return None
+
+
+class GatedPublisher(FakePublisher):
+    """Holds every publish until ``gate`` opens; ``entered`` tells a publish has begun."""
+
+    def __init__(self, *, failures: int = 0) -> None:
+        super().__init__()
+        self.gate = asyncio.Event()
+        self.entered = asyncio.Event()
+        self.failures = failures
+
+    async def publish(self, records: Sequence[OutgoingRecord]) -> None:
+        self.entered.set()
+        await self.gate.wait()
+        if self.failures:
+            self.failures -= 1
+            raise BrokerUnavailable("down")
+        self.records.extend(records)
+
+
+class Polls:
+    """Injected clock and sleep: a poll moves the clock on by the time asked, unless ``advance=False``."""
+
+    def __init__(self, *, advance: bool = True) -> None:
+        self.advance = advance
+        self.now = 0.0
+        self.count = 0
+        self.polled = asyncio.Event()
+
+    def clock(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.now += seconds if self.advance else 0.0
+        self.count += 1
+        self.polled.set()
+        await asyncio.sleep(0)
+
+
+def intake(publisher: FakePublisher, store: MemoryStore, *, polls: Polls | None = None, **kw: Any) -> Intake:
+    polls = polls or Polls()
+    options: dict[str, Any] = {"wait_s": 5.0, "lease_s": 30.0, "poll_s": 0.01, **kw}
+    return Intake(
+        publisher=publisher, records=store, topic="t", sleep=polls.sleep, clock=polls.clock, **options
+    )
+
+
+def rating(**kw: Any) -> RatingIn:
+    return RatingIn.model_validate(
+        {"metric": "csat", "scale": "1-5", "score": 4, "customer": {"id": "c1"}, **kw}
+    )
+
+
+def sub(it: Intake, *, score: int = 4, rid: str = "r-1", source: str = "s") -> Submission:
+    return it.prepare(rating(score=score), received_at=NOW, source=source, rating_id=rid, keyed=True)
+
+
+def counted(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+def test_prepare_validates_and_fingerprints_only_client_chosen_ids() -> None:
+    it = intake(FakePublisher(), MemoryStore(), max_future_skew=timedelta(minutes=1))
+    keyed = it.prepare(rating(), received_at=NOW, source="shop", rating_id="k-1", keyed=True)
+    assert (keyed.rating.rating_id, keyed.source_id, keyed.rating.source) == ("k-1", "shop", "shop")
+    assert keyed.fingerprint is not None
+    assert (
+        it.prepare(rating(), received_at=NOW, source="shop", rating_id=None, keyed=False).fingerprint is None
+    )
+    with pytest.raises(RatingRejected) as bad:
+        it.prepare(rating(score=9), received_at=NOW, source="shop", rating_id=None, keyed=False)
+    assert bad.value.field == "score"
+    later = rating(occurred_at=(NOW + timedelta(minutes=2)).isoformat())
+    with pytest.raises(RatingRejected) as future:
+        it.prepare(later, received_at=NOW, source="shop", rating_id=None, keyed=False)
+    assert future.value.field == "occurred_at"
+
+
+async def test_a_new_rating_is_published_once_and_counted() -> None:
+    pub, store = FakePublisher(), MemoryStore()
+    it = intake(pub, store)
+    before = counted("csat_ratings_accepted_total", metric="csat", source="s-new")
+    (verdict,) = await it.submit([sub(it, rid="n-1", source="s-new")])
+    assert verdict == Verdict(rating_id="n-1", outcome=Outcome.ACCEPTED)
+    assert verdict.recorded and not verdict.replayed
+    (record,) = pub.records
+    envelope = decode(headers=record.headers, key=record.key, value=record.value)
+    assert (envelope.id, record.key) == ("n-1", b"c1")
+    assert counted("csat_ratings_accepted_total", metric="csat", source="s-new") == before + 1
+    await it.close()
+    assert store.idem["n-1"].state == "accepted"
+
+
+async def test_a_retry_replays_and_a_changed_body_is_refused_in_words() -> None:
+    pub, store = FakePublisher(), MemoryStore()
+    it = intake(pub, store)
+    assert [v.outcome for v in await it.submit([sub(it)])] == [Outcome.ACCEPTED]
+    await it.close()
+    (again,) = await it.submit([sub(it)])
+    assert again.recorded and again.replayed
+    conflicts = counted("csat_ratings_rejected_total", reason="idempotency_conflict", source="s")
+    (changed,) = await it.submit([sub(it, score=1)])
+    assert not changed.recorded and changed.outcome is Outcome.CONFLICT
+    assert changed.refusal == "rating_id 'r-1' was already used for a different rating"
+    assert counted("csat_ratings_rejected_total", reason="idempotency_conflict", source="s") == conflicts + 1
+    assert len(pub.records) == 1
+
+
+async def test_repeats_inside_one_request_are_answered_without_a_second_publish() -> None:
+    pub, store = FakePublisher(), MemoryStore()
+    it = intake(pub, store)
+    outcomes = [v.outcome for v in await it.submit([sub(it), sub(it), sub(it, score=1)])]
+    assert outcomes == [Outcome.ACCEPTED, Outcome.REPLAYED, Outcome.CONFLICT]
+    assert len(pub.records) == 1
+
+
+async def test_a_broker_outage_records_nothing_and_frees_the_id_for_the_retry() -> None:
+    pub, store = FakePublisher(), MemoryStore()
+    it = intake(pub, store)
+    pub.down = True
+    refused = counted("csat_ratings_rejected_total", reason="broker_unavailable", source="s")
+    with pytest.raises(IntakeUnavailable) as down:
+        await it.submit([sub(it, rid="b-1"), sub(it, rid="b-2")])
+    assert down.value.what == "broker"
+    assert counted("csat_ratings_rejected_total", reason="broker_unavailable", source="s") == refused + 2
+    assert store.idem == {}  # both claims released
+    pub.down = False
+    assert [v.outcome for v in await it.submit([sub(it, rid="b-1")])] == [Outcome.ACCEPTED]
+
+
+async def test_a_database_outage_publishes_unchecked_unless_told_to_refuse() -> None:
+    pub, store = FakePublisher(), MemoryStore()
+    store.down = True
+    unchecked = counted("csat_collector_idempotency_unchecked_total")
+    (verdict,) = await intake(pub, store).submit([sub(intake(pub, store), rid="d-1")])
+    assert verdict.outcome is Outcome.ACCEPTED and len(pub.records) == 1
+    assert counted("csat_collector_idempotency_unchecked_total") == unchecked + 1
+    strict = intake(pub, store, degrade=False)
+    with pytest.raises(IntakeUnavailable) as down:
+        await strict.submit([sub(strict, rid="d-2")])
+    assert down.value.what == "database" and len(pub.records) == 1
+
+
+async def test_a_concurrent_retry_waits_for_the_first_attempt_then_replays() -> None:
+    pub, store, polls = GatedPublisher(), MemoryStore(), Polls(advance=False)
+    it = intake(pub, store, polls=polls)
+    first = asyncio.create_task(it.submit([sub(it)]))
+    await pub.entered.wait()  # the first attempt holds the claim and is publishing
+    retry = asyncio.create_task(it.submit([sub(it)]))
+    await polls.polled.wait()  # the retry found the id pending and waits
+    (other,) = await it.submit([sub(it, score=1)])
+    assert other.outcome is Outcome.CONFLICT  # a different body is refused at once
+    assert not retry.done()
+    pub.gate.set()
+    assert [v.outcome for v in await first] == [Outcome.ACCEPTED]
+    assert [v.outcome for v in await retry] == [Outcome.REPLAYED]
+    assert len(pub.records) == 1
+
+
+async def test_a_concurrent_retry_takes_over_when_the_first_attempt_fails() -> None:
+    pub, store, polls = GatedPublisher(failures=1), MemoryStore(), Polls(advance=False)
+    it = intake(pub, store, polls=polls)
+    first = asyncio.create_task(it.submit([sub(it)]))
+    await pub.entered.wait()
+    retry = asyncio.create_task(it.submit([sub(it)]))
+    await polls.polled.wait()
+    pub.gate.set()
+    with pytest.raises(IntakeUnavailable):
+        await first
+    assert [v.outcome for v in await retry] == [Outcome.ACCEPTED]
+    assert len(pub.records) == 1
+
+
+async def test_the_wait_is_bounded_and_a_stale_claim_is_taken_over() -> None:
+    pub, store, polls = FakePublisher(), MemoryStore(), Polls()
+    waiting = intake(pub, store, polls=polls, wait_s=0.05, lease_s=60)
+    stuck = sub(waiting)
+    assert stuck.fingerprint is not None
+    await store.claim(claims=[Claim("r-1", "s", stuck.fingerprint)], lease_s=60)  # a crashed replica's claim
+    (verdict,) = await waiting.submit([sub(waiting)])
+    assert verdict.outcome is Outcome.IN_PROGRESS and not verdict.recorded
+    assert "concurrent request" in verdict.refusal
+    assert polls.count == 5  # polled until the injected clock passed wait_s, then gave up
+    taking_over = intake(pub, store, wait_s=0.05, lease_s=0)
+    assert [v.outcome for v in await taking_over.submit([sub(taking_over)])] == [Outcome.ACCEPTED]
+    assert len(pub.records) == 1
+
+
+async def test_confirmations_land_in_batches_off_the_request_and_at_close() -> None:
+    pub, store = FakePublisher(), MemoryStore()
+    it = intake(pub, store, wait_s=1)
+    verdicts = await it.submit([sub(it, rid="c-1"), sub(it, rid="c-2")])
+    assert [v.outcome for v in verdicts] == [Outcome.ACCEPTED, Outcome.ACCEPTED]
+    assert {r.state for r in store.idem.values()} == {"pending"}  # the answer did not wait for them
+    await it.close()
+    assert {r.state for r in store.idem.values()} == {"accepted"}
+    assert [v.outcome for v in await it.submit([sub(it, rid="c-3")])] == [Outcome.ACCEPTED]
+    store.down = True  # a confirmation that cannot land is left to the lease
+    await it.close()
+    assert store.idem["c-3"].state == "pending"
