@@ -35,10 +35,6 @@ class KeyedLimiter:
         self._clock = clock
         self._buckets: OrderedDict[str, _Bucket] = OrderedDict()
 
-    @property
-    def enabled(self) -> bool:
-        return self.rate > 0
-
     def acquire(
         self, client: str, *, cost: float = 1.0, rate: float | None = None, burst: float | None = None
     ) -> float:
@@ -63,9 +59,6 @@ class KeyedLimiter:
             bucket.tokens -= cost
             return 0.0
         return (cost - bucket.tokens) / rate
-
-    def __len__(self) -> int:
-        return len(self._buckets)
 
 
 def retry_after(wait_s: float) -> int:

@@ -129,10 +129,11 @@ def test_token_bucket_refills_at_its_rate() -> None:
 
 
 def test_limiter_memory_is_bounded() -> None:
-    limiter = KeyedLimiter(rate_per_s=1, burst=1, max_clients=100)
+    limiter = KeyedLimiter(rate_per_s=1, burst=1, max_clients=100, clock=lambda: 0.0)
     for i in range(1000):
-        limiter.acquire(f"ip-{i}")
-    assert len(limiter) == 100
+        assert limiter.acquire(f"ip-{i}") == 0  # every client's first request uses its one token
+    assert limiter.acquire("ip-999") > 0  # recently seen: still remembered, bucket empty
+    assert limiter.acquire("ip-0") == 0  # forgotten long ago: starts again with a full bucket
 
 
 def test_forwarded_for_only_from_trusted_proxies() -> None:

@@ -262,7 +262,7 @@ def _source_routes(routes: APIRouter, deps: CollectorDeps) -> None:
             raise _invalid("source_id", f"{body.source_id!r} is reserved")
         try:
             created = await deps.sources.create_source(source=body.as_source())
-            key = await _new_key(deps, created.source_id, None)
+            key = await _new_key(deps, source_id=created.source_id, expire_others_in_s=None)
         except SourceExists as exc:
             raise ProblemError(
                 409,
@@ -340,7 +340,8 @@ def _key_routes(routes: APIRouter, deps: CollectorDeps) -> None:
         try:
             if await deps.sources.get_source(source_id=source_id) is None:
                 raise _not_found("source")
-            key = await _new_key(deps, source_id, body.expire_others_in_s if body else None)
+            others = body.expire_others_in_s if body else None
+            key = await _new_key(deps, source_id=source_id, expire_others_in_s=others)
         except StoreUnavailable as exc:
             raise _db_down(retry_after_s) from exc
         return JSONResponse(key.model_dump(mode="json"), status_code=201)
@@ -399,7 +400,7 @@ def _survey_routes(routes: APIRouter, deps: CollectorDeps) -> None:
         return JSONResponse(out.model_dump(mode="json"), status_code=201)
 
 
-async def _new_key(deps: CollectorDeps, source_id: str, expire_others_in_s: int | None) -> NewKeyOut:
+async def _new_key(deps: CollectorDeps, *, source_id: str, expire_others_in_s: int | None) -> NewKeyOut:
     """A fresh key for the source; the response is the only time its secret is shown."""
     key = generate_key()
     others = (
