@@ -1,6 +1,5 @@
 """Operators' routes (admin key only): sources and their keys, email-link minting, SMS surveys."""
 
-import re
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
@@ -8,24 +7,34 @@ from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, Path
 from fastapi.responses import JSONResponse, Response
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 from services.collector.deps import CollectorDeps
-from services.collector.domain import AccountIn, CustomerIn
 from services.collector.keys import generate_key
 from services.collector.links import EmailLink
-from services.collector.ports import KeyInfo, SmsSurvey, Source, SourceExists, StoreUnavailable
+from services.collector.ports import SmsSurvey, SourceExists, StoreUnavailable
 from services.collector.problems import ProblemError
+from services.collector.routes.admin_models import (
+    KeyOut,
+    KeyRequest,
+    LinkRequest,
+    LinksOut,
+    NewKeyOut,
+    ScoreLink,
+    SmsSurveyOut,
+    SmsSurveyRequest,
+    SourceCreated,
+    SourceIn,
+    SourceOut,
+    SourcePatch,
+)
 from services.collector.sms import normalize_phone, phone_hash
 from shared.auth import admin_guard
-from shared.scales import Metric, ScaleError, get_scale
+from shared.scales import ScaleError, get_scale
 
-SourceId = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")]
 Sid = Annotated[str, Path(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$", examples=["shop-web"])]
 KeyId = Annotated[str, Path(pattern=r"^[0-9a-f]{10}$")]
 #: Source ids the collector uses itself (anonymous dev posts, email links, SMS replies).
 RESERVED_SOURCES = {"dev", "email", "sms", "unknown"}
-_ORIGIN = re.compile(r"^https?://[A-Za-z0-9.-]+(:\d{1,5})?$")
 
 _PROBLEM = {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
 ADMIN_PROBLEMS: dict[int | str, dict[str, Any]] = {
@@ -36,204 +45,6 @@ ADMIN_PROBLEMS: dict[int | str, dict[str, Any]] = {
     422: {"description": "Invalid input; `field` names it", "content": _PROBLEM},
     503: {"description": "Database unavailable; retry after `Retry-After`", "content": _PROBLEM},
 }
-
-
-def _origins(value: list[str]) -> list[str]:
-    for origin in value:
-        if not _ORIGIN.match(origin):
-            raise ValueError(f"{origin!r} is not an origin like https://shop.example.com (no path, no *)")
-    return sorted(set(value))
-
-
-class SourceIn(BaseModel):
-    model_config = ConfigDict(
-        extra="forbid",
-        json_schema_extra={
-            "examples": [
-                {
-                    "source_id": "shop-web",
-                    "name": "Web shop widget",
-                    "allowed_origins": ["https://shop.example.com"],
-                    "rate_per_s": 50,
-                    "rate_burst": 100,
-                }
-            ]
-        },
-    )
-
-    source_id: SourceId
-    name: Annotated[str, StringConstraints(min_length=1, max_length=200)]
-    allowed_origins: list[str] = Field(default_factory=list, description="Browser origins allowed to post")
-    rate_per_s: float | None = Field(
-        default=None, ge=0, description="Per-key limit; default CSAT_RATE_KEY_PER_S"
-    )
-    rate_burst: int | None = Field(default=None, ge=1)
-
-    _check_origins = field_validator("allowed_origins")(_origins)
-
-    def as_source(self) -> Source:
-        return Source(
-            source_id=self.source_id,
-            name=self.name,
-            allowed_origins=tuple(self.allowed_origins),
-            rate_per_s=self.rate_per_s,
-            rate_burst=self.rate_burst,
-        )
-
-
-class SourcePatch(BaseModel):
-    model_config = ConfigDict(
-        extra="forbid",
-        json_schema_extra={
-            "examples": [{"allowed_origins": ["https://shop.example.com"], "disabled": False}]
-        },
-    )
-
-    name: Annotated[str, StringConstraints(min_length=1, max_length=200)] | None = None
-    allowed_origins: list[str] | None = None
-    rate_per_s: float | None = Field(default=None, ge=0)
-    rate_burst: int | None = Field(default=None, ge=1)
-    disabled: bool | None = None
-
-    @field_validator("allowed_origins")
-    @classmethod
-    def _check(cls, value: list[str] | None) -> list[str] | None:
-        return None if value is None else _origins(value)
-
-
-class SourceOut(BaseModel):
-    source_id: str
-    name: str
-    allowed_origins: list[str]
-    rate_per_s: float | None
-    rate_burst: int | None
-    disabled: bool
-    created_at: datetime | None
-
-    @classmethod
-    def of(cls, s: Source) -> "SourceOut":
-        return cls(
-            source_id=s.source_id,
-            name=s.name,
-            allowed_origins=list(s.allowed_origins),
-            rate_per_s=s.rate_per_s,
-            rate_burst=s.rate_burst,
-            disabled=s.disabled,
-            created_at=s.created_at,
-        )
-
-
-class KeyOut(BaseModel):
-    key_id: str
-    source_id: str
-    created_at: datetime
-    expires_at: datetime | None = None
-    revoked_at: datetime | None = None
-
-    @classmethod
-    def of(cls, k: KeyInfo) -> "KeyOut":
-        return cls(
-            key_id=k.key_id,
-            source_id=k.source_id,
-            created_at=k.created_at,
-            expires_at=k.expires_at,
-            revoked_at=k.revoked_at,
-        )
-
-
-class NewKeyOut(KeyOut):
-    key: str = Field(description="The key itself; shown only now, only its hash is stored")
-
-
-class SourceCreated(BaseModel):
-    source: SourceOut
-    key: NewKeyOut
-
-
-class KeyRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"expire_others_in_s": 3600}]})
-
-    expire_others_in_s: int | None = Field(
-        default=None, ge=0, description="Rotation: the source's other keys stop working after this delay"
-    )
-
-
-class LinkRequest(BaseModel):
-    model_config = ConfigDict(
-        extra="forbid",
-        json_schema_extra={
-            "examples": [
-                {
-                    "survey_id": "order-5512-delivery",
-                    "customer": {"id": "cus_1042", "locale": "fr"},
-                    "metric": "csat",
-                    "scale": "1-5",
-                    "question": "How satisfied are you with your delivery?",
-                    "segment": {"store": "paris-1", "channel": "email"},
-                    "touchpoint": "delivery",
-                    "expires_in_h": 168,
-                }
-            ]
-        },
-    )
-
-    survey_id: Annotated[str, StringConstraints(min_length=1, max_length=128)]
-    customer: CustomerIn = Field(description="Only id and locale go into the link; contact details do not")
-    metric: Metric = Metric.CSAT
-    scale: str | None = None
-    question: Annotated[str, StringConstraints(max_length=200)] | None = None
-    segment: dict[str, Annotated[str, StringConstraints(max_length=100)]] = Field(default_factory=dict)
-    touchpoint: Annotated[str, StringConstraints(max_length=100)] | None = None
-    expires_in_h: float | None = Field(default=None, gt=0, le=24 * 90)
-
-
-class ScoreLink(BaseModel):
-    score: int
-    url: str
-
-
-class LinksOut(BaseModel):
-    rating_id: str = Field(description="The rating id every link of this (survey, customer) records")
-    expires_at: datetime
-    confirm_url: str = Field(description="The link without a score: the page asks for one")
-    links: list[ScoreLink]
-
-
-class SmsSurveyRequest(BaseModel):
-    model_config = ConfigDict(
-        extra="forbid",
-        json_schema_extra={
-            "examples": [
-                {
-                    "phone": "+33612345678",
-                    "customer": {"id": "cus_1042", "locale": "fr"},
-                    "survey_id": "visit-2231",
-                    "metric": "csat",
-                    "scale": "1-5",
-                    "segment": {"store": "lyon-2"},
-                    "touchpoint": "store_visit",
-                }
-            ]
-        },
-    )
-
-    phone: Annotated[str, StringConstraints(max_length=32)] = Field(
-        description="E.164; stored only as a keyed hash"
-    )
-    customer: CustomerIn
-    survey_id: Annotated[str, StringConstraints(max_length=128)] | None = None
-    metric: Metric = Metric.CSAT
-    scale: str | None = None
-    segment: dict[str, Annotated[str, StringConstraints(max_length=100)]] = Field(default_factory=dict)
-    touchpoint: Annotated[str, StringConstraints(max_length=100)] | None = None
-    account: AccountIn | None = None
-    expires_at: AwareDatetime | None = None
-
-
-class SmsSurveyOut(BaseModel):
-    request_id: str
-    expires_at: datetime
-    reply_hint: str = Field(description="What to append to the SMS so people know how to answer")
 
 
 def router(deps: CollectorDeps) -> APIRouter:
