@@ -307,7 +307,8 @@ def _batch_item(
 def _settle(result: ItemResult, verdict: Verdict) -> None:
     """A valid item's final result: accepted (perhaps replayed), or refused for its rating_id."""
     if verdict.recorded:
-        result.replayed = True if verdict.replayed else None
+        if verdict.replayed:
+            result.replayed = True
         return
     result.status = "rejected"
     result.errors = [{"field": f"ratings[{result.index}].rating_id", "message": verdict.refusal}]
