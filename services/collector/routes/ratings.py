@@ -180,8 +180,8 @@ IdempotencyKey = Annotated[
 ]
 
 
-def router(deps: CollectorDeps) -> APIRouter:
-    routes = APIRouter()
+def add_routes(routes: APIRouter, deps: CollectorDeps) -> None:
+    """Register both rating routes on ``routes`` (bootstrap passes the app's own router: the hot path)."""
     Guard = Annotated[Principal, Depends(source_guard(deps))]
 
     @routes.post(
@@ -248,8 +248,6 @@ def router(deps: CollectorDeps) -> APIRouter:
         accepted = sum(1 for r in results if r.status == "accepted")
         out = BatchResult(accepted=accepted, rejected=len(results) - accepted, results=results)
         return JSONResponse(out.model_dump(exclude_none=True), status_code=202)
-
-    return routes
 
 
 async def _submit(deps: CollectorDeps, submissions: list[Submission]) -> list[Verdict]:
