@@ -101,7 +101,7 @@ bench: install ## Benchmarks against same-run baselines; rewrites docs/benchmark
 	$(BIN)/python -m bench
 
 .PHONY: stats
-stats: install ## Drift alerts on simulated segments, before/after; rewrites the table in docs/scores.md (~5 min, 2 cores)
+stats: install ## Drift alerts on simulated segments, before/after; rewrites the table in docs/scores.md (~5 CPU-min: ~3 min on 2 idle cores)
 	nice -n 10 $(BIN)/python -m bench.stats --write-docs
 
 .PHONY: lint

@@ -509,7 +509,9 @@ def advance(state: DriftState, *, history: History, day: date, settings: DriftSe
     )
     if alarm:
         start = since or day
-        drop = estimate(metric, since=start, before=before or cal.baseline, after=after or answers)
+        ref, seen = before or cal.baseline, after or answers
+        # No answers since the change point can only follow years without one (then R <= days).
+        drop = estimate(metric, since=start, before=ref, after=seen) if ref.n and seen.n else None
         status = Status.DROP_DETECTED
         # The new level becomes the baseline once known; until then the segment is re-baselining.
         new = DriftState(day=day, floor=start, episode_since=start, alarms=state.alarms + 1)
@@ -603,6 +605,7 @@ def describe(verdict: Verdict, *, metric: Metric, settings: DriftSettings) -> st
     years = settings.months_per_false_alarm / 12
     budget = f"one false alarm per {years:g} years" if years >= 1 else "the false-alarm budget"
     unit = "points" if metric is not Metric.CES else "points of ease (1-7)"
+    smallest = f"a drop of {verdict.min_drop:g} {unit}"
     if verdict.status is Status.WARMING_UP:
         return f"learning the segment's level: {settings.min_baseline_days} days of baseline are needed"
     if verdict.drop is not None:
@@ -621,7 +624,7 @@ def describe(verdict: Verdict, *, metric: Metric, settings: DriftSettings) -> st
             else "longer than the baseline can tell"
         )
         head = (
-            f"too small to monitor a {verdict.min_drop:g}-{unit} drop: at {verdict.rate:.1f} answers a day "
+            f"too small to monitor {smallest}: at {verdict.rate:.1f} answers a day "
             f"it would take {took} to confirm at {budget}"
         )
         if verdict.watched_drop is None:
@@ -631,7 +634,7 @@ def describe(verdict: Verdict, *, metric: Metric, settings: DriftSettings) -> st
             f"(about {settings.max_delay_days:g} days)"
         )
     return (
-        f"watching for a drop of {verdict.min_drop:g} {unit} (about {verdict.delay_min_drop:.0f} days to "
+        f"watching for {smallest} (about {verdict.delay_min_drop:.0f} days to "
         f"confirm at {verdict.rate:.1f} answers a day, {budget})"
     )
 

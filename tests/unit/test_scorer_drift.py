@@ -507,7 +507,7 @@ def test_a_segment_says_when_it_is_too_small_to_monitor(
         assert last.watched_drop is not None and watched[0] <= last.watched_drop <= watched[1]
     text = drift.describe(last, metric=Metric.CSAT, settings=SETTINGS)
     if status is Status.TOO_SMALL:
-        assert text.startswith("too small to monitor a 10-points drop")
+        assert text.startswith("too small to monitor a drop of 10 points: at ")
         assert last.delay_min_drop > SETTINGS.max_delay_days
         assert ("are watched" in text) is (watched is not None)
 
