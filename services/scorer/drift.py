@@ -273,8 +273,7 @@ def _design(
     lam_alt = tilt_for_mean(weights, values, mean - delta)
     ref = tilt_moments(weights, values, lam_ref)
     alt = tilt_moments(weights, values, lam_alt)
-    kl = -(lam_alt - lam_ref) * alt.mean - alt.log_mgf + ref.log_mgf
-    return _Design(lam_alt - lam_ref, alt.log_mgf - ref.log_mgf, kl)
+    return _Design(lam_alt - lam_ref, alt.log_mgf - ref.log_mgf, tilt_kl(weights, values, lam_alt, lam_ref))
 
 
 def calibrate(
@@ -458,12 +457,6 @@ class History:
 
     def day(self, day: date) -> Tally:
         return self.total(DateRange(day, day + timedelta(days=1)))
-
-
-def history_span(state: DriftState, *, days: Sequence[date], settings: DriftSettings) -> DateRange:
-    """The day buckets the caller must load to fold ``days`` (baselines included)."""
-    start = days[0] - timedelta(days=settings.lag_days + settings.baseline_days)
-    return DateRange(start, days[-1] + timedelta(days=1))
 
 
 def advance(state: DriftState, *, history: History, day: date, settings: DriftSettings) -> Step:
