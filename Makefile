@@ -100,6 +100,10 @@ test-faults: install ## Fault suite: broker frozen/cut, kills, Postgres down 60 
 bench: install ## Benchmarks against same-run baselines; rewrites docs/benchmarks.md (~15 min; BENCH_* to tune)
 	$(BIN)/python -m bench
 
+.PHONY: stats
+stats: install ## Drift alerts on simulated segments, before/after; rewrites the table in docs/scores.md (~5 CPU-min: ~3 min on 2 idle cores)
+	nice -n 10 $(BIN)/python -m bench.stats --write-docs
+
 .PHONY: lint
 lint: install ## ruff and mypy --strict (never edits files)
 	$(BIN)/ruff check .
