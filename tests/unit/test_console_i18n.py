@@ -47,7 +47,9 @@ def used_keys() -> set[str]:
     found: set[str] = set()
     for template in (CONSOLE / "templates").glob("*.html"):
         # ``t('nav.' ~ v.key)`` builds a key from a name: those are checked in the next test
-        found |= {k for k in re.findall(r"\bt\(\s*'([a-z0-9_.]+)'", template.read_text()) if not k.endswith(".")}
+        found |= {
+            k for k in re.findall(r"\bt\(\s*'([a-z0-9_.]+)'", template.read_text()) if not k.endswith(".")
+        }
     for module in CONSOLE.rglob("*.py"):
         if "i18n" in module.parts:
             continue

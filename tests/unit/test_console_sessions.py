@@ -21,7 +21,9 @@ from services.console.sessions import (
 from shared.identity.ports import Session
 
 T0 = datetime(2026, 12, 4, 9, 0, tzinfo=UTC)
-POLICY = SessionPolicy(idle=timedelta(minutes=30), lifetime=timedelta(hours=8), touch_every=timedelta(minutes=1))
+POLICY = SessionPolicy(
+    idle=timedelta(minutes=30), lifetime=timedelta(hours=8), touch_every=timedelta(minutes=1)
+)
 
 
 def session(*, last_seen: timedelta | None = None, ended: bool = False) -> Session:
@@ -39,12 +41,18 @@ def session(*, last_seen: timedelta | None = None, ended: bool = False) -> Sessi
     [
         (session(), T0 + timedelta(minutes=29), SessionState.ACTIVE),
         (session(), T0 + timedelta(minutes=30), SessionState.IDLE),
-        (session(last_seen=timedelta(hours=7, minutes=45)), T0 + timedelta(hours=7, minutes=59), SessionState.ACTIVE),
+        (
+            session(last_seen=timedelta(hours=7, minutes=45)),
+            T0 + timedelta(hours=7, minutes=59),
+            SessionState.ACTIVE,
+        ),
         (session(last_seen=timedelta(hours=7, minutes=59)), T0 + timedelta(hours=8), SessionState.EXPIRED),
         (session(ended=True), T0 + timedelta(seconds=1), SessionState.ENDED),
     ],
 )
-def test_a_session_ends_when_idle_too_old_or_signed_out(s: Session, at: datetime, state: SessionState) -> None:
+def test_a_session_ends_when_idle_too_old_or_signed_out(
+    s: Session, at: datetime, state: SessionState
+) -> None:
     assert POLICY.state(s, at) is state
 
 

@@ -1,4 +1,4 @@
-"""Console settings: dev works out of the box, prod names every missing secret and refuses insecure choices."""
+"""Console settings: dev works out of the box; prod names every missing secret, refuses insecure choices."""
 
 from __future__ import annotations
 

@@ -41,7 +41,9 @@ def tokens(clock: Clock, **kw: int) -> AccessTokens:
 
 
 def verifier(clock: Clock) -> AccessTokenVerifier:
-    return AccessTokenVerifier(keys=KeyRing.of([KEY]), issuer="csat-console", audience="csat-api", clock=clock)
+    return AccessTokenVerifier(
+        keys=KeyRing.of([KEY]), issuer="csat-console", audience="csat-api", clock=clock
+    )
 
 
 def test_one_token_per_session_until_a_minute_before_it_expires() -> None:
@@ -95,13 +97,17 @@ async def test_the_api_client_carries_the_token_and_encodes_path_ids() -> None:
     def handler(request: httpx.Request) -> httpx.Response:
         seen.append(request)
         if request.url.path.startswith("/v1/customers/"):
-            return httpx.Response(404, json={"title": "Not Found", "status": 404, "detail": "no such customer"})
+            return httpx.Response(
+                404, json={"title": "Not Found", "status": 404, "detail": "no such customer"}
+            )
         return httpx.Response(200, json={"score": 70.0})
 
     urls = ServiceUrls("http://c", "http://scorer:8001", "http://actions:8002", "http://n")
     async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as http:
         api = ApiClient(http=http, urls=urls, tokens=tokens(clock)).on_behalf_of(Caller())
-        assert await api.get_json("scorer", "/v1/scores", params={"segment": ["store:paris-1"]}) == {"score": 70.0}
+        assert await api.get_json("scorer", "/v1/scores", params={"segment": ["store:paris-1"]}) == {
+            "score": 70.0
+        }
         with pytest.raises(ApiError) as refused:
             await api.get_json("actions", "/v1/customers/{customer_id}", path_params={"customer_id": "a/b?c"})
     assert refused.value.status == 404 and refused.value.problem["detail"] == "no such customer"

@@ -170,6 +170,11 @@ def router(deps: ConsoleDeps) -> APIRouter:
         request: Request, user_id: str, body: UserPatch, principal: Principal = people_admin
     ) -> Any:
         sent = body.model_fields_set
+        current = await deps.identity.get_user(user_id=user_id)
+        if current is None:
+            raise HTTPException(404, "no such person")
+        if body.password is not None and (why := password_problem(body.password, email=current.email)):
+            raise HTTPException(422, why)  # refused before anything else changes
         changes = PersonChanges(
             display_name=body.display_name,
             role=body.role,
@@ -203,7 +208,7 @@ def router(deps: ConsoleDeps) -> APIRouter:
             raise HTTPException(422, str(exc)) from None
         if user is None:
             raise HTTPException(404, "no such person")
-        return user_out(user)
+        return user_out(await deps.identity.get_user(user_id=user_id) or user)
 
     add_token_routes(r, deps)
     add_audit_routes(r, deps)
