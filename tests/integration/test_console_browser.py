@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.async_api import Browser, BrowserContext, ConsoleMessage, Page
+from playwright.async_api import Browser, BrowserContext, ConsoleMessage, Page, async_playwright
 
 from devstack.ports import free_port, wait_for_port
 from services.console.bootstrap import create_app
@@ -31,7 +31,7 @@ from shared.identity.principal import SegmentGrant
 from shared.identity.repository import PgIdentityStore
 from shared.identity.scopes import Role
 from tests.helpers import make_settings, serving
-from tests.integration.test_widget_browser import browser  # noqa: F401 - the shared chromium fixture
+from tests.integration.test_widget_browser import CHROMIUM, require_chromium
 
 pytestmark = pytest.mark.integration
 
@@ -46,6 +46,17 @@ PHONE = {"width": 390, "height": 844}
 class Site:
     url: str
     provider: str
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    require_chromium()
+    async with async_playwright() as pw:
+        b = await pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
+        try:
+            yield b
+        finally:
+            await b.close()
 
 
 @pytest.fixture
@@ -148,7 +159,7 @@ async def local_sign_in(page: Page, url: str, email: str) -> None:
 
 async def test_openid_connect_then_a_local_account_land_with_their_role(
     site: Site,
-    browser: Browser,  # noqa: F811 - the fixture imported above
+    browser: Browser,
 ) -> None:
     context = await browser.new_context(locale="en-GB")
     page, problems = await watched_page(context, site.url)
@@ -208,7 +219,7 @@ async def axe(page: Page) -> list[dict[str, Any]]:
 async def test_phone_layout_and_accessibility(
     site: Site,
     browser: Browser,
-    artefacts: Path,  # noqa: F811 - the fixture imported above
+    artefacts: Path,
 ) -> None:
     # axe is injected as a script: this context alone bypasses the CSP that would (rightly) refuse it
     context = await browser.new_context(viewport=PHONE, bypass_csp=True, locale="en-GB")
