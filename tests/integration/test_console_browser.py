@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.async_api import Browser, BrowserContext, ConsoleMessage, Page, async_playwright
+from playwright.async_api import Browser, BrowserContext, ConsoleMessage, Page, ViewportSize, async_playwright
 
 from devstack.ports import free_port, wait_for_port
 from services.console.bootstrap import create_app
@@ -39,7 +39,7 @@ AXE = Path(__file__).resolve().parents[1] / "assets" / "axe-core-4.14.1" / "axe.
 CHEAP = Passwords(time_cost=1, memory_cost=1024, parallelism=1)
 PASSWORD = "a long local password"
 ALICE = {"sub": "alice-0001", "email": "Alice@Example.com", "email_verified": True, "name": "Alice Martin"}
-PHONE = {"width": 390, "height": 844}
+PHONE: ViewportSize = {"width": 390, "height": 844}
 
 
 @dataclass
