@@ -25,7 +25,7 @@ from services.console.sessions import (
     pre_session_binding,
     session_binding,
 )
-from services.console.web import PageError, SignInRequired, forbidden
+from services.console.web import PageError, SignInRequired, forbidden, route_of
 from shared.identity.apitokens import generate_session, session_hash
 from shared.identity.ports import IdentityStore, Session, User
 from shared.identity.principal import Principal
@@ -116,7 +116,7 @@ class SessionGate:
                 notice = getattr(request.state, "session_notice", None)
                 raise SignInRequired(_here(request), notice=notice)
             if person.principal.missing(needed):
-                log.info("page_forbidden", principal=person.principal.log_name, path=request.url.path)
+                log.info("page_forbidden", principal=person.principal.log_name, route=route_of(request))
                 raise forbidden()
             return person
 
@@ -155,7 +155,7 @@ class SessionGate:
         if person is not None:
             bindings.append(session_binding(person.session_key))
         if not any(b is not None and self.tokens.valid(b, presented) for b in bindings):
-            log.info("csrf_refused", path=request.url.path)
+            log.info("csrf_refused", route=route_of(request))
             raise CsrfRefused()
 
     # ---- starting and ending ----------------------------------------------------------------------

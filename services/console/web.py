@@ -116,6 +116,12 @@ class LocaleMiddleware:
         await self.app(scope, receive, with_language)
 
 
+def route_of(request: Request) -> str:
+    """The route's template (``/auth/link/{secret}``), never the path: paths carry secrets and ids."""
+    route = request.scope.get("route")
+    return str(getattr(route, "path", None) or "unmatched")
+
+
 def request_locale(request: Request) -> str:
     found = getattr(request.state, "locale", None)
     return found if isinstance(found, str) else LOCALES[0]
@@ -295,7 +301,7 @@ def install_page_handlers(app: FastAPI, pages: Pages) -> None:
         )
 
     async def on_store_unavailable(request: Request, exc: Exception) -> Response:
-        log.warning("store_unavailable", error=str(exc), path=request.url.path)
+        log.warning("store_unavailable", error=str(exc), route=route_of(request))
         if _wants_json(request):
             return problem(503, "Service Unavailable", detail="retry shortly", headers={"Retry-After": "5"})
         return pages.render(

@@ -382,3 +382,21 @@ async def test_people_and_tokens_through_the_api_are_audited(console: Console) -
     reads = await console.client.get("/v1/audit", params={"action": "audit.read"}, headers=headers)
     assert len(reads.json()["entries"]) == 1  # the read before this one
     assert "cy@example.com" not in reads.text and "Cy@Example.com" not in str(audit)
+
+
+async def test_refusals_log_the_route_never_the_link_secret(
+    console: Console, caplog: pytest.LogCaptureFixture
+) -> None:
+    user = await console.person("ana@example.com", Role.ADMIN)
+    link = await issue_sign_in_link(
+        links=console.links, user=user, created_by="test", at=console.clock.now, ttl=timedelta(minutes=15)
+    )
+    refused = await console.client.post(f"/auth/link/{link.secret}", data={"csrf_token": "0" * 64})
+    assert refused.status_code == 403
+    logged = caplog.text
+    assert "csrf_refused" in logged and "/auth/link/{secret}" in logged and link.secret not in logged
+    # still usable: a refused POST used nothing
+    page = await console.client.get(f"/auth/link/{link.secret}")
+    assert (
+        await console.client.post(f"/auth/link/{link.secret}", data={"csrf_token": csrf_of(page)})
+    ).status_code == 303

@@ -243,6 +243,14 @@ async def test_phone_layout_and_accessibility(
     assert await page.evaluate("document.activeElement.id") == "main"
     await page.set_viewport_size({"width": 1280, "height": 900})
     await page.screenshot(path=str(artefacts / "people-1280.png"), full_page=True)
+    # an htmx form: the row is swapped in place (no page load), its POST carrying the CSRF header
+    await page.evaluate("window.samePage = true")
+    row = page.locator("tr", has=page.get_by_role("rowheader", name="Bo Store"))
+    await row.get_by_label("Role of Bo Store").select_option("csm")
+    await row.get_by_role("button", name="Save role").click()
+    await page.wait_for_function("document.querySelector('tr td select option[value=csm][selected]') !== null")
+    assert await page.evaluate("window.samePage === true")
+    assert await row.get_by_label("Role of Bo Store").input_value() == "csm"
     await page.goto(f"{site.url}/?lang=fr")
     await page.screenshot(path=str(artefacts / "home-fr-1280.png"), full_page=True)
     found["home-fr"] = await axe(page)
