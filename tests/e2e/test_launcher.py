@@ -94,7 +94,9 @@ def test_nothing_outlives_the_launcher(launcher: Launcher, how: str, sig: int, g
     launcher.wait_for_ready()
     tree = launcher.tree
     commands = " ".join(p.command for p in tree)
-    assert "tansu" in commands and "postgres" in commands and commands.count("uvicorn") == len(SERVICES), commands
+    assert "tansu" in commands and "postgres" in commands and commands.count("uvicorn") == len(SERVICES), (
+        commands
+    )
     for name, port in launcher.ports.items():
         assert any(owns_listener(p.pid, port) for p in tree), f"{name} is not listening on {port}"
 

@@ -248,7 +248,9 @@ async def test_phone_layout_and_accessibility(
     row = page.locator("tr", has=page.get_by_role("rowheader", name="Bo Store"))
     await row.get_by_label("Role of Bo Store").select_option("csm")
     await row.get_by_role("button", name="Save role").click()
-    await page.wait_for_function("document.querySelector('tr td select option[value=csm][selected]') !== null")
+    await page.wait_for_function(
+        "document.querySelector('tr td select option[value=csm][selected]') !== null"
+    )
     assert await page.evaluate("window.samePage === true")
     assert await row.get_by_label("Role of Bo Store").input_value() == "csm"
     await page.goto(f"{site.url}/?lang=fr")
