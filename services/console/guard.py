@@ -159,9 +159,13 @@ class SessionGate:
             raise CsrfRefused()
 
     # ---- starting and ending ----------------------------------------------------------------------
-    async def start(self, response: Response, *, user: User) -> None:
-        """A new session (a new secret: an attacker's planted cookie never becomes a signed-in one)."""
+    async def start(self, request: Request, response: Response, *, user: User) -> None:
+        """A new session (a new secret: an attacker's planted cookie never becomes a signed-in one);
+        a session this browser still had ends, so signing in again leaves one behind, not two."""
         now = self.clock()
+        previous = await self.signed_in(request)
+        if previous is not None:
+            await self.store.end_session(session_hash=previous.session_key, at=now)
         new = generate_session()
         expires = self.policy.expires_at(now)
         await self.store.create_session(

@@ -120,13 +120,28 @@ async def test_local_sign_in_sets_a_host_only_session_cookie_and_shows_the_role(
     assert not any(a.startswith("domain") for a in attributes)
     home = await console.client.get("/")
     assert home.status_code == 200 and 'data-role="manager"' in home.text and "Manager" in home.text
+    first = console.client.cookies.get("__Host-csat_session")
+    # signed in again in the same browser (a one-time link: the sign-in page sends a signed-in person home)
+    link = await issue_sign_in_link(
+        links=console.links, user=ana, created_by="test", at=console.clock.now, ttl=timedelta(minutes=5)
+    )
+    confirm = await console.client.get(f"/auth/link/{link.secret}")
+    again = await console.client.post(f"/auth/link/{link.secret}", data={"csrf_token": csrf_of(confirm)})
+    assert again.status_code == 303
+    assert console.client.cookies.get("__Host-csat_session") != first
+    async with console.identity.engine.connect() as conn:
+        ended = (
+            await conn.execute(
+                text("SELECT count(*) FILTER (WHERE ended_at IS NULL), count(*) FROM identity.sessions")
+            )
+        ).one()
+    assert tuple(ended) == (1, 2)  # the first session ended, not left behind
     assert home.headers["cache-control"] == "no-store"
     csp = home.headers["content-security-policy"]
     assert "script-src 'self'" in csp and "frame-ancestors 'none'" in csp and "unsafe-inline" not in csp
     assert home.headers["x-content-type-options"] == "nosniff"
-    assert await console.audit(AuditAction.SIGN_IN) == [
-        (f"person:{ana.user_id}", AuditOutcome.OK, "192.0.2.10")
-    ]
+    signed_in = (f"person:{ana.user_id}", AuditOutcome.OK, "192.0.2.10")
+    assert await console.audit(AuditAction.SIGN_IN) == [signed_in, signed_in]  # password, then link
 
 
 async def test_a_refused_sign_in_says_the_same_whatever_the_reason(console: Console) -> None:

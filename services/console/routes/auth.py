@@ -52,7 +52,7 @@ def router(deps: ConsoleDeps) -> APIRouter:
 
     async def signed_in_redirect(user: User, next_path: str, method: Method, request: Request) -> Response:
         response = RedirectResponse(safe_next(next_path), status_code=303)
-        await deps.gate.start(response, user=user)
+        await deps.gate.start(request, response, user=user)
         await record_sign_in(
             audit=deps.identity,
             at=deps.clock(),
@@ -212,7 +212,7 @@ def add_link_routes(r: APIRouter, deps: ConsoleDeps) -> None:
             )
             return invalid(request)
         response = RedirectResponse("/", status_code=303)
-        await deps.gate.start(response, user=user)
+        await deps.gate.start(request, response, user=user)
         await record_sign_in(
             audit=deps.identity, at=deps.clock(), method=Method.LINK, user=user, ok=True, source_ip=ip
         )
