@@ -126,6 +126,13 @@ def _grants_in(texts: list[str] | None) -> frozenset[SegmentGrant] | None:
 
 def router(deps: ConsoleDeps) -> APIRouter:
     r = APIRouter(prefix="/v1", tags=["identity"])
+    add_user_routes(r, deps)
+    add_token_routes(r, deps)
+    add_audit_routes(r, deps)
+    return r
+
+
+def add_user_routes(r: APIRouter, deps: ConsoleDeps) -> None:
     people_admin = Depends(deps.auth.require(Scope.USERS_ADMIN))
 
     def actor(request: Request, principal: Principal) -> Actor:
@@ -164,6 +171,15 @@ def router(deps: ConsoleDeps) -> APIRouter:
         if user is None:
             raise HTTPException(404, "no such person")
         return user_out(user)
+
+    add_user_change_route(r, deps, people_admin)
+
+
+def add_user_change_route(r: APIRouter, deps: ConsoleDeps, people_admin: Any) -> None:
+    """PATCH of a person: role, grants, accounts, disabled, and a new password (each audited)."""
+
+    def actor(request: Request, principal: Principal) -> Actor:
+        return Actor(principal, deps.clock(), client_ip(request, deps.settings.proxy_networks))
 
     @r.patch("/users/{user_id}", summary="Change a person: role, grants, disabled, password (audited)")
     async def patch_user(
@@ -209,10 +225,6 @@ def router(deps: ConsoleDeps) -> APIRouter:
         if user is None:
             raise HTTPException(404, "no such person")
         return user_out(await deps.identity.get_user(user_id=user_id) or user)
-
-    add_token_routes(r, deps)
-    add_audit_routes(r, deps)
-    return r
 
 
 def add_token_routes(r: APIRouter, deps: ConsoleDeps) -> None:

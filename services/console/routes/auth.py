@@ -28,48 +28,90 @@ log = structlog.get_logger(__name__)
 NOTICES = {"signed_out": "signin.signed_out", "session_ended": "signin.session_ended"}
 
 
-def router(deps: ConsoleDeps) -> APIRouter:
-    r = APIRouter(tags=["sign-in"], include_in_schema=False)
-    checked = Depends(deps.gate.csrf)
-    trips = RoundTripCookie(key=deps.settings.session_key)
-    provider = deps.settings.oidc_display_name
+class SignIn:
+    """The sign-in page, and the two ways every sign-in ends: a session, or an audited refusal."""
 
-    def sign_in_page(
-        request: Request, *, next_path: str, status: int = 200, error: str | None = None, email: str = ""
+    def __init__(self, deps: ConsoleDeps) -> None:
+        self.deps = deps
+
+    def page(
+        self,
+        request: Request,
+        *,
+        next_path: str,
+        status: int = 200,
+        error: str | None = None,
+        email: str = "",
     ) -> Response:
-        notice = NOTICES.get(request.query_params.get("notice", ""))
+        deps = self.deps
         return deps.pages.render(
             request,
             "signin.html",
             status=status,
             next_path=next_path,
             error=error,
-            notice=notice,
+            notice=NOTICES.get(request.query_params.get("notice", "")),
             email=email,
             oidc=deps.oidc is not None,
-            provider=provider,
+            provider=deps.settings.oidc_display_name,
         )
 
-    async def signed_in_redirect(user: User, next_path: str, method: Method, request: Request) -> Response:
+    async def succeed(self, request: Request, *, user: User, next_path: str, method: Method) -> Response:
         response = RedirectResponse(safe_next(next_path), status_code=303)
-        await deps.gate.start(request, response, user=user)
+        await self.deps.gate.start(request, response, user=user)
+        await self._record(request, method=method, user=user, ok=True)
+        return response
+
+    async def refused(self, request: Request, *, method: Method, user: User | None, reason: str) -> None:
+        await self._record(request, method=method, user=user, ok=False, reason=reason)
+
+    async def _record(
+        self, request: Request, *, method: Method, user: User | None, ok: bool, reason: str | None = None
+    ) -> None:
+        deps = self.deps
         await record_sign_in(
             audit=deps.identity,
             at=deps.clock(),
             method=method,
             user=user,
-            ok=True,
+            ok=ok,
             source_ip=client_ip(request, deps.settings.proxy_networks),
+            reason=reason,
         )
+
+
+def router(deps: ConsoleDeps) -> APIRouter:
+    r = APIRouter(tags=["sign-in"], include_in_schema=False)
+    flow = SignIn(deps)
+    add_local_routes(r, deps, flow)
+    add_oidc_routes(r, deps, flow)
+    add_link_routes(r, deps, flow)
+
+    @r.post("/auth/sign-out", dependencies=[Depends(deps.gate.csrf)])
+    async def sign_out(request: Request) -> Response:
+        response = RedirectResponse("/signin?notice=signed_out", status_code=303)
+        person: SignedIn | None = await deps.gate.end(request, response)
+        if person is not None:
+            deps.tokens.forget(person.session_key)
+            await audit_sign_out(
+                audit=deps.identity,
+                at=deps.clock(),
+                user=person.user,
+                source_ip=client_ip(request, deps.settings.proxy_networks),
+            )
         return response
 
+    return r
+
+
+def add_local_routes(r: APIRouter, deps: ConsoleDeps, flow: SignIn) -> None:
     @r.get("/signin")
     async def signin_form(request: Request, next: str = "/") -> Response:
         if await deps.gate.signed_in(request) is not None:
             return RedirectResponse(safe_next(next), status_code=303)
-        return sign_in_page(request, next_path=safe_next(next))
+        return flow.page(request, next_path=safe_next(next))
 
-    @r.post("/signin", dependencies=[checked])
+    @r.post("/signin", dependencies=[Depends(deps.gate.csrf)])
     async def signin_submit(
         request: Request,
         email: Annotated[str, Form(max_length=320)] = "",
@@ -84,34 +126,33 @@ def router(deps: ConsoleDeps) -> APIRouter:
             password=password,
             now=deps.clock(),
         )
-        if result.user is None:
-            failed = await deps.identity.user_by_email(email=email) if usable and email else None
-            await record_sign_in(
-                audit=deps.identity,
-                at=deps.clock(),
-                method=Method.PASSWORD,
-                user=failed,
-                ok=False,
-                source_ip=client_ip(request, deps.settings.proxy_networks),
-                reason=result.failure.value if result.failure else "invalid",
-            )
-            email_shown = email if usable else ""
-            return sign_in_page(
-                request, next_path=safe_next(next_path), status=401, error="signin.failed", email=email_shown
-            )
-        return await signed_in_redirect(result.user, next_path, Method.PASSWORD, request)
+        if result.user is not None:
+            return await flow.succeed(request, user=result.user, next_path=next_path, method=Method.PASSWORD)
+        failed = await deps.identity.user_by_email(email=email) if usable and email else None
+        reason = result.failure.value if result.failure else "invalid"
+        await flow.refused(request, method=Method.PASSWORD, user=failed, reason=reason)
+        return flow.page(
+            request,
+            next_path=safe_next(next_path),
+            status=401,
+            error="signin.failed",
+            email=email if usable else "",
+        )
+
+
+def add_oidc_routes(r: APIRouter, deps: ConsoleDeps, flow: SignIn) -> None:
+    """Authorization code with PKCE: the round trip is kept in a signed cookie of this browser."""
+    trips = RoundTripCookie(key=deps.settings.session_key)
 
     @r.get("/auth/oidc/start")
     async def oidc_start(request: Request, next: str = "/") -> Response:
         if deps.oidc is None:
-            return sign_in_page(request, next_path=safe_next(next), status=404)
+            return flow.page(request, next_path=safe_next(next), status=404)
         try:
             start = await deps.oidc.begin()
         except OidcError as exc:
             log.warning("oidc_start_failed", reason=str(exc))
-            return sign_in_page(
-                request, next_path=safe_next(next), status=503, error="signin.oidc_unavailable"
-            )
+            return flow.page(request, next_path=safe_next(next), status=503, error="signin.oidc_unavailable")
         p = start.pending
         trip = RoundTrip(p.state, p.nonce, p.code_verifier, p.created_at, safe_next(next))
         response = RedirectResponse(start.url, status_code=303)
@@ -131,51 +172,27 @@ def router(deps: ConsoleDeps) -> APIRouter:
         trip = trips.load(request.cookies.get(deps.gate.cookies.oidc))
         if deps.oidc is None or trip is None or not code:
             log.info("oidc_callback_refused", reason="no round trip or code")
-            return sign_in_page(request, next_path="/", status=400, error="signin.oidc_failed")
+            return flow.page(request, next_path="/", status=400, error="signin.oidc_failed")
         pending = PendingSignIn(trip.state, trip.nonce, trip.code_verifier, trip.created_at)
         try:
             identity = await deps.oidc.finish(pending=pending, code=code, state=state)
         except OidcError as exc:
             log.info("oidc_callback_refused", reason=str(exc))
-            return sign_in_page(request, next_path=trip.next_path, status=400, error="signin.oidc_failed")
+            return flow.page(request, next_path=trip.next_path, status=400, error="signin.oidc_failed")
         match = await match_oidc_person(users=deps.identity, links=deps.console, identity=identity)
         if match.user is None or match.refusal is not None:
-            await record_sign_in(
-                audit=deps.identity,
-                at=deps.clock(),
-                method=Method.OIDC,
-                user=match.user,
-                ok=False,
-                source_ip=client_ip(request, deps.settings.proxy_networks),
-                reason=(match.refusal or OidcRefusal.UNKNOWN).value,
-            )
-            response = sign_in_page(
-                request, next_path=trip.next_path, status=403, error="signin.oidc_unknown"
-            )
+            reason = (match.refusal or OidcRefusal.UNKNOWN).value
+            await flow.refused(request, method=Method.OIDC, user=match.user, reason=reason)
+            response = flow.page(request, next_path=trip.next_path, status=403, error="signin.oidc_unknown")
         else:
-            response = await signed_in_redirect(match.user, trip.next_path, Method.OIDC, request)
+            response = await flow.succeed(
+                request, user=match.user, next_path=trip.next_path, method=Method.OIDC
+            )
         response.delete_cookie(deps.gate.cookies.oidc, path="/", secure=deps.gate.secure, httponly=True)
         return response
 
-    @r.post("/auth/sign-out", dependencies=[checked])
-    async def sign_out(request: Request) -> Response:
-        response = RedirectResponse("/signin?notice=signed_out", status_code=303)
-        person: SignedIn | None = await deps.gate.end(request, response)
-        if person is not None:
-            deps.tokens.forget(person.session_key)
-            await audit_sign_out(
-                audit=deps.identity,
-                at=deps.clock(),
-                user=person.user,
-                source_ip=client_ip(request, deps.settings.proxy_networks),
-            )
-        return response
 
-    add_link_routes(r, deps)
-    return r
-
-
-def add_link_routes(r: APIRouter, deps: ConsoleDeps) -> None:
+def add_link_routes(r: APIRouter, deps: ConsoleDeps, flow: SignIn) -> None:
     """One-time links: the GET only shows a button (mail scanners fetch links), the POST signs in."""
 
     def invalid(request: Request) -> Response:
@@ -199,21 +216,8 @@ def add_link_routes(r: APIRouter, deps: ConsoleDeps) -> None:
         key = link_hash(secret)
         user_id = await deps.console.use_link(link_hash=key, at=deps.clock()) if key else None
         user = await deps.identity.get_user(user_id=user_id) if user_id else None
-        ip = client_ip(request, deps.settings.proxy_networks)
         if user is None or user.disabled:
-            await record_sign_in(
-                audit=deps.identity,
-                at=deps.clock(),
-                method=Method.LINK,
-                user=user,
-                ok=False,
-                source_ip=ip,
-                reason="disabled" if user else "link_unusable",
-            )
+            reason = "disabled" if user else "link_unusable"
+            await flow.refused(request, method=Method.LINK, user=user, reason=reason)
             return invalid(request)
-        response = RedirectResponse("/", status_code=303)
-        await deps.gate.start(request, response, user=user)
-        await record_sign_in(
-            audit=deps.identity, at=deps.clock(), method=Method.LINK, user=user, ok=True, source_ip=ip
-        )
-        return response
+        return await flow.succeed(request, user=user, next_path="/", method=Method.LINK)
