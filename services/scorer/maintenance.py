@@ -1,25 +1,29 @@
-"""Background jobs of the scorer: retention of the fine counter tiers, and the segment gauges."""
+"""Background jobs of the scorer: retention of the fine counter tiers, and the segment gauges.
+
+They run beside the consumer on the same engine (``bootstrap`` starts them); SQL is in ``repository``.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
+from datetime import datetime
 
 import structlog
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.scorer import domain, repository
+from services.scorer import domain
 from services.scorer import metrics as sm
+from services.scorer.ports import CountsKey, KeyFilter, LabelledSpan
+from services.scorer.repository.maintenance import prune_before, try_lock_prune
+from services.scorer.repository.reads import load_counts
+from services.scorer.repository.tables import TIER_TABLES
 from services.scorer.settings import ScorerSettings
 from services.scorer.windows import MINUTE, floor_to, plan_window, prune_cutoffs
 from shared.scales import Metric
 
 log = structlog.get_logger(__name__)
-
-Clock = Callable[[], datetime]
 
 
 async def prune(
@@ -31,17 +35,13 @@ async def prune(
     """
     deleted: dict[str, int] = {}
     for name, cutoff in prune_cutoffs(settings.tiers, now=now).items():
-        table = repository.TIER_TABLES[name]
+        table = TIER_TABLES[name]
         total = 0
         while True:
             async with engine.begin() as conn:
-                got = await conn.execute(
-                    text("SELECT pg_try_advisory_xact_lock(:c, :k)"),
-                    {"c": repository.ADVISORY_CLASS, "k": repository.LOCK_PRUNE},
-                )
-                if not got.scalar_one():
+                if not await try_lock_prune(conn):
                     return deleted
-                n = await repository.prune_before(conn, table=table, cutoff=cutoff, limit=chunk)
+                n = await prune_before(conn, table=table, cutoff=cutoff, limit=chunk)
             total += n
             if n < chunk:
                 break
@@ -56,21 +56,19 @@ async def refresh_gauges(engine: AsyncEngine, *, settings: ScorerSettings, now: 
     """Set ``csat_segment_score`` / ``csat_segment_responses`` for the configured segments and windows."""
     windows = [(w, domain.parse_window(w)) for w in settings.event_windows]
     keys = settings.gauge_segments
-    spans = []
+    spans: list[LabelledSpan] = []
     for label, span in windows:
         end = floor_to(now, MINUTE) + MINUTE
         plan = plan_window(end - span, end, now=now, tiers=settings.tiers)
-        spans += [(label, s) for s in plan.spans]
+        spans += [LabelledSpan(label, s) for s in plan.spans]
     updated = 0
     async with engine.connect() as conn:
         for metric in Metric:
-            counts = await repository.load_counts(
-                conn, metric=metric.value, where=repository.KeyFilter(keys=keys), spans=spans
-            )
+            counts = await load_counts(conn, metric=metric.value, where=KeyFilter(keys=keys), spans=spans)
             for key in keys:
                 for label, _ in windows:
                     summary = domain.summarize(
-                        metric, counts.get((label, key), {}), min_sample=settings.min_sample
+                        metric, counts.get(CountsKey(label, key), {}), min_sample=settings.min_sample
                     )
                     sm.SEGMENT_RESPONSES.labels(metric.value, label, key).set(summary.responses)
                     if summary.score is None:
@@ -101,7 +99,3 @@ async def every(
             log.warning("scorer_job_failed", job=name, error=type(exc).__name__, detail=str(exc)[:200])
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), interval_s)
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)

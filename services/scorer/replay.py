@@ -29,17 +29,19 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from services.scorer import repository
 from services.scorer.domain import GLOBAL_SEGMENT
+from services.scorer.repository.registry import Registry
+from services.scorer.repository.tables import ADVISORY_CLASS, LIVE, LOCK_REPLAY, SHADOW
+from services.scorer.repository.writes import StoredRating, apply_stored
 from services.scorer.settings import ScorerSettings
 from services.scorer.windows import prune_cutoffs
 from shared.db import make_engine
 
 SEEN = "scorer.replay_seen"
 _SHADOW_OF = {
-    repository.SHADOW.minute: repository.LIVE.minute,
-    repository.SHADOW.hour: repository.LIVE.hour,
-    repository.SHADOW.day: repository.LIVE.day,
+    SHADOW.minute: LIVE.minute,
+    SHADOW.hour: LIVE.hour,
+    SHADOW.day: LIVE.day,
 }
 _COLUMNS = "metric, segment_key, bucket_start, scale, score, n"
 _SELECT = "SELECT rating_id, metric, scale, score, occurred_at, segment FROM scorer.ratings r"
@@ -74,10 +76,10 @@ class ReplayResult:
     seconds: float
 
 
-async def _fetch(conn: AsyncConnection, sql: str, params: dict[str, Any]) -> list[repository.StoredRating]:
+async def _fetch(conn: AsyncConnection, sql: str, params: dict[str, Any]) -> list[StoredRating]:
     rows = await conn.execute(text(sql), params)
     return [
-        repository.StoredRating(r.rating_id, r.metric, r.scale, int(r.score), r.occurred_at, dict(r.segment))
+        StoredRating(r.rating_id, r.metric, r.scale, int(r.score), r.occurred_at, dict(r.segment))
         for r in rows
     ]
 
@@ -99,7 +101,7 @@ class Replayer:
         self._batch = batch_size
         self._progress = progress
         self._now = now
-        self._registry = repository.Registry(
+        self._registry = Registry(
             max_values=settings.max_values_per_dimension,
             max_dimensions=settings.max_dimensions,
             combinations=settings.combos,
@@ -114,7 +116,7 @@ class Replayer:
         async with self._engine.connect() as lock_conn:
             got = await lock_conn.execute(
                 text("SELECT pg_try_advisory_lock(:c, :k)"),
-                {"c": repository.ADVISORY_CLASS, "k": repository.LOCK_REPLAY},
+                {"c": ADVISORY_CLASS, "k": LOCK_REPLAY},
             )
             await lock_conn.commit()
             if not got.scalar_one():
@@ -125,7 +127,7 @@ class Replayer:
                 await self._drop_shadow()
                 await lock_conn.execute(
                     text("SELECT pg_advisory_unlock(:c, :k)"),
-                    {"c": repository.ADVISORY_CLASS, "k": repository.LOCK_REPLAY},
+                    {"c": ADVISORY_CLASS, "k": LOCK_REPLAY},
                 )
                 await lock_conn.commit()
 
@@ -183,23 +185,23 @@ class Replayer:
             after = rows[-1].rating_id
             self._report("catch-up", max(total, self._done))
 
-    async def _unseen(self, conn: AsyncConnection) -> list[repository.StoredRating]:
+    async def _unseen(self, conn: AsyncConnection) -> list[StoredRating]:
         return await _fetch(
             conn,
             f"{_SELECT} WHERE NOT EXISTS (SELECT 1 FROM {SEEN} s WHERE s.rating_id = r.rating_id)",  # noqa: S608 - constant table names
             {},
         )
 
-    async def _count(self, conn: AsyncConnection, rows: Sequence[repository.StoredRating]) -> None:
+    async def _count(self, conn: AsyncConnection, rows: Sequence[StoredRating]) -> None:
         if not rows:
             return
         await self._registry.resolve(conn, (r.segment for r in rows if r.segment))
-        keys = [self._registry.counted(r.segment)[0] if r.segment else GLOBAL_SEGMENT for r in rows]
-        await repository.apply_stored(
+        keys = [self._registry.counted(r.segment).keys if r.segment else GLOBAL_SEGMENT for r in rows]
+        await apply_stored(
             conn,
             rows,
             keys,
-            tables=repository.SHADOW,
+            tables=SHADOW,
             seen_table=SEEN,
             minute_since=self._minute_since,
             hour_since=self._hour_since,
