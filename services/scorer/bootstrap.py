@@ -14,8 +14,9 @@ from services.scorer.decoding import decode_record
 from services.scorer.deps import ScorerDeps
 from services.scorer.evaluator import ScoreEvaluator
 from services.scorer.handlers import make_handler
-from services.scorer.maintenance import every, prune, refresh_gauges
+from services.scorer.jobs import every, refresh_gauges
 from services.scorer.repository.events import PgScoreEvents
+from services.scorer.repository.maintenance import prune
 from services.scorer.repository.reads import PgReads
 from services.scorer.repository.registry import Registry
 from services.scorer.repository.writes import PgRatingCounter
@@ -33,7 +34,7 @@ def utcnow() -> datetime:
 
 
 def _lifespan(
-    runtime: ConsumerRuntime, evaluator: ScoreEvaluator, cfg: ScorerSettings
+    runtime: ConsumerRuntime, evaluator: ScoreEvaluator, reads: PgReads, cfg: ScorerSettings
 ) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
     """The consumer, then the jobs beside it; stopped in the reverse order."""
     stop_jobs = asyncio.Event()
@@ -58,7 +59,7 @@ def _lifespan(
                 every(
                     cfg.gauge_interval_s,
                     stop_jobs,
-                    lambda: refresh_gauges(runtime.engine, settings=cfg, now=utcnow()),
+                    lambda: refresh_gauges(reads.session, settings=cfg, now=utcnow()),
                     name="gauges",
                 ),
                 name="scorer-gauges",
@@ -102,11 +103,12 @@ def create_app(settings: ScorerSettings | None = None) -> FastAPI:
         await send_all(producer, records, timeout_s=cfg.kafka_request_timeout_s * 2)
 
     evaluator = ScoreEvaluator(store=PgScoreEvents(runtime.engine), settings=cfg, publish=publish)
+    reads = PgReads(runtime.engine)
     app = FastAPI(
         title="CSAT scorer",
         version="1.0.0",
         description="Exact rolling CSAT, NPS and CES per segment, with sample size and 95% intervals.",
-        lifespan=_lifespan(runtime, evaluator, cfg),
+        lifespan=_lifespan(runtime, evaluator, reads, cfg),
     )
     app.state.runtime = runtime
     app.state.evaluator = evaluator
@@ -115,7 +117,6 @@ def create_app(settings: ScorerSettings | None = None) -> FastAPI:
         service="scorer",
         checks={"database": runtime.check_database, "consumer": runtime.check_consumer},
     )
-    reads = PgReads(runtime.engine)
     deps = ScorerDeps(settings=cfg, scores=reads.session, customers=reads.session, clock=utcnow)
     app.include_router(scores.router(deps))
     app.include_router(customers.router(deps))

@@ -13,9 +13,9 @@ from sqlalchemy import text
 
 from services.collector.domain import RatingIn, normalize
 from services.collector.intake import to_record
-from services.scorer import maintenance
 from services.scorer.bootstrap import create_app
-from services.scorer.replay import ReplayBusy, Replayer
+from services.scorer.repository import maintenance
+from services.scorer.repository.replay import ReplayBusy, Replayer
 from services.scorer.settings import ScorerSettings
 from shared.db import make_engine
 from shared.envelope import OutgoingRecord

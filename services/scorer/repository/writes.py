@@ -4,7 +4,7 @@ The micro-batch statement inserts the new ratings (dedupe on ``rating_id``), and
 rows inserted adds the increments to the minute, hour and day counters and marks the touched
 segments dirty for the score-event evaluator, all in the consumer's transaction (with its offsets).
 Rows are inserted in key order so concurrent scorers lock counter rows in one order (no deadlock).
-A replay (``services.scorer.replay``) counts stored ratings into shadow tables with the same CTEs.
+A replay (``repository.replay``) counts stored ratings into shadow tables with the same CTEs.
 """
 
 from __future__ import annotations
