@@ -18,7 +18,9 @@ from zoneinfo import ZoneInfo
 import httpx
 import pytest
 from prometheus_client import REGISTRY
+from structlog.testing import CapturingLogger
 
+from services.notifier import dispatcher as dispatcher_module
 from services.notifier.dispatcher import Dispatcher
 from services.notifier.handlers import Intake
 from services.notifier.policy import QuietHours, address_key
@@ -230,7 +232,7 @@ async def test_the_daily_cap_counts_customer_messages_per_local_day() -> None:
 
 # ---- provider answers: retries and their limits ---------------------------------------------------------
 def _answering(
-    *statuses: int | type[Exception], retry_after: str | None = None
+    *statuses: int | type[httpx.RequestError], retry_after: str | None = None
 ) -> Callable[..., httpx.Response]:
     """A SendGrid endpoint answering each call with the next status (or raising), then 202."""
     script = list(statuses)
@@ -448,7 +450,11 @@ async def test_an_attempt_claimed_but_never_recorded_is_resent_where_the_receive
     assert (store.record("hook").status, store.record("hook").attempts) == ("sent", 2)
 
 
-async def test_a_row_that_breaks_its_batch_is_failed_alone_and_the_others_go() -> None:
+async def test_a_row_that_breaks_its_batch_is_failed_alone_and_the_others_go(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    logged = CapturingLogger()
+    monkeypatch.setattr(dispatcher_module, "log", logged)
     r = rig()
     await r.request(*[r.note(f"ok-{i}", channel=Channel.SLACK, to=None, transactional=True,
                              template="csm_alert") for i in range(3)])  # fmt: skip
@@ -462,6 +468,10 @@ async def test_a_row_that_breaks_its_batch_is_failed_alone_and_the_others_go() -
     assert r.store.statuses() == {"ok-0": "sent", "ok-1": "sent", "ok-2": "sent", "broken": "failed"}
     assert r.store.record("broken").reason == "internal"
     assert sorted(r.store.state.outbox) == ["ok-0", "ok-1", "ok-2"]
+    assert [(c.method_name, c.args) for c in logged.calls] == [
+        ("warning", ("claim_batch_failed_isolating",)), ("exception", ("delivery_prepare_failed",))
+    ]  # fmt: skip
+    assert logged.calls[1].kwargs == {"notification_id": "broken"}
 
 
 async def test_the_outbox_is_claimed_written_and_recorded_in_the_claiming_transaction() -> None:

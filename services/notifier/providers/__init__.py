@@ -55,10 +55,6 @@ class SendResult:
     retry_after_s: float | None = None
     detail: str | None = None
 
-    @property
-    def accepted(self) -> bool:
-        return self.verdict is Verdict.ACCEPTED
-
 
 def accepted(provider_message_id: str | None) -> SendResult:
     return SendResult(Verdict.ACCEPTED, "accepted", provider_message_id=provider_message_id)
