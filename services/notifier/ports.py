@@ -18,6 +18,9 @@ from shared.envelope import OutgoingRecord
 #: dispatcher's outcome events continue the rating's trace (the request model ignores it).
 TRACE_KEY = "_traceparent"
 
+#: The PostgreSQL NOTIFY channel on which a committed intake announces new due deliveries (``wakeup``).
+WAKE_CHANNEL = "csat_notifier_due"
+
 
 @dataclass(frozen=True, slots=True)
 class DeliveryRow:
@@ -157,7 +160,7 @@ class Deliveries(IntakeStore, Protocol):
     async def mark_sending_many(self, *, claims: Sequence[Claim]) -> None: ...
 
     async def deliver_in(
-        self, *, provider: InTransactionProvider, messages: Sequence[Message]
+        self, *, provider: InTransactionProvider[Any], messages: Sequence[Message]
     ) -> list[SendResult]:
         """Let a provider that writes to this database deliver inside this transaction."""
         ...

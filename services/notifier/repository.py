@@ -17,6 +17,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.notifier.ports import (
+    WAKE_CHANNEL,
     Claim,
     DeliveryPage,
     DeliveryRow,
@@ -39,9 +40,6 @@ _DELIVERY_COLUMNS = (
     "notification_id, channel, provider, status, reason, attempts, rule_id, customer_id, transactional, "
     "provider_message_id, last_error, next_attempt_at, created_at, updated_at, sent_at"
 )
-
-#: PostgreSQL NOTIFY channel on which the intake announces new due deliveries (sent at commit).
-WAKE_CHANNEL = "csat_notifier_due"
 
 
 def _row(r: Any) -> DeliveryRow:
@@ -170,7 +168,7 @@ class PgDeliveries:
         )
 
     async def deliver_in(
-        self, *, provider: InTransactionProvider, messages: Sequence[Message]
+        self, *, provider: InTransactionProvider[AsyncConnection], messages: Sequence[Message]
     ) -> list[SendResult]:
         return await provider.deliver_in(self.conn, messages)
 

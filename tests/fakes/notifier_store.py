@@ -229,7 +229,7 @@ class MemoryDeliveries:
             r.lease_until, r.counted_day, r.updated = c.lease_until, c.counted_day, self.state.tick()
 
     async def deliver_in(
-        self, *, provider: InTransactionProvider, messages: Sequence[Message]
+        self, *, provider: InTransactionProvider[Any], messages: Sequence[Message]
     ) -> list[SendResult]:
         assert isinstance(provider, MemoryOutbox), "only the memory outbox delivers into the memory store"
         return await provider.deliver_in(self, messages)
