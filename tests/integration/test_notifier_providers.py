@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from services.notifier.app import create_app
+from services.notifier.bootstrap import create_app
 from shared.events import Channel
 from shared.topics import Topics
 from tests.fakes.base import FakeServer, Step

@@ -55,9 +55,16 @@ PURE_MODULES = frozenset(
         "services.actions.rules",
         "services.actions.timers",
         "services.actions.verbatims",
+        "services.notifier.deps",
+        "services.notifier.outcomes",
         "services.notifier.policy",
+        "services.notifier.ports",
+        "services.notifier.providers",
+        "services.notifier.recorder",
         "services.notifier.signing",
         "services.notifier.templating",
+        "services.notifier.tokens",
+        "services.notifier.transitions",
     }
 )
 
