@@ -18,7 +18,7 @@ from typing import Any
 
 from sqlalchemy import text
 
-from services.notifier.app import create_app
+from services.notifier.bootstrap import create_app
 from shared.db import make_engine
 from shared.events import Channel
 from shared.topics import Topics

@@ -22,7 +22,7 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
-    # Field order is the order ``services.scorer.repository.apply_batch`` builds its tuples in.
+    # Field order is the order ``services.scorer.repository.writes.apply_batch`` builds its tuples in.
     op.execute(
         """
         CREATE TYPE scorer.rating_input AS (

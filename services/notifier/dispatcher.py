@@ -1,61 +1,63 @@
-"""The send loop: claims due deliveries, applies consent and fatigue, calls providers, records every outcome.
-
-Life of a delivery (``notifier.deliveries``, one row per notification id):
-
-    pending --claim--> sending --provider answer--> sent | failed | suppressed | unknown
-       ^                  |
-       +---- retry -------+   (429, 5xx, no connection: ``next_attempt_at`` = backoff or Retry-After)
-    pending (quiet hours: ``next_attempt_at`` = the end of the recipient's quiet hours)
+"""The send loop: claims due deliveries, applies the transitions ``transitions`` decides, calls providers.
 
 - The claim (status ``sending``, a claim token and a lease) is committed before a provider is called, so
-  a crash between the provider's acceptance and our record leaves ``sending`` behind. When its lease
-  expires, a provider that dedupes (our outbox, the signed webhook) is simply called again; any other
-  is recorded ``unknown`` and never called again: a customer never gets the same message twice.
-- An answer that may hide an acceptance (read timeout, connection dropped after the request left) is
-  treated the same way: retried only where the provider dedupes, otherwise ``unknown``.
+  a crash between the provider's acceptance and our record leaves ``sending`` behind; when its lease
+  expires, ``transitions.recover`` decides (resend where the provider dedupes, otherwise ``unknown``).
 - Retries are scheduled in the table, not slept on: a slow or failing provider holds at most
   ``concurrency`` sends of its own channel and never stalls the Kafka partition or other channels.
-- After ``max_attempts`` the delivery is ``failed`` and dead-lettered with its reason.
-- Outcome and dead-letter events are written to ``notifier.event_outbox`` in the transaction that
-  changes the row, then relayed to Kafka (deterministic CloudEvent ids, at-least-once).
+- Round trips are shared: due rows of every channel are claimed in one statement, their suppression
+  entries looked up in one, in-transaction providers (the outbox) deliver a whole batch in the claiming
+  transaction, and provider answers that arrive together are recorded in one transaction.
+- Outcome and dead-letter events are written to the event outbox in the transaction that changes the
+  row, then relayed to Kafka (deterministic CloudEvent ids, at-least-once).
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import time
 import uuid
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta, tzinfo
+from dataclasses import dataclass, field, replace
+from datetime import UTC, date, datetime, timedelta
 
 import structlog
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from services.notifier import store
-from services.notifier.delivery import TRACE_KEY
-from services.notifier.metrics import NOTIFICATIONS, PROVIDER_ATTEMPTS
-from services.notifier.policy import (
-    QuietHours,
-    address_key,
-    backoff_delay,
-    local_day,
-    normalise_address,
-    zone_for,
+from services.notifier.metrics import PROVIDER_ATTEMPTS
+from services.notifier.ports import (
+    Claim,
+    Deliveries,
+    DeliveryRow,
+    DeliveryStore,
+    Sent,
+    SuppressionLookup,
 )
 from services.notifier.providers import InTransactionProvider, Message, Provider, SendResult, Verdict
-from services.notifier.templating import TemplateBroken, TemplateMissing, Templates
-from services.notifier.tokens import UnsubscribeClaim, UnsubscribeTokens
-from shared import events as ev
+from services.notifier.recorder import Attempted, Effects, Recorder
+from services.notifier.templating import Templates
+from services.notifier.tokens import UnsubscribeTokens
+from services.notifier.transitions import (
+    Admit,
+    Answer,
+    Defer,
+    DispatchConfig,
+    Due,
+    Final,
+    Send,
+    address_of,
+    admit,
+    compose,
+    internal_error,
+    over_daily_cap,
+    record,
+    recover,
+)
 from shared import metrics as shared_metrics
-from shared import tracing
 from shared.consumer import is_transient
-from shared.envelope import OutgoingRecord, encode
+from shared.envelope import OutgoingRecord
 from shared.events import Channel, NotificationRequested, OutcomeStatus
-from shared.logs import scrub
 from shared.topics import Topics
 
 log = structlog.get_logger(__name__)
@@ -67,19 +69,9 @@ RECOVER_EVERY = timedelta(seconds=1)
 #: The relay runs after every transaction that wrote events, and at least this often for leftovers.
 RELAY_EVERY_S = 1.0
 
-#: Channels whose recipients can opt out by address (the suppression list's scopes).
-ADDRESS_SCOPE = {Channel.EMAIL: "email", Channel.SMS: "sms"}
-
 
 class PublisherUnavailable(RuntimeError):
     """The Kafka producer is not connected yet; events stay in the outbox until it is."""
-
-
-def address(note: NotificationRequested) -> str | None:
-    r = note.recipient
-    return {Channel.EMAIL: r.email, Channel.SMS: r.phone, Channel.SLACK: r.url, Channel.WEBHOOK: r.url}[
-        note.channel
-    ]
 
 
 def utcnow() -> datetime:
@@ -90,7 +82,7 @@ def utcnow() -> datetime:
 class Job:
     """One claimed attempt: what to send, through whom, and the token proving we still own it."""
 
-    row: store.DeliveryRow
+    row: DeliveryRow
     note: NotificationRequested
     provider: Provider
     message: Message
@@ -98,61 +90,48 @@ class Job:
     attempts: int
     counted_day: date | None
 
+    def answer(self, result: SendResult) -> Answer:
+        return Answer(
+            result=result,
+            provider=self.provider.name,
+            dedupes=self.provider.dedupes,
+            token=self.token,
+            attempts=self.attempts,
+            channel=self.note.channel,
+            to=self.message.to,
+            customer_id=self.note.customer_id,
+            counted_day=self.counted_day,
+        )
+
 
 @dataclass
-class _Tx:
-    """Side effects to apply only once the transaction that caused them committed."""
+class _Claimed:
+    """What one claiming transaction did: metrics to count at commit, sends to start, messages delivered."""
 
-    metrics: list[tuple[str, str, str]] = field(default_factory=list)
-    #: Attempts made inside the transaction (in-transaction providers): (provider, result kind).
-    attempts: list[tuple[str, str]] = field(default_factory=list)
-    #: Rendered and checked, not claimed yet.
-    prepared: list[Job] = field(default_factory=list)
-    #: Claimed ('sending' committed with the transaction): provider calls to start after the commit.
+    effects: Effects = field(default_factory=Effects)
     jobs: list[Job] = field(default_factory=list)
-    #: Delivered and recorded inside the transaction.
     delivered: int = 0
 
-    def mark(self) -> tuple[int, int, int, int, int]:
-        return len(self.metrics), len(self.attempts), len(self.prepared), len(self.jobs), self.delivered
-
-    def undo(self, mark: tuple[int, int, int, int, int]) -> None:
-        """Forget what a rolled-back savepoint did."""
-        m, a, p, j, self.delivered = mark
-        del self.metrics[m:], self.attempts[a:], self.prepared[p:], self.jobs[j:]
-
-    def apply(self) -> None:
-        for channel, provider, outcome in self.metrics:
-            NOTIFICATIONS.labels(channel, provider, outcome).inc()
-        for provider, kind in self.attempts:
-            PROVIDER_ATTEMPTS.labels(provider, kind).inc()
+    def merge(self, other: _Claimed) -> None:
+        self.effects.merge(other.effects)
+        self.jobs += other.jobs
+        self.delivered += other.delivered
 
 
 @dataclass(frozen=True, slots=True)
-class DispatchConfig:
-    max_attempts: int = 5
-    retry_base_s: float = 2.0
-    retry_cap_s: float = 600.0
-    interval_s: float = 0.2
-    concurrency: int = 16
-    #: Rows claimed per transaction for in-transaction providers (the outbox), which have no sends in flight.
-    batch: int = 200
-    #: At most this many provider answers recorded per transaction.
-    record_batch: int = 100
-    attempt_timeout_s: float = 31.0
-    lease_grace_s: float = 30.0
-    daily_cap: int = 3
-    quiet: QuietHours | None = None
-    default_zone: tzinfo = UTC
-    public_base_url: str = "http://127.0.0.1:8003"
-    unsubscribe_mailto: str | None = None
+class _Waiting:
+    """A provider's answer waiting to be recorded with the others of its group."""
+
+    job: Job
+    result: SendResult
+    done: asyncio.Future[None]
 
 
 class Dispatcher:
     def __init__(
         self,
         *,
-        engine: AsyncEngine,
+        store: DeliveryStore,
         providers: Mapping[Channel, Provider],
         templates: Templates,
         tokens: UnsubscribeTokens,
@@ -162,27 +141,26 @@ class Dispatcher:
         default_addresses: Mapping[Channel, str] | None = None,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
-        self._engine = engine
+        self._store = store
         self._providers = providers
         self._by_name = {p.name: p for p in providers.values()}
         # isinstance() on a runtime-checkable Protocol is slow: decide once per provider.
         self._inline = {id(p) for p in providers.values() if isinstance(p, InTransactionProvider)}
         self._templates = templates
         self._tokens = tokens
-        self._topics = topics
         self._publish = publish
         self._cfg = config
         self._defaults = dict(default_addresses or {})
         self._clock = clock
+        self._recorder = Recorder(topics=topics, clock=clock)
         self._inflight: dict[Channel, int] = defaultdict(int)
         self._tasks: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self.last_tick_at: float | None = None
         # Answers waiting to be recorded, a group per transaction (see ``_record_soon``).
-        self._answers: list[tuple[Job, SendResult, asyncio.Future[None]]] = []
-        self._recorder: asyncio.Task[None] | None = None
+        self._answers: list[_Waiting] = []
+        self._grouping: asyncio.Task[None] | None = None
         self._recovered_at: datetime | None = None
         self._relay_due = True
         self._relayed_at = 0.0
@@ -231,7 +209,6 @@ class Dispatcher:
                 shared_metrics.CONSUMER_ERRORS.labels("notifier-dispatcher", kind).inc()
                 log.warning("dispatch_tick_failed", error=type(exc).__name__, detail=str(exc)[:200])
                 delay = min(max(delay * 2, 0.5), 10.0)
-            self.last_tick_at = time.monotonic()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), delay)
 
@@ -256,6 +233,11 @@ class Dispatcher:
                 log.warning("relay_failed", error=type(exc).__name__)
         return started
 
+    def _committed(self, effects: Effects) -> None:
+        effects.apply()
+        if effects.outcomes:
+            self._relay_due = True
+
     # ---- claiming ------------------------------------------------------------------------------------
     async def _claim(self, now: datetime) -> int:
         """Claim due rows in one transaction; if one row breaks the batch, redo it row by row."""
@@ -273,54 +255,95 @@ class Dispatcher:
         Without ``isolate`` every statement covers the whole batch. With it, each row runs in its own
         savepoint, so a row that fails is recorded ``failed`` and the others still go.
         """
-        tx = _Tx()
-        limits: dict[str, int] = {}
-        for channel, provider in self._providers.items():
-            if id(provider) in self._inline:
-                limits[channel.value] = self._cfg.batch
+        claimed = _Claimed()
+        async with self._store.begin() as tx:
+            rows = await tx.due_by_channel(limits=self._room(), now=now)
+            if isolate:
+                for row in rows:
+                    await self._claim_alone(tx, claimed, row, now)
             else:
-                limits[channel.value] = self._cfg.concurrency - self._inflight[channel]
-        async with self._engine.begin() as conn:
-            rows = await store.due_by_channel(conn, limits=limits, now=now)
-            for row in rows:
-                if not isolate:
-                    await self._prepare(conn, tx, row, now)
-                    continue
-                mark = tx.mark()
-                savepoint = await conn.begin_nested()
-                try:
-                    await self._prepare(conn, tx, row, now)
-                    await self._start(conn, tx, tx.prepared[mark[2] :], now)
-                    await savepoint.commit()
-                except Exception as exc:
-                    await savepoint.rollback()
-                    tx.undo(mark)
-                    if is_transient(exc):
-                        raise
-                    # One bad row must not stall the others: record it failed with its reason.
-                    log.exception("delivery_prepare_failed", notification_id=row.notification_id)
-                    await self._final(
-                        conn,
-                        tx,
-                        row,
-                        provider=row.provider,
-                        status=OutcomeStatus.FAILED,
-                        reason="internal",
-                        detail=f"internal error: {type(exc).__name__}",
-                    )
-            if not isolate:
-                await self._start(conn, tx, tx.prepared, now)
-        tx.apply()
-        if tx.metrics:
-            self._relay_due = True
-        for job in tx.jobs:
+                await self._start(tx, claimed, await self._prepare(tx, claimed.effects, rows, now), now)
+        self._committed(claimed.effects)
+        for job in claimed.jobs:
             self._inflight[job.note.channel] += 1
             task = asyncio.create_task(self._run(job), name=f"send-{job.row.notification_id}")
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
-        return len(tx.jobs) + tx.delivered
+        return len(claimed.jobs) + claimed.delivered
 
-    async def _start(self, conn: AsyncConnection, tx: _Tx, jobs: Sequence[Job], now: datetime) -> None:
+    def _room(self) -> dict[str, int]:
+        """Rows to claim per channel: a batch for in-transaction providers, free send slots for others."""
+        room: dict[str, int] = {}
+        for channel, provider in self._providers.items():
+            if id(provider) in self._inline:
+                room[channel.value] = self._cfg.batch
+            else:
+                room[channel.value] = self._cfg.concurrency - self._inflight[channel]
+        return room
+
+    async def _claim_alone(self, tx: Deliveries, claimed: _Claimed, row: DeliveryRow, now: datetime) -> None:
+        """Prepare and claim one row in a savepoint; one that fails is recorded ``failed`` with its reason."""
+        mine = _Claimed()
+        try:
+            async with tx.savepoint():
+                await self._start(tx, mine, await self._prepare(tx, mine.effects, [row], now), now)
+        except Exception as exc:
+            if is_transient(exc):
+                raise
+            # One bad row must not stall the others: record it failed with its reason.
+            log.exception("delivery_prepare_failed", notification_id=row.notification_id)
+            await self._recorder.apply(tx, claimed.effects, row, internal_error(row, exc))
+        else:
+            claimed.merge(mine)
+
+    async def _prepare(
+        self, tx: Deliveries, effects: Effects, rows: Sequence[DeliveryRow], now: datetime
+    ) -> list[Job]:
+        """Load the facts of due rows, let ``transitions`` decide each, and return the jobs to claim."""
+        dues = []
+        for row in rows:
+            note = NotificationRequested.model_validate(row.request)
+            provider = self._providers[note.channel].name
+            to = address_of(note, self._defaults.get(note.channel))
+            dues.append(Due(row=row, note=note, provider=provider, address=to, suppressed=None, now=now))
+        lookups = [
+            SuppressionLookup(d.row.notification_id, d.note.customer_id, d.address.scope, d.address.key)
+            for d in dues
+            if d.address is not None and not d.note.transactional
+        ]
+        suppressed = await tx.suppressions_for(lookups=lookups) if lookups else {}
+        jobs = []
+        for due in dues:
+            step = await self._admit(tx, replace(due, suppressed=suppressed.get(due.row.notification_id)))
+            if not isinstance(step, Send):
+                await self._recorder.apply(tx, effects, due.row, step)
+                continue
+            job = Job(
+                row=due.row,
+                note=due.note,
+                provider=self._providers[due.note.channel],
+                message=step.message,
+                token=uuid.uuid4().hex,
+                attempts=step.attempts,
+                counted_day=step.counted_day,
+            )
+            jobs.append(job)
+        return jobs
+
+    async def _admit(self, tx: Deliveries, due: Due) -> Send | Final | Defer:
+        """Consent, quiet hours and the daily cap (reserving its slot), then the message itself."""
+        step = admit(due, self._cfg)
+        if isinstance(step, Admit) and step.reserve is not None:
+            slot = step.reserve
+            if not await tx.reserve_daily(
+                customer_id=slot.customer_id, day=slot.day, cap=self._cfg.daily_cap
+            ):
+                return over_daily_cap(due, self._cfg)
+        if isinstance(step, Admit):
+            return compose(due, step, self._cfg, templates=self._templates, tokens=self._tokens)
+        return step
+
+    async def _start(self, tx: Deliveries, claimed: _Claimed, jobs: Sequence[Job], now: datetime) -> None:
         """Claim prepared jobs: deliver through in-transaction providers now, commit a lease for the rest."""
         inline: dict[int, list[Job]] = defaultdict(list)
         claims: list[Job] = []
@@ -329,17 +352,16 @@ class Dispatcher:
                 inline[id(job.provider)].append(job)
             else:
                 claims.append(job)
-        await self._mark_sending(conn, claims, now)
-        tx.jobs.extend(claims)
+        await self._mark_sending(tx, claims, now)
+        claimed.jobs.extend(claims)
         for group in inline.values():
-            await self._deliver_in(conn, tx, group, now)
+            claimed.delivered += await self._deliver_in(tx, claimed.effects, group, now)
 
-    async def _mark_sending(self, conn: AsyncConnection, jobs: Sequence[Job], now: datetime) -> None:
+    async def _mark_sending(self, tx: Deliveries, jobs: Sequence[Job], now: datetime) -> None:
         lease_until = now + timedelta(seconds=self._cfg.attempt_timeout_s + self._cfg.lease_grace_s)
-        await store.mark_sending_many(
-            conn,
+        await tx.mark_sending_many(
             claims=[
-                store.Claim(
+                Claim(
                     notification_id=j.row.notification_id,
                     token=j.token,
                     provider=j.provider.name,
@@ -351,164 +373,33 @@ class Dispatcher:
             ],
         )
 
-    async def _deliver_in(self, conn: AsyncConnection, tx: _Tx, jobs: Sequence[Job], now: datetime) -> None:
+    async def _deliver_in(self, tx: Deliveries, effects: Effects, jobs: Sequence[Job], now: datetime) -> int:
         """Deliver, record and enqueue the outcomes in the claiming transaction: all of it or none."""
         provider = jobs[0].provider
         assert isinstance(provider, InTransactionProvider)
-        results = await provider.deliver_in(conn, [j.message for j in jobs])
-        accepted: list[tuple[Job, SendResult]] = []
-        for job, result in zip(jobs, results, strict=True):
-            tx.attempts.append((provider.name, result.kind))
-            if result.verdict is Verdict.ACCEPTED:
-                accepted.append((job, result))
-            else:  # not from the outbox today; any other answer takes the usual path
-                await self._mark_sending(conn, [job], now)
-                await self._record_in(conn, tx, job, result)
+        results = await tx.deliver_in(provider=provider, messages=[j.message for j in jobs])
         at = self._clock()
-        done = await store.record_sent_many(
-            conn,
-            sent=[
-                store.Sent(
-                    notification_id=j.row.notification_id,
-                    token=j.token,
+        sent = []
+        for job, result in zip(jobs, results, strict=True):
+            effects.attempts.append(Attempted(provider.name, result.kind))
+            if result.verdict is not Verdict.ACCEPTED:  # not from the outbox today: the usual path
+                await self._mark_sending(tx, [job], now)
+                step = record(job.answer(result), self._cfg, now=self._clock())
+                await self._recorder.apply(tx, effects, job.row, step)
+                continue
+            sent.append(
+                Sent(
+                    notification_id=job.row.notification_id,
+                    token=job.token,
                     provider=provider.name,
-                    attempts=j.attempts,
-                    counted_day=j.counted_day,
-                    provider_message_id=r.provider_message_id,
+                    attempts=job.attempts,
+                    counted_day=job.counted_day,
+                    provider_message_id=result.provider_message_id,
                     sent_at=at,
                 )
-                for j, r in accepted
-            ],
-        )
-        events: list[OutgoingRecord] = []
-        for job, result in accepted:
-            if job.row.notification_id not in done:
-                continue
-            outcome = ev.NotificationOutcome(
-                notification_id=job.row.notification_id,
-                status=OutcomeStatus.SENT,
-                channel=job.note.channel,
-                provider=provider.name,
-                attempts=job.attempts,
-                detail=None,
-                provider_message_id=result.provider_message_id,
-                at=at,
-                reason=None,
-                rule_id=job.row.rule_id,
-                customer_id=job.row.customer_id,
             )
-            events.append(self._outcome_record(outcome, f"{job.row.notification_id}/sent", job.row))
-            tx.metrics.append((job.row.channel, provider.name, OutcomeStatus.SENT.value))
-        await store.enqueue_events(conn, records=events)
-        tx.delivered += len(events)
-
-    async def _prepare(self, conn: AsyncConnection, tx: _Tx, row: store.DeliveryRow, now: datetime) -> None:
-        """Apply consent, quiet hours and the daily cap; render. Resolves the row or prepares a job."""
-        note = NotificationRequested.model_validate(row.request)
-        provider = self._providers[note.channel]
-        to = address(note) or self._defaults.get(note.channel)
-        if not to:
-            await self._final(
-                conn,
-                tx,
-                row,
-                provider=provider.name,
-                status=OutcomeStatus.FAILED,
-                reason="no_address",
-                detail="no recipient address",
-            )
-            return
-        if note.channel is Channel.SMS:
-            to = normalise_address("sms", to)  # E.164 as providers want it, without spaces or dashes
-        zone = zone_for(note.recipient.timezone, self._cfg.default_zone)
-        context = dict(note.context)
-        headers: dict[str, str] = {}
-        counted_day = row.counted_day
-        scope = ADDRESS_SCOPE.get(note.channel)
-        if not note.transactional:
-            key = address_key(scope, to) if scope else None
-            hit = await store.suppression_for(conn, customer_id=note.customer_id, scope=scope, key=key)
-            if hit is not None:
-                await self._final(
-                    conn,
-                    tx,
-                    row,
-                    provider=provider.name,
-                    status=OutcomeStatus.SUPPRESSED,
-                    reason="opted_out",
-                    detail=f"on the suppression list ({hit})",
-                )
-                return
-            if note.channel is Channel.SMS and self._cfg.quiet is not None:
-                until = self._cfg.quiet.deferral(now, zone)
-                if until is not None:
-                    await self._defer(conn, tx, row, note, provider.name, until.astimezone(UTC))
-                    return
-            if self._cfg.daily_cap and note.customer_id and counted_day is None:
-                day = local_day(now, zone)
-                if not await store.reserve_daily(
-                    conn, customer_id=note.customer_id, day=day, cap=self._cfg.daily_cap
-                ):
-                    await self._final(
-                        conn,
-                        tx,
-                        row,
-                        provider=provider.name,
-                        status=OutcomeStatus.SUPPRESSED,
-                        reason="daily_cap",
-                        detail=f"daily cap of {self._cfg.daily_cap} messages reached",
-                    )
-                    return
-                counted_day = day
-            if scope is not None and key is not None:
-                token = self._tokens.make(
-                    UnsubscribeClaim(
-                        customer_id=note.customer_id,
-                        scope=scope,
-                        address_key=key,
-                        notification_id=note.notification_id,
-                        locale=note.locale,
-                    )
-                )
-                url = f"{self._cfg.public_base_url.rstrip('/')}/u/{token}"
-                context["unsubscribe_url"] = url
-                if note.channel is Channel.EMAIL:
-                    targets = [f"<{url}>"]
-                    if self._cfg.unsubscribe_mailto:
-                        targets.append(
-                            f"<mailto:{self._cfg.unsubscribe_mailto}?subject=unsubscribe%20{token}>"
-                        )
-                    headers["List-Unsubscribe"] = ", ".join(targets)
-                    headers["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
-        try:
-            rendered = self._templates.render(note.template, note.locale, context, channel=note.channel.value)
-        except (TemplateMissing, TemplateBroken) as exc:
-            await self._release(conn, row, note, counted_day)
-            await self._final(
-                conn,
-                tx,
-                row,
-                provider=provider.name,
-                status=OutcomeStatus.FAILED,
-                reason="template",
-                detail=str(exc),
-            )
-            return
-        token = uuid.uuid4().hex
-        attempts = row.attempts + 1
-        message = Message(
-            notification_id=note.notification_id,
-            channel=note.channel,
-            to=to,
-            subject=rendered.subject,
-            body=rendered.body,
-            rule_id=note.rule_id,
-            customer_id=note.customer_id,
-            transactional=note.transactional,
-            headers=headers,
-            data=note.model_dump(mode="json", exclude={"recipient", "notification_id"}),
-        )
-        tx.prepared.append(Job(row, note, provider, message, token, attempts, counted_day))
+        rows = {j.row.notification_id: j.row for j in jobs}
+        return await self._recorder.sent(tx, effects, rows=rows, sent=sent)
 
     # ---- sending -------------------------------------------------------------------------------------
     async def _run(self, job: Job) -> None:
@@ -531,6 +422,7 @@ class Dispatcher:
             self._inflight[job.note.channel] -= 1
             self._wake.set()
 
+    # ---- recording answers ---------------------------------------------------------------------------
     async def _record_soon(self, job: Job, result: SendResult) -> None:
         """Record an answer together with the others that arrive meanwhile: one transaction per group.
 
@@ -538,9 +430,9 @@ class Dispatcher:
         this answer is committed (or handed to the lease, as ``_record_with_retry`` does).
         """
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._answers.append((job, result, done))
-        if self._recorder is None or self._recorder.done():
-            self._recorder = asyncio.create_task(self._record_groups(), name="notifier-recorder")
+        self._answers.append(_Waiting(job, result, done))
+        if self._grouping is None or self._grouping.done():
+            self._grouping = asyncio.create_task(self._record_groups(), name="notifier-recorder")
         await done
 
     async def _record_groups(self) -> None:
@@ -548,33 +440,25 @@ class Dispatcher:
             group = self._answers[: self._cfg.record_batch]
             del self._answers[: len(group)]
             try:
-                await self._record_group(group)
+                await self._record(group)
             except Exception as exc:  # noqa: BLE001 - each answer gets its own transaction and retries
                 log.warning("record_group_failed", answers=len(group), error=type(exc).__name__)
-                await asyncio.gather(*(self._record_alone(job, result, done) for job, result, done in group))
+                await asyncio.gather(*(self._record_alone(w) for w in group))
                 self._relay_due = True
                 continue
-            for _, _, done in group:
-                done.set_result(None)
+            for waiting in group:
+                waiting.done.set_result(None)
 
-    async def _record_alone(self, job: Job, result: SendResult, done: asyncio.Future[None]) -> None:
+    async def _record_alone(self, waiting: _Waiting) -> None:
         """As before grouping: one transaction, retried through an outage while the lease runs."""
         try:
-            await self._record_with_retry(job, result)
+            await self._record_with_retry(waiting)
         except Exception as err:  # noqa: BLE001 - handed to the waiting send, which logs it
-            done.set_exception(err)
+            waiting.done.set_exception(err)
         else:
-            done.set_result(None)
+            waiting.done.set_result(None)
 
-    async def _record_group(self, group: Sequence[tuple[Job, SendResult, asyncio.Future[None]]]) -> None:
-        tx = _Tx()
-        async with self._engine.begin() as conn:
-            for job, result, _ in group:
-                await self._record_in(conn, tx, job, result)
-        tx.apply()
-        self._relay_due = True
-
-    async def _record_with_retry(self, job: Job, result: SendResult) -> None:
+    async def _record_with_retry(self, waiting: _Waiting) -> None:
         """Record the provider's answer, retrying through a database outage for as long as the lease runs.
 
         Past the lease another pass may already have recorded the attempt ``unknown``; an acceptance
@@ -582,338 +466,45 @@ class Dispatcher:
         """
         delay = 0.2
         deadline = time.monotonic() + self._cfg.attempt_timeout_s + self._cfg.lease_grace_s
+        nid = waiting.job.row.notification_id
         while True:
             try:
-                await self._record(job, result)
+                await self._record([waiting])
                 return
             except Exception as exc:
                 if not is_transient(exc):
                     raise
                 if time.monotonic() > deadline:
-                    log.error("record_failed_lease_will_resolve", notification_id=job.row.notification_id)
+                    log.error("record_failed_lease_will_resolve", notification_id=nid)
                     return
-                log.warning("record_retry", notification_id=job.row.notification_id, error=type(exc).__name__)
+                log.warning("record_retry", notification_id=nid, error=type(exc).__name__)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5)
 
-    async def _record(self, job: Job, result: SendResult) -> None:
-        tx = _Tx()
-        async with self._engine.begin() as conn:
-            await self._record_in(conn, tx, job, result)
-        tx.apply()
+    async def _record(self, group: Sequence[_Waiting]) -> None:
+        """Apply each answer of a group to its row in one transaction (the claim token proves ownership)."""
+        effects = Effects()
+        async with self._store.begin() as tx:
+            for waiting in group:
+                step = record(waiting.job.answer(waiting.result), self._cfg, now=self._clock())
+                await self._recorder.apply(tx, effects, waiting.job.row, step)
+        effects.apply()
         self._relay_due = True
-
-    async def _record_in(self, conn: AsyncConnection, tx: _Tx, job: Job, result: SendResult) -> None:
-        """Apply one provider answer to its row (the claim token proves the attempt still owns it)."""
-        now = self._clock()
-        verdict = result.verdict
-        if verdict is Verdict.AMBIGUOUS and job.provider.dedupes:
-            verdict = Verdict.RETRY
-        row, note, name, token = job.row, job.note, job.provider.name, job.token
-        if verdict is Verdict.ACCEPTED:
-            recorded = await self._final(
-                conn,
-                tx,
-                row,
-                provider=name,
-                status=OutcomeStatus.SENT,
-                reason=None,
-                detail=None,
-                provider_message_id=result.provider_message_id,
-                token=token,
-                attempts=job.attempts,
-                from_statuses=("sending", "unknown"),
-            )
-            if not recorded:
-                log.warning("late_answer_ignored", notification_id=row.notification_id, verdict="accepted")
-        elif verdict is Verdict.RETRY and job.attempts < self._cfg.max_attempts:
-            delay = backoff_delay(
-                job.attempts,
-                base=self._cfg.retry_base_s,
-                cap=self._cfg.retry_cap_s,
-                retry_after=result.retry_after_s,
-            )
-            await store.reschedule(
-                conn,
-                notification_id=row.notification_id,
-                at=now + timedelta(seconds=delay),
-                reason=f"retry:{result.kind}",
-                error=scrub(result.detail)[:500] if result.detail else None,
-                token=token,
-            )
-        elif verdict is Verdict.RETRY:
-            await self._exhausted(
-                conn,
-                tx,
-                row,
-                provider=name,
-                token=token,
-                attempts=job.attempts,
-                counted_day=job.counted_day,
-                detail=result.detail,
-            )
-        elif verdict is Verdict.AMBIGUOUS:
-            await self._final(
-                conn,
-                tx,
-                row,
-                provider=name,
-                status=OutcomeStatus.UNKNOWN,
-                reason="ambiguous",
-                detail=f"{result.detail}; not resent: {name} takes no idempotency key",
-                token=token,
-                attempts=job.attempts,
-            )
-        elif verdict is Verdict.RECIPIENT_OPTED_OUT:
-            entries = []
-            scope = ADDRESS_SCOPE.get(note.channel)
-            if scope is not None:
-                entries.append((scope, address_key(scope, job.message.to)))
-            if note.channel is Channel.SMS and note.customer_id:
-                entries.append(("customer", note.customer_id))
-            await store.suppress(
-                conn,
-                entries=entries,
-                reason="provider_opt_out",
-                source=name,
-                customer_id=note.customer_id,
-                notification_id=note.notification_id,
-            )
-            await self._release(conn, row, note, job.counted_day)
-            await self._final(
-                conn,
-                tx,
-                row,
-                provider=name,
-                status=OutcomeStatus.SUPPRESSED,
-                reason="provider_opt_out",
-                detail=result.detail,
-                token=token,
-                attempts=job.attempts,
-            )
-        else:
-            await self._release(conn, row, note, job.counted_day)
-            await self._final(
-                conn,
-                tx,
-                row,
-                provider=name,
-                status=OutcomeStatus.FAILED,
-                reason="rejected",
-                detail=result.detail,
-                token=token,
-                attempts=job.attempts,
-            )
-
-    async def _exhausted(
-        self,
-        conn: AsyncConnection,
-        tx: _Tx,
-        row: store.DeliveryRow,
-        *,
-        provider: str,
-        token: str | None,
-        attempts: int,
-        counted_day: date | None,
-        detail: str | None,
-    ) -> None:
-        reason = f"gave up after {attempts} attempts: {detail or 'no detail'}"
-        note = NotificationRequested.model_validate(row.request)
-        await self._release(conn, row, note, counted_day)
-        done = await self._final(
-            conn,
-            tx,
-            row,
-            provider=provider,
-            status=OutcomeStatus.FAILED,
-            reason="exhausted",
-            detail=reason,
-            token=token,
-            attempts=attempts,
-        )
-        if done:
-            await store.enqueue_events(conn, records=[self._dead_letter(row, reason)])
-            shared_metrics.DLQ_RECORDS.labels("notifier", "delivery_exhausted").inc()
 
     # ---- crash recovery ------------------------------------------------------------------------------
     async def _recover(self, now: datetime) -> None:
         """Resolve attempts whose lease ran out: the process that made them died before recording."""
-        tx = _Tx()
-        async with self._engine.begin() as conn:
-            for row in await store.expired_leases(conn, now=now):
+        effects = Effects()
+        async with self._store.begin() as tx:
+            for row in await tx.expired_leases(now=now):
                 provider = self._by_name.get(row.provider)
-                if provider is not None and provider.dedupes:
-                    if row.attempts >= self._cfg.max_attempts:
-                        await self._exhausted(
-                            conn,
-                            tx,
-                            row,
-                            provider=row.provider,
-                            token=row.claim_token,
-                            attempts=row.attempts,
-                            counted_day=row.counted_day,
-                            detail="the last attempt's sender stopped before recording an answer",
-                        )
-                    else:
-                        await store.reschedule(
-                            conn, notification_id=row.notification_id, at=now, reason="recovered", error=None
-                        )
-                    continue
-                log.warning("crashed_mid_send", notification_id=row.notification_id, provider=row.provider)
-                await self._final(
-                    conn,
-                    tx,
-                    row,
-                    provider=row.provider,
-                    status=OutcomeStatus.UNKNOWN,
-                    reason="crashed_mid_send",
-                    detail=f"the notifier stopped after calling {row.provider} and before recording its "
-                    "answer; not resent, to avoid a duplicate",
-                    from_statuses=("sending",),
-                    keep_token=True,
-                )
-        tx.apply()
-        if tx.metrics:
-            self._relay_due = True
-
-    # ---- recording -----------------------------------------------------------------------------------
-    async def _defer(
-        self,
-        conn: AsyncConnection,
-        tx: _Tx,
-        row: store.DeliveryRow,
-        note: NotificationRequested,
-        provider: str,
-        until: datetime,
-    ) -> None:
-        await store.reschedule(
-            conn, notification_id=row.notification_id, at=until, reason="quiet_hours", error=None
-        )
-        outcome = ev.NotificationOutcome(
-            notification_id=row.notification_id,
-            status=OutcomeStatus.DEFERRED,
-            channel=note.channel,
-            provider=provider,
-            attempts=row.attempts,
-            detail="quiet hours in the recipient's time zone",
-            at=self._clock(),
-            reason="quiet_hours",
-            rule_id=note.rule_id,
-            customer_id=note.customer_id,
-            next_attempt_at=until,
-        )
-        event_id = f"{row.notification_id}/deferred/{int(until.timestamp())}"
-        await store.enqueue_events(conn, records=[self._outcome_record(outcome, event_id, row)])
-        tx.metrics.append((note.channel.value, provider, OutcomeStatus.DEFERRED.value))
-
-    async def _final(
-        self,
-        conn: AsyncConnection,
-        tx: _Tx,
-        row: store.DeliveryRow,
-        *,
-        provider: str,
-        status: OutcomeStatus,
-        reason: str | None,
-        detail: str | None,
-        provider_message_id: str | None = None,
-        token: str | None = None,
-        attempts: int | None = None,
-        from_statuses: Sequence[str] = ("pending", "sending"),
-        keep_token: bool = False,
-    ) -> bool:
-        """Record a final status and its outcome event in one transaction; False if someone else did."""
-        now = self._clock()
-        # Provider error texts can quote the address ("Found inactive addresses: ..."): keep it out of
-        # the table and the topic, which other teams read and log.
-        detail = scrub(detail)[:500] if detail else detail
-        done = await store.finish(
-            conn,
-            notification_id=row.notification_id,
-            status=status.value,
-            reason=reason,
-            detail=detail,
-            provider=provider,
-            provider_message_id=provider_message_id,
-            sent_at=now if status is OutcomeStatus.SENT else None,
-            token=token if not keep_token else row.claim_token,
-            from_statuses=from_statuses,
-        )
-        if not done:
-            return False
-        outcome = ev.NotificationOutcome(
-            notification_id=row.notification_id,
-            status=status,
-            channel=Channel(row.channel),
-            provider=provider,
-            attempts=row.attempts if attempts is None else attempts,
-            detail=detail,
-            provider_message_id=provider_message_id,
-            at=now,
-            reason=reason,
-            rule_id=row.rule_id,
-            customer_id=row.customer_id,
-        )
-        await store.enqueue_events(
-            conn, records=[self._outcome_record(outcome, f"{row.notification_id}/{status.value}", row)]
-        )
-        tx.metrics.append((row.channel, provider, status.value))
-        if status is not OutcomeStatus.SENT:
-            log.info(
-                "notification_not_sent",
-                notification_id=row.notification_id,
-                status=status.value,
-                reason=reason,
-                provider=provider,
-            )
-        return True
-
-    async def _release(
-        self, conn: AsyncConnection, row: store.DeliveryRow, note: NotificationRequested, day: date | None
-    ) -> None:
-        if day is not None and note.customer_id:
-            await store.release_daily(
-                conn, notification_id=row.notification_id, customer_id=note.customer_id, day=day
-            )
-
-    def _outcome_record(
-        self, outcome: ev.NotificationOutcome, event_id: str, row: store.DeliveryRow
-    ) -> OutgoingRecord:
-        """The outcome continues the trace of the request (and so of the rating) behind it."""
-        with tracing.span(tracing.continue_from(row.request.get(TRACE_KEY))):
-            return encode(
-                topic=self._topics.outcomes,
-                event_type=ev.NOTIFICATION_OUTCOME,
-                source="/notifier",
-                event_id=event_id,
-                data=outcome,
-                key=outcome.customer_id or outcome.notification_id,
-                subject=outcome.notification_id,
-            )
-
-    def _dead_letter(self, row: store.DeliveryRow, reason: str) -> OutgoingRecord:
-        letter = ev.DeadLetter(
-            consumer="notifier",
-            reason=reason[:2000],
-            topic=row.source_topic or self._topics.notifications,
-            partition=row.source_partition if row.source_partition is not None else -1,
-            offset=row.source_offset if row.source_offset is not None else -1,
-            key=row.customer_id,
-            value_b64=base64.b64encode(
-                NotificationRequested.model_validate(row.request).model_dump_json().encode()
-            ).decode(),
-            headers={"ce_type": ev.NOTIFICATION_REQUESTED, "ce_id": row.event_id or row.notification_id},
-            failed_at=self._clock(),
-        )
-        return encode(
-            topic=self._topics.dlq_notifier,
-            event_type=ev.DEAD_LETTER,
-            source="/notifier",
-            event_id=f"notifier:delivery:{row.notification_id}",
-            data=letter,
-            key=row.customer_id or row.notification_id,
-            extensions={"dlqreason": "delivery_exhausted"},
-        )
+                step = recover(row, dedupes=provider is not None and provider.dedupes, cfg=self._cfg, now=now)
+                if isinstance(step, Final) and step.status is OutcomeStatus.UNKNOWN:
+                    log.warning(
+                        "crashed_mid_send", notification_id=row.notification_id, provider=row.provider
+                    )
+                await self._recorder.apply(tx, effects, row, step)
+        self._committed(effects)
 
     # ---- event relay ---------------------------------------------------------------------------------
     async def relay(self, *, batch: int = 500) -> int:
@@ -922,15 +513,15 @@ class Dispatcher:
         self._relayed_at = time.monotonic()
         total = 0
         while True:
-            async with self._engine.begin() as conn:
-                items = await store.take_events(conn, limit=batch)
+            async with self._store.begin() as tx:
+                items = await tx.take_events(limit=batch)
                 if not items:
                     return total
                 try:
-                    await self._publish([r for _, r in items])
+                    await self._publish([e.record for e in items])
                 except PublisherUnavailable:
                     return total
-                await store.delete_events(conn, ids=[i for i, _ in items])
+                await tx.delete_events(ids=[e.id for e in items])
             total += len(items)
             if len(items) < batch:
                 return total

@@ -1,5 +1,5 @@
 """ASGI entrypoint: ``uvicorn services.notifier.main:app``."""
 
-from services.notifier.app import create_app
+from services.notifier.bootstrap import create_app
 
 app = create_app()

@@ -1,4 +1,4 @@
-"""The notifier's Prometheus metrics (names fixed by the cross-branch contract; no customer data)."""
+"""The notifier's Prometheus metrics; the alert rules and dashboard in deploy/k8s query them by name."""
 
 from __future__ import annotations
 

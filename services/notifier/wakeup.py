@@ -1,6 +1,6 @@
 """Wake the dispatcher as soon as the intake commits new deliveries (PostgreSQL LISTEN/NOTIFY).
 
-The intake's INSERT calls ``pg_notify`` (``store.WAKE_CHANNEL``); PostgreSQL delivers it only if
+The intake's INSERT calls ``pg_notify`` (``ports.WAKE_CHANNEL``); PostgreSQL delivers it only if
 and when that transaction commits, to every replica listening on the database. Polling every
 ``DISPATCH_INTERVAL_S`` stays as the fallback (retries and quiet hours come due with time, and
 notifications are lost while the listening connection is down).
@@ -15,7 +15,7 @@ from collections.abc import Callable
 import asyncpg
 import structlog
 
-from services.notifier import store
+from services.notifier.ports import WAKE_CHANNEL
 
 log = structlog.get_logger(__name__)
 
@@ -29,9 +29,7 @@ def plain_url(url: str) -> str:
 class WakeListener:
     """Holds one LISTEN connection (reconnecting with backoff) and calls ``wake`` on each notification."""
 
-    def __init__(
-        self, *, database_url: str, wake: Callable[[], None], channel: str = store.WAKE_CHANNEL
-    ) -> None:
+    def __init__(self, *, database_url: str, wake: Callable[[], None], channel: str = WAKE_CHANNEL) -> None:
         self._url = plain_url(database_url)
         self._wake = wake
         self._channel = channel

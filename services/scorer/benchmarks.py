@@ -1,4 +1,4 @@
-"""Published CSAT benchmarks by industry (ACSI and published averages, from PRODUCT.md)."""
+"""Published CSAT benchmarks by industry (ACSI and published averages); `all` is the all-industry average."""
 
 from __future__ import annotations
 

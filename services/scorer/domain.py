@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import math
 import re
-from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from shared.scales import SCALES, Metric, NpsClass, Scale, Sentiment, nps_class
 
@@ -32,21 +31,6 @@ def parse_window(text: str, *, max_window: timedelta = timedelta(days=800)) -> t
     if value <= timedelta(0) or value > max_window:
         raise WindowError(f"window {text!r} must be between 1m and {max_window.days}d")
     return value
-
-
-def bucket_start(ts: datetime, resolution: timedelta = timedelta(hours=1)) -> datetime:
-    """Floor an aware timestamp to its bucket (aligned on the Unix epoch)."""
-    seconds = int(resolution.total_seconds())
-    epoch = int(ts.timestamp())
-    return datetime.fromtimestamp(epoch - epoch % seconds, tz=ts.tzinfo)
-
-
-def aligned_window(
-    now: datetime, window: timedelta, resolution: timedelta = timedelta(hours=1)
-) -> tuple[datetime, datetime]:
-    """[start, end) covering ``window`` of whole buckets and ending with the bucket holding ``now``."""
-    end = bucket_start(now, resolution) + resolution
-    return end - window, end
 
 
 _ESCAPES = (("%", "%25"), ("|", "%7C"), ("=", "%3D"))
@@ -102,16 +86,6 @@ def parse_segment_params(params: Sequence[str]) -> dict[str, str]:
     return out
 
 
-def segment_keys(attributes: Mapping[str, str], combinations: Iterable[Sequence[str]] = ()) -> list[str]:
-    """Every counter a rating feeds: global, one per attribute, one per configured combination present."""
-    keys = [GLOBAL_SEGMENT]
-    keys.extend(segment_key({k: v}) for k, v in sorted(attributes.items()))
-    for combo in combinations:
-        if len(combo) > 1 and all(dim in attributes for dim in combo):
-            keys.append(segment_key({dim: attributes[dim] for dim in combo}))
-    return keys
-
-
 def wilson_interval(successes: int, n: int, z: float = Z_95) -> tuple[float, float] | tuple[None, None]:
     """Wilson score interval for a proportion, as fractions 0..1."""
     if n <= 0:
@@ -124,7 +98,7 @@ def wilson_interval(successes: int, n: int, z: float = Z_95) -> tuple[float, flo
 
 
 def band(csat_percent: float | None) -> str | None:
-    """Bands from PRODUCT.md: >=85 world-class, >=80 excellent, >=70 good, <50 critical."""
+    """The usual CSAT bands: >=85 world-class, >=80 excellent, >=70 good, >=50 fair, <50 critical."""
     if csat_percent is None:
         return None
     if csat_percent >= 85:
@@ -172,121 +146,110 @@ def ces_ease(scale: Scale, score: int) -> float:
     return 1.0 + 6.0 * scale.normalized(score)
 
 
-def summarize(metric: Metric, counts: ScoreCounts, *, min_sample: int = 30) -> Summary:
-    """Compute a metric from per-(scale, score) counts; exact integers in, rounded figures out."""
-    n = sum(counts.values())
-    positive = negative = neutral = 0
-    distribution: dict[str, dict[str, int]] = {}
-    weighted = 0.0
-    promoters = passives = detractors = 0
+@dataclass(slots=True)
+class _Tally:
+    """Per-answer counts of a window, by sentiment and (NPS) class, and the sum the mean is taken of."""
+
+    positive: int = 0
+    negative: int = 0
+    neutral: int = 0
+    promoters: int = 0
+    passives: int = 0
+    detractors: int = 0
+    weighted: float = 0.0
+    distribution: dict[str, dict[str, int]] = field(default_factory=dict)
+
+
+def _tally(metric: Metric, counts: ScoreCounts) -> _Tally:
+    t = _Tally()
     for (scale_name, score), count in sorted(counts.items()):
         if count == 0:
             continue
         scale = _scale(metric, scale_name)
-        distribution.setdefault(scale_name, {})[str(score)] = count
+        t.distribution.setdefault(scale_name, {})[str(score)] = count
         sentiment = scale.sentiment(score)
         if sentiment is Sentiment.POSITIVE:
-            positive += count
+            t.positive += count
         elif sentiment is Sentiment.NEGATIVE:
-            negative += count
+            t.negative += count
         else:
-            neutral += count
-        weighted += (ces_ease(scale, score) if metric is Metric.CES else score) * count
+            t.neutral += count
+        t.weighted += (ces_ease(scale, score) if metric is Metric.CES else score) * count
         if metric is Metric.NPS:
             cls = nps_class(score)
             if cls is NpsClass.PROMOTER:
-                promoters += count
+                t.promoters += count
             elif cls is NpsClass.PASSIVE:
-                passives += count
+                t.passives += count
             else:
-                detractors += count
-    insufficient = n < min_sample
+                t.detractors += count
+    return t
+
+
+def summarize(metric: Metric, counts: ScoreCounts, *, min_sample: int = 30) -> Summary:
+    """Compute a metric from per-(scale, score) counts; exact integers in, rounded figures out."""
+    n = sum(counts.values())
     if n == 0:
+        nps_zero = 0 if metric is Metric.NPS else None
         return Summary(
-            metric,
-            0,
-            None,
-            0,
-            0,
-            0,
-            None,
-            None,
-            True,
-            None,
-            {},
-            promoters=0 if metric is Metric.NPS else None,
-            passives=0 if metric is Metric.NPS else None,
-            detractors=0 if metric is Metric.NPS else None,
+            metric=metric,
+            responses=0,
+            score=None,
+            positive=0,
+            negative=0,
+            neutral=0,
+            ci_low=None,
+            ci_high=None,
+            insufficient=True,
+            mean=None,
+            promoters=nps_zero,
+            passives=nps_zero,
+            detractors=nps_zero,
         )
-    mean = round(weighted / n, 4) if len(distribution) == 1 or metric is Metric.CES else None
+    t = _tally(metric, counts)
+    insufficient = n < min_sample
     if metric is Metric.NPS:
-        p_pro, p_det = promoters / n, detractors / n
-        nps = 100.0 * (p_pro - p_det)
-        # Variance of the difference of two proportions from one multinomial sample.
-        variance = (p_pro + p_det - (p_pro - p_det) ** 2) / n
-        half = Z_95 * math.sqrt(max(variance, 0.0)) * 100
-        return Summary(
-            metric,
-            n,
-            round(nps, 2),
-            positive,
-            negative,
-            neutral,
-            round(max(-100.0, nps - half), 2),
-            round(min(100.0, nps + half), 2),
-            insufficient,
-            round(weighted / n, 4),
-            distribution,
-            promoters,
-            passives,
-            detractors,
-            positive_pct=round(100.0 * promoters / n, 2),
-        )
-    low, high = wilson_interval(positive, n)
-    pct = 100.0 * positive / n
-    if metric is Metric.CES:
-        return Summary(
-            metric,
-            n,
-            mean,
-            positive,
-            negative,
-            neutral,
-            None if low is None else round(100 * low, 2),
-            None if high is None else round(100 * high, 2),
-            insufficient,
-            mean,
-            distribution,
-            positive_pct=round(pct, 2),
-        )
+        return _nps_summary(t, n, insufficient=insufficient)
+    mean = round(t.weighted / n, 4) if len(t.distribution) == 1 or metric is Metric.CES else None
+    low, high = wilson_interval(t.positive, n)
+    pct = 100.0 * t.positive / n
     return Summary(
         metric,
         n,
-        round(pct, 2),
-        positive,
-        negative,
-        neutral,
+        mean if metric is Metric.CES else round(pct, 2),
+        t.positive,
+        t.negative,
+        t.neutral,
         None if low is None else round(100 * low, 2),
         None if high is None else round(100 * high, 2),
         insufficient,
         mean,
-        distribution,
+        t.distribution,
         positive_pct=round(pct, 2),
-        band=band(pct),
+        band=None if metric is Metric.CES else band(pct),
     )
 
 
-def bucket_increments(
-    ratings: Iterable[tuple[Metric, str, int, datetime, Mapping[str, str]]],
-    *,
-    combinations: Iterable[Sequence[str]] = (),
-    resolution: timedelta = timedelta(hours=1),
-) -> Counter[tuple[str, str, datetime, str, int]]:
-    """Fold new ratings into counter increments keyed (metric, segment, bucket, scale, score)."""
-    combos = [tuple(c) for c in combinations]
-    out: Counter[tuple[str, str, datetime, str, int]] = Counter()
-    for metric, scale, score, occurred_at, segment in ratings:
-        bucket = bucket_start(occurred_at, resolution)
-        for key in segment_keys(segment, combos):
-            out[(metric.value, key, bucket, scale, score)] += 1
-    return out
+def _nps_summary(t: _Tally, n: int, *, insufficient: bool) -> Summary:
+    p_pro, p_det = t.promoters / n, t.detractors / n
+    nps = 100.0 * (p_pro - p_det)
+    # Variance of the difference of two proportions from one multinomial sample.
+    variance = (p_pro + p_det - (p_pro - p_det) ** 2) / n
+    half = Z_95 * math.sqrt(max(variance, 0.0)) * 100
+    return Summary(
+        Metric.NPS,
+        n,
+        round(nps, 2),
+        t.positive,
+        t.negative,
+        t.neutral,
+        round(max(-100.0, nps - half), 2),
+        round(min(100.0, nps + half), 2),
+        insufficient,
+        round(t.weighted / n, 4),
+        t.distribution,
+        t.promoters,
+        t.passives,
+        t.detractors,
+        positive_pct=round(100.0 * t.promoters / n, 2),
+    )

@@ -13,21 +13,26 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from itertools import groupby
-from typing import Any
 
 import structlog
-from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.scorer import domain, repository
+from services.scorer import domain
 from services.scorer import metrics as sm
+from services.scorer.ports import (
+    Counts,
+    CountsKey,
+    DirtySegment,
+    LabelledSpan,
+    ScoreEventStore,
+    StateKey,
+)
 from services.scorer.settings import ScorerSettings
-from services.scorer.signals import SegmentState, decide, drop_test, threshold_for
-from services.scorer.windows import Span, rolling
+from services.scorer.signals import Alert, SegmentState, decide, drop_test, threshold_for
+from services.scorer.windows import rolling
 from shared import events as ev
 from shared.envelope import OutgoingRecord, encode
 from shared.scales import Metric
@@ -45,18 +50,28 @@ class EvaluationResult:
     alerts: int = 0
 
 
+@dataclass(frozen=True, slots=True)
+class _Outcome:
+    """One (segment, window) decided: its new state if it changed, and the records to publish."""
+
+    state: SegmentState | None
+    records: list[OutgoingRecord] = field(default_factory=list)
+    score_events: int = 0
+    alerts: int = 0
+
+
 class ScoreEvaluator:
     """Turns counter changes into events; safe to run in several replicas (same ids, dedupe downstream)."""
 
     def __init__(
         self,
         *,
-        engine: AsyncEngine,
+        store: ScoreEventStore,
         settings: ScorerSettings,
         publish: Publish,
         clock: Clock = lambda: datetime.now(UTC),
     ) -> None:
-        self._engine = engine
+        self._store = store
         self._s = settings
         self._publish = publish
         self._clock = clock
@@ -75,47 +90,40 @@ class ScoreEvaluator:
 
     async def run_once(self) -> EvaluationResult:
         result = EvaluationResult()
-        after: tuple[str, str] | None = None
+        after: DirtySegment | None = None
         while True:
-            async with self._engine.connect() as conn:
-                dirty = await repository.dirty_segments(conn, limit=self._s.score_event_batch, after=after)
+            dirty = await self._store.dirty_segments(limit=self._s.score_event_batch, after=after)
             if not dirty:
                 return result
-            after = (dirty[-1].metric, dirty[-1].segment_key)
+            after = dirty[-1]
             await self._evaluate(dirty, result)
 
-    async def _evaluate(self, dirty: Sequence[repository.DirtySegment], result: EvaluationResult) -> None:
+    async def _evaluate(self, dirty: Sequence[DirtySegment], result: EvaluationResult) -> None:
         now = self._clock()
         records: list[OutgoingRecord] = []
-        new_states: dict[str, dict[tuple[str, str], dict[str, Any]]] = {}
+        new_states: dict[str, dict[StateKey, SegmentState]] = {}
         for metric_name, group in groupby(dirty, key=lambda d: d.metric):
             metric = Metric(metric_name)
             keys = [d.segment_key for d in group]
-            spans: list[tuple[str, Span]] = []
+            spans: list[LabelledSpan] = []
             for label, span_length in self._windows:
                 comp = rolling(span_length, now=now, tiers=self._s.tiers, year=self._year)
-                spans += [(f"{label}|cur", s) for s in comp.current.spans]
-                spans += [(f"{label}|prev", s) for s in comp.previous.spans]
-            async with self._engine.connect() as conn:
-                counts = await repository.load_counts(
-                    conn, metric=metric.value, where=repository.KeyFilter(keys=keys), spans=spans
-                )
-                states = await repository.load_states(conn, metric=metric.value, keys=keys)
-            changed: dict[tuple[str, str], dict[str, Any]] = {}
+                spans += [LabelledSpan(f"{label}|cur", s) for s in comp.current.spans]
+                spans += [LabelledSpan(f"{label}|prev", s) for s in comp.previous.spans]
+            facts = await self._store.load_segments(metric=metric.value, keys=keys, spans=spans)
+            changed: dict[StateKey, SegmentState] = {}
             for key in keys:
                 for label, _ in self._windows:
-                    out = self._decide(metric, key, label, counts, states.get((key, label)), now)
-                    records.extend(out[1])
-                    result.score_events += out[2]
-                    result.alerts += out[3]
-                    if out[0] is not None:
-                        changed[(key, label)] = out[0]
+                    state_key = StateKey(key, label)
+                    out = self._decide(metric, key, label, facts.counts, facts.states.get(state_key), now)
+                    records.extend(out.records)
+                    result.score_events += out.score_events
+                    result.alerts += out.alerts
+                    if out.state is not None:
+                        changed[state_key] = out.state
             new_states[metric.value] = changed
         await self._publish(records)
-        async with self._engine.begin() as conn:
-            for metric_name, states_for_metric in new_states.items():
-                await repository.save_states(conn, metric=metric_name, states=states_for_metric)
-            await repository.clear_dirty(conn, dirty)
+        await self._store.save_evaluation(states=new_states, evaluated=dirty)
         result.segments += len(dirty)
         if records:
             log.info("score_events_published", events=len(records), segments=len(dirty))
@@ -125,15 +133,15 @@ class ScoreEvaluator:
         metric: Metric,
         key: str,
         window: str,
-        counts: dict[tuple[str, str], repository.Counts],
-        stored: dict[str, Any] | None,
+        counts: dict[CountsKey, Counts],
+        stored: SegmentState | None,
         now: datetime,
-    ) -> tuple[dict[str, Any] | None, list[OutgoingRecord], int, int]:
-        current = counts.get((f"{window}|cur", key), {})
-        previous = counts.get((f"{window}|prev", key), {})
+    ) -> _Outcome:
+        current = counts.get(CountsKey(f"{window}|cur", key), {})
+        previous = counts.get(CountsKey(f"{window}|prev", key), {})
         cur = domain.summarize(metric, current, min_sample=self._s.min_sample)
         prev = domain.summarize(metric, previous, min_sample=self._s.min_sample)
-        state = SegmentState(**stored) if stored is not None else SegmentState()
+        state = stored if stored is not None else SegmentState()
         threshold = threshold_for(self._s.alert_thresholds, metric, key)
         decision = decide(
             metric=metric,
@@ -149,63 +157,85 @@ class ScoreEvaluator:
             min_delta=self._s.score_event_min_delta,
         )
         records: list[OutgoingRecord] = []
-        attrs = domain.parse_segment_key(key)
-        delta = None if cur.score is None or prev.score is None else round(cur.score - prev.score, 2)
-        topic = self._s.topics.scores
+        head = _Head(topic=self._s.topics.scores, metric=metric, window=window, key=key, now=now)
         if decision.changed and decision.event_id is not None:
-            records.append(
-                encode(
-                    topic=topic,
-                    event_type=ev.SCORE_CHANGED,
-                    source="/scorer",
-                    event_id=decision.event_id,
-                    key=key,
-                    subject=f"{metric.value}/{window}",
-                    time=now,
-                    data=ev.ScoreChanged(
-                        metric=metric,
-                        window=window,
-                        segment=key,
-                        segment_attributes=attrs,
-                        score=cur.score,
-                        responses=cur.responses,
-                        previous=prev.score,
-                        delta=delta,
-                        ci_low=cur.ci_low,
-                        ci_high=cur.ci_high,
-                        insufficient=cur.insufficient,
-                        computed_at=now,
-                    ),
-                )
-            )
+            records.append(_score_changed(head, decision.event_id, cur, prev))
             sm.SCORE_EVENTS.labels("score_changed").inc()
         for alert in decision.alerts:
-            records.append(
-                encode(
-                    topic=topic,
-                    event_type=ev.SEGMENT_ALERT,
-                    source="/scorer",
-                    event_id=alert.alert_id,
-                    key=key,
-                    subject=f"{metric.value}/{window}",
-                    time=now,
-                    data=ev.SegmentAlert(
-                        alert_id=alert.alert_id,
-                        metric=metric,
-                        window=window,
-                        segment=key,
-                        segment_attributes=attrs,
-                        reason=alert.reason,
-                        score=cur.score,
-                        previous=prev.score,
-                        threshold=alert.threshold,
-                        p_value=None if alert.p_value is None else round(alert.p_value, 6),
-                        responses=cur.responses,
-                        computed_at=now,
-                    ),
-                )
-            )
+            records.append(_segment_alert(head, alert, cur, prev))
             sm.SCORE_EVENTS.labels("segment_alert").inc()
             log.info("segment_alert", metric=metric.value, window=window, segment=key, reason=alert.reason)
-        new_state = dataclasses.asdict(decision.state) if decision.state != state else None
-        return new_state, records, int(decision.changed), len(decision.alerts)
+        return _Outcome(
+            state=decision.state if decision.state != state else None,
+            records=records,
+            score_events=int(decision.changed),
+            alerts=len(decision.alerts),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class _Head:
+    """What every event about one (metric, window, segment) carries."""
+
+    topic: str
+    metric: Metric
+    window: str
+    key: str
+    now: datetime
+
+    def encode(
+        self, *, event_type: str, event_id: str, data: ev.ScoreChanged | ev.SegmentAlert
+    ) -> OutgoingRecord:
+        return encode(
+            topic=self.topic,
+            event_type=event_type,
+            source="/scorer",
+            event_id=event_id,
+            key=self.key,
+            subject=f"{self.metric.value}/{self.window}",
+            time=self.now,
+            data=data,
+        )
+
+
+def _score_changed(head: _Head, event_id: str, cur: domain.Summary, prev: domain.Summary) -> OutgoingRecord:
+    delta = None if cur.score is None or prev.score is None else round(cur.score - prev.score, 2)
+    return head.encode(
+        event_type=ev.SCORE_CHANGED,
+        event_id=event_id,
+        data=ev.ScoreChanged(
+            metric=head.metric,
+            window=head.window,
+            segment=head.key,
+            segment_attributes=domain.parse_segment_key(head.key),
+            score=cur.score,
+            responses=cur.responses,
+            previous=prev.score,
+            delta=delta,
+            ci_low=cur.ci_low,
+            ci_high=cur.ci_high,
+            insufficient=cur.insufficient,
+            computed_at=head.now,
+        ),
+    )
+
+
+def _segment_alert(head: _Head, alert: Alert, cur: domain.Summary, prev: domain.Summary) -> OutgoingRecord:
+    return head.encode(
+        event_type=ev.SEGMENT_ALERT,
+        event_id=alert.alert_id,
+        data=ev.SegmentAlert(
+            alert_id=alert.alert_id,
+            metric=head.metric,
+            window=head.window,
+            segment=head.key,
+            segment_attributes=domain.parse_segment_key(head.key),
+            reason=alert.reason,
+            score=cur.score,
+            previous=prev.score,
+            threshold=alert.threshold,
+            p_value=None if alert.p_value is None else round(alert.p_value, 6),
+            responses=cur.responses,
+            computed_at=head.now,
+        ),
+    )

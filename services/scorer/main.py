@@ -2,7 +2,7 @@
 
 import gc
 
-from services.scorer.app import create_app
+from services.scorer.bootstrap import create_app
 
 app = create_app()
 

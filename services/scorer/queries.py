@@ -1,20 +1,28 @@
-"""The read side: which counters answer a question, and the answer as the API and events show it."""
+"""The read side: which counters answer a question, and the answer as the API shows it.
+
+Reads go through ``ports.ScoreReader``; everything else here is pure (planning and rendering).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from datetime import datetime, timedelta
+from typing import Any, Literal
 
-from sqlalchemy.ext.asyncio import AsyncConnection
-
-from services.scorer import domain, repository
+from services.scorer import domain
 from services.scorer.benchmarks import benchmark_for, benchmark_value
+from services.scorer.ports import Counts, CountsKey, KeyFilter, LabelledRange, LabelledSpan, ScoreReader
 from services.scorer.signals import DropTest, drop_test
-from services.scorer.windows import Comparison, Span, WindowPlan
+from services.scorer.windows import MINUTE, Comparison, SeriesPlan, Tier, WindowPlan
 from shared.scales import Metric
 
 CURRENT, PREVIOUS, YEAR_AGO = "current", "previous", "year_ago"
+
+# Ratings are kept for ever: a segment read from them has no tier limits.
+RATINGS_TIER = (Tier("ratings", MINUTE, None),)
+
+BreakdownSort = Literal["score", "ci_low", "ci_high", "responses", "delta"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,7 +36,7 @@ class Target:
 
 
 async def resolve_target(
-    conn: AsyncConnection, *, attributes: dict[str, str], combos: Sequence[tuple[str, ...]]
+    reader: ScoreReader, *, attributes: dict[str, str], combos: Sequence[tuple[str, ...]]
 ) -> Target:
     key = domain.segment_key(attributes)
     if not attributes:
@@ -36,37 +44,34 @@ async def resolve_target(
     dims = tuple(sorted(attributes))
     if len(dims) > 1 and dims not in combos:
         return Target(attributes, key, False)
+    registered = await reader.registration(attributes=attributes)
     folded = False
     for dim, value in attributes.items():
-        if not await repository.dimension_registered(conn, dimension=dim):
+        if dim not in registered.dimensions:
             # Never seen, or beyond the cap of dimensions: only the ratings can answer.
             return Target(attributes, key, False)
-        if value != domain.OTHER and not await repository.is_registered(conn, dimension=dim, value=value):
+        if value != domain.OTHER and dim not in registered.valued:
             folded = True
     return Target(attributes, key, not folded, folded)
 
 
-def plan_spans(plans: dict[str, WindowPlan]) -> list[tuple[str, Span]]:
-    return [(label, span) for label, plan in plans.items() for span in plan.spans]
+def plan_spans(plans: Mapping[str, WindowPlan]) -> list[LabelledSpan]:
+    return [LabelledSpan(label, span) for label, plan in plans.items() for span in plan.spans]
 
 
 async def counts_for(
-    conn: AsyncConnection, *, metric: Metric, target: Target, plans: dict[str, WindowPlan]
-) -> dict[str, repository.Counts]:
+    reader: ScoreReader, *, metric: Metric, target: Target, plans: dict[str, WindowPlan]
+) -> dict[str, Counts]:
     """Counts per labelled window for one segment (counters, or the ratings for uncounted segments)."""
     if target.counted:
-        loaded = await repository.load_counts(
-            conn,
-            metric=metric.value,
-            where=repository.KeyFilter(keys=[target.key]),
-            spans=plan_spans(plans),
+        loaded = await reader.load_counts(
+            metric=metric.value, where=KeyFilter(keys=[target.key]), spans=plan_spans(plans)
         )
-        return {label: counts for (label, _key), counts in loaded.items()}
-    return await repository.load_rating_counts(
-        conn,
+        return {k.label: counts for k, counts in loaded.items()}
+    return await reader.load_rating_counts(
         metric=metric.value,
         attributes=target.attributes,
-        ranges=[(label, plan.start, plan.end) for label, plan in plans.items()],
+        ranges=[LabelledRange(label, plan.start, plan.end) for label, plan in plans.items()],
     )
 
 
@@ -102,8 +107,8 @@ def _delta(a: float | None, b: float | None) -> float | None:
 
 def change(
     metric: Metric,
-    current: repository.Counts,
-    previous: repository.Counts,
+    current: Counts,
+    previous: Counts,
     cur: domain.Summary,
     prev: domain.Summary,
     *,
@@ -127,7 +132,7 @@ def score_body(
     window: str,
     target: Target,
     plans: dict[str, WindowPlan],
-    counts: dict[str, repository.Counts],
+    counts: dict[str, Counts],
     min_sample: int,
     alpha: float,
     industry: str,
@@ -168,3 +173,96 @@ def score_body(
         body["benchmark"] = benchmark_for(industry)
         body["vs_benchmark"] = _delta(cur.score, benchmark_value(industry))
     return body
+
+
+def breakdown_rows(
+    metric: Metric,
+    dims: Sequence[str],
+    loaded: Mapping[CountsKey, Counts],
+    *,
+    min_responses: int,
+    min_sample: int,
+    alpha: float,
+) -> list[dict[str, Any]]:
+    """One row per segment key of a breakdown with at least ``min_responses`` (and one) responses."""
+    by_key: dict[str, dict[str, Counts]] = {}
+    for k, counts in loaded.items():
+        by_key.setdefault(k.segment_key, {})[k.label] = counts
+    rows: list[dict[str, Any]] = []
+    for key, per_label in by_key.items():
+        current = per_label.get(CURRENT, {})
+        previous = per_label.get(PREVIOUS, {})
+        cur = domain.summarize(metric, current, min_sample=min_sample)
+        if cur.responses < max(min_responses, 1):
+            continue
+        prev = domain.summarize(metric, previous, min_sample=min_sample)
+        attrs = domain.parse_segment_key(key)
+        rows.append(
+            {
+                "value": attrs[dims[0]] if len(dims) == 1 else ",".join(attrs[d] for d in dims),
+                "segment": attrs,
+                "segment_key": key,
+                "folded": domain.OTHER in attrs.values(),
+                **render(cur),
+                "previous": prev.score,
+                "previous_responses": prev.responses,
+                **change(metric, current, previous, cur, prev, min_responses=min_sample, alpha=alpha),
+            }
+        )
+    return rows
+
+
+def rank(rows: list[dict[str, Any]], *, sort: BreakdownSort, descending: bool) -> list[dict[str, Any]]:
+    """Rows with a value to sort on first (ties: more responses first), then the others; numbered."""
+    present = [r for r in rows if r[sort] is not None]
+    missing = [r for r in rows if r[sort] is None]
+    present.sort(
+        key=lambda r: (r[sort], r["responses"] if descending else -r["responses"]), reverse=descending
+    )
+    missing.sort(key=lambda r: -r["responses"])
+    ranked = present + missing
+    for i, row in enumerate(ranked, start=1):
+        row["rank"] = i
+    return ranked
+
+
+def default_step(span: timedelta) -> timedelta:
+    """A series' step when none is asked for: at most a few hundred points."""
+    if span <= timedelta(hours=2):
+        return MINUTE
+    if span <= timedelta(days=8):
+        return timedelta(hours=1)
+    return timedelta(days=1)
+
+
+def series_points(
+    metric: Metric,
+    plan: SeriesPlan,
+    data: Mapping[datetime, Counts],
+    *,
+    lead: timedelta,
+    min_sample: int,
+) -> list[dict[str, Any]]:
+    """Each point over its step, or over the trailing ``lead + step`` when the series is rolling."""
+    lookback = lead // plan.step + 1
+    points = []
+    for i in range(plan.points):
+        t = plan.start + i * plan.step
+        counts: Counts = {}
+        for k in range(lookback):
+            for key, n in data.get(t - k * plan.step, {}).items():
+                counts[key] = counts.get(key, 0) + n
+        s = domain.summarize(metric, counts, min_sample=min_sample)
+        points.append(
+            {
+                "from": (t - lead).isoformat(),
+                "to": (t + plan.step).isoformat(),
+                "score": s.score,
+                "responses": s.responses,
+                "positive_pct": s.positive_pct,
+                "ci_low": s.ci_low,
+                "ci_high": s.ci_high,
+                "insufficient": s.insufficient,
+            }
+        )
+    return points

@@ -22,8 +22,9 @@ KEY_SEPARATOR = "\x1f"  # joins a rating's segment keys in one SQL parameter; ne
 class RegistryView:
     """What this process knows of the registry: registered dimensions and values, and known folds.
 
-    ``full_dims`` / ``full`` record what the database said when this process last asked: values it
-    found unregistered in a full dimension (they can never be registered while the cap holds).
+    ``folded`` records what the database said when this process last asked: values it found
+    unregistered in a full dimension (they can never be registered while the cap holds). Folding a
+    rating's attributes with these facts is ``repository.registry.Registry.counted``.
     """
 
     dimensions: set[str] = field(default_factory=set)
@@ -73,21 +74,6 @@ class RegistryView:
             if value not in bucket:
                 bucket.add(value)
                 self._folded_size += 1
-
-    def fold(self, attributes: Mapping[str, str]) -> tuple[dict[str, str], list[str]]:
-        """Attributes as counted (folded values become ``other``, dropped dimensions vanish), and the
-        dimensions whose value was folded. Every pair must be known (see :meth:`unknown`)."""
-        out: dict[str, str] = {}
-        folded: list[str] = []
-        for dim, value in attributes.items():
-            if dim in self.dropped_dimensions:
-                continue
-            if value == OTHER or value in self.values.get(dim, ()):
-                out[dim] = value
-            else:
-                out[dim] = OTHER
-                folded.append(dim)
-        return out, folded
 
 
 def plan_registration(

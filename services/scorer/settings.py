@@ -22,7 +22,7 @@ class ScorerSettings(CommonSettings):
         default_factory=lambda: [["store", "channel"]],
         description="Segment combinations counted together, e.g. store x channel",
     )
-    industry: str = Field(default="all", description="Benchmark to compare with (see PRODUCT.md)")
+    industry: str = Field(default="all", description="Benchmark to compare with (a key of INDUSTRY_CSAT)")
 
     # Segment cap: beyond it, new values fold into "other" (csat_segment_values_folded_total says so).
     max_values_per_dimension: int = Field(default=1000, ge=1)

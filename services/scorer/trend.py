@@ -9,8 +9,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import NamedTuple
 
 DAYS_30 = 30 * 86400.0
+
+
+class Point(NamedTuple):
+    """One rating on the common scale: when, and 0-100."""
+
+    at: datetime
+    value: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,17 +34,17 @@ class Trend:
     direction: str | None
 
 
-def trend(points: Sequence[tuple[datetime, float]], *, window: int = 5, significant: float = 10.0) -> Trend:
-    """``points`` are (time, 0-100 score) oldest first; the slope is least squares in points per 30 days."""
+def trend(points: Sequence[Point], *, window: int = 5, significant: float = 10.0) -> Trend:
+    """``points`` oldest first; the slope is least squares in points per 30 days."""
     n = len(points)
     if n == 0:
         return Trend(0, None, None, None, None, None, None)
-    values = [v for _, v in points]
+    values = [p.value for p in points]
     mean = sum(values) / n
     slope: float | None = None
     if n >= 3:
-        t0 = points[0][0]
-        xs = [(t - t0).total_seconds() / DAYS_30 for t, _ in points]
+        t0 = points[0].at
+        xs = [(p.at - t0).total_seconds() / DAYS_30 for p in points]
         mx = sum(xs) / n
         sxx = sum((x - mx) ** 2 for x in xs)
         if sxx > 0:

@@ -11,7 +11,7 @@ from sqlalchemy import text
 
 from services.actions.bootstrap import create_app as create_actions
 from services.actions.settings import ActionsSettings
-from services.notifier.app import create_app as create_notifier
+from services.notifier.bootstrap import create_app as create_notifier
 from services.notifier.settings import NotifierSettings
 from shared import events as ev
 from shared.db import make_engine

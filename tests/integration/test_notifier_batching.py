@@ -12,7 +12,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from services.notifier import store
+from services.notifier.ports import NewRequest
+from services.notifier.repository import PgDeliveries
 from services.notifier.wakeup import WakeListener, plain_url
 from shared.consumer import Received
 from shared.envelope import decode
@@ -81,10 +82,9 @@ async def test_a_row_that_breaks_the_batch_is_failed_alone_and_the_others_go(
         # A stored request this release cannot read (e.g. written by a broken producer): validation raises
         # in the middle of the batch.
         async with h.engine.begin() as conn:
-            await store.insert_requests(
-                conn,
+            await PgDeliveries(conn).insert_requests(
                 requests=[
-                    store.NewRequest(
+                    NewRequest(
                         notification_id="broken",
                         channel="slack",
                         provider="outbox",
@@ -129,7 +129,7 @@ async def test_the_intake_wakes_a_listening_dispatcher_when_it_commits(
             batch = [Received(envelope=decode(headers=rec.headers, key=rec.key, value=rec.value),
                               topic=rec.topic, partition=0, offset=0)]  # fmt: skip
             async with h.engine.begin() as conn:
-                await h.intake.handle(conn, batch)
+                await h.intake.handle(PgDeliveries(conn), batch)
                 await asyncio.sleep(0.3)
                 assert not woken.is_set()  # nothing to see before the commit
             async with asyncio.timeout(5):

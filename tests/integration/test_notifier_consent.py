@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from services.notifier.app import create_app
+from services.notifier.bootstrap import create_app
 from services.notifier.policy import address_key
 from shared.events import Channel
 from shared.topics import Topics

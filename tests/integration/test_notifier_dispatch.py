@@ -20,12 +20,14 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.notifier.app import build_providers
-from services.notifier.delivery import Intake
-from services.notifier.dispatcher import DispatchConfig, Dispatcher
+from services.notifier.bootstrap import build_providers
+from services.notifier.dispatcher import Dispatcher
+from services.notifier.handlers import Intake
 from services.notifier.providers import Provider
+from services.notifier.repository import PgDeliveries, PgNotifierStore
 from services.notifier.templating import Templates
 from services.notifier.tokens import UnsubscribeTokens
+from services.notifier.transitions import DispatchConfig
 from shared.consumer import Received
 from shared.db import make_engine
 from shared.envelope import OutgoingRecord, decode
@@ -71,7 +73,7 @@ class Harness:
             env = decode(headers=record.headers, key=record.key, value=record.value)
             batch.append(Received(envelope=env, topic=record.topic, partition=0, offset=offset))
         async with self.engine.begin() as conn:
-            await self.intake.handle(conn, batch)
+            await self.intake.handle(PgDeliveries(conn), batch)
 
     async def tick(self) -> int:
         started = await self.dispatcher.tick()
@@ -96,7 +98,7 @@ async def harness(
         published.extend(batch)
 
     dispatcher = Dispatcher(
-        engine=engine,
+        store=PgNotifierStore(engine),
         providers=providers,
         templates=Templates(),
         tokens=UnsubscribeTokens(cfg.unsubscribe_secrets),

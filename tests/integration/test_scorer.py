@@ -12,8 +12,8 @@ from sqlalchemy import text
 
 from services.collector.domain import RatingIn, normalize
 from services.collector.intake import to_record
-from services.scorer import repository
-from services.scorer.app import create_app
+from services.scorer.bootstrap import create_app
+from services.scorer.repository import tables, writes
 from services.scorer.settings import ScorerSettings
 from shared.db import make_engine
 from shared.envelope import DecodeError, OutgoingRecord, decode
@@ -247,7 +247,7 @@ async def test_timestamps_are_stored_to_the_microsecond(database_url: str, occur
     event = RatingSubmitted.model_validate(rating.model_dump())
     try:
         async with engine.begin() as conn:
-            assert await repository.apply_batch(conn, [event], ["*"]) == {"t-1"}
+            assert await writes.apply_batch(conn, [event], ["*"]) == {"t-1"}
         async with engine.connect() as conn:
             row = (
                 await conn.execute(
@@ -300,7 +300,7 @@ async def test_ratings_older_than_the_minute_tier_keeps_are_counted_in_hours_and
     try:
         async with engine.connect() as conn:
             sums = {}
-            for tier, table in repository.TIER_TABLES.items():
+            for tier, table in tables.TIER_TABLES.items():
                 rows = await conn.execute(
                     text(
                         f"SELECT bucket_start < now() - interval '40 days' AS old, sum(n) FROM {table} "  # noqa: S608 - module constant

@@ -7,8 +7,9 @@ from typing import Any
 
 import pytest
 
-from services.scorer.app import create_app
+from services.scorer.bootstrap import create_app
 from services.scorer.evaluator import ScoreEvaluator
+from services.scorer.repository.events import PgScoreEvents
 from shared import events as ev
 from shared.db import make_engine
 from shared.envelope import OutgoingRecord, decode
@@ -95,12 +96,18 @@ async def test_a_crash_before_saving_republishes_the_same_ids(
 
     try:
         with pytest.raises(ConnectionError):
-            await ScoreEvaluator(engine=engine, settings=settings, publish=publish_then_crash).run_once()
-        result = await ScoreEvaluator(engine=engine, settings=settings, publish=publish).run_once()
+            await ScoreEvaluator(
+                store=PgScoreEvents(engine), settings=settings, publish=publish_then_crash
+            ).run_once()
+        result = await ScoreEvaluator(
+            store=PgScoreEvents(engine), settings=settings, publish=publish
+        ).run_once()
         assert (result.score_events, result.alerts) == (3, 4)
         assert sent[0] == sent[1] and len(sent[0]) == 7
         # Nothing changed since: nothing to publish, and the dirty marks are gone.
-        again = await ScoreEvaluator(engine=engine, settings=settings, publish=publish).run_once()
+        again = await ScoreEvaluator(
+            store=PgScoreEvents(engine), settings=settings, publish=publish
+        ).run_once()
         assert (again.segments, again.score_events, again.alerts) == (0, 0, 0)
     finally:
         await engine.dispose()

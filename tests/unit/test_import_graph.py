@@ -40,6 +40,9 @@ PURE_MODULES = frozenset(
         "services.collector.sms",
         "services.scorer.benchmarks",
         "services.scorer.domain",
+        "services.scorer.history",
+        "services.scorer.ports",
+        "services.scorer.queries",
         "services.scorer.segments",
         "services.scorer.signals",
         "services.scorer.trend",
@@ -62,9 +65,16 @@ PURE_MODULES = frozenset(
         "services.console.ports",
         "services.console.sessions",
         "services.console.tokens",
+        "services.notifier.deps",
+        "services.notifier.outcomes",
         "services.notifier.policy",
+        "services.notifier.ports",
+        "services.notifier.providers",
+        "services.notifier.recorder",
         "services.notifier.signing",
         "services.notifier.templating",
+        "services.notifier.tokens",
+        "services.notifier.transitions",
     }
 )
 

@@ -7,7 +7,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from services.scorer import domain
+from services.scorer.repository.registry import Registry
 from services.scorer.segments import (
+    KEY_SEPARATOR,
     RegistryView,
     counted_keys,
     normalise_combinations,
@@ -23,7 +25,7 @@ from services.scorer.signals import (
     normal_cdf,
     threshold_for,
 )
-from services.scorer.trend import trend
+from services.scorer.trend import Point, trend
 from shared.scales import Metric
 
 
@@ -53,11 +55,17 @@ def test_registration_is_sorted_and_capped() -> None:
 
 
 def test_fold_with_a_registry() -> None:
-    view = RegistryView()
+    registry = Registry(max_values=10, max_dimensions=10, combinations=[("channel", "store")])
+    view = registry.view
     view.learn(dimensions=["store", "channel"], dropped=["spam"], registered=[("store", "paris-1")])
-    folded, dims = view.fold({"store": "lyon-9", "channel": "other", "spam": "x"})
-    assert folded == {"store": "other", "channel": "other"}
-    assert dims == ["store"]
+    counted = registry.counted({"store": "lyon-9", "channel": "other", "spam": "x"})
+    assert counted.keys.split(KEY_SEPARATOR) == [
+        "*",
+        "channel=other",
+        "store=other",
+        "channel=other|store=other",
+    ]
+    assert (counted.folded, counted.dropped) == (("store",), 1)
     assert view.unknown([{"store": "paris-1", "channel": "chat", "spam": "y", "new": "v"}]) == {
         ("channel", "chat"),
         ("new", "v"),
@@ -251,7 +259,7 @@ T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 def test_trend_declining_and_slope() -> None:
-    points = [(T0 + timedelta(days=10 * i), v) for i, v in enumerate([100, 100, 75, 50, 25, 0])]
+    points = [Point(T0 + timedelta(days=10 * i), v) for i, v in enumerate([100, 100, 75, 50, 25, 0])]
     t = trend(points, window=2)
     assert t.direction == "declining"
     assert (t.recent_mean, t.previous_mean, t.change) == (12.5, 62.5, -50.0)
@@ -260,9 +268,9 @@ def test_trend_declining_and_slope() -> None:
 
 def test_trend_edges() -> None:
     assert trend([]).direction is None
-    one = trend([(T0, 80.0)])
+    one = trend([Point(T0, 80.0)])
     assert (one.ratings, one.mean, one.direction, one.slope_per_30d) == (1, 80.0, None, None)
-    flat = trend([(T0 + timedelta(days=i), 75.0) for i in range(6)])
+    flat = trend([Point(T0 + timedelta(days=i), 75.0) for i in range(6)])
     assert flat.direction == "stable" and flat.slope_per_30d == 0.0
-    same_time = trend([(T0, 0.0), (T0, 100.0), (T0, 50.0)])
+    same_time = trend([Point(T0, 0.0), Point(T0, 100.0), Point(T0, 50.0)])
     assert same_time.slope_per_30d is None

@@ -9,12 +9,12 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from shared.events import Channel
 
-if TYPE_CHECKING:
-    from sqlalchemy.ext.asyncio import AsyncConnection
+#: The connection of the caller's transaction (SQLAlchemy's ``AsyncConnection`` on PostgreSQL).
+Conn_contra = TypeVar("Conn_contra", contravariant=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,10 +55,6 @@ class SendResult:
     retry_after_s: float | None = None
     detail: str | None = None
 
-    @property
-    def accepted(self) -> bool:
-        return self.verdict is Verdict.ACCEPTED
-
 
 def accepted(provider_message_id: str | None) -> SendResult:
     return SendResult(Verdict.ACCEPTED, "accepted", provider_message_id=provider_message_id)
@@ -76,7 +72,7 @@ class Provider(Protocol):
 
 
 @runtime_checkable
-class InTransactionProvider(Protocol):
+class InTransactionProvider(Protocol[Conn_contra]):
     """A provider that delivers by writing to the notifier's own database (the embedded outbox).
 
     The dispatcher then claims, delivers and records a batch in one transaction: there is no moment
@@ -88,6 +84,6 @@ class InTransactionProvider(Protocol):
 
     async def send(self, message: Message) -> SendResult: ...
 
-    async def deliver_in(self, conn: AsyncConnection, messages: Sequence[Message]) -> list[SendResult]: ...
+    async def deliver_in(self, conn: Conn_contra, messages: Sequence[Message]) -> list[SendResult]: ...
 
     async def aclose(self) -> None: ...

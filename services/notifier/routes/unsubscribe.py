@@ -13,10 +13,10 @@ from html import escape
 import structlog
 from fastapi import APIRouter
 from fastapi.responses import HTMLResponse
-from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.notifier import store
-from services.notifier.tokens import BadToken, UnsubscribeTokens
+from services.notifier.deps import NotifierDeps
+from services.notifier.ports import SuppressionEntry
+from services.notifier.tokens import BadToken
 
 log = structlog.get_logger(__name__)
 
@@ -71,14 +71,15 @@ def _page(status: int, locale: str, title: str, text: str, form_action: str | No
     return HTMLResponse(html, status_code=status, headers=_HEADERS)
 
 
-def unsubscribe_router(*, engine: AsyncEngine, tokens: UnsubscribeTokens) -> APIRouter:
-    router = APIRouter(tags=["unsubscribe"])
+def router(deps: NotifierDeps) -> APIRouter:
+    routes = APIRouter(tags=["unsubscribe"])
+    tokens = deps.tokens
 
     def invalid() -> HTMLResponse:
         t = _TEXT["en"]
         return _page(400, "en", t["bad_title"], t["bad"])
 
-    @router.get(
+    @routes.get(
         "/u/{token}",
         response_class=HTMLResponse,
         summary="Unsubscribe confirmation page; a GET never unsubscribes (mail scanners fetch links)",
@@ -91,7 +92,7 @@ def unsubscribe_router(*, engine: AsyncEngine, tokens: UnsubscribeTokens) -> API
         t = _TEXT.get(claim.locale, _TEXT["en"])
         return _page(200, claim.locale, t["title"], t["ask"], form_action=f"/u/{token}")
 
-    @router.post(
+    @routes.post(
         "/u/{token}",
         response_class=HTMLResponse,
         summary="RFC 8058 one-click unsubscribe (body List-Unsubscribe=One-Click); idempotent",
@@ -101,20 +102,18 @@ def unsubscribe_router(*, engine: AsyncEngine, tokens: UnsubscribeTokens) -> API
             claim = tokens.read(token)
         except BadToken:
             return invalid()
-        entries = [(claim.scope, claim.address_key)]
+        entries = [SuppressionEntry(claim.scope, claim.address_key)]
         if claim.customer_id:
-            entries.append(("customer", claim.customer_id))
-        async with engine.begin() as conn:
-            added = await store.suppress(
-                conn,
-                entries=entries,
-                reason="unsubscribed",
-                source="list_unsubscribe",
-                customer_id=claim.customer_id,
-                notification_id=claim.notification_id or None,
-            )
+            entries.append(SuppressionEntry("customer", claim.customer_id))
+        added = await deps.suppressions.add_suppressions(
+            entries=entries,
+            reason="unsubscribed",
+            source="list_unsubscribe",
+            customer_id=claim.customer_id,
+            notification_id=claim.notification_id or None,
+        )
         log.info("unsubscribed", scope=claim.scope, notification_id=claim.notification_id, added=added)
         t = _TEXT.get(claim.locale, _TEXT["en"])
         return _page(200, claim.locale, t["done_title"], t["done"])
 
-    return router
+    return routes

@@ -1,4 +1,4 @@
-"""Intake: each notification request becomes one durable delivery record, once per notification id.
+"""The consumer's use case: each notification request becomes one durable delivery record, once per id.
 
 The consumer's transaction stores the record together with the offsets (exactly once); sending is
 the dispatcher's job, so a slow provider never holds a Kafka partition.
@@ -10,18 +10,12 @@ import json
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 
-from sqlalchemy.ext.asyncio import AsyncConnection
-
-from services.notifier import store
 from services.notifier.metrics import NOTIFICATIONS
+from services.notifier.ports import TRACE_KEY, IntakeStore, NewRequest
 from shared import tracing
 from shared.consumer import Received
 from shared.envelope import OutgoingRecord
 from shared.events import Channel, NotificationRequested
-
-#: Key under which the stored request keeps the W3C traceparent of the request event, so the
-#: dispatcher's outcome events continue the rating's trace (the request model ignores it).
-TRACE_KEY = "_traceparent"
 
 
 def _request_json(note: NotificationRequested, item: Received) -> str:
@@ -48,7 +42,7 @@ class Intake:
         self._names = provider_names
         self._clock = clock
 
-    async def handle(self, conn: AsyncConnection, batch: Sequence[Received]) -> list[OutgoingRecord]:
+    async def handle(self, store: IntakeStore, batch: Sequence[Received]) -> list[OutgoingRecord]:
         """Record new requests as due now (or at ``not_before``); a replayed request changes nothing."""
         now = self._clock()
         seen: dict[str, tuple[NotificationRequested, Received]] = {}
@@ -59,7 +53,7 @@ class Intake:
         if not seen:
             return []
         requests = [
-            store.NewRequest(
+            NewRequest(
                 notification_id=note.notification_id,
                 channel=note.channel.value,
                 provider=self._names[note.channel],
@@ -75,7 +69,7 @@ class Intake:
             )
             for note, item in seen.values()
         ]
-        inserted = await store.insert_requests(conn, requests=requests)
+        inserted = await store.insert_requests(requests=requests)
         for item in batch:
             data = item.envelope.data
             if not isinstance(data, NotificationRequested):

@@ -1,0 +1,229 @@
+"""The notifier's composition root: settings -> engine, providers, store, intake, dispatcher, routes.
+
+Only wiring: what each message becomes is decided in ``handlers`` (intake), ``dispatcher`` and the
+pure ``transitions``; the PostgreSQL adapter is ``repository``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any
+
+import structlog
+from fastapi import FastAPI
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from services.notifier.deps import NotifierDeps
+from services.notifier.dispatcher import Dispatcher, PublisherUnavailable
+from services.notifier.handlers import Intake
+from services.notifier.providers import Provider
+from services.notifier.providers.mailgun import MailgunProvider
+from services.notifier.providers.outbox import OutboxProvider
+from services.notifier.providers.postmark import PostmarkProvider
+from services.notifier.providers.sendgrid import SendGridProvider
+from services.notifier.providers.slack import SlackProvider
+from services.notifier.providers.twilio import TwilioProvider
+from services.notifier.providers.webhook import WebhookProvider
+from services.notifier.repository import PgDeliveries, PgNotifierStore
+from services.notifier.routes import deliveries, outbox, suppressions, unsubscribe
+from services.notifier.settings import NotifierSettings
+from services.notifier.templating import Templates
+from services.notifier.tokens import UnsubscribeTokens
+from services.notifier.transitions import DispatchConfig
+from services.notifier.wakeup import WakeListener
+from shared.consumer import Handler, Received
+from shared.db import make_engine
+from shared.envelope import OutgoingRecord
+from shared.events import Channel
+from shared.http import install_common
+from shared.kafka import send_all
+from shared.logs import configure_logging
+from shared.runtime import ConsumerRuntime
+
+log = structlog.get_logger(__name__)
+
+#: httpx bounds each phase (connect, write, read) by the timeout; an attempt is all three plus slack.
+PHASES = 3
+
+
+def _secret(value: Any) -> str:
+    assert value is not None, "validated by NotifierSettings"
+    return str(value.get_secret_value())
+
+
+def build_providers(cfg: NotifierSettings, *, engine: AsyncEngine) -> dict[Channel, Provider]:
+    """The provider serving each channel, as configured (the local outbox by default)."""
+    outbox = OutboxProvider(engine=engine, directory=cfg.outbox_dir)
+    timeout = cfg.provider_timeout_s
+    email: Provider = outbox
+    if cfg.email_provider == "sendgrid":
+        email = SendGridProvider(
+            api_key=_secret(cfg.sendgrid_api_key),
+            base_url=cfg.sendgrid_base_url,
+            from_email=cfg.from_email,
+            from_name=cfg.from_name,
+            timeout_s=timeout,
+        )
+    elif cfg.email_provider == "mailgun":
+        assert cfg.mailgun_domain is not None
+        email = MailgunProvider(
+            api_key=_secret(cfg.mailgun_api_key),
+            domain=cfg.mailgun_domain,
+            base_url=cfg.mailgun_base_url,
+            from_email=cfg.from_email,
+            from_name=cfg.from_name,
+            timeout_s=timeout,
+        )
+    elif cfg.email_provider == "postmark":
+        email = PostmarkProvider(
+            server_token=_secret(cfg.postmark_server_token),
+            base_url=cfg.postmark_base_url,
+            from_email=cfg.from_email,
+            from_name=cfg.from_name,
+            message_stream=cfg.postmark_message_stream,
+            timeout_s=timeout,
+        )
+    sms: Provider = outbox
+    if cfg.sms_provider == "twilio":
+        assert cfg.twilio_account_sid is not None
+        sms = TwilioProvider(
+            account_sid=cfg.twilio_account_sid,
+            auth_token=_secret(cfg.twilio_auth_token),
+            base_url=cfg.twilio_base_url,
+            from_number=cfg.twilio_from,
+            messaging_service_sid=cfg.twilio_messaging_service_sid,
+            timeout_s=timeout,
+        )
+    chat: Provider = SlackProvider(timeout_s=timeout) if cfg.chat_provider == "slack" else outbox
+    hook: Provider = outbox
+    if cfg.webhook_provider == "webhook":
+        hook = WebhookProvider(secret=_secret(cfg.webhook_secret), timeout_s=timeout)
+    return {Channel.EMAIL: email, Channel.SMS: sms, Channel.SLACK: chat, Channel.WEBHOOK: hook}
+
+
+def default_addresses(cfg: NotifierSettings, providers: dict[Channel, Provider]) -> dict[Channel, str]:
+    """Where chat and webhook messages go when a rule names no URL."""
+    defaults: dict[Channel, str] = {}
+    if cfg.slack_webhook_url is not None:
+        defaults[Channel.SLACK] = cfg.slack_webhook_url.get_secret_value()
+    if cfg.webhook_url:
+        defaults[Channel.WEBHOOK] = cfg.webhook_url
+    for channel in (Channel.SLACK, Channel.WEBHOOK):
+        if providers[channel].name == "outbox":
+            defaults.setdefault(channel, f"outbox:{channel.value}")  # the local outbox needs no URL
+    return defaults
+
+
+def dispatch_config(cfg: NotifierSettings) -> DispatchConfig:
+    return DispatchConfig(
+        max_attempts=cfg.max_attempts,
+        retry_base_s=cfg.retry_base_s,
+        retry_cap_s=cfg.retry_cap_s,
+        interval_s=cfg.dispatch_interval_s,
+        concurrency=cfg.dispatch_concurrency,
+        batch=cfg.dispatch_batch,
+        attempt_timeout_s=cfg.provider_timeout_s * PHASES + 1,
+        lease_grace_s=cfg.lease_grace_s,
+        daily_cap=cfg.daily_cap,
+        quiet=cfg.quiet_window,
+        default_zone=cfg.default_zone,
+        public_base_url=cfg.public_base_url,
+        unsubscribe_mailto=cfg.unsubscribe_mailto,
+    )
+
+
+def consumer_handler(intake: Intake) -> Handler:
+    """The intake on the consumer's transaction (which also stores the offsets)."""
+
+    async def handle(conn: AsyncConnection, batch: Sequence[Received]) -> list[OutgoingRecord]:
+        return await intake.handle(PgDeliveries(conn), batch)
+
+    return handle
+
+
+def _lifespan(
+    *,
+    runtime: ConsumerRuntime,
+    dispatcher: Dispatcher,
+    listener: WakeListener | None,
+    providers: dict[Channel, Provider],
+) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        log.info("providers", **{f"{ch.value}_provider": p.name for ch, p in providers.items()})
+        await runtime.start()
+        await dispatcher.start()
+        if listener is not None:
+            await listener.start()
+        yield
+        if listener is not None:
+            await listener.stop()
+        await dispatcher.stop()
+        await runtime.stop()
+        for p in {id(p): p for p in providers.values()}.values():
+            await p.aclose()
+
+    return lifespan
+
+
+def create_app(settings: NotifierSettings | None = None) -> FastAPI:
+    cfg = settings or NotifierSettings()
+    configure_logging(service="notifier", level=cfg.log_level, fmt=cfg.log_format)
+    engine = make_engine(
+        cfg.database_url,
+        pool_size=cfg.db_pool_size,
+        application_name="csat-notifier",
+        ping_idle_s=cfg.db_ping_idle_s,
+    )
+    store = PgNotifierStore(engine)
+    providers = build_providers(cfg, engine=engine)
+    tokens = UnsubscribeTokens(cfg.unsubscribe_secrets)
+    intake = Intake(provider_names={ch: p.name for ch, p in providers.items()})
+    runtime = ConsumerRuntime(
+        name="notifier",
+        settings=cfg,
+        topics=[cfg.topics.notifications],
+        group=cfg.consumer_group,
+        dlq_topic=cfg.topics.dlq_notifier,
+        handler=consumer_handler(intake),
+        max_batch=cfg.max_batch,
+        top_up=True,
+        engine=engine,
+    )
+
+    async def publish(records: Sequence[OutgoingRecord]) -> None:
+        if runtime.producer is None:
+            raise PublisherUnavailable("producer not connected yet")
+        await send_all(runtime.producer, records, timeout_s=cfg.kafka_request_timeout_s * 2)
+
+    dispatcher = Dispatcher(
+        store=store,
+        providers=providers,
+        templates=Templates(),
+        tokens=tokens,
+        topics=cfg.topics,
+        publish=publish,
+        default_addresses=default_addresses(cfg, providers),
+        config=dispatch_config(cfg),
+    )
+    listener = (
+        WakeListener(database_url=cfg.database_url, wake=dispatcher.wake) if cfg.dispatch_listen else None
+    )
+    app = FastAPI(
+        title="CSAT notifier",
+        version="1.0.0",
+        lifespan=_lifespan(runtime=runtime, dispatcher=dispatcher, listener=listener, providers=providers),
+        description="Sends email, SMS and chat messages once per notification, through providers.",
+    )
+    app.state.runtime = runtime
+
+    async def check_dispatcher() -> None:
+        dispatcher.check()
+
+    checks = {"database": runtime.check_database, "consumer": runtime.check_consumer}
+    install_common(app, service="notifier", checks={**checks, "dispatcher": check_dispatcher})
+    deps = NotifierDeps(deliveries=store, suppressions=store, tokens=tokens, admin_key=cfg.admin_api_key)
+    for routes in (unsubscribe, outbox, deliveries, suppressions):
+        app.include_router(routes.router(deps))
+    return app

@@ -1,0 +1,18 @@
+"""What the routes use, built by ``bootstrap``: stores as ports, the token signer, the admin key."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pydantic import SecretStr
+
+from services.notifier.ports import DeliveryReads, SuppressionList
+from services.notifier.tokens import UnsubscribeTokens
+
+
+@dataclass(frozen=True, slots=True)
+class NotifierDeps:
+    deliveries: DeliveryReads
+    suppressions: SuppressionList
+    tokens: UnsubscribeTokens
+    admin_key: SecretStr

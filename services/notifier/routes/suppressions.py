@@ -1,0 +1,94 @@
+"""The suppression list for admins: who must not get customer-facing messages, by customer, email or phone."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query
+from pydantic import BaseModel, Field, model_validator
+
+from services.notifier.deps import NotifierDeps
+from services.notifier.policy import address_key
+from services.notifier.ports import SuppressionEntry
+from shared.auth import admin_guard
+from shared.http import problem
+
+
+class SuppressionRequest(BaseModel):
+    """Who must stop receiving customer-facing messages (any of the three)."""
+
+    customer_id: str | None = Field(default=None, max_length=200)
+    email: str | None = Field(default=None, max_length=320)
+    phone: str | None = Field(default=None, max_length=40)
+    reason: str = Field(default="admin", max_length=80)
+
+    @model_validator(mode="after")
+    def _one(self) -> SuppressionRequest:
+        if not (self.customer_id or self.email or self.phone):
+            raise ValueError("give a customer_id, an email or a phone")
+        return self
+
+
+def entries(customer_id: str | None, email: str | None, phone: str | None) -> list[SuppressionEntry]:
+    """The suppression-list entries naming this person (addresses by their key, never in clear)."""
+    out = []
+    if customer_id:
+        out.append(SuppressionEntry("customer", customer_id))
+    if email:
+        out.append(SuppressionEntry("email", address_key("email", email)))
+    if phone:
+        out.append(SuppressionEntry("sms", address_key("sms", phone)))
+    return out
+
+
+def router(deps: NotifierDeps) -> APIRouter:
+    routes = APIRouter()
+    admin = [Depends(admin_guard(deps.admin_key))]
+
+    @routes.get("/v1/suppressions", tags=["suppressions"], dependencies=admin, summary="The suppression list")
+    async def list_suppressions(
+        customer_id: str | None = None,
+        email: str | None = None,
+        phone: str | None = None,
+        limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    ) -> Any:
+        items = await deps.suppressions.suppressions(entries=entries(customer_id, email, phone), limit=limit)
+        return {"suppressions": items}
+
+    @routes.post(
+        "/v1/suppressions",
+        tags=["suppressions"],
+        dependencies=admin,
+        status_code=201,
+        summary="Stop customer-facing messages to a customer, an email address or a phone number",
+    )
+    async def add_suppression(body: SuppressionRequest) -> Any:
+        added = await deps.suppressions.add_suppressions(
+            entries=entries(body.customer_id, body.email, body.phone),
+            reason=body.reason,
+            source="admin",
+            customer_id=body.customer_id,
+            notification_id=None,
+        )
+        return {"added": added}
+
+    @routes.delete(
+        "/v1/suppressions",
+        tags=["suppressions"],
+        dependencies=admin,
+        summary="Lift a suppression (the person opted back in)",
+    )
+    async def remove_suppression(
+        customer_id: str | None = None, email: str | None = None, phone: str | None = None
+    ) -> Any:
+        wanted = entries(customer_id, email, phone)
+        if not wanted:
+            return problem(
+                422,
+                "Invalid request",
+                detail="give a customer_id, an email or a phone",
+                errors=[{"field": "customer_id", "message": "give a customer_id, an email or a phone"}],
+            )
+        return {"removed": await deps.suppressions.remove_suppressions(entries=wanted)}
+
+    return routes

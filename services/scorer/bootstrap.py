@@ -1,0 +1,123 @@
+"""The scorer's composition root: settings -> engine, producer, stores, consumer runtime, background
+jobs (score events, retention, gauges) and the FastAPI app with its routers. Wiring only."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from datetime import UTC, datetime
+
+from fastapi import FastAPI
+
+from services.scorer.decoding import decode_record
+from services.scorer.deps import ScorerDeps
+from services.scorer.evaluator import ScoreEvaluator
+from services.scorer.handlers import make_handler
+from services.scorer.jobs import every, refresh_gauges
+from services.scorer.repository.events import PgScoreEvents
+from services.scorer.repository.maintenance import prune
+from services.scorer.repository.reads import PgReads
+from services.scorer.repository.registry import Registry
+from services.scorer.repository.writes import PgRatingCounter
+from services.scorer.routes import customers, scores
+from services.scorer.settings import ScorerSettings
+from shared.envelope import OutgoingRecord
+from shared.http import install_common
+from shared.kafka import send_all
+from shared.logs import configure_logging
+from shared.runtime import ConsumerRuntime
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _lifespan(
+    runtime: ConsumerRuntime, evaluator: ScoreEvaluator, reads: PgReads, cfg: ScorerSettings
+) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
+    """The consumer, then the jobs beside it; stopped in the reverse order."""
+    stop_jobs = asyncio.Event()
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        stop_jobs.clear()
+        await runtime.start()
+        jobs = [
+            asyncio.create_task(evaluator.run(stop_jobs), name="scorer-events"),
+            asyncio.create_task(
+                every(
+                    cfg.prune_interval_s,
+                    stop_jobs,
+                    lambda: prune(runtime.engine, settings=cfg, now=utcnow()),
+                    name="prune",
+                    first_after_s=min(cfg.prune_interval_s, 60.0),
+                ),
+                name="scorer-prune",
+            ),
+            asyncio.create_task(
+                every(
+                    cfg.gauge_interval_s,
+                    stop_jobs,
+                    lambda: refresh_gauges(reads.session, settings=cfg, now=utcnow()),
+                    name="gauges",
+                ),
+                name="scorer-gauges",
+            ),
+        ]
+        try:
+            yield
+        finally:
+            stop_jobs.set()
+            await asyncio.gather(*jobs, return_exceptions=True)
+            await runtime.stop()
+
+    return lifespan
+
+
+def create_app(settings: ScorerSettings | None = None) -> FastAPI:
+    cfg = settings or ScorerSettings()
+    configure_logging(service="scorer", level=cfg.log_level, fmt=cfg.log_format)
+    registry = Registry(
+        max_values=cfg.max_values_per_dimension,
+        max_dimensions=cfg.max_dimensions,
+        combinations=cfg.combos,
+    )
+    runtime = ConsumerRuntime(
+        name="scorer",
+        settings=cfg,
+        topics=[cfg.topics.ratings],
+        group=cfg.consumer_group,
+        dlq_topic=cfg.topics.dlq_scorer,
+        handler=make_handler(store=PgRatingCounter(registry), tiers=cfg.tiers, clock=utcnow),
+        max_batch=cfg.max_batch,
+        decoder=decode_record,
+    )
+
+    async def publish(records: list[OutgoingRecord]) -> None:
+        if not records:
+            return
+        producer = runtime.producer
+        if producer is None:
+            raise RuntimeError("producer not connected yet")
+        await send_all(producer, records, timeout_s=cfg.kafka_request_timeout_s * 2)
+
+    evaluator = ScoreEvaluator(store=PgScoreEvents(runtime.engine), settings=cfg, publish=publish)
+    reads = PgReads(runtime.engine)
+    app = FastAPI(
+        title="CSAT scorer",
+        version="1.0.0",
+        description="Exact rolling CSAT, NPS and CES per segment, with sample size and 95% intervals.",
+        lifespan=_lifespan(runtime, evaluator, reads, cfg),
+    )
+    app.state.runtime = runtime
+    app.state.evaluator = evaluator
+    install_common(
+        app,
+        service="scorer",
+        checks={"database": runtime.check_database, "consumer": runtime.check_consumer},
+    )
+    deps = ScorerDeps(settings=cfg, scores=reads.session, customers=reads.session, clock=utcnow)
+    app.include_router(scores.router(deps))
+    app.include_router(customers.router(deps))
+    return app

@@ -1,0 +1,18 @@
+"""What the scorer's routes use, built by ``bootstrap``: settings, read sessions (ports) and a clock."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+from services.scorer.ports import CustomerSessions, ScoreSessions
+from services.scorer.settings import ScorerSettings
+
+
+@dataclass(frozen=True, slots=True)
+class ScorerDeps:
+    settings: ScorerSettings
+    scores: ScoreSessions
+    customers: CustomerSessions
+    clock: Callable[[], datetime]

@@ -1,0 +1,1 @@
+"""The scorer's HTTP routes by audience: ``scores`` (dashboards, other tools), ``customers`` (CSMs)."""

@@ -1,0 +1,187 @@
+"""Scores for dashboards and other tools: one segment, a ranked breakdown, a series for charts."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Query
+
+from services.scorer import domain, queries
+from services.scorer.deps import ScorerDeps
+from services.scorer.ports import KeyFilter
+from services.scorer.routes.problems import invalid
+from services.scorer.windows import plan_series, rolling
+from shared.scales import Metric
+
+SegmentParam = Annotated[list[str] | None, Query(description="dimension:value, repeatable (store:paris-1)")]
+
+
+def router(deps: ScorerDeps) -> APIRouter:
+    """One route per function below, each a closure over ``deps``."""
+    api = APIRouter()
+    _scores(api, deps)
+    _breakdown(api, deps)
+    _series(api, deps)
+    return api
+
+
+def _scores(api: APIRouter, deps: ScorerDeps) -> None:
+    cfg = deps.settings
+    year = timedelta(days=cfg.year_ago_days)
+
+    @api.get(
+        "/v1/scores", tags=["scores"], summary="A metric over a rolling window, optionally for a segment"
+    )
+    async def get_scores(
+        metric: Metric = Metric.CSAT, window: str = "30d", segment: SegmentParam = None
+    ) -> Any:
+        try:
+            span = domain.parse_window(window, max_window=cfg.max_window)
+        except domain.WindowError as exc:
+            return invalid("window", str(exc))
+        try:
+            attrs = domain.parse_segment_params(segment or [])
+        except ValueError as exc:
+            return invalid("segment", str(exc))
+        comp = rolling(span, now=deps.clock(), tiers=cfg.tiers, year=year)
+        plans = queries.comparison_plans(comp)
+        async with deps.scores() as reader:
+            target = await queries.resolve_target(reader, attributes=attrs, combos=cfg.combos)
+            counts = await queries.counts_for(reader, metric=metric, target=target, plans=plans)
+        return queries.score_body(
+            metric=metric,
+            window=window,
+            target=target,
+            plans=plans,
+            counts=counts,
+            min_sample=cfg.min_sample,
+            alpha=cfg.alert_alpha,
+            industry=cfg.industry,
+        )
+
+
+def _breakdown(api: APIRouter, deps: ScorerDeps) -> None:
+    cfg = deps.settings
+    year = timedelta(days=cfg.year_ago_days)
+
+    @api.get(
+        "/v1/scores/breakdown",
+        tags=["scores"],
+        summary="Every value of a dimension (or configured combination), ranked, with intervals",
+    )
+    async def get_breakdown(
+        by: Annotated[
+            str, Query(description="a dimension (store) or a configured combination (channel,store)")
+        ],
+        metric: Metric = Metric.CSAT,
+        window: str = "30d",
+        sort: queries.BreakdownSort = "score",
+        order: Literal["desc", "asc"] = "desc",
+        min_responses: Annotated[int, Query(ge=0)] = 0,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    ) -> Any:
+        try:
+            span = domain.parse_window(window, max_window=cfg.max_window)
+        except domain.WindowError as exc:
+            return invalid("window", str(exc))
+        dims = tuple(sorted({d.strip() for d in by.split(",") if d.strip()}))
+        if not dims or (len(dims) > 1 and dims not in cfg.combos):
+            combos = ", ".join(",".join(c) for c in cfg.combos) or "none"
+            return invalid("by", f"by must be one dimension or a configured combination ({combos})")
+        comp = rolling(span, now=deps.clock(), tiers=cfg.tiers, year=year)
+        spans = queries.plan_spans({queries.CURRENT: comp.current, queries.PREVIOUS: comp.previous})
+        async with deps.scores() as reader:
+            loaded = await reader.load_counts(
+                metric=metric.value, where=KeyFilter(dimensions=dims), spans=spans
+            )
+        rows = queries.breakdown_rows(
+            metric,
+            dims,
+            loaded,
+            min_responses=min_responses,
+            min_sample=cfg.min_sample,
+            alpha=cfg.alert_alpha,
+        )
+        ranked = queries.rank(rows, sort=sort, descending=order == "desc")
+        return {
+            "metric": metric.value,
+            "window": window,
+            "by": ",".join(dims),
+            "from": comp.current.start.isoformat(),
+            "to": comp.current.end.isoformat(),
+            "previous_from": comp.previous.start.isoformat(),
+            "previous_to": comp.previous.end.isoformat(),
+            "sort": sort,
+            "order": order,
+            "total": len(ranked),
+            "segments": ranked[:limit],
+        }
+
+
+def _series(api: APIRouter, deps: ScorerDeps) -> None:
+    cfg = deps.settings
+
+    @api.get("/v1/scores/series", tags=["scores"], summary="A metric per time step, for charts")
+    async def get_series(
+        metric: Metric = Metric.CSAT,
+        window: str = "30d",
+        step: Annotated[
+            str | None, Query(description="bucket per point: 1m, 1h, 1d, 1w... (default by window)")
+        ] = None,
+        rolling_window: Annotated[
+            str | None, Query(alias="rolling", description="each point over this trailing window (e.g. 7d)")
+        ] = None,
+        segment: SegmentParam = None,
+    ) -> Any:
+        try:
+            span = domain.parse_window(window, max_window=cfg.max_window)
+        except domain.WindowError as exc:
+            return invalid("window", str(exc))
+        try:
+            step_td = domain.parse_window(step) if step else queries.default_step(span)
+        except domain.WindowError as exc:
+            return invalid("step", str(exc))
+        lead = timedelta(0)
+        if rolling_window is not None:
+            try:
+                roll = domain.parse_window(rolling_window, max_window=cfg.max_window)
+            except domain.WindowError as exc:
+                return invalid("rolling", str(exc))
+            if roll < step_td or roll % step_td or roll // step_td > 400:
+                return invalid("rolling", "rolling must be 1 to 400 whole steps")
+            lead = roll - step_td
+        try:
+            attrs = domain.parse_segment_params(segment or [])
+        except ValueError as exc:
+            return invalid("segment", str(exc))
+        now = deps.clock()
+        async with deps.scores() as reader:
+            target = await queries.resolve_target(reader, attributes=attrs, combos=cfg.combos)
+            tiers = cfg.tiers if target.counted else queries.RATINGS_TIER
+            try:
+                plan = plan_series(span, step_td, now=now, tiers=tiers, lead=lead)
+            except ValueError as exc:
+                return invalid("step", str(exc))
+            data = await reader.load_series(
+                metric=metric.value,
+                key=target.key if target.counted else None,
+                attributes=attrs,
+                tier=plan.tier,
+                start=plan.start - lead,
+                end=plan.end,
+                step=plan.step,
+            )
+        return {
+            "metric": metric.value,
+            "window": window,
+            "step": step or f"{int(plan.step.total_seconds() // 60)}m",
+            "rolling": rolling_window,
+            "segment": attrs or None,
+            "segment_key": target.key,
+            "source": "counters" if target.counted else "ratings",
+            "tier": plan.tier,
+            "from": plan.start.isoformat(),
+            "to": plan.end.isoformat(),
+            "points": queries.series_points(metric, plan, data, lead=lead, min_sample=cfg.min_sample),
+        }

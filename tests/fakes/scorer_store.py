@@ -1,0 +1,286 @@
+"""In-memory scorer storage implementing every port of ``services.scorer.ports`` (the real ones are in
+``services.scorer.repository``): the consumer's, the evaluator's and the routes' reads.
+
+It keeps what the PostgreSQL adapters promise: a rating stored once by id, counted into the minute,
+hour and day tiers of each of its segment keys (fine buckets below the cutoffs skipped), the touched
+segments marked dirty with a version, the caps on dimensions and values (same planning functions),
+and states saved only when their sequence does not go back.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from services.scorer.domain import OTHER, parse_segment_key
+from services.scorer.ports import (
+    CountedSegments,
+    Counts,
+    CountsKey,
+    DirtySegment,
+    HistoryCursor,
+    HistoryRow,
+    KeyFilter,
+    LabelledRange,
+    LabelledSpan,
+    Rating,
+    Registration,
+    ScoreGroup,
+    SegmentFacts,
+    StateKey,
+)
+from services.scorer.segments import KEY_SEPARATOR, counted_keys, plan_dimensions, plan_registration
+from services.scorer.signals import SegmentState
+from services.scorer.windows import DAY, HOUR, MINUTE, floor_to
+
+
+@dataclass(frozen=True, slots=True)
+class Bucket:
+    """One counter row: a tier's bucket of one (metric, segment, scale, score)."""
+
+    metric: str
+    segment_key: str
+    start: datetime
+    scale: str
+    score: int
+
+
+class MemoryScorerStore:
+    def __init__(
+        self,
+        *,
+        max_values: int = 1000,
+        max_dimensions: int = 50,
+        combinations: Sequence[tuple[str, ...]] = (),
+    ) -> None:
+        self.max_values = max_values
+        self.max_dimensions = max_dimensions
+        self.combinations = list(combinations)
+        self.dimensions: set[str] = set()
+        self.values: dict[str, set[str]] = {}
+        self.ratings: dict[str, Rating] = {}
+        self.tiers: dict[str, Counter[Bucket]] = {"minute": Counter(), "hour": Counter(), "day": Counter()}
+        self.dirty: dict[tuple[str, str], int] = {}
+        self.states: dict[tuple[str, StateKey], SegmentState] = {}
+        self.batches = 0  # batch transactions seen (one commit_without_flush_wait each)
+        self.fail_saves = False  # the evaluator's save fails (a crash after publishing)
+
+    # ---- ports.RatingCounter --------------------------------------------------------------------
+    async def commit_without_flush_wait(self, tx: object) -> None:
+        self.batches += 1
+
+    async def counted_all(self, tx: object, segments: Sequence[Mapping[str, str]]) -> list[CountedSegments]:
+        self._register(segments)
+        return [self._counted(s) for s in segments]
+
+    def _register(self, segments: Sequence[Mapping[str, str]]) -> None:
+        new_dims = {d for s in segments for d in s} - self.dimensions
+        register, _dropped = plan_dimensions(
+            new_dims, registered=len(self.dimensions), cap=self.max_dimensions
+        )
+        self.dimensions.update(register)
+        wanted: dict[str, set[str]] = {}
+        for s in segments:
+            for dim, value in s.items():
+                if dim in self.dimensions and value != OTHER and value not in self.values.get(dim, ()):
+                    wanted.setdefault(dim, set()).add(value)
+        counts = {d: len(v) for d, v in self.values.items()}
+        added, _folded = plan_registration(wanted, registered_counts=counts, cap=self.max_values)
+        for dim, values in added.items():
+            self.values.setdefault(dim, set()).update(values)
+
+    def _counted(self, attributes: Mapping[str, str]) -> CountedSegments:
+        kept: dict[str, str] = {}
+        folded: list[str] = []
+        for dim, value in attributes.items():
+            if dim not in self.dimensions:
+                continue
+            if value == OTHER or value in self.values.get(dim, ()):
+                kept[dim] = value
+            else:
+                kept[dim] = OTHER
+                folded.append(dim)
+        keys = KEY_SEPARATOR.join(counted_keys(kept, self.combinations))
+        return CountedSegments(keys, tuple(folded), len(attributes) - len(kept))
+
+    async def apply_batch(
+        self,
+        tx: object,
+        *,
+        ratings: Sequence[Rating],
+        keys: Sequence[str],
+        minute_since: datetime,
+        hour_since: datetime,
+    ) -> set[str]:
+        ids = [r.rating_id for r in ratings]
+        # One statement would count a repeated id twice: the handler must not send one.
+        assert len(set(ids)) == len(ids), "a batch repeats a rating id"
+        new: set[str] = set()
+        for rating, joined in zip(ratings, keys, strict=True):
+            if rating.rating_id in self.ratings:
+                continue
+            self.ratings[rating.rating_id] = rating
+            new.add(rating.rating_id)
+            minute = floor_to(rating.occurred_at, MINUTE)
+            for key in joined.split(KEY_SEPARATOR):
+                if minute >= minute_since:
+                    self.tiers["minute"][self._bucket(rating, key, minute)] += 1
+                if minute >= hour_since:
+                    self.tiers["hour"][self._bucket(rating, key, floor_to(minute, HOUR))] += 1
+                self.tiers["day"][self._bucket(rating, key, floor_to(minute, DAY))] += 1
+                dirty = (rating.metric.value, key)
+                self.dirty[dirty] = self.dirty.get(dirty, 0) + 1
+        return new
+
+    @staticmethod
+    def _bucket(rating: Rating, key: str, start: datetime) -> Bucket:
+        return Bucket(rating.metric.value, key, start, rating.scale, rating.score)
+
+    # ---- ports.ScoreEventStore ------------------------------------------------------------------
+    async def dirty_segments(self, *, limit: int, after: DirtySegment | None) -> list[DirtySegment]:
+        start = ("", "") if after is None else (after.metric, after.segment_key)
+        found = sorted(k for k in self.dirty if k > start)[:limit]
+        return [DirtySegment(metric, key, self.dirty[(metric, key)]) for metric, key in found]
+
+    async def load_segments(
+        self, *, metric: str, keys: Sequence[str], spans: Sequence[LabelledSpan]
+    ) -> SegmentFacts:
+        counts = await self.load_counts(metric=metric, where=KeyFilter(keys=keys), spans=spans)
+        states = {sk: s for (m, sk), s in self.states.items() if m == metric and sk.segment_key in keys}
+        return SegmentFacts(counts=counts, states=states)
+
+    async def save_evaluation(
+        self,
+        *,
+        states: Mapping[str, Mapping[StateKey, SegmentState]],
+        evaluated: Sequence[DirtySegment],
+    ) -> None:
+        if self.fail_saves:
+            raise ConnectionError("the database went away before the evaluation was saved")
+        for metric, by_key in states.items():
+            for key, state in by_key.items():
+                saved = self.states.get((metric, key))
+                if saved is None or saved.seq <= state.seq:
+                    self.states[(metric, key)] = state
+        for d in evaluated:
+            if self.dirty.get((d.metric, d.segment_key)) == d.version:
+                del self.dirty[(d.metric, d.segment_key)]
+
+    # ---- ports.ScoreReader and ports.CustomerReader (a session is the store itself) --------------
+    @asynccontextmanager
+    async def session(self) -> AsyncIterator[MemoryScorerStore]:
+        yield self
+
+    async def registration(self, *, attributes: Mapping[str, str]) -> Registration:
+        dims = frozenset(d for d in attributes if d in self.dimensions)
+        valued = frozenset(d for d in dims if attributes[d] in self.values.get(d, ()))
+        return Registration(dims, valued)
+
+    async def load_counts(
+        self, *, metric: str, where: KeyFilter, spans: Sequence[LabelledSpan]
+    ) -> dict[CountsKey, Counts]:
+        out: dict[CountsKey, Counts] = {}
+        for label, span in spans:
+            for b, n in self.tiers[span.tier].items():
+                if (
+                    b.metric == metric
+                    and _selected(b.segment_key, where)
+                    and span.start <= b.start < span.end
+                ):
+                    counts = out.setdefault(CountsKey(label, b.segment_key), {})
+                    counts[(b.scale, b.score)] = counts.get((b.scale, b.score), 0) + n
+        return out
+
+    async def load_rating_counts(
+        self, *, metric: str, attributes: Mapping[str, str], ranges: Sequence[LabelledRange]
+    ) -> dict[str, Counts]:
+        out: dict[str, Counts] = {}
+        for label, start, end in ranges:
+            for r in self._matching(metric, attributes):
+                if start <= r.occurred_at < end:
+                    counts = out.setdefault(label, {})
+                    counts[(r.scale, r.score)] = counts.get((r.scale, r.score), 0) + 1
+        return out
+
+    async def load_series(
+        self,
+        *,
+        metric: str,
+        key: str | None,
+        attributes: Mapping[str, str],
+        tier: str,
+        start: datetime,
+        end: datetime,
+        step: timedelta,
+    ) -> dict[datetime, Counts]:
+        rows: Iterable[tuple[datetime, str, int, int]]
+        if key is not None:
+            rows = (
+                (b.start, b.scale, b.score, n)
+                for b, n in self.tiers[tier].items()
+                if b.metric == metric and b.segment_key == key
+            )
+        else:
+            rows = ((r.occurred_at, r.scale, r.score, 1) for r in self._matching(metric, attributes))
+        out: dict[datetime, Counts] = {}
+        for at, scale, score, n in rows:
+            if start <= at < end:
+                counts = out.setdefault(floor_to(at, step), {})
+                counts[(scale, score)] = counts.get((scale, score), 0) + n
+        return out
+
+    def _matching(self, metric: str, attributes: Mapping[str, str]) -> list[Rating]:
+        return [
+            r
+            for r in self.ratings.values()
+            if r.metric.value == metric and all(r.segment.get(d) == v for d, v in attributes.items())
+        ]
+
+    async def customer_ratings(
+        self, *, customer_id: str, metric: str | None, before: HistoryCursor | None, limit: int
+    ) -> list[HistoryRow]:
+        rows = sorted(
+            self._customer(customer_id, metric), key=lambda r: (r.occurred_at, r.rating_id), reverse=True
+        )
+        if before is not None:
+            rows = [r for r in rows if (r.occurred_at, r.rating_id) < (before.occurred_at, before.rating_id)]
+        return [
+            HistoryRow(
+                r.rating_id,
+                r.metric.value,
+                r.scale,
+                r.score,
+                r.sentiment.value,
+                r.touchpoint,
+                r.comment,
+                dict(r.segment),
+                r.occurred_at,
+            )
+            for r in rows[:limit]
+        ]
+
+    async def customer_score_groups(self, *, customer_id: str, metric: str | None) -> list[ScoreGroup]:
+        groups: dict[tuple[str, str, int], list[Rating]] = {}
+        for r in self._customer(customer_id, metric):
+            groups.setdefault((r.metric.value, r.scale, r.score), []).append(r)
+        out = []
+        for (m, scale, score), rs in groups.items():
+            latest = max(rs, key=lambda r: (r.occurred_at, r.rating_id))
+            out.append(ScoreGroup(m, scale, score, len(rs), latest.rating_id, latest.occurred_at))
+        return out
+
+    def _customer(self, customer_id: str, metric: str | None) -> list[Rating]:
+        return [
+            r
+            for r in self.ratings.values()
+            if r.customer.id == customer_id and (metric is None or r.metric.value == metric)
+        ]
+
+
+def _selected(key: str, where: KeyFilter) -> bool:
+    if where.dimensions:
+        return key != "*" and sorted(parse_segment_key(key)) == sorted(where.dimensions)
+    return key in where.keys

@@ -1,0 +1,84 @@
+"""The notifier's routes on the in-memory store: they need only their ports, never the database."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import httpx
+from fastapi import FastAPI
+from pydantic import SecretStr
+
+from services.notifier.deps import NotifierDeps
+from services.notifier.policy import address_key
+from services.notifier.ports import SuppressionEntry
+from services.notifier.routes import deliveries, outbox, suppressions, unsubscribe
+from services.notifier.tokens import UnsubscribeClaim, UnsubscribeTokens
+from shared.http import install_common
+from tests.fakes.notifier_store import MemoryNotifierStore
+
+ADMIN = {"Authorization": "Bearer unit-admin"}
+TOKENS = UnsubscribeTokens(["unit-secret"])
+
+
+@asynccontextmanager
+async def client(store: MemoryNotifierStore) -> AsyncIterator[httpx.AsyncClient]:
+    app = FastAPI()
+    install_common(app, service="notifier", checks={})
+    deps = NotifierDeps(
+        deliveries=store, suppressions=store, tokens=TOKENS, admin_key=SecretStr("unit-admin")
+    )
+    for routes in (unsubscribe, outbox, deliveries, suppressions):
+        app.include_router(routes.router(deps))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://notifier") as c:
+        yield c
+
+
+async def test_a_get_of_the_unsubscribe_link_changes_nothing_and_the_post_suppresses_who_and_where() -> None:
+    store = MemoryNotifierStore()
+    key = address_key("email", "ana@example.com")
+    claim = UnsubscribeClaim(
+        customer_id="cus-1", scope="email", address_key=key, notification_id="n", locale="fr"
+    )
+    token = TOKENS.make(claim)
+    async with client(store) as c:
+        page = await c.get(f"/u/{token}")
+        assert page.status_code == 200 and 'method="post"' in page.text and not store.state.suppressions
+        assert (await c.post(f"/u/{token[:-2]}xx")).status_code == 400
+        done = await c.post(f"/u/{token}", content=b"List-Unsubscribe=One-Click")
+        assert done.status_code == 200 and "désabonné" in done.text
+    assert set(store.state.suppressions) == {
+        SuppressionEntry("email", key),
+        SuppressionEntry("customer", "cus-1"),
+    }
+    assert {s.reason for s in store.state.suppressions.values()} == {"unsubscribed"}
+
+
+async def test_admins_add_list_and_lift_suppressions_by_customer_email_or_phone() -> None:
+    store = MemoryNotifierStore()
+    async with client(store) as c:
+        assert (await c.get("/v1/suppressions")).status_code == 401
+        person = {"email": "Ana@Example.com", "phone": "+33 6 12 34 56 78"}
+        added = await c.post("/v1/suppressions", json=person, headers=ADMIN)
+        assert (added.status_code, added.json()) == (201, {"added": 2})
+        again = await c.post("/v1/suppressions", json={"email": "ana@example.com"}, headers=ADMIN)
+        assert again.json() == {"added": 0}  # an existing entry keeps its first reason
+        listed = (await c.get("/v1/suppressions", params={"phone": "+33612345678"}, headers=ADMIN)).json()
+        assert [(s["scope"], s["key"]) for s in listed["suppressions"]] == [
+            ("sms", address_key("sms", "+33612345678"))
+        ]
+        nothing = await c.delete("/v1/suppressions", headers=ADMIN)
+        assert nothing.status_code == 422 and nothing.json()["errors"][0]["field"] == "customer_id"
+        removed = await c.delete("/v1/suppressions", params={"email": "ana@example.com"}, headers=ADMIN)
+        assert removed.json() == {"removed": 1}
+    assert set(store.state.suppressions) == {SuppressionEntry("sms", address_key("sms", "+33612345678"))}
+
+
+async def test_an_unknown_delivery_is_a_404_problem_and_lists_need_the_admin_key() -> None:
+    async with client(MemoryNotifierStore()) as c:
+        missing = await c.get("/v1/deliveries/nope")
+        assert missing.status_code == 404 and missing.headers["content-type"] == "application/problem+json"
+        assert (await c.get("/v1/deliveries")).status_code == 401
+        page = await c.get("/v1/deliveries", params={"status": "failed"}, headers=ADMIN)
+        assert page.json() == {"deliveries": [], "counts": {}}
+        assert (await c.get("/v1/outbox")).json() == {"messages": []}

@@ -1,0 +1,91 @@
+"""The scorer's routes on the in-memory store: what each answers from counters or from the ratings.
+
+The same answers on PostgreSQL are checked by tests/integration/test_scorer*.py.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import timedelta
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from services.scorer.deps import ScorerDeps
+from services.scorer.routes import customers, scores
+from services.scorer.settings import ScorerSettings
+from shared.settings import DEV_ADMIN_KEY
+from tests.fakes.scorer_store import MemoryScorerStore
+from tests.unit.test_scorer_handlers import NOW, TX, batch, handler_for, rating
+
+PARIS = {"store": "paris-1", "channel": "chat"}
+LYON = {"store": "lyon-2", "channel": "web"}
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[httpx.AsyncClient]:
+    cfg = ScorerSettings.model_validate({"min_sample": 5})
+    store = MemoryScorerStore(combinations=cfg.combos)
+    # Paris: 8 of 10 happy; Lyon: 3 of 6; one customer rated three times, a day apart.
+    ratings = [rating(f"p-{i}", 5 if i < 8 else 1, segment=PARIS) for i in range(10)]
+    ratings += [rating(f"l-{i}", 4 if i < 3 else 2, segment=LYON) for i in range(6)]
+    ratings += [
+        rating(f"h-{i}", score, customer="cus-h", at=NOW - timedelta(days=3 - i))
+        for i, score in enumerate([5, 1, 3])
+    ]
+    await handler_for(store, cfg)(TX, batch(*ratings))
+    deps = ScorerDeps(settings=cfg, scores=store.session, customers=store.session, clock=lambda: NOW)
+    app = FastAPI()
+    app.include_router(scores.router(deps))
+    app.include_router(customers.router(deps))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://scorer") as c:
+        yield c
+
+
+async def test_a_segment_with_counters_and_one_answered_from_the_ratings(client: httpx.AsyncClient) -> None:
+    counted = (await client.get("/v1/scores", params={"window": "7d", "segment": "store:paris-1"})).json()
+    assert (counted["source"], counted["score"], counted["responses"]) == ("counters", 80.0, 10)
+    params = {"window": "7d", "segment": ["store:paris-1", "channel:chat"]}
+    combined = (await client.get("/v1/scores", params=params)).json()
+    assert (combined["source"], combined["segment_key"]) == ("counters", "channel=chat|store=paris-1")
+    # store x country is not a configured combination: only the stored ratings can answer.
+    params = {"window": "7d", "segment": ["store:paris-1", "country:fr"]}
+    uncounted = (await client.get("/v1/scores", params=params)).json()
+    assert (uncounted["source"], uncounted["responses"]) == ("ratings", 0)
+
+
+async def test_a_breakdown_ranks_each_store(client: httpx.AsyncClient) -> None:
+    body = (await client.get("/v1/scores/breakdown", params={"by": "store", "window": "7d"})).json()
+    assert [(s["value"], s["score"], s["rank"]) for s in body["segments"]] == [
+        ("paris-1", 80.0, 1),
+        ("lyon-2", 50.0, 2),
+    ]
+    asc = (await client.get("/v1/scores/breakdown", params={"by": "store", "order": "asc"})).json()
+    assert [s["value"] for s in asc["segments"]] == ["lyon-2", "paris-1"]
+
+
+async def test_a_rolling_series_sums_its_trailing_steps(client: httpx.AsyncClient) -> None:
+    params = {"window": "4d", "step": "1d", "rolling": "2d"}
+    body = (await client.get("/v1/scores/series", params=params)).json()
+    assert [p["responses"] for p in body["points"]] == [1, 2, 2, 17]
+
+
+async def test_a_customer_history_pages_newest_first(client: httpx.AsyncClient) -> None:
+    assert (await client.get("/v1/customers/cus-h/history")).status_code == 401
+    key = {"X-API-Key": DEV_ADMIN_KEY}
+    first = (await client.get("/v1/customers/cus-h/history", params={"limit": 2}, headers=key)).json()
+    assert [r["rating_id"] for r in first["ratings"]] == ["h-2", "h-1"]
+    assert (first["total"], first["lowest"]["score"], first["highest"]["score"]) == (3, 1, 5)
+    params = {"limit": 2, "cursor": first["next_cursor"]}
+    rest = (await client.get("/v1/customers/cus-h/history", params=params, headers=key)).json()
+    assert [r["rating_id"] for r in rest["ratings"]] == ["h-0"] and rest["next_cursor"] is None
+
+
+async def test_parameters_it_cannot_use_are_named_in_the_problem(client: httpx.AsyncClient) -> None:
+    bad = await client.get("/v1/scores", params={"window": "5y"})
+    assert bad.status_code == 422 and bad.json()["errors"][0]["field"] == "window"
+    bad = await client.get("/v1/scores/breakdown", params={"by": "store,country"})
+    assert bad.status_code == 422 and bad.json()["errors"][0]["field"] == "by"
+    bad = await client.get("/v1/scores/series", params={"step": "1h", "rolling": "90m"})
+    assert bad.status_code == 422 and bad.json()["errors"][0]["field"] == "rolling"
