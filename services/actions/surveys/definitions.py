@@ -199,8 +199,8 @@ class SurveyDef(BaseModel):
     @field_validator("answer_window")
     @classmethod
     def _window(cls, value: timedelta) -> timedelta:
-        if not timedelta(hours=1) <= value <= timedelta(days=90):
-            raise ValueError("answers are taken for 1h to 90d")
+        if not timedelta(minutes=1) <= value <= timedelta(days=90):
+            raise ValueError("answers are taken for 1m to 90d (minutes let a test see expiry happen)")
         return value
 
     @field_validator("quiet_hours")
