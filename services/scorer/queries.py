@@ -115,7 +115,11 @@ def change(
     min_responses: int,
     alpha: float,
 ) -> dict[str, Any]:
-    """The change against an earlier window, with a one-sided test that it is a real drop."""
+    """The change against an earlier window, with one-sided tests that it is a real drop (or rise).
+
+    The rise is the mirror test at the same level (``1 - p_value_drop < alpha``): a person reading a
+    comparison once wants to know both ways, while alerts only ever use the drop.
+    """
     test: DropTest | None = drop_test(metric, current, previous, cur, prev)
     testable = test is not None and cur.responses >= min_responses and prev.responses >= min_responses
     return {
@@ -123,6 +127,7 @@ def change(
         "z": None if test is None else round(test.z, 3),
         "p_value_drop": None if test is None else round(test.p_value, 5),
         "significant_drop": bool(testable and test is not None and test.z < 0 and test.p_value < alpha),
+        "significant_rise": bool(testable and test is not None and test.z > 0 and 1 - test.p_value < alpha),
     }
 
 
@@ -164,7 +169,7 @@ def score_body(
             "score": year.score,
             "responses": year.responses,
             "insufficient": year.insufficient,
-            "delta": _delta(cur.score, year.score),
+            **change(metric, current, year_ago, cur, year, min_responses=min_sample, alpha=alpha),
         },
     }
     if target.folded:

@@ -46,6 +46,7 @@ PURE_MODULES = frozenset(
         "services.collector.sms",
         "services.scorer.benchmarks",
         "services.scorer.domain",
+        "services.scorer.heatmap",
         "services.scorer.history",
         "services.scorer.ports",
         "services.scorer.queries",

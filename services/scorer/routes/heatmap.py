@@ -1,0 +1,103 @@
+"""A metric per pair of two dimensions (store x channel), for heat maps and drill-downs."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+
+from services.scorer import domain, heatmap, queries
+from services.scorer.deps import ScorerDeps
+from services.scorer.ports import Counts, CountsKey, KeyFilter, ScoreReader
+from services.scorer.routes.problems import invalid
+from services.scorer.windows import Comparison, rolling
+from shared.scales import Metric
+
+SegmentParam = Annotated[
+    list[str] | None, Query(description="dimension:value on rows or columns, repeatable (store:paris-1)")
+]
+
+
+def router(deps: ScorerDeps) -> APIRouter:
+    api = APIRouter()
+    cfg = deps.settings
+    year = timedelta(days=cfg.year_ago_days)
+
+    @api.get(
+        "/v1/scores/heatmap",
+        tags=["scores"],
+        summary="Every pair of two dimensions of a counted combination (store x channel), with intervals",
+    )
+    async def get_heatmap(
+        rows: Annotated[str, Query(description="the dimension of the rows (store)")],
+        columns: Annotated[str, Query(description="the dimension of the columns (channel)")],
+        metric: Metric = Metric.CSAT,
+        window: str = "30d",
+        segment: SegmentParam = None,
+        min_responses: Annotated[int, Query(ge=0)] = 0,
+        limit_rows: Annotated[int, Query(ge=1, le=1000)] = 100,
+        limit_columns: Annotated[int, Query(ge=1, le=100)] = 30,
+    ) -> Any:
+        try:
+            span = domain.parse_window(window, max_window=cfg.max_window)
+        except domain.WindowError as exc:
+            return invalid("window", str(exc))
+        try:
+            filters = domain.parse_segment_params(segment or [])
+        except ValueError as exc:
+            return invalid("segment", str(exc))
+        try:
+            heat = heatmap.plan(rows_by=rows, columns_by=columns, filters=filters, combos=cfg.combos)
+        except heatmap.HeatmapError as exc:
+            return invalid(exc.field, str(exc))
+        comp = rolling(span, now=deps.clock(), tiers=cfg.tiers, year=year)
+        async with deps.scores() as reader:
+            loaded = await _pairs(reader, metric=metric, heat=heat, comp=comp)
+        found = queries.breakdown_rows(
+            metric,
+            heat.dimensions,
+            loaded,
+            min_responses=min_responses,
+            min_sample=cfg.min_sample,
+            alpha=cfg.alert_alpha,
+        )
+        return {
+            "metric": metric.value,
+            "window": window,
+            "rows_by": heat.rows_by,
+            "columns_by": heat.columns_by,
+            "segment": filters or None,
+            "from": comp.current.start.isoformat(),
+            "to": comp.current.end.isoformat(),
+            "previous_from": comp.previous.start.isoformat(),
+            "previous_to": comp.previous.end.isoformat(),
+            "min_sample": cfg.min_sample,
+            **heatmap.grid(found, heat, limit_rows=limit_rows, limit_columns=limit_columns),
+        }
+
+    return api
+
+
+async def _pairs(
+    reader: ScoreReader, *, metric: Metric, heat: heatmap.HeatmapPlan, comp: Comparison
+) -> dict[CountsKey, Counts]:
+    """The pairs' counters: all of them, or (one dimension fixed) the free one's values first, then
+    only those pairs, so a drill-down into one store never reads the other stores' pairs."""
+    spans = queries.plan_spans({queries.CURRENT: comp.current, queries.PREVIOUS: comp.previous})
+    if not heat.fixed:
+        return await reader.load_counts(
+            metric=metric.value, where=KeyFilter(dimensions=heat.dimensions), spans=spans
+        )
+    if len(heat.free) == 1:
+        current = queries.plan_spans({queries.CURRENT: comp.current})
+        singles = await reader.load_counts(
+            metric=metric.value, where=KeyFilter(dimensions=heat.free), spans=current
+        )
+        values = sorted({domain.parse_segment_key(k.segment_key)[heat.free[0]] for k in singles})
+        keys = heat.keys_for(values)
+    else:
+        keys = [domain.segment_key(heat.fixed)]
+    if not keys:
+        return {}
+    return await reader.load_counts(metric=metric.value, where=KeyFilter(keys=keys), spans=spans)
