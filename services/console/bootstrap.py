@@ -21,9 +21,11 @@ from fastapi.staticfiles import StaticFiles
 from services.console.apiclient import ApiClient
 from services.console.deps import ConsoleDeps
 from services.console.guard import SessionGate
+from services.console.live import LiveHub
+from services.console.livefeed import ScoreFeed, kafka_consumer
 from services.console.ports import ConsoleStore, IdentityStore
 from services.console.repository import PgConsoleStore
-from services.console.routes import admin, api, auth, pages
+from services.console.routes import admin, api, auth, live, pages, scores, segments
 from services.console.sessions import CookieNames, CsrfTokens, SessionPolicy
 from services.console.settings import SERVICE, ConsoleSettings
 from services.console.tokens import AccessTokens
@@ -90,6 +92,9 @@ def create_app(
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     app.include_router(auth.router(deps))
     app.include_router(pages.router(deps))
+    app.include_router(scores.router(deps))
+    app.include_router(segments.router(deps))
+    app.include_router(live.router(deps))
     app.include_router(admin.router(deps))
     app.include_router(api.router(deps))
     app.include_router(api.jwks_router(deps))
@@ -156,6 +161,7 @@ def build_deps(
         tokens=tokens,
         jwks=jwks,
         oidc=oidc_client(cfg, adapters.http),
+        live=LiveHub(max_streams=cfg.live_max_streams, max_per_session=cfg.live_max_streams_per_session),
         clock=clock,
     )
 
@@ -202,17 +208,32 @@ def lifespan(
     async def run(_app: FastAPI) -> AsyncIterator[None]:
         await deps.auth.start()
         purger = asyncio.create_task(purge_forever(deps, keep=timedelta(days=1)), name="console-purge")
+        stop_feed = asyncio.Event()
+        feed = live_feed(cfg, deps, stop_feed)
         log.info("console_started", oidc=deps.oidc is not None, secure_cookies=deps.gate.secure)
         yield
+        stop_feed.set()
         purger.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await purger
+        if feed is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(feed, 10)
         await deps.auth.stop()
         await adapters.http.aclose()
         if adapters.owned_engine is not None:
             await adapters.owned_engine.close()
 
     return run
+
+
+def live_feed(cfg: ConsoleSettings, deps: ConsoleDeps, stop: asyncio.Event) -> asyncio.Task[None] | None:
+    """The one consumer of score changes this process runs for its live pages (none when disabled)."""
+    if not cfg.live_enabled:
+        return None
+    topic = cfg.topics.scores
+    feed = ScoreFeed(hub=deps.live, make=lambda: kafka_consumer(bootstrap=cfg.kafka_bootstrap, topic=topic))
+    return asyncio.create_task(feed.run(stop), name="console-live-feed")
 
 
 async def purge_forever(deps: ConsoleDeps, *, keep: timedelta, every_s: float = 3600) -> None:

@@ -8,6 +8,7 @@ from datetime import datetime
 
 from services.console.apiclient import ApiClient
 from services.console.guard import SessionGate
+from services.console.live import LiveHub
 from services.console.ports import ConsoleStore, IdentityStore
 from services.console.settings import ConsoleSettings
 from services.console.tokens import AccessTokens
@@ -31,4 +32,5 @@ class ConsoleDeps:
     tokens: AccessTokens
     jwks: KeyRing  # public keys published at /.well-known/jwks.json
     oidc: OidcClient | None
+    live: LiveHub  # open Scores pages, told when a score moves
     clock: Callable[[], datetime]

@@ -106,6 +106,15 @@ class SessionGate:
         csrf = self.tokens.token(session_binding(key))
         return SignedIn(user=user, principal=user.principal(), session_key=key, session=session, csrf=csrf)
 
+    async def still_active(self, person: SignedIn) -> bool:
+        """Whether a long request's session still stands (signed out, disabled, idle or expired ends
+        it); it does not count as activity, so an open live page never keeps a session alive."""
+        session = await self.store.session_by_hash(session_hash=person.session_key)
+        if session is None or self.policy.state(session, self.clock()) is not SessionState.ACTIVE:
+            return False
+        user = await self.store.get_user(user_id=session.user_id)
+        return user is not None and not user.disabled and user.principal() == person.principal
+
     def person(self, *scopes: Scope) -> Callable[[Request], Awaitable[SignedIn]]:
         """A dependency: the signed-in person holding every scope in ``scopes``."""
         needed = frozenset(scopes)

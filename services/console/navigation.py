@@ -23,8 +23,8 @@ class View:
 
 
 VIEWS: tuple[View, ...] = (
-    View("scores", "/scores", Scope.SCORES_READ),
-    View("segments", "/segments", Scope.SCORES_READ),
+    View("scores", "/scores", Scope.SCORES_READ, ready=True),
+    View("segments", "/segments", Scope.SCORES_READ, ready=True),
     View("verbatims", "/verbatims", Scope.VERBATIMS_READ),
     View("alerts", "/alerts", Scope.ALERTS_READ),
     View("customers", "/customers", Scope.CUSTOMERS_READ),

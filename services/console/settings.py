@@ -87,6 +87,24 @@ class ConsoleSettings(CommonSettings, IdentitySettings):
     time_zone: str = Field(default="UTC", description="Time zone dates and times are shown in")
     api_timeout_s: float = Field(default=10.0, gt=0, description="Longest wait for another service")
     db_timeout_s: float = Field(default=2.0, gt=0, description="Longest wait for a database answer")
+    live_enabled: bool = Field(
+        default=True, description="Read csat.scores.changed.v1 so open Scores pages refresh as scores move"
+    )
+    live_max_streams: int = Field(default=500, ge=1, description="Open live pages one process serves")
+    live_max_streams_per_session: int = Field(default=6, ge=1, description="Open live pages per session")
+    live_heartbeat_s: float = Field(
+        default=15.0, gt=0, le=120, description="A comment on idle live streams so proxies keep them open"
+    )
+    live_min_gap_s: float = Field(
+        default=2.0, ge=0, le=60, description="At most one refresh per live page this often (bursts coalesce)"
+    )
+    live_session_check_s: float = Field(
+        default=60.0, gt=0, description="A live stream re-reads its session this often and ends with it"
+    )
+    dimensions: list[str] = Field(
+        default_factory=lambda: ["store", "channel", "country", "product", "plan", "agent", "team"],
+        description="Dimensions the Segments view suggests (any other can be typed)",
+    )
 
     @model_validator(mode="before")
     @classmethod
