@@ -75,15 +75,17 @@ def create_app(
     configure_logging(service=SERVICE, level=cfg.log_level, fmt=cfg.log_format)
     adapters = connect(cfg, identity=identity, console=console, http=http)
     deps = build_deps(cfg, adapters, passwords=passwords or Passwords(), clock=clock)
+    feed = live_feed(cfg, deps)
     app = FastAPI(
         title="CSAT console",
         version="1.0.0",
         description="People sign in here; the identity API manages people, API tokens and the audit log.",
-        lifespan=lifespan(cfg, adapters, deps),
+        lifespan=lifespan(cfg, adapters, deps, feed),
         docs_url="/docs" if cfg.environment != "prod" else None,
         redoc_url=None,
         openapi_url="/openapi.json" if cfg.environment != "prod" else None,
     )
+    app.state.live_feed = feed  # tests and operators see whether it is connected
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=MAX_BODY_BYTES)
     app.add_middleware(LocaleMiddleware, cookies=deps.gate.cookies, secure=deps.gate.secure)
     app.add_middleware(SecurityHeaders, hsts=deps.gate.secure and cfg.environment == "prod")
@@ -202,23 +204,23 @@ def oidc_client(cfg: ConsoleSettings, http: httpx.AsyncClient) -> OidcClient | N
 
 
 def lifespan(
-    cfg: ConsoleSettings, adapters: Adapters, deps: ConsoleDeps
+    cfg: ConsoleSettings, adapters: Adapters, deps: ConsoleDeps, feed: ScoreFeed | None
 ) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
     @asynccontextmanager
     async def run(_app: FastAPI) -> AsyncIterator[None]:
         await deps.auth.start()
         purger = asyncio.create_task(purge_forever(deps, keep=timedelta(days=1)), name="console-purge")
         stop_feed = asyncio.Event()
-        feed = live_feed(cfg, deps, stop_feed)
+        feeding = asyncio.create_task(feed.run(stop_feed), name="console-live-feed") if feed else None
         log.info("console_started", oidc=deps.oidc is not None, secure_cookies=deps.gate.secure)
         yield
         stop_feed.set()
         purger.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await purger
-        if feed is not None:
+        if feeding is not None:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(feed, 10)
+                await asyncio.wait_for(feeding, 10)
         await deps.auth.stop()
         await adapters.http.aclose()
         if adapters.owned_engine is not None:
@@ -227,13 +229,12 @@ def lifespan(
     return run
 
 
-def live_feed(cfg: ConsoleSettings, deps: ConsoleDeps, stop: asyncio.Event) -> asyncio.Task[None] | None:
+def live_feed(cfg: ConsoleSettings, deps: ConsoleDeps) -> ScoreFeed | None:
     """The one consumer of score changes this process runs for its live pages (none when disabled)."""
     if not cfg.live_enabled:
         return None
     topic = cfg.topics.scores
-    feed = ScoreFeed(hub=deps.live, make=lambda: kafka_consumer(bootstrap=cfg.kafka_bootstrap, topic=topic))
-    return asyncio.create_task(feed.run(stop), name="console-live-feed")
+    return ScoreFeed(hub=deps.live, make=lambda: kafka_consumer(bootstrap=cfg.kafka_bootstrap, topic=topic))
 
 
 async def purge_forever(deps: ConsoleDeps, *, keep: timedelta, every_s: float = 3600) -> None:

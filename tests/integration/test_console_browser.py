@@ -32,6 +32,7 @@ from shared.identity.repository import PgIdentityStore
 from shared.identity.scopes import Role
 from tests.helpers import make_settings, serving
 from tests.integration.test_widget_browser import CHROMIUM, require_chromium
+from tests.unit.test_console_views import scorer_app
 
 pytestmark = pytest.mark.integration
 
@@ -111,19 +112,23 @@ async def site(database_url: str, provider: str) -> AsyncIterator[Site]:
     )
     await engine.dispose()
     port = free_port()
-    cfg = make_settings(
-        ConsoleSettings,
-        environment="test",
-        database_url=database_url,
-        cookie_secure=False,  # plain http on loopback: Secure cookies would not come back
-        public_url=f"http://127.0.0.1:{port}",
-        oidc_issuer=provider,
-        oidc_client_id="csat-console",
-        oidc_client_secret="console-secret",
-        oidc_display_name="Test IdP",
-    )
-    async with serving(create_app(cfg, passwords=CHEAP), port=port) as url:
-        yield Site(url=url, provider=provider)
+    # The shared link below opens the Scores view: a scorer answers it from the in-memory store.
+    async with serving(await scorer_app()) as scorer_url:
+        cfg = make_settings(
+            ConsoleSettings,
+            environment="test",
+            database_url=database_url,
+            cookie_secure=False,  # plain http on loopback: Secure cookies would not come back
+            public_url=f"http://127.0.0.1:{port}",
+            oidc_issuer=provider,
+            oidc_client_id="csat-console",
+            oidc_client_secret="console-secret",
+            oidc_display_name="Test IdP",
+            scorer_url=scorer_url,
+            live_enabled=False,
+        )
+        async with serving(create_app(cfg, passwords=CHEAP), port=port) as url:
+            yield Site(url=url, provider=provider)
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ EN: dict[str, str] = {
     "scores.segment_hint": "A segment is dimension:value, e.g. store:paris-1; leave empty for all you may "
     "see.",
     "scores.apply": "Show",
+    "scores.segment_placeholder": "dimension:value",
     "scores.to_segments": "Compare segments",
     "scores.tiles": "Scores over the last {window}",
     "scores.metric.csat": "CSAT",
@@ -105,6 +106,7 @@ FR: dict[str, str] = {
     "scores.segment_hint": "Un segment s'écrit dimension:valeur, par ex. store:paris-1 ; vide pour tout ce "
     "que vous pouvez voir.",
     "scores.apply": "Afficher",
+    "scores.segment_placeholder": "dimension:valeur",
     "scores.to_segments": "Comparer les segments",
     "scores.tiles": "Scores sur les derniers {window}",
     "scores.metric.csat": "CSAT",

@@ -1,6 +1,6 @@
 /* The Scores view in the browser: draws the trend (uPlot, vendored) from the JSON block the server
-   rendered, and keeps the panel live: an EventSource on /live/scores says "refresh", htmx fetches
-   /scores/panel (the same checks as the page) and swaps it in. No inline script, no eval. */
+   rendered, and keeps the panel live: an EventSource on /live/scores says "refresh", and the panel is
+   fetched again from /scores/panel (the same checks as the page). No inline script, no eval. */
 (function () {
   "use strict";
   var lang = document.documentElement.lang || "en";
@@ -56,17 +56,30 @@
 
   function live() {
     var status = document.getElementById("live-status");
-    if (!status || !window.EventSource || !window.htmx) return;
+    if (!status || !window.EventSource || !window.fetch) return;
     var broken = false;
     var source = new EventSource(status.dataset.liveUrl);
 
     function say(text) { status.textContent = text; }
 
+    // The panel is fetched and put in place by hand, not by htmx: htmx drops <script> elements from
+    // what it swaps in (allowScriptTags: false), and the trend's data travels in one (application/json).
     function refresh() {
-      window.htmx.ajax("GET", status.dataset.panelUrl, { target: "#score-panel", swap: "outerHTML" }).then(function () {
-        drawTrend();
-        say(status.dataset.textUpdated.replace("{time}", new Date().toLocaleTimeString(lang)));
-      });
+      fetch(status.dataset.panelUrl, { headers: { "HX-Request": "true" }, credentials: "same-origin" })
+        .then(function (answer) {
+          if (answer.status === 401 && answer.headers.get("HX-Redirect")) {
+            window.location.assign(answer.headers.get("HX-Redirect"));
+            return null;
+          }
+          return answer.ok ? answer.text() : null;
+        })
+        .then(function (html) {
+          if (html === null) return;
+          document.getElementById("score-panel").innerHTML = html; // parsed, never run
+          drawTrend();
+          say(status.dataset.textUpdated.replace("{time}", new Date().toLocaleTimeString(lang)));
+        })
+        .catch(function () { say(status.dataset.textLost); });
     }
 
     source.addEventListener("open", function () {

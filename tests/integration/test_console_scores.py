@@ -1,0 +1,159 @@
+"""The Scores and Segments views on the real stack (broker, PostgreSQL, scorer and console served by uvicorn):
+the figures shown are the scorer's, a store manager reads their store only whatever the address, and an
+open page is told when its store's score moves."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import csv
+import io
+import re
+from typing import Any
+
+import httpx
+import pytest
+
+from shared.topics import Topics
+from tests.infra import Infra
+from tests.integration.console_stack import ScoresStack, scores_stack, signed_in
+
+pytestmark = pytest.mark.integration
+
+
+def tiles(page: str) -> dict[str, tuple[str, float | None, int]]:
+    found = re.findall(
+        r'data-metric="(csat|nps|ces)" data-state="(\w+)" data-score="([^"]*)" data-responses="(\d+)"', page
+    )
+    return {m: (state, float(score) if score else None, int(n)) for m, state, score, n in found}
+
+
+def csv_lines(answer: httpx.Response) -> list[dict[str, str]]:
+    assert answer.status_code == 200, answer.text[:300]
+    assert answer.content.startswith(b"\xef\xbb\xbf")
+    return list(csv.DictReader(io.StringIO(answer.content.decode("utf-8-sig"))))
+
+
+async def test_the_worked_example_shows_70_percent_over_1000_answers_as_the_api_says(
+    infra: Infra, database_url: str, topics: Topics
+) -> None:
+    async with scores_stack(infra, database_url, topics) as stack:
+        maya = await signed_in(stack.console, "maya@example.com")
+        page = await maya.get("/scores", params={"segment": "store:paris-1", "window": "30d"})
+        assert page.status_code == 200, page.text[:500]
+        shown = tiles(page.text)
+        assert shown["csat"] == ("ok", 70.0, 1000)
+        for metric in ("csat", "nps", "ces"):
+            api = await stack.api("/v1/scores", metric=metric, window="30d", segment="store:paris-1")
+            assert shown[metric][1:] == (api["score"], api["responses"]), metric
+        assert "70.0%" in page.text and "1,000 answers" in page.text and "67.1% to 72.8%" in page.text
+        await _segments_equal_the_api(stack, maya)
+        french = await maya.get("/scores", params={"segment": "store:paris-1", "lang": "fr"})
+        assert "70,0\u00a0%" in french.text and "1\u202f000 réponses" in french.text
+        await maya.aclose()
+
+
+async def _segments_equal_the_api(stack: ScoresStack, client: httpx.AsyncClient) -> None:
+    params = {"by": "store", "window": "30d"}
+    page = await client.get("/segments", params=params)
+    assert page.status_code == 200, page.text[:500]
+    breakdown = await stack.api("/v1/scores/breakdown", by="store", window="30d")
+    api_rows = [(s["value"], s["score"], s["responses"]) for s in breakdown["segments"]]
+    shown = [
+        (v, float(s), int(n))
+        for v, s, n in re.findall(
+            r'data-value="([^"]+)" data-score="([^"]+)" data-responses="(\d+)"', page.text
+        )
+    ]
+    assert shown == api_rows and len(shown) == 5
+    assert [v for v, _, _ in shown] == ["nice-3", "lille-4", "paris-1", "marseille-5", "lyon-2"]
+    exported = csv_lines(await client.get("/segments.csv", params=params))
+    assert [(r["value"], float(r["score"]), int(r["responses"])) for r in exported] == api_rows
+    whole = await stack.api("/v1/scores", window="30d")
+    assert {float(r["whole_score"]) for r in exported} == {whole["score"]} == {70.24}  # 871 of 1,240
+    # marked: lyon-2 (25 % of 40, interval 14 % to 40 %); marseille-5's 20 answers are too few to test
+    assert [r["value"] for r in exported if r["below_whole"] == "true"] == ["lyon-2"]
+    assert re.findall(r'<tr class="below" data-value="([^"]+)"', page.text) == ["lyon-2"]
+    # drill-down: paris-1's channels, from the store x channel counters
+    drill = await client.get(
+        "/segments", params={"by": "channel", "segment": "store:paris-1", "window": "30d"}
+    )
+    cells = await stack.api(
+        "/v1/scores/heatmap", rows="store", columns="channel", segment="store:paris-1", window="30d"
+    )
+    api_cells = sorted((c["column"], c["score"], c["responses"]) for c in cells["cells"])
+    found = re.findall(r'data-value="([^"]+)" data-score="([^"]+)" data-responses="(\d+)"', drill.text)
+    assert sorted((v, float(s), int(n)) for v, s, n in found) == api_cells
+    assert sum(n for _, _, n in api_cells) == 1000
+    # the heat map: one row per store, a cell per channel, each with its value written
+    assert re.search(
+        r'<td class="heat-\w+"><span class="cell-value">70\.0%</span> <span class="cell-n">n = 600', page.text
+    )
+
+
+async def test_a_store_manager_reads_their_store_only_whatever_the_address(
+    infra: Infra, database_url: str, topics: Topics, capfd: pytest.CaptureFixture[str]
+) -> None:
+    async with scores_stack(infra, database_url, topics) as stack:
+        bo = await signed_in(stack.console, "bo@example.com")
+        landing = await bo.get("/scores")
+        assert landing.status_code == 303 and "segment=store%3Aparis-1" in landing.headers["location"]
+        assert (await bo.get("/scores", params={"segment": "store:paris-1"})).status_code == 200
+        edited: list[tuple[str, dict[str, Any]]] = [
+            ("/scores", {"segment": "store:lyon-2"}),
+            ("/scores/panel", {"segment": "store:lyon-2"}),
+            ("/scores", {"segment": "channel:web"}),  # every store's web channel: not only theirs
+            ("/live/scores", {"segment": "store:lyon-2"}),
+            ("/segments", {"by": "channel", "segment": "store:lyon-2"}),
+            ("/segments.csv", {"by": "channel", "segment": "store:lyon-2"}),
+        ]
+        for path, params in edited:
+            answer = await bo.get(path, params=params)
+            assert answer.status_code == 404, (path, params, answer.status_code)
+        ranking = csv_lines(await bo.get("/segments.csv", params={"by": "store"}))
+        assert [r["value"] for r in ranking] == ["paris-1"] and ranking[0]["whole_score"] == ""
+        page = await bo.get("/segments", params={"by": "store"})
+        assert "lyon-2" not in page.text and 'data-value="paris-1"' in page.text
+        await bo.aclose()
+    logs = capfd.readouterr()
+    assert "console_started" in logs.err  # the console's log lines are here
+    for personal in ("cus-", "@example.com"):  # customers' ids, people's addresses
+        assert personal not in logs.err + logs.out
+
+
+async def test_an_open_page_is_told_when_its_store_moves(
+    infra: Infra, database_url: str, topics: Topics
+) -> None:
+    async with scores_stack(infra, database_url, topics) as stack:
+        bo = await signed_in(stack.console, "bo@example.com")
+        seen: list[str] = []
+
+        async def listen() -> None:
+            async with bo.stream("GET", "/live/scores", params={"segment": "store:paris-1"}) as stream:
+                assert stream.status_code == 200 and stream.headers["content-type"].startswith(
+                    "text/event-stream"
+                )
+                async for line in stream.aiter_lines():
+                    seen.append(line)
+                    if line == "event: scores":
+                        return
+
+        async def keep_rating() -> None:
+            # The feed reads from the end of the log once connected: a rating published in the instant it
+            # positions itself could be before that end, so one more follows every two seconds.
+            while True:
+                await stack.rate(1, store="paris-1", channel="chat")
+                await asyncio.sleep(2)
+
+        rater = asyncio.create_task(keep_rating())
+        try:
+            await asyncio.wait_for(listen(), 60)
+        finally:
+            rater.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await rater
+        assert seen[0] == "retry: 5000" and "event: scores" in seen
+        assert not any(line.startswith("data:") and line != "data: refresh" for line in seen)  # no figure
+        panel = await bo.get("/scores/panel", params={"segment": "store:paris-1"})
+        assert tiles(panel.text)["csat"][2] > 1000  # what the page then fetches has the new answers
+        await bo.aclose()
