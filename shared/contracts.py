@@ -37,7 +37,9 @@ EVENTS: tuple[EventDoc, ...] = (
         "A segment's rolling score moved (global, one attribute or a combination).",
     ),
     EventDoc(
-        ev.SEGMENT_ALERT, "SegmentAlert", "A segment fell below its threshold or dropped significantly."
+        ev.SEGMENT_ALERT,
+        "SegmentAlert",
+        "A segment fell below its threshold, or its drift detector confirmed a drop.",
     ),
     EventDoc(
         ev.ACTION_DECIDED, "ActionDecided", "A follow-up rule fired for a rating and an action was decided."

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from enum import StrEnum
 from typing import Any
 
@@ -82,8 +82,31 @@ class ScoreChanged(_Event):
     computed_at: AwareDatetime
 
 
+class DriftDetails(_Event):
+    """What the drift detector saw (reason ``drift_drop``); drops in the metric's points (CSAT and NPS
+    points, CES points of ease on 1-7), positive when the segment got worse."""
+
+    status: str = Field(description="warming_up, too_small, monitoring or drop_detected")
+    day: date = Field(description="the closed UTC day whose answers confirmed the drop")
+    since: date = Field(description="the estimated change point: the first day of the drop")
+    drop: float | None = Field(default=None, description="before - after")
+    drop_ci_low: float | None = Field(default=None, description="95 % interval of the drop")
+    drop_ci_high: float | None = None
+    before: float | None = Field(default=None, description="the baseline's level in force since then")
+    after: float | None = Field(default=None, description="the level of the answers since then")
+    answers_before: int | None = None
+    answers_after: int | None = None
+    evidence: float = Field(description="log of the Shiryaev-Roberts statistic (nats)")
+    evidence_threshold: float = Field(description="the alarm threshold: log of the days between false alarms")
+    watched_drop: float | None = Field(default=None, description="the drop the detector was tuned to")
+    min_drop: float = Field(description="the smallest drop worth an alert (setting)")
+    months_per_false_alarm: float = Field(description="the false-alarm budget: one per segment per N months")
+    message: str = Field(description="the finding in one English sentence")
+
+
 class SegmentAlert(_Event):
-    """A segment fell below its threshold or dropped significantly against its previous window."""
+    """A segment fell below its threshold (``below_threshold``, over ``window``), or its drift detector
+    confirmed a drop (``drift_drop``: ``drift`` says what, ``window`` spans the days since the change)."""
 
     alert_id: str
     metric: Metric
@@ -97,6 +120,7 @@ class SegmentAlert(_Event):
     p_value: float | None = None
     responses: int
     computed_at: AwareDatetime
+    drift: DriftDetails | None = None
 
 
 class Channel(StrEnum):

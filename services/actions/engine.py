@@ -562,6 +562,7 @@ def decide_segment(*, rules: RuleSet, alert: SegmentAlert, now: datetime, policy
             "responses": alert.responses,
             "delta": facts["delta"],
             "p_value": alert.p_value,
+            "drift": None if alert.drift is None else alert.drift.model_dump(mode="json"),
         }
     }
     decisions: list[Decision] = []

@@ -193,6 +193,8 @@ def segment_facts(alert: SegmentAlert) -> dict[str, Any]:
         "responses": alert.responses,
         "p_value": alert.p_value,
     }
+    if alert.drift is not None:
+        facts.update({f"drift.{k}": v for k, v in alert.drift.model_dump(mode="json").items()})
     flatten("segment", alert.segment_attributes, facts)
     return facts
 

@@ -20,7 +20,7 @@ from services.scorer.repository.maintenance import prune
 from services.scorer.repository.reads import PgReads
 from services.scorer.repository.registry import Registry
 from services.scorer.repository.writes import PgRatingCounter
-from services.scorer.routes import customers, scores
+from services.scorer.routes import customers, drift, scores
 from services.scorer.settings import ScorerSettings
 from shared.envelope import OutgoingRecord
 from shared.http import install_common
@@ -120,4 +120,5 @@ def create_app(settings: ScorerSettings | None = None) -> FastAPI:
     deps = ScorerDeps(settings=cfg, scores=reads.session, customers=reads.session, clock=utcnow)
     app.include_router(scores.router(deps))
     app.include_router(customers.router(deps))
+    app.include_router(drift.router(deps))
     return app
