@@ -40,6 +40,7 @@ PURE_MODULES = frozenset(
         "services.collector.sms",
         "services.scorer.benchmarks",
         "services.scorer.domain",
+        "services.scorer.drift",
         "services.scorer.history",
         "services.scorer.ports",
         "services.scorer.queries",

@@ -28,7 +28,9 @@ def midnight(day: date) -> datetime:
     return datetime.combine(day, time(0), tzinfo=UTC)
 
 
-def fill(store: MemoryScorerStore, key: str, *, seed: int, drop_day: int | None = None, days: int = DAYS) -> None:
+def fill(
+    store: MemoryScorerStore, key: str, *, seed: int, drop_day: int | None = None, days: int = DAYS
+) -> None:
     """30 CSAT answers a day into the day tier, 80 % positive (60 % from ``drop_day``)."""
     rng = random.Random(seed)
     for d in range(days):
@@ -118,7 +120,9 @@ async def test_one_alert_per_true_drop_and_none_for_a_stable_segment() -> None:
     assert [a.segment for a in broker.alerts] == ["store=dropping"]
     (alert,) = broker.alerts
     d = alert.drift
-    assert d is not None and alert.reason == "drift_drop" and alert.segment_attributes == {"store": "dropping"}
+    assert (
+        d is not None and alert.reason == "drift_drop" and alert.segment_attributes == {"store": "dropping"}
+    )
     change = START + timedelta(days=DROP_DAY)
     assert abs((d.since - change).days) <= 7
     assert 0 <= (d.day - change).days <= 21  # confirmed within three weeks at 30 answers a day

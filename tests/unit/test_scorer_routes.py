@@ -129,7 +129,10 @@ async def test_the_scores_api_says_what_the_detector_saw(drift_client: httpx.Asy
 
 async def test_the_breakdown_and_the_listing_carry_the_drift_status(drift_client: httpx.AsyncClient) -> None:
     rows = (await drift_client.get("/v1/scores/breakdown", params={"by": "store"})).json()["segments"]
-    assert {r["value"]: r["drift_status"] for r in rows} == {"stable": "monitoring", "dropping": "drop_detected"}
+    assert {r["value"]: r["drift_status"] for r in rows} == {
+        "stable": "monitoring",
+        "dropping": "drop_detected",
+    }
     listed = (await drift_client.get("/v1/drift", params={"status": "drop_detected"})).json()
     assert [(s["segment_key"], s["segment"]) for s in listed["segments"]] == [
         ("store=dropping", {"store": "dropping"})
