@@ -31,6 +31,7 @@ from pydantic import (
 )
 
 from services.actions.yamlio import load_yaml
+from shared.events import DriftDetails
 from shared.vocabulary import TEMPLATE_NAMES
 
 NOTIFICATION_NAMESPACE = uuid.UUID("6f1c2b4e-9d1a-4d7e-9a59-0c8a0d3c5e11")
@@ -157,6 +158,8 @@ SEGMENT_FACTS = frozenset(
         "responses",
         "p_value",
     }
+    # What the drift detector saw, on a drift_drop alert (absent otherwise): drift.drop, drift.since...
+    | {f"drift.{name}" for name in DriftDetails.model_fields}
 )
 FACTS: dict[str, tuple[frozenset[str], tuple[str, ...]]] = {
     "rating": (RATING_FACTS, ("segment.", "customer.")),
