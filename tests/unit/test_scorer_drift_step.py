@@ -16,6 +16,7 @@ from services.scorer.evaluator import ScoreEvaluator
 from services.scorer.settings import ScorerSettings
 from shared import events as ev
 from shared.envelope import OutgoingRecord, decode
+from shared.scales import Metric
 from tests.fakes.scorer_store import Bucket, MemoryScorerStore
 
 START = date(2026, 1, 5)  # a Monday
@@ -210,7 +211,7 @@ def test_settings_in_plain_words_build_the_detector_settings() -> None:
     cfg = settings(drift_months_per_false_alarm=60, drift_min_drop={"csat": 5}, drift_max_delay_days=14)
     d = cfg.drift
     assert d.months_per_false_alarm == 60 and d.max_delay_days == 14
-    assert d.min_drop["csat"] == 5 and d.min_drop["nps"] == 10 and d.min_drop["ces"] == 0.5
+    assert d.min_drop[Metric.CSAT] == 5 and d.min_drop[Metric.NPS] == 10 and d.min_drop[Metric.CES] == 0.5
     assert cfg.drift_grace == GRACE
     with pytest.raises(ValueError, match="min_drop"):
         settings(drift_min_drop={"csat": 50})  # above the largest watched drop (30)
