@@ -9,7 +9,8 @@ alarm's id is its (metric, segment, day)), so subscribers dedupe; so does a repl
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+import asyncio
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from itertools import groupby
@@ -18,7 +19,7 @@ import structlog
 
 from services.scorer import domain, drift
 from services.scorer import metrics as sm
-from services.scorer.ports import DriftKey, DriftStore
+from services.scorer.ports import Counts, DriftKey, DriftStore
 from services.scorer.settings import ScorerSettings
 from shared import events as ev
 from shared.envelope import OutgoingRecord, encode
@@ -27,6 +28,9 @@ from shared.scales import Metric
 log = structlog.get_logger(__name__)
 
 Publish = Callable[[list[OutgoingRecord]], Awaitable[None]]
+
+#: Segments per read, fold and save: a first fold reads every day of each (a deployment on old data).
+DRIFT_BATCH = 100
 
 
 @dataclass(slots=True)
@@ -53,9 +57,7 @@ class DriftStep:
             return result
         after: DriftKey | None = None
         while True:
-            pending = await self._store.drift_pending(
-                through=through, limit=self._s.score_event_batch, after=after
-            )
+            pending = await self._store.drift_pending(through=through, limit=DRIFT_BATCH, after=after)
             if not pending:
                 break
             after = pending[-1]
@@ -82,21 +84,13 @@ class DriftStep:
             }
             since.update(firsts)
             counts = await self._store.day_counts(metric=metric.value, since=since, through=through)
-            for key, start in since.items():
+            # A first fold can be years of days: computed in a thread, the event loop (the consumer,
+            # its heartbeats, the API) keeps running between the interpreter's switches.
+            rounds = await asyncio.to_thread(
+                self._fold, metric, states=states, since=since, counts=counts, now=now, through=through
+            )
+            for key, rnd in rounds.items():
                 state = states.get(key, drift.DriftState())
-                history = drift.History.from_counts(
-                    metric,
-                    span=drift.DateRange(start, through + timedelta(days=1)),
-                    counts=counts.get(key, {}),
-                )
-                rnd = drift.evaluate_segment(
-                    state,
-                    history=history,
-                    first=start,
-                    now=now,
-                    grace=self._s.drift_grace,
-                    settings=self._drift,
-                )
                 if rnd.state != state:
                     new[DriftKey(metric.value, key)] = rnd.state
                 result.segments += 1
@@ -107,6 +101,32 @@ class DriftStep:
             await self._publish(records)
         await self._store.save_drift(states=new, evaluated_at=now)
         result.alerts += len(records)
+
+    def _fold(
+        self,
+        metric: Metric,
+        *,
+        states: Mapping[str, drift.DriftState],
+        since: Mapping[str, date],
+        counts: Mapping[str, Mapping[date, Counts]],
+        now: datetime,
+        through: date,
+    ) -> dict[str, drift.SegmentRound]:
+        """Each segment's evaluation from its stored state (pure: reads only its arguments)."""
+        out: dict[str, drift.SegmentRound] = {}
+        for key, start in since.items():
+            history = drift.History.from_counts(
+                metric, span=drift.DateRange(start, through + timedelta(days=1)), counts=counts.get(key, {})
+            )
+            out[key] = drift.evaluate_segment(
+                states.get(key, drift.DriftState()),
+                history=history,
+                first=start,
+                now=now,
+                grace=self._s.drift_grace,
+                settings=self._drift,
+            )
+        return out
 
     def _alert(self, metric: Metric, key: str, v: drift.Verdict, *, now: datetime) -> OutgoingRecord:
         """The ``drift_drop`` alert of one alarm verdict."""
