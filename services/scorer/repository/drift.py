@@ -1,6 +1,6 @@
 """The drift step's state on PostgreSQL (``scorer.drift_state``) and the day counters it folds.
 
-One row per (metric, segment): ``drift.DriftState`` in columns (migration 0009 lists them). Counts are
+One row per (metric, segment): ``drift.DriftState`` in columns (migration 0010 lists them). Counts are
 stored as arrays over the metric's value grid (``drift.VALUES``), the last alarm's estimate as JSON.
 """
 

@@ -7,8 +7,8 @@ episode of the last alarm and what it detected, and the calibration in force (it
 status and the tuned drop). ``status`` and ``evaluated_at`` are what the API lists and filters on.
 ``csat replay`` deletes every row: the next round refolds each segment from its first day.
 
-Revision ID: 0009_scorer_drift
-Revises: 0008_identity
+Revision ID: 0010_scorer_drift
+Revises: 0009_console
 Create Date: 2026-12-04
 """
 
@@ -16,8 +16,8 @@ from collections.abc import Sequence
 
 from alembic import op
 
-revision: str = "0009_scorer_drift"
-down_revision: str | None = "0008_identity"
+revision: str = "0010_scorer_drift"
+down_revision: str | None = "0009_console"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
