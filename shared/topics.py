@@ -12,6 +12,7 @@ OUTCOMES = "csat.notifications.outcomes.v1"
 DLQ_SCORER = "csat.dlq.scorer.v1"
 DLQ_ACTIONS = "csat.dlq.actions.v1"
 DLQ_NOTIFIER = "csat.dlq.notifier.v1"
+USAGE = "csat.usage.v1"
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +56,10 @@ class Topics:
     def dlq_notifier(self) -> str:
         return self._p(DLQ_NOTIFIER)
 
+    @property
+    def usage(self) -> str:
+        return self._p(USAGE)
+
     def all(self) -> list[str]:
         return [
             self.ratings,
@@ -65,4 +70,5 @@ class Topics:
             self.dlq_scorer,
             self.dlq_actions,
             self.dlq_notifier,
+            self.usage,
         ]

@@ -38,6 +38,7 @@ PURE_MODULES = frozenset(
         "services.collector.ports",
         "services.collector.ratelimit",
         "services.collector.sms",
+        "services.collector.usage",
         "services.scorer.benchmarks",
         "services.scorer.domain",
         "services.scorer.history",
