@@ -306,7 +306,7 @@ def test_an_account_pools_its_contacts() -> None:
     assert (seats.value, seats.detail["source"]) == (12.0, "account")
     assert (alerts.value, alerts.normalised) == (3.0, 25.0)
     assert result.score == pytest.approx((2 * 50 + 50 + 12 + 25) / 5, abs=0.05)
-    assert result.explained == result.score
+    assert sum(c.points for c in result.components) == pytest.approx(result.score)
 
 
 def test_a_single_customer_is_an_account_of_one() -> None:

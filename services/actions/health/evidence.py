@@ -13,6 +13,7 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import NamedTuple
 
 from services.actions.health.model import Aggregate, Component, Fact
 from shared.events import RatingSubmitted, UsageObserved
@@ -89,13 +90,18 @@ def pool(contacts: Iterable[Evidence], *, account_observations: Sequence[Observa
 
 
 # ---- satisfaction facts ---------------------------------------------------------------------------
-def wilson(successes: int, n: int, z: float = Z_95) -> tuple[float, float]:
+class Interval(NamedTuple):
+    low: float
+    high: float
+
+
+def wilson(successes: int, n: int, z: float = Z_95) -> Interval:
     """Wilson score interval for a proportion, in percent (the scorer's formula)."""
     p = successes / n
     denom = 1 + z * z / n
     centre = (p + z * z / (2 * n)) / denom
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return round(100 * max(0.0, centre - half), 2), round(100 * min(1.0, centre + half), 2)
+    return Interval(round(100 * max(0.0, centre - half), 2), round(100 * min(1.0, centre + half), 2))
 
 
 @dataclass(frozen=True, slots=True)

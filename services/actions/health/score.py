@@ -54,11 +54,6 @@ class HealthResult:
     band: Band | None
     components: tuple[ComponentScore, ...]
 
-    @property
-    def explained(self) -> float:
-        """The sum of the contributions, in tenths: equals ``score`` by construction."""
-        return sum(round(c.points * 10) for c in self.components) / 10
-
 
 def normalised(spec: Component, value: float, base: BaseDistribution | None) -> float | None:
     """0-100 for a value; a percentile without a big enough base gives None (counts as missing)."""
