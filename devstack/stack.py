@@ -1,4 +1,4 @@
-"""Run the whole platform on one machine: broker, PostgreSQL, topics, migrations and four services.
+"""Run the whole platform on one machine: broker, PostgreSQL, topics, migrations and five services.
 
 Every process started here dies with the launcher, even a launcher killed hard (devstack.processes);
 ``make run`` checks its ports before starting anything and counts a service ready only when the
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -18,7 +19,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 import httpx
 
@@ -26,12 +27,24 @@ from devstack.broker import EmbeddedBroker
 from devstack.ports import describe_holders, free_port, owns_listener, port_is_free
 from devstack.postgres import EmbeddedPostgres
 from devstack.processes import signal_group, spawn, stop_all
+from shared.identity.accesstokens import KeyRing, SigningKey
 from shared.provisioning import create_topics, run_migrations
 from shared.topics import Topics
 
+if TYPE_CHECKING:
+    from services.console.provision import DevAdmin
+
 ROOT = Path(__file__).resolve().parents[1]
-SERVICES = ("collector", "scorer", "actions", "notifier")
-DEFAULT_PORTS = {"collector": 8000, "scorer": 8001, "actions": 8002, "notifier": 8003}
+DEV_LINK_MINUTES = 15
+SERVICES = ("collector", "scorer", "actions", "notifier", "console")
+DEFAULT_PORTS = {"collector": 8000, "scorer": 8001, "actions": 8002, "notifier": 8003, "console": 8004}
+#: What the console calls, by the variable naming each service's base URL in its settings.
+CONSOLE_TARGETS = {
+    "CSAT_COLLECTOR_URL": "collector",
+    "CSAT_SCORER_URL": "scorer",
+    "CSAT_ACTIONS_URL": "actions",
+    "CSAT_NOTIFIER_URL": "notifier",
+}
 BROKER_PORT, POSTGRES_PORT = 9092, 5432  # preferred; another free port when taken (unless set)
 RUN_PORT_VARIABLES = {name: f"CSAT_RUN_{name.upper()}_PORT" for name in (*SERVICES, "broker", "postgres")}
 
@@ -48,7 +61,7 @@ def run_port_setting(name: str) -> int | None:
 
 
 def launcher_ports() -> dict[str, int]:
-    """The services' ports of ``make run``: 8000-8003 unless ``CSAT_RUN_<SERVICE>_PORT`` moves one."""
+    """The services' ports of ``make run``: 8000-8004 unless ``CSAT_RUN_<SERVICE>_PORT`` moves one."""
     return {name: run_port_setting(name) or port for name, port in DEFAULT_PORTS.items()}
 
 
@@ -193,6 +206,9 @@ class Stack:
     broker: EmbeddedBroker | None = None
     postgres: EmbeddedPostgres | None = None
     demo_key: str | None = None
+    dev_admin: DevAdmin | None = None
+    # A key pair per stack: the console signs people's access tokens, every service trusts its public key.
+    signing_key: SigningKey = field(default_factory=SigningKey.generate)
     stopping: threading.Event = field(default_factory=threading.Event)
 
     def port_conflicts(self) -> list[str]:
@@ -255,11 +271,32 @@ class Stack:
         self._check_stopping()
         if os.environ.get("CSAT_ENVIRONMENT", "dev") == "dev":
             from services.collector.provision import ensure_demo_source
+            from services.console.provision import ensure_dev_admin
 
             port = self.ports["collector"]
             origins = [f"http://127.0.0.1:{port}", f"http://localhost:{port}"]
             self.demo_key = asyncio.run(ensure_demo_source(self.database_url, origins=origins))
             note("  sources     demo source for the widget page (a new key each start)")
+            self.dev_admin = asyncio.run(
+                ensure_dev_admin(
+                    self.database_url, console_url=self.console_url, link_minutes=DEV_LINK_MINUTES
+                )
+            )
+            note("  people      dev admin with a new password and a one-time sign-in link (each start)")
+
+    @property
+    def console_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports['console']}"
+
+    def identity_env(self, name: str) -> dict[str, str]:
+        """Every service trusts the stack's public key; the console also signs with the private one."""
+        env = {"CSAT_IDENTITY_PUBLIC_KEYS": json.dumps(KeyRing.of([self.signing_key]).to_jwks())}
+        if name == "console":
+            env["CSAT_IDENTITY_SIGNING_KEY"] = self.signing_key.private_jwk()
+            env["CSAT_PUBLIC_URL"] = self.console_url
+            for variable, target in CONSOLE_TARGETS.items():
+                env[variable] = f"http://127.0.0.1:{self.ports[target]}"
+        return env
 
     def service_env(self, name: str) -> dict[str, str]:
         assert self.kafka_bootstrap is not None
@@ -274,6 +311,8 @@ class Stack:
             "PYTHONUNBUFFERED": "1",
         }
         env.setdefault("CSAT_ENVIRONMENT", "dev")
+        for variable, value in self.identity_env(name).items():
+            env.setdefault(variable, value)
         if name == "collector" and self.demo_key and env["CSAT_ENVIRONMENT"] == "dev":
             env.setdefault("CSAT_DEMO_WIDGET_KEY", self.demo_key)
         # Tansu assigns partitions about half a session timeout after a join: keep it short locally.
@@ -378,10 +417,11 @@ def run_forever(stack: Stack) -> int:
 
 
 def _banner(stack: Stack) -> str:
-    c, s, a, n = (stack.services[x].url for x in SERVICES)
+    c, s, a, n, k = (stack.services[x].url for x in SERVICES)
     return f"""
 Ready. Everything stops with Ctrl-C.
 
+  console    {k}   people sign in here{_console_sign_in(stack)}
   collector  {c}   POST /v1/ratings, POST /v1/ratings/batch   docs: {c}/docs
              widget demo: {c}/demo   (source "demo", public key {stack.demo_key or "-"})
              admin (dev key): curl -H 'Authorization: Bearer dev-admin-key' {c}/v1/sources
@@ -397,3 +437,15 @@ Try:
   curl -s '{n}/v1/outbox'
   csat import past-answers.csv --url {c}       # historical CSV import (dev needs no key)
 """
+
+
+def _console_sign_in(stack: Stack) -> str:
+    """The dev admin's one-click link and password (dev only: nothing is printed otherwise)."""
+    admin = stack.dev_admin
+    if admin is None:
+        return ""
+    return (
+        f"\n             one-time sign-in link (dev admin, valid {DEV_LINK_MINUTES} min, works once):"
+        f"\n               {admin.link_url}"
+        f"\n             or sign in with {admin.email} / {admin.password}  (a new password each start)"
+    )

@@ -12,6 +12,7 @@ OUTCOMES = "csat.notifications.outcomes.v1"
 DLQ_SCORER = "csat.dlq.scorer.v1"
 DLQ_ACTIONS = "csat.dlq.actions.v1"
 DLQ_NOTIFIER = "csat.dlq.notifier.v1"
+INTERACTIONS = "csat.interactions.v1"
 USAGE = "csat.usage.v1"
 
 
@@ -45,6 +46,10 @@ class Topics:
         return self._p(OUTCOMES)
 
     @property
+    def interactions(self) -> str:
+        return self._p(INTERACTIONS)
+
+    @property
     def dlq_scorer(self) -> str:
         return self._p(DLQ_SCORER)
 
@@ -70,5 +75,6 @@ class Topics:
             self.dlq_scorer,
             self.dlq_actions,
             self.dlq_notifier,
+            self.interactions,
             self.usage,
         ]

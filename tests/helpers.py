@@ -30,11 +30,11 @@ async def running(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
 
 
 @asynccontextmanager
-async def serving(app: FastAPI, *, timeout_s: float = 20.0) -> AsyncIterator[str]:
-    """Serve the app with uvicorn on a free loopback port in this event loop; yields its base URL."""
+async def serving(app: FastAPI, *, timeout_s: float = 20.0, port: int | None = None) -> AsyncIterator[str]:
+    """Serve the app with uvicorn on loopback (``port``, or a free one) in this event loop; yields its URL."""
     from devstack.ports import free_port
 
-    port = free_port()
+    port = port or free_port()
     server = uvicorn.Server(
         uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False, lifespan="on")
     )

@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from shared.provisioning import ROOT, create_topics, run_migrations
 from shared.topics import Topics
 
-SERVICES = ("collector", "scorer", "actions", "notifier")
+SERVICES = ("collector", "scorer", "actions", "notifier", "console")
 DLQ_CONSUMERS = ("scorer", "actions", "notifier")
 
 

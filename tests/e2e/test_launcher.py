@@ -25,7 +25,7 @@ from tests.proctree import Proc, descendants, kill_all, leftovers
 
 pytestmark = pytest.mark.e2e
 
-READY_TIMEOUT_S = 240.0  # embedded PostgreSQL's initdb, migrations and four services on a shared machine
+READY_TIMEOUT_S = 240.0  # embedded PostgreSQL's initdb, migrations and five services on a shared machine
 GONE_TIMEOUT_S = 30.0  # services' graceful shutdown is bounded at 15 s, then SIGKILL
 
 
@@ -94,7 +94,9 @@ def test_nothing_outlives_the_launcher(launcher: Launcher, how: str, sig: int, g
     launcher.wait_for_ready()
     tree = launcher.tree
     commands = " ".join(p.command for p in tree)
-    assert "tansu" in commands and "postgres" in commands and commands.count("uvicorn") == 4, commands
+    assert "tansu" in commands and "postgres" in commands and commands.count("uvicorn") == len(SERVICES), (
+        commands
+    )
     for name, port in launcher.ports.items():
         assert any(owns_listener(p.pid, port) for p in tree), f"{name} is not listening on {port}"
 

@@ -336,6 +336,7 @@ EXPECTED_FAMILIES = {
     },
     "actions": {"csat_rule_hits_total", "csat_consumer_lag_records", "csat_dlq_records_total"},
     "notifier": {"csat_notifications_total", "csat_provider_attempts_total", "csat_dlq_records_total"},
+    "console": {"csat_http_requests_total", "csat_http_request_duration_seconds"},
 }
 
 

@@ -109,7 +109,7 @@ def test_checkov_passes_with_every_exception_justified(overlay: str, tmp_path: P
 def test_deployments_follow_the_operating_rules(overlay: str) -> None:
     items = docs(overlay)
     deployments = list(of_kind(items, "Deployment"))
-    assert {d["metadata"]["name"] for d in deployments} == {"csat-collector", *CONSUMERS}
+    assert {d["metadata"]["name"] for d in deployments} == {"csat-collector", "csat-console", *CONSUMERS}
     pdbs = {
         p["spec"]["selector"]["matchLabels"]["app.kubernetes.io/name"]: p
         for p in of_kind(items, "PodDisruptionBudget")

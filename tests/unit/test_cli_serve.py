@@ -14,7 +14,7 @@ from services.cli.commands import main
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.mark.parametrize("service", ["collector", "scorer", "actions", "notifier"])
+@pytest.mark.parametrize("service", ["collector", "scorer", "actions", "notifier", "console"])
 def test_serve_runs_one_service_with_uvicorn(service: str, monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[tuple[str, dict[str, Any]]] = []
     monkeypatch.setattr(uvicorn, "run", lambda app, **kw: calls.append((app, kw)))

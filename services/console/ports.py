@@ -1,0 +1,58 @@
+"""What the console's routes and use cases depend on: the identity store (shared) and its own links store.
+
+``services.console.repository`` implements ``ConsoleStore`` on PostgreSQL (schema ``console``),
+``shared.identity.repository.PgIdentityStore`` implements ``IdentityStore``; ``tests/fakes/console_store.py``
+holds the in-memory ``ConsoleStore``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+from shared.identity.ports import IdentityStore
+
+__all__ = ["ConsoleStore", "IdentityStore", "OidcLinks", "SignInLink", "SignInLinks"]
+
+
+@dataclass(frozen=True, slots=True)
+class SignInLink:
+    """A one-time sign-in link's record; the secret is in the URL only, the store has its SHA-256."""
+
+    user_id: str
+    created_by: str
+    created_at: datetime
+    expires_at: datetime
+    used_at: datetime | None = None
+
+    def usable(self, now: datetime) -> bool:
+        return self.used_at is None and now < self.expires_at
+
+
+class SignInLinks(Protocol):
+    async def add_link(
+        self, *, link_hash: bytes, user_id: str, created_by: str, created_at: datetime, expires_at: datetime
+    ) -> None: ...
+
+    async def link_by_hash(self, *, link_hash: bytes) -> SignInLink | None:
+        """Look without using it (the GET that shows the confirm button)."""
+        ...
+
+    async def use_link(self, *, link_hash: bytes, at: datetime) -> str | None:
+        """Mark it used if still usable, atomically; the user id when this call was the one that used it."""
+        ...
+
+    async def purge_links(self, *, older_than: datetime) -> int: ...
+
+
+class OidcLinks(Protocol):
+    async def link_oidc(self, *, user_id: str, issuer: str, subject: str) -> bool:
+        """Attach an OpenID identity to a person who has none yet; False when they already have one."""
+        ...
+
+
+class ConsoleStore(SignInLinks, OidcLinks, Protocol):
+    """The console's own adapter: one-time links, and linking invited people to their OpenID identity."""
+
+    async def check(self) -> None: ...
