@@ -14,7 +14,6 @@ from services.actions.health.evidence import (
     pool,
     reading,
     relative_change,
-    wilson,
 )
 from services.actions.health.model import parse_health_model
 from services.actions.health.score import evaluate
@@ -69,13 +68,6 @@ def test_csat_is_exact_counts_with_the_scorers_wilson_interval(scores: list[int]
         "ci_low": round(100 * low, 2),
         "ci_high": round(100 * high, 2),
     }
-
-
-@pytest.mark.parametrize(("k", "n"), [(0, 1), (1, 1), (7, 10), (70, 100), (150, 200), (700, 1000)])
-def test_wilson_matches_the_scorer(k: int, n: int) -> None:
-    low, high = wilson_interval(k, n)
-    assert low is not None and high is not None
-    assert wilson(k, n) == (round(100 * low, 2), round(100 * high, 2))
 
 
 @pytest.mark.parametrize(

@@ -13,13 +13,12 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import NamedTuple
 
 from services.actions.health.model import Aggregate, Component, Fact
 from shared.events import RatingSubmitted, UsageObserved
 from shared.scales import Metric, NpsClass, nps_class
+from shared.stats import proportion
 
-Z_95 = 1.959963984540054
 DAYS_30 = 30 * 86400.0
 
 
@@ -90,20 +89,6 @@ def pool(contacts: Iterable[Evidence], *, account_observations: Sequence[Observa
 
 
 # ---- satisfaction facts ---------------------------------------------------------------------------
-class Interval(NamedTuple):
-    low: float
-    high: float
-
-
-def wilson(successes: int, n: int, z: float = Z_95) -> Interval:
-    """Wilson score interval for a proportion, in percent (the scorer's formula)."""
-    p = successes / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return Interval(round(100 * max(0.0, centre - half), 2), round(100 * min(1.0, centre + half), 2))
-
-
 @dataclass(frozen=True, slots=True)
 class Reading:
     """A component's input value, or why there is none; ``detail`` is what the explanation shows."""
@@ -119,6 +104,11 @@ def _in_window(ratings: Sequence[RatingPoint], as_of: datetime, span: timedelta 
         (r for r in ratings if r.occurred_at <= as_of and (start is None or r.occurred_at > start)),
         key=lambda r: (r.occurred_at, r.rating_id),
     )
+
+
+def _pct(fraction: float | None) -> float | None:
+    """A Wilson bound in percent, as the scores API gives it."""
+    return None if fraction is None else round(100 * fraction, 2)
 
 
 def _days(span: timedelta | None) -> str:
@@ -146,10 +136,14 @@ def fact_reading(spec: Component, evidence: Evidence, *, as_of: datetime) -> Rea
     if n < spec.evidence:
         return Reading(None, f"{n} {what} in {_days(span)}, fewer than {spec.evidence}", {"n": n})
     if fact is Fact.CSAT:
-        positive = sum(1 for r in rows if r.positive)
-        low, high = wilson(positive, n)
-        detail = {"n": n, "positive": positive, "ci_low": low, "ci_high": high}
-        return Reading(100.0 * positive / n, detail=detail)
+        share = proportion(sum(1 for r in rows if r.positive), n)
+        detail = {
+            "n": n,
+            "positive": share.successes,
+            "ci_low": _pct(share.ci_low),
+            "ci_high": _pct(share.ci_high),
+        }
+        return Reading(100.0 * share.successes / n, detail=detail)
     if fact is Fact.NPS:
         promoters = sum(1 for r in rows if r.nps_class is NpsClass.PROMOTER)
         detractors = sum(1 for r in rows if r.nps_class is NpsClass.DETRACTOR)
