@@ -64,6 +64,11 @@ EVENTS: tuple[EventDoc, ...] = (
         "DeadLetter",
         "A record a consumer could not use, with the reason and the original bytes.",
     ),
+    EventDoc(
+        ev.USAGE_OBSERVED,
+        "UsageObserved",
+        "A dated observation of named usage signals (logins, features used...) for a customer or account.",
+    ),
 )
 
 
@@ -163,6 +168,16 @@ TOPICS: tuple[TopicDoc, ...] = (
         "notifier",
         (),
         "Records the notifier could not use (header `ce_dlqreason` gives the reason kind).",
+    ),
+    TopicDoc(
+        "usage",
+        tp.USAGE,
+        "account id, else customer id (an account's observations stay in order)",
+        (ev.USAGE_OBSERVED,),
+        "collector",
+        (),
+        "Usage signals from product analytics (logins, features used, data volume, open tickets, active "
+        "seats...), one dated observation per record; the account health score reads them.",
     ),
 )
 

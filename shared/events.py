@@ -18,6 +18,7 @@ NOTIFICATION_REQUESTED = "com.csat.notification.requested.v1"
 NOTIFICATION_OUTCOME = "com.csat.notification.outcome.v1"
 DEAD_LETTER = "com.csat.dead_letter.v1"
 INTERACTION_RECORDED = "com.csat.interaction.recorded.v1"
+USAGE_OBSERVED = "com.csat.usage.observed.v1"
 
 
 class _Event(BaseModel):
@@ -235,6 +236,20 @@ class InteractionRecorded(_Event):
     source: str | None = None
 
 
+class UsageObserved(_Event):
+    """A dated observation of named usage signals for a customer, an account or a contact of an account."""
+
+    observation_id: str = Field(description="Client key or derived from the content; replays dedupe on it")
+    customer_id: str | None = Field(default=None, description="The contact observed (None: the account)")
+    account_id: str | None = Field(default=None, description="The account (B2B company) observed or joined")
+    observed_at: AwareDatetime
+    received_at: AwareDatetime
+    signals: dict[str, float] = Field(
+        description="Named numbers, e.g. logins_7d, features_used, data_volume_gb, tickets_open, seats_active"
+    )
+    source: str | None = None
+
+
 EVENT_MODELS: dict[str, type[BaseModel]] = {
     RATING_SUBMITTED: RatingSubmitted,
     SCORE_CHANGED: ScoreChanged,
@@ -244,4 +259,5 @@ EVENT_MODELS: dict[str, type[BaseModel]] = {
     NOTIFICATION_OUTCOME: NotificationOutcome,
     DEAD_LETTER: DeadLetter,
     INTERACTION_RECORDED: InteractionRecorded,
+    USAGE_OBSERVED: UsageObserved,
 }
