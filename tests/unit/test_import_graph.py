@@ -33,7 +33,6 @@ PURE_MODULES = frozenset(
         "services.collector.csvimport",
         "services.collector.domain",
         "services.collector.intake",
-        "services.collector.keys",
         "services.collector.links",
         "services.collector.ports",
         "services.collector.ratelimit",
