@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import textwrap
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -364,3 +366,15 @@ def test_phone_numbers_and_twiml() -> None:
         '<?xml version="1.0" encoding="UTF-8"?><Response><Message>a &lt; b &amp; c</Message></Response>'
     )
     assert twiml(None).endswith("<Response/>")
+
+
+def test_the_documented_server_side_proof_verifies() -> None:
+    """docs/collector.md shows sites how to sign customer ids: its Python example must make valid proofs."""
+    doc = (Path(__file__).parents[2] / "docs" / "collector.md").read_text(encoding="utf-8")
+    example = textwrap.dedent(doc.split("   ```python\n", 1)[1].split("   ```\n", 1)[0])
+    scope: dict[str, Any] = {}
+    exec(compile(example, "docs/collector.md", "exec"), scope)  # noqa: S102 - our own documentation
+    proof = scope["customer_proof"](SECRET, "cus_1042")
+    body = rating(customer={"id": "cus_1042", "proof": proof})
+    now = datetime.now(UTC)
+    assert provenance_of(body, Trust(KeyKind.PUBLISHABLE, (SECRET,)), now=now).identity is Identity.VERIFIED
