@@ -57,6 +57,7 @@ def router(deps: CollectorDeps) -> APIRouter:
     )
     _source_routes(routes, deps)
     _key_routes(routes, deps)
+    _identity_routes(routes, deps)
     _survey_routes(routes, deps)
     return routes
 
@@ -186,6 +187,10 @@ def _key_routes(routes: APIRouter, deps: CollectorDeps) -> None:
             raise _not_found("key")
         _forget_cached(deps)
         return Response(status_code=204)
+
+
+def _identity_routes(routes: APIRouter, deps: CollectorDeps) -> None:
+    retry_after_s = deps.settings.retry_after_s
 
     @routes.post(
         "/v1/sources/{source_id}/identity-secret",
