@@ -44,8 +44,50 @@ class Consent(_Event):
     review: bool = False
 
 
+class KeyKind(StrEnum):
+    """The credential a rating arrived with: what its contact, consent and account fields are worth."""
+
+    PUBLISHABLE = "publishable"  # a page or app (pk_ key, or a pre-split csk_ key): public, claims only
+    SECRET = "secret"  # noqa: S105 - a kind name; a site's server (sk_ key)
+    TOKEN = "token"  # noqa: S105 - a kind name; an API token with ratings:write
+    EMAIL_LINK = "email_link"  # a one-click link we signed for this customer
+    SMS = "sms"  # a reply to a survey SMS we sent (Twilio-signed webhook)
+    NONE = "none"  # posted without a key (dev and test only)
+
+
+class Identity(StrEnum):
+    """Whether the customer id is a fact (a server said so, or proved it) or only a browser's claim."""
+
+    VERIFIED = "verified"
+    CLAIMED = "claimed"
+
+
+class Provenance(_Event):
+    """Who vouches for a rating. Only ``key_kind: publishable`` ratings carry claims instead of facts."""
+
+    key_kind: KeyKind
+    identity: Identity
+
+
+class Claims(_Event):
+    """What a publishable-key post said about the person: kept for reading, never acted on.
+
+    A browser key is public, so these could be anyone's address, consent or account tier; consumers
+    must not send messages, raise priorities or reach a person with them.
+    """
+
+    email: str | None = None
+    phone: str | None = None
+    consent: Consent | None = None
+    account: AccountRef | None = None
+
+
 class RatingSubmitted(_Event):
-    """A validated, normalised rating; the collector computes every derived field once."""
+    """A validated, normalised rating; the collector computes every derived field once.
+
+    ``customer.email``/``phone``, ``consent`` and ``account`` are facts: a publishable-key post has them
+    moved to ``claims``. ``provenance`` is absent only on events published before it existed.
+    """
 
     rating_id: str
     metric: Metric
@@ -65,6 +107,13 @@ class RatingSubmitted(_Event):
     survey_id: str | None = None
     occurred_at: AwareDatetime
     received_at: AwareDatetime
+    provenance: Provenance | None = None
+    claims: Claims | None = None
+
+    @property
+    def customer_verified(self) -> bool:
+        """The customer id is a fact: per-customer actions (messages, alerts, history) may use it."""
+        return self.provenance is None or self.provenance.identity is Identity.VERIFIED
 
 
 class ScoreChanged(_Event):
@@ -162,6 +211,9 @@ class NotificationRequested(_Event):
     customer_id: str | None = None
     rating_id: str | None = None
     priority: str = "normal"
+    source: str | None = Field(
+        default=None, description="the collector source of the rating behind it (per-source daily cap)"
+    )
     transactional: bool = Field(
         default=False, description="internal alerts (CSM, support) ignore customer opt-out and caps"
     )
@@ -191,7 +243,7 @@ class NotificationOutcome(_Event):
     reason: str | None = Field(
         default=None,
         description="bounded code: opted_out, daily_cap, quiet_hours, rejected, exhausted, ambiguous, "
-        "crashed_mid_send, provider_opt_out, no_address, template",
+        "crashed_mid_send, provider_opt_out, no_address, template, address_cap, source_cap",
     )
     rule_id: str | None = None
     customer_id: str | None = None

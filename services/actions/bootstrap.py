@@ -48,7 +48,12 @@ def build_policy(cfg: ActionsSettings, taxonomy: Taxonomy) -> Policy:
 def build_rulebook(cfg: ActionsSettings, file_rules: RuleSet) -> RuleBook:
     """The rules file seeds the stored rule set."""
     document = parse_document(cfg.rules_file.read_text(encoding="utf-8"), origin=str(cfg.rules_file))
-    return RuleBook(file_document=document, file_rules=file_rules, file_origin=str(cfg.rules_file))
+    return RuleBook(
+        file_document=document,
+        file_rules=file_rules,
+        file_origin=str(cfg.rules_file),
+        outbound=cfg.outbound_policy(cfg.environment),
+    )
 
 
 def build_runtime(cfg: ActionsSettings, handler: ActionsHandler) -> ConsumerRuntime:

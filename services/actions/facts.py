@@ -110,7 +110,8 @@ def slope(values: Sequence[float]) -> float:
 
 # ---- facts ----------------------------------------------------------------------------------------
 def consent_of(rating: RatingSubmitted | None, ctx: CustomerContext | None, kind: str) -> bool:
-    """Stored consent (CRM) wins over what the rating carried."""
+    """Stored consent (CRM) wins over what the rating carried (a publishable key's consent is a claim,
+    kept apart by the collector, so it never counts here)."""
     if ctx is not None and ctx.consent and kind in ctx.consent:
         return bool(ctx.consent[kind])
     if rating is None:
@@ -135,6 +136,8 @@ def build_facts(
         "nps_class": rating.nps_class.value if rating.nps_class else None,
         "touchpoint": rating.touchpoint,
         "source": rating.source,
+        "key_kind": rating.provenance.key_kind.value if rating.provenance else None,
+        "customer.verified": rating.customer_verified,
         "survey_id": rating.survey_id,
         "has_comment": bool(rating.comment and rating.comment.strip()),
         "comment.sentiment": analysis.sentiment if analysis and rating.comment else None,

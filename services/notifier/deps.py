@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from pydantic import SecretStr
 
+from services.notifier.policy import AddressKeys
 from services.notifier.ports import DeliveryReads, SuppressionList
 from services.notifier.tokens import UnsubscribeTokens
 
@@ -16,3 +17,4 @@ class NotifierDeps:
     suppressions: SuppressionList
     tokens: UnsubscribeTokens
     admin_key: SecretStr
+    address_keys: AddressKeys

@@ -34,6 +34,7 @@ class RatingRow:
     survey_id: str | None
     themes: list[str]
     comment_sentiment: str | None
+    customer_verified: bool = True
 
 
 @dataclass
@@ -143,6 +144,7 @@ class FakeRatings:
                 survey_id=r.survey_id,
                 themes=list(found.themes) if found else [],
                 comment_sentiment=found.sentiment if found and r.comment else None,
+                customer_verified=r.customer_verified,
             )
             fresh.add(r.rating_id)
         return fresh
@@ -171,7 +173,9 @@ class FakeRatings:
 
     def _past(self, customer_id: str, *, since: datetime, limit: int) -> list[PastRating]:
         rows = [
-            r for r in self._t.ratings.values() if r.customer_id == customer_id and r.occurred_at >= since
+            r
+            for r in self._t.ratings.values()
+            if r.customer_id == customer_id and r.occurred_at >= since and r.customer_verified
         ]
         rows.sort(key=lambda r: (r.occurred_at, r.rating_id), reverse=True)
         return [PastRating(r.rating_id, r.occurred_at, r.normalized, r.sentiment) for r in rows[:limit]]
@@ -369,6 +373,7 @@ class FakeTimers:
         row = self._t.timers[timer.timer_id]
         return any(
             r.customer_id == row.customer_id
+            and r.customer_verified
             and r.rating_id != (row.payload.get("rating_id") or "")
             and (r.survey_id == row.ref or (r.has_comment and r.occurred_at >= row.created_at))
             for r in self._t.ratings.values()

@@ -291,6 +291,25 @@ def test_immediate_resurvey_sends_the_open_question_and_arms_the_no_answer_timer
     assert note.context["survey"] == {"id": timer.ref, "url": f"https://s.example.com/{timer.ref}"}
 
 
+def test_ids_placed_in_survey_and_alert_urls_are_percent_encoded() -> None:
+    rules = parse_rules({"rules": [{"id": "ask", "actions": [{"type": "resurvey"}]}]})
+    policy = Policy(survey_url_template="https://s.example.com/s/{survey_id}?c={customer_id}")
+    odd = rating(1, customer={"id": "a/b?c=d&e", "email": "ana@example.com"})
+    (d,) = run(odd, rules=rules, policy=policy)
+    assert d.notification is not None
+    url = d.notification.context["survey"]["url"]
+    assert url.endswith("?c=a%2Fb%3Fc%3Dd%26e") and url.count("?") == 1
+    alerting = parse_rules({"rules": [{"id": "tell", "actions": [{"type": "csm_alert"}]}]})
+    (alert,) = run(
+        rating(1), rules=alerting, policy=Policy(alert_url_template="https://a.example.com/{alert_id}")
+    )
+    assert alert.notification is not None
+    assert (
+        alert.notification.context["alert"]["ack_url"]
+        == f"https://a.example.com/{alert.notification.notification_id}"
+    )
+
+
 def test_critical_comment_goes_to_each_owning_team() -> None:
     d = by_rule(run(rating(1, comment="Trop cher et livraison en retard, très déçu")))
     notes = d["critical-comment-theme-alert"].notifications

@@ -38,7 +38,6 @@ PURE_MODULES = frozenset(
         "services.collector.helpdesks",
         "services.collector.intake",
         "services.collector.interactions",
-        "services.collector.keys",
         "services.collector.links",
         "services.collector.ports",
         "services.collector.ratelimit",

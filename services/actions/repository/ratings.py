@@ -37,7 +37,8 @@ _BATCH_FACTS = text(
     "(SELECT array_agg(ROW(customer_id, rating_id, occurred_at, normalized, sentiment)) FROM ("
     " SELECT customer_id, rating_id, occurred_at, normalized, sentiment, row_number() OVER "
     " (PARTITION BY customer_id ORDER BY occurred_at DESC, rating_id DESC) AS rn "
-    " FROM actions.ratings WHERE customer_id = ANY(:ids) AND occurred_at >= :since) AS x "
+    " FROM actions.ratings WHERE customer_id = ANY(:ids) AND occurred_at >= :since "
+    " AND customer_verified) AS x "
     " WHERE rn <= :n) AS past, "
     "(SELECT array_agg(ROW(customer_id, rule_id, last)) FROM ("
     " SELECT customer_id, rule_id, max(created_at) AS last FROM actions.decisions "
@@ -67,14 +68,15 @@ class PgRatings:
         result = await self._conn.execute(
             text(
                 "INSERT INTO actions.ratings (rating_id, customer_id, metric, scale, score, normalized, "
-                "sentiment, occurred_at, has_comment, survey_id, themes, comment_sentiment) "
+                "sentiment, occurred_at, has_comment, survey_id, themes, comment_sentiment, "
+                "customer_verified) "
                 "SELECT id, c, m, s, score, n, sent, t, hc, sv, "
-                "COALESCE(ARRAY(SELECT jsonb_array_elements_text(th)), '{}'), cs "
+                "COALESCE(ARRAY(SELECT jsonb_array_elements_text(th)), '{}'), cs, cv "
                 "FROM unnest(CAST(:id AS text[]), CAST(:c AS text[]), "
                 "CAST(:m AS text[]), CAST(:s AS text[]), CAST(:score AS smallint[]), CAST(:n AS real[]), "
                 "CAST(:sent AS text[]), CAST(:t AS timestamptz[]), CAST(:hc AS boolean[]), "
-                "CAST(:sv AS text[]), CAST(:th AS jsonb[]), CAST(:cs AS text[])) "
-                "AS v(id, c, m, s, score, n, sent, t, hc, sv, th, cs) "
+                "CAST(:sv AS text[]), CAST(:th AS jsonb[]), CAST(:cs AS text[]), CAST(:cv AS boolean[])) "
+                "AS v(id, c, m, s, score, n, sent, t, hc, sv, th, cs, cv) "
                 "ON CONFLICT DO NOTHING RETURNING rating_id"
             ),
             {
@@ -96,6 +98,7 @@ class PgRatings:
                     analyses[r.rating_id].sentiment if r.rating_id in analyses and r.comment else None
                     for r in rows
                 ],
+                "cv": [r.customer_verified for r in rows],
             },
         )
         return {row.rating_id for row in result}
