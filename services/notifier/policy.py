@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import random
 import re
+from dataclasses import dataclass
 from datetime import date, datetime, tzinfo
 
 # Re-exported: the notifier's modules and tests read quiet hours and zones from its policy.
