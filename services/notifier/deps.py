@@ -1,4 +1,5 @@
-"""What the routes use, built by ``bootstrap``: stores as ports, the token signer, the admin key."""
+"""What the routes use, built by ``bootstrap``: stores as ports, the token signer, the admin key, the
+templates."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from dataclasses import dataclass
 from pydantic import SecretStr
 
 from services.notifier.ports import DeliveryReads, SuppressionList
+from services.notifier.templating import Templates
 from services.notifier.tokens import UnsubscribeTokens
 
 
@@ -16,3 +18,5 @@ class NotifierDeps:
     suppressions: SuppressionList
     tokens: UnsubscribeTokens
     admin_key: SecretStr
+    templates: Templates  # the ones the dispatcher sends with: previews render exactly what goes out
+    public_base_url: str

@@ -47,6 +47,7 @@ PURE_MODULES = frozenset(
         "services.scorer.signals",
         "services.scorer.trend",
         "services.scorer.windows",
+        "services.actions.dryrun",
         "services.actions.engine",
         "services.actions.facts",
         "services.actions.outcomes",
