@@ -53,6 +53,11 @@ EVENTS: tuple[EventDoc, ...] = (
         "What happened to one notification: sent, failed, suppressed...",
     ),
     EventDoc(
+        ev.INTERACTION_RECORDED,
+        "InteractionRecorded",
+        "Something that happened to a customer (ticket solved, order delivered) that a survey may follow.",
+    ),
+    EventDoc(
         ev.DEAD_LETTER,
         "DeadLetter",
         "A record a consumer could not use, with the reason and the original bytes.",
@@ -118,6 +123,17 @@ TOPICS: tuple[TopicDoc, ...] = (
         "notifier",
         (),
         "The final outcome of every notification.",
+    ),
+    TopicDoc(
+        "interactions",
+        tp.INTERACTIONS,
+        "customer id (a customer's interactions stay in order)",
+        (ev.INTERACTION_RECORDED,),
+        "collector",
+        ("actions",),
+        "Interactions accepted by the collector (`POST /v1/interactions`, helpdesk webhooks) or published "
+        "directly by another system with the same schema; the survey definitions decide which are followed "
+        "by a survey.",
     ),
     TopicDoc(
         "dlqScorer",

@@ -17,6 +17,7 @@ ACTION_DECIDED = "com.csat.action.decided.v1"
 NOTIFICATION_REQUESTED = "com.csat.notification.requested.v1"
 NOTIFICATION_OUTCOME = "com.csat.notification.outcome.v1"
 DEAD_LETTER = "com.csat.dead_letter.v1"
+INTERACTION_RECORDED = "com.csat.interaction.recorded.v1"
 
 
 class _Event(BaseModel):
@@ -186,6 +187,30 @@ class DeadLetter(_Event):
     failed_at: AwareDatetime
 
 
+#: An interaction attribute: a JSON scalar (lists and objects belong in several attributes).
+AttributeValue = str | int | float | bool | None
+
+
+class InteractionRecorded(_Event):
+    """Something that happened to a customer (a ticket solved, an order delivered) that a survey may follow.
+
+    Keyed by customer id, like ratings, so a customer's interactions and answers stay in order.
+    """
+
+    interaction_id: str = Field(description="A retry carries the same id (helpdesk webhooks: derived)")
+    type: str = Field(description="ticket.solved, order.delivered, chat.closed, store.visit, any dotted name")
+    customer: CustomerRef
+    occurred_at: AwareDatetime
+    received_at: AwareDatetime
+    attributes: dict[str, AttributeValue] = Field(
+        default_factory=dict, description="What the survey conditions read: agent_replied, order_id, ..."
+    )
+    segment: dict[str, str] = Field(default_factory=dict, description="Carried into the survey's answers")
+    account: AccountRef | None = None
+    consent: Consent | None = Field(default=None, description="None: not stated by the sender")
+    source: str | None = None
+
+
 EVENT_MODELS: dict[str, type[BaseModel]] = {
     RATING_SUBMITTED: RatingSubmitted,
     SCORE_CHANGED: ScoreChanged,
@@ -194,4 +219,5 @@ EVENT_MODELS: dict[str, type[BaseModel]] = {
     NOTIFICATION_REQUESTED: NotificationRequested,
     NOTIFICATION_OUTCOME: NotificationOutcome,
     DEAD_LETTER: DeadLetter,
+    INTERACTION_RECORDED: InteractionRecorded,
 }

@@ -12,6 +12,7 @@ OUTCOMES = "csat.notifications.outcomes.v1"
 DLQ_SCORER = "csat.dlq.scorer.v1"
 DLQ_ACTIONS = "csat.dlq.actions.v1"
 DLQ_NOTIFIER = "csat.dlq.notifier.v1"
+INTERACTIONS = "csat.interactions.v1"
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +45,10 @@ class Topics:
         return self._p(OUTCOMES)
 
     @property
+    def interactions(self) -> str:
+        return self._p(INTERACTIONS)
+
+    @property
     def dlq_scorer(self) -> str:
         return self._p(DLQ_SCORER)
 
@@ -65,4 +70,5 @@ class Topics:
             self.dlq_scorer,
             self.dlq_actions,
             self.dlq_notifier,
+            self.interactions,
         ]

@@ -90,20 +90,29 @@ class RatingIn(BaseModel):
     @field_validator("occurred_at", mode="before")
     @classmethod
     def _occurred_at_is_text(cls, value: Any) -> Any:
-        """RFC 3339 text only, as documented: pydantic would read a bare number as seconds since 1970."""
-        if isinstance(value, int | float):  # bool is an int too
-            raise ValueError("occurred_at must be an RFC 3339 date-time string such as 2026-11-23T09:30:00Z")
-        return value
+        return check_occurred_at(value)
 
     @field_validator("segment")
     @classmethod
     def _segment_keys(cls, value: dict[str, str]) -> dict[str, str]:
-        if len(value) > 20:
-            raise ValueError("at most 20 segment attributes")
-        for key in value:
-            if not _SEGMENT_KEY.match(key):
-                raise ValueError(f"segment key {key!r} must be lower-case letters, digits or _ (max 40)")
-        return value
+        return check_segment(value)
+
+
+def check_segment(value: dict[str, str]) -> dict[str, str]:
+    """The segment rules every input shares (ratings, interactions): at most 20 lower-case keys."""
+    if len(value) > 20:
+        raise ValueError("at most 20 segment attributes")
+    for key in value:
+        if not _SEGMENT_KEY.match(key):
+            raise ValueError(f"segment key {key!r} must be lower-case letters, digits or _ (max 40)")
+    return value
+
+
+def check_occurred_at(value: Any) -> Any:
+    """RFC 3339 text only, as documented: pydantic would read a bare number as seconds since 1970."""
+    if isinstance(value, int | float):  # bool is an int too
+        raise ValueError("occurred_at must be an RFC 3339 date-time string such as 2026-11-23T09:30:00Z")
+    return value
 
 
 class RatingRejected(ValueError):

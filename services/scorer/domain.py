@@ -9,10 +9,11 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from shared.scales import SCALES, Metric, NpsClass, Scale, Sentiment, nps_class
+from shared.stats import Z_95 as Z_95  # re-exported: the scorer reads them from its domain
+from shared.stats import wilson_interval as wilson_interval
 
 GLOBAL_SEGMENT = "*"
 OTHER = "other"
-Z_95 = 1.959963984540054
 
 _WINDOW = re.compile(r"^(\d{1,4})(m|h|d|w)$")
 _UNITS = {"m": timedelta(minutes=1), "h": timedelta(hours=1), "d": timedelta(days=1), "w": timedelta(weeks=1)}
@@ -84,17 +85,6 @@ def parse_segment_params(params: Sequence[str]) -> dict[str, str]:
             raise ValueError(f"segment dimension {dim!r} given twice")
         out[dim] = value
     return out
-
-
-def wilson_interval(successes: int, n: int, z: float = Z_95) -> tuple[float, float] | tuple[None, None]:
-    """Wilson score interval for a proportion, as fractions 0..1."""
-    if n <= 0:
-        return None, None
-    p = successes / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def band(csat_percent: float | None) -> str | None:

@@ -1,0 +1,1 @@
+"""Surveys after interactions: definitions (what to ask, when, how), decisions and measures. Pure code."""
