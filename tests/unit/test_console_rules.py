@@ -21,9 +21,9 @@ from services.console.ruleforms import (
     DryRunForm,
     FieldError,
     RuleForm,
+    draft_rule,
     dry_run_body,
     dry_run_errors,
-    draft_rule,
     hide_addresses,
     load_yaml,
     rule_errors,
@@ -80,7 +80,8 @@ PLAYBOOK: dict[str, Any] = actions_yaml(Path(DEFAULT_RULES).read_text(encoding="
             {"normalized": {"gte": 0.5, "lt": 0.9}, "sentiment": {"ne": "negative"}},
             "rating",
             "When the normalised score is 50% or more and less than 90% and the rating is not negative",
-            "Quand la note normalisée vaut 50\u00a0% ou plus et moins de 90\u00a0% et la note n'est pas négative",
+            "Quand la note normalisée vaut 50\u00a0% ou plus et moins de 90\u00a0% "
+            "et la note n'est pas négative",
         ),
         (
             {
@@ -99,7 +100,8 @@ PLAYBOOK: dict[str, Any] = actions_yaml(Path(DEFAULT_RULES).read_text(encoding="
             {"comment.sentiment": "negative", "themes": {"contains_any": ["delivery_time", "price"]}},
             "rating",
             "When the comment's tone is negative and the comment's themes include delivery time or price",
-            "Quand le ton du commentaire est négatif et les thèmes du commentaire comprennent delivery time ou price",
+            "Quand le ton du commentaire est négatif et les thèmes du commentaire comprennent "
+            "delivery time ou price",
         ),
         (
             {"segment.store": {"present": True}, "customer.plan": "pro", "history.trend": {"lt": -0.15}},
@@ -114,8 +116,8 @@ PLAYBOOK: dict[str, Any] = actions_yaml(Path(DEFAULT_RULES).read_text(encoding="
             "segment_alert",
             "When a segment's score drops and the segment's score is less than 60 and the number of answers "
             "is 1,000 or more",
-            "Quand le score d'un segment chute et le score du segment vaut moins de 60 et le nombre de réponses "
-            "vaut 1\u202f000 ou plus",
+            "Quand le score d'un segment chute et le score du segment vaut moins de 60 et le nombre "
+            "de réponses vaut 1\u202f000 ou plus",
         ),
         (
             None,
@@ -180,7 +182,7 @@ def test_every_fact_operator_action_and_outcome_has_words_in_both_languages() ->
 
 
 def test_the_default_templates_are_the_actions_services() -> None:
-    assert DEFAULT_TEMPLATES == {k.value: v for k, v in DEFAULT_TEMPLATE.items()}
+    assert {k.value: v for k, v in DEFAULT_TEMPLATE.items()} == DEFAULT_TEMPLATES
 
 
 def test_the_playbook_reads_in_evaluation_order_with_its_exclusive_group_together() -> None:
