@@ -4,7 +4,7 @@ The revision history shows who changed the rules and when; the file's revisions 
 a key have no author.
 
 Revision ID: 0012_rule_set_authors
-Revises: 0009_console
+Revises: 0004_actions (the actions branch)
 Create Date: 2026-12-06
 """
 
@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from alembic import op
 
 revision: str = "0012_rule_set_authors"
-down_revision: str | None = "0009_console"
+down_revision: str | None = "0004_actions"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -60,6 +60,8 @@ def show(value: Any) -> str:
 
 def flatten(value: Any, path: str = "") -> dict[str, str]:
     """Leaves of a rule by path; lists of mappings (conditions, actions) are walked item by item."""
+    if isinstance(value, Mapping) and not value and not path:
+        return {}  # no rule at all (one side of an added or removed rule)
     if isinstance(value, Mapping) and value:
         out: dict[str, str] = {}
         for key, item in value.items():

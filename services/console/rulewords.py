@@ -253,7 +253,12 @@ def conditions(
     clauses: list[str] = []
     metric = cond.get("metric")
     fold = isinstance(metric, str) and "score" in cond and on == "rating"
-    for fact, matcher in cond.items():
+    # Plain facts first, then the nested groups: stored rules (jsonb) do not keep the file's key order.
+    ordered = sorted(
+        cond.items(),
+        key=lambda item: ("any", "all", "not").index(item[0]) + 1 if item[0] in ("any", "all", "not") else 0,
+    )
+    for fact, matcher in ordered:
         if fact == "metric" and fold:
             continue
         if fact in ("any", "all") and isinstance(matcher, list):
