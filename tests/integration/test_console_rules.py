@@ -311,7 +311,7 @@ async def test_a_dry_run_shows_what_fires_and_what_would_be_sent_and_writes_noth
         assert 'name="rating_id" value="r-1"' in picked.text
         picked_run = await ana.post("/rules/dry-run", data={**form_fields(picked), "csrf_token": token})
         assert picked_run.status_code == 200 and "low-score-csm-alert : Fires" in text_of(picked_run)
-        proposed = "rules:\n  - id: everyone-thanks\n    actions: [{type: customer_email, template: thank_you}]\n"
+        proposed = "rules: [{id: everyone-thanks, actions: [{type: customer_email, template: thank_you}]}]"
         tried = text_of(await ana.post("/rules/dry-run", data={**typed, "proposed": proposed}))
         assert "Evaluated against the unsaved rules you gave." in tried and "everyone-thanks : Fires" in tried
         wrong = await ana.post("/rules/dry-run", data={**typed, "score": "9"})
