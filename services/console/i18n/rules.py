@@ -255,7 +255,7 @@ EN: dict[str, str] = {
     "rules.dry.pick_none": "No rating has been decided on yet.",
     "rules.dry.pick_item": "{when} · {metric} {score} on {scale} · customer {customer}",
     "rules.dry.picked": "Rating {rating} of customer {customer}: actions keeps its score, themes and "
-    "comment tone, not its segment or comment text; add them below if the rules need them.",
+    "comment tone, not its segment, consent or comment text; add them below if the rules need them.",
     "rules.dry.form": "The rating",
     "rules.dry.metric": "Metric",
     "rules.dry.scale": "Scale",
@@ -578,8 +578,8 @@ FR: dict[str, str] = {
     "rules.dry.pick_none": "Aucune note n'a encore été traitée.",
     "rules.dry.pick_item": "{when} · {metric} {score} sur {scale} · client {customer}",
     "rules.dry.picked": "Note {rating} du client {customer} : le service actions en garde la note, les "
-    "thèmes et le ton du commentaire, pas le segment ni le texte ; ajoutez-les ci-dessous si les règles "
-    "en ont besoin.",
+    "thèmes et le ton du commentaire, pas le segment, le consentement ni le texte ; ajoutez-les "
+    "ci-dessous si les règles en ont besoin.",
     "rules.dry.form": "La note",
     "rules.dry.metric": "Indicateur",
     "rules.dry.scale": "Échelle",
