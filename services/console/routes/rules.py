@@ -109,8 +109,8 @@ class History:
             return t("rules.history.who.unknown", who=author)
         return t("rules.history.who.file" if version.get("origin") == "file" else "rules.history.who.key")
 
-    async def revisions(self, request: Request, api: PersonApi) -> list[Revision]:
-        versions = (await api.get_json("actions", "/v1/rules/versions", params={"limit": 100}))["versions"]
+    async def revisions(self, request: Request, api: PersonApi, *, limit: int = 100) -> list[Revision]:
+        versions = (await api.get_json("actions", "/v1/rules/versions", params={"limit": limit}))["versions"]
         return [
             Revision(
                 number=int(v["version"]),
@@ -132,7 +132,7 @@ def router(deps: ConsoleDeps) -> APIRouter:
         api = deps.api.on_behalf_of(person)
         try:
             current = await api.get_json("actions", "/v1/rules")
-            newest = (await history.revisions(request, api))[:1]
+            newest = await history.revisions(request, api, limit=1)
         except ApiError as exc:
             raise unavailable(exc) from None
         tr = deps.pages.translator(request)
