@@ -10,10 +10,12 @@ import structlog
 from fastapi import FastAPI
 
 from services.actions.deps import ActionsDeps
+from services.actions.dryrun import DryRunner
 from services.actions.engine import Policy
-from services.actions.handlers import ActionsHandler, HistoryWindow, utc_now
+from services.actions.facts import HistoryWindow
+from services.actions.handlers import ActionsHandler, utc_now
 from services.actions.repository import PgTransactions, consumer_handler
-from services.actions.routes import alerts, customers, ops, rules
+from services.actions.routes import alerts, customers, dryrun, ops, revisions, rules
 from services.actions.rulebook import RuleBook
 from services.actions.rules import RuleSet, load_rules_file, parse_document
 from services.actions.scheduler import Scheduler
@@ -141,7 +143,10 @@ def create_app(settings: ActionsSettings | None = None) -> FastAPI:
             "scheduler": check_scheduler,
         },
     )
-    deps = ActionsDeps(settings=cfg, transactions=transactions, rulebook=rulebook, clock=utc_now)
-    for audience in (rules, alerts, customers, ops):
+    dry_run = DryRunner(rulebook=rulebook, taxonomy=taxonomy, policy=policy, history=history, clock=utc_now)
+    deps = ActionsDeps(
+        settings=cfg, transactions=transactions, rulebook=rulebook, clock=utc_now, dry_run=dry_run
+    )
+    for audience in (rules, revisions, dryrun, alerts, customers, ops):
         app.include_router(audience.router(deps))
     return app

@@ -55,6 +55,28 @@ class History:
     declining: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class HistoryWindow:
+    """How much of a customer's past the history facts read, and what counts as a declining trend."""
+
+    days: int = 90
+    per_customer: int = 50
+    trend_size: int = 5
+    decline_slope: float = -0.1
+
+    def of(self, rating: RatingSubmitted, past: Sequence[PastRating]) -> History:
+        """The history facts of ``rating`` given the customer's stored ratings (the consumer and dry run)."""
+        return summarize_history(
+            past,
+            rating_id=rating.rating_id,
+            occurred_at=rating.occurred_at,
+            normalized=rating.normalized,
+            sentiment=rating.sentiment.value,
+            trend_size=self.trend_size,
+            decline_slope=self.decline_slope,
+        )
+
+
 def summarize_history(
     past: Sequence[PastRating],
     *,

@@ -26,7 +26,7 @@ from services.actions.engine import (
     decide,
     decide_segment,
 )
-from services.actions.facts import CustomerContext, History, PastRating, summarize_history
+from services.actions.facts import CustomerContext, History, HistoryWindow, PastRating
 from services.actions.outcomes import DecisionRow, after_decisions, decision_id, decision_row
 from services.actions.ports import Enrolled, Stores
 from services.actions.publishing import decided_record, notification_record
@@ -56,16 +56,6 @@ RULE_HITS = Counter(
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
-
-
-@dataclass(frozen=True, slots=True)
-class HistoryWindow:
-    """How much of a customer's past the history facts read, and what counts as a declining trend."""
-
-    days: int = 90
-    per_customer: int = 50
-    trend_size: int = 5
-    decline_slope: float = -0.1
 
 
 @dataclass(slots=True)
@@ -209,15 +199,7 @@ class ActionsHandler:
         return outcomes.records
 
     def _history_of(self, rating: RatingSubmitted, past: Sequence[PastRating]) -> History:
-        return summarize_history(
-            past,
-            rating_id=rating.rating_id,
-            occurred_at=rating.occurred_at,
-            normalized=rating.normalized,
-            sentiment=rating.sentiment.value,
-            trend_size=self._history.trend_size,
-            decline_slope=self._history.decline_slope,
-        )
+        return self._history.of(rating, past)
 
 
 # ---- timers ---------------------------------------------------------------------------------------

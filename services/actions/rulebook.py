@@ -106,15 +106,20 @@ class RuleBook:
             log.warning("rules_file_ignored", file=self._file_origin, reason="edited through the admin API")
 
     async def replace(
-        self, *, rule_sets: RuleSetStore, document: Any, expected_version: int | None = None
+        self,
+        *,
+        rule_sets: RuleSetStore,
+        document: Any,
+        expected_version: int | None = None,
+        author: str | None = None,
     ) -> Current:
-        """Validate and store a whole new rule set as the next version."""
+        """Validate and store a whole new rule set as the next version (``author``: who saved it)."""
         rules = parse_rules(document, origin="request", outbound=self.outbound)
         await rule_sets.lock()
         latest = await rule_sets.latest_version() or 0
         if expected_version is not None and expected_version != latest:
             raise VersionConflict(latest)
-        await rule_sets.insert(version=latest + 1, document=document, origin="api")
+        await rule_sets.insert(version=latest + 1, document=document, origin="api", author=author)
         self._current = Current(latest + 1, rules, document, "api")
         return self._current
 
@@ -125,6 +130,7 @@ class RuleBook:
         put: dict[str, Any] | None = None,
         delete: str | None = None,
         expected_version: int | None = None,
+        author: str | None = None,
     ) -> Edited:
         """Create/replace one rule (``put``) or delete one (``delete``)."""
         await rule_sets.lock()
@@ -146,6 +152,6 @@ class RuleBook:
             items.pop(ids.index(delete))
         document["rules"] = items
         replaced = await self.replace(
-            rule_sets=rule_sets, document=document, expected_version=expected_version
+            rule_sets=rule_sets, document=document, expected_version=expected_version, author=author
         )
         return Edited(replaced, created)

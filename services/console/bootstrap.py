@@ -23,7 +23,7 @@ from services.console.deps import ConsoleDeps
 from services.console.guard import SessionGate
 from services.console.ports import ConsoleStore, IdentityStore
 from services.console.repository import PgConsoleStore
-from services.console.routes import admin, api, auth, pages
+from services.console.routes import admin, api, auth, dryrun, pages, rules
 from services.console.sessions import CookieNames, CsrfTokens, SessionPolicy
 from services.console.settings import SERVICE, ConsoleSettings
 from services.console.tokens import AccessTokens
@@ -91,6 +91,8 @@ def create_app(
     app.include_router(auth.router(deps))
     app.include_router(pages.router(deps))
     app.include_router(admin.router(deps))
+    app.include_router(rules.router(deps))
+    app.include_router(dryrun.router(deps))
     app.include_router(api.router(deps))
     app.include_router(api.jwks_router(deps))
     return app

@@ -28,6 +28,7 @@ from services.notifier.providers.twilio import TwilioProvider
 from services.notifier.providers.webhook import WebhookProvider
 from services.notifier.repository import PgDeliveries, PgNotifierStore
 from services.notifier.routes import deliveries, outbox, suppressions, unsubscribe
+from services.notifier.routes import templates as previews
 from services.notifier.settings import NotifierSettings
 from services.notifier.templating import Templates
 from services.notifier.tokens import UnsubscribeTokens
@@ -205,10 +206,11 @@ def create_app(settings: NotifierSettings | None = None) -> FastAPI:
             raise PublisherUnavailable("producer not connected yet")
         await send_all(runtime.producer, records, timeout_s=cfg.kafka_request_timeout_s * 2)
 
+    templates = Templates()
     dispatcher = Dispatcher(
         store=store,
         providers=providers,
-        templates=Templates(),
+        templates=templates,
         tokens=tokens,
         topics=cfg.topics,
         publish=publish,
@@ -237,7 +239,9 @@ def create_app(settings: NotifierSettings | None = None) -> FastAPI:
         tokens=tokens,
         admin_key=cfg.admin_api_key,
         address_keys=dispatcher_cfg.address_keys,
+        templates=templates,
+        public_base_url=cfg.public_base_url,
     )
-    for routes in (unsubscribe, outbox, deliveries, suppressions):
+    for routes in (unsubscribe, outbox, deliveries, suppressions, previews):
         app.include_router(routes.router(deps))
     return app

@@ -9,7 +9,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from services.actions.engine import Policy
-from services.actions.handlers import ActionsHandler, HistoryWindow, TimerHandler
+from services.actions.facts import HistoryWindow
+from services.actions.handlers import ActionsHandler, TimerHandler
 from services.actions.routes.customers import CustomerProfileIn
 from services.actions.rulebook import RuleBook
 from services.actions.rules import parse_document, parse_rules
