@@ -104,6 +104,10 @@ bench: install ## Benchmarks against same-run baselines; rewrites docs/benchmark
 stats: install ## Drift alerts on simulated segments, before/after; rewrites the table in docs/scores.md (~5 CPU-min: ~3 min on 2 idle cores)
 	nice -n 10 $(BIN)/python -m bench.stats --write-docs
 
+.PHONY: health-sim
+health-sim: install ## Account health on simulated accounts: churn ranking vs CSAT and usage alone; rewrites the table in docs/health.md (~1 CPU-min)
+	nice -n 10 $(BIN)/python -m bench.health_sim --write-docs
+
 .PHONY: lint
 lint: install ## ruff and mypy --strict (never edits files)
 	$(BIN)/ruff check .

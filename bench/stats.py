@@ -1,10 +1,13 @@
 """``python -m bench.stats`` (``make stats``): drift alerts on simulated segments, before and after.
 
 Every simulated segment is a stream of daily counters keyed (scale, score), as the scorer's day
-buckets hold them; the detector is :mod:`services.scorer.drift` itself, folded over those days with
-the same :class:`~services.scorer.drift.History` the scorer will build from its day buckets. The
-"before" column is today's alert (``signals.drop_test`` + ``signals.decide`` on the 7-day window
-against the previous 7 days) evaluated as each answer arrives.
+buckets hold them; the detector is ``drift.evaluate_segment``, the very function the scorer's drift
+step (``services/scorer/drift_step.py``) calls for each segment, on the same
+:class:`~services.scorer.drift.History` it builds from its day buckets. One evaluation over the whole
+span gives the verdicts daily evaluations give (tests/unit/test_scorer_drift_step.py checks it), and
+each alarm verdict is what a daily evaluation publishes. The "before" column is the retired alert
+(``signals.drop_test`` on the 7-day window against the previous 7 days, alerting on entering a
+significant drop, ``signals.is_significant_drop``) evaluated as each answer arrives.
 
 Stable segments: a year after 119 days of history (the baseline and its lag). Drops: at a random
 time in the first 180 days of that year, followed for 90 days. Seeds are fixed: the same command
@@ -23,7 +26,7 @@ from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -196,8 +199,8 @@ HISTORY = drift.DriftSettings().lag_days + drift.DriftSettings().baseline_days
 def run_detector(
     scenario: Scenario, rng: np.random.Generator, settings: drift.DriftSettings, out: Outcome
 ) -> None:
-    """One segment through the real detector (``drift.fold``, as the scorer will call it) over its day
-    buckets; alarms after the history are what the table counts."""
+    """One segment through the scorer's per-segment evaluation (``drift.evaluate_segment``) over its day
+    buckets, evaluated once the last day closed; alarms after the history are what the table counts."""
     change = HISTORY + float(rng.uniform(0, DROP_WINDOW)) if scenario.drop else math.inf
     days = HISTORY + (YEAR if not scenario.drop else math.ceil(change - HISTORY) + FOLLOW)
     counts = day_counts(rng, scenario.pop, days=days, rate=scenario.rate, drop=scenario.drop, change=change)
@@ -205,14 +208,17 @@ def run_detector(
     history = drift.History.from_counts(
         scenario.pop.metric, span=span, counts={START + timedelta(days=i): c for i, c in enumerate(counts)}
     )
-    folded = drift.fold(
+    evaluated = drift.evaluate_segment(
         drift.DriftState(),
         history=history,
-        days=[START + timedelta(days=i) for i in range(days)],
+        first=START,
+        now=datetime.combine(span.end, datetime.min.time(), tzinfo=UTC),
+        grace=timedelta(0),
         settings=settings,
     )
+    assert len(evaluated.verdicts) == days
     detected = math.inf
-    for i, v in enumerate(folded.verdicts):
+    for i, v in enumerate(evaluated.verdicts):
         if i == HISTORY + 30 or (scenario.drop and i == math.floor(change)):
             out.statuses[v.status.value] = out.statuses.get(v.status.value, 0) + 1
             if v.watched_drop is not None:
@@ -231,7 +237,8 @@ def run_detector(
 
 
 def run_ztest(scenario: Scenario, rng: np.random.Generator, out: Outcome) -> None:
-    """Today's alert, evaluated at each answer (7-day window against the previous 7 days, alpha 0.05)."""
+    """The retired alert, evaluated at each answer (7-day window against the previous 7 days, alpha
+    0.05, both windows with 30 answers), raised on entering a significant drop."""
     warm = 14
     days = warm + YEAR
     counts = day_counts(rng, scenario.pop, days=days, rate=scenario.rate, drop=0, change=math.inf)
@@ -240,7 +247,7 @@ def run_ztest(scenario: Scenario, rng: np.random.Generator, out: Outcome) -> Non
     previous: dict[tuple[str, int], int] = {}
     cur_q: deque[tuple[float, tuple[str, int]]] = deque()
     prev_q: deque[tuple[float, tuple[str, int]]] = deque()
-    state = signals.SegmentState()
+    dropping = False
     alerts: list[float] = []
     for d, day in enumerate(counts):
         keys = [k for k, c in day.items() for _ in range(c)]
@@ -260,22 +267,16 @@ def run_ztest(scenario: Scenario, rng: np.random.Generator, out: Outcome) -> Non
                 previous[old] -= 1
             cur = domain.summarize(metric, current)
             prev = domain.summarize(metric, previous)
-            decision = signals.decide(
-                metric=metric,
-                window="7d",
-                segment="store=simulated",
-                current=cur,
-                previous=prev,
-                test=signals.drop_test(metric, current, previous, cur, prev),
-                state=state,
-                threshold=None,
+            now_dropping = signals.is_significant_drop(
+                signals.drop_test(metric, current, previous, cur, prev),
+                current_n=cur.responses,
+                previous_n=prev.responses,
                 alpha=0.05,
                 min_responses=30,
-                min_delta=0.0,
             )
-            state = decision.state
-            if t >= warm and any(a.reason == signals.SIGNIFICANT_DROP for a in decision.alerts):
+            if now_dropping and not dropping and t >= warm:
                 alerts.append(float(t) - warm)
+            dropping = now_dropping
     out.before_false += len(alerts)
     out.before_years += YEAR / YEAR
     out.before_quarter_hit += int(any(a < 90 for a in alerts))
@@ -349,8 +350,8 @@ def information_check(settings: drift.DriftSettings) -> list[str]:
 
 def tables(results: Sequence[tuple[Scenario, Outcome]], settings: drift.DriftSettings) -> str:
     lines = [
-        "Stable segments (false alerts per segment-year; before = today's z-test as each answer arrives, "
-        "after = the drift detector at default settings):",
+        "Stable segments (false alerts per segment-year; before = the retired z-test alert as each answer "
+        "arrives, after = the drift detector at default settings):",
         "",
         "| metric | answers/day | before: false alerts/yr | before: segments alerted within 90 d "
         "| after: false alerts/yr (95 % upper) | segment-years | status | watched drop (median) |",
@@ -433,7 +434,7 @@ def main(argv: list[str] | None = None) -> int:
         "--ztest-answers",
         type=int,
         default=int(env("STATS_ZTEST_ANSWERS", "150000")),
-        help="answers per stable scenario for today's z-test (it is evaluated at every answer)",
+        help="answers per stable scenario for the retired z-test alert (evaluated at every answer)",
     )
     p.add_argument("--workers", type=int, default=int(env("STATS_WORKERS", "2")))
     p.add_argument("--chunks", type=int, default=4, help="tasks per scenario (progress granularity)")
@@ -458,7 +459,7 @@ def main(argv: list[str] | None = None) -> int:
     print(text)
     meta = (
         f"`make stats`, seed {args.seed}: {args.stable_runs} stable segment-years and {args.drop_runs} drops "
-        f"per row; today's z-test on {args.ztest_answers:,} answers per stable row; "
+        f"per row; the retired z-test on {args.ztest_answers:,} answers per stable row; "
         f"{time.monotonic() - _T0:.0f} s on {args.workers} workers, {_cpu_seconds():.0f} CPU-seconds."
     )
     if args.write_docs:

@@ -37,7 +37,9 @@ EVENTS: tuple[EventDoc, ...] = (
         "A segment's rolling score moved (global, one attribute or a combination).",
     ),
     EventDoc(
-        ev.SEGMENT_ALERT, "SegmentAlert", "A segment fell below its threshold or dropped significantly."
+        ev.SEGMENT_ALERT,
+        "SegmentAlert",
+        "A segment fell below its threshold, or its drift detector confirmed a drop.",
     ),
     EventDoc(
         ev.ACTION_DECIDED, "ActionDecided", "A follow-up rule fired for a rating and an action was decided."
@@ -61,6 +63,11 @@ EVENTS: tuple[EventDoc, ...] = (
         ev.DEAD_LETTER,
         "DeadLetter",
         "A record a consumer could not use, with the reason and the original bytes.",
+    ),
+    EventDoc(
+        ev.USAGE_OBSERVED,
+        "UsageObserved",
+        "A dated observation of named usage signals (logins, features used...) for a customer or account.",
     ),
 )
 
@@ -161,6 +168,16 @@ TOPICS: tuple[TopicDoc, ...] = (
         "notifier",
         (),
         "Records the notifier could not use (header `ce_dlqreason` gives the reason kind).",
+    ),
+    TopicDoc(
+        "usage",
+        tp.USAGE,
+        "account id, else customer id (an account's observations stay in order)",
+        (ev.USAGE_OBSERVED,),
+        "collector",
+        (),
+        "Usage signals from product analytics (logins, features used, data volume, open tickets, active "
+        "seats...), one dated observation per record; the account health score reads them.",
     ),
 )
 

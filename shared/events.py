@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from enum import StrEnum
 from typing import Any
 
@@ -18,6 +18,7 @@ NOTIFICATION_REQUESTED = "com.csat.notification.requested.v1"
 NOTIFICATION_OUTCOME = "com.csat.notification.outcome.v1"
 DEAD_LETTER = "com.csat.dead_letter.v1"
 INTERACTION_RECORDED = "com.csat.interaction.recorded.v1"
+USAGE_OBSERVED = "com.csat.usage.observed.v1"
 
 
 class _Event(BaseModel):
@@ -43,8 +44,50 @@ class Consent(_Event):
     review: bool = False
 
 
+class KeyKind(StrEnum):
+    """The credential a rating arrived with: what its contact, consent and account fields are worth."""
+
+    PUBLISHABLE = "publishable"  # a page or app (pk_ key, or a pre-split csk_ key): public, claims only
+    SECRET = "secret"  # noqa: S105 - a kind name; a site's server (sk_ key)
+    TOKEN = "token"  # noqa: S105 - a kind name; an API token with ratings:write
+    EMAIL_LINK = "email_link"  # a one-click link we signed for this customer
+    SMS = "sms"  # a reply to a survey SMS we sent (Twilio-signed webhook)
+    NONE = "none"  # posted without a key (dev and test only)
+
+
+class Identity(StrEnum):
+    """Whether the customer id is a fact (a server said so, or proved it) or only a browser's claim."""
+
+    VERIFIED = "verified"
+    CLAIMED = "claimed"
+
+
+class Provenance(_Event):
+    """Who vouches for a rating. Only ``key_kind: publishable`` ratings carry claims instead of facts."""
+
+    key_kind: KeyKind
+    identity: Identity
+
+
+class Claims(_Event):
+    """What a publishable-key post said about the person: kept for reading, never acted on.
+
+    A browser key is public, so these could be anyone's address, consent or account tier; consumers
+    must not send messages, raise priorities or reach a person with them.
+    """
+
+    email: str | None = None
+    phone: str | None = None
+    consent: Consent | None = None
+    account: AccountRef | None = None
+
+
 class RatingSubmitted(_Event):
-    """A validated, normalised rating; the collector computes every derived field once."""
+    """A validated, normalised rating; the collector computes every derived field once.
+
+    ``customer.email``/``phone``, ``consent`` and ``account`` are facts: a publishable-key post has them
+    moved to ``claims``. ``provenance`` is absent only on events published before it existed.
+    """
 
     rating_id: str
     metric: Metric
@@ -64,6 +107,13 @@ class RatingSubmitted(_Event):
     survey_id: str | None = None
     occurred_at: AwareDatetime
     received_at: AwareDatetime
+    provenance: Provenance | None = None
+    claims: Claims | None = None
+
+    @property
+    def customer_verified(self) -> bool:
+        """The customer id is a fact: per-customer actions (messages, alerts, history) may use it."""
+        return self.provenance is None or self.provenance.identity is Identity.VERIFIED
 
 
 class ScoreChanged(_Event):
@@ -83,8 +133,31 @@ class ScoreChanged(_Event):
     computed_at: AwareDatetime
 
 
+class DriftDetails(_Event):
+    """What the drift detector saw (reason ``drift_drop``); drops in the metric's points (CSAT and NPS
+    points, CES points of ease on 1-7), positive when the segment got worse."""
+
+    status: str = Field(description="warming_up, too_small, monitoring or drop_detected")
+    day: date = Field(description="the closed UTC day whose answers confirmed the drop")
+    since: date = Field(description="the estimated change point: the first day of the drop")
+    drop: float | None = Field(default=None, description="before - after")
+    drop_ci_low: float | None = Field(default=None, description="95 % interval of the drop")
+    drop_ci_high: float | None = None
+    before: float | None = Field(default=None, description="the baseline's level in force since then")
+    after: float | None = Field(default=None, description="the level of the answers since then")
+    answers_before: int | None = None
+    answers_after: int | None = None
+    evidence: float = Field(description="log of the Shiryaev-Roberts statistic (nats)")
+    evidence_threshold: float = Field(description="the alarm threshold: log of the days between false alarms")
+    watched_drop: float | None = Field(default=None, description="the drop the detector was tuned to")
+    min_drop: float = Field(description="the smallest drop worth an alert (setting)")
+    months_per_false_alarm: float = Field(description="the false-alarm budget: one per segment per N months")
+    message: str = Field(description="the finding in one English sentence")
+
+
 class SegmentAlert(_Event):
-    """A segment fell below its threshold or dropped significantly against its previous window."""
+    """A segment fell below its threshold (``below_threshold``, over ``window``), or its drift detector
+    confirmed a drop (``drift_drop``: ``drift`` says what, ``window`` spans the days since the change)."""
 
     alert_id: str
     metric: Metric
@@ -98,6 +171,7 @@ class SegmentAlert(_Event):
     p_value: float | None = None
     responses: int
     computed_at: AwareDatetime
+    drift: DriftDetails | None = None
 
 
 class Channel(StrEnum):
@@ -137,6 +211,9 @@ class NotificationRequested(_Event):
     customer_id: str | None = None
     rating_id: str | None = None
     priority: str = "normal"
+    source: str | None = Field(
+        default=None, description="the collector source of the rating behind it (per-source daily cap)"
+    )
     transactional: bool = Field(
         default=False, description="internal alerts (CSM, support) ignore customer opt-out and caps"
     )
@@ -166,7 +243,7 @@ class NotificationOutcome(_Event):
     reason: str | None = Field(
         default=None,
         description="bounded code: opted_out, daily_cap, quiet_hours, rejected, exhausted, ambiguous, "
-        "crashed_mid_send, provider_opt_out, no_address, template",
+        "crashed_mid_send, provider_opt_out, no_address, template, address_cap, source_cap",
     )
     rule_id: str | None = None
     customer_id: str | None = None
@@ -211,6 +288,20 @@ class InteractionRecorded(_Event):
     source: str | None = None
 
 
+class UsageObserved(_Event):
+    """A dated observation of named usage signals for a customer, an account or a contact of an account."""
+
+    observation_id: str = Field(description="Client key or derived from the content; replays dedupe on it")
+    customer_id: str | None = Field(default=None, description="The contact observed (None: the account)")
+    account_id: str | None = Field(default=None, description="The account (B2B company) observed or joined")
+    observed_at: AwareDatetime
+    received_at: AwareDatetime
+    signals: dict[str, float] = Field(
+        description="Named numbers, e.g. logins_7d, features_used, data_volume_gb, tickets_open, seats_active"
+    )
+    source: str | None = None
+
+
 EVENT_MODELS: dict[str, type[BaseModel]] = {
     RATING_SUBMITTED: RatingSubmitted,
     SCORE_CHANGED: ScoreChanged,
@@ -220,4 +311,5 @@ EVENT_MODELS: dict[str, type[BaseModel]] = {
     NOTIFICATION_OUTCOME: NotificationOutcome,
     DEAD_LETTER: DeadLetter,
     INTERACTION_RECORDED: InteractionRecorded,
+    USAGE_OBSERVED: UsageObserved,
 }

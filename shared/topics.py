@@ -13,6 +13,7 @@ DLQ_SCORER = "csat.dlq.scorer.v1"
 DLQ_ACTIONS = "csat.dlq.actions.v1"
 DLQ_NOTIFIER = "csat.dlq.notifier.v1"
 INTERACTIONS = "csat.interactions.v1"
+USAGE = "csat.usage.v1"
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +61,10 @@ class Topics:
     def dlq_notifier(self) -> str:
         return self._p(DLQ_NOTIFIER)
 
+    @property
+    def usage(self) -> str:
+        return self._p(USAGE)
+
     def all(self) -> list[str]:
         return [
             self.ratings,
@@ -71,4 +76,5 @@ class Topics:
             self.dlq_actions,
             self.dlq_notifier,
             self.interactions,
+            self.usage,
         ]

@@ -10,10 +10,12 @@ import structlog
 from fastapi import FastAPI
 
 from services.actions.deps import ActionsDeps
+from services.actions.dryrun import DryRunner
 from services.actions.engine import Policy
-from services.actions.handlers import ActionsHandler, HistoryWindow, utc_now
+from services.actions.facts import HistoryWindow
+from services.actions.handlers import ActionsHandler, utc_now
 from services.actions.repository import PgTransactions, consumer_handler
-from services.actions.routes import alerts, customers, ops, rules
+from services.actions.routes import alerts, customers, dryrun, ops, revisions, rules
 from services.actions.rulebook import RuleBook
 from services.actions.rules import RuleSet, load_rules_file, parse_document
 from services.actions.scheduler import Scheduler
@@ -48,7 +50,12 @@ def build_policy(cfg: ActionsSettings, taxonomy: Taxonomy) -> Policy:
 def build_rulebook(cfg: ActionsSettings, file_rules: RuleSet) -> RuleBook:
     """The rules file seeds the stored rule set."""
     document = parse_document(cfg.rules_file.read_text(encoding="utf-8"), origin=str(cfg.rules_file))
-    return RuleBook(file_document=document, file_rules=file_rules, file_origin=str(cfg.rules_file))
+    return RuleBook(
+        file_document=document,
+        file_rules=file_rules,
+        file_origin=str(cfg.rules_file),
+        outbound=cfg.outbound_policy(cfg.environment),
+    )
 
 
 def build_runtime(cfg: ActionsSettings, handler: ActionsHandler) -> ConsumerRuntime:
@@ -136,7 +143,10 @@ def create_app(settings: ActionsSettings | None = None) -> FastAPI:
             "scheduler": check_scheduler,
         },
     )
-    deps = ActionsDeps(settings=cfg, transactions=transactions, rulebook=rulebook, clock=utc_now)
-    for audience in (rules, alerts, customers, ops):
+    dry_run = DryRunner(rulebook=rulebook, taxonomy=taxonomy, policy=policy, history=history, clock=utc_now)
+    deps = ActionsDeps(
+        settings=cfg, transactions=transactions, rulebook=rulebook, clock=utc_now, dry_run=dry_run
+    )
+    for audience in (rules, revisions, dryrun, alerts, customers, ops):
         app.include_router(audience.router(deps))
     return app

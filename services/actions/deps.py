@@ -6,6 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
+from services.actions.dryrun import DryRunner
 from services.actions.ports import Transactions
 from services.actions.rulebook import RuleBook
 from services.actions.settings import ActionsSettings
@@ -17,3 +18,4 @@ class ActionsDeps:
     transactions: Transactions
     rulebook: RuleBook
     clock: Callable[[], datetime]
+    dry_run: DryRunner

@@ -30,6 +30,7 @@ from services.actions.rules import (
 )
 from services.actions.verbatims import Analysis
 from shared.events import Channel, NotificationRequested, RatingSubmitted, Recipient, SegmentAlert
+from shared.security.urls import fill_url_template
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,6 +197,7 @@ def _note(
     transactional: bool,
     context: dict[str, Any],
     now: datetime,
+    source: str | None = None,
 ) -> NotificationRequested:
     return NotificationRequested(
         notification_id=nid,
@@ -208,6 +210,7 @@ def _note(
         customer_id=customer_id,
         rating_id=rating_id,
         priority=priority,
+        source=source,
         transactional=transactional,
         context=context,
         requested_at=now,
@@ -239,11 +242,23 @@ def _internal_note(
         transactional=True,
         context=context,
         now=run.now,
+        source=run.rating.source,
     )
 
 
+#: Actions about one customer: they need the customer id to be a fact, not a browser's claim.
+PER_CUSTOMER = frozenset({ActionType.CSM_ALERT, ActionType.SUPPORT_CALLBACK})
+
+
 def _internal_action(run: _Run, rule: Rule, index: int, spec: ActionSpec) -> Decision:
-    """Staff hear about the rating (CSM, chat, webhook, support, theme owners): no opt-out or cap applies."""
+    """Staff hear about the rating (CSM, chat, webhook, support, theme owners): no opt-out or cap applies.
+
+    A rating whose customer is only claimed (a publishable key without the server's proof) alerts no
+    one about that customer: anyone can type any id into a public widget. It still reaches the teams
+    that own its themes and any chat or webhook a rule names.
+    """
+    if spec.type in PER_CUSTOMER and not run.rating.customer_verified:
+        return Decision(rule.id, spec.type, index, skipped="unverified_customer")
     base = rating_context(run.rating, run.ctx, run.analysis)
     nid = notification_id(rule.id, run.rating.rating_id, index)
     if spec.type is ActionType.CSM_ALERT:
@@ -280,7 +295,7 @@ def _csm_alert(
         "sla_hours": round(spec.sla.total_seconds() / 3600, 2) if spec.sla is not None else None,
     }
     if pol.alert_url_template:
-        alert_ctx["ack_url"] = pol.alert_url_template.format(alert_id=nid)
+        alert_ctx["ack_url"] = fill_url_template(pol.alert_url_template, {"alert_id": nid})
     alert = AlertDraft(
         alert_id=nid,
         rule_id=rule.id,
@@ -372,6 +387,8 @@ def _customer_action(
     def skip(why: str) -> Decision:
         return Decision(rule.id, spec.type, index, skipped=why, customer_facing=True)
 
+    if not rating.customer_verified:
+        return skip("unverified_customer")
     if ctx is not None and ctx.opted_out:
         return skip("opted_out")
     consent_kind = "review" if spec.type is ActionType.REVIEW_INVITE else "contact"
@@ -397,6 +414,7 @@ def _customer_action(
         "index": index,
         "rating_id": rating.rating_id,
         "customer_id": rating.customer.id,
+        "source": rating.source,
         "locale": run.locale,
         "priority": spec.priority,
         "context": rating_context(rating, ctx, run.analysis),
@@ -500,7 +518,8 @@ def customer_message(
         survey_id = derived_id("survey", *survey_key)
         survey: dict[str, Any] = {"id": survey_id}
         if policy.survey_url_template:
-            survey["url"] = policy.survey_url_template.format(survey_id=survey_id, customer_id=cid)
+            values = {"survey_id": survey_id, "customer_id": cid}
+            survey["url"] = fill_url_template(policy.survey_url_template, values)
         context["survey"] = survey
         after = payload.get("follow_up_after")
         wait = timedelta(seconds=after) if after is not None else policy.resurvey_follow_up
@@ -536,6 +555,7 @@ def customer_message(
         transactional=False,
         context=context,
         now=now,
+        source=payload.get("source"),
     )
     return CustomerMessage(note, timers)
 
@@ -562,6 +582,7 @@ def decide_segment(*, rules: RuleSet, alert: SegmentAlert, now: datetime, policy
             "responses": alert.responses,
             "delta": facts["delta"],
             "p_value": alert.p_value,
+            "drift": None if alert.drift is None else alert.drift.model_dump(mode="json"),
         }
     }
     decisions: list[Decision] = []

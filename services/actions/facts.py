@@ -55,6 +55,28 @@ class History:
     declining: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class HistoryWindow:
+    """How much of a customer's past the history facts read, and what counts as a declining trend."""
+
+    days: int = 90
+    per_customer: int = 50
+    trend_size: int = 5
+    decline_slope: float = -0.1
+
+    def of(self, rating: RatingSubmitted, past: Sequence[PastRating]) -> History:
+        """The history facts of ``rating`` given the customer's stored ratings (the consumer and dry run)."""
+        return summarize_history(
+            past,
+            rating_id=rating.rating_id,
+            occurred_at=rating.occurred_at,
+            normalized=rating.normalized,
+            sentiment=rating.sentiment.value,
+            trend_size=self.trend_size,
+            decline_slope=self.decline_slope,
+        )
+
+
 def summarize_history(
     past: Sequence[PastRating],
     *,
@@ -110,7 +132,8 @@ def slope(values: Sequence[float]) -> float:
 
 # ---- facts ----------------------------------------------------------------------------------------
 def consent_of(rating: RatingSubmitted | None, ctx: CustomerContext | None, kind: str) -> bool:
-    """Stored consent (CRM) wins over what the rating carried."""
+    """Stored consent (CRM) wins over what the rating carried (a publishable key's consent is a claim,
+    kept apart by the collector, so it never counts here)."""
     if ctx is not None and ctx.consent and kind in ctx.consent:
         return bool(ctx.consent[kind])
     if rating is None:
@@ -135,6 +158,8 @@ def build_facts(
         "nps_class": rating.nps_class.value if rating.nps_class else None,
         "touchpoint": rating.touchpoint,
         "source": rating.source,
+        "key_kind": rating.provenance.key_kind.value if rating.provenance else None,
+        "customer.verified": rating.customer_verified,
         "survey_id": rating.survey_id,
         "has_comment": bool(rating.comment and rating.comment.strip()),
         "comment.sentiment": analysis.sentiment if analysis and rating.comment else None,
@@ -193,6 +218,8 @@ def segment_facts(alert: SegmentAlert) -> dict[str, Any]:
         "responses": alert.responses,
         "p_value": alert.p_value,
     }
+    if alert.drift is not None:
+        facts.update({f"drift.{k}": v for k, v in alert.drift.model_dump(mode="json").items()})
     flatten("segment", alert.segment_attributes, facts)
     return facts
 

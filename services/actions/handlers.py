@@ -26,7 +26,7 @@ from services.actions.engine import (
     decide,
     decide_segment,
 )
-from services.actions.facts import CustomerContext, History, PastRating, summarize_history
+from services.actions.facts import CustomerContext, History, HistoryWindow, PastRating
 from services.actions.outcomes import DecisionRow, after_decisions, decision_id, decision_row
 from services.actions.ports import Enrolled, Stores
 from services.actions.publishing import decided_record, notification_record
@@ -56,16 +56,6 @@ RULE_HITS = Counter(
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
-
-
-@dataclass(frozen=True, slots=True)
-class HistoryWindow:
-    """How much of a customer's past the history facts read, and what counts as a declining trend."""
-
-    days: int = 90
-    per_customer: int = 50
-    trend_size: int = 5
-    decline_slope: float = -0.1
 
 
 @dataclass(slots=True)
@@ -169,14 +159,17 @@ class ActionsHandler:
         if not fresh:
             return []
         await self._rulebook.ensure_seeded(rule_sets=stores.rule_sets)
+        # A claimed customer id (publishable key, no proof) reads no context, history or fatigue of
+        # that customer and cancels none of their re-surveys: anyone can type any id into a widget.
+        verified = [r for r in fresh if r.customer_verified]
         # One round trip: answered re-surveys cancelled, rules version, contexts, history, fatigue.
         facts = await stores.ratings.batch_facts(
-            customer_ids=[r.customer.id for r in fresh],
+            customer_ids=[r.customer.id for r in verified],
             since=min(r.occurred_at for r in fresh) - timedelta(days=self._history.days),
             per_customer=self._history.per_customer,
             now=now,
-            commented_customers=[r.customer.id for r in fresh if r.comment and r.comment.strip()],
-            survey_ids=[r.survey_id for r in fresh if r.survey_id],
+            commented_customers=[r.customer.id for r in verified if r.comment and r.comment.strip()],
+            survey_ids=[r.survey_id for r in verified if r.survey_id],
         )
         rules = (await self._rulebook.at(rule_sets=stores.rule_sets, latest=facts.rules_version)).rules
         fatigue = dict(facts.fatigue)
@@ -184,18 +177,20 @@ class ActionsHandler:
         for rating in sorted(fresh, key=lambda r: (r.occurred_at, r.rating_id)):
             tracing.follow(rating)  # what this rating causes continues its trace
             cid = rating.customer.id
-            before = fatigue.get(cid, Fatigue())
+            known = rating.customer_verified
+            before = fatigue.get(cid, Fatigue()) if known else Fatigue()
             decisions = decide(
                 rules=rules,
                 rating=rating,
-                ctx=facts.contexts.get(cid),
-                history=self._history_of(rating, facts.past.get(cid, [])),
+                ctx=facts.contexts.get(cid) if known else None,
+                history=self._history_of(rating, facts.past.get(cid, []) if known else []),
                 now=now,
                 policy=self._policy,
                 fatigue=before,
                 analysis=analyses.get(rating.rating_id),
             )
-            fatigue[cid] = after_decisions(before, decisions, now=now)
+            if known:
+                fatigue[cid] = after_decisions(before, decisions, now=now)
             outcomes.add(rating, decisions, now=now)
         await stores.decisions.insert_outcomes(
             decisions=outcomes.rows, alerts=outcomes.alerts, timers=outcomes.timers, now=now
@@ -204,15 +199,7 @@ class ActionsHandler:
         return outcomes.records
 
     def _history_of(self, rating: RatingSubmitted, past: Sequence[PastRating]) -> History:
-        return summarize_history(
-            past,
-            rating_id=rating.rating_id,
-            occurred_at=rating.occurred_at,
-            normalized=rating.normalized,
-            sentiment=rating.sentiment.value,
-            trend_size=self._history.trend_size,
-            decline_slope=self._history.decline_slope,
-        )
+        return self._history.of(rating, past)
 
 
 # ---- timers ---------------------------------------------------------------------------------------

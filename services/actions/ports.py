@@ -43,6 +43,35 @@ class StoredRuleSet:
     version: int
     document: Any
     origin: str
+    created_at: datetime | None = None
+    author: str | None = None  # who saved it (a principal's log name); None for the file or a key
+
+
+@dataclass(frozen=True, slots=True)
+class CustomerFacts:
+    """What deciding on one rating of one customer reads, read without writing (the dry run)."""
+
+    rules_version: int | None
+    context: CustomerContext | None
+    past: list[PastRating]
+    fatigue: Fatigue
+
+
+@dataclass(frozen=True, slots=True)
+class StoredRating:
+    """A rating as actions keeps it: no comment text, segment or address (the scorer keeps those)."""
+
+    rating_id: str
+    customer_id: str
+    metric: str
+    scale: str
+    score: int
+    sentiment: str
+    occurred_at: datetime
+    has_comment: bool
+    survey_id: str | None
+    themes: tuple[str, ...]
+    comment_sentiment: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +99,12 @@ class RatingStore(Protocol):
         commented_customers: Sequence[str],
         survey_ids: Sequence[str],
     ) -> BatchFacts: ...
+
+    async def customer_facts(
+        self, *, customer_id: str, since: datetime, per_customer: int, now: datetime
+    ) -> CustomerFacts: ...
+
+    async def stored(self, *, limit: int, rating_id: str | None = None) -> list[StoredRating]: ...
 
 
 class DecisionStore(Protocol):
@@ -138,7 +173,9 @@ class RuleSetStore(Protocol):
     async def latest_version(self) -> int | None: ...
     async def load(self, *, version: int | None = None) -> StoredRuleSet | None: ...
     async def lock(self) -> None: ...
-    async def insert(self, *, version: int, document: Any, origin: str) -> bool: ...
+    async def insert(
+        self, *, version: int, document: Any, origin: str, author: str | None = None
+    ) -> bool: ...
     async def versions(self, *, limit: int) -> list[dict[str, Any]]: ...
 
 
@@ -156,7 +193,9 @@ class Stores:
 
 
 class Transactions(Protocol):
-    """Opens the stores on a transaction: ``begin`` commits on success, ``connect`` is for reading."""
+    """Opens the stores on a transaction: ``begin`` commits on success, ``connect`` is for reading,
+    ``read_only`` refuses any write (the dry run: the database itself guarantees it changes nothing)."""
 
     def begin(self) -> AbstractAsyncContextManager[Stores]: ...
     def connect(self) -> AbstractAsyncContextManager[Stores]: ...
+    def read_only(self) -> AbstractAsyncContextManager[Stores]: ...

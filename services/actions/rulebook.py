@@ -16,6 +16,7 @@ import structlog
 
 from services.actions.ports import RuleSetStore
 from services.actions.rules import RuleFileError, RuleSet, parse_rules
+from shared.security.ssrf import OutboundPolicy
 
 log = structlog.get_logger(__name__)
 
@@ -48,7 +49,16 @@ def _canonical(document: Any) -> str:
 class RuleBook:
     """Caches the parsed rules of the newest version; every call reads through the caller's transaction."""
 
-    def __init__(self, *, file_document: Any, file_rules: RuleSet, file_origin: str) -> None:
+    def __init__(
+        self,
+        *,
+        file_document: Any,
+        file_rules: RuleSet,
+        file_origin: str,
+        outbound: OutboundPolicy | None = None,
+    ) -> None:
+        #: What Slack and webhook URLs saved through the API must satisfy (the SSRF guard's form checks).
+        self.outbound = outbound
         self._file_document = json.loads(json.dumps(file_document, default=str))
         self._file_origin = file_origin
         self._current = Current(0, file_rules, self._file_document, "file")
@@ -96,15 +106,20 @@ class RuleBook:
             log.warning("rules_file_ignored", file=self._file_origin, reason="edited through the admin API")
 
     async def replace(
-        self, *, rule_sets: RuleSetStore, document: Any, expected_version: int | None = None
+        self,
+        *,
+        rule_sets: RuleSetStore,
+        document: Any,
+        expected_version: int | None = None,
+        author: str | None = None,
     ) -> Current:
-        """Validate and store a whole new rule set as the next version."""
-        rules = parse_rules(document, origin="request")
+        """Validate and store a whole new rule set as the next version (``author``: who saved it)."""
+        rules = parse_rules(document, origin="request", outbound=self.outbound)
         await rule_sets.lock()
         latest = await rule_sets.latest_version() or 0
         if expected_version is not None and expected_version != latest:
             raise VersionConflict(latest)
-        await rule_sets.insert(version=latest + 1, document=document, origin="api")
+        await rule_sets.insert(version=latest + 1, document=document, origin="api", author=author)
         self._current = Current(latest + 1, rules, document, "api")
         return self._current
 
@@ -115,6 +130,7 @@ class RuleBook:
         put: dict[str, Any] | None = None,
         delete: str | None = None,
         expected_version: int | None = None,
+        author: str | None = None,
     ) -> Edited:
         """Create/replace one rule (``put``) or delete one (``delete``)."""
         await rule_sets.lock()
@@ -136,6 +152,6 @@ class RuleBook:
             items.pop(ids.index(delete))
         document["rules"] = items
         replaced = await self.replace(
-            rule_sets=rule_sets, document=document, expected_version=expected_version
+            rule_sets=rule_sets, document=document, expected_version=expected_version, author=author
         )
         return Edited(replaced, created)

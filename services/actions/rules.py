@@ -31,6 +31,8 @@ from pydantic import (
 )
 
 from services.actions.yamlio import load_yaml
+from shared.events import DriftDetails
+from shared.security.ssrf import OutboundPolicy, OutboundRefused, check_addresses, parse_outbound_url
 from shared.vocabulary import TEMPLATE_NAMES
 
 NOTIFICATION_NAMESPACE = uuid.UUID("6f1c2b4e-9d1a-4d7e-9a59-0c8a0d3c5e11")
@@ -157,6 +159,8 @@ SEGMENT_FACTS = frozenset(
         "responses",
         "p_value",
     }
+    # What the drift detector saw, on a drift_drop alert (absent otherwise): drift.drop, drift.since...
+    | {f"drift.{name}" for name in DriftDetails.model_fields}
 )
 FACTS: dict[str, tuple[frozenset[str], tuple[str, ...]]] = {
     "rating": (RATING_FACTS, ("segment.", "customer.")),
@@ -475,8 +479,29 @@ def _errors_from(exc: ValidationError, data: Any) -> list[RuleError]:
     return out
 
 
-def parse_rules(data: Any, *, origin: str = "<rules>") -> RuleSet:
-    """Validate a parsed rules document (mapping); raises RuleFileError naming rule and field."""
+def outbound_url_errors(rules: RuleSet, policy: OutboundPolicy) -> list[RuleError]:
+    """Slack and webhook URLs the notifier must not call: wrong scheme for the environment, credentials
+    in the URL, a numeric or ``localhost`` host, or an internal address given literally. Names are
+    resolved when the message is sent (the notifier's guarded client refuses internal ones then)."""
+    errors: list[RuleError] = []
+    for rule in rules.rules:
+        for j, spec in enumerate(rule.actions):
+            if spec.type not in (ActionType.SLACK, ActionType.WEBHOOK) or spec.to is None:
+                continue
+            try:
+                target = parse_outbound_url(spec.to, policy=policy)
+                if target.literal is not None:
+                    check_addresses(target.host, [target.literal], policy=policy)
+            except OutboundRefused as exc:
+                errors.append(RuleError(rule.id, f"actions.{j}.to", str(exc)))
+    return errors
+
+
+def parse_rules(data: Any, *, origin: str = "<rules>", outbound: OutboundPolicy | None = None) -> RuleSet:
+    """Validate a parsed rules document (mapping); raises RuleFileError naming rule and field.
+
+    ``outbound``: also hold Slack and webhook URLs to that policy (rules saved through the API).
+    """
     if not isinstance(data, dict):
         raise RuleFileError(origin, [RuleError(None, "file", "a mapping with `rules:` is expected")])
     try:
@@ -499,6 +524,8 @@ def parse_rules(data: Any, *, origin: str = "<rules>") -> RuleSet:
                         f"unknown sequence {spec.sequence!r}; defined: {', '.join(defined)}",
                     )
                 )
+    if outbound is not None:
+        errors += outbound_url_errors(rules, outbound)
     if errors:
         raise RuleFileError(origin, errors)
     return rules

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 
+from shared.identity.config import IdentitySettings
+from shared.security.urls import TemplateError, fill_url_template
 from shared.settings import DEV_ADMIN_KEY, CommonSettings
 
 DEFAULT_RULES = Path(__file__).parent / "playbooks" / "default.yaml"
 DEFAULT_THEMES = Path(__file__).parent / "themes.yaml"
 
 
-class ActionsSettings(CommonSettings):
+class ActionsSettings(CommonSettings, IdentitySettings):
     port: int = 8002
     consumer_group: str = "csat-actions"
     max_batch: int = Field(default=500, ge=1)
@@ -52,6 +54,18 @@ class ActionsSettings(CommonSettings):
     history_limit: int = Field(default=50, ge=3, description="Ratings per customer read for history facts")
     trend_size: int = Field(default=5, ge=3, description="Ratings in the trend (slope) window")
     decline_slope: float = Field(default=-0.1, lt=0, description="Slope per rating (0..1 scale) = declining")
+
+    @field_validator("survey_url_template", "alert_url_template")
+    @classmethod
+    def _url_template(cls, value: str | None, info: ValidationInfo) -> str | None:
+        """Plain ``{name}`` placeholders of the values given, each percent-encoded when filled."""
+        if value is not None:
+            names = {"survey_url_template": ("survey_id", "customer_id"), "alert_url_template": ("alert_id",)}
+            try:
+                fill_url_template(value, dict.fromkeys(names[str(info.field_name)], "x"))
+            except TemplateError as exc:
+                raise ValueError(str(exc)) from exc
+        return value
 
     @field_validator("csm_managers", "segment_owners")
     @classmethod

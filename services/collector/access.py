@@ -14,10 +14,15 @@ import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.collector import metrics
-from services.collector.keys import hash_key, key_id_of
 from services.collector.ports import Principal, Source, SourceRegistry, StoreUnavailable
 from services.collector.problems import ProblemError
 from services.collector.ratelimit import KeyedLimiter, retry_after
+from shared.events import KeyKind
+from shared.identity import principal as identity
+from shared.identity.apitokens import hash_secret
+from shared.identity.ports import StoreUnavailable as IdentityStoreUnavailable
+from shared.identity.scopes import Scope as IdentityScope
+from shared.identity.sourcekeys import parse_source_key
 
 log = structlog.get_logger(__name__)
 
@@ -60,18 +65,22 @@ class RateLimits:
     key: KeyedLimiter
     proxies: list[IPv4Network | IPv6Network]
 
-    def check_ip(self, scope: Scope, *, source: str | None = None) -> None:
-        """429 when this client address has used up its bucket."""
-        wait = self.ip.acquire(client_ip(scope, self.proxies))
+    def check_ip(self, scope: Scope, *, source: str | None = None, cost: int = 1) -> None:
+        """429 when this client address has used up its bucket; ``cost``: ratings in the request."""
+        wait = self.ip.acquire(client_ip(scope, self.proxies), cost=cost)
         if wait:
             metrics.reject("rate_limited", source)
             raise _too_many("too many requests from this address; retry later", wait)
 
-    def check_key(self, principal: Principal) -> None:
-        """429 when this key has used up its bucket (a source may set its own rate and burst)."""
+    def check_key(self, principal: Principal, *, cost: int = 1) -> None:
+        """429 when this key has used up its bucket (a source may set its own rate and burst).
+
+        Each rating costs one token, so a batch of 500 costs 500: batching saves round trips, not quota.
+        """
         src = principal.source
         wait = self.key.acquire(
             f"key:{principal.key_id or src.source_id}",
+            cost=cost,
             rate=src.rate_per_s,
             burst=float(src.rate_burst) if src.rate_burst else None,
         )
@@ -97,10 +106,12 @@ class _Cached:
 
 
 class KeyResolver:
-    """Key -> source, cached ``ttl_s`` (revocations reach other replicas within it).
+    """Source key (``pk_``, ``sk_`` or a pre-split ``csk_``) -> source and key kind, cached ``ttl_s``
+    (revocations reach other replicas within it).
 
     While the database is away, keys seen in the last ``stale_s`` keep working: ingestion stays up
-    through a database restart, at the cost of a revoked key living that much longer.
+    through a database restart, at the cost of a revoked key living that much longer. It is also the
+    ``SourceResolver`` the shared ``Authenticator`` asks about source keys.
     """
 
     def __init__(
@@ -120,9 +131,9 @@ class KeyResolver:
         self._cache: dict[bytes, _Cached] = {}
 
     async def resolve(self, key: str) -> Principal | None:
-        if key_id_of(key) is None:
+        if parse_source_key(key) is None:
             return None  # not even shaped like a source key: no database lookup
-        digest = hash_key(key)
+        digest = hash_secret(key)
         now = self._clock()
         hit = self._cache.get(digest)
         if hit is not None and now - hit.at < self.ttl_s:
@@ -141,6 +152,27 @@ class KeyResolver:
     def forget(self) -> None:
         """Drop the cache after an admin change on this replica."""
         self._cache.clear()
+
+    async def resolve_source(self, credential: str) -> identity.Principal | None:
+        """``shared.identity.guard.SourceResolver``: a source key as a principal that may post ratings."""
+        try:
+            found = await self.resolve(credential)
+        except StoreUnavailable as exc:
+            raise IdentityStoreUnavailable(str(exc)) from exc
+        if found is None or found.source.disabled:
+            return None
+        return identity.Principal(
+            subject=found.source.source_id,
+            kind=identity.PrincipalKind.SOURCE,
+            role=None,
+            scopes=frozenset({IdentityScope.RATINGS_WRITE}),
+        )
+
+
+def token_poster(principal: identity.Principal) -> Principal:
+    """An API token holding ``ratings:write`` posts as a server does: under its own name, facts trusted."""
+    name = principal.log_name
+    return Principal(source=Source(source_id=name, name=name), key_id=principal.subject, kind=KeyKind.TOKEN)
 
 
 class OriginSet:

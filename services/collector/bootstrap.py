@@ -29,6 +29,9 @@ from services.collector.routes import admin, channels, ratings
 from services.collector.settings import CollectorSettings
 from shared.db import make_engine
 from shared.http import ReadinessCheck, install_common
+from shared.identity.guard import Authenticator
+from shared.identity.ports import TokenLookup
+from shared.identity.repository import PgIdentityStore
 from shared.limits import BodySizeLimitMiddleware
 from shared.logs import configure_logging
 
@@ -37,8 +40,10 @@ log = structlog.get_logger(__name__)
 DESCRIPTION = (
     "Ingestion API. Ratings are validated, normalised (score on its scale, normalised 0..1 "
     "score, sentiment) and made durable in the broker (acks=all) before the 202 answer.\n\n"
-    "Posting needs a source key (`Authorization: Bearer csk_...` or `X-API-Key`) outside dev; "
-    "a key can post ratings and nothing else. Admin endpoints need the admin key. "
+    "Posting needs a source key (`Authorization: Bearer pk_...` from pages and apps, `sk_...` from "
+    "servers, or `X-API-Key`) or an API token with ratings:write, outside dev; a source key can post "
+    "ratings and nothing else. What a publishable key posts about a person (email, phone, consent, "
+    "account) is kept as a claim and never acted on. Admin endpoints need the admin key. "
     "A `rating_id` (or the `Idempotency-Key` header) makes a retry safe: it gets the first "
     "answer back; the same id with a different body is refused with 409. Every error is an "
     "RFC 9457 `application/problem+json` naming the `field` at fault."
@@ -53,6 +58,8 @@ class Adapters:
     store: CollectorStore
     owned_publisher: KafkaPublisher | None
     owned_store: PgStore | None
+    #: API tokens (``identity.api_tokens``); None: the collector takes source keys only.
+    tokens: TokenLookup | None = None
 
 
 def create_app(
@@ -60,17 +67,18 @@ def create_app(
     *,
     publisher: Publisher | None = None,
     store: CollectorStore | None = None,
+    tokens: TokenLookup | None = None,
 ) -> FastAPI:
-    """Wire settings, publisher, store and routes; unit tests pass fakes for the two adapters."""
+    """Wire settings, publisher, stores and routes; unit tests pass fakes for the three adapters."""
     cfg = settings or CollectorSettings()
     configure_logging(service="collector", level=cfg.log_level, fmt=cfg.log_format)
-    adapters = connect(cfg, publisher=publisher, store=store)
+    adapters = connect(cfg, publisher=publisher, store=store, tokens=tokens)
     deps = build_deps(cfg, adapters)
     app = FastAPI(
         title="CSAT collector",
         version="1.0.0",
         description=DESCRIPTION,
-        lifespan=lifespan(cfg, adapters, deps.intake),
+        lifespan=lifespan(cfg, adapters, deps),
     )
     app.add_middleware(SourceCorsMiddleware, paths=ratings.RATING_PATHS, origins=deps.origins)
     app.add_middleware(
@@ -98,8 +106,14 @@ def create_app(
     return app
 
 
-def connect(cfg: CollectorSettings, *, publisher: Publisher | None, store: CollectorStore | None) -> Adapters:
-    """The Kafka producer and the PostgreSQL store, unless the caller brought its own."""
+def connect(
+    cfg: CollectorSettings,
+    *,
+    publisher: Publisher | None,
+    store: CollectorStore | None,
+    tokens: TokenLookup | None = None,
+) -> Adapters:
+    """The Kafka producer and the PostgreSQL stores, unless the caller brought its own."""
     owned_publisher: KafkaPublisher | None = None
     if publisher is None:
         publisher = owned_publisher = KafkaPublisher(
@@ -112,14 +126,21 @@ def connect(cfg: CollectorSettings, *, publisher: Publisher | None, store: Colle
     if store is None:
         engine = make_engine(cfg.database_url, pool_size=cfg.db_pool_size, application_name="csat-collector")
         store = owned_store = PgStore(engine=engine, timeout_s=cfg.db_timeout_s)
+        tokens = tokens or PgIdentityStore(engine=engine, timeout_s=cfg.db_timeout_s)
     return Adapters(
-        publisher=publisher, store=store, owned_publisher=owned_publisher, owned_store=owned_store
+        publisher=publisher,
+        store=store,
+        owned_publisher=owned_publisher,
+        owned_store=owned_store,
+        tokens=tokens,
     )
 
 
 def build_deps(cfg: CollectorSettings, adapters: Adapters) -> CollectorDeps:
     """Everything the routes share, built once per app."""
     store = adapters.store
+    keys = KeyResolver(store=store, ttl_s=cfg.key_cache_s, stale_s=cfg.key_cache_stale_s)
+    bootstrap_key = cfg.bootstrap_admin_key
     return CollectorDeps(
         settings=cfg,
         intake=Intake(
@@ -133,7 +154,7 @@ def build_deps(cfg: CollectorSettings, adapters: Adapters) -> CollectorDeps:
         ),
         sources=store,
         surveys=store,
-        keys=KeyResolver(store=store, ttl_s=cfg.key_cache_s, stale_s=cfg.key_cache_stale_s),
+        keys=keys,
         origins=OriginSet(store=store, ttl_s=cfg.key_cache_s),
         limits=RateLimits(
             ip=KeyedLimiter(
@@ -147,14 +168,27 @@ def build_deps(cfg: CollectorSettings, adapters: Adapters) -> CollectorDeps:
         signer=LinkSigner(
             secret=cfg.signing_secret.get_secret_value(),
             previous=[s.get_secret_value() for s in cfg.signing_secret_previous],
+            accept_sha1=cfg.email_link_accept_sha1,
         ),
+        auth=Authenticator(
+            service="collector",
+            tokens=adapters.tokens,
+            access=cfg.access_verifier(),
+            sources=keys,
+            bootstrap_key=bootstrap_key.get_secret_value() if bootstrap_key else None,
+            cache_s=cfg.token_cache_s,
+            stale_s=cfg.token_cache_stale_s,
+            touch_every_s=cfg.token_touch_s,
+        ),
+        phone_hasher=cfg.address_hasher_for(cfg.environment),
     )
 
 
 def lifespan(
-    cfg: CollectorSettings, adapters: Adapters, intake: Intake
+    cfg: CollectorSettings, adapters: Adapters, deps: CollectorDeps
 ) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
-    """Start the producer and the idempotency purge; at shutdown land pending confirmations, close."""
+    """Start the producer, the idempotency purge and the tokens' last-used flush; at shutdown land
+    pending confirmations, close."""
 
     @asynccontextmanager
     async def run(_app: FastAPI) -> AsyncIterator[None]:
@@ -164,12 +198,14 @@ def lifespan(
             purge_forever(adapters.store, ttl=timedelta(hours=cfg.idempotency_ttl_h)),
             name="idempotency-purge",
         )
+        await deps.auth.start()
         log.info("collector_started", topic=cfg.topics.ratings, keys_required=cfg.keys_required)
         yield
         purger.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await purger
-        await intake.close()
+        await deps.auth.stop()
+        await deps.intake.close()
         if adapters.owned_publisher is not None:
             await adapters.owned_publisher.stop()
         if adapters.owned_store is not None:

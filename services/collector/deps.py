@@ -9,6 +9,8 @@ from services.collector.intake import Intake
 from services.collector.links import LinkSigner
 from services.collector.ports import SmsSurveys, SourceRegistry
 from services.collector.settings import CollectorSettings
+from shared.identity.guard import Authenticator
+from shared.security.hashing import AddressHasher
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,3 +23,5 @@ class CollectorDeps:
     origins: OriginSet
     limits: RateLimits
     signer: LinkSigner
+    auth: Authenticator
+    phone_hasher: AddressHasher

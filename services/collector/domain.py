@@ -5,13 +5,25 @@ from __future__ import annotations
 import hashlib
 import re
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 import orjson
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
-from shared.events import AccountRef, Consent, CustomerRef, RatingSubmitted
+from services.collector.ports import Source
+from shared.events import (
+    AccountRef,
+    Claims,
+    Consent,
+    CustomerRef,
+    Identity,
+    KeyKind,
+    Provenance,
+    RatingSubmitted,
+)
+from shared.identity.sourcekeys import ProofCheck, derive_identity_secret, verify_customer_proof
 from shared.scales import Metric, ScaleError, Sentiment, get_scale, nps_class, parse_score
 from shared.vocabulary import ContactIn
 
@@ -25,6 +37,11 @@ class CustomerIn(ContactIn):
     """The customer a rating is about: an id plus the shared contact fields."""
 
     id: Annotated[str, StringConstraints(min_length=1, max_length=200, strip_whitespace=True)]
+    proof: Annotated[str, StringConstraints(max_length=100)] | None = Field(
+        default=None,
+        description="With a publishable key: the site's server's proof of this customer id "
+        "(v1.<unix expiry>.<hex HMAC-SHA256>, see docs/collector.md); without it the id is only a claim",
+    )
 
 
 class AccountIn(BaseModel):
@@ -128,6 +145,60 @@ def new_rating_id() -> str:
     return uuid.uuid4().hex
 
 
+@dataclass(frozen=True, slots=True)
+class Trust:
+    """What vouches for the ratings of one request: the credential's kind and, for a publishable key,
+    the source's identity secrets (current and previous) its customer proofs are checked against."""
+
+    key_kind: KeyKind
+    identity_secrets: tuple[str, ...] = ()
+
+
+def identity_secrets(
+    *, platform_key: str, source: Source, now: datetime, grace: timedelta
+) -> tuple[str, ...]:
+    """The source's identity secrets a proof may be signed with: the current version, and the previous
+    one for ``grace`` after a rotation (pages already showing proofs keep working meanwhile)."""
+    version = source.identity_version
+    found = [derive_identity_secret(platform_key=platform_key, source_id=source.source_id, version=version)]
+    rotated = source.identity_rotated_at
+    if version > 1 and rotated is not None and now - rotated < grace:
+        found.append(
+            derive_identity_secret(platform_key=platform_key, source_id=source.source_id, version=version - 1)
+        )
+    return tuple(found)
+
+
+_PROOF_REFUSALS = {
+    ProofCheck.MALFORMED: "customer.proof is not a proof (v1.<unix expiry>.<64 hex digits>)",
+    ProofCheck.EXPIRED: "customer.proof has expired; the page must get a fresh one from the site's server",
+    ProofCheck.TOO_LONG: "customer.proof is valid for more than 7 days; sign it with a nearer expiry",
+    ProofCheck.WRONG: "customer.proof does not match this customer id and the source's identity secret",
+}
+
+
+def provenance_of(rating: RatingIn, trust: Trust, *, now: datetime) -> Provenance:
+    """Who vouches for the rating. A publishable key's customer id is a fact only with a valid proof.
+
+    Raises ``RatingRejected`` (field ``customer.proof``) for a proof that does not verify: a page
+    showing a stale or forged proof learns it at once instead of posting ratings nobody acts on.
+    """
+    if trust.key_kind is not KeyKind.PUBLISHABLE:
+        return Provenance(key_kind=trust.key_kind, identity=Identity.VERIFIED)
+    proof = rating.customer.proof
+    if proof is None:
+        return Provenance(key_kind=trust.key_kind, identity=Identity.CLAIMED)
+    check = verify_customer_proof(
+        identity_secrets=list(trust.identity_secrets),
+        customer_id=rating.customer.id,
+        proof=proof,
+        now=int(now.timestamp()),
+    )
+    if check is not ProofCheck.VALID:
+        raise RatingRejected("customer.proof", _PROOF_REFUSALS[check])
+    return Provenance(key_kind=trust.key_kind, identity=Identity.VERIFIED)
+
+
 def normalize(
     rating: RatingIn,
     *,
@@ -135,8 +206,13 @@ def normalize(
     rating_id: str | None = None,
     source: str | None = None,
     max_future_skew: timedelta = timedelta(minutes=5),
+    provenance: Provenance | None = None,
 ) -> RatingSubmitted:
-    """Validate the score on its scale and compute every derived field once, for all consumers."""
+    """Validate the score on its scale and compute every derived field once, for all consumers.
+
+    With a publishable key's ``provenance``, contact details, consent and account move to ``claims``:
+    what a public key posted is kept, but no consumer can take it for a fact.
+    """
     try:
         scale = get_scale(rating.metric, rating.scale)
         score = parse_score(scale, rating.score)
@@ -146,7 +222,15 @@ def normalize(
     if occurred - received_at > max_future_skew:
         raise RatingRejected("occurred_at", "occurred_at is in the future")
     sentiment = scale.sentiment(score)
-    customer: dict[str, Any] = rating.customer.model_dump()
+    customer: dict[str, Any] = rating.customer.model_dump(exclude={"proof"})
+    account = AccountRef(**rating.account.model_dump()) if rating.account else None
+    consent = Consent(**rating.consent.model_dump())
+    claims = None
+    if provenance is not None and provenance.key_kind is KeyKind.PUBLISHABLE:
+        claims = Claims(
+            email=customer.pop("email"), phone=customer.pop("phone"), consent=consent, account=account
+        )
+        account, consent = None, Consent()
     return RatingSubmitted(
         rating_id=rating.rating_id or rating_id or new_rating_id(),
         metric=rating.metric,
@@ -160,12 +244,14 @@ def normalize(
         segment={k: v.strip() for k, v in rating.segment.items()},
         touchpoint=rating.touchpoint,
         comment=(rating.comment or "").strip() or None,
-        account=AccountRef(**rating.account.model_dump()) if rating.account else None,
-        consent=Consent(**rating.consent.model_dump()),
+        account=account,
+        consent=consent,
         source=source,
         survey_id=rating.survey_id,
         occurred_at=occurred,
         received_at=received_at,
+        provenance=provenance,
+        claims=claims,
     )
 
 

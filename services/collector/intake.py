@@ -19,7 +19,7 @@ from typing import Literal
 import structlog
 
 from services.collector import metrics
-from services.collector.domain import RatingIn, fingerprint, normalize
+from services.collector.domain import RatingIn, Trust, fingerprint, normalize, provenance_of
 from services.collector.ports import (
     BrokerUnavailable,
     Claim,
@@ -133,11 +133,19 @@ class Intake:
         self.confirmer = Confirmer(records=records)
 
     def prepare(
-        self, rating: RatingIn, *, received_at: datetime, source: str, rating_id: str | None, keyed: bool
+        self,
+        rating: RatingIn,
+        *,
+        received_at: datetime,
+        source: str,
+        rating_id: str | None,
+        keyed: bool,
+        trust: Trust,
     ) -> Submission:
         """Validate one rating on its scale (raises ``RatingRejected`` naming the field).
 
         ``keyed``: the id came from the client (or a link), so a retry must be recognised by content.
+        ``trust``: what vouches for it; a publishable key's claims are kept apart from the facts.
         """
         event = normalize(
             rating,
@@ -145,6 +153,7 @@ class Intake:
             rating_id=rating_id,
             source=source,
             max_future_skew=self.max_future_skew,
+            provenance=provenance_of(rating, trust, now=received_at),
         )
         mark = fingerprint(event, client_occurred_at=rating.occurred_at) if keyed else None
         return Submission(rating=event, source_id=source, fingerprint=mark)

@@ -87,11 +87,19 @@ class EmailLink:
 
 
 class LinkSigner:
-    """Signs with the newest secret and accepts every listed one, so secrets can be rotated."""
+    """Signs with the newest secret and accepts every listed one, so secrets can be rotated.
 
-    def __init__(self, *, secret: str, previous: list[str] | None = None) -> None:
+    Tokens are HMAC-SHA256 (itsdangerous' default would be HMAC-SHA1). ``accept_sha1`` also reads the
+    links of earlier releases until they expire: their expiry is inside them, at most 90 days out.
+    """
+
+    def __init__(self, *, secret: str, previous: list[str] | None = None, accept_sha1: bool = False) -> None:
         # itsdangerous signs with the last key and verifies against all of them.
-        self._serializer = URLSafeSerializer([*(previous or []), secret], salt=_SALT)
+        keys = [*(previous or []), secret]
+        self._serializer = URLSafeSerializer(
+            keys, salt=_SALT, signer_kwargs={"digest_method": hashlib.sha256}
+        )
+        self._legacy = URLSafeSerializer(keys, salt=_SALT) if accept_sha1 else None
 
     def sign(self, link: EmailLink) -> str:
         token = self._serializer.dumps(link.to_claims())
@@ -103,10 +111,17 @@ class LinkSigner:
         if len(token) > 4096:
             raise LinkInvalid("token too long")
         try:
-            claims = self._serializer.loads(token)
-            link = EmailLink.from_claims(claims)
+            link = EmailLink.from_claims(self._claims(token))
         except (BadSignature, KeyError, TypeError, ValueError) as exc:
             raise LinkInvalid("the link is not valid") from exc
         if now >= link.expires_at:
             raise LinkExpired("the link has expired")
         return link
+
+    def _claims(self, token: str) -> Any:
+        try:
+            return self._serializer.loads(token)
+        except BadSignature:
+            if self._legacy is None:
+                raise
+            return self._legacy.loads(token)

@@ -119,8 +119,10 @@ def page(name: str, status: int, **context: Any) -> HTMLResponse:
     return HTMLResponse(html, status_code=status, headers=PAGE_HEADERS)
 
 
-def demo_page(*, key: str, customer: str, base_url: str) -> HTMLResponse:
-    html = _TEMPLATES.get_template("demo.html").render(key=key, customer=customer, base_url=base_url)
+def demo_page(*, key: str, customer: str, proof: str, base_url: str) -> HTMLResponse:
+    html = _TEMPLATES.get_template("demo.html").render(
+        key=key, customer=customer, proof=proof, base_url=base_url
+    )
     return HTMLResponse(html, headers={"Cache-Control": "no-store"})
 
 

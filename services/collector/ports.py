@@ -13,6 +13,7 @@ from enum import StrEnum
 from typing import Any, Protocol
 
 from shared.envelope import OutgoingRecord
+from shared.events import KeyKind
 
 
 class StoreUnavailable(RuntimeError):
@@ -36,6 +37,9 @@ class Source:
     rate_burst: int | None = None
     disabled: bool = False
     created_at: datetime | None = None
+    #: The version of the source's identity secret (derived, never stored) and when it last changed.
+    identity_version: int = 1
+    identity_rotated_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,14 +49,20 @@ class KeyInfo:
     created_at: datetime
     expires_at: datetime | None = None
     revoked_at: datetime | None = None
+    kind: KeyKind = KeyKind.PUBLISHABLE
 
 
 @dataclass(frozen=True, slots=True)
 class Principal:
-    """Who is posting: the source behind a valid key (or the anonymous dev source)."""
+    """Who is posting: the source behind a valid key, an API token's holder, or the anonymous dev source.
+
+    ``kind`` decides what the ratings' contact, consent and account fields are worth: facts, except for
+    a publishable key (public by nature), whose ratings carry them as claims.
+    """
 
     source: Source
     key_id: str | None
+    kind: KeyKind
 
 
 class ClaimState(StrEnum):
@@ -95,10 +105,22 @@ class SourceRegistry(Protocol):
     async def list_sources(self) -> list[Source]: ...
     async def delete_source(self, *, source_id: str) -> bool: ...
     async def add_key(
-        self, *, source_id: str, key_id: str, key_hash: bytes, expire_others_at: datetime | None
-    ) -> KeyInfo: ...
+        self,
+        *,
+        source_id: str,
+        key_id: str,
+        key_hash: bytes,
+        kind: KeyKind,
+        expire_others_at: datetime | None,
+    ) -> KeyInfo:
+        """Store a key; ``expire_others_at`` ends the source's other keys *of the same kind* then."""
+        ...
+
     async def list_keys(self, *, source_id: str) -> list[KeyInfo]: ...
     async def revoke_key(self, *, source_id: str, key_id: str) -> bool: ...
+    async def rotate_identity(self, *, source_id: str, now: datetime) -> Source | None:
+        """Bump the source's identity-secret version (the previous one stays valid for a grace period)."""
+        ...
 
 
 class IdempotencyRecords(Protocol):
@@ -114,7 +136,10 @@ class SmsSurveys(Protocol):
     """Survey SMS sent, keyed by a hash of the phone number, so a reply finds its customer."""
 
     async def add_sms_survey(self, *, survey: SmsSurvey, phone_hash: bytes) -> None: ...
-    async def open_sms_survey(self, *, phone_hash: bytes, now: datetime) -> SmsSurvey | None: ...
+    async def open_sms_survey(self, *, phone_hashes: Sequence[bytes], now: datetime) -> SmsSurvey | None:
+        """The newest open survey sent to a number, by any of its hashes (keys being rotated)."""
+        ...
+
     async def mark_sms_answered(self, *, request_id: str, rating_id: str, at: datetime) -> None: ...
 
 

@@ -38,7 +38,10 @@ class KeyedLimiter:
     def acquire(
         self, client: str, *, cost: float = 1.0, rate: float | None = None, burst: float | None = None
     ) -> float:
-        """Take ``cost`` tokens; returns 0 when allowed, else the seconds until it would be."""
+        """Take ``cost`` tokens; returns 0 when allowed, else the seconds until it would be.
+
+        Every token counts: a request of ``cost`` tokens is charged all of them, even past the burst.
+        """
         rate = self.rate if rate is None else rate
         cap = self.burst if burst is None else burst
         if rate <= 0:
@@ -54,11 +57,13 @@ class KeyedLimiter:
             self._buckets.move_to_end(client)
             bucket.tokens = min(cap, bucket.tokens + (now - bucket.stamp) * rate)
             bucket.stamp = now
-        cost = min(cost, cap)
-        if bucket.tokens >= cost:
+        # A request costing more than the burst (a batch of 500 against a burst of 400) would never fit:
+        # it goes when the bucket is full and leaves it in debt, so the long-run rate still holds.
+        needed = min(cost, cap)
+        if bucket.tokens >= needed:
             bucket.tokens -= cost
             return 0.0
-        return (cost - bucket.tokens) / rate
+        return (needed - bucket.tokens) / rate
 
 
 def retry_after(wait_s: float) -> int:

@@ -23,10 +23,15 @@ from services.collector.ports import (
     SourceExists,
     StoreUnavailable,
 )
+from shared.events import KeyKind
 
 T = TypeVar("T")
 
-_SOURCE_COLS = "source_id, name, allowed_origins, rate_per_s, rate_burst, disabled, created_at"
+_SOURCE_COLS = (
+    "source_id, name, allowed_origins, rate_per_s, rate_burst, disabled, created_at, identity_version, "
+    "identity_rotated_at"
+)
+_KEY_COLS = "key_id, source_id, created_at, expires_at, revoked_at, kind"
 
 _CLAIM = """
     WITH input AS (
@@ -52,24 +57,14 @@ _CONFIRM = """
 """
 _RELEASE = "DELETE FROM collector.idempotency WHERE rating_id = ANY($1::text[]) AND state = 'pending'"
 _PRINCIPAL = """
-    SELECT k.key_id, s.source_id, s.name, s.allowed_origins, s.rate_per_s, s.rate_burst, s.disabled,
-           s.created_at
+    SELECT k.key_id, k.kind, s.source_id, s.name, s.allowed_origins, s.rate_per_s, s.rate_burst, s.disabled,
+           s.created_at, s.identity_version, s.identity_rotated_at
     FROM collector.api_keys k JOIN collector.sources s USING (source_id)
     WHERE k.key_hash = $1 AND k.revoked_at IS NULL AND (k.expires_at IS NULL OR k.expires_at > $2)
 """
 
-_GET_SOURCE = text(
-    """
-    SELECT source_id, name, allowed_origins, rate_per_s, rate_burst, disabled, created_at
-    FROM collector.sources WHERE source_id = :id
-    """
-)
-_LIST_SOURCES = text(
-    """
-    SELECT source_id, name, allowed_origins, rate_per_s, rate_burst, disabled, created_at
-    FROM collector.sources ORDER BY source_id
-    """
-)
+_GET_SOURCE = text(f"SELECT {_SOURCE_COLS} FROM collector.sources WHERE source_id = :id")  # noqa: S608 - fixed column list
+_LIST_SOURCES = text(f"SELECT {_SOURCE_COLS} FROM collector.sources ORDER BY source_id")  # noqa: S608 - fixed column list
 
 
 class _Row:
@@ -91,6 +86,8 @@ def _source(row: Any) -> Source:
         rate_burst=row.rate_burst,
         disabled=row.disabled,
         created_at=row.created_at,
+        identity_version=row.identity_version,
+        identity_rotated_at=row.identity_rotated_at,
     )
 
 
@@ -101,6 +98,7 @@ def _key(row: Any) -> KeyInfo:
         created_at=row.created_at,
         expires_at=row.expires_at,
         revoked_at=row.revoked_at,
+        kind=KeyKind(row.kind),
     )
 
 
@@ -176,7 +174,9 @@ class PgStore:
 
     async def principal_for_key(self, *, key_hash: bytes, now: datetime) -> Principal | None:
         row = await self._fast(lambda conn: conn.fetchrow(_PRINCIPAL, key_hash, now))
-        return None if row is None else Principal(source=_source(_Row(row)), key_id=row["key_id"])
+        if row is None:
+            return None
+        return Principal(source=_source(_Row(row)), key_id=row["key_id"], kind=KeyKind(row["kind"]))
 
     async def all_origins(self) -> set[str]:
         async def q(conn: AsyncConnection) -> set[str]:
@@ -192,10 +192,9 @@ class PgStore:
             row = (
                 await conn.execute(
                     text(
-                        "INSERT INTO collector.sources (source_id, name, allowed_origins, rate_per_s, "
+                        "INSERT INTO collector.sources (source_id, name, allowed_origins, rate_per_s, "  # noqa: S608 - fixed column list; values are bound
                         "rate_burst, disabled) VALUES (:id, :name, :origins, :rate, :burst, :disabled) "
-                        "ON CONFLICT DO NOTHING RETURNING source_id, name, allowed_origins, "
-                        "rate_per_s, rate_burst, disabled, created_at"
+                        f"ON CONFLICT DO NOTHING RETURNING {_SOURCE_COLS}"
                     ),
                     {
                         "id": source.source_id,
@@ -270,24 +269,30 @@ class PgStore:
         return await self._run(q)
 
     async def add_key(
-        self, *, source_id: str, key_id: str, key_hash: bytes, expire_others_at: datetime | None
+        self,
+        *,
+        source_id: str,
+        key_id: str,
+        key_hash: bytes,
+        kind: KeyKind,
+        expire_others_at: datetime | None,
     ) -> KeyInfo:
         async def q(conn: AsyncConnection) -> KeyInfo:
             if expire_others_at is not None:
                 await conn.execute(
                     text(
                         "UPDATE collector.api_keys SET expires_at = LEAST(COALESCE(expires_at, :at), :at) "
-                        "WHERE source_id = :s AND revoked_at IS NULL"
+                        "WHERE source_id = :s AND kind = :kind AND revoked_at IS NULL"
                     ),
-                    {"s": source_id, "at": expire_others_at},
+                    {"s": source_id, "at": expire_others_at, "kind": kind.value},
                 )
             row = (
                 await conn.execute(
                     text(
-                        "INSERT INTO collector.api_keys (key_id, source_id, key_hash) VALUES (:k, :s, :h) "
-                        "RETURNING key_id, source_id, created_at, expires_at, revoked_at"
+                        "INSERT INTO collector.api_keys (key_id, source_id, key_hash, kind) "  # noqa: S608 - fixed column list; values are bound
+                        f"VALUES (:k, :s, :h, :kind) RETURNING {_KEY_COLS}"
                     ),
-                    {"k": key_id, "s": source_id, "h": key_hash},
+                    {"k": key_id, "s": source_id, "h": key_hash, "kind": kind.value},
                 )
             ).one()
             return _key(row)
@@ -298,7 +303,7 @@ class PgStore:
         async def q(conn: AsyncConnection) -> list[KeyInfo]:
             rows = await conn.execute(
                 text(
-                    "SELECT key_id, source_id, created_at, expires_at, revoked_at FROM collector.api_keys "
+                    f"SELECT {_KEY_COLS} FROM collector.api_keys "  # noqa: S608 - fixed column list
                     "WHERE source_id = :s ORDER BY created_at"
                 ),
                 {"s": source_id},
@@ -317,6 +322,22 @@ class PgStore:
                 {"s": source_id, "k": key_id},
             )
             return result.first() is not None
+
+        return await self._run(q)
+
+    async def rotate_identity(self, *, source_id: str, now: datetime) -> Source | None:
+        async def q(conn: AsyncConnection) -> Source | None:
+            row = (
+                await conn.execute(
+                    text(
+                        "UPDATE collector.sources SET identity_version = identity_version + 1, "  # noqa: S608 - fixed column list; values are bound
+                        "identity_rotated_at = :now, updated_at = now() "
+                        f"WHERE source_id = :id RETURNING {_SOURCE_COLS}"
+                    ),
+                    {"id": source_id, "now": now},
+                )
+            ).first()
+            return None if row is None else _source(row)
 
         return await self._run(q)
 
@@ -395,8 +416,8 @@ class PgStore:
 
         await self._run(q)
 
-    async def open_sms_survey(self, *, phone_hash: bytes, now: datetime) -> SmsSurvey | None:
-        """The newest unanswered, unexpired survey sent to this number."""
+    async def open_sms_survey(self, *, phone_hashes: Sequence[bytes], now: datetime) -> SmsSurvey | None:
+        """The newest unanswered, unexpired survey sent to this number (any of its hashes)."""
 
         async def q(conn: AsyncConnection) -> SmsSurvey | None:
             row = (
@@ -404,10 +425,10 @@ class PgStore:
                     text(
                         "SELECT request_id, customer_id, survey_id, metric, scale, locale, touchpoint, "
                         "segment, account, expires_at, answered_at FROM collector.sms_surveys "
-                        "WHERE phone_hash = :ph AND answered_at IS NULL AND expires_at > :now "
+                        "WHERE phone_hash = ANY(:ph) AND answered_at IS NULL AND expires_at > :now "
                         "ORDER BY created_at DESC LIMIT 1"
                     ),
-                    {"ph": phone_hash, "now": now},
+                    {"ph": list(phone_hashes), "now": now},
                 )
             ).first()
             if row is None:

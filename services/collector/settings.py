@@ -7,13 +7,16 @@ from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
+from shared.identity.config import IdentitySettings
 from shared.settings import CommonSettings
 
-#: Signs email links and keys the phone-number hashes; works only with ``CSAT_ENVIRONMENT=dev|test``.
+#: Signs email links; works only with ``CSAT_ENVIRONMENT=dev|test``.
 DEV_SIGNING_SECRET = "dev-signing-secret-not-for-production"  # noqa: S105 - refused outside dev/test
+#: Derives each source's identity secret; works only with ``CSAT_ENVIRONMENT=dev|test``.
+DEV_SOURCE_IDENTITY_KEY = "dev-source-identity-key-not-for-production"
 
 
-class CollectorSettings(CommonSettings):
+class CollectorSettings(CommonSettings, IdentitySettings):
     port: int = 8000
     publish_timeout_s: float = Field(default=5.0, gt=0, description="Longest wait for the broker's ack")
     retry_after_s: int = Field(default=5, ge=1, description="Retry-After sent with 503")
@@ -67,10 +70,22 @@ class CollectorSettings(CommonSettings):
     )
     signing_secret: SecretStr = Field(
         default=SecretStr(DEV_SIGNING_SECRET),
-        description="Signs email-link tokens and keys phone hashes; required in prod",
+        description="Signs email-link tokens (HMAC-SHA256); required in prod",
     )
     signing_secret_previous: list[SecretStr] = Field(
         default_factory=list, description="Older secrets still accepted for email links (rotation)"
+    )
+    email_link_accept_sha1: bool = Field(
+        default=False,
+        description="Also accept email links minted before links were HMAC-SHA256 (itsdangerous' "
+        "default HMAC-SHA1); off: those links answer 403 'not valid'",
+    )
+    source_identity_key: SecretStr = Field(
+        default=SecretStr(DEV_SOURCE_IDENTITY_KEY),
+        description="Derives each source's identity secret (customer proofs); required in prod",
+    )
+    identity_secret_grace_h: float = Field(
+        default=168.0, ge=0, description="How long a source's previous identity secret stays valid"
     )
     email_link_ttl_h: float = Field(default=336.0, gt=0, description="Default validity of an email link")
     sms_survey_ttl_h: float = Field(default=72.0, gt=0, description="How long an SMS survey awaits a reply")
@@ -104,11 +119,19 @@ class CollectorSettings(CommonSettings):
                 raise ValueError(
                     "CSAT_SIGNING_SECRET must be set to a real secret when CSAT_ENVIRONMENT=prod"
                 )
+            if self.source_identity_key.get_secret_value() == DEV_SOURCE_IDENTITY_KEY:
+                raise ValueError(
+                    "CSAT_SOURCE_IDENTITY_KEY must be set to a real secret when CSAT_ENVIRONMENT=prod"
+                )
             if self.demo_widget_key is not None:
                 raise ValueError("CSAT_DEMO_WIDGET_KEY is for dev only")
         if len(self.signing_secret.get_secret_value()) < 16:
             raise ValueError("CSAT_SIGNING_SECRET must be at least 16 characters")
         return self
+
+    @property
+    def identity_platform_key(self) -> str:
+        return self.source_identity_key.get_secret_value()
 
     @property
     def keys_required(self) -> bool:

@@ -14,6 +14,7 @@ from xml.sax.saxutils import escape
 from services.collector.domain import RatingIn
 from services.collector.ports import SmsSurvey
 from shared.scales import Scale, ScaleError, parse_score
+from shared.security.hashing import AddressHasher
 
 _PHONE = re.compile(r"^\+[1-9]\d{6,14}$")
 _STOP_WORDS = {"stop", "stopall", "unsubscribe", "cancel", "end", "quit", "arret", "arrêt", "help", "info"}
@@ -54,9 +55,19 @@ def signature_valid(
     )
 
 
-def phone_hash(secret: str, phone: str) -> bytes:
-    """A keyed hash of an E.164 number: replies can be matched without storing the number."""
-    return hmac.new(secret.encode(), b"phone:" + normalize_phone(phone).encode(), hashlib.sha256).digest()
+def phone_hash(hasher: AddressHasher, phone: str) -> bytes:
+    """A keyed hash of an E.164 number (its own key, ``CSAT_ADDRESS_HASH_KEY``): replies can be matched
+    without storing the number."""
+    return bytes.fromhex(hasher.phone(normalize_phone(phone)))
+
+
+def phone_hashes(hasher: AddressHasher, phone: str, *, legacy_secret: str) -> list[bytes]:
+    """Every hash a stored survey for this number may carry: each address-hash key, then the hash of
+    releases that keyed it with the signing secret (surveys sent before the upgrade still match)."""
+    number = normalize_phone(phone)
+    keyed = [bytes.fromhex(h) for h in hasher.candidates("phone", number)]
+    legacy = hmac.new(legacy_secret.encode(), b"phone:" + number.encode(), hashlib.sha256).digest()
+    return [*keyed, legacy]
 
 
 def normalize_phone(phone: str) -> str:

@@ -78,12 +78,14 @@ class PersonApi:
         path_params: Mapping[str, str] | None = None,
         params: Params | None = None,
         json: Any = None,
+        headers: Mapping[str, str] | None = None,
     ) -> httpx.Response:
-        """The raw answer, whatever its status; unreachable or timed out -> ``ApiError`` 503."""
+        """The raw answer, whatever its status; unreachable or timed out -> ``ApiError`` 503.
+        ``headers`` adds request headers (``If-Match``); the credential is always the person's."""
         url = self._client.base(service) + fill_url_template(path, path_params or {})
         try:
             return await self._client.http.request(
-                method, url, params=params, json=json, headers=self._headers()
+                method, url, params=params, json=json, headers={**(headers or {}), **self._headers()}
             )
         except httpx.HTTPError:
             raise ApiError(service=service, status=503) from None
@@ -107,8 +109,11 @@ class PersonApi:
         *,
         path_params: Mapping[str, str] | None = None,
         json: Any = None,
+        headers: Mapping[str, str] | None = None,
     ) -> Any:
-        answer = await self.request(method, service, path, path_params=path_params, json=json)
+        answer = await self.request(
+            method, service, path, path_params=path_params, json=json, headers=headers
+        )
         return _json_or_raise(service, answer)
 
 

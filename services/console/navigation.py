@@ -28,7 +28,7 @@ VIEWS: tuple[View, ...] = (
     View("verbatims", "/verbatims", Scope.VERBATIMS_READ),
     View("alerts", "/alerts", Scope.ALERTS_READ),
     View("customers", "/customers", Scope.CUSTOMERS_READ),
-    View("rules", "/rules", Scope.RULES_READ),
+    View("rules", "/rules", Scope.RULES_READ, ready=True),
     View("people", "/admin/people", Scope.USERS_ADMIN, ready=True),
 )
 

@@ -177,6 +177,36 @@ class ResponseRate:
     low: bool
 
 
+#: The scorer's drift detector states the Scores view words (others are not shown).
+DRIFT_STATUSES = ("warming_up", "too_small", "monitoring", "drop_detected", "not_evaluated", "not_monitored")
+
+
+@dataclass(frozen=True, slots=True)
+class Drift:
+    """The scorer's drift detector on this segment: the alerts' judge, unlike the one-look comparisons."""
+
+    status: str
+    since: datetime | None
+    drop: float | None  # size of the last drop detected, in points (CES: of ease)
+    drop_low: float | None
+    drop_high: float | None
+
+
+def drift(body: Mapping[str, Any]) -> Drift | None:
+    raw = mapping(body.get("drift"))
+    status = raw.get("status")
+    if status not in DRIFT_STATUSES:
+        return None
+    detected = mapping(raw.get("drop"))
+    return Drift(
+        status=str(status),
+        since=_time(raw.get("since")) if status == "drop_detected" else None,
+        drop=as_float(detected.get("size")),
+        drop_low=as_float(detected.get("ci_low")),
+        drop_high=as_float(detected.get("ci_high")),
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class Tile:
     metric: Metric
@@ -195,6 +225,7 @@ class Tile:
     year_ago: Change
     distribution: Distribution
     response_rate: ResponseRate | None
+    drift: Drift | None
     period_from: datetime | None
     period_to: datetime | None
 
@@ -337,6 +368,7 @@ def tile(metric: Metric, body: Mapping[str, Any]) -> Tile:
         year_ago=_change(body, year, earlier_score="score", earlier_n="responses"),
         distribution=distribution(metric, body),
         response_rate=response_rate(body),
+        drift=drift(body),
         period_from=_time(body.get("from")),
         period_to=_time(body.get("to")),
     )

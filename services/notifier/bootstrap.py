@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from services.notifier.deps import NotifierDeps
 from services.notifier.dispatcher import Dispatcher, PublisherUnavailable
 from services.notifier.handlers import Intake
+from services.notifier.policy import AddressKeys
 from services.notifier.providers import Provider
 from services.notifier.providers.mailgun import MailgunProvider
 from services.notifier.providers.outbox import OutboxProvider
@@ -27,6 +28,7 @@ from services.notifier.providers.twilio import TwilioProvider
 from services.notifier.providers.webhook import WebhookProvider
 from services.notifier.repository import PgDeliveries, PgNotifierStore
 from services.notifier.routes import deliveries, outbox, suppressions, unsubscribe
+from services.notifier.routes import templates as previews
 from services.notifier.settings import NotifierSettings
 from services.notifier.templating import Templates
 from services.notifier.tokens import UnsubscribeTokens
@@ -95,10 +97,13 @@ def build_providers(cfg: NotifierSettings, *, engine: AsyncEngine) -> dict[Chann
             messaging_service_sid=cfg.twilio_messaging_service_sid,
             timeout_s=timeout,
         )
-    chat: Provider = SlackProvider(timeout_s=timeout) if cfg.chat_provider == "slack" else outbox
+    policy = cfg.outbound_policy(cfg.environment)  # rule URLs are set by admins: the SSRF guard applies
+    chat: Provider = outbox
+    if cfg.chat_provider == "slack":
+        chat = SlackProvider(policy=policy, timeout_s=timeout)
     hook: Provider = outbox
     if cfg.webhook_provider == "webhook":
-        hook = WebhookProvider(secret=_secret(cfg.webhook_secret), timeout_s=timeout)
+        hook = WebhookProvider(secret=_secret(cfg.webhook_secret), policy=policy, timeout_s=timeout)
     return {Channel.EMAIL: email, Channel.SMS: sms, Channel.SLACK: chat, Channel.WEBHOOK: hook}
 
 
@@ -126,6 +131,9 @@ def dispatch_config(cfg: NotifierSettings) -> DispatchConfig:
         attempt_timeout_s=cfg.provider_timeout_s * PHASES + 1,
         lease_grace_s=cfg.lease_grace_s,
         daily_cap=cfg.daily_cap,
+        address_cap=cfg.daily_cap_per_address,
+        source_cap=cfg.daily_cap_per_source,
+        address_keys=AddressKeys(cfg.address_hasher_for(cfg.environment)),
         quiet=cfg.quiet_window,
         default_zone=cfg.default_zone,
         public_base_url=cfg.public_base_url,
@@ -178,8 +186,9 @@ def create_app(settings: NotifierSettings | None = None) -> FastAPI:
     )
     store = PgNotifierStore(engine)
     providers = build_providers(cfg, engine=engine)
-    tokens = UnsubscribeTokens(cfg.unsubscribe_secrets)
+    tokens = UnsubscribeTokens(cfg.unsubscribe_secrets, accept_sha1=cfg.unsubscribe_accept_sha1)
     intake = Intake(provider_names={ch: p.name for ch, p in providers.items()})
+    dispatcher_cfg = dispatch_config(cfg)
     runtime = ConsumerRuntime(
         name="notifier",
         settings=cfg,
@@ -197,15 +206,16 @@ def create_app(settings: NotifierSettings | None = None) -> FastAPI:
             raise PublisherUnavailable("producer not connected yet")
         await send_all(runtime.producer, records, timeout_s=cfg.kafka_request_timeout_s * 2)
 
+    templates = Templates()
     dispatcher = Dispatcher(
         store=store,
         providers=providers,
-        templates=Templates(),
+        templates=templates,
         tokens=tokens,
         topics=cfg.topics,
         publish=publish,
         default_addresses=default_addresses(cfg, providers),
-        config=dispatch_config(cfg),
+        config=dispatcher_cfg,
     )
     listener = (
         WakeListener(database_url=cfg.database_url, wake=dispatcher.wake) if cfg.dispatch_listen else None
@@ -223,7 +233,15 @@ def create_app(settings: NotifierSettings | None = None) -> FastAPI:
 
     checks = {"database": runtime.check_database, "consumer": runtime.check_consumer}
     install_common(app, service="notifier", checks={**checks, "dispatcher": check_dispatcher})
-    deps = NotifierDeps(deliveries=store, suppressions=store, tokens=tokens, admin_key=cfg.admin_api_key)
-    for routes in (unsubscribe, outbox, deliveries, suppressions):
+    deps = NotifierDeps(
+        deliveries=store,
+        suppressions=store,
+        tokens=tokens,
+        admin_key=cfg.admin_api_key,
+        address_keys=dispatcher_cfg.address_keys,
+        templates=templates,
+        public_base_url=cfg.public_base_url,
+    )
+    for routes in (unsubscribe, outbox, deliveries, suppressions, previews):
         app.include_router(routes.router(deps))
     return app

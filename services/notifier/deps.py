@@ -1,4 +1,5 @@
-"""What the routes use, built by ``bootstrap``: stores as ports, the token signer, the admin key."""
+"""What the routes use, built by ``bootstrap``: stores as ports, the token signer, the admin key, the
+templates."""
 
 from __future__ import annotations
 
@@ -6,7 +7,9 @@ from dataclasses import dataclass
 
 from pydantic import SecretStr
 
+from services.notifier.policy import AddressKeys
 from services.notifier.ports import DeliveryReads, SuppressionList
+from services.notifier.templating import Templates
 from services.notifier.tokens import UnsubscribeTokens
 
 
@@ -16,3 +19,6 @@ class NotifierDeps:
     suppressions: SuppressionList
     tokens: UnsubscribeTokens
     admin_key: SecretStr
+    address_keys: AddressKeys
+    templates: Templates  # the ones the dispatcher sends with: previews render exactly what goes out
+    public_base_url: str

@@ -28,6 +28,7 @@ import structlog
 from services.notifier.metrics import PROVIDER_ATTEMPTS
 from services.notifier.ports import (
     Claim,
+    DailySlot,
     Deliveries,
     DeliveryRow,
     DeliveryStore,
@@ -49,6 +50,7 @@ from services.notifier.transitions import (
     address_of,
     admit,
     compose,
+    counted_slot,
     internal_error,
     over_daily_cap,
     record,
@@ -89,6 +91,8 @@ class Job:
     token: str
     attempts: int
     counted_day: date | None
+    slot: DailySlot | None = None
+    address_key: str | None = None
 
     def answer(self, result: SendResult) -> Answer:
         return Answer(
@@ -100,7 +104,8 @@ class Job:
             channel=self.note.channel,
             to=self.message.to,
             customer_id=self.note.customer_id,
-            counted_day=self.counted_day,
+            slot=self.slot,
+            address_key=self.address_key,
         )
 
 
@@ -304,10 +309,12 @@ class Dispatcher:
         for row in rows:
             note = NotificationRequested.model_validate(row.request)
             provider = self._providers[note.channel].name
-            to = address_of(note, self._defaults.get(note.channel))
+            to = address_of(note, self._defaults.get(note.channel), self._cfg.address_keys)
             dues.append(Due(row=row, note=note, provider=provider, address=to, suppressed=None, now=now))
         lookups = [
-            SuppressionLookup(d.row.notification_id, d.note.customer_id, d.address.scope, d.address.key)
+            SuppressionLookup(
+                d.row.notification_id, d.note.customer_id, d.address.scope, d.address.candidates
+            )
             for d in dues
             if d.address is not None and not d.note.transactional
         ]
@@ -326,19 +333,19 @@ class Dispatcher:
                 token=uuid.uuid4().hex,
                 attempts=step.attempts,
                 counted_day=step.counted_day,
+                slot=step.slot,
+                address_key=step.address_key,
             )
             jobs.append(job)
         return jobs
 
     async def _admit(self, tx: Deliveries, due: Due) -> Send | Final | Defer:
-        """Consent, quiet hours and the daily cap (reserving its slot), then the message itself."""
+        """Consent, quiet hours and the daily caps (reserving their slots), then the message itself."""
         step = admit(due, self._cfg)
         if isinstance(step, Admit) and step.reserve is not None:
-            slot = step.reserve
-            if not await tx.reserve_daily(
-                customer_id=slot.customer_id, day=slot.day, cap=self._cfg.daily_cap
-            ):
-                return over_daily_cap(due, self._cfg)
+            full = await tx.reserve_daily(slot=step.reserve, caps=self._cfg.caps)
+            if full is not None:
+                return over_daily_cap(due, self._cfg, cap=full)
         if isinstance(step, Admit):
             return compose(due, step, self._cfg, templates=self._templates, tokens=self._tokens)
         return step
@@ -498,7 +505,9 @@ class Dispatcher:
         async with self._store.begin() as tx:
             for row in await tx.expired_leases(now=now):
                 provider = self._by_name.get(row.provider)
-                step = recover(row, dedupes=provider is not None and provider.dedupes, cfg=self._cfg, now=now)
+                dedupes = provider is not None and provider.dedupes
+                release = counted_slot(row, self._cfg)
+                step = recover(row, dedupes=dedupes, cfg=self._cfg, now=now, release=release)
                 if isinstance(step, Final) and step.status is OutcomeStatus.UNKNOWN:
                     log.warning(
                         "crashed_mid_send", notification_id=row.notification_id, provider=row.provider

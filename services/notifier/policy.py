@@ -8,12 +8,14 @@ from __future__ import annotations
 import hashlib
 import random
 import re
+from dataclasses import dataclass
 from datetime import date, datetime, tzinfo
 
 # Re-exported: the notifier's modules and tests read quiet hours and zones from its policy.
 from shared.quiethours import QuietHours as QuietHours
 from shared.quiethours import wall_clock as wall_clock
 from shared.quiethours import zone_for as zone_for
+from shared.security.hashing import AddressHasher, HashKind
 
 
 def local_day(now: datetime, zone: tzinfo) -> date:
@@ -46,6 +48,27 @@ def normalise_address(scope: str, address: str) -> str:
     return value
 
 
-def address_key(scope: str, address: str) -> str:
-    """SHA-256 of the normalised address: the suppression list matches without storing the address."""
+def legacy_address_key(scope: str, address: str) -> str:
+    """The unkeyed SHA-256 entries of releases before keyed hashes: still matched, never written."""
     return hashlib.sha256(f"{scope}:{normalise_address(scope, address)}".encode()).hexdigest()
+
+
+_HASH_KIND: dict[str, HashKind] = {"email": "email", "sms": "phone"}
+
+
+@dataclass(frozen=True, slots=True)
+class AddressKeys:
+    """Keyed hashes of addresses (``CSAT_ADDRESS_HASH_KEY``): what the suppression list, the per-address
+    daily cap and unsubscribe tokens hold instead of the address. An unkeyed hash is reversed by hashing
+    a list of addresses; a keyed one is not without the key."""
+
+    hasher: AddressHasher
+
+    def key(self, scope: str, address: str) -> str:
+        """The key stored for ``address`` (``scope`` is ``email`` or ``sms``)."""
+        return self.hasher.hash(_HASH_KIND[scope], normalise_address(scope, address))
+
+    def candidates(self, scope: str, address: str) -> tuple[str, ...]:
+        """Every key a stored entry for ``address`` may have: each configured key, then the legacy hash."""
+        keyed = self.hasher.candidates(_HASH_KIND[scope], normalise_address(scope, address))
+        return (*keyed, legacy_address_key(scope, address))

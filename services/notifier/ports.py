@@ -96,12 +96,32 @@ class SuppressionEntry:
 
 @dataclass(frozen=True, slots=True)
 class SuppressionLookup:
-    """Whether a delivery's recipient is on the suppression list, by customer id or by address key."""
+    """Whether a delivery's recipient is on the suppression list, by customer id or by any address key."""
 
     notification_id: str
     customer_id: str | None
     scope: str | None
-    key: str | None
+    keys: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class DailySlot:
+    """The counters one customer-facing message takes on a day: its customer's, its address's (a keyed
+    hash, ``email:<hex>``) and its source's; ``None`` where that cap does not apply."""
+
+    day: date
+    customer_id: str | None = None
+    address_key: str | None = None
+    source: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DailyCaps:
+    """Customer-facing messages allowed per day: per customer, per recipient address, per source."""
+
+    customer: int = 3
+    address: int = 3
+    source: int = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,9 +173,14 @@ class Deliveries(IntakeStore, Protocol):
         notification_id: str | None,
     ) -> int: ...
 
-    async def reserve_daily(self, *, customer_id: str, day: date, cap: int) -> bool: ...
+    async def reserve_daily(self, *, slot: DailySlot, caps: DailyCaps) -> str | None:
+        """Count one message on every counter of ``slot``, or on none: returns the cap that is full
+        (``customer``, ``address`` or ``source``), None when reserved. Atomic under concurrency."""
+        ...
 
-    async def release_daily(self, *, notification_id: str, customer_id: str, day: date) -> None: ...
+    async def release_daily(self, *, notification_id: str, slot: DailySlot) -> None:
+        """A message that provably did not go out gives its slot back on every counter."""
+        ...
 
     async def mark_sending_many(self, *, claims: Sequence[Claim]) -> None: ...
 

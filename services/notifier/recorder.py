@@ -140,11 +140,7 @@ class Recorder:
                 notification_id=row.notification_id,
             )
         if step.release is not None:
-            await tx.release_daily(
-                notification_id=row.notification_id,
-                customer_id=step.release.customer_id,
-                day=step.release.day,
-            )
+            await tx.release_daily(notification_id=row.notification_id, slot=step.release)
         now = self._clock()
         done = await tx.finish(
             notification_id=row.notification_id,

@@ -10,7 +10,7 @@ import base64
 import json
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
-from datetime import date, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import text
@@ -19,6 +19,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from services.notifier.ports import (
     WAKE_CHANNEL,
     Claim,
+    DailyCaps,
+    DailySlot,
     DeliveryPage,
     DeliveryRow,
     NewRequest,
@@ -65,6 +67,40 @@ def _row(r: Any) -> DeliveryRow:
 
 def _jsonable(row: Any) -> dict[str, Any]:
     return {k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in dict(row).items()}
+
+
+_RESERVE_CUSTOMER = text(
+    "INSERT INTO notifier.daily_counts (customer_id, day, sent) VALUES (:c, :d, 1) "
+    "ON CONFLICT (customer_id, day) DO UPDATE SET sent = notifier.daily_counts.sent + 1 "
+    "WHERE notifier.daily_counts.sent < :cap RETURNING sent"
+)
+_RESERVE_OTHER = text(
+    "INSERT INTO notifier.daily_caps (scope, key, day, sent) VALUES (:scope, :key, :d, 1) "
+    "ON CONFLICT (scope, key, day) DO UPDATE SET sent = notifier.daily_caps.sent + 1 "
+    "WHERE notifier.daily_caps.sent < :cap RETURNING sent"
+)
+
+
+class _CapFull(Exception):
+    """A daily counter is full; raised inside the reservation's savepoint to roll the others back."""
+
+    def __init__(self, cap: str) -> None:
+        super().__init__(cap)
+        self.cap = cap
+
+
+def _counters(slot: DailySlot, caps: DailyCaps) -> list[tuple[str, Any, dict[str, Any]]]:
+    """The upserts of one reservation, in a fixed order (customer, address, source) so that two
+    transactions reserving the same counters take their row locks in the same order."""
+    out: list[tuple[str, Any, dict[str, Any]]] = []
+    if slot.customer_id is not None and caps.customer:
+        out.append(
+            ("customer", _RESERVE_CUSTOMER, {"c": slot.customer_id, "d": slot.day, "cap": caps.customer})
+        )
+    for name, key, cap in (("address", slot.address_key, caps.address), ("source", slot.source, caps.source)):
+        if key is not None and cap:
+            out.append((name, _RESERVE_OTHER, {"scope": name, "key": key, "d": slot.day, "cap": cap}))
+    return out
 
 
 class PgDeliveries:
@@ -256,22 +292,28 @@ class PgDeliveries:
         """The entry that stops each recipient (``scope:reason``), for a whole batch in one round trip."""
         if not lookups:
             return {}
+        # One input row per (lookup, candidate key): an address may be stored under an older key.
+        flat = [(q, key) for q in lookups for key in (q.keys or (None,))]
         rows = await self.conn.execute(
             text(
-                "SELECT q.nid, s.scope, s.reason FROM unnest(CAST(:nids AS text[]), "
+                "SELECT q.nid, s.scope, s.reason, s.created_at FROM unnest(CAST(:nids AS text[]), "
                 "CAST(:customers AS text[]), CAST(:scopes AS text[]), CAST(:keys AS text[])) "
-                "AS q(nid, customer, scope, key) CROSS JOIN LATERAL (SELECT scope, reason "
+                "AS q(nid, customer, scope, key) CROSS JOIN LATERAL (SELECT scope, reason, created_at "
                 "FROM notifier.suppressions WHERE (scope = 'customer' AND key = q.customer) "
-                "OR (scope = q.scope AND key = q.key) ORDER BY created_at LIMIT 1) AS s"
+                "OR (scope = q.scope AND key = q.key) ORDER BY created_at LIMIT 1) AS s "
+                "ORDER BY s.created_at"
             ),
             {
-                "nids": [q.notification_id for q in lookups],
-                "customers": [q.customer_id for q in lookups],
-                "scopes": [q.scope for q in lookups],
-                "keys": [q.key for q in lookups],
+                "nids": [q.notification_id for q, _ in flat],
+                "customers": [q.customer_id for q, _ in flat],
+                "scopes": [q.scope for q, _ in flat],
+                "keys": [key for _, key in flat],
             },
         )
-        return {r.nid: f"{r.scope}:{r.reason}" for r in rows}
+        found: dict[str, str] = {}
+        for r in rows:
+            found.setdefault(r.nid, f"{r.scope}:{r.reason}")
+        return found
 
     async def suppress(
         self,
@@ -304,30 +346,46 @@ class PgDeliveries:
         )
         return result.rowcount or 0
 
-    # ---- daily cap ------------------------------------------------------------------------------------
-    async def reserve_daily(self, *, customer_id: str, day: date, cap: int) -> bool:
-        """One more message on the customer's day unless the cap is reached (atomic under concurrency)."""
-        row = (
+    # ---- daily caps -----------------------------------------------------------------------------------
+    async def reserve_daily(self, *, slot: DailySlot, caps: DailyCaps) -> str | None:
+        """One more message on each of the slot's counters unless one is full: all of them or none.
+
+        Each counter is a conditional upsert (atomic under concurrency); a full one rolls the savepoint
+        back, so the counters taken before it are given back at once.
+        """
+        counters = _counters(slot, caps)
+        try:
+            async with self.savepoint():
+                for name, statement, params in counters:
+                    row = (await self.conn.execute(statement, params)).first()
+                    if row is None:
+                        raise _CapFull(name)
+        except _CapFull as full:
+            return full.cap
+        return None
+
+    async def release_daily(self, *, notification_id: str, slot: DailySlot) -> None:
+        """A message that provably did not go out gives its slot back on every counter."""
+        if slot.customer_id is not None:
             await self.conn.execute(
                 text(
-                    "INSERT INTO notifier.daily_counts (customer_id, day, sent) VALUES (:c, :d, 1) "
-                    "ON CONFLICT (customer_id, day) DO UPDATE SET sent = notifier.daily_counts.sent + 1 "
-                    "WHERE notifier.daily_counts.sent < :cap RETURNING sent"
+                    "UPDATE notifier.daily_counts SET sent = greatest(sent - 1, 0) "
+                    "WHERE customer_id = :c AND day = :d"
                 ),
-                {"c": customer_id, "d": day, "cap": cap},
+                {"c": slot.customer_id, "d": slot.day},
             )
-        ).first()
-        return row is not None
-
-    async def release_daily(self, *, notification_id: str, customer_id: str, day: date) -> None:
-        """A message that provably did not go out gives its slot back."""
-        await self.conn.execute(
-            text(
-                "UPDATE notifier.daily_counts SET sent = greatest(sent - 1, 0) "
-                "WHERE customer_id = :c AND day = :d"
-            ),
-            {"c": customer_id, "d": day},
-        )
+        others = [
+            (scope, key) for scope, key in (("address", slot.address_key), ("source", slot.source)) if key
+        ]
+        if others:
+            await self.conn.execute(
+                text(
+                    "UPDATE notifier.daily_caps SET sent = greatest(sent - 1, 0) FROM unnest("
+                    "CAST(:scopes AS text[]), CAST(:keys AS text[])) AS r(scope, key) "
+                    "WHERE daily_caps.scope = r.scope AND daily_caps.key = r.key AND daily_caps.day = :d"
+                ),
+                {"scopes": [o[0] for o in others], "keys": [o[1] for o in others], "d": slot.day},
+            )
         await self.conn.execute(
             text("UPDATE notifier.deliveries SET counted_day = NULL WHERE notification_id = :id"),
             {"id": notification_id},

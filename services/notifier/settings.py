@@ -10,13 +10,14 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import Field, SecretStr, field_validator, model_validator
 
 from services.notifier.policy import QuietHours
+from shared.identity.config import IdentitySettings
 from shared.settings import CommonSettings
 
 #: Works only with ``CSAT_ENVIRONMENT=dev`` or ``test``: production refuses to start with it.
 DEV_UNSUBSCRIBE_SECRET = "dev-unsubscribe-secret"  # noqa: S105 - dev-only, refused in prod
 
 
-class NotifierSettings(CommonSettings):
+class NotifierSettings(CommonSettings, IdentitySettings):
     port: int = 8003
     consumer_group: str = "csat-notifier"
     max_batch: int = Field(default=200, ge=1)
@@ -81,6 +82,22 @@ class NotifierSettings(CommonSettings):
     default_timezone: str = Field(default="UTC", description="For recipients whose time zone is unknown")
     daily_cap: int = Field(
         default=3, ge=0, description="Customer-facing messages per customer per day; 0 = no cap"
+    )
+    daily_cap_per_address: int = Field(
+        default=3,
+        ge=0,
+        description="Customer-facing messages per recipient address (email or phone) per day, whatever "
+        "the customer ids; 0 = no cap",
+    )
+    daily_cap_per_source: int = Field(
+        default=10_000,
+        ge=0,
+        description="Customer-facing messages caused by one collector source's ratings per day; 0 = no cap",
+    )
+    unsubscribe_accept_sha1: bool = Field(
+        default=True,
+        description="Still read unsubscribe tokens of earlier releases (HMAC-SHA1); links already sent "
+        "must keep working. New tokens are HMAC-SHA256",
     )
 
     @field_validator("quiet_hours")

@@ -1,7 +1,9 @@
-"""Signed one-click unsubscribe tokens (itsdangerous): who and which address, never the address itself."""
+"""Signed one-click unsubscribe tokens (itsdangerous, HMAC-SHA256): who and which address, never the address
+itself (a keyed hash of it, ``policy.AddressKeys``)."""
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -18,19 +20,25 @@ class BadToken(ValueError):
 class UnsubscribeClaim:
     customer_id: str | None
     scope: str  # "email" | "sms": the channel the link was sent on
-    address_key: str  # policy.address_key(scope, address)
+    address_key: str  # policy.AddressKeys.key(scope, address); the unkeyed legacy hash in old tokens
     notification_id: str
     locale: str = "en"
 
 
 class UnsubscribeTokens:
-    """Sign with the first secret, accept any listed one, so a secret can be rotated without dead links."""
+    """Sign with the first secret, accept any listed one, so a secret can be rotated without dead links.
 
-    def __init__(self, secrets: Sequence[str]) -> None:
+    Tokens are HMAC-SHA256. With ``accept_sha1``, tokens of earlier releases (itsdangerous' default
+    HMAC-SHA1) are still read: an unsubscribe link in a message already sent must keep working.
+    """
+
+    def __init__(self, secrets: Sequence[str], *, accept_sha1: bool = False) -> None:
         if not secrets or not all(secrets):
             raise ValueError("at least one non-empty unsubscribe secret is required")
         # itsdangerous signs with the last key and verifies with all of them.
-        self._serializer = URLSafeSerializer(list(reversed(secrets)), salt=SALT)
+        keys = list(reversed(secrets))
+        self._serializer = URLSafeSerializer(keys, salt=SALT, signer_kwargs={"digest_method": hashlib.sha256})
+        self._legacy = URLSafeSerializer(keys, salt=SALT) if accept_sha1 else None
 
     def make(self, claim: UnsubscribeClaim) -> str:
         return str(
@@ -49,7 +57,12 @@ class UnsubscribeTokens:
         try:
             data = self._serializer.loads(token)
         except BadSignature as exc:
-            raise BadToken("invalid unsubscribe token") from exc
+            if self._legacy is None:
+                raise BadToken("invalid unsubscribe token") from exc
+            try:
+                data = self._legacy.loads(token)
+            except BadSignature as legacy_exc:
+                raise BadToken("invalid unsubscribe token") from legacy_exc
         if not isinstance(data, dict) or data.get("s") not in ("email", "sms") or not data.get("a"):
             raise BadToken("malformed unsubscribe token")
         return UnsubscribeClaim(

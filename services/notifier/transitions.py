@@ -15,22 +15,25 @@ return through its store: ``Send`` (claim and call the provider), ``Defer``, ``R
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta, tzinfo
 
 from services.notifier.policy import (
+    AddressKeys,
     QuietHours,
-    address_key,
     backoff_delay,
     local_day,
     normalise_address,
     zone_for,
 )
-from services.notifier.ports import DeliveryRow, SuppressionEntry
+from services.notifier.ports import DailyCaps, DailySlot, DeliveryRow, SuppressionEntry
 from services.notifier.providers import Message, SendResult, Verdict
 from services.notifier.templating import TemplateBroken, TemplateMissing, Templates
 from services.notifier.tokens import UnsubscribeClaim, UnsubscribeTokens
 from shared.events import Channel, NotificationRequested, OutcomeStatus
+from shared.identity.config import DEV_ADDRESS_HASH_KEY
+from shared.security.hashing import AddressHasher
+from shared.security.urls import quote_id
 
 #: Channels whose recipients can opt out by address (the suppression list's scopes).
 ADDRESS_SCOPE = {Channel.EMAIL: "email", Channel.SMS: "sms"}
@@ -49,21 +52,36 @@ class DispatchConfig:
     record_batch: int = 100
     attempt_timeout_s: float = 31.0
     lease_grace_s: float = 30.0
+    #: Customer-facing messages per day: per customer, per recipient address, per source (0 = no cap).
     daily_cap: int = 3
+    address_cap: int = 3
+    source_cap: int = 10_000
+    #: Keyed hashes of addresses; the public dev key unless the service configures its own.
+    address_keys: AddressKeys = field(
+        default_factory=lambda: AddressKeys(AddressHasher([DEV_ADDRESS_HASH_KEY]))
+    )
     quiet: QuietHours | None = None
     default_zone: tzinfo = UTC
     public_base_url: str = "http://127.0.0.1:8003"
     unsubscribe_mailto: str | None = None
 
+    @property
+    def caps(self) -> DailyCaps:
+        return DailyCaps(customer=self.daily_cap, address=self.address_cap, source=self.source_cap)
+
 
 # ---- facts --------------------------------------------------------------------------------------------
 @dataclass(frozen=True, slots=True)
 class Address:
-    """Where a message goes, and the suppression-list scope and key that match it (email and SMS only)."""
+    """Where a message goes, and the suppression-list scope and keyed hash of it (email and SMS only).
+
+    ``candidates``: every key a stored entry for this address may carry (older hash keys, legacy hash).
+    """
 
     to: str
     scope: str | None
     key: str | None
+    candidates: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,18 +111,13 @@ class Answer:
     channel: Channel
     to: str
     customer_id: str | None
-    counted_day: date | None
+    #: The daily counters this delivery took (given back if it provably did not go out).
+    slot: DailySlot | None
+    #: The recipient's suppression-list key (a keyed hash), for a provider's opt-out.
+    address_key: str | None = None
 
 
 # ---- transitions --------------------------------------------------------------------------------------
-@dataclass(frozen=True, slots=True)
-class DailySlot:
-    """One message counted against a customer's daily cap, on their local day."""
-
-    customer_id: str
-    day: date
-
-
 @dataclass(frozen=True, slots=True)
 class Suppression:
     """Entries to add to the suppression list, and why."""
@@ -176,10 +189,12 @@ class Send:
     message: Message
     attempts: int
     counted_day: date | None
+    slot: DailySlot | None = None
+    address_key: str | None = None
 
 
 # ---- preparing a due delivery -------------------------------------------------------------------------
-def address_of(note: NotificationRequested, default: str | None) -> Address | None:
+def address_of(note: NotificationRequested, default: str | None, keys: AddressKeys) -> Address | None:
     """The recipient's address (SMS numbers in E.164, as providers want them), or the channel's default."""
     r = note.recipient
     to = {Channel.EMAIL: r.email, Channel.SMS: r.phone, Channel.SLACK: r.url, Channel.WEBHOOK: r.url}[
@@ -190,11 +205,28 @@ def address_of(note: NotificationRequested, default: str | None) -> Address | No
     if note.channel is Channel.SMS:
         to = normalise_address("sms", to)
     scope = ADDRESS_SCOPE.get(note.channel)
-    return Address(to=to, scope=scope, key=address_key(scope, to) if scope else None)
+    if scope is None:
+        return Address(to=to, scope=None, key=None)
+    return Address(to=to, scope=scope, key=keys.key(scope, to), candidates=keys.candidates(scope, to))
+
+
+def slot_for(
+    note: NotificationRequested, address: Address | None, day: date, cfg: DispatchConfig
+) -> DailySlot | None:
+    """The daily counters a customer-facing message takes: those whose cap is on and that apply to it."""
+    if note.transactional:
+        return None
+    slot = DailySlot(
+        day=day,
+        customer_id=note.customer_id if cfg.daily_cap else None,
+        address_key=f"{address.scope}:{address.key}" if cfg.address_cap and address and address.key else None,
+        source=note.source if cfg.source_cap else None,
+    )
+    return slot if slot.customer_id or slot.address_key or slot.source else None
 
 
 def admit(due: Due, cfg: DispatchConfig) -> Final | Defer | Admit:
-    """Consent, quiet hours and the daily cap; internal (transactional) messages skip all three."""
+    """Consent, quiet hours and the daily caps; internal (transactional) messages skip all of them."""
     note, address = due.note, due.address
     if address is None:
         return Final(OutcomeStatus.FAILED, "no_address", "no recipient address", due.provider)
@@ -208,16 +240,26 @@ def admit(due: Due, cfg: DispatchConfig) -> Final | Defer | Admit:
         until = cfg.quiet.deferral(due.now, zone)
         if until is not None:
             return Defer(until=until.astimezone(UTC), provider=due.provider)
-    if cfg.daily_cap and note.customer_id and due.row.counted_day is None:
-        slot = DailySlot(note.customer_id, local_day(due.now, zone))
-        return Admit(address, due.provider, reserve=slot, counted_day=slot.day)
+    if due.row.counted_day is None:
+        slot = slot_for(note, address, local_day(due.now, zone), cfg)
+        if slot is not None:
+            return Admit(address, due.provider, reserve=slot, counted_day=slot.day)
     return Admit(address, due.provider, reserve=None, counted_day=due.row.counted_day)
 
 
-def over_daily_cap(due: Due, cfg: DispatchConfig) -> Final:
-    """The customer's daily slots are taken (``Admit.reserve`` was refused)."""
-    detail = f"daily cap of {cfg.daily_cap} messages reached"
-    return Final(OutcomeStatus.SUPPRESSED, "daily_cap", detail, due.provider)
+#: Which cap refused a message: its outcome reason and how the detail names it.
+_CAP_REFUSALS = {
+    "customer": ("daily_cap", "daily cap of {n} messages reached"),
+    "address": ("address_cap", "daily cap of {n} messages to this address reached"),
+    "source": ("source_cap", "daily cap of {n} messages for this source reached"),
+}
+
+
+def over_daily_cap(due: Due, cfg: DispatchConfig, *, cap: str = "customer") -> Final:
+    """One of the message's daily counters is full (``Admit.reserve`` was refused): ``cap`` names it."""
+    reason, detail = _CAP_REFUSALS[cap]
+    limit = {"customer": cfg.daily_cap, "address": cfg.address_cap, "source": cfg.source_cap}[cap]
+    return Final(OutcomeStatus.SUPPRESSED, reason, detail.format(n=limit), due.provider)
 
 
 def compose(
@@ -235,7 +277,7 @@ def compose(
             notification_id=note.notification_id,
             locale=note.locale,
         )
-        token = tokens.make(claim)
+        token = quote_id(tokens.make(claim))
         url = f"{cfg.public_base_url.rstrip('/')}/u/{token}"
         context["unsubscribe_url"] = url
         if note.channel is Channel.EMAIL:
@@ -244,11 +286,11 @@ def compose(
                 targets.append(f"<mailto:{cfg.unsubscribe_mailto}?subject=unsubscribe%20{token}>")
             headers["List-Unsubscribe"] = ", ".join(targets)
             headers["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+    slot = slot_for(note, address, admitted.counted_day, cfg) if admitted.counted_day else None
     try:
         rendered = templates.render(note.template, note.locale, context, channel=note.channel.value)
     except (TemplateMissing, TemplateBroken) as exc:
-        release = _slot(note.customer_id, admitted.counted_day)
-        return Final(OutcomeStatus.FAILED, "template", str(exc), due.provider, release=release)
+        return Final(OutcomeStatus.FAILED, "template", str(exc), due.provider, release=slot)
     message = Message(
         notification_id=note.notification_id,
         channel=note.channel,
@@ -261,7 +303,13 @@ def compose(
         headers=headers,
         data=note.model_dump(mode="json", exclude={"recipient", "notification_id"}),
     )
-    return Send(message=message, attempts=due.row.attempts + 1, counted_day=admitted.counted_day)
+    return Send(
+        message=message,
+        attempts=due.row.attempts + 1,
+        counted_day=admitted.counted_day,
+        slot=slot,
+        address_key=address.key,
+    )
 
 
 def internal_error(row: DeliveryRow, exc: BaseException) -> Final:
@@ -283,7 +331,7 @@ def record(
     verdict = result.verdict
     if verdict is Verdict.AMBIGUOUS and answer.dedupes:
         verdict = Verdict.RETRY
-    release = _slot(answer.customer_id, answer.counted_day)
+    release = answer.slot
     if verdict is Verdict.ACCEPTED:
         # From 'unknown' too: an answer arriving after its lease ran out still records the truth.
         return Final(
@@ -310,8 +358,8 @@ def record(
     if verdict is Verdict.RECIPIENT_OPTED_OUT:
         entries = []
         scope = ADDRESS_SCOPE.get(answer.channel)
-        if scope is not None:
-            entries.append(SuppressionEntry(scope, address_key(scope, answer.to)))
+        if scope is not None and answer.address_key is not None:
+            entries.append(SuppressionEntry(scope, answer.address_key))
         if answer.channel is Channel.SMS and answer.customer_id:
             entries.append(SuppressionEntry("customer", answer.customer_id))
         return Final(
@@ -347,7 +395,9 @@ def exhausted(
 
 
 # ---- crash recovery -----------------------------------------------------------------------------------
-def recover(row: DeliveryRow, *, dedupes: bool, cfg: DispatchConfig, now: datetime) -> Final | Reschedule:
+def recover(
+    row: DeliveryRow, *, dedupes: bool, cfg: DispatchConfig, now: datetime, release: DailySlot | None = None
+) -> Final | Reschedule:
     """An attempt whose lease ran out: its sender died between calling the provider and recording.
 
     A provider that dedupes is simply called again; any other may have delivered, so the attempt is
@@ -358,7 +408,7 @@ def recover(row: DeliveryRow, *, dedupes: bool, cfg: DispatchConfig, now: dateti
             provider=row.provider,
             token=row.claim_token,
             attempts=row.attempts,
-            release=_slot(row.customer_id, row.counted_day),
+            release=release,
             detail="the last attempt's sender stopped before recording an answer",
         )
     if dedupes:
@@ -377,5 +427,9 @@ def recover(row: DeliveryRow, *, dedupes: bool, cfg: DispatchConfig, now: dateti
     )
 
 
-def _slot(customer_id: str | None, day: date | None) -> DailySlot | None:
-    return DailySlot(customer_id, day) if customer_id and day is not None else None
+def counted_slot(row: DeliveryRow, cfg: DispatchConfig) -> DailySlot | None:
+    """The daily counters a delivery took, from its stored request (its lease ran out mid-send)."""
+    if row.counted_day is None or row.transactional:
+        return None
+    note = NotificationRequested.model_validate(row.request)
+    return slot_for(note, address_of(note, None, cfg.address_keys), row.counted_day, cfg)

@@ -20,7 +20,7 @@ from services.scorer.repository.maintenance import prune
 from services.scorer.repository.reads import PgReads
 from services.scorer.repository.registry import Registry
 from services.scorer.repository.writes import PgRatingCounter
-from services.scorer.routes import customers, heatmap, scores
+from services.scorer.routes import customers, drift, heatmap, scores
 from services.scorer.settings import ScorerSettings
 from shared.envelope import OutgoingRecord
 from shared.http import install_common
@@ -121,4 +121,5 @@ def create_app(settings: ScorerSettings | None = None) -> FastAPI:
     app.include_router(scores.router(deps))
     app.include_router(heatmap.router(deps))
     app.include_router(customers.router(deps))
+    app.include_router(drift.router(deps))
     return app

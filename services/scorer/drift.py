@@ -29,6 +29,7 @@ replay of the same day counters from the same first day gives the same state.
 from __future__ import annotations
 
 import math
+import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
@@ -36,6 +37,7 @@ from enum import StrEnum
 from statistics import NormalDist
 
 from services.scorer.domain import wilson_interval
+from services.scorer.signals import ALERT_NAMESPACE
 from shared.scales import SCALES, Metric, NpsClass, nps_class
 
 DAYS_PER_MONTH = 365.25 / 12
@@ -366,6 +368,7 @@ class DriftState:
     episode_since: date | None = None  # the change point of the alert being re-baselined, if any
     alarms: int = 0
     calibration: Calibration | None = None
+    last_drop: DropEstimate | None = None  # what the last alarm detected (the API reports it)
 
 
 def baseline_window(state: DriftState, *, day: date, settings: DriftSettings) -> DateRange:
@@ -507,7 +510,13 @@ def advance(state: DriftState, *, history: History, day: date, settings: DriftSe
         drop = estimate(metric, since=start, before=ref, after=seen) if ref.n and seen.n else None
         status = Status.DROP_DETECTED
         # The new level becomes the baseline once known; until then the segment is re-baselining.
-        new = DriftState(day=day, floor=start, episode_since=start, alarms=state.alarms + 1)
+        new = DriftState(
+            day=day,
+            floor=start,
+            episode_since=start,
+            alarms=state.alarms + 1,
+            last_drop=drop or state.last_drop,
+        )
     verdict = Verdict(
         day=day,
         status=status,
@@ -660,3 +669,89 @@ def fold(state: DriftState, *, history: History, days: Iterable[date], settings:
         state = step.state
         verdicts.append(step.verdict)
     return Folded(state, verdicts)
+
+
+# ---- one segment, one evaluation: what the scorer's drift step and ``make stats`` both call ------------
+DRIFT_DROP = "drift_drop"
+#: A segment's first fold (a new segment, a deployment on old data, a replay) catches up from its first
+#: day but publishes only the alarms of its last closed days: older news is not an alert any more.
+CATCH_UP_PUBLISH_DAYS = 2
+
+
+def last_closed_day(now: datetime, *, grace: timedelta) -> date:
+    """The last UTC day whose bucket closed at least ``grace`` before ``now``."""
+    if now.tzinfo is None:
+        raise ValueError("now must be an aware datetime")
+    return (now.astimezone(UTC) - grace).date() - timedelta(days=1)
+
+
+@dataclass(frozen=True, slots=True)
+class SegmentRound:
+    """One evaluation of one (metric, segment): its new state, every day judged, the alarms to publish."""
+
+    state: DriftState
+    verdicts: list[Verdict]
+    publish: list[Verdict]
+
+
+def evaluate_segment(
+    state: DriftState,
+    *,
+    history: History,
+    first: date,
+    now: datetime,
+    grace: timedelta,
+    settings: DriftSettings,
+) -> SegmentRound:
+    """Fold every closed day not folded yet (from ``first`` on a first fold) and say which alarms to publish.
+
+    ``history`` must cover the baseline of the first day folded through the last closed day.
+    """
+    days = closed_days(state, now=now, grace=grace, first=first)
+    folded = fold(state, history=history, days=days, settings=settings)
+    alarms = folded.alarms
+    if state.day is None:
+        recent = last_closed_day(now, grace=grace) - timedelta(days=CATCH_UP_PUBLISH_DAYS - 1)
+        alarms = [v for v in alarms if v.day >= recent]
+    return SegmentRound(folded.state, folded.verdicts, alarms)
+
+
+def history_start(state: DriftState, *, first: date, settings: DriftSettings) -> date:
+    """The first day whose counters the next evaluation reads: the whole history on a first fold,
+    else the baseline of the next day to fold."""
+    if state.day is None:
+        return first
+    return state.day + timedelta(days=1 - settings.lag_days - settings.baseline_days)
+
+
+def alert_id(metric: Metric, segment: str, day: date) -> str:
+    """Deterministic: the alarm of a (metric, segment) on a day has one id, in a replay too."""
+    return str(uuid.uuid5(ALERT_NAMESPACE, f"{metric.value}|{segment}|{DRIFT_DROP}|{day.isoformat()}"))
+
+
+def status_of(state: DriftState) -> Status:
+    """The status a stored state stands for (after an alarm the new level is being learnt)."""
+    cal = state.calibration
+    if state.episode_since is not None and (cal is None or cal.status is Status.WARMING_UP):
+        return Status.DROP_DETECTED
+    return Status.WARMING_UP if cal is None else cal.status
+
+
+def verdict_of(state: DriftState, *, metric: Metric, settings: DriftSettings) -> Verdict:
+    """The latest verdict as a state keeps it (for the API: what :func:`describe` says of it)."""
+    cal = state.calibration
+    status = status_of(state)
+    if state.day is None:
+        raise ValueError("a state that folded no day has no verdict")
+    return Verdict(
+        day=state.day,
+        status=status,
+        alarm=False,
+        evidence=state.log_sr,
+        threshold=settings.threshold,
+        watched_drop=None if cal is None or cal.watched_drop is None else cal.watched_drop * POINTS[metric],
+        min_drop=settings.min_drop[metric],
+        delay_min_drop=math.inf if cal is None else cal.delay_min_drop,
+        rate=0.0 if cal is None else cal.rate,
+        drop=state.last_drop if status is Status.DROP_DETECTED else None,
+    )

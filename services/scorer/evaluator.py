@@ -1,5 +1,8 @@
 """Score-changed and segment-alert events, published after the counters changed (at-least-once).
 
+Each round also runs the drift step (``drift_step.DriftStep``), which works only once a UTC day has
+closed: ``drift_drop`` alerts come from there, ``below_threshold`` ones from here.
+
 Each micro-batch marks the segments it touched in ``scorer.dirty_segments`` (same transaction as
 the counters). Every ``score_event_interval_s`` this evaluator reads the dirty segments, computes
 each configured window against its previous window, decides with :mod:`signals` what to publish,
@@ -22,16 +25,17 @@ import structlog
 
 from services.scorer import domain
 from services.scorer import metrics as sm
+from services.scorer.drift_step import DriftResult, DriftStep
 from services.scorer.ports import (
     Counts,
     CountsKey,
     DirtySegment,
+    EvaluatorStore,
     LabelledSpan,
-    ScoreEventStore,
     StateKey,
 )
 from services.scorer.settings import ScorerSettings
-from services.scorer.signals import Alert, SegmentState, decide, drop_test, threshold_for
+from services.scorer.signals import Alert, SegmentState, decide, threshold_for
 from services.scorer.windows import rolling
 from shared import events as ev
 from shared.envelope import OutgoingRecord, encode
@@ -48,6 +52,7 @@ class EvaluationResult:
     segments: int = 0
     score_events: int = 0
     alerts: int = 0
+    drift: DriftResult = field(default_factory=DriftResult)
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,12 +71,13 @@ class ScoreEvaluator:
     def __init__(
         self,
         *,
-        store: ScoreEventStore,
+        store: EvaluatorStore,
         settings: ScorerSettings,
         publish: Publish,
         clock: Clock = lambda: datetime.now(UTC),
     ) -> None:
         self._store = store
+        self._drift = DriftStep(store=store, settings=settings, publish=publish)
         self._s = settings
         self._publish = publish
         self._clock = clock
@@ -89,14 +95,18 @@ class ScoreEvaluator:
                 await asyncio.wait_for(stop.wait(), self._s.score_event_interval_s)
 
     async def run_once(self) -> EvaluationResult:
+        """Score events of the dirty segments, then the drift step (which works once a day closed)."""
         result = EvaluationResult()
         after: DirtySegment | None = None
         while True:
             dirty = await self._store.dirty_segments(limit=self._s.score_event_batch, after=after)
             if not dirty:
-                return result
+                break
             after = dirty[-1]
             await self._evaluate(dirty, result)
+        if self._s.drift_enabled:
+            result.drift = await self._drift.run_once(self._clock())
+        return result
 
     async def _evaluate(self, dirty: Sequence[DirtySegment], result: EvaluationResult) -> None:
         now = self._clock()
@@ -148,12 +158,8 @@ class ScoreEvaluator:
             window=window,
             segment=key,
             current=cur,
-            previous=prev,
-            test=drop_test(metric, current, previous, cur, prev),
             state=state,
             threshold=threshold,
-            alpha=self._s.alert_alpha,
-            min_responses=self._s.drop_min_responses,
             min_delta=self._s.score_event_min_delta,
         )
         records: list[OutgoingRecord] = []
@@ -234,7 +240,6 @@ def _segment_alert(head: _Head, alert: Alert, cur: domain.Summary, prev: domain.
             score=cur.score,
             previous=prev.score,
             threshold=alert.threshold,
-            p_value=None if alert.p_value is None else round(alert.p_value, 6),
             responses=cur.responses,
             computed_at=head.now,
         ),

@@ -11,9 +11,10 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import NamedTuple, Protocol, TypeVar
 
+from services.scorer.drift import DriftState
 from services.scorer.signals import SegmentState
 from services.scorer.windows import Span
 from shared.scales import Metric, Sentiment
@@ -164,6 +165,52 @@ class ScoreEventStore(Protocol):
         ...
 
 
+# ---- the drift step (run by the evaluator once a UTC day closed) ------------------------------------
+@dataclass(frozen=True, slots=True, order=True)
+class DriftKey:
+    metric: str
+    segment_key: str
+
+
+@dataclass(frozen=True, slots=True)
+class DriftRecord:
+    """A stored drift state, as the API shows it."""
+
+    metric: str
+    segment_key: str
+    state: DriftState
+    evaluated_at: datetime
+
+
+class DriftStore(Protocol):
+    """What the drift step reads and saves."""
+
+    async def drift_pending(self, *, through: date, limit: int, after: DriftKey | None) -> list[DriftKey]:
+        """Up to ``limit`` (metric, segment) with day counters or a state, not folded through ``through``,
+        in (metric, segment_key) order after ``after``."""
+        ...
+
+    async def drift_states(self, *, metric: str, keys: Sequence[str]) -> dict[str, DriftState]: ...
+
+    async def first_days(self, *, metric: str, keys: Sequence[str]) -> dict[str, date]:
+        """The first day with counters of each segment that has one."""
+        ...
+
+    async def day_counts(
+        self, *, metric: str, since: Mapping[str, date], through: date
+    ) -> dict[str, dict[date, Counts]]:
+        """Each segment's day counters from its ``since`` day through ``through`` (days with answers)."""
+        ...
+
+    async def save_drift(self, *, states: Mapping[DriftKey, DriftState], evaluated_at: datetime) -> None:
+        """In one transaction; a state never replaces one that folded further."""
+        ...
+
+
+class EvaluatorStore(ScoreEventStore, DriftStore, Protocol):
+    """The evaluator's port: score events, then the drift step."""
+
+
 # ---- the query API --------------------------------------------------------------------------------
 @dataclass(frozen=True, slots=True)
 class KeyFilter:
@@ -189,6 +236,16 @@ class Registration:
 
 class ScoreReader(Protocol):
     async def registration(self, *, attributes: Mapping[str, str]) -> Registration: ...
+
+    async def drift(self, *, metric: str, keys: Sequence[str]) -> dict[str, DriftRecord]:
+        """The drift states of these segments (those evaluated at least once)."""
+        ...
+
+    async def drift_list(
+        self, *, metric: str | None, status: str | None, after: DriftKey | None, limit: int
+    ) -> list[DriftRecord]:
+        """Drift states in (metric, segment_key) order, optionally of one metric and status."""
+        ...
 
     async def load_counts(
         self, *, metric: str, where: KeyFilter, spans: Sequence[LabelledSpan]

@@ -5,19 +5,30 @@ Reads go through ``ports.ScoreReader``; everything else here is pure (planning a
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from services.scorer import domain
+from services.scorer import domain, drift
 from services.scorer.benchmarks import benchmark_for, benchmark_value
-from services.scorer.ports import Counts, CountsKey, KeyFilter, LabelledRange, LabelledSpan, ScoreReader
-from services.scorer.signals import DropTest, drop_test
+from services.scorer.ports import (
+    Counts,
+    CountsKey,
+    DriftRecord,
+    KeyFilter,
+    LabelledRange,
+    LabelledSpan,
+    ScoreReader,
+)
+from services.scorer.signals import DropTest, drop_test, is_significant_drop
 from services.scorer.windows import MINUTE, Comparison, SeriesPlan, Tier, WindowPlan
 from shared.scales import Metric
 
 CURRENT, PREVIOUS, YEAR_AGO = "current", "previous", "year_ago"
+#: How the period-over-period test is meant to be read: one look by a person, not a monitor.
+ONE_LOOK = "one_look"
 
 # Ratings are kept for ever: a segment read from them has no tier limits.
 RATINGS_TIER = (Tier("ratings", MINUTE, None),)
@@ -115,19 +126,28 @@ def change(
     min_responses: int,
     alpha: float,
 ) -> dict[str, Any]:
-    """The change against an earlier window, with one-sided tests that it is a real drop (or rise).
-
-    The rise is the mirror test at the same level (``1 - p_value_drop < alpha``): a person reading a
-    comparison once wants to know both ways, while alerts only ever use the drop.
+    """The change against an earlier window, with one-sided tests that it is a real drop (or rise), for
+    a person looking once (``comparison: one_look``): repeated, that test would raise false alarms, so
+    alerts come from the drift detector instead (``drift``). The rise is the mirror test at the same
+    level (``1 - p_value_drop < alpha``): a person reading a comparison wants to know both ways.
     """
     test: DropTest | None = drop_test(metric, current, previous, cur, prev)
-    testable = test is not None and cur.responses >= min_responses and prev.responses >= min_responses
+    significant = is_significant_drop(
+        test, current_n=cur.responses, previous_n=prev.responses, alpha=alpha, min_responses=min_responses
+    )
     return {
         "delta": _delta(cur.score, prev.score),
+        "comparison": ONE_LOOK,
         "z": None if test is None else round(test.z, 3),
         "p_value_drop": None if test is None else round(test.p_value, 5),
-        "significant_drop": bool(testable and test is not None and test.z < 0 and test.p_value < alpha),
-        "significant_rise": bool(testable and test is not None and test.z > 0 and 1 - test.p_value < alpha),
+        "significant_drop": significant,
+        "significant_rise": is_significant_drop(
+            None if test is None else DropTest(-test.z, 1 - test.p_value),
+            current_n=cur.responses,
+            previous_n=prev.responses,
+            alpha=alpha,
+            min_responses=min_responses,
+        ),
     }
 
 
@@ -141,6 +161,8 @@ def score_body(
     min_sample: int,
     alpha: float,
     industry: str,
+    drift_record: DriftRecord | None,
+    drift_settings: drift.DriftSettings,
 ) -> dict[str, Any]:
     current, previous, year_ago = (counts.get(label, {}) for label in (CURRENT, PREVIOUS, YEAR_AGO))
     cur = domain.summarize(metric, current, min_sample=min_sample)
@@ -172,6 +194,7 @@ def score_body(
             **change(metric, current, year_ago, cur, year, min_responses=min_sample, alpha=alpha),
         },
     }
+    body["drift"] = drift_body(drift_record, metric=metric, counted=target.counted, settings=drift_settings)
     if target.folded:
         body["folded_into"] = domain.OTHER
     if metric is Metric.CSAT:
@@ -188,6 +211,7 @@ def breakdown_rows(
     min_responses: int,
     min_sample: int,
     alpha: float,
+    drift_records: Mapping[str, DriftRecord],
 ) -> list[dict[str, Any]]:
     """One row per segment key of a breakdown with at least ``min_responses`` (and one) responses."""
     by_key: dict[str, dict[str, Counts]] = {}
@@ -212,6 +236,7 @@ def breakdown_rows(
                 "previous": prev.score,
                 "previous_responses": prev.responses,
                 **change(metric, current, previous, cur, prev, min_responses=min_sample, alpha=alpha),
+                "drift_status": drift_status(drift_records.get(key)),
             }
         )
     return rows
@@ -271,3 +296,62 @@ def series_points(
             }
         )
     return points
+
+
+# ---- drift: what the detector says of a segment -------------------------------------------------------
+NOT_EVALUATED = "not_evaluated"
+NOT_MONITORED = "not_monitored"
+
+
+def drift_status(record: DriftRecord | None) -> str:
+    return NOT_EVALUATED if record is None else drift.status_of(record.state).value
+
+
+def _points(value: float | None) -> float | None:
+    return None if value is None or not math.isfinite(value) else round(value, 2)
+
+
+def drift_body(
+    record: DriftRecord | None, *, metric: Metric, counted: bool, settings: drift.DriftSettings
+) -> dict[str, Any]:
+    """The detector's view of a segment: status, the drop it watches and how long that takes to confirm,
+    the evidence against its threshold, and the last drop detected (since when, how much, interval)."""
+    if not counted:
+        return {
+            "status": NOT_MONITORED,
+            "message": "only segments with counters of their own (not folded into other) are monitored",
+        }
+    if record is None or record.state.day is None:
+        return {
+            "status": NOT_EVALUATED,
+            "message": "not evaluated yet: the drift detector judges each UTC day once it has closed",
+        }
+    v = drift.verdict_of(record.state, metric=metric, settings=settings)
+    d = v.drop
+    # The last drop's change point, or where the evidence now accumulating started (its CUSUM excursion).
+    since = d.since if d is not None else record.state.since
+    return {
+        "status": v.status.value,
+        "day": v.day.isoformat(),
+        "evaluated_at": record.evaluated_at.isoformat(),
+        "min_drop": v.min_drop,
+        "watched_drop": _points(v.watched_drop),
+        "days_to_confirm": _points(v.delay_min_drop),
+        "answers_per_day": round(v.rate, 2),
+        "evidence": _points(v.evidence),
+        "threshold": round(v.threshold, 3),
+        "months_per_false_alarm": settings.months_per_false_alarm,
+        "since": None if since is None else since.isoformat(),
+        "drop": None
+        if d is None
+        else {
+            "size": round(d.size, 2),
+            "ci_low": round(d.ci_low, 2),
+            "ci_high": round(d.ci_high, 2),
+            "before": round(d.before, 2),
+            "after": round(d.after, 2),
+            "answers_before": d.answers_before,
+            "answers_after": d.answers_after,
+        },
+        "message": drift.describe(v, metric=metric, settings=settings),
+    }

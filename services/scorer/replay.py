@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     say(
         f"replayed {result.ratings:,} ratings in {result.seconds:.1f} s ({result.passes} passes); "
         + ", ".join(f"{table}: {n:,} buckets" for table, n in result.buckets.items())
-        + "\n"
+        + f"; {result.drift_states_reset:,} drift states reset (refolded by the scorer's next round)\n"
     )
     return 0
 

@@ -7,6 +7,7 @@ from datetime import timedelta
 from pydantic import Field, field_validator, model_validator
 
 from services.scorer import domain
+from services.scorer.drift import DriftSettings
 from services.scorer.segments import normalise_combinations
 from services.scorer.windows import Tier, make_tiers
 from shared.scales import Metric
@@ -46,9 +47,33 @@ class ScorerSettings(CommonSettings):
         default_factory=lambda: {"csat": {"default": 70.0}, "nps": {"default": 0.0}, "ces": {"default": 4.0}},
         description='Per metric: "default", a dimension ("store"), dimensions ("channel|store") or a key',
     )
-    alert_alpha: float = Field(default=0.05, gt=0, lt=1, description="Significance level of a drop")
-    alert_min_responses: int | None = Field(
-        default=None, ge=1, description="Both windows need this many answers for a drop test (min_sample)"
+    alert_alpha: float = Field(
+        default=0.05, gt=0, lt=1, description="Significance level of the scores API's one-look drop test"
+    )
+
+    # Drift alerts (services/scorer/drift.py; docs/scores.md, "Drift alerts").
+    drift_enabled: bool = Field(default=True, description="Judge each closed day and alert on real drops")
+    drift_months_per_false_alarm: float = Field(
+        default=120.0, gt=0, description="At most one false alarm per segment per this many months"
+    )
+    drift_min_drop: dict[str, float] = Field(
+        default_factory=lambda: {"csat": 10.0, "nps": 10.0, "ces": 0.5},
+        description="Per metric, the smallest drop worth an alert (CSAT/NPS points, CES points of ease)",
+    )
+    drift_max_drop: dict[str, float] = Field(
+        default_factory=lambda: {"csat": 30.0, "nps": 40.0, "ces": 1.5},
+        description="Per metric, the largest drop a small segment may watch instead (larger: nothing)",
+    )
+    drift_max_delay_days: float = Field(
+        default=28.0, gt=0, description="A watched drop is confirmed within this many days on average"
+    )
+    drift_baseline_days: int = Field(default=91, ge=1, description="The segment's usual level: days...")
+    drift_lag_days: int = Field(default=28, ge=0, description="...ending this many days before the day")
+    drift_min_baseline_days: int = Field(
+        default=28, ge=1, description="After a detected drop, its new level is learnt this long first"
+    )
+    drift_grace_minutes: float = Field(
+        default=60.0, ge=0, description="A UTC day is judged this long after midnight (late answers)"
     )
 
     # Prometheus gauges for a bounded set of segments.
@@ -86,10 +111,22 @@ class ScorerSettings(CommonSettings):
             Metric(metric)
         return value
 
+    @field_validator("drift_min_drop", "drift_max_drop")
+    @classmethod
+    def _drops(cls, value: dict[str, float]) -> dict[str, float]:
+        for metric in value:
+            Metric(metric)
+        return value
+
     @model_validator(mode="after")
     def _retentions(self) -> ScorerSettings:
         if self.hour_retention_days < self.minute_retention_days:
             raise ValueError("CSAT_HOUR_RETENTION_DAYS must be >= CSAT_MINUTE_RETENTION_DAYS")
+        return self
+
+    @model_validator(mode="after")
+    def _drift_settings(self) -> ScorerSettings:
+        self.drift  # noqa: B018 - built once at start-up so a wrong CSAT_DRIFT_* fails there
         return self
 
     @property
@@ -108,5 +145,19 @@ class ScorerSettings(CommonSettings):
         return timedelta(days=self.max_window_days)
 
     @property
-    def drop_min_responses(self) -> int:
-        return self.alert_min_responses or self.min_sample
+    def drift(self) -> DriftSettings:
+        """The detector's settings; a metric missing from the CSAT_DRIFT_*_DROP maps keeps its default."""
+        defaults = DriftSettings()
+        return DriftSettings(
+            months_per_false_alarm=self.drift_months_per_false_alarm,
+            min_drop={m: self.drift_min_drop.get(m.value, defaults.min_drop[m]) for m in Metric},
+            max_drop={m: self.drift_max_drop.get(m.value, defaults.max_drop[m]) for m in Metric},
+            max_delay_days=self.drift_max_delay_days,
+            baseline_days=self.drift_baseline_days,
+            lag_days=self.drift_lag_days,
+            min_baseline_days=self.drift_min_baseline_days,
+        )
+
+    @property
+    def drift_grace(self) -> timedelta:
+        return timedelta(minutes=self.drift_grace_minutes)

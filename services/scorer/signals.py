@@ -1,7 +1,11 @@
-"""When a segment's score is worth an event: movement, thresholds and significant drops (pure code).
+"""When a segment's score is worth an event: movement and thresholds; and the one-look drop test (pure code).
 
-A drop is *significant* when a one-sided test says the current window is worse than the previous
-one at level ``alpha``, both windows having at least ``min_responses`` answers:
+Alerts on a drop come from :mod:`drift` (a sequential detector whose false-alarm rate holds however
+often it is evaluated). The test here compares one window with the previous one *once*, as a person
+reading the scores API does; repeated on overlapping windows many times a day it would raise false
+alarms, so it alerts nobody. A drop is *significant* for that one look when a one-sided test says the
+current window is worse than the previous one at level ``alpha``, both windows having at least
+``min_responses`` answers:
 - CSAT: two-proportion z-test on the share of positive answers (pooled standard error);
 - NPS: z-test on the difference of two NPS values, each with its multinomial variance;
 - CES: z-test (Welch) on the difference of the mean ease (1-7), variances from the distributions.
@@ -21,7 +25,6 @@ from shared.scales import SCALES, Metric, NpsClass, nps_class
 ALERT_NAMESPACE = uuid.UUID("6f1d2a8e-5b0c-4c1e-9f3a-2d7b8c4e1a90")
 
 BELOW_THRESHOLD = "below_threshold"
-SIGNIFICANT_DROP = "significant_drop"
 
 
 def normal_cdf(z: float) -> float:
@@ -88,6 +91,19 @@ def drop_test(
     return _mean_drop(metric, current, previous)
 
 
+def is_significant_drop(
+    test: DropTest | None, *, current_n: int, previous_n: int, alpha: float, min_responses: int
+) -> bool:
+    """The one-look verdict: worse at level ``alpha``, both windows with ``min_responses`` answers."""
+    return (
+        test is not None
+        and current_n >= min_responses
+        and previous_n >= min_responses
+        and test.z < 0
+        and test.p_value < alpha
+    )
+
+
 def threshold_for(
     thresholds: Mapping[str, Mapping[str, float]], metric: Metric, segment: str
 ) -> float | None:
@@ -111,7 +127,6 @@ class SegmentState:
     insufficient: bool = True
     seq: int = 0
     below: bool = False
-    dropping: bool = False
     alerts: int = 0
     published: bool = False
 
@@ -121,7 +136,6 @@ class Alert:
     alert_id: str
     reason: str
     threshold: float | None
-    p_value: float | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,16 +161,12 @@ def decide(
     window: str,
     segment: str,
     current: Summary,
-    previous: Summary,
-    test: DropTest | None,
     state: SegmentState,
     threshold: float | None,
-    alpha: float,
-    min_responses: int,
     min_delta: float,
 ) -> Decision:
-    """Publish a score change when the score moved (or its sufficiency flipped); alert on entering a
-    below-threshold or significant-drop condition, once per episode."""
+    """Publish a score change when the score moved (or its sufficiency flipped); alert on entering the
+    below-threshold condition, once per episode."""
     moved = (
         not state.published
         or (current.score is None) != (state.score is None)
@@ -176,25 +186,12 @@ def decide(
         and not current.insufficient
         and current.score < threshold
     )
-    dropping = (
-        test is not None
-        and current.responses >= min_responses
-        and previous.responses >= min_responses
-        and test.z < 0
-        and test.p_value < alpha
-    )
     alerts: list[Alert] = []
     count = state.alerts
     if below and not state.below:
         count += 1
         alerts.append(
-            Alert(alert_id(metric, window, segment, BELOW_THRESHOLD, count), BELOW_THRESHOLD, threshold, None)
-        )
-    if dropping and not state.dropping:
-        count += 1
-        p = None if test is None else test.p_value
-        alerts.append(
-            Alert(alert_id(metric, window, segment, SIGNIFICANT_DROP, count), SIGNIFICANT_DROP, threshold, p)
+            Alert(alert_id(metric, window, segment, BELOW_THRESHOLD, count), BELOW_THRESHOLD, threshold)
         )
     seq = state.seq + 1 if moved else state.seq
     new_state = SegmentState(
@@ -203,7 +200,6 @@ def decide(
         insufficient=current.insufficient if moved else state.insufficient,
         seq=seq,
         below=below,
-        dropping=dropping,
         alerts=count,
         published=state.published or moved,
     )

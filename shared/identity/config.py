@@ -26,6 +26,8 @@ ENVIRONMENTS: tuple[Environment, ...] = ("dev", "test", "prod")
 MIN_SECRET_CHARS = 32
 MIN_DISTINCT_CHARS = 10
 GENERATE_HINT = "generate each with: python -c 'import secrets; print(secrets.token_urlsafe(32))'"
+#: The address-hash key of dev and test stacks when none is set; public, so refused in prod.
+DEV_ADDRESS_HASH_KEY = "dev-address-hash-key-not-for-production-use"
 
 
 class SettingsRefused(ValueError):
@@ -193,6 +195,15 @@ class IdentitySettings(BaseSettings):
         if self.address_hash_key is None:
             return None
         return AddressHasher([self.address_hash_key, *self.address_hash_previous_keys])
+
+    def address_hasher_for(self, environment: str) -> AddressHasher:
+        """The configured hasher; dev and test fall back to the public dev key, prod refuses to guess."""
+        hasher = self.address_hasher()
+        if hasher is not None:
+            return hasher
+        if environment == "prod":
+            raise SettingsRefused("CSAT_ADDRESS_HASH_KEY must be set when CSAT_ENVIRONMENT=prod")
+        return AddressHasher([DEV_ADDRESS_HASH_KEY, *self.address_hash_previous_keys])
 
     def outbound_policy(self, environment: str) -> OutboundPolicy:
         return OutboundPolicy.for_environment(environment, self.outbound_allow)

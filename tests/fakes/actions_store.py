@@ -17,7 +17,15 @@ from typing import Any
 from services.actions.engine import AlertDraft, EnrolmentDraft, Fatigue, TimerDraft
 from services.actions.facts import CustomerContext, PastRating
 from services.actions.outcomes import DecisionRow
-from services.actions.ports import AlertTransition, BatchFacts, Enrolled, StoredRuleSet, Stores
+from services.actions.ports import (
+    AlertTransition,
+    BatchFacts,
+    CustomerFacts,
+    Enrolled,
+    StoredRating,
+    StoredRuleSet,
+    Stores,
+)
 from services.actions.timers import AlertState, DueTimer
 from services.actions.verbatims import Analysis
 from shared.events import RatingSubmitted
@@ -34,6 +42,10 @@ class RatingRow:
     survey_id: str | None
     themes: list[str]
     comment_sentiment: str | None
+    customer_verified: bool = True
+    metric: str = "csat"
+    scale: str = "1-5"
+    score: int = 0
 
 
 @dataclass
@@ -143,6 +155,10 @@ class FakeRatings:
                 survey_id=r.survey_id,
                 themes=list(found.themes) if found else [],
                 comment_sentiment=found.sentiment if found and r.comment else None,
+                customer_verified=r.customer_verified,
+                metric=r.metric.value,
+                scale=r.scale,
+                score=r.score,
             )
             fresh.add(r.rating_id)
         return fresh
@@ -169,9 +185,42 @@ class FakeRatings:
             fatigue={c: self._fatigue(c, now=now) for c in ids},
         )
 
+    async def customer_facts(
+        self, *, customer_id: str, since: datetime, per_customer: int, now: datetime
+    ) -> CustomerFacts:
+        row = self._t.customers.get(customer_id)
+        return CustomerFacts(
+            rules_version=max(self._t.rule_sets, default=None),
+            context=_context(customer_id, row) if row is not None else None,
+            past=self._past(customer_id, since=since, limit=per_customer),
+            fatigue=self._fatigue(customer_id, now=now),
+        )
+
+    async def stored(self, *, limit: int, rating_id: str | None = None) -> list[StoredRating]:
+        rows = [r for r in self._t.ratings.values() if rating_id is None or r.rating_id == rating_id]
+        rows.sort(key=lambda r: (r.occurred_at, r.rating_id), reverse=True)
+        return [
+            StoredRating(
+                rating_id=r.rating_id,
+                customer_id=r.customer_id,
+                metric=r.metric,
+                scale=r.scale,
+                score=r.score,
+                sentiment=r.sentiment,
+                occurred_at=r.occurred_at,
+                has_comment=r.has_comment,
+                survey_id=r.survey_id,
+                themes=tuple(r.themes),
+                comment_sentiment=r.comment_sentiment,
+            )
+            for r in rows[:limit]
+        ]
+
     def _past(self, customer_id: str, *, since: datetime, limit: int) -> list[PastRating]:
         rows = [
-            r for r in self._t.ratings.values() if r.customer_id == customer_id and r.occurred_at >= since
+            r
+            for r in self._t.ratings.values()
+            if r.customer_id == customer_id and r.occurred_at >= since and r.customer_verified
         ]
         rows.sort(key=lambda r: (r.occurred_at, r.rating_id), reverse=True)
         return [PastRating(r.rating_id, r.occurred_at, r.normalized, r.sentiment) for r in rows[:limit]]
@@ -369,6 +418,7 @@ class FakeTimers:
         row = self._t.timers[timer.timer_id]
         return any(
             r.customer_id == row.customer_id
+            and r.customer_verified
             and r.rating_id != (row.payload.get("rating_id") or "")
             and (r.survey_id == row.ref or (r.has_comment and r.occurred_at >= row.created_at))
             for r in self._t.ratings.values()
@@ -407,15 +457,25 @@ class FakeRuleSets:
     async def lock(self) -> None:
         return None
 
-    async def insert(self, *, version: int, document: Any, origin: str) -> bool:
+    async def insert(self, *, version: int, document: Any, origin: str, author: str | None = None) -> bool:
         if version in self._t.rule_sets:
             return False
-        self._t.rule_sets[version] = StoredRuleSet(version, copy.deepcopy(document), origin)
+        stored = StoredRuleSet(version, copy.deepcopy(document), origin, datetime.now(UTC), author)
+        self._t.rule_sets[version] = stored
         return True
 
     async def versions(self, *, limit: int) -> list[dict[str, Any]]:
         newest = sorted(self._t.rule_sets.values(), key=lambda r: -r.version)[:limit]
-        return [{"version": r.version, "origin": r.origin, "rules": len(r.document["rules"])} for r in newest]
+        return [
+            {
+                "version": r.version,
+                "origin": r.origin,
+                "author": r.author,
+                "created_at": r.created_at.isoformat() if r.created_at else None,
+                "rules": len(r.document["rules"]),
+            }
+            for r in newest
+        ]
 
 
 class MemoryActions:
@@ -448,3 +508,11 @@ class MemoryActions:
     @asynccontextmanager
     async def connect(self) -> AsyncIterator[Stores]:
         yield self.stores()
+
+    @asynccontextmanager
+    async def read_only(self) -> AsyncIterator[Stores]:
+        """Any write inside fails the block (as PostgreSQL's READ ONLY transaction refuses it)."""
+        before = copy.deepcopy(self.tables)
+        yield self.stores()
+        if self.tables != before:
+            raise AssertionError("a read-only transaction wrote")

@@ -17,6 +17,7 @@ from services.collector.ports import (
     SourceExists,
     StoreUnavailable,
 )
+from shared.events import KeyKind
 
 
 @dataclass
@@ -51,7 +52,7 @@ class MemoryStore:
                 continue
             if info.expires_at is not None and info.expires_at <= now:
                 continue
-            return Principal(source=self.sources[info.source_id], key_id=info.key_id)
+            return Principal(source=self.sources[info.source_id], key_id=info.key_id, kind=info.kind)
         return None
 
     async def all_origins(self) -> set[str]:
@@ -91,14 +92,20 @@ class MemoryStore:
         return True
 
     async def add_key(
-        self, *, source_id: str, key_id: str, key_hash: bytes, expire_others_at: datetime | None
+        self,
+        *,
+        source_id: str,
+        key_id: str,
+        key_hash: bytes,
+        kind: KeyKind,
+        expire_others_at: datetime | None,
     ) -> KeyInfo:
         self._up()
         if expire_others_at is not None:
             for kid, (info, digest) in list(self.keys.items()):
-                if info.source_id == source_id and info.revoked_at is None:
+                if info.source_id == source_id and info.kind is kind and info.revoked_at is None:
                     self.keys[kid] = (replace(info, expires_at=expire_others_at), digest)
-        info = KeyInfo(key_id=key_id, source_id=source_id, created_at=datetime.now(UTC))
+        info = KeyInfo(key_id=key_id, source_id=source_id, created_at=datetime.now(UTC), kind=kind)
         self.keys[key_id] = (info, key_hash)
         return info
 
@@ -113,6 +120,16 @@ class MemoryStore:
             return False
         self.keys[key_id] = (replace(found[0], revoked_at=datetime.now(UTC)), found[1])
         return True
+
+    async def rotate_identity(self, *, source_id: str, now: datetime) -> Source | None:
+        self._up()
+        found = self.sources.get(source_id)
+        if found is None:
+            return None
+        self.sources[source_id] = replace(
+            found, identity_version=found.identity_version + 1, identity_rotated_at=now
+        )
+        return self.sources[source_id]
 
     async def claim(self, *, claims: Sequence[Claim], lease_s: float) -> dict[str, ClaimState]:
         self._up()
@@ -157,12 +174,12 @@ class MemoryStore:
         self._up()
         self.sms.append((survey, phone_hash, datetime.now(UTC)))
 
-    async def open_sms_survey(self, *, phone_hash: bytes, now: datetime) -> SmsSurvey | None:
+    async def open_sms_survey(self, *, phone_hashes: Sequence[bytes], now: datetime) -> SmsSurvey | None:
         self._up()
         open_ = [
             (created, s)
             for s, digest, created in self.sms
-            if digest == phone_hash and s.answered_at is None and s.expires_at > now
+            if digest in phone_hashes and s.answered_at is None and s.expires_at > now
         ]
         return max(open_, key=lambda x: x[0])[1] if open_ else None
 

@@ -17,6 +17,7 @@ import httpx
 from services.notifier.providers import Message, SendResult, Verdict, accepted
 from services.notifier.providers.sendgrid import SendGridProvider
 from services.notifier.providers.webhook import WebhookProvider
+from shared.security.ssrf import OutboundPolicy
 
 
 @dataclass
@@ -79,4 +80,4 @@ def http_provider(
         return SendGridProvider(
             api_key="k", base_url="", from_email="f@example.com", from_name="F", http=http
         )
-    return WebhookProvider(secret="s", http=httpx.AsyncClient(transport=transport))
+    return WebhookProvider(secret="s", policy=OutboundPolicy(), http=httpx.AsyncClient(transport=transport))

@@ -19,6 +19,8 @@ from typing import Any
 
 from services.notifier.ports import (
     Claim,
+    DailyCaps,
+    DailySlot,
     DeliveryPage,
     DeliveryRow,
     NewRequest,
@@ -107,6 +109,8 @@ class State:
     deliveries: dict[str, Record] = field(default_factory=dict)
     suppressions: dict[SuppressionEntry, Suppressed] = field(default_factory=dict)
     daily: dict[tuple[str, date], int] = field(default_factory=dict)
+    #: The per-address and per-source counters: (scope, key, day) -> messages.
+    caps: dict[tuple[str, str, date], int] = field(default_factory=dict)
     events: dict[int, OutgoingRecord] = field(default_factory=dict)
     outbox: dict[str, Message] = field(default_factory=dict)
     seq: int = 0
@@ -184,7 +188,7 @@ class MemoryDeliveries:
                 s
                 for s in self.state.suppressions.values()
                 if (s.scope == "customer" and s.key == q.customer_id)
-                or (s.scope == q.scope and s.key == q.key)
+                or (s.scope == q.scope and s.key in q.keys)
             ]
             if hits:
                 first = min(hits, key=lambda s: s.created)
@@ -209,16 +213,30 @@ class MemoryDeliveries:
                 added += 1
         return added
 
-    async def reserve_daily(self, *, customer_id: str, day: date, cap: int) -> bool:
-        sent = self.state.daily.get((customer_id, day))
-        if sent is not None and sent >= cap:
-            return False
-        self.state.daily[(customer_id, day)] = (sent or 0) + 1
-        return True
+    async def reserve_daily(self, *, slot: DailySlot, caps: DailyCaps) -> str | None:
+        counters: list[tuple[str, dict[Any, int], Any, int]] = []
+        if slot.customer_id is not None and caps.customer:
+            counters.append(("customer", self.state.daily, (slot.customer_id, slot.day), caps.customer))
+        for name, key, cap in (
+            ("address", slot.address_key, caps.address),
+            ("source", slot.source, caps.source),
+        ):
+            if key is not None and cap:
+                counters.append((name, self.state.caps, (name, key, slot.day), cap))
+        for name, table, key, cap in counters:
+            if table.get(key, 0) >= cap:
+                return name
+        for _name, table, key, _cap in counters:
+            table[key] = table.get(key, 0) + 1
+        return None
 
-    async def release_daily(self, *, notification_id: str, customer_id: str, day: date) -> None:
-        if (customer_id, day) in self.state.daily:
-            self.state.daily[(customer_id, day)] = max(self.state.daily[(customer_id, day)] - 1, 0)
+    async def release_daily(self, *, notification_id: str, slot: DailySlot) -> None:
+        keys: list[tuple[dict[Any, int], Any]] = [(self.state.daily, (slot.customer_id, slot.day))]
+        keys += [(self.state.caps, ("address", slot.address_key, slot.day))]
+        keys += [(self.state.caps, ("source", slot.source, slot.day))]
+        for table, key in keys:
+            if key in table:
+                table[key] = max(table[key] - 1, 0)
         if notification_id in self.state.deliveries:
             self.state.deliveries[notification_id].counted_day = None
 

@@ -13,14 +13,17 @@ from collections import Counter
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 
 from services.scorer.domain import OTHER, parse_segment_key
+from services.scorer.drift import DriftState, status_of
 from services.scorer.ports import (
     CountedSegments,
     Counts,
     CountsKey,
     DirtySegment,
+    DriftKey,
+    DriftRecord,
     HistoryCursor,
     HistoryRow,
     KeyFilter,
@@ -65,6 +68,7 @@ class MemoryScorerStore:
         self.tiers: dict[str, Counter[Bucket]] = {"minute": Counter(), "hour": Counter(), "day": Counter()}
         self.dirty: dict[tuple[str, str], int] = {}
         self.states: dict[tuple[str, StateKey], SegmentState] = {}
+        self.drift_saved: dict[DriftKey, DriftRecord] = {}
         self.batches = 0  # batch transactions seen (one commit_without_flush_wait each)
         self.fail_saves = False  # the evaluator's save fails (a crash after publishing)
 
@@ -169,10 +173,73 @@ class MemoryScorerStore:
             if self.dirty.get((d.metric, d.segment_key)) == d.version:
                 del self.dirty[(d.metric, d.segment_key)]
 
+    # ---- ports.DriftStore -----------------------------------------------------------------------
+    async def drift_pending(self, *, through: date, limit: int, after: DriftKey | None) -> list[DriftKey]:
+        end = _midnight(through + timedelta(days=1))
+        keys = sorted({DriftKey(b.metric, b.segment_key) for b in self.tiers["day"] if b.start < end})
+        pending = [
+            k
+            for k in keys
+            if (after is None or k > after)
+            and not (k in self.drift_saved and (self.drift_saved[k].state.day or date.min) >= through)
+        ]
+        return pending[:limit]
+
+    async def drift_states(self, *, metric: str, keys: Sequence[str]) -> dict[str, DriftState]:
+        found = (self.drift_saved.get(DriftKey(metric, k)) for k in keys)
+        return {r.segment_key: r.state for r in found if r is not None}
+
+    async def first_days(self, *, metric: str, keys: Sequence[str]) -> dict[str, date]:
+        out: dict[str, date] = {}
+        for b in self.tiers["day"]:
+            if b.metric == metric and b.segment_key in keys:
+                day = b.start.astimezone(UTC).date()
+                out[b.segment_key] = min(day, out.get(b.segment_key, day))
+        return out
+
+    async def day_counts(
+        self, *, metric: str, since: Mapping[str, date], through: date
+    ) -> dict[str, dict[date, Counts]]:
+        out: dict[str, dict[date, Counts]] = {}
+        for b, n in self.tiers["day"].items():
+            day = b.start.astimezone(UTC).date()
+            if b.metric == metric and b.segment_key in since and since[b.segment_key] <= day <= through:
+                counts = out.setdefault(b.segment_key, {}).setdefault(day, {})
+                counts[(b.scale, b.score)] = counts.get((b.scale, b.score), 0) + n
+        return out
+
+    async def save_drift(self, *, states: Mapping[DriftKey, DriftState], evaluated_at: datetime) -> None:
+        if self.fail_saves:
+            raise ConnectionError("the database went away before the drift states were saved")
+        for key, state in states.items():
+            saved = self.drift_saved.get(key)
+            if saved is None or (saved.state.day or date.min) <= (state.day or date.min):
+                self.drift_saved[key] = DriftRecord(key.metric, key.segment_key, state, evaluated_at)
+
+    def reset_drift(self) -> None:
+        """What ``csat replay`` does to the drift states."""
+        self.drift_saved.clear()
+
     # ---- ports.ScoreReader and ports.CustomerReader (a session is the store itself) --------------
     @asynccontextmanager
     async def session(self) -> AsyncIterator[MemoryScorerStore]:
         yield self
+
+    async def drift(self, *, metric: str, keys: Sequence[str]) -> dict[str, DriftRecord]:
+        found = (self.drift_saved.get(DriftKey(metric, k)) for k in keys)
+        return {r.segment_key: r for r in found if r is not None}
+
+    async def drift_list(
+        self, *, metric: str | None, status: str | None, after: DriftKey | None, limit: int
+    ) -> list[DriftRecord]:
+        rows = [
+            r
+            for k, r in sorted(self.drift_saved.items())
+            if (metric is None or k.metric == metric)
+            and (status is None or status_of(r.state).value == status)
+            and (after is None or k > after)
+        ]
+        return rows[:limit]
 
     async def registration(self, *, attributes: Mapping[str, str]) -> Registration:
         dims = frozenset(d for d in attributes if d in self.dimensions)
@@ -284,3 +351,7 @@ def _selected(key: str, where: KeyFilter) -> bool:
     if where.dimensions:
         return key != "*" and sorted(parse_segment_key(key)) == sorted(where.dimensions)
     return key in where.keys
+
+
+def _midnight(day: date) -> datetime:
+    return datetime.combine(day, time(0), tzinfo=UTC)

@@ -103,6 +103,8 @@ def notifier_settings(infra: Infra, database_url: str, topics: Topics, **values:
         "retry_base_s": 0.1,
         "provider_timeout_s": 0.5,
         "quiet_hours": "off",
+        # The fake providers listen on loopback, which the outbound URL guard refuses unless allow-listed.
+        "outbound_allow": ["127.0.0.1/32"],
     }
     return make_settings(NotifierSettings, **{**base, **values})
 

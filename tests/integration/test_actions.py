@@ -190,6 +190,45 @@ async def test_rules_admin_api_validates_versions_and_every_replica_follows(
         assert (await c.get("/v1/rules", headers=ADMIN)).json()["revision"] == 5
 
 
+async def test_webhook_and_slack_urls_are_refused_at_save_time_naming_the_field(
+    infra: Infra, database_url: str, topics: Topics
+) -> None:
+    def rule(kind: str, url: str) -> dict[str, Any]:
+        return {"actions": [{"type": kind, "to": url, "template": "csm_alert"}]}
+
+    async with running(create_app(settings(infra, database_url, topics, environment="test"))) as a:
+        refused = await a.put(
+            "/v1/rules/hook", json=rule("webhook", "https://169.254.169.254/x"), headers=ADMIN
+        )
+        assert refused.status_code == 422 and refused.json()["field"] == "actions.0.to"
+        assert refused.json()["rule"] == "hook" and "cloud metadata" in refused.json()["detail"]
+        internal = await a.post(
+            "/v1/rules/validate",
+            json={"rules": [{"id": "m", **rule("slack", "http://10.0.0.7/x")}]},
+            headers=ADMIN,
+        )
+        assert internal.status_code == 422 and "private" in internal.json()["detail"]
+    # CSAT_OUTBOUND_ALLOW opens an internal receiver.
+    allowed = settings(infra, database_url, topics, environment="test", outbound_allow=["10.0.0.0/24"])
+    async with running(create_app(allowed)) as a:
+        assert (
+            await a.put("/v1/rules/chat", json=rule("slack", "http://10.0.0.7/x"), headers=ADMIN)
+        ).status_code == 201
+    # Prod: https only.
+    key = "a-real-admin-key-for-the-prod-test"
+    prod = settings(infra, database_url, topics, environment="prod", admin_api_key=key)
+    async with running(create_app(prod)) as a:
+        headers = {"Authorization": f"Bearer {key}"}
+        plain = await a.put(
+            "/v1/rules/chat", json=rule("slack", "http://hooks.example.com/x"), headers=headers
+        )
+        assert plain.status_code == 422 and "https://" in plain.json()["detail"]
+        tls = await a.put(
+            "/v1/rules/chat", json=rule("slack", "https://hooks.example.com/x"), headers=headers
+        )
+        assert tls.status_code == 200
+
+
 # ---- alerts and SLA escalation --------------------------------------------------------------------
 
 SLA_RULES = """

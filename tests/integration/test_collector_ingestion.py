@@ -16,10 +16,10 @@ from prometheus_client import REGISTRY
 from devstack.broker import EmbeddedBroker
 from devstack.ports import free_port
 from services.collector.bootstrap import create_app
-from services.collector.keys import hash_key
 from services.collector.settings import CollectorSettings
 from services.collector.sms import compute_signature
 from shared.events import RatingSubmitted
+from shared.identity.apitokens import hash_secret
 from shared.kafka import TopicSpec, ensure_topics
 from shared.topics import Topics
 from tests.helpers import make_settings, read_events, read_topic, running
@@ -172,7 +172,7 @@ async def test_keys_are_stored_hashed_and_rotation_and_revocation_apply(
         rows = await conn.fetch("SELECT row_to_json(k)::text AS j, key_hash FROM collector.api_keys k")
     finally:
         await conn.close()
-    assert {bytes(r["key_hash"]) for r in rows} == {hash_key(key), hash_key(new_key)}
+    assert {bytes(r["key_hash"]) for r in rows} == {hash_secret(key), hash_secret(new_key)}
     for row in rows:
         for secret in (key, new_key, key.split("_", 2)[2], new_key.split("_", 2)[2]):
             assert secret not in row["j"]

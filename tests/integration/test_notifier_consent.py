@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from services.notifier.bootstrap import create_app
-from services.notifier.policy import address_key
+from services.notifier.transitions import DispatchConfig
 from shared.events import Channel
 from shared.topics import Topics
 from tests.fakes.postmark import FakePostmark
@@ -18,6 +18,9 @@ from tests.infra import Infra
 from tests.integration.notifier_support import FINAL, deliveries, notifier_settings, query, records, request
 
 pytestmark = pytest.mark.integration
+
+#: The dev and test stacks' address keys (no CSAT_ADDRESS_HASH_KEY set).
+KEYS = DispatchConfig().address_keys
 
 ADMIN = {"Authorization": "Bearer dev-admin-key"}
 
@@ -79,7 +82,7 @@ async def test_one_click_unsubscribe_stops_customer_messages_on_every_channel(
         )
         assert rows == [
             {"scope": "customer", "key": "cus-u", "reason": "unsubscribed"},
-            {"scope": "email", "key": address_key("email", "ana@example.com"), "reason": "unsubscribed"},
+            {"scope": "email", "key": KEYS.key("email", "ana@example.com"), "reason": "unsubscribed"},
         ]
 
         await produce(

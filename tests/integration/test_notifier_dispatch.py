@@ -20,14 +20,13 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.notifier.bootstrap import build_providers
+from services.notifier.bootstrap import build_providers, dispatch_config
 from services.notifier.dispatcher import Dispatcher
 from services.notifier.handlers import Intake
 from services.notifier.providers import Provider
 from services.notifier.repository import PgDeliveries, PgNotifierStore
 from services.notifier.templating import Templates
 from services.notifier.tokens import UnsubscribeTokens
-from services.notifier.transitions import DispatchConfig
 from shared.consumer import Received
 from shared.db import make_engine
 from shared.envelope import OutgoingRecord, decode
@@ -105,16 +104,7 @@ async def harness(
         topics=topics,
         publish=publish,
         clock=clock,
-        config=DispatchConfig(
-            max_attempts=cfg.max_attempts,
-            retry_base_s=cfg.retry_base_s,
-            retry_cap_s=cfg.retry_cap_s,
-            attempt_timeout_s=cfg.provider_timeout_s * 3 + 1,
-            lease_grace_s=cfg.lease_grace_s,
-            daily_cap=cfg.daily_cap,
-            quiet=cfg.quiet_window,
-            default_zone=cfg.default_zone,
-        ),
+        config=dispatch_config(cfg),
     )
     h = Harness(
         engine=engine,
@@ -230,6 +220,29 @@ async def test_daily_cap_counts_customer_messages_per_local_day(
         assert (await deliveries(database_url))["mail-next-day"]["status"] == "sent"
         counts = await query(database_url, "SELECT day, sent FROM notifier.daily_counts ORDER BY day")
         assert [(str(c["day"]), c["sent"]) for c in counts] == [("2026-06-01", 2), ("2026-06-02", 1)]
+
+
+async def test_the_address_cap_holds_across_customer_ids_and_keeps_only_keyed_hashes(
+    infra: Infra, database_url: str, topics: Topics
+) -> None:
+    clock = Clock(datetime(2026, 6, 1, 12, 0, tzinfo=UTC))
+    async with harness(infra, database_url, topics, clock, daily_cap_per_address=2) as h:
+        rotated = [
+            request(f"v-{i}", channel=Channel.EMAIL, to="victim@example.com", template="thank_you",
+                    customer=f"cus-{i}", rule=f"rule-{i}")
+            for i in range(5)
+        ]  # fmt: skip
+        await h.request(*rotated)
+        await h.tick()
+        rows = await deliveries(database_url)
+        assert sorted(rows[f"v-{i}"]["status"] for i in range(5)) == ["sent"] * 2 + ["suppressed"] * 3
+        assert {r["reason"] for r in rows.values() if r["status"] == "suppressed"} == {"address_cap"}
+        caps = await query(database_url, "SELECT scope, key, sent FROM notifier.daily_caps")
+        assert [(c["scope"], c["sent"]) for c in caps] == [("address", 2)]
+        assert "victim" not in caps[0]["key"] and caps[0]["key"].startswith("email:")
+        # All or nothing: the refused reservations took no customer slot.
+        counts = await query(database_url, "SELECT customer_id, sent FROM notifier.daily_counts")
+        assert sorted(c["sent"] for c in counts) == [1, 1]
 
 
 async def test_retries_are_scheduled_and_exhausted_deliveries_are_dead_lettered(

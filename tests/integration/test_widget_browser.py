@@ -6,6 +6,7 @@ Chromium comes from apt (`make chromium`, run by `make test`); Playwright never 
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,8 @@ from playwright.async_api import Browser, Page, async_playwright
 
 from services.collector.bootstrap import create_app
 from services.collector.settings import CollectorSettings
-from shared.events import RatingSubmitted
+from shared.events import KeyKind, RatingSubmitted
+from shared.identity.sourcekeys import sign_customer
 from shared.topics import Topics
 from tests.helpers import make_settings, read_events, read_topic, serving
 from tests.infra import Infra
@@ -46,8 +48,9 @@ async def browser() -> AsyncIterator[Browser]:
             await b.close()
 
 
-def page_app(collector: str, key: str) -> FastAPI:
-    """A customer's website on another origin, embedding the widget from the collector."""
+def page_app(collector: str, key: str, proof: str = "") -> FastAPI:
+    """A customer's website on another origin, embedding the widget from the collector; its server
+    vouches for the customer id with ``proof``."""
     site = FastAPI()
 
     @site.get("/")
@@ -55,7 +58,8 @@ def page_app(collector: str, key: str) -> FastAPI:
         return HTMLResponse(
             f"""<!doctype html><html lang="en"><body>
             <script src="{collector}/widget.js" defer></script>
-            <csat-rating id="w" key="{key}" customer-id="cus-web-1" metric="nps" comment="none"
+            <csat-rating id="w" key="{key}" customer-id="cus-web-1" customer-proof="{proof}"
+              metric="nps" comment="none"
               question="Recommend us?" segment='{{"channel":"web"}}' rating-id="web-nps-1"></csat-rating>
             <script>
               document.addEventListener("csat-submitted", e => document.title = "ok " + e.detail.rating_id);
@@ -118,6 +122,9 @@ async def test_demo_page_widget_posts_a_rating_with_a_comment(
     assert (data.score, data.sentiment.value, data.source) == (2, "negative", "demo")
     assert data.comment == "The parcel arrived late" and data.customer.id == "cus_demo"
     assert data.segment == {"channel": "web", "store": "demo"} and data.touchpoint == "web_demo"
+    # The demo page plays the site's server: it vouches for cus_demo, so the answer is that customer's.
+    assert data.provenance is not None and data.provenance.key_kind is KeyKind.PUBLISHABLE
+    assert data.customer_verified
 
 
 async def test_widget_on_an_allowed_origin_posts_cross_origin_and_others_are_blocked(
@@ -128,7 +135,14 @@ async def test_widget_on_an_allowed_origin_posts_cross_origin_and_others_are_blo
     async with serving(app) as collector, httpx.AsyncClient(base_url=collector) as admin:
         site_key = await new_source(admin, "site", [])
         blog_key = await new_source(admin, "blog", ["https://blog.example.com"])
-        async with serving(page_app(collector, site_key)) as site:
+        assert site_key.startswith("pk_")  # the widget carries a publishable key
+        issued = await admin.post("/v1/sources/site/identity-secret", headers=ADMIN)
+        proof = sign_customer(
+            identity_secret=issued.json()["identity_secret"],
+            customer_id="cus-web-1",
+            expires_at=int(time.time()) + 600,
+        )
+        async with serving(page_app(collector, site_key, proof)) as site:
             patched = await admin.patch("/v1/sources/site", json={"allowed_origins": [site]}, headers=ADMIN)
             assert patched.status_code == 200
             page = await browser.new_page()
@@ -153,3 +167,5 @@ async def test_widget_on_an_allowed_origin_posts_cross_origin_and_others_are_blo
         "promoter",
         "site",
     )
+    assert event.data.customer_verified and event.data.provenance is not None
+    assert event.data.provenance.key_kind is KeyKind.PUBLISHABLE

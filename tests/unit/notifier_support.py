@@ -38,6 +38,7 @@ def note(
     timezone: str | None = None,
     requested_at: datetime,
     not_before: datetime | None = None,
+    source: str | None = None,
 ) -> NotificationRequested:
     recipient = {
         Channel.EMAIL: Recipient(email=to, timezone=timezone),
@@ -54,6 +55,7 @@ def note(
         template=template,
         locale=locale,
         customer_id=customer,
+        source=source,
         transactional=transactional,
         context=CONTEXT,
         requested_at=requested_at,

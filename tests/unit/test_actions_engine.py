@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -13,7 +13,7 @@ from services.actions.rules import RuleSet, load_rules_file, parse_rules
 from services.actions.settings import DEFAULT_RULES, DEFAULT_THEMES
 from services.actions.verbatims import Analysis, load_taxonomy_file
 from services.collector.domain import RatingIn, normalize
-from shared.events import Channel, RatingSubmitted, SegmentAlert
+from shared.events import Channel, DriftDetails, RatingSubmitted, SegmentAlert
 from shared.scales import Metric
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
@@ -291,6 +291,25 @@ def test_immediate_resurvey_sends_the_open_question_and_arms_the_no_answer_timer
     assert note.context["survey"] == {"id": timer.ref, "url": f"https://s.example.com/{timer.ref}"}
 
 
+def test_ids_placed_in_survey_and_alert_urls_are_percent_encoded() -> None:
+    rules = parse_rules({"rules": [{"id": "ask", "actions": [{"type": "resurvey"}]}]})
+    policy = Policy(survey_url_template="https://s.example.com/s/{survey_id}?c={customer_id}")
+    odd = rating(1, customer={"id": "a/b?c=d&e", "email": "ana@example.com"})
+    (d,) = run(odd, rules=rules, policy=policy)
+    assert d.notification is not None
+    url = d.notification.context["survey"]["url"]
+    assert url.endswith("?c=a%2Fb%3Fc%3Dd%26e") and url.count("?") == 1
+    alerting = parse_rules({"rules": [{"id": "tell", "actions": [{"type": "csm_alert"}]}]})
+    (alert,) = run(
+        rating(1), rules=alerting, policy=Policy(alert_url_template="https://a.example.com/{alert_id}")
+    )
+    assert alert.notification is not None
+    assert (
+        alert.notification.context["alert"]["ack_url"]
+        == f"https://a.example.com/{alert.notification.notification_id}"
+    )
+
+
 def test_critical_comment_goes_to_each_owning_team() -> None:
     d = by_rule(run(rating(1, comment="Trop cher et livraison en retard, très déçu")))
     notes = d["critical-comment-theme-alert"].notifications
@@ -405,6 +424,48 @@ def test_segment_alert_goes_to_the_segment_owner(attributes: dict[str, str], own
     assert note is not None and note.recipient.email == owner and note.template == "segment_alert"
     assert note.transactional and note.customer_id is None
     assert note.context["segment"]["key"] == key and note.context["segment"]["delta"] == -17.0
+
+
+def test_a_drift_alert_brings_what_was_detected_to_the_rules_and_the_message() -> None:
+    details = DriftDetails(
+        status="drop_detected",
+        day=date(2026, 11, 22),
+        since=date(2026, 11, 14),
+        drop=17.25,
+        drop_ci_low=11.02,
+        drop_ci_high=23.1,
+        before=81.5,
+        after=64.25,
+        answers_before=2730,
+        answers_after=270,
+        evidence=8.31,
+        evidence_threshold=8.203,
+        watched_drop=10.0,
+        min_drop=10.0,
+        months_per_false_alarm=120.0,
+        message="CSAT dropped by 17.2 points",
+    )
+    alert = segment_alert({"store": "paris-1"}, "store=paris-1").model_copy(
+        update={"reason": "drift_drop", "threshold": None, "drift": details}
+    )
+    rules = parse_rules(
+        {
+            "rules": [
+                {
+                    "id": "big-drops",
+                    "on": "segment_alert",
+                    "when": {"reason": "drift_drop", "drift.drop_ci_low": {"gte": 10}},
+                    "actions": [{"type": "segment_alert", "to": "ops@example.com"}],
+                }
+            ]
+        }
+    )
+    (d,) = decide_segment(rules=rules, alert=alert, now=NOW, policy=POLICY)
+    assert d.notification is not None
+    assert d.notification.context["segment"]["drift"]["since"] == "2026-11-14"
+    assert d.notification.context["segment"]["drift"]["drop_ci_high"] == 23.1
+    small = alert.model_copy(update={"drift": details.model_copy(update={"drop_ci_low": 2.0})})
+    assert decide_segment(rules=rules, alert=small, now=NOW, policy=POLICY) == []
 
 
 def test_segment_rules_can_filter_on_the_alert() -> None:

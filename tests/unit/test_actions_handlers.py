@@ -9,7 +9,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from services.actions.engine import Policy
-from services.actions.handlers import ActionsHandler, HistoryWindow, TimerHandler
+from services.actions.facts import HistoryWindow
+from services.actions.handlers import ActionsHandler, TimerHandler
 from services.actions.routes.customers import CustomerProfileIn
 from services.actions.rulebook import RuleBook
 from services.actions.rules import parse_document, parse_rules
@@ -319,3 +320,80 @@ async def test_a_tick_escalates_the_open_alert_and_not_the_acknowledged_one() ->
     )
     async with db.begin() as stores:
         assert (await fire(stores, now=NOW + timedelta(hours=2), limit=10)).firings == []
+
+
+# ---- claims: a publishable key's ratings ------------------------------------------------------------
+def claimed(
+    rid: str, score: int, *, customer: str = "cus-1", proven: bool = False, **extra: object
+) -> ev.RatingSubmitted:
+    """A rating posted from a page: every claim an attacker could make, the customer id proven or not."""
+    body = {
+        "rating_id": rid,
+        "metric": "csat",
+        "scale": "1-5",
+        "score": score,
+        "customer": {"id": customer, "email": "outsider@evil.example", "phone": "+33699999999"},
+        "account": {"tier": "strategic", "value": 900000},
+        "consent": {"contact": True, "review": True},
+        **extra,
+    }
+    identity = ev.Identity.VERIFIED if proven else ev.Identity.CLAIMED
+    provenance = ev.Provenance(key_kind=ev.KeyKind.PUBLISHABLE, identity=identity)
+    return normalize(RatingIn.model_validate(body), received_at=NOW, provenance=provenance)
+
+
+async def test_claims_reach_nobody_and_raise_no_priority_whatever_the_score() -> None:
+    db, clock = MemoryActions(), Clock()
+    await set_customer(
+        db, "cus-1", CustomerProfileIn(owner_email="owner@example.com", email="ana@example.com")
+    )
+    records = await consume(
+        db,
+        handler(clock),
+        *(
+            claimed(f"c{i}", 1 + i % 5, comment="The delivery was very late, terrible service")
+            for i in range(10)
+        ),
+    )
+    sent = notes(records)
+    assert sent and all(n.transactional and n.template == "theme_alert" for n in sent)  # the theme's team
+    assert not any("evil" in str(n.recipient) or "ana@" in str(n.recipient) for n in sent)
+    assert not db.tables.alerts and not db.tables.enrolments
+    assert not db.tables.timers
+    skipped = Counter(d.outcome for d in db.tables.decisions.values())
+    assert skipped["notified"] == len(sent) and "skipped_unverified_customer" in skipped
+
+
+async def test_claimed_ratings_stay_out_of_the_real_customers_history_and_surveys() -> None:
+    db, clock = MemoryActions(), Clock()
+    await set_customer(
+        db, "cus-1", CustomerProfileIn(owner_email="owner@example.com", email="ana@example.com")
+    )
+    # Three low scores typed into a widget under cus-1's id: not the customer's, so no churn alert later.
+    await consume(db, handler(clock), *(claimed(f"fake-{i}", 1, comment=f"x{i}") for i in range(3)))
+    clock.now = NOW + timedelta(minutes=5)
+    records = await consume(db, handler(clock), rating("real", 1, at=NOW + timedelta(minutes=5)))
+    assert "churn-risk-alert" not in outcomes(db, "real")
+    assert outcomes(db, "real")["low-score-csm-alert"] == "notified"
+    (email,) = [n for n in notes(records) if n.template == "low_score_followup"]
+    assert email.recipient.email == "ana@example.com"  # the CRM's address, never a claim
+
+
+async def test_a_proven_customer_gets_the_playbook_with_the_crm_address_only() -> None:
+    db, clock = MemoryActions(), Clock()
+    crm = CustomerProfileIn(
+        email="ana@example.com", owner_email="owner@example.com", consent={"contact": True}, tier="smb"
+    )
+    await set_customer(db, "cus-1", crm)
+    records = await consume(db, handler(clock), claimed("proven", 1, proven=True))
+    assert outcomes(db, "proven") == {
+        "low-score-csm-alert": "notified",  # normal priority: the claimed "strategic" tier is not a fact
+        "low-score-customer-email": "notified",
+        "low-score-resurvey": "scheduled",
+        "low-value-education": "scheduled",
+    }
+    recipients = {n.template: (n.recipient.email, n.priority) for n in notes(records)}
+    assert recipients == {
+        "csm_alert": ("owner@example.com", "normal"),
+        "low_score_followup": ("ana@example.com", "normal"),
+    }

@@ -300,7 +300,11 @@ def test_prod_settings_refuse_anonymous_posting_and_dev_secrets() -> None:
         CollectorSettings(environment="prod", admin_api_key="a" * 20, require_api_key=False)
     with pytest.raises(ValueError, match="CSAT_SIGNING_SECRET"):
         CollectorSettings(environment="prod", admin_api_key="a" * 20)
-    cfg = CollectorSettings(environment="prod", admin_api_key="a" * 20, signing_secret="s" * 32)
+    with pytest.raises(ValueError, match="CSAT_SOURCE_IDENTITY_KEY"):
+        CollectorSettings(environment="prod", admin_api_key="a" * 20, signing_secret="s" * 32)
+    cfg = CollectorSettings(
+        environment="prod", admin_api_key="a" * 20, signing_secret="s" * 32, source_identity_key="i" * 32
+    )
     assert cfg.keys_required is True
     assert (cfg.key_rate, cfg.ip_rate) == (200, 50)
     dev = CollectorSettings()

@@ -2,18 +2,31 @@
 
 from __future__ import annotations
 
+import textwrap
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
+from itsdangerous import URLSafeSerializer
 
 from services.collector.access import client_ip
-from services.collector.domain import RatingIn, RatingRejected, fingerprint, normalize
-from services.collector.keys import generate_key, hash_key, key_id_of
+from services.collector.domain import (
+    RatingIn,
+    RatingRejected,
+    Trust,
+    fingerprint,
+    identity_secrets,
+    normalize,
+    provenance_of,
+)
 from services.collector.links import EmailLink, LinkExpired, LinkInvalid, LinkSigner
+from services.collector.ports import Source
 from services.collector.ratelimit import KeyedLimiter, retry_after
 from services.collector.settings import CollectorSettings
 from services.collector.sms import compute_signature, normalize_phone, parse_reply, signature_valid, twiml
+from shared.events import Identity, KeyKind, Provenance
+from shared.identity.sourcekeys import derive_identity_secret, sign_customer
 from shared.scales import SCALES, Metric, ScaleError, get_scale
 
 NOW = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
@@ -107,12 +120,78 @@ def test_fingerprint_is_about_content_not_spelling_or_receive_time() -> None:
     assert fingerprint(a, client_occurred_at=None) != fingerprint(a, client_occurred_at=NOW)
 
 
-def test_keys_are_random_hashed_and_carry_a_public_id() -> None:
-    k1, k2 = generate_key(), generate_key()
-    assert k1.secret != k2.secret and k1.secret.startswith("csk_")
-    assert hash_key(k1.secret) == k1.key_hash and len(k1.key_hash) == 32
-    assert key_id_of(k1.secret) == k1.key_id
-    assert key_id_of("dev-admin-key") is None
+# ---- claims and facts -----------------------------------------------------------------------------
+
+CLAIMING: dict[str, Any] = {
+    "customer": {"id": "c1", "email": "outsider@evil.example", "phone": "+33612345678", "locale": "fr"},
+    "consent": {"contact": True, "review": True},
+    "account": {"id": "acc-1", "tier": "strategic", "value": 900000},
+}
+SECRET = derive_identity_secret(platform_key="p" * 32, source_id="shop", version=1)
+
+
+def proved(customer_id: str = "c1", *, secret: str = SECRET, ttl_s: int = 3600) -> str:
+    return sign_customer(
+        identity_secret=secret, customer_id=customer_id, expires_at=int(NOW.timestamp()) + ttl_s
+    )
+
+
+def test_a_publishable_key_posts_claims_kept_apart_from_the_facts() -> None:
+    body = rating(**CLAIMING)
+    provenance = provenance_of(body, Trust(KeyKind.PUBLISHABLE, (SECRET,)), now=NOW)
+    assert provenance == Provenance(key_kind=KeyKind.PUBLISHABLE, identity=Identity.CLAIMED)
+    event = normalize(body, received_at=NOW, provenance=provenance)
+    assert event.customer.email is None and event.customer.phone is None
+    assert event.customer.locale == "fr"  # a language preference is no way to reach anyone
+    assert not event.consent.contact and not event.consent.review and event.account is None
+    assert event.claims is not None and event.claims.email == "outsider@evil.example"
+    assert event.claims.account is not None and event.claims.account.tier == "strategic"
+    assert event.claims.consent is not None and event.claims.consent.contact
+    assert not event.customer_verified and event.score == 4  # still counted as an answer
+
+
+@pytest.mark.parametrize("kind", [KeyKind.SECRET, KeyKind.TOKEN, KeyKind.NONE, KeyKind.EMAIL_LINK])
+def test_server_side_posts_are_facts(kind: KeyKind) -> None:
+    body = rating(**CLAIMING)
+    event = normalize(body, received_at=NOW, provenance=provenance_of(body, Trust(kind), now=NOW))
+    assert event.customer.email == "outsider@evil.example" and event.consent.contact
+    assert event.account is not None and event.account.tier == "strategic"
+    assert event.claims is None and event.customer_verified
+
+
+def test_a_valid_proof_makes_the_customer_a_fact_but_not_the_claims() -> None:
+    body = rating(**{**CLAIMING, "customer": {**CLAIMING["customer"], "proof": proved()}})
+    provenance = provenance_of(body, Trust(KeyKind.PUBLISHABLE, ("older-secret", SECRET)), now=NOW)
+    assert provenance.identity is Identity.VERIFIED
+    event = normalize(body, received_at=NOW, provenance=provenance)
+    assert event.customer_verified and event.customer.email is None and not event.consent.contact
+    assert "proof" not in event.model_dump(mode="json")["customer"]  # a bearer credential: not published
+
+
+@pytest.mark.parametrize(
+    ("proof", "message"),
+    [
+        ("v1.123.abc", "is not a proof"),
+        (proved("someone-else"), "does not match"),
+        (proved(secret="sis_other"), "does not match"),
+        (proved(ttl_s=-5), "has expired"),
+        (proved(ttl_s=30 * 86400), "more than 7 days"),
+    ],
+)
+def test_a_proof_that_does_not_verify_refuses_the_rating_at_its_field(proof: str, message: str) -> None:
+    body = rating(customer={"id": "c1", "proof": proof})
+    with pytest.raises(RatingRejected) as caught:
+        provenance_of(body, Trust(KeyKind.PUBLISHABLE, (SECRET,)), now=NOW)
+    assert caught.value.field == "customer.proof" and message in caught.value.message
+
+
+def test_the_previous_identity_secret_verifies_only_during_the_grace_period() -> None:
+    rotated = Source(source_id="shop", name="Shop", identity_version=2, identity_rotated_at=NOW)
+    grace = timedelta(days=7)
+    both = identity_secrets(platform_key="p" * 32, source=rotated, now=NOW + timedelta(days=1), grace=grace)
+    assert both == (derive_identity_secret(platform_key="p" * 32, source_id="shop", version=2), SECRET)
+    later = identity_secrets(platform_key="p" * 32, source=rotated, now=NOW + timedelta(days=8), grace=grace)
+    assert later == both[:1]
 
 
 def test_token_bucket_refills_at_its_rate() -> None:
@@ -126,6 +205,16 @@ def test_token_bucket_refills_at_its_rate() -> None:
     assert limiter.acquire("a", rate=0.1, burst=1) == pytest.approx(10)
     assert retry_after(0.01) == 1 and retry_after(2.2) == 3
     assert KeyedLimiter(rate_per_s=0, burst=1).acquire("x") == 0  # 0 = off
+
+
+def test_a_batch_costs_one_token_per_rating_even_past_the_burst() -> None:
+    now = [0.0]
+    limiter = KeyedLimiter(rate_per_s=100, burst=400, clock=lambda: now[0])
+    assert limiter.acquire("k", cost=500) == 0  # a full bucket lets one oversized batch through...
+    assert limiter.acquire("k") == pytest.approx(1.01)  # ...and owes its 100 extra tokens
+    now[0] = 5.0  # 500 tokens refilled since: the bucket is full again (400)
+    assert limiter.acquire("k", cost=300) == 0
+    assert limiter.acquire("k", cost=300) == pytest.approx(2.0)  # 100 left: 200 more at 100/s
 
 
 def test_limiter_memory_is_bounded() -> None:
@@ -159,6 +248,21 @@ def link(**kw: Any) -> EmailLink:
         "expires_at": NOW + timedelta(days=1),
     }
     return EmailLink(**{**base, **kw})
+
+
+def test_links_are_hmac_sha256_and_old_sha1_links_only_with_the_grace_setting() -> None:
+    sha256 = LinkSigner(secret="a-long-enough-secret").sign(link())
+    sha1 = str(
+        URLSafeSerializer(["a-long-enough-secret"], salt="csat.email-link.v1").dumps(link().to_claims())
+    )
+    assert len(sha256.rsplit(".", 1)[1]) == 43  # 32-byte HMAC-SHA256, base64url
+    assert len(sha1.rsplit(".", 1)[1]) == 27  # 20-byte HMAC-SHA1
+    with pytest.raises(LinkInvalid):
+        LinkSigner(secret="a-long-enough-secret").verify(sha1, now=NOW)
+    graced = LinkSigner(secret="a-long-enough-secret", accept_sha1=True)
+    assert graced.verify(sha1, now=NOW) == link() and graced.verify(sha256, now=NOW) == link()
+    with pytest.raises(LinkExpired):
+        graced.verify(sha1, now=NOW + timedelta(days=2))  # an old link still ends at its own expiry
 
 
 def test_links_round_trip_and_rating_id_is_per_survey_and_customer() -> None:
@@ -262,3 +366,15 @@ def test_phone_numbers_and_twiml() -> None:
         '<?xml version="1.0" encoding="UTF-8"?><Response><Message>a &lt; b &amp; c</Message></Response>'
     )
     assert twiml(None).endswith("<Response/>")
+
+
+def test_the_documented_server_side_proof_verifies() -> None:
+    """docs/collector.md shows sites how to sign customer ids: its Python example must make valid proofs."""
+    doc = (Path(__file__).parents[2] / "docs" / "collector.md").read_text(encoding="utf-8")
+    example = textwrap.dedent(doc.split("   ```python\n", 1)[1].split("   ```\n", 1)[0])
+    scope: dict[str, Any] = {}
+    exec(compile(example, "docs/collector.md", "exec"), scope)  # noqa: S102 - our own documentation
+    proof = scope["customer_proof"](SECRET, "cus_1042")
+    body = rating(customer={"id": "cus_1042", "proof": proof})
+    now = datetime.now(UTC)
+    assert provenance_of(body, Trust(KeyKind.PUBLISHABLE, (SECRET,)), now=now).identity is Identity.VERIFIED

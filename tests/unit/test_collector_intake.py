@@ -13,13 +13,15 @@ from typing import Any
 import pytest
 from prometheus_client import REGISTRY
 
-from services.collector.domain import RatingIn, RatingRejected
+from services.collector.domain import RatingIn, RatingRejected, Trust
 from services.collector.intake import Intake, IntakeUnavailable, Outcome, Submission, Verdict
 from services.collector.ports import BrokerUnavailable, Claim
 from shared.envelope import OutgoingRecord, decode
+from shared.events import KeyKind
 from tests.fakes.collector_store import MemoryStore
 
 NOW = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
+SERVER = Trust(KeyKind.SECRET)
 
 
 class FakePublisher:
@@ -90,7 +92,9 @@ def rating(**kw: Any) -> RatingIn:
 
 
 def sub(it: Intake, *, score: int = 4, rid: str = "r-1", source: str = "s") -> Submission:
-    return it.prepare(rating(score=score), received_at=NOW, source=source, rating_id=rid, keyed=True)
+    return it.prepare(
+        rating(score=score), received_at=NOW, source=source, rating_id=rid, keyed=True, trust=SERVER
+    )
 
 
 def counted(name: str, **labels: str) -> float:
@@ -99,18 +103,21 @@ def counted(name: str, **labels: str) -> float:
 
 def test_prepare_validates_and_fingerprints_only_client_chosen_ids() -> None:
     it = intake(FakePublisher(), MemoryStore(), max_future_skew=timedelta(minutes=1))
-    keyed = it.prepare(rating(), received_at=NOW, source="shop", rating_id="k-1", keyed=True)
+    keyed = it.prepare(rating(), received_at=NOW, source="shop", rating_id="k-1", keyed=True, trust=SERVER)
     assert (keyed.rating.rating_id, keyed.source_id, keyed.rating.source) == ("k-1", "shop", "shop")
     assert keyed.fingerprint is not None
     assert (
-        it.prepare(rating(), received_at=NOW, source="shop", rating_id=None, keyed=False).fingerprint is None
+        it.prepare(
+            rating(), received_at=NOW, source="shop", rating_id=None, keyed=False, trust=SERVER
+        ).fingerprint
+        is None
     )
     with pytest.raises(RatingRejected) as bad:
-        it.prepare(rating(score=9), received_at=NOW, source="shop", rating_id=None, keyed=False)
+        it.prepare(rating(score=9), received_at=NOW, source="shop", rating_id=None, keyed=False, trust=SERVER)
     assert bad.value.field == "score"
     later = rating(occurred_at=(NOW + timedelta(minutes=2)).isoformat())
     with pytest.raises(RatingRejected) as future:
-        it.prepare(later, received_at=NOW, source="shop", rating_id=None, keyed=False)
+        it.prepare(later, received_at=NOW, source="shop", rating_id=None, keyed=False, trust=SERVER)
     assert future.value.field == "occurred_at"
 
 

@@ -151,6 +151,23 @@ def test_the_response_rate_tile_appears_only_when_the_scorer_reports_one(raw: An
     assert sv.tile(Metric.CSAT, body(response_rate=raw)).response_rate == expected
 
 
+def test_the_drift_detector_is_read_when_the_scorer_reports_it() -> None:
+    detected = {
+        "status": "drop_detected",
+        "since": "2026-11-20T00:00:00+00:00",
+        "drop": {"size": 11.5, "ci_low": 6.0, "ci_high": 17.0},
+    }
+    d = sv.tile(Metric.CSAT, body(drift=detected)).drift
+    assert d is not None and (d.status, d.drop, d.since is not None) == ("drop_detected", 11.5, True)
+    assert sv.tile(Metric.CSAT, body(drift={"status": "monitoring"})).drift == sv.Drift(
+        "monitoring", None, None, None, None
+    )
+    assert (
+        sv.tile(Metric.CSAT, body()).drift is None
+        and sv.tile(Metric.CSAT, body(drift={"status": "new"})).drift is None
+    )
+
+
 # ---- formats -------------------------------------------------------------------------------------------
 def test_numbers_follow_the_locale() -> None:
     assert (
@@ -173,7 +190,7 @@ def test_keys_built_from_names_exist_in_both_languages() -> None:
     dynamic |= {f"scores.band.{b}" for b in ("world-class", "excellent", "good", "fair", "critical")}
     dynamic |= {f"scores.industry.{i}" for i in ("all", "ecommerce", "saas", "banks", "travel", "healthcare")}
     dynamic |= {f"scores.industry.{i}" for i in ("airlines", "streaming", "fast_food", "social_media", "isp")}
-    dynamic |= {f"segments.sort.{s}" for s in seg.SORTS}
+    dynamic |= {f"segments.sort.{s}" for s in seg.SORTS} | {f"scores.drift.{s}" for s in sv.DRIFT_STATUSES}
     dynamic |= {f"segments.level{i}{nps}" for i in range(1, 6) for nps in ("", "_nps")}
     for catalog in CATALOGS.values():
         assert dynamic - set(catalog) == set()

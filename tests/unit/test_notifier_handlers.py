@@ -23,7 +23,7 @@ from structlog.testing import CapturingLogger
 from services.notifier import dispatcher as dispatcher_module
 from services.notifier.dispatcher import Dispatcher
 from services.notifier.handlers import Intake
-from services.notifier.policy import QuietHours, address_key
+from services.notifier.policy import QuietHours
 from services.notifier.ports import NewRequest, SuppressionEntry
 from services.notifier.providers import Provider, SendResult, Verdict
 from services.notifier.templating import Templates
@@ -85,6 +85,10 @@ class Rig:
             for r in self.published
             if r.topic == topic
         ]
+
+
+#: The address keys of the rig's dispatcher (the configuration's default).
+KEYS = DispatchConfig().address_keys
 
 
 def rig(
@@ -162,7 +166,7 @@ async def test_opted_out_recipients_get_no_customer_messages_but_internal_alerts
     async with r.store.begin() as tx:
         await tx.suppress(entries=[SuppressionEntry("customer", "cus-gone")], reason="unsubscribed",
                           source="unsubscribe", customer_id="cus-gone", notification_id=None)  # fmt: skip
-        await tx.suppress(entries=[SuppressionEntry("email", address_key("email", "old@example.com"))],
+        await tx.suppress(entries=[SuppressionEntry("email", KEYS.key("email", "old@example.com"))],
                           reason="admin", source="admin", customer_id=None, notification_id=None)  # fmt: skip
     await r.request(
         r.note("by-customer", customer="cus-gone"),
@@ -230,6 +234,47 @@ async def test_the_daily_cap_counts_customer_messages_per_local_day() -> None:
     assert r.store.state.daily == {("cus-cap", date(2026, 6, 1)): 2, ("cus-cap", date(2026, 6, 2)): 1}
 
 
+async def test_the_daily_cap_per_address_holds_whatever_the_customer_ids() -> None:
+    r = rig(daily_cap=3, address_cap=3)
+    victim = [r.note(f"v-{i}", customer=f"cus-rotated-{i}", to="Victim@Example.com") for i in range(6)]
+    await r.request(*victim, r.note("other", customer="cus-rotated-0", to="someone@example.com"))
+    await r.tick()
+    statuses = r.store.statuses()
+    assert sorted(statuses[f"v-{i}"] for i in range(6)) == ["sent"] * 3 + ["suppressed"] * 3
+    assert statuses["other"] == "sent"  # another address: its own allowance
+    capped = [row for row in r.store.state.deliveries.values() if row.status == "suppressed"]
+    assert {(row.reason, row.last_error) for row in capped} == {
+        ("address_cap", "daily cap of 3 messages to this address reached")
+    }
+    # A refused reservation takes nothing: the suppressed customers' counters stay untouched.
+    assert sum(r.store.state.daily.values()) == 4
+    (address_count,) = [n for (scope, key, _day), n in r.store.state.caps.items() if n == 3]
+    assert address_count == 3 and all("victim" not in key for (_scope, key, _day) in r.store.state.caps)
+
+
+async def test_the_daily_cap_per_source_bounds_what_one_source_can_send() -> None:
+    r = rig(source_cap=2)
+    await r.request(
+        *[r.note(f"s-{i}", customer=f"c-{i}", to=f"p{i}@example.com", source="leaky") for i in range(3)],
+        r.note("elsewhere", customer="c-9", to="p9@example.com", source="shop"),
+        r.note(
+            "internal",
+            customer="c-8",
+            to="csm@example.com",
+            source="leaky",
+            transactional=True,
+            template="csm_alert",
+        ),
+    )
+    await r.tick()
+    statuses = r.store.statuses()
+    assert sorted(statuses[f"s-{i}"] for i in range(3)) == ["sent", "sent", "suppressed"]
+    assert (statuses["elsewhere"], statuses["internal"]) == ("sent", "sent")
+    assert {row.reason for row in r.store.state.deliveries.values() if row.status == "suppressed"} == {
+        "source_cap"
+    }
+
+
 # ---- provider answers: retries and their limits ---------------------------------------------------------
 def _answering(
     *statuses: int | type[httpx.RequestError], retry_after: str | None = None
@@ -287,7 +332,7 @@ async def test_refused_sends_are_failed_at_once_and_give_their_daily_slot_back(s
         return httpx.Response(status, json={"errors": [{"message": "bad request"}]})
 
     r = rig(providers={Channel.EMAIL: http_provider("sendgrid", answer)})
-    await r.request(r.note("m"))
+    await r.request(r.note("m", source="shop-web"))
     await r.tick()
     r.clock.advance(hours=1)
     await r.tick()
@@ -296,6 +341,7 @@ async def test_refused_sends_are_failed_at_once_and_give_their_daily_slot_back(s
     assert row.last_error == f"{status} bad request"
     assert len(calls) == 1
     assert r.store.state.daily == {("cus-1", NOON.date()): 0}
+    assert set(r.store.state.caps.values()) == {0}  # the address's and source's slots too
     assert [o.status for o in r.outcomes()] == ["failed"]
 
 
@@ -307,7 +353,7 @@ async def test_a_timeout_after_sending_is_never_resent_where_the_provider_takes_
         raise httpx.ReadTimeout("no answer", request=request)
 
     r = rig(providers={Channel.EMAIL: http_provider("sendgrid", answer)})
-    await r.request(r.note("m"))
+    await r.request(r.note("m", source="shop-web"))
     await r.tick()
     r.clock.advance(hours=1)
     await r.tick()
@@ -383,7 +429,7 @@ async def test_a_recipient_who_replied_stop_is_suppressed_on_every_later_message
         "provider_opt_out",
     )
     assert set(r.store.state.suppressions) == {
-        SuppressionEntry("sms", address_key("sms", "+33612345678")), SuppressionEntry("customer", "cus-1")
+        SuppressionEntry("sms", KEYS.key("sms", "+33612345678")), SuppressionEntry("customer", "cus-1")
     }  # fmt: skip
     await r.request(r.note("email-later", to="ana@example.com"))
     await r.tick()

@@ -10,9 +10,10 @@ import httpx
 import pytest
 
 from services.notifier.policy import (
+    AddressKeys,
     QuietHours,
-    address_key,
     backoff_delay,
+    legacy_address_key,
     local_day,
     normalise_address,
     wall_clock,
@@ -21,11 +22,13 @@ from services.notifier.policy import (
 from services.notifier.providers import Verdict
 from services.notifier.providers.http import failure, retry_after
 from services.notifier.providers.slack import mrkdwn_escape
+from shared.security.hashing import AddressHasher
 
 PARIS = ZoneInfo("Europe/Paris")
 NY = ZoneInfo("America/New_York")
 NIGHT = QuietHours.parse("21:00-08:00")
 LUNCH = QuietHours.parse("12:00-14:00")
+KEYS = AddressKeys(AddressHasher(["unit-test-address-hash-key-32-chars-long"]))
 
 
 def _at(zone: ZoneInfo, year: int, month: int, day: int, hour: int, minute: int, second: int = 0) -> datetime:
@@ -129,12 +132,14 @@ def test_backoff_grows_is_jittered_capped_and_yields_to_retry_after() -> None:
 )  # fmt: skip
 def test_address_keys_match_equivalent_addresses(scope: str, a: str, b: str) -> None:
     assert normalise_address(scope, a) == b
-    assert address_key(scope, a) == address_key(scope, b)
-    assert b not in address_key(scope, a) and len(address_key(scope, a)) == 64
+    assert KEYS.key(scope, a) == KEYS.key(scope, b)
+    assert b not in KEYS.key(scope, a) and len(KEYS.key(scope, a)) == 64
+    assert KEYS.candidates(scope, a) == KEYS.candidates(scope, b)
 
 
 def test_address_keys_differ_by_scope() -> None:
-    assert address_key("email", "x") != address_key("sms", "x")
+    assert KEYS.key("email", "x") != KEYS.key("sms", "x")
+    assert legacy_address_key("email", "x") != legacy_address_key("sms", "x")
 
 
 def _response(status: int, headers: dict[str, str] | None = None) -> httpx.Response:

@@ -10,15 +10,19 @@ from fastapi import FastAPI
 from pydantic import SecretStr
 
 from services.notifier.deps import NotifierDeps
-from services.notifier.policy import address_key
+from services.notifier.policy import AddressKeys, legacy_address_key
 from services.notifier.ports import SuppressionEntry
 from services.notifier.routes import deliveries, outbox, suppressions, unsubscribe
+from services.notifier.routes import templates as previews
+from services.notifier.templating import Templates
 from services.notifier.tokens import UnsubscribeClaim, UnsubscribeTokens
 from shared.http import install_common
+from shared.security.hashing import AddressHasher
 from tests.fakes.notifier_store import MemoryNotifierStore
 
 ADMIN = {"Authorization": "Bearer unit-admin"}
 TOKENS = UnsubscribeTokens(["unit-secret"])
+KEYS = AddressKeys(AddressHasher(["unit-test-address-hash-key-32-chars-long"]))
 
 
 @asynccontextmanager
@@ -26,9 +30,15 @@ async def client(store: MemoryNotifierStore) -> AsyncIterator[httpx.AsyncClient]
     app = FastAPI()
     install_common(app, service="notifier", checks={})
     deps = NotifierDeps(
-        deliveries=store, suppressions=store, tokens=TOKENS, admin_key=SecretStr("unit-admin")
+        deliveries=store,
+        suppressions=store,
+        tokens=TOKENS,
+        admin_key=SecretStr("unit-admin"),
+        address_keys=KEYS,
+        templates=Templates(),
+        public_base_url="https://notifier.example/",
     )
-    for routes in (unsubscribe, outbox, deliveries, suppressions):
+    for routes in (unsubscribe, outbox, deliveries, suppressions, previews):
         app.include_router(routes.router(deps))
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://notifier") as c:
         yield c
@@ -36,7 +46,7 @@ async def client(store: MemoryNotifierStore) -> AsyncIterator[httpx.AsyncClient]
 
 async def test_a_get_of_the_unsubscribe_link_changes_nothing_and_the_post_suppresses_who_and_where() -> None:
     store = MemoryNotifierStore()
-    key = address_key("email", "ana@example.com")
+    key = KEYS.key("email", "ana@example.com")
     claim = UnsubscribeClaim(
         customer_id="cus-1", scope="email", address_key=key, notification_id="n", locale="fr"
     )
@@ -65,13 +75,27 @@ async def test_admins_add_list_and_lift_suppressions_by_customer_email_or_phone(
         assert again.json() == {"added": 0}  # an existing entry keeps its first reason
         listed = (await c.get("/v1/suppressions", params={"phone": "+33612345678"}, headers=ADMIN)).json()
         assert [(s["scope"], s["key"]) for s in listed["suppressions"]] == [
-            ("sms", address_key("sms", "+33612345678"))
+            ("sms", KEYS.key("sms", "+33612345678"))
         ]
         nothing = await c.delete("/v1/suppressions", headers=ADMIN)
         assert nothing.status_code == 422 and nothing.json()["errors"][0]["field"] == "customer_id"
         removed = await c.delete("/v1/suppressions", params={"email": "ana@example.com"}, headers=ADMIN)
         assert removed.json() == {"removed": 1}
-    assert set(store.state.suppressions) == {SuppressionEntry("sms", address_key("sms", "+33612345678"))}
+    assert set(store.state.suppressions) == {SuppressionEntry("sms", KEYS.key("sms", "+33612345678"))}
+
+
+async def test_entries_of_earlier_releases_are_still_found_and_lifted_by_address() -> None:
+    store = MemoryNotifierStore()
+    legacy = SuppressionEntry("email", legacy_address_key("email", "bob@example.com"))
+    async with store.begin() as tx:
+        await tx.suppress(
+            entries=[legacy], reason="unsubscribed", source="old", customer_id=None, notification_id=None
+        )
+    async with client(store) as c:
+        listed = (await c.get("/v1/suppressions", params={"email": "Bob@example.com"}, headers=ADMIN)).json()
+        assert [s["key"] for s in listed["suppressions"]] == [legacy.key]
+        removed = await c.delete("/v1/suppressions", params={"email": "bob@example.com"}, headers=ADMIN)
+        assert removed.json() == {"removed": 1} and not store.state.suppressions
 
 
 async def test_an_unknown_delivery_is_a_404_problem_and_lists_need_the_admin_key() -> None:
@@ -82,3 +106,35 @@ async def test_an_unknown_delivery_is_a_404_problem_and_lists_need_the_admin_key
         page = await c.get("/v1/deliveries", params={"status": "failed"}, headers=ADMIN)
         assert page.json() == {"deliveries": [], "counts": {}}
         assert (await c.get("/v1/outbox")).json() == {"messages": []}
+
+
+async def test_a_preview_renders_each_message_as_sent_in_its_locale_and_channel_and_stores_nothing() -> None:
+    store = MemoryNotifierStore()
+    before = repr(store.state)
+    context = {
+        "customer": {"id": "cus-1", "email": "•••", "tier": "strategic"},
+        "rating": {"score": 1, "metric": "csat", "scale": "1-5", "touchpoint": "support_chat"},
+        "alert": {"priority": "high", "due_at": "2026-12-07T10:00:00+00:00"},
+    }
+    messages = [
+        {"template": "csm_alert", "locale": "en", "channel": "email", "context": context},
+        {"template": "low_score_followup", "locale": "fr", "channel": "email", "transactional": False},
+        {"template": "low_score_followup", "locale": "fr", "channel": "sms", "transactional": False},
+        {"template": "thank_you", "locale": "de", "channel": "email"},
+    ]
+    async with client(store) as c:
+        assert (await c.post("/v1/templates/preview", json={"messages": messages})).status_code == 401
+        answer = await c.post("/v1/templates/preview", json={"messages": messages}, headers=ADMIN)
+        assert answer.status_code == 200
+        alert, email, sms, german = answer.json()["previews"]
+        unknown = await c.post(
+            "/v1/templates/preview", json={"messages": [{"template": "nope"}]}, headers=ADMIN
+        )
+    assert alert["subject"] == "[CSAT alert, high priority] strategic cus-1 rated 1 (CSAT 1-5)"
+    assert "Email: •••" in alert["body"] and alert["variant"] is None
+    assert email["subject"] == "Nous sommes désolés de votre expérience"
+    assert "https://notifier.example/u/preview" in email["body"]  # a placeholder, never a working token
+    assert sms["variant"] == "sms" and sms["subject"] is None and sms["locale"] == "fr"
+    assert german["locale"] == "en" and german["body"]  # no German templates: English, as a send would
+    assert unknown.status_code == 422
+    assert repr(store.state) == before

@@ -35,7 +35,12 @@ FULL: dict[str, Any] = {
     },
     "alert": {"id": "al-7", "due_at": "2026-11-24T10:00:00+00:00", "priority": "high", "ack_url": "https://a/ack"},
     "segment": {"key": "store=paris-1", "attributes": {"store": "paris-1"}, "score": 64.25, "previous": 81.5,
-                "window": "7d"},
+                "window": "9d", "metric": "csat", "reason": "drift_drop",
+                "drift": {"status": "drop_detected", "day": "2026-11-22", "since": "2026-11-14",
+                          "drop": 17.25, "drop_ci_low": 11.02, "drop_ci_high": 23.1, "before": 81.5,
+                          "after": 64.25, "answers_before": 2730, "answers_after": 270, "evidence": 8.31,
+                          "evidence_threshold": 8.203, "watched_drop": 10.0, "min_drop": 10.0,
+                          "months_per_false_alarm": 120.0, "message": "CSAT dropped by 17.2 points"}},
     "survey": {"url": "https://s.example/q/42"},
     "unsubscribe_url": "https://n.example/u/TOKEN",
 }  # fmt: skip
@@ -104,6 +109,29 @@ def test_internal_alerts_show_the_interaction_context() -> None:
         assert fact in out.body  # fmt: skip
     segment = Templates().render("segment_alert", "fr", FULL)
     assert segment.subject == "[Alerte segment CSAT] store=paris-1 : 64.2 (contre 81.5)"
+
+
+@pytest.mark.parametrize(
+    ("locale", "facts"),
+    [
+        ("en", ["17.2 points (95 % interval 11.0 to 23.1), since 2026-11-14", "on 270 answers",
+                "every 120 months"]),
+        ("fr", ["17.2 points (intervalle à 95 % de 11.0 à 23.1), depuis le 2026-11-14", "sur 270 réponses",
+                "tous les 120 mois"]),
+    ],
+)  # fmt: skip
+def test_a_drift_alert_says_how_much_since_when_and_how_sure(locale: str, facts: list[str]) -> None:
+    out = Templates().render("segment_alert", locale, FULL)
+    for fact in facts:
+        assert fact in out.body
+    ces = {**FULL, "segment": {**FULL["segment"], "metric": "ces"}}
+    assert ("points of ease" if locale == "en" else "points de facilité") in Templates().render(
+        "segment_alert", locale, ces
+    ).body
+    # A threshold alert has no drift part.
+    below = {**FULL, "segment": {**FULL["segment"], "reason": "below_threshold", "drift": None}}
+    plain = Templates().render("segment_alert", locale, below).body
+    assert "2026-11-14" not in plain and "95 %" not in plain
 
 
 def test_review_invitations_go_to_everyone_with_wording_by_score() -> None:

@@ -6,13 +6,16 @@ import hashlib
 import hmac
 
 import pytest
+from itsdangerous import URLSafeSerializer
 
 from services.notifier import signing
-from services.notifier.policy import address_key
-from services.notifier.tokens import BadToken, UnsubscribeClaim, UnsubscribeTokens
+from services.notifier.policy import AddressKeys, legacy_address_key
+from services.notifier.tokens import SALT, BadToken, UnsubscribeClaim, UnsubscribeTokens
+from shared.security.hashing import AddressHasher
 
+KEYS = AddressKeys(AddressHasher(["unit-test-address-hash-key-32-chars-long"]))
 CLAIM = UnsubscribeClaim(
-    customer_id="cus-1", scope="email", address_key=address_key("email", "ana@example.com"),
+    customer_id="cus-1", scope="email", address_key=KEYS.key("email", "ana@example.com"),
     notification_id="n-1", locale="fr",
 )  # fmt: skip
 
@@ -30,7 +33,8 @@ def test_a_tampered_token_is_refused(position: int) -> None:
     tokens = UnsubscribeTokens(["s3cret"])
     token = tokens.make(CLAIM)
     chars = list(token)
-    chars[position] = "A" if chars[position] != "A" else "B"
+    # "Q" and "A" differ in the high bits of a base64 digit: the last digit's low bits are padding.
+    chars[position] = "A" if chars[position] not in "ABCD" else "Q"
     with pytest.raises(BadToken):
         tokens.read("".join(chars))
 
@@ -43,6 +47,24 @@ def test_another_key_is_refused_and_a_rotated_key_still_reads() -> None:
     assert rotated.read(old) == CLAIM
     fresh = rotated.make(CLAIM)
     assert UnsubscribeTokens(["new-secret"]).read(fresh) == CLAIM  # new links use the new key
+
+
+def test_tokens_are_hmac_sha256_and_old_sha1_links_keep_working_only_when_allowed() -> None:
+    token = UnsubscribeTokens(["s3cret"]).make(CLAIM)
+    assert len(token.rsplit(".", 1)[1]) == 43  # a 32-byte HMAC-SHA256, base64url
+    # What earlier releases sent: HMAC-SHA1 over the unkeyed SHA-256 of the address.
+    legacy_data = {
+        "c": "cus-1",
+        "s": "email",
+        "a": legacy_address_key("email", "ana@example.com"),
+        "n": "n-0",
+    }
+    old = str(URLSafeSerializer(["s3cret"], salt=SALT).dumps(legacy_data))
+    with pytest.raises(BadToken):
+        UnsubscribeTokens(["s3cret"]).read(old)
+    read = UnsubscribeTokens(["s3cret"], accept_sha1=True).read(old)
+    assert read.address_key in KEYS.candidates("email", "ana@example.com")  # still matches the address
+    assert UnsubscribeTokens(["s3cret"], accept_sha1=True).read(token) == CLAIM
 
 
 def test_an_empty_secret_is_refused() -> None:

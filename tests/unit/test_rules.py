@@ -16,7 +16,8 @@ from services.actions.rules import (
     notification_id,
     parse_rules,
 )
-from services.actions.settings import DEFAULT_RULES
+from services.actions.settings import DEFAULT_RULES, ActionsSettings
+from shared.security.ssrf import OutboundPolicy
 
 
 @pytest.mark.parametrize(
@@ -260,3 +261,55 @@ def test_disabled_rules_and_other_triggers_are_not_evaluated() -> None:
 def test_notification_ids_are_deterministic() -> None:
     assert notification_id("r", "x", 0) == notification_id("r", "x", 0)
     assert notification_id("r", "x", 0) != notification_id("r", "x", 1)
+
+
+def _hook(url: str, kind: str = "webhook") -> dict[str, Any]:
+    alert = {"type": "csm_alert"}
+    posted = {"type": kind, "to": url, "template": "csm_alert"}
+    return {"rules": [{"id": "ok-rule", "actions": [alert]}, {"id": "hook", "actions": [posted]}]}
+
+
+PROD = OutboundPolicy.for_environment("prod")
+DEV = OutboundPolicy.for_environment("dev")
+
+
+@pytest.mark.parametrize(
+    ("url", "policy", "message"),
+    [
+        ("http://hooks.example.com/x", PROD, "must start with https://"),
+        ("https://127.0.0.1/x", PROD, "loopback"),
+        ("http://10.1.2.3/x", DEV, "private"),
+        ("https://169.254.169.254/latest/meta-data", PROD, "metadata"),
+        ("https://[::ffff:127.0.0.1]/x", PROD, "loopback"),
+        ("https://2130706433/x", PROD, "non-canonical"),
+        ("https://localhost:8080/x", DEV, "this machine"),
+        ("https://user:pw@hooks.example.com/x", PROD, "credentials"),
+    ],
+)
+def test_saved_webhook_and_slack_urls_are_held_to_the_outbound_policy(
+    url: str, policy: OutboundPolicy, message: str
+) -> None:
+    for kind in ("webhook", "slack"):
+        with pytest.raises(RuleFileError) as caught:
+            parse_rules(_hook(url, kind), outbound=policy)
+        (error,) = caught.value.errors
+        assert (error.rule, error.field) == ("hook", "actions.0.to") and message in error.message
+
+
+def test_the_allow_list_opens_internal_receivers_and_the_file_is_not_held_to_it() -> None:
+    allowed = OutboundPolicy.for_environment("dev", ["10.1.2.0/24", "localhost"])
+    assert (
+        parse_rules(_hook("http://10.1.2.3/x"), outbound=allowed).rules[1].actions[0].to
+        == "http://10.1.2.3/x"
+    )
+    assert parse_rules(_hook("http://localhost:9000/x"), outbound=allowed)
+    assert parse_rules(_hook("https://hooks.example.com/x"), outbound=PROD)
+    assert parse_rules(_hook("http://127.0.0.1/x"))  # no policy given: the form checks only
+
+
+def test_url_templates_are_checked_at_start_up() -> None:
+    with pytest.raises(ValueError, match="customer"):
+        ActionsSettings(survey_url_template="https://s.example.com/{survey_id}?c={customer.email}")
+    with pytest.raises(ValueError, match="no value"):
+        ActionsSettings(alert_url_template="https://a.example.com/{rating_id}")
+    assert ActionsSettings(survey_url_template="https://s/{survey_id}?c={customer_id}").survey_url_template

@@ -233,7 +233,7 @@ async def test_counters_that_moved_give_score_changes_and_alerts_once() -> None:
     evaluator = ScoreEvaluator(store=store, settings=cfg, publish=broker.publish, clock=lambda: NOW)
     await counted_drop(store, cfg)
     result = await evaluator.run_once()
-    assert (result.segments, result.score_events, result.alerts) == (2, 2, 4)
+    assert (result.segments, result.score_events, result.alerts) == (2, 2, 2)
     events = broker.events()
     changes = {data.segment: data for kind, _, data in events if kind == ev.SCORE_CHANGED}
     assert set(changes) == {"*", "store=paris-1"}
@@ -241,12 +241,10 @@ async def test_counters_that_moved_give_score_changes_and_alerts_once() -> None:
     assert isinstance(paris, ScoreChanged)
     assert (paris.score, paris.previous, paris.responses, paris.delta) == (20.0, 100.0, 20, -80.0)
     alerts = sorted((data.segment, data.reason) for kind, _, data in events if kind == ev.SEGMENT_ALERT)
-    assert alerts == [
-        ("*", "below_threshold"),
-        ("*", "significant_drop"),
-        ("store=paris-1", "below_threshold"),
-        ("store=paris-1", "significant_drop"),
-    ]
+    # The collapse against last week is a one-look comparison (the scores API), not an alert: drift
+    # alerts come from closed days, and these segments are too new for their detector.
+    assert alerts == [("*", "below_threshold"), ("store=paris-1", "below_threshold")]
+    assert result.drift.alerts == 0 and result.drift.segments == 2
     assert all(
         isinstance(data, SegmentAlert) and data.threshold == 70.0
         for k, _, data in events
@@ -270,7 +268,7 @@ async def test_a_round_that_could_not_save_republishes_the_same_events() -> None
     store.fail_saves = False
     await evaluator.run_once()
     assert [i for _, i, _ in broker.events(0)] == [i for _, i, _ in broker.events(1)]
-    assert len(broker.events(1)) == 6 and not store.dirty
+    assert len(broker.events(1)) == 4 and not store.dirty
 
 
 async def test_a_segment_counted_again_while_evaluated_stays_dirty() -> None:

@@ -13,10 +13,11 @@ import pytest
 from fastapi import FastAPI
 
 from services.scorer.deps import ScorerDeps
-from services.scorer.routes import customers, scores
+from services.scorer.routes import customers, drift, scores
 from services.scorer.settings import ScorerSettings
 from shared.settings import DEV_ADMIN_KEY
 from tests.fakes.scorer_store import MemoryScorerStore
+from tests.unit.test_scorer_drift_step import DAYS, START, Broker, midnight, run_daily, two_stores
 from tests.unit.test_scorer_handlers import NOW, TX, batch, handler_for, rating
 
 PARIS = {"store": "paris-1", "channel": "chat"}
@@ -89,3 +90,62 @@ async def test_parameters_it_cannot_use_are_named_in_the_problem(client: httpx.A
     assert bad.status_code == 422 and bad.json()["errors"][0]["field"] == "by"
     bad = await client.get("/v1/scores/series", params={"step": "1h", "rolling": "90m"})
     assert bad.status_code == 422 and bad.json()["errors"][0]["field"] == "rolling"
+
+
+# ---- drift: what the detector says, in the scores API and its own listing ------------------------------
+@pytest.fixture
+async def drift_client() -> AsyncIterator[httpx.AsyncClient]:
+    """Two stores judged daily for 180 days: one stable, one that dropped 20 points on day 150."""
+    store, broker = two_stores(), Broker()
+    store.dimensions.add("store")
+    store.values["store"] = {"stable", "dropping"}
+    await run_daily(store, broker)
+    cfg = ScorerSettings()
+    end = midnight(START + timedelta(days=DAYS)) + timedelta(hours=2)
+    deps = ScorerDeps(settings=cfg, scores=store.session, customers=store.session, clock=lambda: end)
+    app = FastAPI()
+    app.include_router(scores.router(deps))
+    app.include_router(drift.router(deps))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://scorer") as c:
+        yield c
+
+
+async def test_the_scores_api_says_what_the_detector_saw(drift_client: httpx.AsyncClient) -> None:
+    body = (await drift_client.get("/v1/scores", params={"segment": "store:dropping"})).json()
+    d = body["drift"]
+    assert d["status"] == "drop_detected" and d["since"] == "2026-06-04"
+    assert d["drop"]["ci_low"] < d["drop"]["size"] < d["drop"]["ci_high"] and d["drop"]["size"] > 10
+    assert d["message"].startswith("CSAT dropped by") and d["threshold"] == pytest.approx(8.203, abs=1e-3)
+    # The period comparison stays, labelled as a one-look test.
+    assert body["comparison"] == "one_look" and "significant_drop" in body and "p_value_drop" in body
+    stable = (await drift_client.get("/v1/scores", params={"segment": "store:stable"})).json()["drift"]
+    assert (stable["status"], stable["watched_drop"], stable["drop"]) == ("monitoring", 10.0, None)
+    assert 0 < stable["days_to_confirm"] < 28 and stable["message"].startswith("watching for a drop of 10")
+    unknown = (await drift_client.get("/v1/scores", params={"segment": "country:fr"})).json()["drift"]
+    assert unknown["status"] == "not_monitored"
+    never = (await drift_client.get("/v1/scores", params={"metric": "nps"})).json()["drift"]
+    assert never["status"] == "not_evaluated"
+
+
+async def test_the_breakdown_and_the_listing_carry_the_drift_status(drift_client: httpx.AsyncClient) -> None:
+    rows = (await drift_client.get("/v1/scores/breakdown", params={"by": "store"})).json()["segments"]
+    assert {r["value"]: r["drift_status"] for r in rows} == {
+        "stable": "monitoring",
+        "dropping": "drop_detected",
+    }
+    listed = (await drift_client.get("/v1/drift", params={"status": "drop_detected"})).json()
+    assert [(s["segment_key"], s["segment"]) for s in listed["segments"]] == [
+        ("store=dropping", {"store": "dropping"})
+    ]
+    assert listed["segments"][0]["drop"]["answers_after"] > 0 and listed["next_cursor"] is None
+    first = (await drift_client.get("/v1/drift", params={"limit": 1})).json()
+    second = (await drift_client.get("/v1/drift", params={"limit": 1, "cursor": first["next_cursor"]})).json()
+    assert [s["segment_key"] for s in first["segments"] + second["segments"]] == [
+        "store=dropping",
+        "store=stable",
+    ]
+    assert second["next_cursor"] is None
+    bad = await drift_client.get("/v1/drift", params={"status": "panicking"})
+    assert bad.status_code == 422
+    bad = await drift_client.get("/v1/drift", params={"cursor": "nope"})
+    assert bad.status_code == 422 and bad.json()["errors"][0]["field"] == "cursor"

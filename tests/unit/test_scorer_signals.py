@@ -18,10 +18,11 @@ from services.scorer.segments import (
 )
 from services.scorer.signals import (
     BELOW_THRESHOLD,
-    SIGNIFICANT_DROP,
+    DropTest,
     SegmentState,
     decide,
     drop_test,
+    is_significant_drop,
     normal_cdf,
     threshold_for,
 )
@@ -112,6 +113,25 @@ def test_same_drop_is_noise_on_few_answers_and_real_on_many() -> None:
     assert p(csat(1400, 600), csat(1200, 800)) > 0.99
 
 
+@pytest.mark.parametrize(
+    ("z", "p", "n_cur", "n_prev", "significant"),
+    [
+        (-3.0, 0.001, 30, 30, True),
+        (-3.0, 0.001, 29, 30, False),  # too few answers in the current window
+        (-3.0, 0.001, 30, 29, False),  # ... or in the previous one
+        (-1.5, 0.067, 100, 100, False),  # not at alpha 0.05
+        (3.0, 0.001, 100, 100, False),  # a rise is not a drop, whatever its p-value
+    ],
+)
+def test_the_one_look_verdict(z: float, p: float, n_cur: int, n_prev: int, significant: bool) -> None:
+    test = DropTest(z, p)
+    assert (
+        is_significant_drop(test, current_n=n_cur, previous_n=n_prev, alpha=0.05, min_responses=30)
+        is significant
+    )
+    assert not is_significant_drop(None, current_n=100, previous_n=100, alpha=0.05, min_responses=30)
+
+
 def test_two_proportion_z_matches_the_textbook() -> None:
     # p1 = 0.6 (n=200), p2 = 0.7 (n=200): pooled 0.65, se = sqrt(.65*.35*(2/200)) = 0.04770, z = -2.0966
     cur, prev = csat(120, 80), csat(140, 60)
@@ -170,18 +190,15 @@ def test_threshold_lookup(segment: str, expected: float) -> None:
 def run(
     cur: dict[tuple[str, int], int], prev: dict[tuple[str, int], int], state: SegmentState, **kw: float
 ) -> tuple[SegmentState, bool, list[str], str | None]:
-    c, p = domain.summarize(Metric.CSAT, cur), domain.summarize(Metric.CSAT, prev)
+    del prev  # the previous window no longer decides anything here (the one-look test is the API's)
+    c = domain.summarize(Metric.CSAT, cur)
     d = decide(
         metric=Metric.CSAT,
         window="7d",
         segment="store=paris-1",
         current=c,
-        previous=p,
-        test=drop_test(Metric.CSAT, cur, prev, c, p),
         state=state,
         threshold=kw.get("threshold", 70.0),
-        alpha=0.05,
-        min_responses=30,
         min_delta=kw.get("min_delta", 0.0),
     )
     return d.state, d.changed, [a.reason for a in d.alerts], d.event_id
@@ -210,26 +227,23 @@ def test_nothing_published_for_an_empty_segment() -> None:
 
 
 def test_alerts_fire_once_per_episode_with_stable_ids() -> None:
+    # A significant drop against the previous window alerts nobody (drift alerts do): only the threshold.
     s, _, alerts, _ = run(csat(600, 400), csat(800, 200), SegmentState())
-    assert alerts == [BELOW_THRESHOLD, SIGNIFICANT_DROP]
+    assert alerts == [BELOW_THRESHOLD]
     s2, _, again, _ = run(csat(590, 410), csat(800, 200), s)
     assert again == []  # still in the same episode
     recovered, _, none, _ = run(csat(900, 100), csat(800, 200), s2)
-    assert none == [] and not recovered.below and not recovered.dropping
+    assert none == [] and not recovered.below
     _, _, new_episode, _ = run(csat(600, 400), csat(800, 200), recovered)
-    assert new_episode == [BELOW_THRESHOLD, SIGNIFICANT_DROP]
+    assert new_episode == [BELOW_THRESHOLD]
     # Re-deciding from the same stored state gives the same ids (a crash before saving the state).
     first = decide(
         metric=Metric.CSAT,
         window="7d",
         segment="*",
         current=domain.summarize(Metric.CSAT, csat(10, 90)),
-        previous=domain.summarize(Metric.CSAT, csat(90, 10)),
-        test=None,
         state=SegmentState(),
         threshold=70.0,
-        alpha=0.05,
-        min_responses=30,
         min_delta=0.0,
     )
     second = decide(
@@ -237,12 +251,8 @@ def test_alerts_fire_once_per_episode_with_stable_ids() -> None:
         window="7d",
         segment="*",
         current=domain.summarize(Metric.CSAT, csat(10, 90)),
-        previous=domain.summarize(Metric.CSAT, csat(90, 10)),
-        test=None,
         state=SegmentState(),
         threshold=70.0,
-        alpha=0.05,
-        min_responses=30,
         min_delta=0.0,
     )
     assert [a.alert_id for a in first.alerts] == [a.alert_id for a in second.alerts]

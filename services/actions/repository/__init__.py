@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.actions.ports import Stores
@@ -49,6 +50,16 @@ class PgTransactions:
     async def connect(self) -> AsyncIterator[Stores]:
         async with self._engine.connect() as conn:
             yield pg_stores(conn)
+
+    @asynccontextmanager
+    async def read_only(self) -> AsyncIterator[Stores]:
+        """A READ ONLY transaction, rolled back at the end: PostgreSQL refuses any write inside it."""
+        async with self._engine.connect() as conn:
+            await conn.execute(text("SET TRANSACTION READ ONLY"))
+            try:
+                yield pg_stores(conn)
+            finally:
+                await conn.rollback()
 
 
 def consumer_handler(

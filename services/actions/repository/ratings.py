@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.actions.engine import Fatigue
 from services.actions.facts import CustomerContext, PastRating
-from services.actions.ports import BatchFacts
+from services.actions.ports import BatchFacts, CustomerFacts, StoredRating
 from services.actions.verbatims import Analysis
 from shared.events import RatingSubmitted
 
@@ -25,11 +25,7 @@ from shared.events import RatingSubmitted
 # latest ratings, and fatigue (when each rule last acted, customer messages in the last 24 h, active
 # sequences). A micro-batch paid seven round trips for these. The reads do not touch ``actions.timers``,
 # so running the update in the same statement changes nothing they see.
-_BATCH_FACTS = text(
-    "WITH cancelled AS (UPDATE actions.timers SET status = 'cancelled', outcome = 'answered', "
-    "fired_at = :now WHERE kind = 'resurvey_no_answer' AND status = 'pending' "
-    "AND (customer_id = ANY(:commented) OR ref = ANY(:surveys)) RETURNING 1) "
-    "SELECT (SELECT count(*) FROM cancelled) AS cancelled, "
+_READS = (
     "(SELECT max(version) FROM actions.rule_sets) AS version, "
     "(SELECT array_agg(ROW(customer_id, email, phone, locale, timezone, tier, value, "
     " owner_email, owner_name, opted_out, attributes, consent)) FROM actions.customers "
@@ -37,7 +33,8 @@ _BATCH_FACTS = text(
     "(SELECT array_agg(ROW(customer_id, rating_id, occurred_at, normalized, sentiment)) FROM ("
     " SELECT customer_id, rating_id, occurred_at, normalized, sentiment, row_number() OVER "
     " (PARTITION BY customer_id ORDER BY occurred_at DESC, rating_id DESC) AS rn "
-    " FROM actions.ratings WHERE customer_id = ANY(:ids) AND occurred_at >= :since) AS x "
+    " FROM actions.ratings WHERE customer_id = ANY(:ids) AND occurred_at >= :since "
+    " AND customer_verified) AS x "
     " WHERE rn <= :n) AS past, "
     "(SELECT array_agg(ROW(customer_id, rule_id, last)) FROM ("
     " SELECT customer_id, rule_id, max(created_at) AS last FROM actions.decisions "
@@ -49,6 +46,20 @@ _BATCH_FACTS = text(
     " GROUP BY customer_id) AS s) AS sent, "
     "(SELECT array_agg(ROW(customer_id, sequence)) FROM actions.enrolments "
     " WHERE customer_id = ANY(:ids) AND status = 'active' AND ends_at >= :now) AS sequences"
+)
+_CANCEL_ANSWERED = (
+    "WITH cancelled AS (UPDATE actions.timers SET status = 'cancelled', outcome = 'answered', "
+    "fired_at = :now WHERE kind = 'resurvey_no_answer' AND status = 'pending' "
+    "AND (customer_id = ANY(:commented) OR ref = ANY(:surveys)) RETURNING 1) "
+    "SELECT (SELECT count(*) FROM cancelled) AS cancelled, "
+)
+_BATCH_FACTS = text(_CANCEL_ANSWERED + _READS)
+#: The same reads without the update: the dry run decides as the consumer would and writes nothing.
+_FACTS_ONLY = text("SELECT " + _READS)
+_STORED = text(
+    "SELECT rating_id, customer_id, metric, scale, score, sentiment, occurred_at, has_comment, survey_id, "
+    "themes, comment_sentiment FROM actions.ratings "
+    "WHERE CAST(:id AS text) IS NULL OR rating_id = :id ORDER BY occurred_at DESC, rating_id LIMIT :limit"
 )
 
 
@@ -67,14 +78,15 @@ class PgRatings:
         result = await self._conn.execute(
             text(
                 "INSERT INTO actions.ratings (rating_id, customer_id, metric, scale, score, normalized, "
-                "sentiment, occurred_at, has_comment, survey_id, themes, comment_sentiment) "
+                "sentiment, occurred_at, has_comment, survey_id, themes, comment_sentiment, "
+                "customer_verified) "
                 "SELECT id, c, m, s, score, n, sent, t, hc, sv, "
-                "COALESCE(ARRAY(SELECT jsonb_array_elements_text(th)), '{}'), cs "
+                "COALESCE(ARRAY(SELECT jsonb_array_elements_text(th)), '{}'), cs, cv "
                 "FROM unnest(CAST(:id AS text[]), CAST(:c AS text[]), "
                 "CAST(:m AS text[]), CAST(:s AS text[]), CAST(:score AS smallint[]), CAST(:n AS real[]), "
                 "CAST(:sent AS text[]), CAST(:t AS timestamptz[]), CAST(:hc AS boolean[]), "
-                "CAST(:sv AS text[]), CAST(:th AS jsonb[]), CAST(:cs AS text[])) "
-                "AS v(id, c, m, s, score, n, sent, t, hc, sv, th, cs) "
+                "CAST(:sv AS text[]), CAST(:th AS jsonb[]), CAST(:cs AS text[]), CAST(:cv AS boolean[])) "
+                "AS v(id, c, m, s, score, n, sent, t, hc, sv, th, cs, cv) "
                 "ON CONFLICT DO NOTHING RETURNING rating_id"
             ),
             {
@@ -96,6 +108,7 @@ class PgRatings:
                     analyses[r.rating_id].sentiment if r.rating_id in analyses and r.comment else None
                     for r in rows
                 ],
+                "cv": [r.customer_verified for r in rows],
             },
         )
         return {row.rating_id for row in result}
@@ -121,18 +134,55 @@ class PgRatings:
             "commented": sorted(set(commented_customers)),
             "surveys": sorted(set(survey_ids)),
         }
-        row = (await self._conn.execute(_BATCH_FACTS, params)).one()
-        past: dict[str, list[PastRating]] = defaultdict(list)
-        for p in row.past or ():
-            past[p[0]].append(PastRating(p[1], p[2], float(p[3]), p[4]))
-        return BatchFacts(
-            rules_version=int(row.version) if row.version is not None else None,
-            contexts={c[0]: _context_of(c) for c in row.contexts or ()},
-            past=dict(past),
-            fatigue=_fatigue_of(
-                ids, fired=row.fired or (), sent=row.sent or (), sequences=row.sequences or ()
-            ),
+        return _facts_of(ids, (await self._conn.execute(_BATCH_FACTS, params)).one())
+
+    async def customer_facts(
+        self, *, customer_id: str, since: datetime, per_customer: int, now: datetime
+    ) -> CustomerFacts:
+        """One customer's context, history and fatigue, without the batch's update (the dry run)."""
+        ids = [customer_id]
+        day_ago = now - timedelta(hours=24)
+        params = {"ids": ids, "since": since, "n": per_customer, "now": now, "day_ago": day_ago}
+        facts = _facts_of(ids, (await self._conn.execute(_FACTS_ONLY, params)).one())
+        return CustomerFacts(
+            rules_version=facts.rules_version,
+            context=facts.contexts.get(customer_id),
+            past=facts.past.get(customer_id, []),
+            fatigue=facts.fatigue[customer_id],
         )
+
+    async def stored(self, *, limit: int, rating_id: str | None = None) -> list[StoredRating]:
+        """The newest ratings actions decided on (or the one named), to pick one for a dry run."""
+        rows = await self._conn.execute(_STORED, {"id": rating_id, "limit": limit})
+        return [
+            StoredRating(
+                rating_id=r.rating_id,
+                customer_id=r.customer_id,
+                metric=r.metric,
+                scale=r.scale,
+                score=int(r.score),
+                sentiment=r.sentiment,
+                occurred_at=r.occurred_at,
+                has_comment=bool(r.has_comment),
+                survey_id=r.survey_id,
+                themes=tuple(r.themes or ()),
+                comment_sentiment=r.comment_sentiment,
+            )
+            for r in rows
+        ]
+
+
+def _facts_of(ids: Sequence[str], row: Any) -> BatchFacts:
+    """The reads of ``_READS`` (one row of arrays) as the engine's facts."""
+    past: dict[str, list[PastRating]] = defaultdict(list)
+    for p in row.past or ():
+        past[p[0]].append(PastRating(p[1], p[2], float(p[3]), p[4]))
+    return BatchFacts(
+        rules_version=int(row.version) if row.version is not None else None,
+        contexts={c[0]: _context_of(c) for c in row.contexts or ()},
+        past=dict(past),
+        fatigue=_fatigue_of(ids, fired=row.fired or (), sent=row.sent or (), sequences=row.sequences or ()),
+    )
 
 
 def _json(value: Any) -> Any:

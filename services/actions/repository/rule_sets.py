@@ -25,32 +25,34 @@ class PgRuleSets:
         """``version``, or the newest."""
         result = await self._conn.execute(
             text(
-                "SELECT version, document, origin FROM actions.rule_sets "
+                "SELECT version, document, origin, created_at, author FROM actions.rule_sets "
                 "WHERE CAST(:v AS integer) IS NULL OR version = :v ORDER BY version DESC LIMIT 1"
             ),
             {"v": version},
         )
         row = result.first()
-        return StoredRuleSet(int(row.version), row.document, str(row.origin)) if row else None
+        if row is None:
+            return None
+        return StoredRuleSet(int(row.version), row.document, str(row.origin), row.created_at, row.author)
 
     async def lock(self) -> None:
         """Serialise writers of the rule set (held until the transaction ends)."""
         await self._conn.execute(text("SELECT pg_advisory_xact_lock(hashtext('actions.rule_sets'))"))
 
-    async def insert(self, *, version: int, document: Any, origin: str) -> bool:
+    async def insert(self, *, version: int, document: Any, origin: str, author: str | None = None) -> bool:
         result = await self._conn.execute(
             text(
-                "INSERT INTO actions.rule_sets (version, document, origin) "
-                "VALUES (:v, CAST(:d AS jsonb), :o) ON CONFLICT DO NOTHING"
+                "INSERT INTO actions.rule_sets (version, document, origin, author) "
+                "VALUES (:v, CAST(:d AS jsonb), :o, :a) ON CONFLICT DO NOTHING"
             ),
-            {"v": version, "d": json.dumps(document, default=str), "o": origin},
+            {"v": version, "d": json.dumps(document, default=str), "o": origin, "a": author},
         )
         return bool(result.rowcount)
 
     async def versions(self, *, limit: int) -> list[dict[str, Any]]:
         rows = await self._conn.execute(
             text(
-                "SELECT version, origin, created_at, jsonb_array_length(document->'rules') AS rules "
+                "SELECT version, origin, author, created_at, jsonb_array_length(document->'rules') AS rules "
                 "FROM actions.rule_sets ORDER BY version DESC LIMIT :limit"
             ),
             {"limit": limit},

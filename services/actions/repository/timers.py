@@ -72,7 +72,7 @@ class PgTimers:
         row = await self._conn.execute(
             text(
                 "SELECT EXISTS (SELECT 1 FROM actions.ratings r JOIN actions.timers t ON t.timer_id = :id "
-                "WHERE r.customer_id = t.customer_id "
+                "WHERE r.customer_id = t.customer_id AND r.customer_verified "
                 "AND r.rating_id <> COALESCE(t.payload->>'rating_id', '') "
                 "AND (r.survey_id = t.ref OR (r.has_comment AND r.occurred_at >= t.created_at)))"
             ),

@@ -116,7 +116,8 @@ def _whole_set(api: APIRouter, deps: ActionsDeps) -> None:
     @api.post("/v1/rules/validate", summary="Check a rules document without storing it")
     async def validate_rules(request: Request) -> Any:
         try:
-            rules = parse_rules(_strip_meta(await _read_document(request)), origin="request")
+            document = _strip_meta(await _read_document(request))
+            rules = parse_rules(document, origin="request", outbound=book.outbound)
         except RuleFileError as exc:
             return _invalid_rules(exc)
         return {"valid": True, "rules": [r.id for r in rules.rules], "sequences": sorted(rules.sequences)}

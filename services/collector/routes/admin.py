@@ -3,17 +3,17 @@
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
-from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, Path
 from fastapi.responses import JSONResponse, Response
 
 from services.collector.deps import CollectorDeps
-from services.collector.keys import generate_key
 from services.collector.links import EmailLink
 from services.collector.ports import SmsSurvey, SourceExists, StoreUnavailable
 from services.collector.problems import ProblemError
 from services.collector.routes.admin_models import (
+    IdentitySecretOut,
+    IdentitySecretRequest,
     KeyOut,
     KeyRequest,
     LinkRequest,
@@ -29,7 +29,10 @@ from services.collector.routes.admin_models import (
 )
 from services.collector.sms import normalize_phone, phone_hash
 from shared.auth import admin_guard
+from shared.events import KeyKind
+from shared.identity.sourcekeys import SourceKeyKind, derive_identity_secret, generate_source_key
 from shared.scales import ScaleError, get_scale
+from shared.security.urls import quote_id
 
 Sid = Annotated[str, Path(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$", examples=["shop-web"])]
 KeyId = Annotated[str, Path(pattern=r"^[0-9a-f]{10}$")]
@@ -54,6 +57,7 @@ def router(deps: CollectorDeps) -> APIRouter:
     )
     _source_routes(routes, deps)
     _key_routes(routes, deps)
+    _identity_routes(routes, deps)
     _survey_routes(routes, deps)
     return routes
 
@@ -73,7 +77,9 @@ def _source_routes(routes: APIRouter, deps: CollectorDeps) -> None:
             raise _invalid("source_id", f"{body.source_id!r} is reserved")
         try:
             created = await deps.sources.create_source(source=body.as_source())
-            key = await _new_key(deps, source_id=created.source_id, expire_others_in_s=None)
+            key = await _new_key(
+                deps, source_id=created.source_id, kind=body.key_kind, expire_others_in_s=None
+            )
         except SourceExists as exc:
             raise ProblemError(
                 409,
@@ -145,14 +151,15 @@ def _key_routes(routes: APIRouter, deps: CollectorDeps) -> None:
         status_code=201,
         response_model=NewKeyOut,
         tags=["admin"],
-        summary="Add a key (rotation: optionally expire the others after a delay)",
+        summary="Add a publishable or secret key (rotation: optionally expire the others of its kind)",
     )
     async def add_key(source_id: Sid, body: KeyRequest | None = None) -> Any:
         try:
             if await deps.sources.get_source(source_id=source_id) is None:
                 raise _not_found("source")
             others = body.expire_others_in_s if body else None
-            key = await _new_key(deps, source_id=source_id, expire_others_in_s=others)
+            kind = body.kind if body else KeyKind.PUBLISHABLE
+            key = await _new_key(deps, source_id=source_id, kind=kind, expire_others_in_s=others)
         except StoreUnavailable as exc:
             raise _db_down(retry_after_s) from exc
         return JSONResponse(key.model_dump(mode="json"), status_code=201)
@@ -180,6 +187,47 @@ def _key_routes(routes: APIRouter, deps: CollectorDeps) -> None:
             raise _not_found("key")
         _forget_cached(deps)
         return Response(status_code=204)
+
+
+def _identity_routes(routes: APIRouter, deps: CollectorDeps) -> None:
+    retry_after_s = deps.settings.retry_after_s
+
+    @routes.post(
+        "/v1/sources/{source_id}/identity-secret",
+        response_model=IdentitySecretOut,
+        tags=["admin"],
+        summary="The secret the site's servers sign customer ids with (rotate: issue a new one)",
+        description="Derived from CSAT_SOURCE_IDENTITY_KEY, never stored. The site's server computes a "
+        "proof of each customer id with it; a rating posted with a publishable key and a valid proof "
+        "is that customer's (docs/collector.md). After a rotation the previous secret keeps verifying "
+        "for CSAT_IDENTITY_SECRET_GRACE_H.",
+    )
+    async def identity_secret(source_id: Sid, body: IdentitySecretRequest | None = None) -> IdentitySecretOut:
+        now = datetime.now(UTC)
+        try:
+            if body is not None and body.rotate:
+                found = await deps.sources.rotate_identity(source_id=source_id, now=now)
+                _forget_cached(deps)
+            else:
+                found = await deps.sources.get_source(source_id=source_id)
+        except StoreUnavailable as exc:
+            raise _db_down(retry_after_s) from exc
+        if found is None:
+            raise _not_found("source")
+        grace = timedelta(hours=deps.settings.identity_secret_grace_h)
+        rotated = found.identity_rotated_at
+        return IdentitySecretOut(
+            source_id=found.source_id,
+            version=found.identity_version,
+            identity_secret=derive_identity_secret(
+                platform_key=deps.settings.identity_platform_key,
+                source_id=found.source_id,
+                version=found.identity_version,
+            ),
+            previous_valid_until=rotated + grace
+            if rotated is not None and found.identity_version > 1
+            else None,
+        )
 
 
 def _survey_routes(routes: APIRouter, deps: CollectorDeps) -> None:
@@ -211,14 +259,20 @@ def _survey_routes(routes: APIRouter, deps: CollectorDeps) -> None:
         return JSONResponse(out.model_dump(mode="json"), status_code=201)
 
 
-async def _new_key(deps: CollectorDeps, *, source_id: str, expire_others_in_s: int | None) -> NewKeyOut:
+#: The key prefix of each kind an admin can issue.
+_PREFIX = {KeyKind.PUBLISHABLE: SourceKeyKind.PUBLISHABLE, KeyKind.SECRET: SourceKeyKind.SECRET}
+
+
+async def _new_key(
+    deps: CollectorDeps, *, source_id: str, kind: KeyKind, expire_others_in_s: int | None
+) -> NewKeyOut:
     """A fresh key for the source; the response is the only time its secret is shown."""
-    key = generate_key()
+    key = generate_source_key(_PREFIX[kind])
     others = (
         datetime.now(UTC) + timedelta(seconds=expire_others_in_s) if expire_others_in_s is not None else None
     )
     info = await deps.sources.add_key(
-        source_id=source_id, key_id=key.key_id, key_hash=key.key_hash, expire_others_at=others
+        source_id=source_id, key_id=key.key_id, key_hash=key.key_hash, kind=kind, expire_others_at=others
     )
     _forget_cached(deps)
     return NewKeyOut(**KeyOut.of(info).model_dump(), key=key.secret)
@@ -248,7 +302,7 @@ def _mint(deps: CollectorDeps, body: LinkRequest) -> LinksOut:
         question=body.question,
         segment=dict(body.segment),
     )
-    base = f"{deps.settings.base_url}/v1/email/{quote(deps.signer.sign(link), safe='')}"
+    base = f"{deps.settings.base_url}/v1/email/{quote_id(deps.signer.sign(link))}"
     return LinksOut(
         rating_id=link.rating_id,
         expires_at=link.expires_at,
@@ -282,9 +336,7 @@ async def _add_sms_survey(deps: CollectorDeps, body: SmsSurveyRequest) -> SmsSur
         expires_at=expires,
     )
     try:
-        await deps.surveys.add_sms_survey(
-            survey=survey, phone_hash=phone_hash(cfg.signing_secret.get_secret_value(), phone)
-        )
+        await deps.surveys.add_sms_survey(survey=survey, phone_hash=phone_hash(deps.phone_hasher, phone))
     except StoreUnavailable as exc:
         raise _db_down(cfg.retry_after_s) from exc
     hint = f"Reply with a number from {scale.low} to {scale.high}, and a comment if you like."

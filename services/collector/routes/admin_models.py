@@ -2,13 +2,17 @@
 
 import re
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 from services.collector.domain import AccountIn, CustomerIn
 from services.collector.ports import KeyInfo, Source
+from shared.events import KeyKind
 from shared.scales import Metric
+
+#: The kinds of key an admin can issue: publishable for pages and apps, secret for servers.
+IssuableKind = Literal[KeyKind.PUBLISHABLE, KeyKind.SECRET]
 
 SourceId = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")]
 _ORIGIN = re.compile(r"^https?://[A-Za-z0-9.-]+(:\d{1,5})?$")
@@ -44,6 +48,11 @@ class SourceIn(BaseModel):
         default=None, ge=0, description="Per-key limit; default CSAT_RATE_KEY_PER_S"
     )
     rate_burst: int | None = Field(default=None, ge=1)
+    key_kind: IssuableKind = Field(
+        default=KeyKind.PUBLISHABLE,
+        description="The first key's kind: publishable (pk_, for pages and apps: what it posts about a "
+        "person is a claim) or secret (sk_, for servers: facts)",
+    )
 
     _check_origins = field_validator("allowed_origins")(_origins)
 
@@ -102,6 +111,7 @@ class SourceOut(BaseModel):
 class KeyOut(BaseModel):
     key_id: str
     source_id: str
+    kind: KeyKind = Field(description="publishable (pk_, or a pre-split csk_ key) or secret (sk_)")
     created_at: datetime
     expires_at: datetime | None = None
     revoked_at: datetime | None = None
@@ -111,6 +121,7 @@ class KeyOut(BaseModel):
         return cls(
             key_id=k.key_id,
             source_id=k.source_id,
+            kind=k.kind,
             created_at=k.created_at,
             expires_at=k.expires_at,
             revoked_at=k.revoked_at,
@@ -127,10 +138,43 @@ class SourceCreated(BaseModel):
 
 
 class KeyRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"expire_others_in_s": 3600}]})
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{"kind": "secret"}, {"kind": "publishable", "expire_others_in_s": 3600}]
+        },
+    )
 
+    kind: IssuableKind = Field(
+        default=KeyKind.PUBLISHABLE,
+        description="publishable (pk_, embedded in pages and apps) or secret (sk_, kept on servers)",
+    )
     expire_others_in_s: int | None = Field(
-        default=None, ge=0, description="Rotation: the source's other keys stop working after this delay"
+        default=None,
+        ge=0,
+        description="Rotation: the source's other keys of the same kind stop working after this delay",
+    )
+
+
+class IdentitySecretRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"rotate": True}]})
+
+    rotate: bool = Field(
+        default=False,
+        description="Issue a new secret; the previous one keeps verifying proofs for "
+        "CSAT_IDENTITY_SECRET_GRACE_H (7 days)",
+    )
+
+
+class IdentitySecretOut(BaseModel):
+    source_id: str
+    version: int
+    identity_secret: str = Field(
+        description="For the site's servers only: they sign customer ids with it (HMAC-SHA256); never "
+        "put it in a page"
+    )
+    previous_valid_until: datetime | None = Field(
+        default=None, description="Until when proofs signed with the previous secret still verify"
     )
 
 

@@ -11,15 +11,24 @@ from pydantic import SecretStr, ValidationError
 
 from services.collector import metrics
 from services.collector.deps import CollectorDeps
-from services.collector.domain import RatingRejected
+from services.collector.domain import RatingRejected, Trust
 from services.collector.intake import IntakeUnavailable, Outcome
 from services.collector.links import EmailLink, LinkExpired, LinkInvalid
 from services.collector.pages import SMS_TEXT, TEXT, WIDGET_JS, SurveyPages, demo_page, lang, page, wants_html
 from services.collector.ports import StoreUnavailable
 from services.collector.problems import ProblemError
 from services.collector.settings import CollectorSettings
-from services.collector.sms import is_keyword, parse_reply, phone_hash, signature_valid, survey_answer, twiml
+from services.collector.sms import (
+    is_keyword,
+    parse_reply,
+    phone_hashes,
+    signature_valid,
+    survey_answer,
+    twiml,
+)
+from shared.events import KeyKind
 from shared.http import problem
+from shared.identity.sourcekeys import derive_identity_secret, sign_customer
 from shared.scales import Metric, ScaleError, get_scale, parse_score
 
 log = structlog.get_logger(__name__)
@@ -118,7 +127,12 @@ def _widget_routes(routes: APIRouter, deps: CollectorDeps) -> None:
                 404, "Not Found", detail="the demo page is off", type_="https://csat.dev/problems/not-found"
             )
         base_url = str(request.base_url).rstrip("/")
-        return demo_page(key=key.get_secret_value(), customer="cus_demo", base_url=base_url)
+        return demo_page(
+            key=key.get_secret_value(),
+            customer=DEMO_CUSTOMER,
+            proof=await _demo_proof(deps),
+            base_url=base_url,
+        )
 
 
 def _email_routes(routes: APIRouter, deps: CollectorDeps) -> None:
@@ -216,6 +230,24 @@ def _sms_routes(routes: APIRouter, deps: CollectorDeps) -> None:
         return Response(twiml(message), media_type="text/xml")
 
 
+#: The customer the demo page rates as; the page vouches for it as a site's server would.
+DEMO_CUSTOMER = "cus_demo"
+
+
+async def _demo_proof(deps: CollectorDeps) -> str:
+    """The proof a site's server would print beside the customer id (valid one day)."""
+    try:
+        found = await deps.sources.get_source(source_id="demo")
+    except StoreUnavailable:
+        found = None
+    version = found.identity_version if found is not None else 1
+    secret = derive_identity_secret(
+        platform_key=deps.settings.identity_platform_key, source_id="demo", version=version
+    )
+    expires = int(datetime.now(UTC).timestamp()) + 86_400
+    return sign_customer(identity_secret=secret, customer_id=DEMO_CUSTOMER, expires_at=expires)
+
+
 # ---- email links ---------------------------------------------------------------------------------
 
 
@@ -286,6 +318,7 @@ async def _record_email_answer(
             source="email",
             rating_id=link.rating_id,
             keyed=True,
+            trust=Trust(key_kind=KeyKind.EMAIL_LINK),
         )
     except (ValidationError, RatingRejected):
         metrics.reject("invalid_score", "email")
@@ -336,9 +369,10 @@ async def _answer_sms(deps: CollectorDeps, *, sender: str, body: str) -> str | N
         return None
     now = datetime.now(UTC)
     try:
-        survey = await deps.surveys.open_sms_survey(
-            phone_hash=phone_hash(deps.settings.signing_secret.get_secret_value(), sender), now=now
+        hashes = phone_hashes(
+            deps.phone_hasher, sender, legacy_secret=deps.settings.signing_secret.get_secret_value()
         )
+        survey = await deps.surveys.open_sms_survey(phone_hashes=hashes, now=now)
     except ValueError:
         survey = None
     except StoreUnavailable:
@@ -360,6 +394,7 @@ async def _answer_sms(deps: CollectorDeps, *, sender: str, body: str) -> str | N
         source="sms",
         rating_id=f"sms-{survey.request_id}",
         keyed=True,
+        trust=Trust(key_kind=KeyKind.SMS),
     )
     try:
         (verdict,) = await deps.intake.submit([submission])

@@ -1,19 +1,34 @@
-"""Who may post a rating: the per-IP limit, the source key (or anonymous in dev), origins, the key limit."""
+"""Who may post a rating: the per-IP limit, the credential (or anonymous in dev), origins, the key limit.
+
+A credential is a source key (``pk_`` publishable, ``sk_`` secret, or a pre-split ``csk_`` key, which
+counts as publishable) or an API token holding ``ratings:write`` (checked by the shared
+``Authenticator``, like every other service's routes). What the ratings may do follows from its kind:
+a publishable key's contact, consent and account fields are claims (``intake.prepare``).
+"""
 
 from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta
 from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
 from services.collector import metrics
-from services.collector.access import DEV_SOURCE, origin_of, same_origin
+from services.collector.access import DEV_SOURCE, origin_of, same_origin, token_poster
 from services.collector.deps import CollectorDeps
+from services.collector.domain import Trust, identity_secrets
 from services.collector.ports import Principal, Source, StoreUnavailable
 from services.collector.problems import ProblemError, unavailable
+from shared.events import KeyKind
+from shared.identity.guard import AuthError
+from shared.identity.scopes import Scope
+from shared.identity.sourcekeys import parse_source_key
 
-_bearer = HTTPBearer(auto_error=False, description="A source key: `Authorization: Bearer csk_...`")
-_api_key = APIKeyHeader(name="X-API-Key", auto_error=False, description="A source key, as a header")
+_bearer = HTTPBearer(
+    auto_error=False,
+    description="A source key (`pk_...` publishable, `sk_...` secret) or an API token with ratings:write",
+)
+_api_key = APIKeyHeader(name="X-API-Key", auto_error=False, description="The same credential, other header")
 
 
 def source_guard(deps: CollectorDeps) -> Callable[..., Awaitable[Principal]]:
@@ -41,19 +56,54 @@ def source_guard(deps: CollectorDeps) -> Callable[..., Awaitable[Principal]]:
 
 
 async def _principal(deps: CollectorDeps, key: str | None) -> Principal:
-    """The source behind ``key``; anonymous posts are the dev source when keys are not required."""
+    """The poster behind ``key``; anonymous posts are the dev source when keys are not required."""
     if not key:
         if deps.settings.keys_required:
-            raise _unauthorized("a source API key is required (Authorization: Bearer <key> or X-API-Key)")
-        return Principal(source=DEV_SOURCE, key_id=None)
+            raise _unauthorized("a source key or an API token is required (Authorization: Bearer <key>)")
+        return Principal(source=DEV_SOURCE, key_id=None, kind=KeyKind.NONE)
+    if parse_source_key(key) is None:
+        return await _token(deps, key)
     try:
         found = await deps.keys.resolve(key)
     except StoreUnavailable as exc:
         metrics.reject("database_unavailable", None)
         raise unavailable("database", retry_after_s=deps.settings.retry_after_s) from exc
     if found is None:
-        raise _unauthorized("unknown, revoked or expired key; source keys only (csk_...)")
+        raise _unauthorized("unknown, revoked or expired source key")
     return found
+
+
+async def _token(deps: CollectorDeps, credential: str) -> Principal:
+    """An API token (or any other credential the shared ``Authenticator`` knows) with ``ratings:write``."""
+    try:
+        who = await deps.auth.authenticate(credential)
+    except AuthError as exc:
+        if exc.status == 503:
+            metrics.reject("database_unavailable", None)
+            raise unavailable("database", retry_after_s=deps.settings.retry_after_s) from None
+        raise _unauthorized("unknown, revoked or expired key or token") from None
+    if who.missing({Scope.RATINGS_WRITE}):
+        metrics.reject("forbidden", None)
+        raise ProblemError(
+            403,
+            "Forbidden",
+            detail="this credential lacks the scope ratings:write",
+            type_="https://csat.dev/problems/forbidden",
+        )
+    return token_poster(who)
+
+
+def trust_of(deps: CollectorDeps, principal: Principal, *, now: datetime) -> Trust:
+    """What vouches for this poster's ratings; a publishable key brings its source's identity secrets."""
+    if principal.kind is not KeyKind.PUBLISHABLE:
+        return Trust(key_kind=principal.kind)
+    secrets = identity_secrets(
+        platform_key=deps.settings.identity_platform_key,
+        source=principal.source,
+        now=now,
+        grace=timedelta(hours=deps.settings.identity_secret_grace_h),
+    )
+    return Trust(key_kind=principal.kind, identity_secrets=secrets)
 
 
 def _admit(source: Source, origin: str | None, request: Request) -> None:

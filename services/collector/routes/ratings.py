@@ -3,17 +3,17 @@
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Header
+from fastapi import APIRouter, Depends, Header, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, ValidationError
 
 from services.collector import metrics
 from services.collector.deps import CollectorDeps
-from services.collector.domain import RatingId, RatingIn, RatingRejected
+from services.collector.domain import RatingId, RatingIn, RatingRejected, Trust
 from services.collector.intake import Intake, IntakeUnavailable, Outcome, Submission, Verdict
 from services.collector.ports import Principal
 from services.collector.problems import ProblemError, invalid_rating, problem_example, unavailable
-from services.collector.routes.guard import source_guard
+from services.collector.routes.guard import source_guard, trust_of
 from shared.http import field_path
 
 #: The paths a browser may post to (CORS per source) and whose invalid bodies count as rejected ratings.
@@ -21,11 +21,12 @@ RATING_PATHS = frozenset({"/v1/ratings", "/v1/ratings/batch"})
 
 RATING_PROBLEMS: dict[int | str, dict[str, Any]] = {
     401: {
-        "description": "No key, or an unknown, revoked or expired one",
+        "description": "No key, or an unknown, revoked or expired one (or an API token that is)",
         "content": problem_example(401, "Unauthorized", "unauthorized", "a source API key is required", None),
     },
     403: {
-        "description": "The source is disabled, or the browser origin is not one of the source's",
+        "description": "The source is disabled, the browser origin is not one of the source's, or an API "
+        "token lacks ratings:write",
         "content": problem_example(
             403, "Forbidden", "origin-not-allowed", "origin not allowed for this source", "Origin"
         ),
@@ -202,13 +203,15 @@ def add_routes(routes: APIRouter, deps: CollectorDeps) -> None:
         source = principal.source.source_id
         if idempotency_key and body.rating_id and idempotency_key != body.rating_id:
             raise invalid_rating("rating_id", "rating_id and the Idempotency-Key header differ", source)
+        now = datetime.now(UTC)
         try:
             submission = deps.intake.prepare(
                 body,
-                received_at=datetime.now(UTC),
+                received_at=now,
                 source=source,
                 rating_id=idempotency_key,
                 keyed=bool(body.rating_id or idempotency_key),
+                trust=trust_of(deps, principal, now=now),
             )
         except RatingRejected as exc:
             raise invalid_rating(exc.field, exc.message, source) from exc
@@ -225,17 +228,25 @@ def add_routes(routes: APIRouter, deps: CollectorDeps) -> None:
         description="Valid items are published together (one acks=all round trip); invalid ones are "
         "listed with the field at fault. A 503 means no item was recorded.",
     )
-    async def post_batch(body: BatchIn, principal: Guard, idempotency_key: IdempotencyKey = None) -> Any:
+    async def post_batch(
+        request: Request, body: BatchIn, principal: Guard, idempotency_key: IdempotencyKey = None
+    ) -> Any:
         source = principal.source.source_id
         limit = deps.settings.max_batch_items
         if len(body.ratings) > limit:
             raise invalid_rating("ratings", f"at most {limit} items per batch", source)
+        # The guard charged the request one rating; each further item costs one more.
+        deps.limits.check_ip(request.scope, source=source, cost=len(body.ratings) - 1)
+        deps.limits.check_key(principal, cost=len(body.ratings) - 1)
         now = datetime.now(UTC)
+        trust = trust_of(deps, principal, now=now)
         results: list[ItemResult] = []
         submissions: list[Submission] = []
         pending: list[ItemResult] = []  # the results of ``submissions``, in the same order
         for index, raw in enumerate(body.ratings):
-            checked = _batch_item(deps.intake, raw, index=index, key=idempotency_key, source=source, now=now)
+            checked = _batch_item(
+                deps.intake, raw, index=index, key=idempotency_key, source=source, now=now, trust=trust
+            )
             if isinstance(checked, ItemResult):
                 results.append(checked)
                 continue
@@ -276,7 +287,14 @@ def _answer(verdict: Verdict) -> JSONResponse:
 
 
 def _batch_item(
-    intake: Intake, raw: dict[str, Any], *, index: int, key: str | None, source: str, now: datetime
+    intake: Intake,
+    raw: dict[str, Any],
+    *,
+    index: int,
+    key: str | None,
+    source: str,
+    now: datetime,
+    trust: Trust,
 ) -> Submission | ItemResult:
     """One batch item validated on its own: its submission, or its rejection naming each field."""
     prefix = f"ratings[{index}]"
@@ -286,7 +304,12 @@ def _batch_item(
         if derived is not None and len(derived) > 128:
             raise RatingRejected("rating_id", "Idempotency-Key too long to derive item ids")
         return intake.prepare(
-            item, received_at=now, source=source, rating_id=derived, keyed=bool(item.rating_id or derived)
+            item,
+            received_at=now,
+            source=source,
+            rating_id=derived,
+            keyed=bool(item.rating_id or derived),
+            trust=trust,
         )
     except ValidationError as exc:
         errors = [

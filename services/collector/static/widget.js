@@ -3,10 +3,13 @@
  * No framework, no dependencies. Drop it into any page:
  *
  *   <script src="https://collect.example.com/widget.js" defer></script>
- *   <csat-rating key="csk_..." customer-id="cus_1042" metric="csat" scale="1-5"
- *                question="How was your delivery?" segment='{"store":"paris-1"}'></csat-rating>
+ *   <csat-rating key="pk_..." customer-id="cus_1042" customer-proof="v1.1767225600.5f0c..."
+ *                metric="csat" scale="1-5" question="How was your delivery?"
+ *                segment='{"store":"paris-1"}'></csat-rating>
  *
- * Attributes: key (the source's public key), customer-id (required), metric (csat|nps|ces),
+ * Attributes: key (the source's publishable key, pk_...; never a secret sk_ key), customer-id
+ * (required), customer-proof (computed by the site's server, so the answer counts as this customer's:
+ * without it the answer is anonymous), metric (csat|nps|ces),
  * scale, question, segment (JSON object), touchpoint, survey-id, locale (en|fr), comment
  * ("optional" or "none"), rating-id (else a random id, reused for retries), endpoint (defaults to
  * where this script was loaded from).
@@ -254,6 +257,8 @@
         score: this._score,
         customer: { id: this._attr("customer-id", "") },
       };
+      var proof = this._attr("customer-proof", null);
+      if (proof) body.customer.proof = proof;
       var seg = this._attr("segment", null);
       if (seg) {
         try {

@@ -55,6 +55,14 @@ EN: dict[str, str] = {
     "scores.one_look_help": "Comparisons are one-look tests (one-sided, at the scorer's 5 % level, each "
     "window with enough answers): right for reading a page once, not for watching a score every day, "
     "where repeated tests raise false alarms. Alerts use the drift detector for that.",
+    "scores.drift.warming_up": "Drift monitor: learning this segment's usual level.",
+    "scores.drift.too_small": "Drift monitor: too few answers a day to watch the smallest drop "
+    "worth an alert.",
+    "scores.drift.monitoring": "Drift monitor: watching, no drop detected.",
+    "scores.drift.drop_detected": "Drift monitor: drop detected.",
+    "scores.drift.not_evaluated": "Drift monitor: not evaluated yet (once a day).",
+    "scores.drift.not_monitored": "Drift monitor: this segment is not monitored.",
+    "scores.drift_drop": "{size} since {since}.",
     "scores.response_rate": "Survey response rate",
     "scores.rr_counts": "{answered} answered of {sent} sent",
     "scores.rr_low": "Low response: the people who answer may not speak for the others.",
@@ -151,6 +159,14 @@ FR: dict[str, str] = {
     "du scorer, chaque période ayant assez de réponses) : justes pour lire une page une fois, pas pour "
     "surveiller un score chaque jour, où les tests répétés déclenchent de fausses alertes. Les alertes "
     "utilisent pour cela le détecteur de dérive.",
+    "scores.drift.warming_up": "Détecteur de dérive : apprentissage du niveau habituel de ce segment.",
+    "scores.drift.too_small": "Détecteur de dérive : trop peu de réponses par jour pour surveiller la "
+    "plus petite baisse qui mérite une alerte.",
+    "scores.drift.monitoring": "Détecteur de dérive : surveillance, aucune baisse détectée.",
+    "scores.drift.drop_detected": "Détecteur de dérive : baisse détectée.",
+    "scores.drift.not_evaluated": "Détecteur de dérive : pas encore évalué (une fois par jour).",
+    "scores.drift.not_monitored": "Détecteur de dérive : ce segment n'est pas surveillé.",
+    "scores.drift_drop": "{size} depuis le {since}.",
     "scores.response_rate": "Taux de réponse aux enquêtes",
     "scores.rr_counts": "{answered} réponses sur {sent} envois",
     "scores.rr_low": "Peu de réponses : ceux qui répondent ne parlent peut-être pas pour les autres.",

@@ -18,6 +18,8 @@ from typing import Any
 import httpx
 
 from services.notifier.providers import SendResult, Verdict
+from shared.security.outbound import GuardedTransport
+from shared.security.ssrf import OutboundPolicy, OutboundRefused
 
 USER_AGENT = "csat-notifier/1.0"
 
@@ -39,10 +41,19 @@ def client(*, base_url: str = "", timeout_s: float, **kwargs: Any) -> httpx.Asyn
     )
 
 
+def guarded(*, policy: OutboundPolicy, timeout_s: float) -> httpx.AsyncClient:
+    """``client`` for URLs admins set (Slack, webhooks): it connects only to addresses the outbound guard
+    approved at connection time (no internal address unless allow-listed, no redirect followed)."""
+    return client(timeout_s=timeout_s, transport=GuardedTransport(policy=policy), trust_env=False)
+
+
 async def post(http: httpx.AsyncClient, url: str, **kwargs: Any) -> httpx.Response | SendResult:
     """POST once; a transport failure comes back as a SendResult saying whether the request left."""
     try:
         return await http.post(url, **kwargs)
+    except OutboundRefused as exc:
+        # Nothing left: the guard refused before connecting. Retrying would be refused again.
+        return SendResult(Verdict.REJECTED, "rejected", detail=f"refused by the outbound URL guard: {exc}")
     except _NOT_SENT as exc:
         return SendResult(Verdict.RETRY, "network_error", detail=f"not sent: {type(exc).__name__}")
     except _MAYBE_SENT as exc:

@@ -10,7 +10,8 @@ from __future__ import annotations
 import httpx
 
 from services.notifier.providers import Message, SendResult, Verdict, accepted
-from services.notifier.providers.http import client, failure, post
+from services.notifier.providers.http import failure, guarded, post
+from shared.security.ssrf import OutboundPolicy
 
 HEADER_MAX = 150
 SECTION_MAX = 3000
@@ -29,8 +30,10 @@ class SlackProvider:
     name = "slack"
     dedupes = False
 
-    def __init__(self, *, timeout_s: float = 10.0, http: httpx.AsyncClient | None = None) -> None:
-        self._http = http or client(timeout_s=timeout_s)
+    def __init__(
+        self, *, policy: OutboundPolicy, timeout_s: float = 10.0, http: httpx.AsyncClient | None = None
+    ) -> None:
+        self._http = http or guarded(policy=policy, timeout_s=timeout_s)
 
     def payload(self, message: Message) -> dict[str, object]:
         body = mrkdwn_escape(message.body)

@@ -15,7 +15,8 @@ import httpx
 
 from services.notifier import signing
 from services.notifier.providers import Message, SendResult, Verdict, accepted
-from services.notifier.providers.http import client, failure, post
+from services.notifier.providers.http import failure, guarded, post
+from shared.security.ssrf import OutboundPolicy
 
 EVENT_TYPE = "com.csat.notification.v1"
 
@@ -28,13 +29,14 @@ class WebhookProvider:
         self,
         *,
         secret: str,
+        policy: OutboundPolicy,
         timeout_s: float = 10.0,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         http: httpx.AsyncClient | None = None,
     ) -> None:
         self._secret = secret
         self._clock = clock
-        self._http = http or client(timeout_s=timeout_s)
+        self._http = http or guarded(policy=policy, timeout_s=timeout_s)
 
     def body(self, message: Message) -> bytes:
         event = {

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, Field, model_validator
 
 from services.notifier.deps import NotifierDeps
-from services.notifier.policy import address_key
+from services.notifier.policy import AddressKeys
 from services.notifier.ports import SuppressionEntry
 from shared.auth import admin_guard
 from shared.http import problem
@@ -29,15 +29,21 @@ class SuppressionRequest(BaseModel):
         return self
 
 
-def entries(customer_id: str | None, email: str | None, phone: str | None) -> list[SuppressionEntry]:
-    """The suppression-list entries naming this person (addresses by their key, never in clear)."""
+def entries(
+    keys: AddressKeys, customer_id: str | None, email: str | None, phone: str | None, *, stored: bool = False
+) -> list[SuppressionEntry]:
+    """The suppression-list entries naming this person (addresses by their keyed hash, never in clear).
+
+    ``stored``: only the key a new entry is written under; otherwise every key an existing entry may
+    have (older hash keys, the legacy unkeyed hash), so lookups and removals find them all.
+    """
     out = []
     if customer_id:
         out.append(SuppressionEntry("customer", customer_id))
-    if email:
-        out.append(SuppressionEntry("email", address_key("email", email)))
-    if phone:
-        out.append(SuppressionEntry("sms", address_key("sms", phone)))
+    for scope, address in (("email", email), ("sms", phone)):
+        if address:
+            found = (keys.key(scope, address),) if stored else keys.candidates(scope, address)
+            out += [SuppressionEntry(scope, key) for key in found]
     return out
 
 
@@ -52,7 +58,8 @@ def router(deps: NotifierDeps) -> APIRouter:
         phone: str | None = None,
         limit: Annotated[int, Query(ge=1, le=500)] = 100,
     ) -> Any:
-        items = await deps.suppressions.suppressions(entries=entries(customer_id, email, phone), limit=limit)
+        wanted = entries(deps.address_keys, customer_id, email, phone)
+        items = await deps.suppressions.suppressions(entries=wanted, limit=limit)
         return {"suppressions": items}
 
     @routes.post(
@@ -64,7 +71,7 @@ def router(deps: NotifierDeps) -> APIRouter:
     )
     async def add_suppression(body: SuppressionRequest) -> Any:
         added = await deps.suppressions.add_suppressions(
-            entries=entries(body.customer_id, body.email, body.phone),
+            entries=entries(deps.address_keys, body.customer_id, body.email, body.phone, stored=True),
             reason=body.reason,
             source="admin",
             customer_id=body.customer_id,
@@ -81,7 +88,7 @@ def router(deps: NotifierDeps) -> APIRouter:
     async def remove_suppression(
         customer_id: str | None = None, email: str | None = None, phone: str | None = None
     ) -> Any:
-        wanted = entries(customer_id, email, phone)
+        wanted = entries(deps.address_keys, customer_id, email, phone)
         if not wanted:
             return problem(
                 422,

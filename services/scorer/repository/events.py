@@ -3,16 +3,28 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from datetime import date, datetime
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from services.scorer.ports import DirtySegment, KeyFilter, LabelledSpan, SegmentFacts, StateKey
+from services.scorer.drift import DriftState
+from services.scorer.ports import (
+    Counts,
+    DirtySegment,
+    DriftKey,
+    KeyFilter,
+    LabelledSpan,
+    SegmentFacts,
+    StateKey,
+)
+from services.scorer.repository import drift
 from services.scorer.repository.reads import load_counts
 from services.scorer.signals import SegmentState
 
 # ``signals.SegmentState``'s fields, as columns of scorer.score_state.
-STATE_COLUMNS = ("score", "responses", "insufficient", "seq", "below", "dropping", "alerts", "published")
+# (The column ``dropping`` of the retired significant-drop alert keeps its default, false.)
+STATE_COLUMNS = ("score", "responses", "insufficient", "seq", "below", "alerts", "published")
 
 
 async def dirty_segments(
@@ -70,14 +82,14 @@ async def save_states(conn: AsyncConnection, *, metric: str, states: Mapping[Sta
     await conn.execute(
         text(
             "INSERT INTO scorer.score_state AS t (metric, segment_key, window_name, score, responses, "
-            "insufficient, seq, below, dropping, alerts, published, evaluated_at) "
+            "insufficient, seq, below, alerts, published, evaluated_at) "
             "SELECT :m, * , now() FROM unnest(CAST(:k AS text[]), CAST(:w AS text[]), "
             "CAST(:score AS float8[]), CAST(:responses AS bigint[]), CAST(:insufficient AS bool[]), "
-            "CAST(:seq AS bigint[]), CAST(:below AS bool[]), CAST(:dropping AS bool[]), "
+            "CAST(:seq AS bigint[]), CAST(:below AS bool[]), "
             "CAST(:alerts AS bigint[]), CAST(:published AS bool[])) "
             "ON CONFLICT (metric, segment_key, window_name) DO UPDATE SET score = EXCLUDED.score, "
             "responses = EXCLUDED.responses, insufficient = EXCLUDED.insufficient, seq = EXCLUDED.seq, "
-            "below = EXCLUDED.below, dropping = EXCLUDED.dropping, alerts = EXCLUDED.alerts, "
+            "below = EXCLUDED.below, alerts = EXCLUDED.alerts, "
             "published = EXCLUDED.published, evaluated_at = now() "
             "WHERE t.seq <= EXCLUDED.seq"
         ),
@@ -86,8 +98,8 @@ async def save_states(conn: AsyncConnection, *, metric: str, states: Mapping[Sta
 
 
 class PgScoreEvents:
-    """The evaluator's port (``ports.ScoreEventStore``): short connections of its own, one transaction
-    for what a round saves."""
+    """The evaluator's port (``ports.EvaluatorStore``: score events and the drift step): short
+    connections of its own, one transaction for what a round saves."""
 
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
@@ -114,3 +126,26 @@ class PgScoreEvents:
             for metric, states_for_metric in states.items():
                 await save_states(conn, metric=metric, states=states_for_metric)
             await clear_dirty(conn, evaluated)
+
+    # ---- ports.DriftStore -------------------------------------------------------------------------
+    async def drift_pending(self, *, through: date, limit: int, after: DriftKey | None) -> list[DriftKey]:
+        async with self._engine.connect() as conn:
+            return await drift.drift_pending(conn, through=through, limit=limit, after=after)
+
+    async def drift_states(self, *, metric: str, keys: Sequence[str]) -> dict[str, DriftState]:
+        async with self._engine.connect() as conn:
+            return await drift.drift_states(conn, metric=metric, keys=keys)
+
+    async def first_days(self, *, metric: str, keys: Sequence[str]) -> dict[str, date]:
+        async with self._engine.connect() as conn:
+            return await drift.first_days(conn, metric=metric, keys=keys)
+
+    async def day_counts(
+        self, *, metric: str, since: Mapping[str, date], through: date
+    ) -> dict[str, dict[date, Counts]]:
+        async with self._engine.connect() as conn:
+            return await drift.day_counts(conn, metric=metric, since=since, through=through)
+
+    async def save_drift(self, *, states: Mapping[DriftKey, DriftState], evaluated_at: datetime) -> None:
+        async with self._engine.begin() as conn:
+            await drift.save_drift(conn, states=states, evaluated_at=evaluated_at)

@@ -14,6 +14,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from services.scorer.ports import (
     Counts,
     CountsKey,
+    DriftKey,
+    DriftRecord,
     HistoryCursor,
     HistoryRow,
     KeyFilter,
@@ -22,6 +24,7 @@ from services.scorer.ports import (
     Registration,
     ScoreGroup,
 )
+from services.scorer.repository.drift import drift_list, drift_records
 from services.scorer.repository.registry import registration
 from services.scorer.repository.tables import TIER_TABLES
 from services.scorer.windows import EPOCH
@@ -215,6 +218,14 @@ class PgReader:
         self, *, metric: str, where: KeyFilter, spans: Sequence[LabelledSpan]
     ) -> dict[CountsKey, Counts]:
         return await load_counts(self._conn, metric=metric, where=where, spans=spans)
+
+    async def drift(self, *, metric: str, keys: Sequence[str]) -> dict[str, DriftRecord]:
+        return {r.segment_key: r for r in await drift_records(self._conn, metric=metric, keys=keys)}
+
+    async def drift_list(
+        self, *, metric: str | None, status: str | None, after: DriftKey | None, limit: int
+    ) -> list[DriftRecord]:
+        return await drift_list(self._conn, metric=metric, status=status, after=after, limit=limit)
 
     async def load_rating_counts(
         self, *, metric: str, attributes: Mapping[str, str], ranges: Sequence[LabelledRange]

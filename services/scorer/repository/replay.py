@@ -5,7 +5,9 @@
 2. count, in further passes, the ratings stored while the first pass ran;
 3. in one short transaction: lock ``scorer.ratings`` against inserts (the scorer waits), count the
    last stragglers, replace the live counters with the shadow ones, mark every segment dirty so the
-   score events catch up, commit. The scorer then resumes where it was.
+   score events catch up, forget every drift state so the next round refolds each segment from its
+   first day on the new counters (publishing only its last two days' alarms, with the ids a daily
+   fold gave them), commit. The scorer then resumes where it was.
 The registry of segment values is kept: values keep their counters, new ones register within the
 cap, so a replay reproduces the live counts exactly unless the formula changed.
 """
@@ -23,6 +25,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.scorer.domain import GLOBAL_SEGMENT
+from services.scorer.repository.drift import reset_drift
 from services.scorer.repository.registry import Registry
 from services.scorer.repository.tables import ADVISORY_CLASS, LIVE, LOCK_REPLAY, SHADOW
 from services.scorer.repository.writes import StoredRating, apply_stored
@@ -66,6 +69,7 @@ class ReplayResult:
     passes: int
     buckets: dict[str, int]
     seconds: float
+    drift_states_reset: int = 0
 
 
 async def _fetch(conn: AsyncConnection, sql: str, params: dict[str, Any]) -> list[StoredRating]:
@@ -150,13 +154,14 @@ class Replayer:
                 break
         for attempt in range(5):
             try:
-                buckets = await self._swap()
+                buckets, reset = await self._swap()
                 break
             except DBAPIError as exc:
                 if getattr(exc.orig, "sqlstate", None) not in ("40P01", "40001") or attempt == 4:
                     raise
         self._report("done", self._done)
-        return ReplayResult(self._done, passes + 1, buckets, round(time.monotonic() - self._started, 3))
+        seconds = round(time.monotonic() - self._started, 3)
+        return ReplayResult(self._done, passes + 1, buckets, seconds, drift_states_reset=reset)
 
     async def _sweep(self, total: int) -> int:
         """One pass over the ratings in id order, counting those not counted yet."""
@@ -200,7 +205,7 @@ class Replayer:
         )
         self._done += len(rows)
 
-    async def _swap(self) -> dict[str, int]:
+    async def _swap(self) -> tuple[dict[str, int], int]:
         """The only moment the scorer waits: last stragglers, then live := shadow, atomically."""
         done_before = self._done
         try:
@@ -227,10 +232,11 @@ class Replayer:
                         "updated_at = now()"
                     )
                 )
+                reset = await reset_drift(conn)
         except BaseException:
             self._done = done_before
             raise
-        return buckets
+        return buckets, reset
 
     async def _create_shadow(self) -> None:
         async with self._engine.begin() as conn:

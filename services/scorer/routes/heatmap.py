@@ -54,6 +54,7 @@ def router(deps: ScorerDeps) -> APIRouter:
         comp = rolling(span, now=deps.clock(), tiers=cfg.tiers, year=year)
         async with deps.scores() as reader:
             loaded = await _pairs(reader, metric=metric, heat=heat, comp=comp)
+            drift = await reader.drift(metric=metric.value, keys=sorted({k.segment_key for k in loaded}))
         found = queries.breakdown_rows(
             metric,
             heat.dimensions,
@@ -61,6 +62,7 @@ def router(deps: ScorerDeps) -> APIRouter:
             min_responses=min_responses,
             min_sample=cfg.min_sample,
             alpha=cfg.alert_alpha,
+            drift_records=drift,
         )
         return {
             "metric": metric.value,

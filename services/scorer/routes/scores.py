@@ -49,6 +49,7 @@ def _scores(api: APIRouter, deps: ScorerDeps) -> None:
         async with deps.scores() as reader:
             target = await queries.resolve_target(reader, attributes=attrs, combos=cfg.combos)
             counts = await queries.counts_for(reader, metric=metric, target=target, plans=plans)
+            drift = await reader.drift(metric=metric.value, keys=[target.key]) if target.counted else {}
         return queries.score_body(
             metric=metric,
             window=window,
@@ -58,6 +59,8 @@ def _scores(api: APIRouter, deps: ScorerDeps) -> None:
             min_sample=cfg.min_sample,
             alpha=cfg.alert_alpha,
             industry=cfg.industry,
+            drift_record=drift.get(target.key),
+            drift_settings=cfg.drift,
         )
 
 
@@ -95,6 +98,7 @@ def _breakdown(api: APIRouter, deps: ScorerDeps) -> None:
             loaded = await reader.load_counts(
                 metric=metric.value, where=KeyFilter(dimensions=dims), spans=spans
             )
+            drift = await reader.drift(metric=metric.value, keys=sorted({k.segment_key for k in loaded}))
         rows = queries.breakdown_rows(
             metric,
             dims,
@@ -102,6 +106,7 @@ def _breakdown(api: APIRouter, deps: ScorerDeps) -> None:
             min_responses=min_responses,
             min_sample=cfg.min_sample,
             alpha=cfg.alert_alpha,
+            drift_records=drift,
         )
         ranked = queries.rank(rows, sort=sort, descending=order == "desc")
         return {
