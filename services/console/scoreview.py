@@ -412,7 +412,7 @@ def trend(metric: Metric, series: Mapping[str, Any]) -> tuple[TrendPoint, ...]:
 
 
 def chart_data(
-    metric: Metric, points: Sequence[TrendPoint], *, label: str, band_label: str
+    metric: Metric, points: Sequence[TrendPoint], *, label: str, band_label: str, time_label: str = ""
 ) -> dict[str, Any]:
     """What ``static/scores.js`` draws with uPlot: times (Unix seconds, each step's end), the value and
     its interval (null where a step has no answer), the axis range of the metric."""
@@ -420,6 +420,7 @@ def chart_data(
         "metric": metric.value,
         "label": label,
         "band_label": band_label,
+        "time_label": time_label,
         "x": [int(p.end.timestamp()) for p in points],
         "y": [p.value if p.responses else None for p in points],
         "lo": [p.ci_low if p.responses else None for p in points],
@@ -490,6 +491,7 @@ def panel(
     *,
     chart_label: str,
     band_label: str,
+    time_label: str = "",
 ) -> Panel:
     tiles = tuple(tile(m, bodies.get(m, {})) for m in METRICS)
     focus = next(t for t in tiles if t.metric is filters.metric)
@@ -499,6 +501,8 @@ def panel(
         tiles=tiles,
         focus=focus,
         trend=points,
-        chart=chart_data(filters.metric, points, label=chart_label, band_label=band_label),
+        chart=chart_data(
+            filters.metric, points, label=chart_label, band_label=band_label, time_label=time_label
+        ),
         response_rate=next((t.response_rate for t in tiles if t.response_rate is not None), None),
     )

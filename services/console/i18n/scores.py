@@ -90,6 +90,7 @@ EN: dict[str, str] = {
     "scores.trend_table": "The trend as a table",
     "scores.chart_value": "{metric}",
     "scores.chart_band": "95 % interval",
+    "scores.chart_time": "Period ending",
     "scores.bad_filter_title": "This address cannot be read",
     "scores.bad_filter": "A filter in the address is not valid (metric csat, nps or ces; window such as 7d; "
     "segment such as store:paris-1).",
@@ -195,6 +196,7 @@ FR: dict[str, str] = {
     "scores.trend_table": "L'évolution sous forme de tableau",
     "scores.chart_value": "{metric}",
     "scores.chart_band": "Intervalle à 95 %",
+    "scores.chart_time": "Fin de période",
     "scores.bad_filter_title": "Cette adresse ne peut pas être lue",
     "scores.bad_filter": "Un filtre de l'adresse n'est pas valide (indicateur csat, nps ou ces ; période "
     "comme 7d ; segment comme store:paris-1).",

@@ -79,6 +79,7 @@ async def load_panel(api: PersonApi, filters: Filters, tr: Translator) -> scorev
         series,
         chart_label=tr.t("scores.chart_value", metric=name),
         band_label=tr.t("scores.chart_band"),
+        time_label=tr.t("scores.chart_time"),
     )
 
 

@@ -35,7 +35,7 @@
       height: 260,
       scales: { x: { time: true }, y: { range: d.range } },
       series: [
-        { value: function (u, v) { return v == null ? "—" : whenLong.format(new Date(v * 1000)); } },
+        { label: d.time_label, value: function (u, v) { return v == null ? "—" : whenLong.format(new Date(v * 1000)); } },
         { label: d.band_label + " ↓", stroke: "#7a9fd9", width: 1, points: { show: false }, value: show },
         { label: d.band_label + " ↑", stroke: "#7a9fd9", width: 1, points: { show: false }, value: show },
         { label: d.label, stroke: "#0b57d0", width: 2, value: show }
