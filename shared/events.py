@@ -19,6 +19,7 @@ NOTIFICATION_OUTCOME = "com.csat.notification.outcome.v1"
 DEAD_LETTER = "com.csat.dead_letter.v1"
 INTERACTION_RECORDED = "com.csat.interaction.recorded.v1"
 USAGE_OBSERVED = "com.csat.usage.observed.v1"
+CUSTOMER_ERASED = "com.csat.customer.erased.v1"
 
 
 class _Event(BaseModel):
@@ -302,6 +303,25 @@ class UsageObserved(_Event):
     source: str | None = None
 
 
+class CustomerErased(_Event):
+    """A customer's erasure was requested (GDPR art. 17): every subscriber removes or pseudonymises what it
+    holds about ``customer_id`` (email, phone, comments, free text) and cancels what is pending for them.
+
+    Keyed by customer id. Counts are not personal data: ratings stay counted, under ``pseudonym``.
+    Replays are harmless: a second erasure of the same customer finds nothing left to remove.
+    """
+
+    erasure_id: str = Field(description="One request; each service records its own status under it")
+    customer_id: str = Field(min_length=1, max_length=200)
+    pseudonym: str = Field(
+        description="What replaces the customer id where a row is kept (random, unlinkable)"
+    )
+    requested_at: AwareDatetime
+    requested_by: str | None = Field(
+        default=None, description="The admin's user or token id (not an address)"
+    )
+
+
 EVENT_MODELS: dict[str, type[BaseModel]] = {
     RATING_SUBMITTED: RatingSubmitted,
     SCORE_CHANGED: ScoreChanged,
@@ -312,4 +332,5 @@ EVENT_MODELS: dict[str, type[BaseModel]] = {
     DEAD_LETTER: DeadLetter,
     INTERACTION_RECORDED: InteractionRecorded,
     USAGE_OBSERVED: UsageObserved,
+    CUSTOMER_ERASED: CustomerErased,
 }

@@ -15,6 +15,7 @@ from services.actions.engine import Policy
 from services.actions.facts import HistoryWindow
 from services.actions.handlers import ActionsHandler, utc_now
 from services.actions.repository import PgTransactions, consumer_handler
+from services.actions.repository.erasure import scrub_customer
 from services.actions.routes import alerts, customers, dryrun, ops, revisions, rules
 from services.actions.rulebook import RuleBook
 from services.actions.rules import RuleSet, load_rules_file, parse_document
@@ -22,6 +23,7 @@ from services.actions.scheduler import Scheduler
 from services.actions.settings import ActionsSettings
 from services.actions.verbatims import Taxonomy, load_taxonomy_file
 from shared.db import make_engine
+from shared.erasure import erasure_runtime
 from shared.http import install_common
 from shared.limits import BodySizeLimitMiddleware
 from shared.logs import configure_logging
@@ -95,6 +97,15 @@ def create_app(settings: ActionsSettings | None = None) -> FastAPI:
         rulebook=rulebook, taxonomy=taxonomy, policy=policy, topics=cfg.topics, history=history
     )
     runtime = build_runtime(cfg, handler)
+    erasure = erasure_runtime(
+        service="actions",
+        settings=cfg,
+        group=f"{cfg.consumer_group}-erasure",
+        topic=cfg.topics.customers_erased,
+        dlq_topic=cfg.topics.dlq_actions,
+        scrub=scrub_customer,
+        engine=runtime.engine,
+    )
     transactions = PgTransactions(runtime.engine)
     scheduler = Scheduler(
         transactions=transactions,
@@ -114,10 +125,12 @@ def create_app(settings: ActionsSettings | None = None) -> FastAPI:
             themes=len(taxonomy.theme_ids),
         )
         await runtime.start()
+        await erasure.start()
         if cfg.scheduler_enabled:
             await scheduler.start()
         yield
         await scheduler.stop()
+        await erasure.stop()
         await runtime.stop()
 
     app = FastAPI(

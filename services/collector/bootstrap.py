@@ -24,10 +24,11 @@ from services.collector.ports import CollectorStore, IdempotencyRecords, Publish
 from services.collector.problems import add_problem_schema, install_handlers
 from services.collector.publisher import KafkaPublisher
 from services.collector.ratelimit import KeyedLimiter
-from services.collector.repository import PgStore
+from services.collector.repository import PgStore, scrub_customer
 from services.collector.routes import admin, channels, ratings
 from services.collector.settings import CollectorSettings
 from shared.db import make_engine
+from shared.erasure import erasure_runtime
 from shared.http import ReadinessCheck, install_common
 from shared.identity.guard import Authenticator
 from shared.identity.ports import TokenLookup
@@ -190,10 +191,27 @@ def lifespan(
     """Start the producer, the idempotency purge and the tokens' last-used flush; at shutdown land
     pending confirmations, close."""
 
+    # GDPR erasure: only a collector with its own database holds anything to erase.
+    erasure = (
+        erasure_runtime(
+            service="collector",
+            settings=cfg,
+            group="csat-collector-erasure",
+            topic=cfg.topics.customers_erased,
+            dlq_topic=cfg.topics.dlq_collector,
+            scrub=scrub_customer,
+            engine=adapters.owned_store.engine,
+        )
+        if adapters.owned_store is not None
+        else None
+    )
+
     @asynccontextmanager
     async def run(_app: FastAPI) -> AsyncIterator[None]:
         if adapters.owned_publisher is not None:
             await adapters.owned_publisher.start()
+        if erasure is not None:
+            await erasure.start()
         purger = asyncio.create_task(
             purge_forever(adapters.store, ttl=timedelta(hours=cfg.idempotency_ttl_h)),
             name="idempotency-purge",
@@ -205,6 +223,8 @@ def lifespan(
         with contextlib.suppress(asyncio.CancelledError):
             await purger
         await deps.auth.stop()
+        if erasure is not None:
+            await erasure.stop()
         await deps.intake.close()
         if adapters.owned_publisher is not None:
             await adapters.owned_publisher.stop()

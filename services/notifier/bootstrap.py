@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.notifier.deps import NotifierDeps
 from services.notifier.dispatcher import Dispatcher, PublisherUnavailable
+from services.notifier.erasure_store import NotifierErasure
 from services.notifier.handlers import Intake
 from services.notifier.policy import AddressKeys
 from services.notifier.providers import Provider
@@ -37,6 +38,7 @@ from services.notifier.wakeup import WakeListener
 from shared.consumer import Handler, Received
 from shared.db import make_engine
 from shared.envelope import OutgoingRecord
+from shared.erasure import erasure_runtime
 from shared.events import Channel
 from shared.http import install_common
 from shared.kafka import send_all
@@ -156,11 +158,13 @@ def _lifespan(
     dispatcher: Dispatcher,
     listener: WakeListener | None,
     providers: dict[Channel, Provider],
+    erasure: ConsumerRuntime,
 ) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         log.info("providers", **{f"{ch.value}_provider": p.name for ch, p in providers.items()})
         await runtime.start()
+        await erasure.start()
         await dispatcher.start()
         if listener is not None:
             await listener.start()
@@ -168,6 +172,7 @@ def _lifespan(
         if listener is not None:
             await listener.stop()
         await dispatcher.stop()
+        await erasure.stop()
         await runtime.stop()
         for p in {id(p): p for p in providers.values()}.values():
             await p.aclose()
@@ -201,6 +206,16 @@ def create_app(settings: NotifierSettings | None = None) -> FastAPI:
         engine=engine,
     )
 
+    erasure = erasure_runtime(
+        service="notifier",
+        settings=cfg,
+        group=f"{cfg.consumer_group}-erasure",
+        topic=cfg.topics.customers_erased,
+        dlq_topic=cfg.topics.dlq_notifier,
+        scrub=NotifierErasure(keys=dispatcher_cfg.address_keys, outbox_dir=cfg.outbox_dir).scrub,
+        engine=engine,
+    )
+
     async def publish(records: Sequence[OutgoingRecord]) -> None:
         if runtime.producer is None:
             raise PublisherUnavailable("producer not connected yet")
@@ -223,7 +238,9 @@ def create_app(settings: NotifierSettings | None = None) -> FastAPI:
     app = FastAPI(
         title="CSAT notifier",
         version="1.0.0",
-        lifespan=_lifespan(runtime=runtime, dispatcher=dispatcher, listener=listener, providers=providers),
+        lifespan=_lifespan(
+            runtime=runtime, dispatcher=dispatcher, listener=listener, providers=providers, erasure=erasure
+        ),
         description="Sends email, SMS and chat messages once per notification, through providers.",
     )
     app.state.runtime = runtime

@@ -15,6 +15,7 @@ from services.scorer.deps import ScorerDeps
 from services.scorer.evaluator import ScoreEvaluator
 from services.scorer.handlers import make_handler
 from services.scorer.jobs import every, refresh_gauges
+from services.scorer.repository.erasure import scrub_customer
 from services.scorer.repository.events import PgScoreEvents
 from services.scorer.repository.maintenance import prune
 from services.scorer.repository.reads import PgReads
@@ -23,6 +24,7 @@ from services.scorer.repository.writes import PgRatingCounter
 from services.scorer.routes import customers, drift, heatmap, scores
 from services.scorer.settings import ScorerSettings
 from shared.envelope import OutgoingRecord
+from shared.erasure import erasure_runtime
 from shared.http import install_common
 from shared.kafka import send_all
 from shared.logs import configure_logging
@@ -34,7 +36,11 @@ def utcnow() -> datetime:
 
 
 def _lifespan(
-    runtime: ConsumerRuntime, evaluator: ScoreEvaluator, reads: PgReads, cfg: ScorerSettings
+    runtime: ConsumerRuntime,
+    evaluator: ScoreEvaluator,
+    reads: PgReads,
+    cfg: ScorerSettings,
+    erasure: ConsumerRuntime,
 ) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
     """The consumer, then the jobs beside it; stopped in the reverse order."""
     stop_jobs = asyncio.Event()
@@ -43,6 +49,7 @@ def _lifespan(
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         stop_jobs.clear()
         await runtime.start()
+        await erasure.start()
         jobs = [
             asyncio.create_task(evaluator.run(stop_jobs), name="scorer-events"),
             asyncio.create_task(
@@ -70,6 +77,7 @@ def _lifespan(
         finally:
             stop_jobs.set()
             await asyncio.gather(*jobs, return_exceptions=True)
+            await erasure.stop()
             await runtime.stop()
 
     return lifespan
@@ -102,13 +110,22 @@ def create_app(settings: ScorerSettings | None = None) -> FastAPI:
             raise RuntimeError("producer not connected yet")
         await send_all(producer, records, timeout_s=cfg.kafka_request_timeout_s * 2)
 
+    erasure = erasure_runtime(
+        service="scorer",
+        settings=cfg,
+        group=f"{cfg.consumer_group}-erasure",
+        topic=cfg.topics.customers_erased,
+        dlq_topic=cfg.topics.dlq_scorer,
+        scrub=scrub_customer,
+        engine=runtime.engine,
+    )
     evaluator = ScoreEvaluator(store=PgScoreEvents(runtime.engine), settings=cfg, publish=publish)
     reads = PgReads(runtime.engine)
     app = FastAPI(
         title="CSAT scorer",
         version="1.0.0",
         description="Exact rolling CSAT, NPS and CES per segment, with sample size and 95% intervals.",
-        lifespan=_lifespan(runtime, evaluator, reads, cfg),
+        lifespan=_lifespan(runtime, evaluator, reads, cfg, erasure),
     )
     app.state.runtime = runtime
     app.state.evaluator = evaluator
