@@ -348,7 +348,8 @@ def test_erasure_leaves_nothing_but_counts(erasure_stack: tuple[Stack, Topics]) 
     assert pending(url, lea.customer_id, pseudonym) == {"timers": 0, "messages": 0}
     cancelled = sql(
         url,
-        "SELECT (SELECT count(*) FROM actions.timers WHERE customer_id = :p AND status = 'cancelled') AS timers, "
+        "SELECT (SELECT count(*) FROM actions.timers WHERE customer_id = :p AND status = 'cancelled') "
+        "AS timers, "
         "(SELECT count(*) FROM notifier.deliveries WHERE customer_id = :p AND reason = 'erased') AS messages",
         p=pseudonym,
     )[0]
