@@ -144,7 +144,7 @@ def holders(url: str, needles: dict[str, str]) -> list[str]:
 def files_holding(directory: Path, needles: dict[str, str]) -> list[str]:
     if not directory.exists():
         return []
-    out = []
+    out: list[str] = []
     for path in sorted(directory.rglob("*")):
         if path.is_file():
             body = path.read_text(encoding="utf-8", errors="replace")
