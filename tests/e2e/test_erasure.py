@@ -187,10 +187,10 @@ def erasure(topics: Topics, customer_id: str, erasure_id: str | None = None) -> 
     return eid, record
 
 
-def later_message(topics: Topics, who: Person) -> OutgoingRecord:
-    """A message to the customer due next week: pending in the notifier when the erasure comes."""
+def later_message(topics: Topics, who: Person, *, days: int = 7, nid: str | None = None) -> OutgoingRecord:
+    """A message to the customer due in ``days``: pending in the notifier when the erasure comes."""
     note = ev.NotificationRequested(
-        notification_id=f"n-later-{uuid.uuid4().hex}",
+        notification_id=nid or f"n-later-{uuid.uuid4().hex}",
         rule_id="test-later",
         action="customer_email",
         channel=ev.Channel.EMAIL,
@@ -199,7 +199,7 @@ def later_message(topics: Topics, who: Person) -> OutgoingRecord:
         customer_id=who.customer_id,
         context={"comment": who.comment},
         requested_at=datetime.now(UTC),
-        not_before=datetime.now(UTC) + timedelta(days=7),
+        not_before=datetime.now(UTC) + timedelta(days=days),
     )
     return encode(
         topic=topics.notifications,
@@ -368,3 +368,39 @@ def test_erasure_leaves_nothing_but_counts(erasure_stack: tuple[Stack, Topics]) 
     assert statuses(url, first) == done
     assert holders(url, lea.needles) == []
     assert counted(url, campaign) == 4
+
+
+def test_an_erased_customer_who_opted_out_is_still_never_contacted(
+    erasure_stack: tuple[Stack, Topics],
+) -> None:
+    stack, topics = erasure_stack
+    url = stack.database_url
+    assert url is not None
+    notifier = stack.services["notifier"].url
+    max_ = Person("max")
+    r = httpx.post(
+        f"{notifier}/v1/suppressions",
+        json={"customer_id": max_.customer_id, "reason": "unsubscribed"},
+        headers={"X-API-Key": DEV_ADMIN_KEY},
+    )
+    assert r.status_code == 201, r.text
+    eid, record = erasure(topics, max_.customer_id)
+    produce(stack, [record])
+    poll(lambda: set(statuses(url, eid)), until=lambda s: s == set(ERASING))
+    assert holders(url, {"customer_id": max_.customer_id}) == []
+    listed = httpx.get(
+        f"{notifier}/v1/suppressions",
+        params={"customer_id": max_.customer_id},
+        headers={"X-API-Key": DEV_ADMIN_KEY},
+    ).json()["suppressions"]
+    assert [(s["scope"], s["reason"]) for s in listed] == [("customer", "unsubscribed")]
+
+    # A message for the same customer id, due now: suppressed by the re-keyed opt-out, never sent.
+    nid = f"n-after-{uuid.uuid4().hex}"
+    produce(stack, [later_message(topics, max_, days=0, nid=nid)])
+    row = poll(
+        lambda: sql(url, "SELECT status, reason FROM notifier.deliveries WHERE notification_id = :n", n=nid),
+        until=lambda rows: bool(rows) and rows[0].status not in ("pending", "sending"),
+    )[0]
+    assert (row.status, row.reason) == ("suppressed", "opted_out"), row
+    assert sql(url, "SELECT 1 FROM notifier.outbox WHERE notification_id = :n", n=nid) == []
