@@ -12,8 +12,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable, Sequence
+from typing import Annotated, Any, Protocol
 
 import structlog
+from fastapi import APIRouter, Path
+from fastapi.params import Depends
 from pydantic import ValidationError
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -22,6 +25,7 @@ from shared import events as ev
 from shared.consumer import Received
 from shared.envelope import OutgoingRecord
 from shared.runtime import ConsumerRuntime
+from shared.security.text import SafeLine
 from shared.settings import CommonSettings
 
 log = structlog.get_logger(__name__)
@@ -94,3 +98,39 @@ def erasure_runtime(
         max_batch=100,
         engine=engine,
     )
+
+
+# ---- export (GDPR art. 15/20) ---------------------------------------------------------------------------
+#: Reads everything one service holds about one customer, as JSON-ready rows per table.
+ExportReader = Callable[[AsyncConnection, str], Awaitable[dict[str, Any]]]
+
+
+class CustomerExport(Protocol):
+    async def export_customer(self, customer_id: str) -> dict[str, Any]: ...
+
+
+class SqlExport:
+    """Runs a service's ``ExportReader`` in one read-only snapshot (every table as of one moment)."""
+
+    def __init__(self, engine: AsyncEngine, read: ExportReader) -> None:
+        self._engine = engine
+        self._read = read
+
+    async def export_customer(self, customer_id: str) -> dict[str, Any]:
+        async with self._engine.connect() as conn:
+            await conn.execute(text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY"))
+            return await self._read(conn, customer_id)
+
+
+def export_router(export: CustomerExport, guard: Depends) -> APIRouter:
+    """``GET /v1/gdpr/customers/{customer_id}/export``: what this service holds (the console joins them)."""
+    r = APIRouter(tags=["gdpr"], dependencies=[guard])
+
+    @r.get(
+        "/v1/gdpr/customers/{customer_id}/export",
+        summary="Everything this service holds about a customer (GDPR art. 15/20)",
+    )
+    async def export_customer(customer_id: Annotated[SafeLine, Path(min_length=1, max_length=200)]) -> Any:
+        return await export.export_customer(customer_id)
+
+    return r

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import structlog
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
 from services.actions.deps import ActionsDeps
 from services.actions.dryrun import DryRunner
@@ -15,15 +15,16 @@ from services.actions.engine import Policy
 from services.actions.facts import HistoryWindow
 from services.actions.handlers import ActionsHandler, utc_now
 from services.actions.repository import PgTransactions, consumer_handler
-from services.actions.repository.erasure import scrub_customer
+from services.actions.repository.erasure import export_customer, scrub_customer
 from services.actions.routes import alerts, customers, dryrun, ops, revisions, rules
 from services.actions.rulebook import RuleBook
 from services.actions.rules import RuleSet, load_rules_file, parse_document
 from services.actions.scheduler import Scheduler
 from services.actions.settings import ActionsSettings
 from services.actions.verbatims import Taxonomy, load_taxonomy_file
+from shared.auth import admin_guard
 from shared.db import make_engine
-from shared.erasure import erasure_runtime
+from shared.erasure import SqlExport, erasure_runtime, export_router
 from shared.http import install_common
 from shared.limits import BodySizeLimitMiddleware
 from shared.logs import configure_logging
@@ -162,4 +163,7 @@ def create_app(settings: ActionsSettings | None = None) -> FastAPI:
     )
     for audience in (rules, revisions, dryrun, alerts, customers, ops):
         app.include_router(audience.router(deps))
+    # GDPR export: guarded like the other admin routes (the shared admin key) until tokens reach here.
+    guard = Depends(admin_guard(cfg.admin_api_key))
+    app.include_router(export_router(SqlExport(runtime.engine, export_customer), guard))
     return app

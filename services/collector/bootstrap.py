@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import structlog
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
 from services.collector import metrics
 from services.collector.access import KeyResolver, OriginSet, RateLimits, SourceCorsMiddleware
@@ -24,15 +24,16 @@ from services.collector.ports import CollectorStore, IdempotencyRecords, Publish
 from services.collector.problems import add_problem_schema, install_handlers
 from services.collector.publisher import KafkaPublisher
 from services.collector.ratelimit import KeyedLimiter
-from services.collector.repository import PgStore, scrub_customer
+from services.collector.repository import PgStore, export_customer, scrub_customer
 from services.collector.routes import admin, channels, ratings
 from services.collector.settings import CollectorSettings
 from shared.db import make_engine
-from shared.erasure import erasure_runtime
+from shared.erasure import SqlExport, erasure_runtime, export_router
 from shared.http import ReadinessCheck, install_common
 from shared.identity.guard import Authenticator
 from shared.identity.ports import TokenLookup
 from shared.identity.repository import PgIdentityStore
+from shared.identity.scopes import Scope
 from shared.limits import BodySizeLimitMiddleware
 from shared.logs import configure_logging
 
@@ -103,6 +104,9 @@ def create_app(
     ratings.add_routes(app.router, deps)
     app.include_router(admin.router(deps))
     app.include_router(channels.router(deps))
+    if adapters.owned_store is not None:  # GDPR export: what this collector's database holds
+        guard = Depends(deps.auth.require(Scope.GDPR_ADMIN))
+        app.include_router(export_router(SqlExport(adapters.owned_store.engine, export_customer), guard))
     add_problem_schema(app)
     return app
 

@@ -11,12 +11,12 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 import structlog
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.notifier.deps import NotifierDeps
 from services.notifier.dispatcher import Dispatcher, PublisherUnavailable
-from services.notifier.erasure_store import NotifierErasure
+from services.notifier.erasure_store import NotifierErasure, export_customer
 from services.notifier.handlers import Intake
 from services.notifier.policy import AddressKeys
 from services.notifier.providers import Provider
@@ -35,10 +35,11 @@ from services.notifier.templating import Templates
 from services.notifier.tokens import UnsubscribeTokens
 from services.notifier.transitions import DispatchConfig
 from services.notifier.wakeup import WakeListener
+from shared.auth import admin_guard
 from shared.consumer import Handler, Received
 from shared.db import make_engine
 from shared.envelope import OutgoingRecord
-from shared.erasure import erasure_runtime
+from shared.erasure import SqlExport, erasure_runtime, export_router
 from shared.events import Channel
 from shared.http import install_common
 from shared.kafka import send_all
@@ -261,4 +262,7 @@ def create_app(settings: NotifierSettings | None = None) -> FastAPI:
     )
     for routes in (unsubscribe, outbox, deliveries, suppressions, previews):
         app.include_router(routes.router(deps))
+    # GDPR export: guarded like the other admin routes (the shared admin key) until tokens reach here.
+    guard = Depends(admin_guard(cfg.admin_api_key))
+    app.include_router(export_router(SqlExport(engine, export_customer), guard))
     return app

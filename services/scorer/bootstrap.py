@@ -8,14 +8,14 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import UTC, datetime
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
 from services.scorer.decoding import decode_record
 from services.scorer.deps import ScorerDeps
 from services.scorer.evaluator import ScoreEvaluator
 from services.scorer.handlers import make_handler
 from services.scorer.jobs import every, refresh_gauges
-from services.scorer.repository.erasure import scrub_customer
+from services.scorer.repository.erasure import export_customer, scrub_customer
 from services.scorer.repository.events import PgScoreEvents
 from services.scorer.repository.maintenance import prune
 from services.scorer.repository.reads import PgReads
@@ -23,8 +23,9 @@ from services.scorer.repository.registry import Registry
 from services.scorer.repository.writes import PgRatingCounter
 from services.scorer.routes import customers, drift, heatmap, scores
 from services.scorer.settings import ScorerSettings
+from shared.auth import admin_guard
 from shared.envelope import OutgoingRecord
-from shared.erasure import erasure_runtime
+from shared.erasure import SqlExport, erasure_runtime, export_router
 from shared.http import install_common
 from shared.kafka import send_all
 from shared.logs import configure_logging
@@ -139,4 +140,7 @@ def create_app(settings: ScorerSettings | None = None) -> FastAPI:
     app.include_router(heatmap.router(deps))
     app.include_router(customers.router(deps))
     app.include_router(drift.router(deps))
+    # GDPR export: guarded like the customers route (the shared admin key) until tokens reach here.
+    guard = Depends(admin_guard(cfg.admin_api_key))
+    app.include_router(export_router(SqlExport(runtime.engine, export_customer), guard))
     return app
