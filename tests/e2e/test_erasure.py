@@ -28,6 +28,10 @@ from devstack.stack import SERVICES, Stack
 from shared import events as ev
 from shared.db import make_engine
 from shared.envelope import OutgoingRecord, encode
+from shared.identity.accounts import TokenRequest, create_api_token
+from shared.identity.ports import AuditAction, AuditQuery
+from shared.identity.repository import PgIdentityStore
+from shared.identity.scopes import Role, Scope
 from shared.settings import DEV_ADMIN_KEY
 from shared.topics import Topics
 from tests.infra import Infra, drop_database, new_database, new_topics
@@ -404,3 +408,106 @@ def test_an_erased_customer_who_opted_out_is_still_never_contacted(
     )[0]
     assert (row.status, row.reason) == ("suppressed", "opted_out"), row
     assert sql(url, "SELECT 1 FROM notifier.outbox WHERE notification_id = :n", n=nid) == []
+
+
+async def _token(stack: Stack, *scopes: Scope) -> str:
+    assert stack.database_url is not None and stack.dev_admin is not None
+    engine = make_engine(stack.database_url, pool_size=1, application_name="test-erasure")
+    try:
+        store = PgIdentityStore(engine=engine, timeout_s=10)
+        admin = await store.user_by_email(email=stack.dev_admin.email)
+        assert admin is not None
+        created = await create_api_token(
+            tokens=store,
+            users=store,
+            audit=store,
+            by=admin.principal(),
+            request=TokenRequest(
+                name="gdpr-test", role=Role.ADMIN, scopes=frozenset(scopes), expires_at=None
+            ),
+            service="test",
+            at=datetime.now(UTC),
+        )
+        return created.secret
+    finally:
+        await engine.dispose()
+
+
+async def _audit(stack: Stack, action: AuditAction) -> list[Any]:
+    assert stack.database_url is not None
+    engine = make_engine(stack.database_url, pool_size=1, application_name="test-erasure")
+    try:
+        store = PgIdentityStore(engine=engine, timeout_s=10)
+        return await store.read_audit(query=AuditQuery(action=action, limit=100))
+    finally:
+        await engine.dispose()
+
+
+def test_the_console_exports_then_erases_a_customer(erasure_stack: tuple[Stack, Topics]) -> None:
+    stack, _topics = erasure_stack
+    url = stack.database_url
+    assert url is not None
+    console = stack.console_url
+    campaign = f"export-{uuid.uuid4().hex[:8]}"
+    zoe = Person("zoe")
+    rate(stack.services["collector"].url, zoe, campaign, score=1, comment=zoe.comment)
+    r = httpx.put(
+        f"{stack.services['actions'].url}/v1/customers/{zoe.customer_id}",
+        json={"email": zoe.email, "phone": zoe.phone},
+        headers={"X-API-Key": DEV_ADMIN_KEY},
+    )
+    assert r.status_code == 200, r.text
+    poll(lambda: counted(url, campaign), until=lambda n: n == 1)
+    poll(lambda: holders(url, {"comment": zoe.comment}), until=lambda h: len(h) >= 3)
+
+    gdpr = {"Authorization": f"Bearer {run(_token(stack, Scope.GDPR_ADMIN))}"}
+    reader = {"Authorization": f"Bearer {run(_token(stack, Scope.AUDIT_READ))}"}
+    paths = [
+        ("GET", f"/v1/gdpr/customers/{zoe.customer_id}/export"),
+        ("POST", f"/v1/gdpr/customers/{zoe.customer_id}/erase"),
+        ("GET", f"/v1/gdpr/erasures/er_{'0' * 32}"),
+    ]
+    for method, path in paths:  # no credential, a wrong one, one without gdpr:admin
+        assert httpx.request(method, console + path).status_code == 401
+        assert (
+            httpx.request(method, console + path, headers={"Authorization": "Bearer nope"}).status_code == 401
+        )
+        assert httpx.request(method, console + path, headers=reader).status_code == 403
+    for service in ("scorer", "actions", "notifier", "collector"):
+        export_path = f"{stack.services[service].url}/v1/gdpr/customers/{zoe.customer_id}/export"
+        assert httpx.get(export_path).status_code == 401
+
+    exported = httpx.get(f"{console}/v1/gdpr/customers/{zoe.customer_id}/export", headers=gdpr, timeout=30)
+    assert exported.status_code == 200, exported.text
+    document = exported.json()
+    assert document["customer_id"] == zoe.customer_id
+    assert set(document["services"]) == {"collector", "scorer", "actions", "notifier"}
+    assert document["services"]["actions"]["customer"]["email"] == zoe.email
+    assert [x["comment"] for x in document["services"]["scorer"]["ratings"]] == [zoe.comment]
+    messages = poll(
+        lambda: httpx.get(
+            f"{console}/v1/gdpr/customers/{zoe.customer_id}/export", headers=gdpr, timeout=30
+        ).json()["services"]["notifier"]["deliveries"],
+        until=bool,
+    )
+    assert all(m["rule_id"] for m in messages)
+
+    erased = httpx.post(f"{console}/v1/gdpr/customers/{zoe.customer_id}/erase", headers=gdpr, timeout=30)
+    assert erased.status_code == 202, erased.text
+    status_url = console + erased.json()["status_url"]
+    status = poll(lambda: httpx.get(status_url, headers=gdpr).json(), until=lambda s: s["complete"])
+    assert {name: s["status"] for name, s in status["services"].items()} == dict.fromkeys(ERASING, "done")
+    assert status["services"]["scorer"]["removed"] == {"scorer.ratings": 1}
+
+    after = httpx.get(
+        f"{console}/v1/gdpr/customers/{zoe.customer_id}/export", headers=gdpr, timeout=30
+    ).json()
+    assert after["services"]["actions"]["customer"] is None
+    assert after["services"]["scorer"]["ratings"] == []
+    assert after["services"]["notifier"]["deliveries"] == []
+    assert holders(url, zoe.needles) == ["identity.audit_log.target: customer_id"]  # the exports' record
+    assert counted(url, campaign) == 1
+    erasure_id = erased.json()["erasure_id"]
+    erasures = [e for e in run(_audit(stack, AuditAction.GDPR_ERASE)) if e.entry.target == erasure_id]
+    exports = [e for e in run(_audit(stack, AuditAction.GDPR_EXPORT)) if e.entry.target == zoe.customer_id]
+    assert len(erasures) == 1 and len(exports) >= 3  # each export, the erasure once

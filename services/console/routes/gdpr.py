@@ -9,9 +9,7 @@ names the erasure id, not the customer (the audit log outlives the erasure).
 
 from __future__ import annotations
 
-import hashlib
 import secrets
-from dataclasses import dataclass
 from typing import Annotated, Any
 
 import httpx
@@ -40,17 +38,6 @@ EXPORT_FORMAT = "csat-customer-export/1"
 
 CustomerId = Annotated[SafeLine, Path(min_length=1, max_length=200)]
 ErasureId = Annotated[SafeLine, Path(min_length=1, max_length=100, pattern=r"^er_[0-9a-f]{32}$")]
-
-
-@dataclass(frozen=True, slots=True)
-class _BearerCaller:
-    """An API-token caller for ``ApiClient``: access tokens cached under a key derived from who it is."""
-
-    principal: Principal
-
-    @property
-    def session_key(self) -> bytes:
-        return hashlib.sha256(f"gdpr:{self.principal.log_name}".encode()).digest()
 
 
 def router(deps: ConsoleDeps) -> APIRouter:
@@ -145,7 +132,7 @@ def router(deps: ConsoleDeps) -> APIRouter:
         held: dict[str, Any] = {}
         for name in ERASING:
             try:
-                held[name] = await _export_from(deps, name, customer_id, principal)
+                held[name] = await _export_from(deps, name, customer_id, request.headers.get("authorization"))
             except ApiError as exc:
                 await audit(
                     request,
@@ -177,17 +164,20 @@ def router(deps: ConsoleDeps) -> APIRouter:
     return r
 
 
-async def _export_from(deps: ConsoleDeps, service: Service, customer_id: str, principal: Principal) -> Any:
-    """One service's export. The collector checks the caller's own access token (``gdpr:admin``); the
+async def _export_from(deps: ConsoleDeps, service: Service, customer_id: str, credential: str | None) -> Any:
+    """One service's export. The collector verifies the caller's own bearer credential (an API token or
+    a console access token, each holding ``gdpr:admin``: the console forwards it, it is not widened); the
     scorer, actions and notifier still guard admin routes with the shared admin key, which the console
-    presents for them until they verify access tokens too."""
+    presents for them until they verify tokens too."""
     if service == "collector":
-        api = deps.api.on_behalf_of(_BearerCaller(principal))
-        return await api.get_json("collector", EXPORT_PATH, path_params={"customer_id": customer_id})
+        authorization = credential or ""
+    else:
+        authorization = f"Bearer {deps.settings.admin_api_key.get_secret_value()}"
     url = deps.api.base(service) + fill_url_template(EXPORT_PATH, {"customer_id": customer_id})
-    key = deps.settings.admin_api_key.get_secret_value()
     try:
-        answer = await deps.api.http.get(url, headers={"Authorization": f"Bearer {key}"})
+        answer = await deps.api.http.get(
+            url, headers={"Authorization": authorization, "Accept": "application/json"}
+        )
     except httpx.HTTPError:
         raise ApiError(service=service, status=503) from None
     if answer.status_code != 200:
