@@ -15,7 +15,7 @@ from services.actions.engine import Policy
 from services.actions.facts import HistoryWindow
 from services.actions.handlers import ActionsHandler, utc_now
 from services.actions.repository import PgTransactions, consumer_handler
-from services.actions.repository.erasure import export_customer, scrub_customer
+from services.actions.repository.erasure import export_customer, purge_expired, scrub_customer
 from services.actions.routes import alerts, customers, dryrun, ops, revisions, rules
 from services.actions.rulebook import RuleBook
 from services.actions.rules import RuleSet, load_rules_file, parse_document
@@ -28,6 +28,7 @@ from shared.erasure import SqlExport, erasure_runtime, export_router
 from shared.http import install_common
 from shared.limits import BodySizeLimitMiddleware
 from shared.logs import configure_logging
+from shared.retention import RetentionJob
 from shared.runtime import ConsumerRuntime
 
 log = structlog.get_logger(__name__)
@@ -108,6 +109,9 @@ def create_app(settings: ActionsSettings | None = None) -> FastAPI:
         engine=runtime.engine,
     )
     transactions = PgTransactions(runtime.engine)
+    retention = RetentionJob(
+        service="actions", engine=runtime.engine, purge=purge_expired, settings=cfg, clock=utc_now
+    )
     scheduler = Scheduler(
         transactions=transactions,
         producer=lambda: runtime.producer,
@@ -127,10 +131,12 @@ def create_app(settings: ActionsSettings | None = None) -> FastAPI:
         )
         await runtime.start()
         await erasure.start()
+        await retention.start()
         if cfg.scheduler_enabled:
             await scheduler.start()
         yield
         await scheduler.stop()
+        await retention.stop()
         await erasure.stop()
         await runtime.stop()
 
@@ -142,6 +148,7 @@ def create_app(settings: ActionsSettings | None = None) -> FastAPI:
     )
     app.state.runtime = runtime
     app.state.scheduler = scheduler
+    app.state.retention = retention
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=cfg.max_body_bytes)
 
     async def check_scheduler() -> None:

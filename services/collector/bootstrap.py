@@ -24,7 +24,7 @@ from services.collector.ports import CollectorStore, IdempotencyRecords, Publish
 from services.collector.problems import add_problem_schema, install_handlers
 from services.collector.publisher import KafkaPublisher
 from services.collector.ratelimit import KeyedLimiter
-from services.collector.repository import PgStore, export_customer, scrub_customer
+from services.collector.repository import PgStore, export_customer, purge_expired, scrub_customer
 from services.collector.routes import admin, channels, ratings
 from services.collector.settings import CollectorSettings
 from shared.db import make_engine
@@ -36,6 +36,7 @@ from shared.identity.repository import PgIdentityStore
 from shared.identity.scopes import Scope
 from shared.limits import BodySizeLimitMiddleware
 from shared.logs import configure_logging
+from shared.retention import RetentionJob
 
 log = structlog.get_logger(__name__)
 
@@ -210,12 +211,26 @@ def lifespan(
         else None
     )
 
+    retention = (
+        RetentionJob(
+            service="collector",
+            engine=adapters.owned_store.engine,
+            purge=purge_expired,
+            settings=cfg,
+            clock=lambda: datetime.now(UTC),
+        )
+        if adapters.owned_store is not None
+        else None
+    )
+
     @asynccontextmanager
     async def run(_app: FastAPI) -> AsyncIterator[None]:
         if adapters.owned_publisher is not None:
             await adapters.owned_publisher.start()
         if erasure is not None:
             await erasure.start()
+        if retention is not None:
+            await retention.start()
         purger = asyncio.create_task(
             purge_forever(adapters.store, ttl=timedelta(hours=cfg.idempotency_ttl_h)),
             name="idempotency-purge",
@@ -227,6 +242,8 @@ def lifespan(
         with contextlib.suppress(asyncio.CancelledError):
             await purger
         await deps.auth.stop()
+        if retention is not None:
+            await retention.stop()
         if erasure is not None:
             await erasure.stop()
         await deps.intake.close()

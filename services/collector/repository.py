@@ -24,6 +24,7 @@ from services.collector.ports import (
     StoreUnavailable,
 )
 from shared.events import CustomerErased, KeyKind
+from shared.retention import Cutoffs
 
 T = TypeVar("T")
 
@@ -481,3 +482,11 @@ async def export_customer(conn: AsyncConnection, customer_id: str) -> dict[str, 
         {"c": customer_id},
     )
     return {"sms_surveys": [dict(r._mapping) for r in rows]}
+
+
+async def purge_expired(conn: AsyncConnection, cut: Cutoffs) -> dict[str, int]:
+    """Retention: SMS survey requests expired before the contact cut-off go (phone hash included)."""
+    result = await conn.execute(
+        text("DELETE FROM collector.sms_surveys WHERE expires_at < :c"), {"c": cut.contacts}
+    )
+    return {"collector.sms_surveys": result.rowcount}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from datetime import UTC, datetime
 from typing import Any
 
 import structlog
@@ -44,6 +45,7 @@ from shared.events import Channel
 from shared.http import install_common
 from shared.kafka import send_all
 from shared.logs import configure_logging
+from shared.retention import RetentionJob
 from shared.runtime import ConsumerRuntime
 
 log = structlog.get_logger(__name__)
@@ -160,12 +162,14 @@ def _lifespan(
     listener: WakeListener | None,
     providers: dict[Channel, Provider],
     erasure: ConsumerRuntime,
+    retention: RetentionJob,
 ) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         log.info("providers", **{f"{ch.value}_provider": p.name for ch, p in providers.items()})
         await runtime.start()
         await erasure.start()
+        await retention.start()
         await dispatcher.start()
         if listener is not None:
             await listener.start()
@@ -173,6 +177,7 @@ def _lifespan(
         if listener is not None:
             await listener.stop()
         await dispatcher.stop()
+        await retention.stop()
         await erasure.stop()
         await runtime.stop()
         for p in {id(p): p for p in providers.values()}.values():
@@ -207,13 +212,21 @@ def create_app(settings: NotifierSettings | None = None) -> FastAPI:
         engine=engine,
     )
 
+    privacy = NotifierErasure(keys=dispatcher_cfg.address_keys, outbox_dir=cfg.outbox_dir)
+    retention = RetentionJob(
+        service="notifier",
+        engine=engine,
+        purge=privacy.purge_expired,
+        settings=cfg,
+        clock=lambda: datetime.now(UTC),
+    )
     erasure = erasure_runtime(
         service="notifier",
         settings=cfg,
         group=f"{cfg.consumer_group}-erasure",
         topic=cfg.topics.customers_erased,
         dlq_topic=cfg.topics.dlq_notifier,
-        scrub=NotifierErasure(keys=dispatcher_cfg.address_keys, outbox_dir=cfg.outbox_dir).scrub,
+        scrub=privacy.scrub,
         engine=engine,
     )
 
@@ -240,11 +253,17 @@ def create_app(settings: NotifierSettings | None = None) -> FastAPI:
         title="CSAT notifier",
         version="1.0.0",
         lifespan=_lifespan(
-            runtime=runtime, dispatcher=dispatcher, listener=listener, providers=providers, erasure=erasure
+            runtime=runtime,
+            dispatcher=dispatcher,
+            listener=listener,
+            providers=providers,
+            erasure=erasure,
+            retention=retention,
         ),
         description="Sends email, SMS and chat messages once per notification, through providers.",
     )
     app.state.runtime = runtime
+    app.state.retention = retention
 
     async def check_dispatcher() -> None:
         dispatcher.check()

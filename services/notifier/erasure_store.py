@@ -19,8 +19,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.notifier.policy import AddressKeys
 from shared.events import CustomerErased
+from shared.retention import Cutoffs
 
 ERASED = "[erased]"
+EXPIRED = "[expired]"
 
 
 class NotifierErasure:
@@ -77,6 +79,34 @@ class NotifierErasure:
             text("UPDATE notifier.daily_counts SET customer_id = :p WHERE customer_id = :c"), {"c": c, "p": p}
         )
         removed["notifier.daily_counts"] = res.rowcount
+        removed["outbox files"] = self._remove_files(ids)
+        return removed
+
+    async def purge_expired(self, conn: AsyncConnection, cut: Cutoffs) -> dict[str, int]:
+        """Retention: finished messages' requests and errors past the contact cut-off; outbox copies (they
+        quote comments and addresses) past the shorter of the two ages, rows and files alike."""
+        removed: dict[str, int] = {}
+        res = await conn.execute(
+            text(
+                "UPDATE notifier.deliveries SET request = NULL, last_error = NULL "
+                "WHERE status NOT IN ('pending', 'sending') AND updated_at < :c "
+                "AND (request IS NOT NULL OR last_error IS NOT NULL)"
+            ),
+            {"c": cut.contacts},
+        )
+        removed["notifier.deliveries"] = res.rowcount
+        shorter = max(cut.comments, cut.contacts)  # the later cut-off: the shorter age
+        ids = [
+            r.notification_id
+            for r in await conn.execute(
+                text(
+                    "UPDATE notifier.outbox SET recipient = :e, subject = :e, body = :e "
+                    "WHERE created_at < :c AND body <> :e RETURNING notification_id"
+                ),
+                {"c": shorter, "e": EXPIRED},
+            )
+        ]
+        removed["notifier.outbox"] = len(ids)
         removed["outbox files"] = self._remove_files(ids)
         return removed
 

@@ -15,7 +15,7 @@ from services.scorer.deps import ScorerDeps
 from services.scorer.evaluator import ScoreEvaluator
 from services.scorer.handlers import make_handler
 from services.scorer.jobs import every, refresh_gauges
-from services.scorer.repository.erasure import export_customer, scrub_customer
+from services.scorer.repository.erasure import export_customer, purge_expired, scrub_customer
 from services.scorer.repository.events import PgScoreEvents
 from services.scorer.repository.maintenance import prune
 from services.scorer.repository.reads import PgReads
@@ -29,6 +29,7 @@ from shared.erasure import SqlExport, erasure_runtime, export_router
 from shared.http import install_common
 from shared.kafka import send_all
 from shared.logs import configure_logging
+from shared.retention import RetentionJob
 from shared.runtime import ConsumerRuntime
 
 
@@ -42,6 +43,7 @@ def _lifespan(
     reads: PgReads,
     cfg: ScorerSettings,
     erasure: ConsumerRuntime,
+    retention: RetentionJob,
 ) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
     """The consumer, then the jobs beside it; stopped in the reverse order."""
     stop_jobs = asyncio.Event()
@@ -51,6 +53,7 @@ def _lifespan(
         stop_jobs.clear()
         await runtime.start()
         await erasure.start()
+        await retention.start()
         jobs = [
             asyncio.create_task(evaluator.run(stop_jobs), name="scorer-events"),
             asyncio.create_task(
@@ -78,6 +81,7 @@ def _lifespan(
         finally:
             stop_jobs.set()
             await asyncio.gather(*jobs, return_exceptions=True)
+            await retention.stop()
             await erasure.stop()
             await runtime.stop()
 
@@ -120,16 +124,20 @@ def create_app(settings: ScorerSettings | None = None) -> FastAPI:
         scrub=scrub_customer,
         engine=runtime.engine,
     )
+    retention = RetentionJob(
+        service="scorer", engine=runtime.engine, purge=purge_expired, settings=cfg, clock=utcnow
+    )
     evaluator = ScoreEvaluator(store=PgScoreEvents(runtime.engine), settings=cfg, publish=publish)
     reads = PgReads(runtime.engine)
     app = FastAPI(
         title="CSAT scorer",
         version="1.0.0",
         description="Exact rolling CSAT, NPS and CES per segment, with sample size and 95% intervals.",
-        lifespan=_lifespan(runtime, evaluator, reads, cfg, erasure),
+        lifespan=_lifespan(runtime, evaluator, reads, cfg, erasure, retention),
     )
     app.state.runtime = runtime
     app.state.evaluator = evaluator
+    app.state.retention = retention
     install_common(
         app,
         service="scorer",

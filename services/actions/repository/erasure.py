@@ -13,6 +13,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from shared.events import CustomerErased
+from shared.retention import Cutoffs
 
 _STEPS: tuple[tuple[str, str], ...] = (
     ("actions.customers", "DELETE FROM actions.customers WHERE customer_id = :c"),
@@ -64,3 +65,35 @@ async def export_customer(conn: AsyncConnection, customer_id: str) -> dict[str, 
         rows = [dict(r._mapping) for r in await conn.execute(text(sql), {"c": customer_id})]
         out[name] = (rows[0] if rows else None) if name == "customer" else rows
     return out
+
+
+_PURGES: tuple[tuple[str, str], ...] = (
+    # Alert context quotes the comment and the customer's address; the CSM's note is free text.
+    (
+        "actions.alerts",
+        "UPDATE actions.alerts SET context = '{}'::jsonb, note = NULL WHERE created_at < :comments "
+        "AND (context <> '{}'::jsonb OR note IS NOT NULL)",
+    ),
+    # A customer neither updated nor heard from since the contact cut-off loses their addresses.
+    (
+        "actions.customers",
+        "UPDATE actions.customers c SET email = NULL, phone = NULL WHERE updated_at < :contacts "
+        "AND (email IS NOT NULL OR phone IS NOT NULL) AND NOT EXISTS (SELECT 1 FROM actions.ratings r "
+        "WHERE r.customer_id = c.customer_id AND r.occurred_at >= :contacts)",
+    ),
+    # Finished timers keep their outcome, not the message they carried.
+    (
+        "actions.timers",
+        "UPDATE actions.timers SET payload = '{}'::jsonb WHERE status <> 'pending' AND due_at < :contacts "
+        "AND payload <> '{}'::jsonb",
+    ),
+)
+
+
+async def purge_expired(conn: AsyncConnection, cut: Cutoffs) -> dict[str, int]:
+    """Retention: free text past the comment cut-off, contact data past the contact cut-off."""
+    params = {"comments": cut.comments, "contacts": cut.contacts}
+    removed: dict[str, int] = {}
+    for table, sql in _PURGES:
+        removed[table] = (await conn.execute(text(sql), params)).rowcount
+    return removed

@@ -10,6 +10,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from shared.events import CustomerErased
+from shared.retention import Cutoffs
 
 _RATINGS = text("UPDATE scorer.ratings SET customer_id = :p, comment = NULL WHERE customer_id = :c")
 
@@ -30,3 +31,12 @@ async def export_customer(conn: AsyncConnection, customer_id: str) -> dict[str, 
         {"c": customer_id},
     )
     return {"ratings": [dict(r._mapping) for r in rows]}
+
+
+async def purge_expired(conn: AsyncConnection, cut: Cutoffs) -> dict[str, int]:
+    """Retention: comments older than the comment cut-off go (the ratings stay counted)."""
+    result = await conn.execute(
+        text("UPDATE scorer.ratings SET comment = NULL WHERE comment IS NOT NULL AND occurred_at < :c"),
+        {"c": cut.comments},
+    )
+    return {"scorer.ratings": result.rowcount}
