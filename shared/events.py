@@ -320,6 +320,10 @@ class CustomerErased(_Event):
     requested_by: str | None = Field(
         default=None, description="The admin's user or token id (not an address)"
     )
+    opted_out: bool = Field(
+        default=False,
+        description="The customer had opted out: keep an opt-out under a keyed hash of the id",
+    )
 
 
 EVENT_MODELS: dict[str, type[BaseModel]] = {

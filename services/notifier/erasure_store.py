@@ -71,6 +71,15 @@ class NotifierErasure:
             {"c": c, "k": self._keys.customer_key(c)},
         )
         removed["notifier.suppressions"] = res.rowcount
+        if erased.opted_out:  # an opt-out the rules' context held: kept here, under the keyed hash
+            res = await conn.execute(
+                text(
+                    "INSERT INTO notifier.suppressions (scope, key, reason, source) "
+                    "VALUES ('customer', :k, 'opted_out', 'erasure') ON CONFLICT (scope, key) DO NOTHING"
+                ),
+                {"k": self._keys.customer_key(c)},
+            )
+            removed["notifier.suppressions"] += res.rowcount
         res = await conn.execute(
             text("UPDATE notifier.suppressions SET customer_id = NULL WHERE customer_id = :c"), {"c": c}
         )

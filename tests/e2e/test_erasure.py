@@ -444,7 +444,7 @@ async def _audit(stack: Stack, action: AuditAction) -> list[Any]:
 
 
 def test_the_console_exports_then_erases_a_customer(erasure_stack: tuple[Stack, Topics]) -> None:
-    stack, _topics = erasure_stack
+    stack, topics = erasure_stack
     url = stack.database_url
     assert url is not None
     console = stack.console_url
@@ -453,7 +453,7 @@ def test_the_console_exports_then_erases_a_customer(erasure_stack: tuple[Stack, 
     rate(stack.services["collector"].url, zoe, campaign, score=1, comment=zoe.comment)
     r = httpx.put(
         f"{stack.services['actions'].url}/v1/customers/{zoe.customer_id}",
-        json={"email": zoe.email, "phone": zoe.phone},
+        json={"email": zoe.email, "phone": zoe.phone, "opted_out": True},  # opted out in the CRM
         headers={"X-API-Key": DEV_ADMIN_KEY},
     )
     assert r.status_code == 200, r.text
@@ -507,6 +507,14 @@ def test_the_console_exports_then_erases_a_customer(erasure_stack: tuple[Stack, 
     assert after["services"]["notifier"]["deliveries"] == []
     assert holders(url, zoe.needles) == ["identity.audit_log.target: customer_id"]  # the exports' record
     assert counted(url, campaign) == 1
+    # Her CRM opt-out went with the context, yet stays: a message to her id now is suppressed.
+    nid = f"n-after-{uuid.uuid4().hex}"
+    produce(stack, [later_message(topics, zoe, days=0, nid=nid)])
+    row = poll(
+        lambda: sql(url, "SELECT status, reason FROM notifier.deliveries WHERE notification_id = :n", n=nid),
+        until=lambda rows: bool(rows) and rows[0].status not in ("pending", "sending"),
+    )[0]
+    assert (row.status, row.reason) == ("suppressed", "opted_out"), row
     erasure_id = erased.json()["erasure_id"]
     erasures = [e for e in run(_audit(stack, AuditAction.GDPR_ERASE)) if e.entry.target == erasure_id]
     exports = [e for e in run(_audit(stack, AuditAction.GDPR_EXPORT)) if e.entry.target == zoe.customer_id]

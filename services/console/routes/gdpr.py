@@ -72,6 +72,11 @@ def router(deps: ConsoleDeps) -> APIRouter:
         summary="Erase a customer everywhere (GDPR art. 17): 202 once the erasure event is durable",
     )
     async def erase(request: Request, customer_id: CustomerId, principal: Principal = gdpr_admin) -> Any:
+        try:
+            opted_out = await _opted_out(deps, customer_id)
+        except ApiError:
+            detail = "actions did not answer; nothing was erased, try again"
+            return problem(503, "Service Unavailable", detail=detail)
         erasure_id = "er_" + secrets.token_hex(16)
         event = ev.CustomerErased(
             erasure_id=erasure_id,
@@ -79,6 +84,7 @@ def router(deps: ConsoleDeps) -> APIRouter:
             pseudonym="erased_" + secrets.token_hex(16),
             requested_at=deps.clock(),
             requested_by=principal.log_name,
+            opted_out=opted_out,
         )
         record = encode(
             topic=deps.settings.topics.customers_erased,
@@ -183,3 +189,21 @@ async def _export_from(deps: ConsoleDeps, service: Service, customer_id: str, cr
     if answer.status_code != 200:
         raise ApiError(service=service, status=answer.status_code)
     return answer.json()
+
+
+async def _opted_out(deps: ConsoleDeps, customer_id: str) -> bool:
+    """Whether the rules' context says the customer opted out: the erasure event carries it, so the
+    notifier keeps that opt-out under a keyed hash once the context is gone."""
+    path = fill_url_template("/v1/customers/{customer_id}", {"customer_id": customer_id})
+    key = deps.settings.admin_api_key.get_secret_value()
+    try:
+        answer = await deps.api.http.get(
+            deps.api.base("actions") + path, headers={"Authorization": f"Bearer {key}"}
+        )
+    except httpx.HTTPError:
+        raise ApiError(service="actions", status=503) from None
+    if answer.status_code == 404:
+        return False
+    if answer.status_code != 200:
+        raise ApiError(service="actions", status=answer.status_code)
+    return bool(answer.json().get("opted_out"))
