@@ -44,15 +44,17 @@ class Services:
     opted_out: bool | None = None  # None: actions holds no context (404)
     actions_down: bool = False
     failing: str | None = None  # the base URL of a service answering 500 to its export
+    actions: str | None = None  # the actions service's base URL
 
     def handle(self, request: httpx.Request) -> httpx.Response:
         host, path = str(request.url), request.url.path
-        if path.startswith("/v1/customers/"):
+        if path.endswith("/export") and self.actions and host.startswith(self.actions):
             if self.actions_down:
                 return httpx.Response(502)
-            if self.opted_out is None:
-                return httpx.Response(404, json={"title": "Not Found"})
-            return httpx.Response(200, json={"email": "lea@example.com", "opted_out": self.opted_out})
+            customer = (
+                None if self.opted_out is None else {"email": "a@example.com", "opted_out": self.opted_out}
+            )
+            return httpx.Response(200, json={"customer": customer, "ratings": []})
         if path.endswith("/export"):
             if self.failing and host.startswith(self.failing):
                 return httpx.Response(500, json={"title": "boom"})
@@ -95,13 +97,13 @@ async def site() -> AsyncIterator[Site]:
         )
         return {"Authorization": f"Bearer {made.secret}"}
 
-    services = Services()
     events = Events()
     console = MemoryConsoleStore(identity)
-    http = httpx.AsyncClient(transport=httpx.MockTransport(services.handle))
     cfg = ConsoleSettings.model_validate(
         {"environment": "test", "live_enabled": False, "log_format": "console"}
     )
+    services = Services(actions=str(cfg.service_urls.actions).rstrip("/"))
+    http = httpx.AsyncClient(transport=httpx.MockTransport(services.handle))
     app = create_app(cfg, identity=identity, console=console, passwords=CHEAP, http=http, events=events)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)

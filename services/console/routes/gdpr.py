@@ -73,7 +73,7 @@ def router(deps: ConsoleDeps) -> APIRouter:
     )
     async def erase(request: Request, customer_id: CustomerId, principal: Principal = gdpr_admin) -> Any:
         try:
-            opted_out = await _opted_out(deps, customer_id)
+            opted_out = await _opted_out(deps, customer_id, request.headers.get("authorization"))
         except ApiError:
             detail = "actions did not answer; nothing was erased, try again"
             return problem(503, "Service Unavailable", detail=detail)
@@ -170,20 +170,23 @@ def router(deps: ConsoleDeps) -> APIRouter:
     return r
 
 
-async def _export_from(deps: ConsoleDeps, service: Service, customer_id: str, credential: str | None) -> Any:
-    """One service's export. The collector verifies the caller's own bearer credential (an API token or
-    a console access token, each holding ``gdpr:admin``: the console forwards it, it is not widened); the
-    scorer, actions and notifier still guard admin routes with the shared admin key, which the console
-    presents for them until they verify tokens too."""
+def _authorization(deps: ConsoleDeps, service: Service, credential: str | None) -> str:
+    """The credential the console presents to a service's export. The collector verifies the caller's
+    own bearer credential (an API token or a console access token holding ``gdpr:admin``: forwarded, not
+    widened). The scorer, actions and notifier still guard admin routes with the shared admin key, so
+    the console presents that key to them; once they verify tokens (``deps.auth.require``), forward the
+    caller's credential to them too and drop this branch."""
     if service == "collector":
-        authorization = credential or ""
-    else:
-        authorization = f"Bearer {deps.settings.admin_api_key.get_secret_value()}"
+        return credential or ""
+    return f"Bearer {deps.settings.admin_api_key.get_secret_value()}"
+
+
+async def _export_from(deps: ConsoleDeps, service: Service, customer_id: str, credential: str | None) -> Any:
+    """One service's export document (``ApiError`` when it does not answer 200)."""
     url = deps.api.base(service) + fill_url_template(EXPORT_PATH, {"customer_id": customer_id})
+    headers = {"Authorization": _authorization(deps, service, credential), "Accept": "application/json"}
     try:
-        answer = await deps.api.http.get(
-            url, headers={"Authorization": authorization, "Accept": "application/json"}
-        )
+        answer = await deps.api.http.get(url, headers=headers)
     except httpx.HTTPError:
         raise ApiError(service=service, status=503) from None
     if answer.status_code != 200:
@@ -191,19 +194,10 @@ async def _export_from(deps: ConsoleDeps, service: Service, customer_id: str, cr
     return answer.json()
 
 
-async def _opted_out(deps: ConsoleDeps, customer_id: str) -> bool:
-    """Whether the rules' context says the customer opted out: the erasure event carries it, so the
-    notifier keeps that opt-out under a keyed hash once the context is gone."""
-    path = fill_url_template("/v1/customers/{customer_id}", {"customer_id": customer_id})
-    key = deps.settings.admin_api_key.get_secret_value()
-    try:
-        answer = await deps.api.http.get(
-            deps.api.base("actions") + path, headers={"Authorization": f"Bearer {key}"}
-        )
-    except httpx.HTTPError:
-        raise ApiError(service="actions", status=503) from None
-    if answer.status_code == 404:
-        return False
-    if answer.status_code != 200:
-        raise ApiError(service="actions", status=answer.status_code)
-    return bool(answer.json().get("opted_out"))
+async def _opted_out(deps: ConsoleDeps, customer_id: str, credential: str | None) -> bool:
+    """Whether the rules' context says the customer opted out (read from the actions service's export,
+    which ``gdpr:admin`` opens): the erasure event carries it, so the notifier keeps that opt-out under
+    a keyed hash once the context is gone."""
+    held = await _export_from(deps, "actions", customer_id, credential)
+    customer = held.get("customer") if isinstance(held, dict) else None
+    return bool(customer and customer.get("opted_out"))
