@@ -165,6 +165,12 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     return replay_main(["--batch-size", str(args.batch_size)])
 
 
+def _cmd_retention(args: argparse.Namespace) -> int:
+    from services.cli.retention import main as retention_main
+
+    return retention_main(args.service)
+
+
 Subcommands: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
 
@@ -239,6 +245,12 @@ def parser() -> argparse.ArgumentParser:
     _add_contracts(sub)
     _add_import(sub)
     _add_replay(sub)
+    retention = sub.add_parser(
+        "retention",
+        help="remove comments and contact data past their retention now (DATABASE_URL, CSAT_RETENTION_*)",
+    )
+    retention.add_argument("service", choices=("collector", "scorer", "actions", "notifier"))
+    retention.set_defaults(func=_cmd_retention)
     return top
 
 

@@ -199,3 +199,34 @@ async def test_collector_drops_expired_sms_requests_and_the_nightly_job_runs_the
     assert await job.run_now() == {"collector.sms_surveys": 1}
     left = await one(engine, "SELECT request_id FROM collector.sms_surveys")
     assert [r.request_id for r in left] == ["s-new"]
+
+
+def test_csat_retention_runs_one_service_now(
+    database_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import asyncio
+
+    from services.cli.commands import main
+
+    async def seed() -> None:
+        e = make_engine(database_url, pool_size=1)
+        try:
+            await run_sql(
+                e,
+                "INSERT INTO scorer.ratings (rating_id, metric, scale, score, sentiment, customer_id, "
+                "comment, occurred_at, received_at) "
+                "VALUES ('r', 'csat', '1-5', 2, 'negative', 'c', 'old words', :at, :at)",
+                [{"at": datetime.now(UTC) - timedelta(days=40)}],
+            )
+        finally:
+            await e.dispose()
+
+    asyncio.run(seed())
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    monkeypatch.setenv("CSAT_ENVIRONMENT", "test")
+    monkeypatch.setenv("CSAT_RETENTION_COMMENT_DAYS", "30")
+    assert main(["retention", "scorer"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == {
+        "removed": {"scorer.ratings": 1},
+        "service": "scorer",
+    }
