@@ -251,6 +251,18 @@ def counted(url: str, campaign: str) -> int:
     return int(rows[0].n)
 
 
+def scores(stack: Stack, campaign: str) -> dict[str, Any]:
+    """The scorer's answer for the campaign (the dev stack's bootstrap key, a full admin outside prod)."""
+    answer = httpx.get(
+        f"{stack.services['scorer'].url}/v1/scores",
+        params={"metric": "csat", "window": "30d", "segment": f"campaign:{campaign}"},
+        headers={"Authorization": f"Bearer {DEV_ADMIN_KEY}"},
+    )
+    assert answer.status_code == 200, answer.text
+    body: dict[str, Any] = answer.json()
+    return body
+
+
 def statuses(url: str, erasure_id: str) -> dict[str, dict[str, int]]:
     rows = sql(url, "SELECT service, removed FROM ops.erasures WHERE erasure_id = :e", e=erasure_id)
     return {r.service: dict(r.removed) for r in rows}
@@ -319,10 +331,7 @@ def test_erasure_leaves_nothing_but_counts(erasure_stack: tuple[Stack, Topics]) 
         assert where in before, (where, before)
     waiting = pending(url, lea.customer_id)
     other_before = holders(url, other.needles)
-    scores_before = httpx.get(
-        f"{stack.services['scorer'].url}/v1/scores",
-        params={"metric": "csat", "window": "30d", "segment": f"campaign:{campaign}"},
-    )
+    scores_before = scores(stack, campaign)
 
     # The notifier is down (SIGKILL) when the erasure is published: the others erase, it resumes later.
     stack.services["notifier"].kill()
@@ -340,13 +349,9 @@ def test_erasure_leaves_nothing_but_counts(erasure_stack: tuple[Stack, Topics]) 
     assert files_holding(outbox, {"comment": other.comment})
     # Her ratings still count, in the counters and in the scorer's answer.
     assert counted(url, campaign) == 4
-    scores_after = httpx.get(
-        f"{stack.services['scorer'].url}/v1/scores",
-        params={"metric": "csat", "window": "30d", "segment": f"campaign:{campaign}"},
-    )
-    if scores_before.status_code == 200:
-        assert scores_after.json()["responses"] == scores_before.json()["responses"] == 4
-        assert scores_after.json()["score"] == scores_before.json()["score"]
+    scores_after = scores(stack, campaign)
+    assert scores_after["responses"] == scores_before["responses"] == 4
+    assert scores_after["score"] == scores_before["score"] == 0.0  # four answers of 1 and 2 out of 5
     # What was waiting is cancelled, under the pseudonym too.
     pseudonym = sql(url, "SELECT DISTINCT pseudonym FROM ops.erasures WHERE erasure_id = :e", e=first)[0][0]
     assert pending(url, lea.customer_id, pseudonym) == {"timers": 0, "messages": 0}
