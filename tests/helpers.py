@@ -129,5 +129,15 @@ S = TypeVar("S", bound=BaseSettings)
 
 
 def make_settings(cls: type[S], **values: Any) -> S:
-    """Service settings for a test: short group sessions (fast joins on Tansu), console logs."""
+    """Service settings for a test: short group sessions (fast joins on Tansu), console logs.
+
+    Tests of one session share a broker; a consumer group shared by all of them makes every test's
+    join wait on the members other tests left behind (one CI run waited more than 30 s for its
+    partitions). The group therefore follows the test's own topic prefix unless a test names one:
+    distinct per test, the same for two apps of one test (a restart resumes its group's offsets).
+    """
+    field = cls.model_fields.get("consumer_group")
+    prefix = values.get("topic_prefix")
+    if field is not None and prefix and "consumer_group" not in values:
+        values = {**values, "consumer_group": f"{field.default}.{str(prefix).rstrip('.')}"}
     return cls.model_validate({**TEST_KAFKA_ENV, "log_format": "console", **values})

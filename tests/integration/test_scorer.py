@@ -130,7 +130,8 @@ async def test_restart_resumes_from_stored_offsets_without_double_counting(
         ).scalar_one()
         offsets = (
             await conn.execute(
-                text("SELECT sum(next_offset) FROM ops.consumer_offsets WHERE consumer_group = 'csat-scorer'")
+                text("SELECT sum(next_offset) FROM ops.consumer_offsets WHERE consumer_group = :g"),
+                {"g": settings(infra, database_url, topics).consumer_group},
             )
         ).scalar_one()
     await engine.dispose()
