@@ -425,16 +425,17 @@ Ready. Everything stops with Ctrl-C.
   collector  {c}   POST /v1/ratings, POST /v1/ratings/batch   docs: {c}/docs
              widget demo: {c}/demo   (source "demo", public key {stack.demo_key or "-"})
              admin (dev key): curl -H 'Authorization: Bearer dev-admin-key' {c}/v1/sources
-  scorer     {s}   GET /v1/scores?metric=csat&window=30d          docs: {s}/docs
-  actions    {a}   GET /v1/alerts, /v1/rules, /v1/customers/{{id}} (admin key)  docs: {a}/docs
-  notifier   {n}   GET /v1/outbox (messages as files in {stack.var_dir / "outbox"})
+  scorer     {s}   GET /v1/scores?metric=csat&window=30d (dev key)  docs: {s}/docs
+  actions    {a}   GET /v1/alerts, /v1/rules, /v1/customers/{{id}} (dev key)  docs: {a}/docs
+  notifier   {n}   GET /v1/outbox (dev key; messages as files in {stack.var_dir / "outbox"})
   metrics    /metrics on every service; logs in {stack.var_dir / "logs"}
 
 Try:
   curl -s -XPOST {c}/v1/ratings -H 'content-type: application/json' \\
     -d '{{"metric":"csat","scale":"1-5","score":1,"customer":{{"id":"c-1"}},"segment":{{"store":"paris-1"}}}}'
-  curl -s '{s}/v1/scores?metric=csat&window=30d&segment=store:paris-1'
-  curl -s '{n}/v1/outbox'
+  KEY='Authorization: Bearer dev-admin-key'     # every data route needs a credential, in dev too
+  curl -s -H "$KEY" '{s}/v1/scores?metric=csat&window=30d&segment=store:paris-1'
+  curl -s -H "$KEY" '{n}/v1/outbox'
   csat import past-answers.csv --url {c}       # historical CSV import (dev needs no key)
 """
 

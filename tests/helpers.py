@@ -21,11 +21,12 @@ T = TypeVar("T")
 
 
 @asynccontextmanager
-async def running(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    """Run the app's lifespan (consumers, producers) and give an HTTP client bound to it."""
+async def running(app: FastAPI, *, headers: dict[str, str] | None = None) -> AsyncIterator[httpx.AsyncClient]:
+    """Run the app's lifespan (consumers, producers) and give an HTTP client bound to it; ``headers``
+    go with every request (a credential, e.g. ``tests.credentials.ADMIN``)."""
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        async with httpx.AsyncClient(transport=transport, base_url="http://test", headers=headers) as client:
             yield client
 
 

@@ -23,6 +23,8 @@ from services.actions.settings import ActionsSettings
 from services.actions.verbatims import Taxonomy, load_taxonomy_file
 from shared.db import make_engine
 from shared.http import install_common
+from shared.identity.repository import PgIdentityStore
+from shared.identity.wiring import service_authenticator
 from shared.limits import BodySizeLimitMiddleware
 from shared.logs import configure_logging
 from shared.runtime import ConsumerRuntime
@@ -104,6 +106,13 @@ def create_app(settings: ActionsSettings | None = None) -> FastAPI:
         poll_s=cfg.timer_poll_s,
         batch=cfg.timer_batch,
     )
+    auth = service_authenticator(
+        service="actions",
+        identity=cfg,
+        environment=cfg.environment,
+        admin_key=cfg.admin_api_key,
+        tokens=PgIdentityStore(engine=runtime.engine, timeout_s=2.0),
+    )
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -114,10 +123,12 @@ def create_app(settings: ActionsSettings | None = None) -> FastAPI:
             themes=len(taxonomy.theme_ids),
         )
         await runtime.start()
+        await auth.start()
         if cfg.scheduler_enabled:
             await scheduler.start()
         yield
         await scheduler.stop()
+        await auth.stop()
         await runtime.stop()
 
     app = FastAPI(
@@ -145,7 +156,12 @@ def create_app(settings: ActionsSettings | None = None) -> FastAPI:
     )
     dry_run = DryRunner(rulebook=rulebook, taxonomy=taxonomy, policy=policy, history=history, clock=utc_now)
     deps = ActionsDeps(
-        settings=cfg, transactions=transactions, rulebook=rulebook, clock=utc_now, dry_run=dry_run
+        settings=cfg,
+        transactions=transactions,
+        rulebook=rulebook,
+        clock=utc_now,
+        dry_run=dry_run,
+        auth=auth,
     )
     for audience in (rules, revisions, dryrun, alerts, customers, ops):
         app.include_router(audience.router(deps))

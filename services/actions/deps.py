@@ -1,4 +1,5 @@
-"""What the actions routes use, built by the composition root: settings, the stores, the rules in force."""
+"""What the actions routes use, built by the composition root: settings, the stores, the rules in force
+and the authenticator every route asks for the caller."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from services.actions.dryrun import DryRunner
 from services.actions.ports import Transactions
 from services.actions.rulebook import RuleBook
 from services.actions.settings import ActionsSettings
+from shared.identity.guard import Authenticator
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,3 +21,4 @@ class ActionsDeps:
     rulebook: RuleBook
     clock: Callable[[], datetime]
     dry_run: DryRunner
+    auth: Authenticator

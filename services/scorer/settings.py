@@ -10,11 +10,12 @@ from services.scorer import domain
 from services.scorer.drift import DriftSettings
 from services.scorer.segments import normalise_combinations
 from services.scorer.windows import Tier, make_tiers
+from shared.identity.config import IdentitySettings
 from shared.scales import Metric
 from shared.settings import CommonSettings
 
 
-class ScorerSettings(CommonSettings):
+class ScorerSettings(CommonSettings, IdentitySettings):
     port: int = 8001
     consumer_group: str = "csat-scorer"
     max_batch: int = Field(default=5000, ge=1, description="Records per micro-batch (one transaction)")

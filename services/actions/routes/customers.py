@@ -1,4 +1,5 @@
-"""The customers API (admin): the context the rules read, set by a CRM sync or by hand."""
+"""The customers API: the context the rules read, set by a CRM sync (``customers:admin``) and read by
+CSMs (``customers:read``, their own customers only: another customer answers 404)."""
 
 from __future__ import annotations
 
@@ -8,9 +9,12 @@ from fastapi import APIRouter, Depends, Path
 from pydantic import EmailStr, Field
 
 from services.actions.deps import ActionsDeps
-from shared.auth import admin_guard
 from shared.http import problem
+from shared.identity.principal import Principal
+from shared.identity.scopes import Scope
 from shared.vocabulary import ContactIn
+
+NOT_FOUND = "no context stored for this customer"
 
 
 class CustomerProfileIn(ContactIn):
@@ -25,13 +29,27 @@ class CustomerProfileIn(ContactIn):
     attributes: dict[str, Any] = Field(default_factory=dict, description="usage signals and any other facts")
 
 
-def router(deps: ActionsDeps) -> APIRouter:
-    api = APIRouter(tags=["customers"], dependencies=[Depends(admin_guard(deps.settings.admin_api_key))])
-    tx = deps.transactions
+def owns_customer(principal: Principal, found: dict[str, Any]) -> bool:
+    attributes = found.get("attributes")
+    account = attributes.get("account_id") if isinstance(attributes, dict) else None
+    owner = found.get("owner_email")
+    return principal.owns(
+        account_id=account if isinstance(account, str) else None,
+        owner_email=owner if isinstance(owner, str) else None,
+    )
 
-    @api.put("/v1/customers/{customer_id}", summary="Set a customer's context")
+
+def router(deps: ActionsDeps) -> APIRouter:
+    api = APIRouter(tags=["customers"])
+    tx = deps.transactions
+    admin = Depends(deps.auth.require(Scope.CUSTOMERS_ADMIN))
+    reader = Depends(deps.auth.require(Scope.CUSTOMERS_READ))
+
+    @api.put("/v1/customers/{customer_id}", summary="Set a customer's context (customers:admin)")
     async def put_customer(
-        body: CustomerProfileIn, customer_id: Annotated[str, Path(min_length=1, max_length=200)]
+        body: CustomerProfileIn,
+        customer_id: Annotated[str, Path(min_length=1, max_length=200)],
+        principal: Principal = admin,
     ) -> Any:
         async with tx.begin() as stores:
             await stores.customers.upsert(customer_id=customer_id, fields=body.model_dump(mode="json"))
@@ -39,12 +57,12 @@ def router(deps: ActionsDeps) -> APIRouter:
                 await stores.enrolments.stop_all(customer_id=customer_id)
             return await stores.customers.get(customer_id=customer_id)
 
-    @api.get("/v1/customers/{customer_id}", summary="A customer's stored context")
-    async def get_customer(customer_id: str) -> Any:
+    @api.get("/v1/customers/{customer_id}", summary="A customer's stored context (a CSM's own customers)")
+    async def get_customer(customer_id: str, principal: Principal = reader) -> Any:
         async with tx.connect() as stores:
             found = await stores.customers.get(customer_id=customer_id)
-        if found is None:
-            return problem(404, "Not Found", detail="no context stored for this customer")
+        if found is None or not owns_customer(principal, found):
+            return problem(404, "Not Found", detail=NOT_FOUND)
         return found
 
     return api

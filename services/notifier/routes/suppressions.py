@@ -1,4 +1,5 @@
-"""The suppression list for admins: who must not get customer-facing messages, by customer, email or phone."""
+"""The suppression list (``customers:admin``): who must not get customer-facing messages, by customer,
+email or phone."""
 
 from __future__ import annotations
 
@@ -10,8 +11,8 @@ from pydantic import BaseModel, Field, model_validator
 from services.notifier.deps import NotifierDeps
 from services.notifier.policy import AddressKeys
 from services.notifier.ports import SuppressionEntry
-from shared.auth import admin_guard
 from shared.http import problem
+from shared.identity.scopes import Scope
 
 
 class SuppressionRequest(BaseModel):
@@ -49,7 +50,7 @@ def entries(
 
 def router(deps: NotifierDeps) -> APIRouter:
     routes = APIRouter()
-    admin = [Depends(admin_guard(deps.admin_key))]
+    admin = [Depends(deps.auth.require(Scope.CUSTOMERS_ADMIN))]
 
     @routes.get("/v1/suppressions", tags=["suppressions"], dependencies=admin, summary="The suppression list")
     async def list_suppressions(
