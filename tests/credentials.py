@@ -12,6 +12,7 @@ from collections.abc import Iterable
 
 from shared.identity.accesstokens import AccessTokenIssuer, AccessTokenVerifier, KeyRing, SigningKey
 from shared.identity.guard import Authenticator
+from shared.identity.keygen import production_secrets
 from shared.identity.principal import Principal, PrincipalKind, SegmentGrant
 from shared.identity.scopes import ROLE_SCOPES, Role, Scope
 from shared.identity.wiring import bootstrap_scopes
@@ -63,3 +64,8 @@ def authenticator(service: str = "test", *, environment: str = "test") -> Authen
         bootstrap_key=DEV_ADMIN_KEY,
         bootstrap_scopes=bootstrap_scopes(environment),
     )
+
+
+def prod_secrets() -> dict[str, str]:
+    """``python -m shared.identity.keygen``'s output as settings field names (what prod needs)."""
+    return {name.removeprefix("CSAT_").lower(): value for name, value in production_secrets().items()}

@@ -130,5 +130,6 @@ S = TypeVar("S", bound=BaseSettings)
 
 
 def make_settings(cls: type[S], **values: Any) -> S:
-    """Service settings for a test: short group sessions (fast joins on Tansu), console logs."""
-    return cls.model_validate({**TEST_KAFKA_ENV, "log_format": "console", **values})
+    """Service settings for a test: short group sessions (fast joins on Tansu), console logs, and
+    ``CSAT_ENVIRONMENT=test`` unless the test names another (no service starts without one)."""
+    return cls.model_validate({**TEST_KAFKA_ENV, "environment": "test", "log_format": "console", **values})

@@ -110,7 +110,6 @@ def create_app(settings: ActionsSettings | None = None) -> FastAPI:
         service="actions",
         identity=cfg,
         environment=cfg.environment,
-        admin_key=cfg.admin_api_key,
         tokens=PgIdentityStore(engine=runtime.engine, timeout_s=2.0),
     )
 

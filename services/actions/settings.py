@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, ValidationInfo, field_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
-from shared.identity.config import IdentitySettings
+from shared.identity.config import IdentitySettings, SecretCheck, refuse_weak_secrets
 from shared.security.urls import TemplateError, fill_url_template
-from shared.settings import CommonSettings
+from shared.settings import DEV_SECRETS, CommonSettings
 
 DEFAULT_RULES = Path(__file__).parent / "playbooks" / "default.yaml"
 DEFAULT_THEMES = Path(__file__).parent / "themes.yaml"
@@ -68,3 +68,12 @@ class ActionsSettings(CommonSettings, IdentitySettings):
     @classmethod
     def _lower_keys(cls, value: dict[str, str]) -> dict[str, str]:
         return {k.strip().lower() if "@" in k else k.strip(): v.strip() for k, v in value.items()}
+
+    @model_validator(mode="after")
+    def _prod_secrets(self) -> ActionsSettings:
+        refuse_weak_secrets(environment=self.environment, checks=self.secret_checks())
+        return self
+
+    def secret_checks(self) -> list[SecretCheck]:
+        """Every secret prod refuses missing, public or weak, named in one message."""
+        return self.identity_secret_checks(public_values=DEV_SECRETS)

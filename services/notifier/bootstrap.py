@@ -230,7 +230,6 @@ def create_app(settings: NotifierSettings | None = None) -> FastAPI:
         service="notifier",
         identity=cfg,
         environment=cfg.environment,
-        admin_key=cfg.admin_api_key,
         tokens=PgIdentityStore(engine=engine, timeout_s=2.0),
     )
     app = FastAPI(

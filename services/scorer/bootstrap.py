@@ -117,7 +117,6 @@ def create_app(settings: ScorerSettings | None = None) -> FastAPI:
         service="scorer",
         identity=cfg,
         environment=cfg.environment,
-        admin_key=cfg.admin_api_key,
         tokens=PgIdentityStore(engine=runtime.engine, timeout_s=2.0),
     )
     app = FastAPI(

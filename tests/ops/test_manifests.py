@@ -189,6 +189,31 @@ def test_prod_settings() -> None:
     items = docs("prod")
     config = next(c for c in of_kind(items, "ConfigMap") if c["metadata"]["name"] == "csat-config")["data"]
     assert config["CSAT_ENVIRONMENT"] == "prod" and config["CSAT_KAFKA_IDEMPOTENCE"] == "true"
+    # Every secret a service refuses to start without in prod comes from the Secret csat-secrets, and
+    # only the console gets the private signing key.
+    needs = {
+        "collector": {"CSAT_SIGNING_SECRET", "CSAT_SOURCE_IDENTITY_KEY"},
+        "scorer": set(),
+        "actions": set(),
+        "notifier": {"CSAT_UNSUBSCRIBE_SECRET"},
+        "console": {"CSAT_SESSION_SECRET", "CSAT_IDENTITY_SIGNING_KEY"},
+    }
+    for deployment in of_kind(items, "Deployment"):
+        service = deployment["metadata"]["name"].removeprefix("csat-")
+        if service not in needs:
+            continue
+        (container,) = deployment["spec"]["template"]["spec"]["containers"]
+        from_secret = {
+            e["name"]: e["valueFrom"]["secretKeyRef"]
+            for e in container["env"]
+            if "secretKeyRef" in e.get("valueFrom", {})
+            and e["valueFrom"]["secretKeyRef"]["name"] == "csat-secrets"
+        }
+        required = {n for n, ref in from_secret.items() if not ref.get("optional")}
+        assert required >= {"CSAT_ADDRESS_HASH_KEY", "CSAT_IDENTITY_PUBLIC_KEYS"} | needs[service], service
+        assert all(ref["key"] == name for name, ref in from_secret.items()), service
+        assert ("CSAT_IDENTITY_SIGNING_KEY" in from_secret) is (service == "console")
+        assert from_secret["CSAT_BOOTSTRAP_ADMIN_KEY"].get("optional") is True
     (db,) = of_kind(items, "Cluster")
     assert db["spec"]["instances"] == 3 and "backup" in db["spec"]
     assert next(of_kind(items, "ScheduledBackup"))["spec"]["cluster"]["name"] == db["metadata"]["name"]

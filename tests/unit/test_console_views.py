@@ -48,7 +48,7 @@ class Site:
 
 
 async def scorer_app() -> FastAPI:
-    cfg = ScorerSettings.model_validate({"min_sample": 5})
+    cfg = ScorerSettings.model_validate({"environment": "test", "min_sample": 5})
     store = MemoryScorerStore(combinations=cfg.combos)
     ratings = []
     for store_name, channel, scores_ in (

@@ -526,9 +526,8 @@ async def test_the_bootstrap_key_is_a_full_admin_outside_prod_and_bootstrap_only
 
     auth = service_authenticator(
         service="scorer",
-        identity=IdentitySettings(),
+        identity=IdentitySettings(bootstrap_admin_key=SecretStr(BOOTSTRAP)),
         environment=environment,
-        admin_key=SecretStr(BOOTSTRAP),
         tokens=None,
     )
     principal = await auth.authenticate(BOOTSTRAP)
@@ -540,10 +539,18 @@ async def test_the_bootstrap_key_is_a_full_admin_outside_prod_and_bootstrap_only
         await auth.authenticate("")  # an empty credential never equals an empty or unset key
     blank = service_authenticator(
         service="scorer",
-        identity=IdentitySettings(),
+        identity=IdentitySettings(bootstrap_admin_key=SecretStr(" ")),
         environment=environment,
-        admin_key=SecretStr(" "),
         tokens=None,
     )
     with pytest.raises(AuthError):
         await blank.authenticate(" ")
+    # no key configured: dev and test fall back to the public dev key, prod to none at all
+    unset = service_authenticator(
+        service="scorer", identity=IdentitySettings(), environment=environment, tokens=None
+    )
+    if environment == "prod":
+        with pytest.raises(AuthError):
+            await unset.authenticate("dev-admin-key")
+    else:
+        assert (await unset.authenticate("dev-admin-key")).subject == "bootstrap"

@@ -36,7 +36,7 @@ def stores(*specs: tuple[str, str, int, int], ago: timedelta = timedelta(hours=1
 
 @pytest.fixture
 async def client() -> AsyncIterator[httpx.AsyncClient]:
-    cfg = ScorerSettings.model_validate({"min_sample": 5})
+    cfg = ScorerSettings.model_validate({"environment": "test", "min_sample": 5})
     store = MemoryScorerStore(combinations=cfg.combos)
     ratings = stores(
         ("paris-1", "chat", 8, 2),

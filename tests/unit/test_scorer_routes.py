@@ -27,7 +27,7 @@ LYON = {"store": "lyon-2", "channel": "web"}
 
 @pytest.fixture
 async def client() -> AsyncIterator[httpx.AsyncClient]:
-    cfg = ScorerSettings.model_validate({"min_sample": 5})
+    cfg = ScorerSettings.model_validate({"environment": "test", "min_sample": 5})
     store = MemoryScorerStore(combinations=cfg.combos)
     # Paris: 8 of 10 happy; Lyon: 3 of 6; one customer rated three times, a day apart.
     ratings = [rating(f"p-{i}", 5 if i < 8 else 1, segment=PARIS) for i in range(10)]
@@ -110,7 +110,7 @@ async def drift_client() -> AsyncIterator[httpx.AsyncClient]:
     store.dimensions.add("store")
     store.values["store"] = {"stable", "dropping"}
     await run_daily(store, broker)
-    cfg = ScorerSettings()
+    cfg = ScorerSettings(environment="test")
     end = midnight(START + timedelta(days=DAYS)) + timedelta(hours=2)
     deps = ScorerDeps(
         settings=cfg,
