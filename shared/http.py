@@ -16,6 +16,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared import tracing
+from shared.textguard import QueryTextGuard
 
 log = structlog.get_logger(__name__)
 
@@ -195,6 +196,7 @@ def install_common(
     """
     app.add_exception_handler(RequestValidationError, _validation_handler)
     app.add_exception_handler(StarletteHTTPException, _http_handler)
+    app.add_middleware(QueryTextGuard)  # inside the metrics: its 422s are counted like the others
     app.add_middleware(RequestMetricsMiddleware, service=service)
     app.add_middleware(TraceContextMiddleware)
 

@@ -28,6 +28,7 @@ from shared.identity.wiring import service_authenticator
 from shared.limits import BodySizeLimitMiddleware
 from shared.logs import configure_logging
 from shared.runtime import ConsumerRuntime
+from shared.textguard import JsonTextGuard
 
 log = structlog.get_logger(__name__)
 
@@ -138,6 +139,8 @@ def create_app(settings: ActionsSettings | None = None) -> FastAPI:
     )
     app.state.runtime = runtime
     app.state.scheduler = scheduler
+    # Added first, so the size limit (added next, outermost) answers before a body is buffered here.
+    app.add_middleware(JsonTextGuard, max_bytes=cfg.max_body_bytes)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=cfg.max_body_bytes)
 
     async def check_scheduler() -> None:

@@ -45,6 +45,7 @@ from shared.identity.wiring import service_authenticator
 from shared.kafka import send_all
 from shared.logs import configure_logging
 from shared.runtime import ConsumerRuntime
+from shared.textguard import JsonTextGuard
 
 log = structlog.get_logger(__name__)
 
@@ -241,6 +242,7 @@ def create_app(settings: NotifierSettings | None = None) -> FastAPI:
         description="Sends email, SMS and chat messages once per notification, through providers.",
     )
     app.state.runtime = runtime
+    app.add_middleware(JsonTextGuard)  # suppressions and previews: no NUL or lone surrogate reaches them
 
     async def check_dispatcher() -> None:
         dispatcher.check()

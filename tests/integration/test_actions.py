@@ -28,7 +28,7 @@ from shared.identity.scopes import Role
 from shared.kafka import make_producer
 from shared.scales import Metric
 from shared.topics import Topics
-from tests.credentials import ADMIN, JWKS, bearer, person
+from tests.credentials import ADMIN, JWKS, bearer, person, prod_secrets
 from tests.helpers import make_settings, produce, read_events, running, wait_for
 from tests.infra import Infra
 
@@ -221,7 +221,10 @@ async def test_webhook_and_slack_urls_are_refused_at_save_time_naming_the_field(
         ).status_code == 201
     # Prod: https only.
     key = "a-real-admin-key-for-the-prod-test"
-    prod = settings(infra, database_url, topics, environment="prod", admin_api_key=key)
+    address_key = prod_secrets()["address_hash_key"]  # prod refuses to start without one
+    prod = settings(
+        infra, database_url, topics, environment="prod", admin_api_key=key, address_hash_key=address_key
+    )
     async with running(create_app(prod)) as a:
         # In prod the bootstrap key only creates people and tokens; a manager edits the rules.
         bootstrap = {"Authorization": f"Bearer {key}"}

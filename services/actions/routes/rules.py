@@ -17,6 +17,7 @@ from services.actions.rules import RuleError, RuleFileError, parse_document, par
 from shared.http import problem
 from shared.identity.principal import Principal
 from shared.identity.scopes import Scope
+from shared.security.text import json_text_field
 
 log = structlog.get_logger(__name__)
 
@@ -48,10 +49,17 @@ async def _read_document(request: Request) -> Any:
         raise RuleFileError("request", [RuleError(None, "body", "the body is not UTF-8")]) from exc
     if "json" in (request.headers.get("content-type") or ""):
         try:
-            return json.loads(body)
+            document = json.loads(body)
         except json.JSONDecodeError as exc:
             raise RuleFileError("request", [RuleError(None, "body", f"not valid JSON: {exc}")]) from exc
-    return parse_document(body, origin="request")
+    else:
+        document = parse_document(body, origin="request")
+    found = json_text_field(document)  # YAML's "\0" or a lone surrogate would reach PostgreSQL's JSONB
+    if found is not None:
+        field, why, is_key = found
+        message = f"a key of {field} {why}" if is_key else f"{field} {why}"
+        raise RuleFileError("request", [RuleError(None, field, message)])
+    return document
 
 
 def _strip_meta(document: Any) -> Any:
