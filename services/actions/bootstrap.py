@@ -107,11 +107,9 @@ def create_app(settings: ActionsSettings | None = None) -> FastAPI:
         poll_s=cfg.timer_poll_s,
         batch=cfg.timer_batch,
     )
+    identity = PgIdentityStore(engine=runtime.engine, timeout_s=2.0)
     auth = service_authenticator(
-        service="actions",
-        identity=cfg,
-        environment=cfg.environment,
-        tokens=PgIdentityStore(engine=runtime.engine, timeout_s=2.0),
+        service="actions", identity=cfg, environment=cfg.environment, tokens=identity
     )
 
     @asynccontextmanager
@@ -164,6 +162,7 @@ def create_app(settings: ActionsSettings | None = None) -> FastAPI:
         clock=utc_now,
         dry_run=dry_run,
         auth=auth,
+        audit=identity,
     )
     for audience in (rules, revisions, dryrun, alerts, customers, ops):
         app.include_router(audience.router(deps))

@@ -12,6 +12,7 @@ from services.actions.ports import Transactions
 from services.actions.rulebook import RuleBook
 from services.actions.settings import ActionsSettings
 from shared.identity.guard import Authenticator
+from shared.identity.ports import AuditLog
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,3 +23,4 @@ class ActionsDeps:
     clock: Callable[[], datetime]
     dry_run: DryRunner
     auth: Authenticator
+    audit: AuditLog  # rule changes and alert transitions (identity.audit_log)

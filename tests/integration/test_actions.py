@@ -24,6 +24,8 @@ from services.collector.intake import to_record
 from shared import events as ev
 from shared.db import make_engine
 from shared.envelope import Envelope, OutgoingRecord, encode
+from shared.identity.ports import AuditEntry, AuditQuery
+from shared.identity.repository import PgIdentityStore
 from shared.identity.scopes import Role
 from shared.kafka import make_producer
 from shared.scales import Metric
@@ -187,6 +189,13 @@ async def test_rules_admin_api_validates_versions_and_every_replica_follows(
         assert as_yaml.headers["content-type"].startswith("application/yaml")
         assert as_yaml.text.startswith("# revision 5 (api)") and "everything-to-support" in as_yaml.text
         versions = (await a.get("/v1/rules/versions", headers=ADMIN)).json()["versions"]
+        changes = [(e.actor, e.action.value, e.target) for e in await audit_of(database_url)]
+        assert changes == [
+            ("token:bootstrap", "rules.update", "rules"),
+            ("token:bootstrap", "rules.update", "rule:promoter-watch"),
+            ("token:bootstrap", "rules.update", "rule:promoter-watch"),
+            ("token:bootstrap", "rules.delete", "rule:promoter-watch"),
+        ]
         assert [(v["version"], v["origin"]) for v in versions][-1] == (1, "file")
         assert len(versions) == 5
 
@@ -329,6 +338,15 @@ async def test_sla_escalates_an_unacknowledged_alert_and_not_an_acknowledged_one
         assert (await client.post("/v1/alerts/nope/ack", headers=CSM)).status_code == 404
         left = await client.get("/v1/alerts", params={"status": "resolved"}, headers=CSM)
         assert [a["customer_id"] for a in left.json()["alerts"]] == ["cus-quick"]
+        # Each transition is in the audit log: who, what, which alert; refusals changed nothing.
+        audit = await audit_of(database_url)
+        transitions = [
+            (e.actor, e.action.value, e.target, e.details) for e in audit if e.service == "actions"
+        ]
+        assert transitions == [
+            ("person:u-ana", "alert.ack", f"alert:{quick['alert_id']}", {"status": "acknowledged"}),
+            ("person:u-ana", "alert.resolve", f"alert:{quick['alert_id']}", {"status": "resolved"}),
+        ]
 
 
 # ---- re-survey timer across a restart -------------------------------------------------------------
@@ -660,3 +678,13 @@ async def test_customer_api_is_guarded_and_validated(infra: Infra, database_url:
         ready = await client.get("/readyz")
         assert ready.status_code in (200, 503)
         assert isinstance(ready.json()["checks"], dict)
+
+
+async def audit_of(database_url: str) -> list[AuditEntry]:
+    """The audit log, oldest first."""
+    engine = make_engine(database_url)
+    try:
+        records = await PgIdentityStore(engine=engine).read_audit(query=AuditQuery(limit=1000))
+    finally:
+        await engine.dispose()
+    return [r.entry for r in reversed(records)]

@@ -11,12 +11,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from services.actions.deps import ActionsDeps
 from services.actions.ports import Reach
+from services.actions.routes.auditing import record
 from shared.http import problem
+from shared.identity.ports import AuditAction
 from shared.identity.principal import Principal
 from shared.identity.scopes import Scope
 
@@ -81,7 +83,9 @@ def router(deps: ActionsDeps) -> APIRouter:
             return problem(404, "Not Found", detail=NOT_FOUND)
         return found
 
-    async def transition(alert_id: str, body: AlertAction | None, to: str, principal: Principal) -> Any:
+    async def transition(
+        request: Request, alert_id: str, body: AlertAction | None, to: str, principal: Principal
+    ) -> Any:
         action = body or AlertAction()
         async with tx.begin() as stores:
             found = await stores.alerts.get(alert_id=alert_id)
@@ -94,16 +98,20 @@ def router(deps: ActionsDeps) -> APIRouter:
             return problem(404, "Not Found", detail=NOT_FOUND)
         if done.error is not None:
             return problem(409, "Conflict", detail=f"the alert is {done.error}", alert=done.alert)
+        audited = AuditAction.ALERT_ACK if to == "acknowledged" else AuditAction.ALERT_RESOLVE
+        await record(deps, request, principal, audited, target=f"alert:{alert_id}", details={"status": to})
         return done.alert
 
     @api.post("/v1/alerts/{alert_id}/ack", summary="Acknowledge (stops the SLA escalation)")
-    async def ack_alert(alert_id: str, body: AlertAction | None = None, principal: Principal = writer) -> Any:
-        return await transition(alert_id, body, "acknowledged", principal)
+    async def ack_alert(
+        request: Request, alert_id: str, body: AlertAction | None = None, principal: Principal = writer
+    ) -> Any:
+        return await transition(request, alert_id, body, "acknowledged", principal)
 
     @api.post("/v1/alerts/{alert_id}/resolve", summary="Resolve")
     async def resolve_alert(
-        alert_id: str, body: AlertAction | None = None, principal: Principal = writer
+        request: Request, alert_id: str, body: AlertAction | None = None, principal: Principal = writer
     ) -> Any:
-        return await transition(alert_id, body, "resolved", principal)
+        return await transition(request, alert_id, body, "resolved", principal)
 
     return api

@@ -12,9 +12,11 @@ from fastapi import APIRouter, Depends, Header, HTTPException, Path, Query, Requ
 from fastapi.responses import JSONResponse, Response
 
 from services.actions.deps import ActionsDeps
+from services.actions.routes.auditing import record
 from services.actions.rulebook import Current, VersionConflict
 from services.actions.rules import RuleError, RuleFileError, parse_document, parse_rules
 from shared.http import problem
+from shared.identity.ports import AuditAction
 from shared.identity.principal import Principal
 from shared.identity.scopes import Scope
 from shared.security.text import json_text_field
@@ -154,6 +156,14 @@ def _whole_set(api: APIRouter, deps: ActionsDeps) -> None:
         except VersionConflict as exc:
             return _conflict(exc)
         log.info("rules_replaced", revision=current.version, rules=len(current.rules.rules))
+        await record(
+            deps,
+            request,
+            principal,
+            AuditAction.RULES_UPDATE,
+            target="rules",
+            details={"revision": current.version, "rules": len(current.rules.rules)},
+        )
         return JSONResponse(_rules_body(current), headers=_etag(current))
 
 
@@ -192,6 +202,14 @@ def _one_rule(api: APIRouter, deps: ActionsDeps) -> None:
         except VersionConflict as exc:
             return _conflict(exc)
         log.info("rule_saved", rule=rule_id, revision=current.version, created=created)
+        await record(
+            deps,
+            request,
+            principal,
+            AuditAction.RULES_UPDATE,
+            target=f"rule:{rule_id}",
+            details={"revision": current.version, "created": created},
+        )
         return JSONResponse(
             {"revision": current.version, "rule": item},
             status_code=201 if created else 200,
@@ -200,7 +218,10 @@ def _one_rule(api: APIRouter, deps: ActionsDeps) -> None:
 
     @api.delete("/v1/rules/{rule_id}", summary="Delete one rule")
     async def delete_rule(
-        rule_id: str, if_match: Annotated[str | None, Header()] = None, principal: Principal = editor
+        request: Request,
+        rule_id: str,
+        if_match: Annotated[str | None, Header()] = None,
+        principal: Principal = editor,
     ) -> Any:
         try:
             async with tx.begin() as stores:
@@ -217,4 +238,12 @@ def _one_rule(api: APIRouter, deps: ActionsDeps) -> None:
         except VersionConflict as exc:
             return _conflict(exc)
         log.info("rule_deleted", rule=rule_id, revision=current.version)
+        await record(
+            deps,
+            request,
+            principal,
+            AuditAction.RULE_DELETE,
+            target=f"rule:{rule_id}",
+            details={"revision": current.version},
+        )
         return {"revision": current.version, "deleted": rule_id}
