@@ -63,6 +63,11 @@ class CommonSettings(BaseSettings):
     log_format: Literal["json", "console"] = "json"
     host: str = "127.0.0.1"
     port: int = 8000
+    internal_port: int | None = Field(
+        default=None,
+        description="Health, readiness, metrics and the OpenAPI documents on this port only (`csat serve` "
+        "listens on both); unset: on the main port",
+    )
 
     @model_validator(mode="before")
     @classmethod

@@ -148,6 +148,8 @@ def create_app(settings: ActionsSettings | None = None) -> FastAPI:
     install_common(
         app,
         service="actions",
+        internal_port=cfg.internal_port,
+        documents_public=cfg.environment != "prod",
         checks={
             "database": runtime.check_database,
             "consumer": runtime.check_consumer,

@@ -93,6 +93,8 @@ def create_app(
     install_common(
         app,
         service="collector",
+        internal_port=cfg.internal_port,
+        documents_public=cfg.environment != "prod",
         checks={"broker": adapters.publisher.check, **({} if degrade else db_check)},
         soft_checks=db_check if degrade else None,
     )

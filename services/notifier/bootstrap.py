@@ -248,7 +248,13 @@ def create_app(settings: NotifierSettings | None = None) -> FastAPI:
         dispatcher.check()
 
     checks = {"database": runtime.check_database, "consumer": runtime.check_consumer}
-    install_common(app, service="notifier", checks={**checks, "dispatcher": check_dispatcher})
+    install_common(
+        app,
+        service="notifier",
+        checks={**checks, "dispatcher": check_dispatcher},
+        internal_port=cfg.internal_port,
+        documents_public=cfg.environment != "prod",
+    )
     deps = NotifierDeps(
         deliveries=store,
         suppressions=store,

@@ -130,6 +130,8 @@ def create_app(settings: ScorerSettings | None = None) -> FastAPI:
     install_common(
         app,
         service="scorer",
+        internal_port=cfg.internal_port,
+        documents_public=cfg.environment != "prod",
         checks={"database": runtime.check_database, "consumer": runtime.check_consumer},
     )
     deps = ScorerDeps(settings=cfg, scores=reads.session, customers=reads.session, clock=utcnow, auth=auth)
