@@ -3,7 +3,7 @@ scheduler; ``create_app`` builds the FastAPI app with the routers. Only wiring, 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 import structlog
@@ -31,6 +31,12 @@ from shared.runtime import ConsumerRuntime
 from shared.textguard import JsonTextGuard
 
 log = structlog.get_logger(__name__)
+
+
+def customer_ref(cfg: ActionsSettings) -> Callable[[str], str]:
+    """How audit entries name a customer: by a keyed hash, never by id (docs/security.md, audit log)."""
+    hasher = cfg.address_hasher_for(cfg.environment)
+    return lambda customer_id: f"customer#{hasher.customer(customer_id)}"
 
 
 def build_policy(cfg: ActionsSettings, taxonomy: Taxonomy) -> Policy:
@@ -165,6 +171,7 @@ def create_app(settings: ActionsSettings | None = None) -> FastAPI:
         dry_run=dry_run,
         auth=auth,
         audit=identity,
+        customer_ref=customer_ref(cfg),
     )
     for audience in (rules, revisions, dryrun, alerts, customers, ops):
         app.include_router(audience.router(deps))

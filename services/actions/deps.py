@@ -23,4 +23,5 @@ class ActionsDeps:
     clock: Callable[[], datetime]
     dry_run: DryRunner
     auth: Authenticator
-    audit: AuditLog  # rule changes and alert transitions (identity.audit_log)
+    audit: AuditLog  # rule changes, alert transitions, customer changes (identity.audit_log)
+    customer_ref: Callable[[str], str]  # a customer as audit entries name it: customer#<keyed hash>

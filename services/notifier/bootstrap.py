@@ -227,11 +227,9 @@ def create_app(settings: NotifierSettings | None = None) -> FastAPI:
     listener = (
         WakeListener(database_url=cfg.database_url, wake=dispatcher.wake) if cfg.dispatch_listen else None
     )
+    identity = PgIdentityStore(engine=engine, timeout_s=2.0)
     auth = service_authenticator(
-        service="notifier",
-        identity=cfg,
-        environment=cfg.environment,
-        tokens=PgIdentityStore(engine=engine, timeout_s=2.0),
+        service="notifier", identity=cfg, environment=cfg.environment, tokens=identity
     )
     app = FastAPI(
         title="CSAT notifier",
@@ -260,6 +258,7 @@ def create_app(settings: NotifierSettings | None = None) -> FastAPI:
         suppressions=store,
         tokens=tokens,
         auth=auth,
+        audit=identity,
         address_keys=dispatcher_cfg.address_keys,
         templates=templates,
         public_base_url=cfg.public_base_url,

@@ -10,6 +10,7 @@ from services.notifier.ports import DeliveryReads, SuppressionList
 from services.notifier.templating import Templates
 from services.notifier.tokens import UnsubscribeTokens
 from shared.identity.guard import Authenticator
+from shared.identity.ports import AuditLog
 
 
 @dataclass(frozen=True, slots=True)
@@ -18,6 +19,7 @@ class NotifierDeps:
     suppressions: SuppressionList
     tokens: UnsubscribeTokens
     auth: Authenticator
+    audit: AuditLog  # suppression changes (identity.audit_log)
     address_keys: AddressKeys
     templates: Templates  # the ones the dispatcher sends with: previews render exactly what goes out
     public_base_url: str

@@ -675,6 +675,11 @@ async def test_customer_api_is_guarded_and_validated(infra: Infra, database_url:
         assert (await client.get("/v1/customers/c2", headers=by_account)).status_code == 200
         viewer = await client.get("/v1/customers/c1", headers=bearer(person(Role.VIEWER)))
         assert viewer.status_code == 403 and viewer.headers["content-type"] == "application/problem+json"
+        # the two saves are audited, the customer named by a keyed hash only
+        updates = [e for e in await audit_of(database_url) if e.action.value == "customer.update"]
+        assert [(e.actor, e.details) for e in updates] == [("token:bootstrap", {"opted_out": False})] * 2
+        assert all(e.target and e.target.startswith("customer#") for e in updates)
+        assert "c1" not in {e.target for e in updates} and updates[0].target != updates[1].target
         ready = await client.get("/readyz")
         assert ready.status_code in (200, 503)
         assert isinstance(ready.json()["checks"], dict)

@@ -21,6 +21,7 @@ from shared.http import install_common
 from shared.identity.scopes import Role
 from shared.security.hashing import AddressHasher
 from tests.credentials import ADMIN, authenticator, bearer, person
+from tests.fakes.identity_store import MemoryIdentityStore
 from tests.fakes.notifier_store import MemoryNotifierStore
 
 TOKENS = UnsubscribeTokens(["unit-secret"])
@@ -28,7 +29,9 @@ KEYS = AddressKeys(AddressHasher(["unit-test-address-hash-key-32-chars-long"]))
 
 
 @asynccontextmanager
-async def client(store: MemoryNotifierStore) -> AsyncIterator[httpx.AsyncClient]:
+async def client(
+    store: MemoryNotifierStore, audit: MemoryIdentityStore | None = None
+) -> AsyncIterator[httpx.AsyncClient]:
     app = FastAPI()
     install_common(app, service="notifier", checks={})
     deps = NotifierDeps(
@@ -36,6 +39,7 @@ async def client(store: MemoryNotifierStore) -> AsyncIterator[httpx.AsyncClient]
         suppressions=store,
         tokens=TOKENS,
         auth=authenticator("notifier"),
+        audit=audit or MemoryIdentityStore(),
         address_keys=KEYS,
         templates=Templates(),
         public_base_url="https://notifier.example/",
@@ -67,8 +71,8 @@ async def test_a_get_of_the_unsubscribe_link_changes_nothing_and_the_post_suppre
 
 
 async def test_admins_add_list_and_lift_suppressions_by_customer_email_or_phone() -> None:
-    store = MemoryNotifierStore()
-    async with client(store) as c:
+    store, audit = MemoryNotifierStore(), MemoryIdentityStore()
+    async with client(store, audit) as c:
         assert (await c.get("/v1/suppressions")).status_code == 401
         person = {"email": "Ana@Example.com", "phone": "+33 6 12 34 56 78"}
         added = await c.post("/v1/suppressions", json=person, headers=ADMIN)
@@ -84,6 +88,21 @@ async def test_admins_add_list_and_lift_suppressions_by_customer_email_or_phone(
         removed = await c.delete("/v1/suppressions", params={"email": "ana@example.com"}, headers=ADMIN)
         assert removed.json() == {"removed": 1}
     assert set(store.state.suppressions) == {SuppressionEntry("sms", KEYS.key("sms", "+33612345678"))}
+    # every change is audited with who and how many, never an address
+    logged = [
+        (r.entry.actor, r.entry.action.value, r.entry.target, dict(r.entry.details)) for r in audit.audit
+    ]
+    assert logged == [
+        ("token:bootstrap", "suppression.add", "suppressions", {"email": True, "phone": True, "added": 2}),
+        ("token:bootstrap", "suppression.add", "suppressions", {"email": True, "phone": False, "added": 0}),
+        (
+            "token:bootstrap",
+            "suppression.remove",
+            "suppressions",
+            {"email": True, "phone": False, "removed": 1},
+        ),
+    ]
+    assert "example.com" not in repr(audit.audit) and "612345678" not in repr(audit.audit)
 
 
 async def test_entries_of_earlier_releases_are_still_found_and_lifted_by_address() -> None:

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path
+from fastapi import APIRouter, Depends, Path, Request
 from pydantic import EmailStr, Field
 
 from services.actions.deps import ActionsDeps
+from services.actions.routes.auditing import record
 from shared.http import problem
+from shared.identity.ports import AuditAction
 from shared.identity.principal import Principal
 from shared.identity.scopes import Scope
 from shared.vocabulary import ContactIn
@@ -47,6 +49,7 @@ def router(deps: ActionsDeps) -> APIRouter:
 
     @api.put("/v1/customers/{customer_id}", summary="Set a customer's context (customers:admin)")
     async def put_customer(
+        request: Request,
         body: CustomerProfileIn,
         customer_id: Annotated[str, Path(min_length=1, max_length=200)],
         principal: Principal = admin,
@@ -55,7 +58,16 @@ def router(deps: ActionsDeps) -> APIRouter:
             await stores.customers.upsert(customer_id=customer_id, fields=body.model_dump(mode="json"))
             if body.opted_out:
                 await stores.enrolments.stop_all(customer_id=customer_id)
-            return await stores.customers.get(customer_id=customer_id)
+            stored = await stores.customers.get(customer_id=customer_id)
+        await record(
+            deps,
+            request,
+            principal,
+            AuditAction.CUSTOMER_UPDATE,
+            target=deps.customer_ref(customer_id),
+            details={"opted_out": body.opted_out},
+        )
+        return stored
 
     @api.get("/v1/customers/{customer_id}", summary="A customer's stored context (a CSM's own customers)")
     async def get_customer(customer_id: str, principal: Principal = reader) -> Any:
