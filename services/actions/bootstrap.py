@@ -31,6 +31,8 @@ from shared.runtime import ConsumerRuntime
 from shared.textguard import JsonTextGuard
 
 log = structlog.get_logger(__name__)
+#: How long an audit append may wait for PostgreSQL (token lookups keep their 2 s and answer 503).
+AUDIT_TIMEOUT_S = 10.0
 
 
 def customer_ref(cfg: ActionsSettings) -> Callable[[str], str]:
@@ -170,7 +172,8 @@ def create_app(settings: ActionsSettings | None = None) -> FastAPI:
         clock=utc_now,
         dry_run=dry_run,
         auth=auth,
-        audit=identity,
+        # Appended after the change committed: a slow database delays the answer rather than losing it.
+        audit=PgIdentityStore(engine=runtime.engine, timeout_s=AUDIT_TIMEOUT_S),
         customer_ref=customer_ref(cfg),
     )
     for audience in (rules, revisions, dryrun, alerts, customers, ops):

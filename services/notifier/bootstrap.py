@@ -258,7 +258,7 @@ def create_app(settings: NotifierSettings | None = None) -> FastAPI:
         suppressions=store,
         tokens=tokens,
         auth=auth,
-        audit=identity,
+        audit=PgIdentityStore(engine=engine, timeout_s=10.0),  # after the change: wait rather than lose it
         address_keys=dispatcher_cfg.address_keys,
         templates=templates,
         public_base_url=cfg.public_base_url,
