@@ -212,18 +212,18 @@ async def seed(services: dict[str, Service]) -> dict[str, str]:
     async def outbox() -> list[dict[str, Any]]:
         return list((await notifier.get("/v1/outbox", headers=ADMIN)).json()["messages"])
 
-    messages = await wait_for(outbox, until=lambda m: any("Leakmarker" in str(x) for x in m), timeout_s=60)
+    messages = await wait_for(outbox, until=lambda m: any("Leakmarker" in str(x) for x in m), timeout_s=120)
 
     async def alerts() -> list[dict[str, Any]]:
         return list((await actions.get("/v1/alerts", headers=ADMIN)).json()["alerts"])
 
-    alert = (await wait_for(alerts, until=bool, timeout_s=30))[0]
+    alert = (await wait_for(alerts, until=bool, timeout_s=120))[0]
 
     async def history() -> int:
         found = await services["scorer"].client.get("/v1/customers/cus-leak/history", headers=ADMIN)
         return int(found.json()["total"])
 
-    await wait_for(history, until=lambda n: n == 1, timeout_s=30)
+    await wait_for(history, until=lambda n: n == 1, timeout_s=120)
     return {
         "customer_id": "cus-leak",
         "alert_id": alert["alert_id"],
