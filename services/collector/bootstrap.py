@@ -29,9 +29,9 @@ from services.collector.routes import admin, channels, ratings
 from services.collector.settings import CollectorSettings
 from shared.db import make_engine
 from shared.http import ReadinessCheck, install_common
-from shared.identity.guard import Authenticator
 from shared.identity.ports import TokenLookup
 from shared.identity.repository import PgIdentityStore
+from shared.identity.wiring import service_authenticator
 from shared.limits import BodySizeLimitMiddleware
 from shared.logs import configure_logging
 
@@ -93,6 +93,8 @@ def create_app(
     install_common(
         app,
         service="collector",
+        internal_port=cfg.internal_port,
+        documents_public=cfg.environment != "prod",
         checks={"broker": adapters.publisher.check, **({} if degrade else db_check)},
         soft_checks=db_check if degrade else None,
     )
@@ -140,7 +142,6 @@ def build_deps(cfg: CollectorSettings, adapters: Adapters) -> CollectorDeps:
     """Everything the routes share, built once per app."""
     store = adapters.store
     keys = KeyResolver(store=store, ttl_s=cfg.key_cache_s, stale_s=cfg.key_cache_stale_s)
-    bootstrap_key = cfg.bootstrap_admin_key
     return CollectorDeps(
         settings=cfg,
         intake=Intake(
@@ -170,15 +171,12 @@ def build_deps(cfg: CollectorSettings, adapters: Adapters) -> CollectorDeps:
             previous=[s.get_secret_value() for s in cfg.signing_secret_previous],
             accept_sha1=cfg.email_link_accept_sha1,
         ),
-        auth=Authenticator(
+        auth=service_authenticator(
             service="collector",
+            identity=cfg,
+            environment=cfg.environment,
             tokens=adapters.tokens,
-            access=cfg.access_verifier(),
             sources=keys,
-            bootstrap_key=bootstrap_key.get_secret_value() if bootstrap_key else None,
-            cache_s=cfg.token_cache_s,
-            stale_s=cfg.token_cache_stale_s,
-            touch_every_s=cfg.token_touch_s,
         ),
         phone_hasher=cfg.address_hasher_for(cfg.environment),
     )

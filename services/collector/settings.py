@@ -7,8 +7,8 @@ from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
-from shared.identity.config import IdentitySettings
-from shared.settings import CommonSettings
+from shared.identity.config import IdentitySettings, SecretCheck, refuse_weak_secrets
+from shared.settings import DEV_SECRETS, CommonSettings
 
 #: Signs email links; works only with ``CSAT_ENVIRONMENT=dev|test``.
 DEV_SIGNING_SECRET = "dev-signing-secret-not-for-production"  # noqa: S105 - refused outside dev/test
@@ -115,19 +115,26 @@ class CollectorSettings(CommonSettings, IdentitySettings):
         if self.environment == "prod":
             if self.require_api_key is False:
                 raise ValueError("CSAT_REQUIRE_API_KEY cannot be false when CSAT_ENVIRONMENT=prod")
-            if self.signing_secret.get_secret_value() == DEV_SIGNING_SECRET:
-                raise ValueError(
-                    "CSAT_SIGNING_SECRET must be set to a real secret when CSAT_ENVIRONMENT=prod"
-                )
-            if self.source_identity_key.get_secret_value() == DEV_SOURCE_IDENTITY_KEY:
-                raise ValueError(
-                    "CSAT_SOURCE_IDENTITY_KEY must be set to a real secret when CSAT_ENVIRONMENT=prod"
-                )
             if self.demo_widget_key is not None:
                 raise ValueError("CSAT_DEMO_WIDGET_KEY is for dev only")
+            refuse_weak_secrets(environment=self.environment, checks=self.secret_checks())
         if len(self.signing_secret.get_secret_value()) < 16:
             raise ValueError("CSAT_SIGNING_SECRET must be at least 16 characters")
         return self
+
+    def secret_checks(self) -> list[SecretCheck]:
+        """Every secret prod refuses missing, public or weak, named in one message."""
+        public = [DEV_SIGNING_SECRET, DEV_SOURCE_IDENTITY_KEY, *DEV_SECRETS]
+        return [
+            SecretCheck.of("CSAT_SIGNING_SECRET", self.signing_secret, public_values=public),
+            *(
+                SecretCheck.of(f"CSAT_SIGNING_SECRET_PREVIOUS[{i}]", s, public_values=public)
+                for i, s in enumerate(self.signing_secret_previous)
+            ),
+            SecretCheck.of("CSAT_SOURCE_IDENTITY_KEY", self.source_identity_key, public_values=public),
+            SecretCheck.of("CSAT_TWILIO_AUTH_TOKEN", self.twilio_auth_token, required=False, min_chars=16),
+            *self.identity_secret_checks(public_values=public),
+        ]
 
     @property
     def identity_platform_key(self) -> str:

@@ -13,9 +13,10 @@ from fastapi.testclient import TestClient
 
 from services.collector.bootstrap import create_app
 from services.collector.ports import BrokerUnavailable
-from services.collector.settings import CollectorSettings
+from services.collector.settings import DEV_SIGNING_SECRET, CollectorSettings
 from shared.envelope import OutgoingRecord, decode
 from shared.events import RatingSubmitted
+from tests.credentials import prod_secrets
 from tests.fakes.collector_store import MemoryStore
 
 ADMIN = {"Authorization": "Bearer dev-admin-key"}
@@ -66,7 +67,9 @@ def close_clients() -> Iterator[None]:
 
 
 def make_client(fake: FakePublisher, store: MemoryStore, **settings: Any) -> TestClient:
-    cfg = CollectorSettings.model_validate({"max_body_bytes": 4096, "log_format": "console", **settings})
+    cfg = CollectorSettings.model_validate(
+        {"environment": "test", "max_body_bytes": 4096, "log_format": "console", **settings}
+    )
     client = TestClient(create_app(cfg, publisher=fake, store=store))
     client.__enter__()
     _OPEN.append(client)
@@ -284,8 +287,8 @@ def test_production_mode_requires_a_source_key(fake: FakePublisher, store: Memor
     assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer"
     assert r.headers["content-type"].startswith("application/problem+json")
     assert client.post("/v1/ratings", json=GOOD, headers={"X-API-Key": "csk_nope"}).status_code == 401
-    # the admin key manages sources; it is not a key for posting ratings
-    assert client.post("/v1/ratings", json=GOOD, headers=ADMIN).status_code == 401
+    # the admin key manages sources; it is not a key for posting ratings (no ratings:write)
+    assert client.post("/v1/ratings", json=GOOD, headers=ADMIN).status_code == 403
     key = new_source(client)
     ok = client.post("/v1/ratings", json=GOOD, headers={"Authorization": f"Bearer {key}"})
     assert ok.status_code == 202
@@ -296,18 +299,17 @@ def test_production_mode_requires_a_source_key(fake: FakePublisher, store: Memor
 
 
 def test_prod_settings_refuse_anonymous_posting_and_dev_secrets() -> None:
+    prod = {**prod_secrets(), "environment": "prod"}
     with pytest.raises(ValueError, match="CSAT_REQUIRE_API_KEY"):
-        CollectorSettings(environment="prod", admin_api_key="a" * 20, require_api_key=False)
-    with pytest.raises(ValueError, match="CSAT_SIGNING_SECRET"):
-        CollectorSettings(environment="prod", admin_api_key="a" * 20)
-    with pytest.raises(ValueError, match="CSAT_SOURCE_IDENTITY_KEY"):
-        CollectorSettings(environment="prod", admin_api_key="a" * 20, signing_secret="s" * 32)
-    cfg = CollectorSettings(
-        environment="prod", admin_api_key="a" * 20, signing_secret="s" * 32, source_identity_key="i" * 32
-    )
+        CollectorSettings.model_validate({**prod, "require_api_key": False})
+    with pytest.raises(ValueError, match=r"CSAT_SIGNING_SECRET \(the public development value\)"):
+        CollectorSettings.model_validate({**prod, "signing_secret": DEV_SIGNING_SECRET})
+    with pytest.raises(ValueError, match=r"CSAT_SOURCE_IDENTITY_KEY \(shorter than 32"):
+        CollectorSettings.model_validate({**prod, "source_identity_key": "i" * 20})
+    cfg = CollectorSettings.model_validate(prod)
     assert cfg.keys_required is True
     assert (cfg.key_rate, cfg.ip_rate) == (200, 50)
-    dev = CollectorSettings()
+    dev = CollectorSettings(environment="dev")
     assert dev.keys_required is False
     assert (dev.key_rate, dev.ip_rate) == (0, 0)  # local stacks and benchmarks are not throttled
 
