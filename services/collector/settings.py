@@ -39,6 +39,18 @@ class CollectorSettings(CommonSettings, IdentitySettings):
     idempotency_wait_s: float = Field(
         default=6.0, gt=0, description="How long a retry waits for a concurrent first attempt to finish"
     )
+    claim_group: bool = Field(
+        default=True,
+        description="Group commit of idempotency claims: the claims of concurrent requests share one "
+        "statement (off: one statement per request)",
+    )
+    claim_group_inflight: int = Field(
+        default=1, ge=1, le=8, description="Claim statements running at once when grouping"
+    )
+    fast_encode: bool = Field(
+        default=True,
+        description="Encode the rating CloudEvent's binary-mode headers by hand (off: via the SDK; same bytes)",
+    )
     idempotency_when_db_down: Literal["accept", "refuse"] = Field(
         default="accept",
         description="accept: publish keyed ratings unchecked while PostgreSQL is away (consumers dedupe on "
