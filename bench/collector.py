@@ -24,9 +24,16 @@ from devstack.stack import ServiceProcess
 #: ``BENCH_COLLECTOR_VARIANTS=none`` skips them, or a comma list picks some.
 VARIANTS: dict[str, tuple[dict[str, str], str]] = {
     "before": (
-        {"CSAT_CLAIM_GROUP": "false", "CSAT_FAST_ENCODE": "false"},
+        {
+            "CSAT_CLAIM_GROUP": "false",
+            "CSAT_FAST_ENCODE": "false",
+            "CSAT_FAST_PATH": "false",
+            "CSAT_PUBLISH_LINGER_MS": "2",
+        },
         "every change below switched off (the collector before issue 17)",
     ),
+    "no-fast-path": ({"CSAT_FAST_PATH": "false"}, "FastAPI solves the dependencies of every request"),
+    "linger-2ms": ({"CSAT_PUBLISH_LINGER_MS": "2"}, "the producer lingers 2 ms (the former default)"),
     "no-group": ({"CSAT_CLAIM_GROUP": "false"}, "one claim statement per request instead of group commit"),
     "sdk-encode": ({"CSAT_FAST_ENCODE": "false"}, "the CloudEvents SDK encodes each record"),
 }

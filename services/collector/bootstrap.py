@@ -121,6 +121,7 @@ def connect(
             idempotence=cfg.kafka_idempotence,
             timeout_s=cfg.publish_timeout_s,
             request_timeout_s=cfg.kafka_request_timeout_s,
+            linger_ms=cfg.publish_linger_ms,
         )
     owned_store: PgStore | None = None
     if store is None:

@@ -39,6 +39,18 @@ class CollectorSettings(CommonSettings, IdentitySettings):
     idempotency_wait_s: float = Field(
         default=6.0, gt=0, description="How long a retry waits for a concurrent first attempt to finish"
     )
+    publish_linger_ms: int = Field(
+        default=0,
+        ge=0,
+        le=100,
+        description="How long the producer holds a record for more to share its request; 0 sends at once "
+        "(records still share a request while the previous one to the broker is in flight)",
+    )
+    fast_path: bool = Field(
+        default=True,
+        description="Serve well-formed rating requests without FastAPI's dependency solving (off: FastAPI's "
+        "handler for every request; the answers are the same)",
+    )
     claim_group: bool = Field(
         default=True,
         description="Group commit of idempotency claims: the claims of concurrent requests share one "
@@ -49,7 +61,7 @@ class CollectorSettings(CommonSettings, IdentitySettings):
     )
     fast_encode: bool = Field(
         default=True,
-        description="Encode the rating CloudEvent's binary-mode headers by hand (off: via the SDK; same bytes)",
+        description="Encode the rating CloudEvent by hand (off: via the SDK; the same bytes either way)",
     )
     idempotency_when_db_down: Literal["accept", "refuse"] = Field(
         default="accept",

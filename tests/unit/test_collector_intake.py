@@ -12,11 +12,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from cloudevents.core.bindings import kafka as ce_kafka
 from prometheus_client import REGISTRY
 
 from services.collector.domain import RatingIn, RatingRejected, Trust
-from cloudevents.core.bindings import kafka as ce_kafka
-
 from services.collector.intake import (
     Intake,
     IntakeUnavailable,
