@@ -361,8 +361,14 @@ class ClaimGroup:
         if not claims:
             return {}
         answer: asyncio.Future[dict[str, ClaimState]] = asyncio.get_running_loop().create_future()
-        self._queue.append(_Waiting(claims=claims, lease_s=lease_s, answer=answer))
-        self._start()
+        waiting = _Waiting(claims=claims, lease_s=lease_s, answer=answer)
+        if not self._queue and self._inflight < self.max_inflight:
+            # Nothing queued and a slot free: this request runs the statement itself (no task).
+            self._inflight += 1
+            await self._run([waiting])
+        else:
+            self._queue.append(waiting)
+            self._start()
         return await answer
 
     def _start(self) -> None:

@@ -51,6 +51,11 @@ class CollectorSettings(CommonSettings, IdentitySettings):
         description="Serve well-formed rating requests without FastAPI's dependency solving (off: FastAPI's "
         "handler for every request; the answers are the same)",
     )
+    gc_freeze: bool = Field(
+        default=True,
+        description="Move the objects built at startup out of the garbage collector's sight (gc.freeze), so "
+        "full collections stay short",
+    )
     claim_group: bool = Field(
         default=True,
         description="Group commit of idempotency claims: the claims of concurrent requests share one "
