@@ -211,12 +211,15 @@ class Intake:
                 metrics.reject(f"{what}_unavailable", source, n)
             raise IntakeUnavailable(what) from exc
         verdicts = []
+        accepted: Counter[tuple[str, str]] = Counter()  # counted once per label pair, not per rating
         for item, outcome in zip(items, outcomes, strict=True):
             if outcome is Outcome.ACCEPTED:
-                metrics.ACCEPTED.labels(item.rating.metric.value, item.source_id).inc()
+                accepted[item.rating.metric.value, item.source_id] += 1
             elif outcome in _REFUSAL_REASONS:
                 metrics.reject(_REFUSAL_REASONS[outcome], item.source_id)
             verdicts.append(Verdict(rating_id=item.rating.rating_id, outcome=outcome))
+        for (metric, source), n in accepted.items():
+            metrics.ACCEPTED.labels(metric, source).inc(n)
         return verdicts
 
     async def _publish_once(self, items: Sequence[Submission]) -> list[Outcome]:
