@@ -306,7 +306,9 @@ def _fast_path(routes: APIRouter, path: str, fast: _FastHandler) -> None:
     the collector does (cProfile, docs/benchmarks.md).
     """
     route = next(
-        r for r in routes.routes if isinstance(r, APIRoute) and r.path == path and "POST" in r.methods
+        r
+        for r in routes.routes
+        if isinstance(r, APIRoute) and r.path == path and "POST" in (r.methods or set())
     )
     standard = route.get_route_handler()
 
