@@ -16,6 +16,7 @@ import uuid
 from typing import Any
 
 from bench.common import bench_stack, rating_body, say
+from bench.scorer import _cpu_s
 from bench.wrk import WrkResult, run_wrk
 from devstack.ports import free_port
 from devstack.stack import ServiceProcess
@@ -126,6 +127,23 @@ def run(*, seconds: float, rounds: int, connections: int, batch_size: int) -> di
             targets = {"collector": collector.url}
             targets.update({name: svc.url for name, svc in zip(variants, extra, strict=False)})
             targets["baseline"] = extra[-1].url
+            pids = {"collector": collector.proc.pid if collector.proc else 0}
+            pids.update(
+                {name: svc.proc.pid if svc.proc else 0 for name, svc in zip(variants, extra, strict=False)}
+            )
+            pids["baseline"] = extra[-1].proc.pid if extra[-1].proc else 0
+            cpu: dict[str, dict[str, list[float]]] = {
+                kind: {name: [] for name in targets} for kind in ("single", "batch")
+            }
+
+            def measured(kind: str, name: str, path: str, body: str, conns: int) -> WrkResult:
+                """One round against one target, with the target process's CPU time per request."""
+                before = _cpu_s([pids[name]])
+                res = wrk(targets[name], path, body, seconds, conns)
+                used = _cpu_s([pids[name]]) - before
+                cpu[kind][name].append(used / res.requests * 1e6 if res.requests else 0.0)
+                return res
+
             runs: dict[str, dict[str, list[WrkResult]]] = {
                 kind: {name: [] for name in targets} for kind in ("single", "batch")
             }
@@ -144,15 +162,15 @@ def run(*, seconds: float, rounds: int, connections: int, batch_size: int) -> di
                 wrk(url, "/v1/ratings", single, 2, connections)
                 wrk(url, "/v1/ratings/batch", batch, 1, max(2, connections // 4))
             for r in range(rounds):
-                for name, url in targets.items():
-                    res = wrk(url, "/v1/ratings", single, seconds, connections)
+                for name in targets:
+                    res = measured("single", name, "/v1/ratings", single, connections)
                     runs["single"][name].append(res)
                     say(
                         f"collector: round {r + 1}/{rounds} single {name:14} {res.per_s:8.0f} req/s "
                         f"p50 {res.p50_ms:.2f} ms p99 {res.p99_ms:.2f} ms non-2xx {res.non_2xx}"
                     )
-                for name, url in targets.items():
-                    res = wrk(url, "/v1/ratings/batch", batch, seconds, max(2, connections // 4))
+                for name in targets:
+                    res = measured("batch", name, "/v1/ratings/batch", batch, max(2, connections // 4))
                     runs["batch"][name].append(res)
                     say(
                         f"collector: round {r + 1}/{rounds} batch  {name:14} {res.per_s * batch_size:8.0f} "
@@ -177,6 +195,7 @@ def run(*, seconds: float, rounds: int, connections: int, batch_size: int) -> di
             med = _median(results)
             out[f"{kind}_{name}"] = med.as_dict()
             out[f"{kind}_{name}_all_per_s"] = [round(x.per_s, 1) for x in results]
+            out[f"{kind}_{name}_cpu_us"] = round(statistics.median(cpu[kind][name]), 1)
             out[f"{kind}_{name}_all_p99_ms"] = [round(x.p99_ms, 2) for x in results]
             out[f"{kind}_{name}_spread"] = (
                 round(statistics.pstdev([x.per_s for x in results]) / med.per_s, 3) if med.per_s else None

@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 
-def _r(value: float, base: float) -> str:
-    if not base or value != value or base != base:  # zero or NaN
+def _r(value: float | None, base: float | None) -> str:
+    if value is None or not base or value != value or base != base:  # missing, zero or NaN
         return "-"
     return f"{value / base:.2f}x"
 
@@ -337,8 +337,12 @@ def collector_section(c: dict[str, Any], *, stamp: str | None = None) -> list[st
             else ""
         ),
         "",
-        "| endpoint | target | req/s (rounds) | ratio to baseline | p50 | p90 | p99 | max | non-2xx | socket errors |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "The target's own CPU time per request (user + system of its process over each round, median of "
+        "the rounds) is the steadier figure on a shared machine: it does not move with the other load.",
+        "",
+        "| endpoint | target | req/s (rounds) | ratio to baseline | CPU per request | CPU ratio to baseline | p50 "
+        "| p90 | p99 | max | non-2xx | socket errors |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     variants: dict[str, Any] = c.get("variants", {})
     names = ["collector", *variants, "baseline"]
@@ -349,8 +353,10 @@ def collector_section(c: dict[str, Any], *, stamp: str | None = None) -> list[st
             if x is None:
                 continue
             rounds = ", ".join(_n(v) for v in c[f"{kind}_{name}_all_per_s"])
+            us, base_us = c.get(f"{kind}_{name}_cpu_us"), c.get(f"{kind}_baseline_cpu_us")
+            cpu = f"{us:,.0f} us | {_r(us, base_us)}" if us and base_us else "- | -"
             lines.append(
-                f"| {kind} | {name} | {_n(x['per_s'])} ({rounds}) | {_r(x['per_s'], base)} | {_ms(x['p50_ms'])} | "
+                f"| {kind} | {name} | {_n(x['per_s'])} ({rounds}) | {_r(x['per_s'], base)} | {cpu} | {_ms(x['p50_ms'])} | "
                 f"{_ms(x['p90_ms'])} | {_ms(x['p99_ms'])} | {_ms(x['max_ms'])} | {x['non_2xx']} | {x['errors']} |"
             )
     lines.append("")
@@ -366,7 +372,9 @@ def collector_section(c: dict[str, Any], *, stamp: str | None = None) -> list[st
             env = ", ".join(f"`{k}={val}`" for k, val in v["env"].items())
             single = _r(c[f"single_{name}"]["per_s"], c["single_collector"]["per_s"])
             batch = _r(c[f"batch_{name}"]["per_s"], c["batch_collector"]["per_s"])
-            lines.append(f"| {name} | {env} | {v['why']} | {single} | {batch} |")
+            cpu_single = _r(c.get(f"single_{name}_cpu_us"), c.get("single_collector_cpu_us"))
+            cpu_batch = _r(c.get(f"batch_{name}_cpu_us"), c.get("batch_collector_cpu_us"))
+            lines.append(f"| {name} | {env} | {v['why']} | {single} | {batch} | {cpu_single} | {cpu_batch} |")
         lines.append("")
     stages: dict[str, dict[str, Any]] = c.get("stages", {})
     if stages:
