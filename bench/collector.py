@@ -31,6 +31,7 @@ VARIANTS: dict[str, tuple[dict[str, str], str]] = {
             "CSAT_FAST_PATH": "false",
             "CSAT_PUBLISH_LINGER_MS": "2",
             "CSAT_GC_FREEZE": "false",
+            "CSAT_DB_RESET_SESSIONS": "true",
         },
         "every change below switched off (the collector before issue 17)",
     ),
@@ -38,6 +39,10 @@ VARIANTS: dict[str, tuple[dict[str, str], str]] = {
     "no-gc-freeze": (
         {"CSAT_GC_FREEZE": "false"},
         "full garbage collections walk every object built at startup",
+    ),
+    "pool-reset": (
+        {"CSAT_DB_RESET_SESSIONS": "true"},
+        "asyncpg resets the session (one more statement) each time a claim connection is released",
     ),
     "linger-2ms": ({"CSAT_PUBLISH_LINGER_MS": "2"}, "the producer lingers 2 ms (the former default)"),
     "no-group": ({"CSAT_CLAIM_GROUP": "false"}, "one claim statement per request instead of group commit"),

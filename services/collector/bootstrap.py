@@ -127,7 +127,9 @@ def connect(
     owned_store: PgStore | None = None
     if store is None:
         engine = make_engine(cfg.database_url, pool_size=cfg.db_pool_size, application_name="csat-collector")
-        store = owned_store = PgStore(engine=engine, timeout_s=cfg.db_timeout_s)
+        store = owned_store = PgStore(
+            engine=engine, timeout_s=cfg.db_timeout_s, reset_sessions=cfg.db_reset_sessions
+        )
         tokens = tokens or PgIdentityStore(engine=engine, timeout_s=cfg.db_timeout_s)
     return Adapters(
         publisher=publisher,

@@ -114,8 +114,11 @@ async def _keep_session(_conn: asyncpg.Connection) -> None:
 class PgStore:
     """The collector's tables; a slow or absent database becomes ``StoreUnavailable`` within the timeout."""
 
-    def __init__(self, *, engine: AsyncEngine, timeout_s: float, pool_size: int = 10) -> None:
+    def __init__(
+        self, *, engine: AsyncEngine, timeout_s: float, pool_size: int = 10, reset_sessions: bool = False
+    ) -> None:
         self.engine = engine
+        self._reset_sessions = reset_sessions
         self.timeout_s = timeout_s
         self._pool_size = pool_size
         self._pool: asyncpg.Pool | None = None
@@ -151,7 +154,7 @@ class PgStore:
                         max_size=self._pool_size,
                         command_timeout=self.timeout_s,
                         server_settings={"synchronous_commit": "off", "application_name": "csat-collector"},
-                        reset=_keep_session,
+                        reset=None if self._reset_sessions else _keep_session,
                     )
         return self._pool
 

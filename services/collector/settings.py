@@ -51,6 +51,11 @@ class CollectorSettings(CommonSettings, IdentitySettings):
         description="Serve well-formed rating requests without FastAPI's dependency solving (off: FastAPI's "
         "handler for every request; the answers are the same)",
     )
+    db_reset_sessions: bool = Field(
+        default=False,
+        description="asyncpg's session reset each time a claim connection goes back to its pool (one more "
+        "statement per claim; the claims leave no session state): only to compare",
+    )
     gc_freeze: bool = Field(
         default=True,
         description="Move the objects built at startup out of the garbage collector's sight (gc.freeze), so "
