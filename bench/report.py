@@ -271,6 +271,8 @@ def render(results: dict[str, Any]) -> str:
         "```bash",
         "make bench                      # everything, defaults below; progress on the terminal",
         "BENCH_PARTS=collector,e2e make bench   # a subset (collector, segments, e2e, growth)",
+        "BENCH_PARTS=collector make bench       # the collector alone: rewrites only its rows and section",
+        "BENCH_COLLECTOR_VARIANTS=none BENCH_PARTS=collector make bench   # without the A/B variants",
         "```",
         "",
         "Configuration used in this run (environment variables `BENCH_*`, see `python -m bench --help`):",
@@ -346,6 +348,15 @@ def collector_section(c: dict[str, Any], *, stamp: str | None = None) -> list[st
     ]
     variants: dict[str, Any] = c.get("variants", {})
     names = ["collector", *variants, "baseline"]
+    sc, sb, bc, bb = c["single_collector"], c["single_baseline"], c["batch_collector"], c["batch_baseline"]
+    lines[-2:-2] = [
+        "Targets (issue 17), same-run ratios of the median rounds: single req/s "
+        f"{_r(sc['per_s'], sb['per_s'])} (target >= 0.60x), single p99 {_r(sc['p99_ms'], sb['p99_ms'])} "
+        f"(target <= 3x), batch ratings/s {_r(bc['per_s'], bb['per_s'])} (target >= 0.50x); CPU per request "
+        f"{_r(c.get('single_collector_cpu_us'), c.get('single_baseline_cpu_us'))} of the baseline's (single) "
+        f"and {_r(c.get('batch_collector_cpu_us'), c.get('batch_baseline_cpu_us'))} (batch).",
+        "",
+    ]
     for kind in ("single", "batch"):
         base = c[f"{kind}_baseline"]["per_s"]
         for name in names:
@@ -365,8 +376,9 @@ def collector_section(c: dict[str, Any], *, stamp: str | None = None) -> list[st
             "Variants (same stack, same rounds, each its own collector process): the collector as configured "
             "with one change switched off, to A/B each change in the same run.",
             "",
-            "| variant | settings | what it shows | single vs collector | batch vs collector |",
-            "|---|---|---|---|---|",
+            "| variant | settings | what it shows | single req/s vs collector | batch req/s vs collector | "
+            "single CPU per request vs collector | batch CPU per request vs collector |",
+            "|---|---|---|---|---|---|---|",
         ]
         for name, v in variants.items():
             env = ", ".join(f"`{k}={val}`" for k, val in v["env"].items())
@@ -424,7 +436,9 @@ def splice_collector(text: str, c: dict[str, Any], *, stamp: str) -> str:
     """``text`` (a whole docs/benchmarks.md) with only the collector's summary rows and section replaced,
     so a collector-only run (``BENCH_PARTS=collector``) keeps the other parts' figures."""
     lines = text.split("\n")
-    rows = [i for i, line in enumerate(lines) if line.startswith("| collector ")]
+    summary = lines.index("## Summary") if "## Summary" in lines else 0
+    summary_end = next((i for i in range(summary + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
+    rows = [i for i in range(summary, summary_end) if lines[i].startswith("| collector ")]
     if rows:
         lines[rows[0] : rows[-1] + 1] = summary_rows(c)
     start = lines.index("## Collector") if "## Collector" in lines else None
