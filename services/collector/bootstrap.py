@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
@@ -123,11 +124,14 @@ def connect(
             idempotence=cfg.kafka_idempotence,
             timeout_s=cfg.publish_timeout_s,
             request_timeout_s=cfg.kafka_request_timeout_s,
+            linger_ms=cfg.publish_linger_ms,
         )
     owned_store: PgStore | None = None
     if store is None:
         engine = make_engine(cfg.database_url, pool_size=cfg.db_pool_size, application_name="csat-collector")
-        store = owned_store = PgStore(engine=engine, timeout_s=cfg.db_timeout_s)
+        store = owned_store = PgStore(
+            engine=engine, timeout_s=cfg.db_timeout_s, reset_sessions=cfg.db_reset_sessions
+        )
         tokens = tokens or PgIdentityStore(engine=engine, timeout_s=cfg.db_timeout_s)
     return Adapters(
         publisher=publisher,
@@ -152,6 +156,9 @@ def build_deps(cfg: CollectorSettings, adapters: Adapters) -> CollectorDeps:
             lease_s=cfg.publish_timeout_s * 2 + 5,
             degrade=cfg.idempotency_when_db_down == "accept",
             max_future_skew=timedelta(seconds=cfg.max_future_skew_s),
+            group_claims=cfg.claim_group,
+            claim_inflight=cfg.claim_group_inflight,
+            fast_encode=cfg.fast_encode,
         ),
         sources=store,
         surveys=store,
@@ -197,6 +204,12 @@ def lifespan(
             name="idempotency-purge",
         )
         await deps.auth.start()
+        if cfg.gc_freeze:
+            # Everything built at startup (modules, the app, pydantic schemas) lives as long as the
+            # process; out of the collector's sight, a full collection no longer walks it on the
+            # request path (pauses of tens of milliseconds, the p99 in docs/benchmarks.md).
+            gc.collect()
+            gc.freeze()
         log.info("collector_started", topic=cfg.topics.ratings, keys_required=cfg.keys_required)
         yield
         purger.cancel()

@@ -39,6 +39,40 @@ class CollectorSettings(CommonSettings, IdentitySettings):
     idempotency_wait_s: float = Field(
         default=6.0, gt=0, description="How long a retry waits for a concurrent first attempt to finish"
     )
+    publish_linger_ms: int = Field(
+        default=0,
+        ge=0,
+        le=100,
+        description="How long the producer holds a record for more to share its request; 0 sends at once "
+        "(records still share a request while the previous one to the broker is in flight)",
+    )
+    fast_path: bool = Field(
+        default=True,
+        description="Serve well-formed rating requests without FastAPI's dependency solving (off: FastAPI's "
+        "handler for every request; the answers are the same)",
+    )
+    db_reset_sessions: bool = Field(
+        default=False,
+        description="asyncpg's session reset each time a claim connection goes back to its pool (one more "
+        "statement per claim; the claims leave no session state): only to compare",
+    )
+    gc_freeze: bool = Field(
+        default=True,
+        description="Move the objects built at startup out of the garbage collector's sight (gc.freeze), so "
+        "full collections stay short",
+    )
+    claim_group: bool = Field(
+        default=True,
+        description="Group commit of idempotency claims: the claims of concurrent requests share one "
+        "statement (off: one statement per request)",
+    )
+    claim_group_inflight: int = Field(
+        default=1, ge=1, le=8, description="Claim statements running at once when grouping"
+    )
+    fast_encode: bool = Field(
+        default=True,
+        description="Encode the rating CloudEvent by hand (off: via the SDK; the same bytes either way)",
+    )
     idempotency_when_db_down: Literal["accept", "refuse"] = Field(
         default="accept",
         description="accept: publish keyed ratings unchecked while PostgreSQL is away (consumers dedupe on "
