@@ -3,7 +3,7 @@ scheduler; ``create_app`` builds the FastAPI app with the routers. Only wiring, 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 import structlog
@@ -22,16 +22,27 @@ from services.actions.rules import RuleSet, load_rules_file, parse_document
 from services.actions.scheduler import Scheduler
 from services.actions.settings import ActionsSettings
 from services.actions.verbatims import Taxonomy, load_taxonomy_file
-from shared.auth import admin_guard
 from shared.db import make_engine
 from shared.erasure import SqlExport, erasure_runtime, export_router
 from shared.http import install_common
+from shared.identity.repository import PgIdentityStore
+from shared.identity.scopes import Scope
+from shared.identity.wiring import service_authenticator
 from shared.limits import BodySizeLimitMiddleware
 from shared.logs import configure_logging
 from shared.retention import RetentionJob
 from shared.runtime import ConsumerRuntime
+from shared.textguard import JsonTextGuard
 
 log = structlog.get_logger(__name__)
+#: How long an audit append may wait for PostgreSQL (token lookups keep their 2 s and answer 503).
+AUDIT_TIMEOUT_S = 10.0
+
+
+def customer_ref(cfg: ActionsSettings) -> Callable[[str], str]:
+    """How audit entries name a customer: by a keyed hash, never by id (docs/security.md, audit log)."""
+    hasher = cfg.address_hasher_for(cfg.environment)
+    return lambda customer_id: f"customer#{hasher.customer(customer_id)}"
 
 
 def build_policy(cfg: ActionsSettings, taxonomy: Taxonomy) -> Policy:
@@ -120,6 +131,10 @@ def create_app(settings: ActionsSettings | None = None) -> FastAPI:
         poll_s=cfg.timer_poll_s,
         batch=cfg.timer_batch,
     )
+    identity = PgIdentityStore(engine=runtime.engine, timeout_s=2.0)
+    auth = service_authenticator(
+        service="actions", identity=cfg, environment=cfg.environment, tokens=identity
+    )
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -130,6 +145,7 @@ def create_app(settings: ActionsSettings | None = None) -> FastAPI:
             themes=len(taxonomy.theme_ids),
         )
         await runtime.start()
+        await auth.start()
         await erasure.start()
         await retention.start()
         if cfg.scheduler_enabled:
@@ -138,6 +154,7 @@ def create_app(settings: ActionsSettings | None = None) -> FastAPI:
         await scheduler.stop()
         await retention.stop()
         await erasure.stop()
+        await auth.stop()
         await runtime.stop()
 
     app = FastAPI(
@@ -149,6 +166,8 @@ def create_app(settings: ActionsSettings | None = None) -> FastAPI:
     app.state.runtime = runtime
     app.state.scheduler = scheduler
     app.state.retention = retention
+    # Added first, so the size limit (added next, outermost) answers before a body is buffered here.
+    app.add_middleware(JsonTextGuard, max_bytes=cfg.max_body_bytes)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=cfg.max_body_bytes)
 
     async def check_scheduler() -> None:
@@ -158,6 +177,8 @@ def create_app(settings: ActionsSettings | None = None) -> FastAPI:
     install_common(
         app,
         service="actions",
+        internal_port=cfg.internal_port,
+        documents_public=cfg.environment != "prod",
         checks={
             "database": runtime.check_database,
             "consumer": runtime.check_consumer,
@@ -166,11 +187,19 @@ def create_app(settings: ActionsSettings | None = None) -> FastAPI:
     )
     dry_run = DryRunner(rulebook=rulebook, taxonomy=taxonomy, policy=policy, history=history, clock=utc_now)
     deps = ActionsDeps(
-        settings=cfg, transactions=transactions, rulebook=rulebook, clock=utc_now, dry_run=dry_run
+        settings=cfg,
+        transactions=transactions,
+        rulebook=rulebook,
+        clock=utc_now,
+        dry_run=dry_run,
+        auth=auth,
+        # Appended after the change committed: a slow database delays the answer rather than losing it.
+        audit=PgIdentityStore(engine=runtime.engine, timeout_s=AUDIT_TIMEOUT_S),
+        customer_ref=customer_ref(cfg),
     )
     for audience in (rules, revisions, dryrun, alerts, customers, ops):
         app.include_router(audience.router(deps))
-    # GDPR export: guarded like the other admin routes (the shared admin key) until tokens reach here.
-    guard = Depends(admin_guard(cfg.admin_api_key))
+    # GDPR export: gdpr:admin (admin role only), checked by this service's own Authenticator.
+    guard = Depends(deps.auth.require(Scope.GDPR_ADMIN))
     app.include_router(export_router(SqlExport(runtime.engine, export_customer), guard))
     return app

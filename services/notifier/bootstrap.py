@@ -36,17 +36,21 @@ from services.notifier.templating import Templates
 from services.notifier.tokens import UnsubscribeTokens
 from services.notifier.transitions import DispatchConfig
 from services.notifier.wakeup import WakeListener
-from shared.auth import admin_guard
 from shared.consumer import Handler, Received
 from shared.db import make_engine
 from shared.envelope import OutgoingRecord
 from shared.erasure import SqlExport, erasure_runtime, export_router
 from shared.events import Channel
 from shared.http import install_common
+from shared.identity.guard import Authenticator
+from shared.identity.repository import PgIdentityStore
+from shared.identity.scopes import Scope
+from shared.identity.wiring import service_authenticator
 from shared.kafka import send_all
 from shared.logs import configure_logging
 from shared.retention import RetentionJob
 from shared.runtime import ConsumerRuntime
+from shared.textguard import JsonTextGuard
 
 log = structlog.get_logger(__name__)
 
@@ -161,6 +165,7 @@ def _lifespan(
     dispatcher: Dispatcher,
     listener: WakeListener | None,
     providers: dict[Channel, Provider],
+    auth: Authenticator,
     erasure: ConsumerRuntime,
     retention: RetentionJob,
 ) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
@@ -168,6 +173,7 @@ def _lifespan(
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         log.info("providers", **{f"{ch.value}_provider": p.name for ch, p in providers.items()})
         await runtime.start()
+        await auth.start()
         await erasure.start()
         await retention.start()
         await dispatcher.start()
@@ -179,6 +185,7 @@ def _lifespan(
         await dispatcher.stop()
         await retention.stop()
         await erasure.stop()
+        await auth.stop()
         await runtime.stop()
         for p in {id(p): p for p in providers.values()}.values():
             await p.aclose()
@@ -249,6 +256,10 @@ def create_app(settings: NotifierSettings | None = None) -> FastAPI:
     listener = (
         WakeListener(database_url=cfg.database_url, wake=dispatcher.wake) if cfg.dispatch_listen else None
     )
+    identity = PgIdentityStore(engine=engine, timeout_s=2.0)
+    auth = service_authenticator(
+        service="notifier", identity=cfg, environment=cfg.environment, tokens=identity
+    )
     app = FastAPI(
         title="CSAT notifier",
         version="1.0.0",
@@ -257,6 +268,7 @@ def create_app(settings: NotifierSettings | None = None) -> FastAPI:
             dispatcher=dispatcher,
             listener=listener,
             providers=providers,
+            auth=auth,
             erasure=erasure,
             retention=retention,
         ),
@@ -264,24 +276,32 @@ def create_app(settings: NotifierSettings | None = None) -> FastAPI:
     )
     app.state.runtime = runtime
     app.state.retention = retention
+    app.add_middleware(JsonTextGuard)  # suppressions and previews: no NUL or lone surrogate reaches them
 
     async def check_dispatcher() -> None:
         dispatcher.check()
 
     checks = {"database": runtime.check_database, "consumer": runtime.check_consumer}
-    install_common(app, service="notifier", checks={**checks, "dispatcher": check_dispatcher})
+    install_common(
+        app,
+        service="notifier",
+        checks={**checks, "dispatcher": check_dispatcher},
+        internal_port=cfg.internal_port,
+        documents_public=cfg.environment != "prod",
+    )
     deps = NotifierDeps(
         deliveries=store,
         suppressions=store,
         tokens=tokens,
-        admin_key=cfg.admin_api_key,
+        auth=auth,
+        audit=PgIdentityStore(engine=engine, timeout_s=10.0),  # after the change: wait rather than lose it
         address_keys=dispatcher_cfg.address_keys,
         templates=templates,
         public_base_url=cfg.public_base_url,
     )
     for routes in (unsubscribe, outbox, deliveries, suppressions, previews):
         app.include_router(routes.router(deps))
-    # GDPR export: guarded like the other admin routes (the shared admin key) until tokens reach here.
-    guard = Depends(admin_guard(cfg.admin_api_key))
+    # GDPR export: gdpr:admin (admin role only), checked by this service's own Authenticator.
+    guard = Depends(deps.auth.require(Scope.GDPR_ADMIN))
     app.include_router(export_router(SqlExport(engine, export_customer), guard))
     return app

@@ -23,10 +23,13 @@ from services.scorer.repository.registry import Registry
 from services.scorer.repository.writes import PgRatingCounter
 from services.scorer.routes import customers, drift, heatmap, scores
 from services.scorer.settings import ScorerSettings
-from shared.auth import admin_guard
 from shared.envelope import OutgoingRecord
 from shared.erasure import SqlExport, erasure_runtime, export_router
 from shared.http import install_common
+from shared.identity.guard import Authenticator
+from shared.identity.repository import PgIdentityStore
+from shared.identity.scopes import Scope
+from shared.identity.wiring import service_authenticator
 from shared.kafka import send_all
 from shared.logs import configure_logging
 from shared.retention import RetentionJob
@@ -42,6 +45,7 @@ def _lifespan(
     evaluator: ScoreEvaluator,
     reads: PgReads,
     cfg: ScorerSettings,
+    auth: Authenticator,
     erasure: ConsumerRuntime,
     retention: RetentionJob,
 ) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
@@ -52,6 +56,7 @@ def _lifespan(
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         stop_jobs.clear()
         await runtime.start()
+        await auth.start()
         await erasure.start()
         await retention.start()
         jobs = [
@@ -83,6 +88,7 @@ def _lifespan(
             await asyncio.gather(*jobs, return_exceptions=True)
             await retention.stop()
             await erasure.stop()
+            await auth.stop()
             await runtime.stop()
 
     return lifespan
@@ -129,11 +135,17 @@ def create_app(settings: ScorerSettings | None = None) -> FastAPI:
     )
     evaluator = ScoreEvaluator(store=PgScoreEvents(runtime.engine), settings=cfg, publish=publish)
     reads = PgReads(runtime.engine)
+    auth = service_authenticator(
+        service="scorer",
+        identity=cfg,
+        environment=cfg.environment,
+        tokens=PgIdentityStore(engine=runtime.engine, timeout_s=2.0),
+    )
     app = FastAPI(
         title="CSAT scorer",
         version="1.0.0",
         description="Exact rolling CSAT, NPS and CES per segment, with sample size and 95% intervals.",
-        lifespan=_lifespan(runtime, evaluator, reads, cfg, erasure, retention),
+        lifespan=_lifespan(runtime, evaluator, reads, cfg, auth, erasure, retention),
     )
     app.state.runtime = runtime
     app.state.evaluator = evaluator
@@ -141,14 +153,16 @@ def create_app(settings: ScorerSettings | None = None) -> FastAPI:
     install_common(
         app,
         service="scorer",
+        internal_port=cfg.internal_port,
+        documents_public=cfg.environment != "prod",
         checks={"database": runtime.check_database, "consumer": runtime.check_consumer},
     )
-    deps = ScorerDeps(settings=cfg, scores=reads.session, customers=reads.session, clock=utcnow)
+    deps = ScorerDeps(settings=cfg, scores=reads.session, customers=reads.session, clock=utcnow, auth=auth)
     app.include_router(scores.router(deps))
     app.include_router(heatmap.router(deps))
     app.include_router(customers.router(deps))
     app.include_router(drift.router(deps))
-    # GDPR export: guarded like the customers route (the shared admin key) until tokens reach here.
-    guard = Depends(admin_guard(cfg.admin_api_key))
+    # GDPR export: gdpr:admin (admin role only), checked by this service's own Authenticator.
+    guard = Depends(deps.auth.require(Scope.GDPR_ADMIN))
     app.include_router(export_router(SqlExport(runtime.engine, export_customer), guard))
     return app

@@ -170,21 +170,18 @@ def router(deps: ConsoleDeps) -> APIRouter:
     return r
 
 
-def _authorization(deps: ConsoleDeps, service: Service, credential: str | None) -> str:
-    """The credential the console presents to a service's export. The collector verifies the caller's
-    own bearer credential (an API token or a console access token holding ``gdpr:admin``: forwarded, not
-    widened). The scorer, actions and notifier still guard admin routes with the shared admin key, so
-    the console presents that key to them; once they verify tokens (``deps.auth.require``), forward the
-    caller's credential to them too and drop this branch."""
-    if service == "collector":
-        return credential or ""
-    return f"Bearer {deps.settings.admin_api_key.get_secret_value()}"
+def _authorization(credential: str | None) -> str:
+    """The credential the console presents to a service's export: the caller's own bearer credential
+    (an API token or a console access token holding ``gdpr:admin``), forwarded, never widened. Each
+    service checks ``gdpr:admin`` itself through its Authenticator (``deps.auth.require``); the console
+    holds no key of its own that would open a customer's data on a caller's behalf."""
+    return credential or ""
 
 
 async def _export_from(deps: ConsoleDeps, service: Service, customer_id: str, credential: str | None) -> Any:
     """One service's export document (``ApiError`` when it does not answer 200)."""
     url = deps.api.base(service) + fill_url_template(EXPORT_PATH, {"customer_id": customer_id})
-    headers = {"Authorization": _authorization(deps, service, credential), "Accept": "application/json"}
+    headers = {"Authorization": _authorization(credential), "Accept": "application/json"}
     try:
         answer = await deps.api.http.get(url, headers=headers)
     except httpx.HTTPError:
