@@ -45,9 +45,11 @@ class Services:
     actions_down: bool = False
     failing: str | None = None  # the base URL of a service answering 500 to its export
     actions: str | None = None  # the actions service's base URL
+    presented: dict[str, str] = field(default_factory=dict)  # URL -> the Authorization it came with
 
     def handle(self, request: httpx.Request) -> httpx.Response:
         host, path = str(request.url), request.url.path
+        self.presented[host] = request.headers.get("authorization", "")
         if path.endswith("/export") and self.actions and host.startswith(self.actions):
             if self.actions_down:
                 return httpx.Response(502)
@@ -184,6 +186,9 @@ async def test_export_is_whole_or_refused_and_audited(site: Site) -> None:
     whole = await site.client.get("/v1/gdpr/customers/c-1/export", headers=site.gdpr)
     assert whole.status_code == 200 and whole.headers["cache-control"] == "no-store"
     assert set(whole.json()["services"]) == {"collector", "scorer", "actions", "notifier"}
+    # Each service was shown the caller's own credential (it checks gdpr:admin itself), no key of ours.
+    assert len(site.services.presented) == 4
+    assert set(site.services.presented.values()) == {site.gdpr["Authorization"]}
     site.services.failing = site.urls["notifier"].rstrip("/")
     partial = await site.client.get("/v1/gdpr/customers/c-1/export", headers=site.gdpr)
     assert partial.status_code == 503 and "notifier" in partial.json()["detail"]
