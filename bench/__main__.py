@@ -54,6 +54,12 @@ def main(argv: list[str] | None = None) -> int:
         default=int(env("BENCH_SCORER_LIVE_ROUNDS", "3")),
         help="live-stream runs, each on a fresh topic with its own bare runs; the median is the headline",
     )
+    p.add_argument(
+        "--scorer-counter-writes",
+        default=env("BENCH_SCORER_COUNTER_WRITES", "composite,copy"),
+        help="at each level, also run the scorer with each of these CSAT_COUNTER_WRITE values on the same "
+        "topic (A/B against the default in the same run); empty skips them",
+    )
     p.add_argument("--headline-stores", type=int, default=int(env("BENCH_HEADLINE_STORES", "100")))
     p.add_argument("--e2e-rate", type=float, default=float(env("BENCH_E2E_RATE", "50")))
     p.add_argument("--e2e-seconds", type=float, default=float(env("BENCH_E2E_SECONDS", "30")))
@@ -108,6 +114,7 @@ def main(argv: list[str] | None = None) -> int:
                 query_count=args.query_count,
                 query_budget_s=args.query_budget_s,
                 spread_s=args.scorer_spread_s,
+                counter_writes=[x.strip() for x in args.scorer_counter_writes.split(",") if x.strip()],
             )
             if args.scorer_live_spread_s:
                 results["segments_live"] = scorer.segments_levels(
