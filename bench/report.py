@@ -266,6 +266,7 @@ def render(results: dict[str, Any]) -> str:
                     f"{_ms(st['batch_ms'])} | {st['busy_s']:.1f} s | {_n(st['records_per_busy_s'])} |"
                 )
         lines.append("")
+    lines += _knee_lines(results.get("knee"))
     g = results.get("growth")
     if g:
         levels = g["levels"]
@@ -345,3 +346,56 @@ def _median_round(rounds: list[dict[str, Any]]) -> dict[str, Any]:
     """The round whose scorer/bare ratio is the median (the lower middle one for an even count)."""
     ranked = sorted(rounds, key=lambda x: x["scorer"]["per_s"] / x["bare"]["per_s"])
     return ranked[(len(ranked) - 1) // 2]
+
+
+def _knee_lines(k: dict[str, Any] | None) -> list[str]:
+    """The ramp of ``bench.knee``: latency, what is missing, and CPU per rating of every process."""
+    if not k or not k.get("levels"):
+        return []
+    levels = k["levels"]
+    procs = list(levels[0]["cpu_us_per_rating"])
+    lines = [
+        "## The pipeline's knee",
+        "",
+        "The same open-loop load as above, ramped: "
+        + ", ".join(f"{x['rate']:.0f}" for x in levels)
+        + f" ratings/s, {k['seconds']:.0f} s each after a 5 s warm-up, on one stack; the ramp stops after the "
+        f"first rate that fails. The knee is the highest rate at which p99 POST -> notification request stays "
+        f"under {k['p99_limit_ms']:.0f} ms and nothing is missing after the drain: **{k['knee']:.0f} ratings/s** "
+        "in this run. CPU per accepted rating is each process's user + system time over the level (from "
+        "`/proc/<pid>/stat`, the first POST to the end of the drain; PostgreSQL: every server process; "
+        "the load generator, this bench's own process, shares the same two cores).",
+        "",
+        "| offered | accepted | POST -> request p50 / p99 | POST -> outbox p50 / p99 | missing | holds | "
+        + " | ".join(f"CPU/rating {p}" for p in procs)
+        + " | load (1 min) |",
+        "|---" * (7 + len(procs)) + "|",
+    ]
+    for x in levels:
+        cpu = x["cpu_us_per_rating"]
+        lines.append(
+            f"| {x['rate']:.0f}/s | {x['accepted']:,} | "
+            f"{_ms(x['to_request']['p50_ms'])} / {_ms(x['to_request']['p99_ms'])} | "
+            f"{_ms(x['to_outbox']['p50_ms'])} / {_ms(x['to_outbox']['p99_ms'])} | "
+            f"{x['missing_requests']} requests, {x['missing_outbox']} outbox rows | "
+            f"{'yes' if x['holds'] else '**no**'} | "
+            + " | ".join(f"{cpu[p]:,.0f} us" for p in procs)
+            + f" | {x.get('loadavg', [float('nan')])[0]:.1f} |"
+        )
+    stages = [x for x in levels if x.get("stages")]
+    if stages:
+        lines += [
+            "",
+            "Each consumer's micro-batches at each rate (from its own metrics, as above):",
+            "",
+            "| offered | consumer | batches | records per batch | mean batch time | busy |",
+            "|---|---|---|---|---|---|",
+        ]
+        for x in stages:
+            for name, st in x["stages"].items():
+                lines.append(
+                    f"| {x['rate']:.0f}/s | {name} | {st['batches']:,} | {st['records_per_batch']:.1f} | "
+                    f"{_ms(st['batch_ms'])} | {st['busy_s']:.1f} s |"
+                )
+    lines.append("")
+    return lines

@@ -224,8 +224,24 @@ async def apply_batch(
     if counter_write == "statement":
         return await _apply_in_statement(conn, ratings, keys, minute_since, hour_since)
     pg = await driver(conn)
+    if pg.is_in_transaction():
+        return await _apply_in_steps(pg, ratings, keys, minute_since, hour_since, counter_write)
+    # SQLAlchemy begins lazily: a caller whose transaction sent nothing yet is not in one on the server,
+    # and these steps (and the staging table's rows) must share one.
+    async with pg.transaction():
+        return await _apply_in_steps(pg, ratings, keys, minute_since, hour_since, counter_write)
+
+
+async def _apply_in_steps(
+    pg: Any,
+    ratings: Sequence[Rating],
+    keys: Sequence[str],
+    minute_since: datetime,
+    hour_since: datetime,
+    counter_write: str,
+) -> set[str]:
     rows = await pg.fetch(_INSERT_RATINGS, _rating_inputs(ratings, None))
-    new = {row[0] for row in rows}
+    new: set[str] = {row[0] for row in rows}
     if not new:
         return new
     increments = inc.aggregate(ratings, keys, new, minute_since=minute_since, hour_since=hour_since)
