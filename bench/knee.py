@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 import uuid
 from typing import Any
 
@@ -20,7 +21,8 @@ from bench.e2e import _pipeline
 from bench.scorer import _children, _cpu_s
 
 P99_LIMIT_MS = 250.0
-SERVICES = ("collector", "scorer", "actions", "notifier")
+SERVICES = ("collector", "scorer", "actions", "notifier", "console")
+IDLE_S = 5.0
 
 
 def _cpu(bs: BenchStack) -> dict[str, float]:
@@ -54,19 +56,32 @@ def run(bs: BenchStack, *, rates: list[float], seconds: float, drain_s: float = 
         stack.start_services()
     say("knee: warm-up (5 s at the first rate, not counted)")
     asyncio.run(_pipeline(bs, run=f"kwarm-{uuid.uuid4().hex[:6]}", rate=rates[0], seconds=5, drain_s=drain_s))
+    # What each process spends with no load at all (polling, timers, heartbeats): at low rates most of
+    # the CPU per rating is this, spread over few ratings.
+    say(f"knee: idle CPU over {IDLE_S:.0f} s")
+    before, began = _cpu(bs), time.monotonic()
+    time.sleep(IDLE_S)
+    after, spent = _cpu(bs), time.monotonic() - began
+    idle = {k: (after[k] - before[k]) / spent * 1e3 for k in after}  # ms of CPU per second
+    say("knee: idle CPU per second: " + ", ".join(f"{k} {v:.0f} ms" for k, v in idle.items()))
     levels: list[dict[str, Any]] = []
     knee = 0.0
     for rate in rates:
         say(f"knee: {rate:.0f} ratings/s for {seconds:.0f} s")
-        before = _cpu(bs)
+        before, began = _cpu(bs), time.monotonic()
         res = asyncio.run(
             _pipeline(
                 bs, run=f"knee{rate:.0f}-{uuid.uuid4().hex[:6]}", rate=rate, seconds=seconds, drain_s=drain_s
             )
         )
-        after = _cpu(bs)
+        after, spent = _cpu(bs), time.monotonic() - began
         accepted = max(res["accepted"], 1)
         res["cpu_us_per_rating"] = {k: (after[k] - before[k]) / accepted * 1e6 for k in after}
+        # Net of what the process would have spent idle over the same time: the cost the ratings add.
+        res["cpu_us_per_rating_above_idle"] = {
+            k: max(0.0, after[k] - before[k] - idle[k] / 1e3 * spent) / accepted * 1e6 for k in after
+        }
+        res["window_s"] = spent
         res["holds"] = holds(res)
         res["loadavg"] = os.getloadavg()
         levels.append(res)
@@ -80,4 +95,10 @@ def run(bs: BenchStack, *, rates: list[float], seconds: float, drain_s: float = 
         if not res["holds"]:
             break
         knee = rate
-    return {"levels": levels, "knee": knee, "p99_limit_ms": P99_LIMIT_MS, "seconds": seconds}
+    return {
+        "levels": levels,
+        "knee": knee,
+        "p99_limit_ms": P99_LIMIT_MS,
+        "seconds": seconds,
+        "idle_cpu_ms_per_s": idle,
+    }

@@ -179,6 +179,29 @@ def render(results: dict[str, Any]) -> str:
                     f"{x['bare']['cpu_us_per_event']:.1f} us | {cpu['scorer']:.1f} us | {cpu['postgres']:.1f} us | "
                     f"{cpu['broker']:.1f} us | {x['scorer'].get('loadavg', [float('nan')])[0]:.1f} |"
                 )
+        ab = [x for x in seg if x.get("counter_writes")]
+        if ab:
+            lines += [
+                "",
+                "Where the counter increments are added up (`CSAT_COUNTER_WRITE`, docs/scores.md), A/B on the same "
+                "topic in the same run, each from empty tables: `statement` (the default: PostgreSQL groups each "
+                "rating's keys in the batch statement) against the increments added up in the scorer per counter "
+                "row and sent as one composite array (`composite`) or by COPY into a staging table (`copy`). "
+                "CPU per event is the steadier figure on a shared machine:",
+                "",
+                "| stores | counter write | scorer events/s | vs statement | CPU/event scorer | CPU/event PostgreSQL "
+                "| scorer + PostgreSQL |",
+                "|---|---|---|---|---|---|---|",
+            ]
+            for x in ab:
+                base_run = x["scorer"]
+                runs = {"statement": base_run, **x["counter_writes"]}
+                for mode, run in runs.items():
+                    cpu = run["cpu_us_per_event"]
+                    lines.append(
+                        f"| {x['stores']:,} | `{mode}` | {_n(run['per_s'])} | {_r(run['per_s'], base_run['per_s'])} | "
+                        f"{cpu['scorer']:.1f} us | {cpu['postgres']:.1f} us | {cpu['scorer'] + cpu['postgres']:.1f} us |"
+                    )
         if live:
             lv = _median_round(live)
             cpu = lv["scorer"].get("cpu_us_per_event", {})
@@ -382,6 +405,22 @@ def _knee_lines(k: dict[str, Any] | None) -> list[str]:
             + " | ".join(f"{cpu[p]:,.0f} us" for p in procs)
             + f" | {x.get('loadavg', [float('nan')])[0]:.1f} |"
         )
+    idle = k.get("idle_cpu_ms_per_s")
+    if idle and all("cpu_us_per_rating_above_idle" in x for x in levels):
+        lines += [
+            "",
+            "Most of that at low rates is what each process spends with no load at all (consumer polls with "
+            "a 10 ms fetch wait, timers, heartbeats, the console's live feed), spread over few ratings. Idle "
+            "CPU, measured for 5 s before the ramp, in ms per second: "
+            + ", ".join(f"{p} {v:.0f}" for p, v in idle.items())
+            + ". The cost the ratings add, net of that idle spend over the same window:",
+            "",
+            "| offered | " + " | ".join(f"{p} above idle" for p in procs) + " |",
+            "|---" * (1 + len(procs)) + "|",
+        ]
+        for x in levels:
+            net = x["cpu_us_per_rating_above_idle"]
+            lines.append(f"| {x['rate']:.0f}/s | " + " | ".join(f"{net[p]:,.0f} us" for p in procs) + " |")
     stages = [x for x in levels if x.get("stages")]
     if stages:
         lines += [
