@@ -97,6 +97,7 @@ def run(bs: BenchStack, *, rates: list[float], seconds: float, drain_s: float = 
         knee = rate
     return {
         "levels": levels,
+        "rates": rates,
         "knee": knee,
         "p99_limit_ms": P99_LIMIT_MS,
         "seconds": seconds,

@@ -381,11 +381,16 @@ def _knee_lines(k: dict[str, Any] | None) -> list[str]:
         "## The pipeline's knee",
         "",
         "The same open-loop load as above, ramped: "
-        + ", ".join(f"{x['rate']:.0f}" for x in levels)
+        + ", ".join(f"{r:.0f}" for r in k.get("rates", [x["rate"] for x in levels]))
         + f" ratings/s, {k['seconds']:.0f} s each after a 5 s warm-up, on one stack; the ramp stops after the "
         f"first rate that fails. The knee is the highest rate at which p99 POST -> notification request stays "
-        f"under {k['p99_limit_ms']:.0f} ms and nothing is missing after the drain: **{k['knee']:.0f} ratings/s** "
-        "in this run. CPU per accepted rating is each process's user + system time over the level (from "
+        f"under {k['p99_limit_ms']:.0f} ms and nothing is missing after the drain: "
+        + (
+            f"**{k['knee']:.0f} ratings/s** in this run."
+            if k["knee"]
+            else f"**below {levels[0]['rate']:.0f} ratings/s** in this run (not even the first rate held)."
+        )
+        + " CPU per accepted rating is each process's user + system time over the level (from "
         "`/proc/<pid>/stat`, the first POST to the end of the drain; PostgreSQL: every server process; "
         "the load generator, this bench's own process, shares the same two cores).",
         "",
