@@ -1,6 +1,7 @@
 """GDPR erasure status: one row per service and erasure request, written with the scrub it records.
 
 Revision ID: 0018_gdpr
+Revises: 0014_scorer_counters (re-chained after main took 0014)
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from collections.abc import Sequence
 from alembic import op
 
 revision: str = "0018_gdpr"
-down_revision: str | None = "0013_rule_set_authors"
+down_revision: str | None = "0014_scorer_counters"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
