@@ -25,8 +25,9 @@ from services.collector.problems import add_problem_schema, install_handlers
 from services.collector.publisher import KafkaPublisher
 from services.collector.ratelimit import KeyedLimiter
 from services.collector.repository import PgStore
-from services.collector.routes import admin, channels, ratings
+from services.collector.routes import admin, channels, ratings, usage
 from services.collector.settings import CollectorSettings
+from services.collector.usage_intake import UsageIntake
 from shared.db import make_engine
 from shared.http import ReadinessCheck, install_common
 from shared.identity.guard import Authenticator
@@ -102,6 +103,7 @@ def create_app(
     ratings.add_routes(app.router, deps)
     app.include_router(admin.router(deps))
     app.include_router(channels.router(deps))
+    app.include_router(usage.router(deps))
     add_problem_schema(app)
     return app
 
@@ -181,6 +183,13 @@ def build_deps(cfg: CollectorSettings, adapters: Adapters) -> CollectorDeps:
             touch_every_s=cfg.token_touch_s,
         ),
         phone_hasher=cfg.address_hasher_for(cfg.environment),
+        usage=UsageIntake(
+            publisher=adapters.publisher,
+            records=store,
+            topic=cfg.topics.usage,
+            lease_s=cfg.publish_timeout_s * 2 + 5,
+            degrade=cfg.idempotency_when_db_down == "accept",
+        ),
     )
 
 
