@@ -69,6 +69,11 @@ EVENTS: tuple[EventDoc, ...] = (
         "UsageObserved",
         "A dated observation of named usage signals (logins, features used...) for a customer or account.",
     ),
+    EventDoc(
+        ev.HEALTH_CHANGED,
+        "HealthChanged",
+        "An account's health score or band moved, with the contribution of each component.",
+    ),
 )
 
 
@@ -178,6 +183,16 @@ TOPICS: tuple[TopicDoc, ...] = (
         (),
         "Usage signals from product analytics (logins, features used, data volume, open tickets, active "
         "seats...), one dated observation per record; the account health score reads them.",
+    ),
+    TopicDoc(
+        "health",
+        tp.HEALTH,
+        "subject id (account id, else customer id)",
+        (ev.HEALTH_CHANGED,),
+        "actions",
+        (),
+        "Account health: one record each time a subject's score or band moves (not on every "
+        "recomputation), with the explanation; `fell` says the band got worse.",
     ),
 )
 

@@ -14,6 +14,7 @@ DLQ_ACTIONS = "csat.dlq.actions.v1"
 DLQ_NOTIFIER = "csat.dlq.notifier.v1"
 INTERACTIONS = "csat.interactions.v1"
 USAGE = "csat.usage.v1"
+HEALTH = "csat.health.changed.v1"
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +66,10 @@ class Topics:
     def usage(self) -> str:
         return self._p(USAGE)
 
+    @property
+    def health(self) -> str:
+        return self._p(HEALTH)
+
     def all(self) -> list[str]:
         return [
             self.ratings,
@@ -77,4 +82,5 @@ class Topics:
             self.dlq_notifier,
             self.interactions,
             self.usage,
+            self.health,
         ]

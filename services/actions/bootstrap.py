@@ -14,6 +14,8 @@ from services.actions.dryrun import DryRunner
 from services.actions.engine import Policy
 from services.actions.facts import HistoryWindow
 from services.actions.handlers import ActionsHandler, utc_now
+from services.actions.health.model import load_health_file
+from services.actions.health_handler import HealthHandler
 from services.actions.repository import PgTransactions, consumer_handler
 from services.actions.routes import alerts, customers, dryrun, ops, revisions, rules
 from services.actions.rulebook import RuleBook
@@ -59,11 +61,11 @@ def build_rulebook(cfg: ActionsSettings, file_rules: RuleSet) -> RuleBook:
 
 
 def build_runtime(cfg: ActionsSettings, handler: ActionsHandler) -> ConsumerRuntime:
-    """The consumer of ratings and segment alerts (scores topic), with its engine and producer."""
+    """The consumer of ratings, segment alerts (scores topic) and usage, with its engine and producer."""
     return ConsumerRuntime(
         name="actions",
         settings=cfg,
-        topics=[cfg.topics.ratings, cfg.topics.scores],
+        topics=[cfg.topics.ratings, cfg.topics.scores, cfg.topics.usage],
         group=cfg.consumer_group,
         dlq_topic=cfg.topics.dlq_actions,
         handler=consumer_handler(handler),
@@ -91,8 +93,13 @@ def create_app(settings: ActionsSettings | None = None) -> FastAPI:
         trend_size=cfg.trend_size,
         decline_slope=cfg.decline_slope,
     )
+    health = HealthHandler(
+        model=load_health_file(cfg.health_model_file),  # a broken model stops the service here
+        topics=cfg.topics,
+        default_owner=cfg.default_csm_email,
+    )
     handler = ActionsHandler(
-        rulebook=rulebook, taxonomy=taxonomy, policy=policy, topics=cfg.topics, history=history
+        rulebook=rulebook, taxonomy=taxonomy, policy=policy, topics=cfg.topics, history=history, health=health
     )
     runtime = build_runtime(cfg, handler)
     transactions = PgTransactions(runtime.engine)
