@@ -17,7 +17,7 @@ from services.actions.handlers import ActionsHandler, utc_now
 from services.actions.health.model import load_health_file
 from services.actions.health_handler import HealthHandler
 from services.actions.repository import PgTransactions, consumer_handler
-from services.actions.routes import accounts, alerts, customers, dryrun, ops, revisions, rules
+from services.actions.routes import accounts, alerts, customers, dryrun, health_models, ops, revisions, rules
 from services.actions.rulebook import RuleBook
 from services.actions.rules import RuleSet, load_rules_file, parse_document
 from services.actions.scheduler import Scheduler
@@ -154,6 +154,6 @@ def create_app(settings: ActionsSettings | None = None) -> FastAPI:
     deps = ActionsDeps(
         settings=cfg, transactions=transactions, rulebook=rulebook, clock=utc_now, dry_run=dry_run
     )
-    for audience in (rules, revisions, dryrun, alerts, customers, accounts, ops):
+    for audience in (rules, revisions, dryrun, alerts, customers, accounts, health_models, ops):
         app.include_router(audience.router(deps))
     return app

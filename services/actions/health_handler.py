@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from datetime import datetime
 
-from services.actions.health.model import Band, HealthModel
+from services.actions.health.model import Band, HealthModel, parse_health_model
 from services.actions.health.score import HealthResult
 from services.actions.health.transitions import Step, recompute
 from services.actions.ports import HealthAlert, Stores, Subject
@@ -51,10 +51,20 @@ class HealthHandler:
         default_owner: str,
         model_version: int | None = None,
     ) -> None:
+        self._file_model = model
         self._model = model
         self._topics = topics
         self._default_owner = default_owner
         self._model_version = model_version
+
+    async def _current_model(self, stores: Stores) -> None:
+        """The newest model saved through the admin API (validated when saved), else the file's."""
+        latest = await stores.health.latest_model()
+        if latest is None:
+            self._model, self._model_version = self._file_model, None
+        elif latest[0] != self._model_version:
+            self._model = parse_health_model(latest[1], origin=f"health model v{latest[0]}")
+            self._model_version = latest[0]
 
     async def on_batch(
         self,
@@ -93,6 +103,8 @@ class HealthHandler:
                 else:
                     subjects.add(Subject("customer", cid))
         out: list[OutgoingRecord] = []
+        if subjects:
+            await self._current_model(stores)
         for subject in sorted(subjects, key=lambda s: (s.kind, s.id)):
             out += await self.recompute(stores, subject, now=now)
         return out

@@ -266,3 +266,15 @@ class HealthStore(Protocol):
     async def health(self, *, subject: Subject) -> dict[str, Any] | None:
         """The current health with its explanation and history, or None."""
         ...
+
+    async def latest_model(self) -> tuple[int, Any] | None:
+        """The newest saved health model (version, document), or None (the file's model applies)."""
+        ...
+
+    async def save_model(self, *, document: Any, origin: str, author: str | None) -> int:
+        """Store a validated model as the next version; returns that version."""
+        ...
+
+    async def models(self, *, limit: int) -> list[dict[str, Any]]:
+        """Saved versions, newest first (version, origin, author, created_at)."""
+        ...

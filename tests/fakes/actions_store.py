@@ -124,6 +124,7 @@ class Tables:
     health_ratings: dict[str, RatingPoint] = field(default_factory=dict)
     health_current: dict[Subject, dict[str, Any]] = field(default_factory=dict)
     health_history: dict[Subject, list[HealthPoint]] = field(default_factory=dict)
+    health_models: dict[int, dict[str, Any]] = field(default_factory=dict)
 
 
 def _context(customer_id: str, row: Mapping[str, Any]) -> CustomerContext:
@@ -644,6 +645,28 @@ class FakeHealth:
                 for p in self._t.health_history.get(subject, [])
             ],
         }
+
+    async def latest_model(self) -> tuple[int, Any] | None:
+        if not self._t.health_models:
+            return None
+        version = max(self._t.health_models)
+        return version, self._t.health_models[version]["document"]
+
+    async def save_model(self, *, document: Any, origin: str, author: str | None) -> int:
+        version = max(self._t.health_models, default=0) + 1
+        self._t.health_models[version] = {
+            "document": copy.deepcopy(document),
+            "origin": origin,
+            "author": author,
+            "created_at": datetime.now(UTC).isoformat(),
+        }
+        return version
+
+    async def models(self, *, limit: int) -> list[dict[str, Any]]:
+        return [
+            {"version": v, **{k: r[k] for k in ("origin", "author", "created_at")}}
+            for v, r in sorted(self._t.health_models.items(), reverse=True)
+        ][:limit]
 
 
 class MemoryActions:

@@ -335,3 +335,34 @@ class PgHealth:
             key,
         )
         return {**jsonable(row), "history": [jsonable(h) for h in history.mappings()]}
+
+    async def latest_model(self) -> tuple[int, Any] | None:
+        row = (
+            await self._conn.execute(
+                text("SELECT version, document FROM actions.health_models ORDER BY version DESC LIMIT 1")
+            )
+        ).first()
+        return (int(row.version), row.document) if row is not None else None
+
+    async def save_model(self, *, document: Any, origin: str, author: str | None) -> int:
+        # One writer at a time: the next version is computed under a transaction-level lock.
+        await self._conn.execute(text("SELECT pg_advisory_xact_lock(hashtext('actions.health_models'))"))
+        row = await self._conn.execute(
+            text(
+                "INSERT INTO actions.health_models (version, document, origin, author) "
+                "SELECT COALESCE(max(version), 0) + 1, CAST(:d AS jsonb), :o, :a FROM actions.health_models "
+                "RETURNING version"
+            ),
+            {"d": json.dumps(document), "o": origin, "a": author},
+        )
+        return int(row.scalar_one())
+
+    async def models(self, *, limit: int) -> list[dict[str, Any]]:
+        rows = await self._conn.execute(
+            text(
+                "SELECT version, origin, author, created_at FROM actions.health_models "
+                "ORDER BY version DESC LIMIT :n"
+            ),
+            {"n": limit},
+        )
+        return [jsonable(r) for r in rows.mappings()]

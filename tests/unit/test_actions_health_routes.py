@@ -1,0 +1,120 @@
+"""The accounts and health-model routes on the in-memory stores: keys (401, 403), 404, validation at
+the component and field, versions, and the handler following the newest saved model."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+
+from services.actions.deps import ActionsDeps
+from services.actions.health.model import load_health_file
+from services.actions.health_handler import HealthHandler
+from services.actions.routes import accounts, health_models
+from services.actions.settings import DEFAULT_HEALTH, ActionsSettings
+from services.actions.yamlio import load_yaml
+from shared import events as ev
+from shared.topics import Topics
+from tests.fakes.actions_store import MemoryActions
+
+ADMIN = {"Authorization": "Bearer dev-admin-key"}
+CSM = {"X-API-Key": "csm-key-0123456789abcdef"}
+NOW = datetime(2026, 11, 23, tzinfo=UTC)
+
+
+def app(db: MemoryActions) -> TestClient:
+    cfg = ActionsSettings.model_validate({"csm_api_key": CSM["X-API-Key"], "log_format": "console"})
+    deps = ActionsDeps(
+        settings=cfg,
+        transactions=db,
+        rulebook=None,  # type: ignore[arg-type] # these routes do not read the rules
+        clock=lambda: NOW,
+        dry_run=None,  # type: ignore[arg-type]
+    )
+    api = FastAPI()
+    api.include_router(accounts.router(deps))
+    api.include_router(health_models.router(deps))
+    return TestClient(api)
+
+
+def document() -> dict[str, Any]:
+    data = load_yaml(DEFAULT_HEALTH.read_text(encoding="utf-8"))
+    assert isinstance(data, dict)
+    return data
+
+
+def test_keys_are_required_and_checked() -> None:
+    client = app(MemoryActions())
+    assert client.get("/v1/accounts/at-risk").status_code == 401
+    assert (
+        client.get("/v1/accounts/at-risk", headers={"X-API-Key": "wrong-key-0123456789"}).status_code == 403
+    )
+    assert client.get("/v1/accounts/at-risk", headers=CSM).json() == {"accounts": []}
+    assert client.get("/v1/accounts/acc/health", headers=CSM).status_code == 404
+    # writes are the admin's: a CSM key may not set an owner or a model
+    assert (
+        client.put("/v1/accounts/acc", json={"owner_email": "a@example.com"}, headers=CSM).status_code == 403
+    )
+    assert client.put("/v1/health/model", json=document(), headers=CSM).status_code == 403
+    assert client.get("/v1/health/model").status_code == 401
+
+
+def test_account_fields_are_validated_at_the_field() -> None:
+    client = app(MemoryActions())
+    r = client.put("/v1/accounts/acc", json={"owner_email": "not-an-address", "value": -1}, headers=ADMIN)
+    assert r.status_code == 422
+    fields = (
+        {".".join(str(p) for p in e["loc"][1:]) for e in r.json()["detail"]}
+        if "detail" in r.json()
+        else set()
+    )
+    fields |= {e.get("field") for e in r.json().get("errors", [])}
+    assert {"owner_email", "value"} <= fields
+    ok = client.put("/v1/accounts/acc", json={"owner_email": "ana@example.com", "value": 10}, headers=ADMIN)
+    assert ok.status_code == 200 and ok.json()["owner_email"] == "ana@example.com"
+
+
+def test_a_wrong_model_is_refused_naming_the_component_and_field() -> None:
+    client = app(MemoryActions())
+    bad = document()
+    bad["components"][0]["aggregate"] = "median"
+    r = client.put("/v1/health/model", json=bad, headers=ADMIN)
+    assert r.status_code == 422 and r.headers["content-type"].startswith("application/problem+json")
+    assert r.json()["errors"][0]["field"] == "components.csat.aggregate"
+    assert client.get("/v1/health/model", headers=ADMIN).json()["version"] is None
+
+
+def test_saved_versions_and_the_handler_follows_the_newest() -> None:
+    db = MemoryActions()
+    client = app(db)
+    changed = document()
+    changed["bands"] = {"healthy": 95, "at_risk": 90}
+    assert client.put("/v1/health/model", json=document(), headers=ADMIN).json() == {"version": 1}
+    assert client.put("/v1/health/model", json=changed, headers=ADMIN).json() == {"version": 2}
+    assert client.get("/v1/health/model", headers=ADMIN).json()["document"]["bands"]["healthy"] == 95
+    assert [v["version"] for v in client.get("/v1/health/models", headers=ADMIN).json()["versions"]] == [2, 1]
+
+    handler = HealthHandler(
+        model=load_health_file(DEFAULT_HEALTH), topics=Topics(prefix="u."), default_owner="csm@example.com"
+    )
+    obs = ev.UsageObserved(
+        observation_id="o1",
+        account_id="acc",
+        observed_at=NOW,
+        received_at=NOW,
+        signals={"logins_7d": 10, "features_used": 8},
+    )
+
+    async def run() -> None:
+        async with db.begin() as stores:
+            await handler.on_batch(stores, observations=[obs], now=NOW)
+
+    asyncio.run(run())
+    health = client.get("/v1/accounts/acc/health", headers=CSM).json()
+    # the handler read version 2 (saved after it was built with the file's model)
+    assert health["score"] == 100.0 and health["band"] == "healthy"
+    assert db.tables.health_current[next(iter(db.tables.health_current))]["model_version"] == 2
+    assert health["history"][-1]["score"] == 100.0
