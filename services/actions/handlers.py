@@ -180,6 +180,7 @@ class ActionsHandler:
         )
         rules = (await self._rulebook.at(rule_sets=stores.rule_sets, latest=facts.rules_version)).rules
         fatigue = dict(facts.fatigue)
+        health = await self._health.rule_facts(stores, verified) if self._health is not None else {}
         outcomes = _Outcomes(self._topics)
         for rating in sorted(fresh, key=lambda r: (r.occurred_at, r.rating_id)):
             tracing.follow(rating)  # what this rating causes continues its trace
@@ -195,6 +196,7 @@ class ActionsHandler:
                 policy=self._policy,
                 fatigue=before,
                 analysis=analyses.get(rating.rating_id),
+                health=health.get(rating.rating_id) if known else None,
             )
             if known:
                 fatigue[cid] = after_decisions(before, decisions, now=now)

@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import asdict
 from datetime import datetime
+from typing import Any
 
 from services.actions.health.model import Band, HealthModel, parse_health_model
 from services.actions.health.score import HealthResult
@@ -108,6 +109,26 @@ class HealthHandler:
         for subject in sorted(subjects, key=lambda s: (s.kind, s.id)):
             out += await self.recompute(stores, subject, now=now)
         return out
+
+    async def rule_facts(
+        self, stores: Stores, ratings: Sequence[RatingSubmitted]
+    ) -> dict[str, dict[str, Any]]:
+        """The ``health.*`` facts of each rating's subject (its account, else the customer's first
+        account, else the customer), as stored before this batch: by rating id."""
+        if not ratings:
+            return {}
+        loose = [r.customer.id for r in ratings if not (r.account and r.account.id)]
+        accounts = await stores.health.accounts_of(customer_ids=loose) if loose else {}
+        subject_of: dict[str, Subject] = {}
+        for r in ratings:
+            if r.account is not None and r.account.id:
+                subject_of[r.rating_id] = Subject("account", r.account.id)
+            elif accounts.get(r.customer.id):
+                subject_of[r.rating_id] = Subject("account", accounts[r.customer.id][0])
+            else:
+                subject_of[r.rating_id] = Subject("customer", r.customer.id)
+        facts = await stores.health.rule_facts(subjects=list(subject_of.values()))
+        return {rid: facts[s] for rid, s in subject_of.items() if s in facts}
 
     async def recompute(self, stores: Stores, subject: Subject, *, now: datetime) -> list[OutgoingRecord]:
         """Recompute one subject; returns the health-changed record when its score or band moved."""

@@ -267,6 +267,11 @@ class HealthStore(Protocol):
         """The current health with its explanation and history, or None."""
         ...
 
+    async def rule_facts(self, *, subjects: Sequence[Subject]) -> dict[Subject, dict[str, Any]]:
+        """Each subject's stored ``score``, ``band``, ``previous_band`` (the band before the current
+        one) and ``delta_30d``, for the rules' ``health.*`` facts; subjects without a health are left out."""
+        ...
+
     async def latest_model(self) -> tuple[int, Any] | None:
         """The newest saved health model (version, document), or None (the file's model applies)."""
         ...

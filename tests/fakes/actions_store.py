@@ -646,6 +646,22 @@ class FakeHealth:
             ],
         }
 
+    async def rule_facts(self, *, subjects: Sequence[Subject]) -> dict[Subject, dict[str, Any]]:
+        out: dict[Subject, dict[str, Any]] = {}
+        for subject in subjects:
+            row = self._t.health_current.get(subject)
+            if row is None:
+                continue
+            state: HealthState = row["state"]
+            before = [p.band for p in self._t.health_history.get(subject, []) if p.band != state.band]
+            out[subject] = {
+                "score": state.score,
+                "band": state.band.value if state.band else None,
+                "previous_band": before[-1].value if before and before[-1] else None,
+                "delta_30d": row["delta_30d"],
+            }
+        return out
+
     async def latest_model(self) -> tuple[int, Any] | None:
         if not self._t.health_models:
             return None

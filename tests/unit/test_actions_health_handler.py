@@ -181,3 +181,55 @@ async def test_at_risk_list_ranks_by_value_times_risk_and_filters_by_owner() -> 
         ana = await stores.health.at_risk(owner="ANA@example.com", limit=10)
     assert [r["subject_id"] for r in ranked] == ["big", "small"]
     assert [r["subject_id"] for r in ana] == ["big"]
+
+
+HEALTH_RULES = """
+version: 1
+rules:
+  - id: at-risk-callback
+    when: {health.band: at_risk}
+    actions:
+      - type: support_callback
+        to: desk@example.com
+"""
+
+
+async def test_rules_read_the_accounts_stored_health() -> None:
+    from services.actions.engine import Policy
+    from services.actions.facts import HistoryWindow
+    from services.actions.handlers import ActionsHandler
+    from services.actions.rulebook import RuleBook
+    from services.actions.rules import parse_document, parse_rules
+    from services.actions.settings import DEFAULT_THEMES
+    from services.actions.verbatims import load_taxonomy_file
+    from tests.unit.test_actions_handlers import batch
+
+    document = parse_document(HEALTH_RULES)
+    use_case = ActionsHandler(
+        rulebook=RuleBook(file_document=document, file_rules=parse_rules(document), file_origin="test"),
+        taxonomy=load_taxonomy_file(DEFAULT_THEMES),
+        policy=Policy(default_csm_email="csm@example.com"),
+        topics=TOPICS,
+        history=HistoryWindow(),
+        clock=lambda: NOW,
+        health=health(),
+    )
+    db = MemoryActions()
+    t = NOW - timedelta(days=1)
+    await feed(
+        db,
+        health(),
+        observations=[
+            usage("o1", None, "weak", t, logins_7d=2, features_used=3, tickets_open=1),
+            usage("o2", None, "fine", t, logins_7d=10, features_used=8),
+        ],
+    )
+    async with db.connect() as stores:
+        facts = await stores.health.rule_facts(subjects=[Subject("account", "weak")])
+    assert facts[Subject("account", "weak")]["band"] == "at_risk"
+    async with db.begin() as stores:
+        await use_case(
+            stores, batch(rating("r-weak", 4, "c1", "weak", NOW), rating("r-fine", 4, "c2", "fine", NOW))
+        )
+    fired = {d.rating_id for d in db.tables.decisions.values() if d.rule_id == "at-risk-callback"}
+    assert fired == {"r-weak"}

@@ -336,6 +336,29 @@ class PgHealth:
         )
         return {**jsonable(row), "history": [jsonable(h) for h in history.mappings()]}
 
+    async def rule_facts(self, *, subjects: Sequence[Subject]) -> dict[Subject, dict[str, Any]]:
+        out: dict[Subject, dict[str, Any]] = {}
+        for subject in dict.fromkeys(subjects):
+            row = (
+                await self._conn.execute(
+                    text(
+                        "SELECT h.score, h.band, h.delta_30d, (SELECT p.band FROM actions.health_history p "
+                        "WHERE p.subject_kind = h.subject_kind AND p.subject_id = h.subject_id "
+                        "AND p.band IS DISTINCT FROM h.band ORDER BY p.at DESC LIMIT 1) AS previous_band "
+                        "FROM actions.health_current h WHERE h.subject_kind = :k AND h.subject_id = :i"
+                    ),
+                    {"k": subject.kind, "i": subject.id},
+                )
+            ).first()
+            if row is not None:
+                out[subject] = {
+                    "score": row.score,
+                    "band": row.band,
+                    "previous_band": row.previous_band,
+                    "delta_30d": row.delta_30d,
+                }
+        return out
+
     async def latest_model(self) -> tuple[int, Any] | None:
         row = (
             await self._conn.execute(
