@@ -5,8 +5,8 @@ join their accounts, and every subject whose inputs changed is recomputed by the
 (``services.actions.health``): an account pools its contacts' evidence; a customer in no account is
 its own subject. The health is computed *as of the newest input's time*, not the wall clock, so
 replaying the topics recomputes the same scores. A point of history is kept when the score or band
-moves, a ``csat.health.changed.v1`` record is published then, and a fall to at-risk or critical opens
-one CSM alert with the explanation (its id derived from the transition's sequence number, so a
+moves, a ``csat.health.changed.v1`` record is published then, and an account's fall to at-risk or
+critical opens one CSM alert with the explanation (its id derived from the transition's sequence number, so a
 recomputation or a replay never opens a second one).
 """
 
@@ -150,7 +150,14 @@ class HealthHandler:
             model_version=self._model_version,
             explanation=explanation(step.result),
         )
-        if step.change is not None and step.change.fell and step.change.band in ALERTING_BANDS:
+        if (
+            subject.kind == "account"
+            and step.change is not None
+            and step.change.fell
+            and step.change.band in ALERTING_BANDS
+        ):
+            # Accounts only: a lone customer's health often rests on their open alerts alone, so the
+            # rules' own alert on a bad answer would be doubled by a health alert.
             await self._alert(stores, subject, step, now=now)
         if step.point is None and step.change is None:
             return []

@@ -233,3 +233,13 @@ async def test_rules_read_the_accounts_stored_health() -> None:
         )
     fired = {d.rating_id for d in db.tables.decisions.values() if d.rule_id == "at-risk-callback"}
     assert fired == {"r-weak"}
+
+
+async def test_a_customer_in_no_account_gets_a_health_but_no_fall_alert() -> None:
+    db, h = MemoryActions(), health()
+    t = NOW - timedelta(days=1)
+    first = await feed(db, h, observations=[usage("o1", "solo", None, t, logins_7d=10, features_used=8)])
+    assert (first[0].subject_kind, first[0].band) == ("customer", Band.HEALTHY)
+    fell = await feed(db, h, observations=[usage("o2", "solo", None, NOW, logins_7d=0, features_used=0)])
+    assert fell[0].fell
+    assert db.tables.alerts == {}
