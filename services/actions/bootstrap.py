@@ -3,7 +3,7 @@ scheduler; ``create_app`` builds the FastAPI app with the routers. Only wiring, 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
 import structlog
@@ -24,7 +24,9 @@ from services.actions.scheduler import Scheduler
 from services.actions.settings import ActionsSettings
 from services.actions.verbatims import Taxonomy, load_taxonomy_file
 from shared.db import make_engine
+from shared.envelope import OutgoingRecord
 from shared.http import install_common
+from shared.kafka import send_all
 from shared.limits import BodySizeLimitMiddleware
 from shared.logs import configure_logging
 from shared.runtime import ConsumerRuntime
@@ -151,8 +153,19 @@ def create_app(settings: ActionsSettings | None = None) -> FastAPI:
         },
     )
     dry_run = DryRunner(rulebook=rulebook, taxonomy=taxonomy, policy=policy, history=history, clock=utc_now)
+
+    async def publish(records: Sequence[OutgoingRecord]) -> None:
+        if runtime.producer is not None:
+            await send_all(runtime.producer, records, timeout_s=10.0)  # as the timer scheduler
+
     deps = ActionsDeps(
-        settings=cfg, transactions=transactions, rulebook=rulebook, clock=utc_now, dry_run=dry_run
+        settings=cfg,
+        transactions=transactions,
+        rulebook=rulebook,
+        clock=utc_now,
+        dry_run=dry_run,
+        health=health,
+        publish=publish,
     )
     for audience in (rules, revisions, dryrun, alerts, customers, accounts, health_models, ops):
         app.include_router(audience.router(deps))

@@ -110,6 +110,21 @@ class HealthHandler:
             out += await self.recompute(stores, subject, now=now)
         return out
 
+    async def on_alert_change(
+        self, stores: Stores, *, customer_id: str, now: datetime
+    ) -> list[OutgoingRecord]:
+        """An alert of this customer was acknowledged or resolved: ``open_alerts`` changed for the
+        customer's accounts (or the customer alone)."""
+        accounts = (await stores.health.accounts_of(customer_ids=[customer_id])).get(customer_id)
+        subjects = (
+            [Subject("account", a) for a in accounts] if accounts else [Subject("customer", customer_id)]
+        )
+        await self._current_model(stores)
+        out: list[OutgoingRecord] = []
+        for subject in subjects:
+            out += await self.recompute(stores, subject, now=now)
+        return out
+
     async def rule_facts(
         self, stores: Stores, ratings: Sequence[RatingSubmitted]
     ) -> dict[str, dict[str, Any]]:
@@ -223,7 +238,9 @@ class HealthHandler:
             topic=self._topics.health,
             event_type=ev.HEALTH_CHANGED,
             source="/actions",
-            event_id=f"health:{subject.kind}:{subject.id}:{result.as_of.isoformat()}",
+            # as_of alone may repeat (an alert changed, not the data): the state's figures complete it
+            event_id=f"health:{subject.kind}:{subject.id}:{result.as_of.isoformat()}:"
+            f"{step.state.transitions}:{result.score}",
             data=data,
             key=subject.id,
             subject=subject.id,

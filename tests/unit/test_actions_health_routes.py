@@ -118,3 +118,61 @@ def test_saved_versions_and_the_handler_follows_the_newest() -> None:
     assert health["score"] == 100.0 and health["band"] == "healthy"
     assert db.tables.health_current[next(iter(db.tables.health_current))]["model_version"] == 2
     assert health["history"][-1]["score"] == 100.0
+
+
+def test_resolving_an_alert_recomputes_the_accounts_health_and_publishes_it() -> None:
+    from fastapi import FastAPI
+
+    from services.actions.engine import AlertDraft
+    from services.actions.routes import alerts
+    from shared.envelope import OutgoingRecord
+    from tests.fakes.actions_store import AlertRow
+
+    db = MemoryActions()
+    handler = HealthHandler(
+        model=load_health_file(DEFAULT_HEALTH), topics=Topics(prefix="u."), default_owner="csm@example.com"
+    )
+    db.tables.alerts["a1"] = AlertRow(
+        draft=AlertDraft("a1", "low-score", None, "c1", "csm@example.com", None, "high", None, {}),
+        created_at=NOW,
+    )
+    obs = ev.UsageObserved(
+        observation_id="o1",
+        customer_id="c1",
+        account_id="acc",
+        observed_at=NOW,
+        received_at=NOW,
+        signals={"logins_7d": 10, "features_used": 8},
+    )
+
+    async def run() -> None:
+        async with db.begin() as stores:
+            await handler.on_batch(stores, observations=[obs], now=NOW)
+
+    asyncio.run(run())
+    published: list[OutgoingRecord] = []
+
+    async def publish(records: Any) -> None:
+        published.extend(records)
+
+    cfg = ActionsSettings.model_validate({"csm_api_key": CSM["X-API-Key"], "log_format": "console"})
+    deps = ActionsDeps(
+        settings=cfg,
+        transactions=db,
+        rulebook=None,  # type: ignore[arg-type]
+        clock=lambda: NOW,
+        dry_run=None,  # type: ignore[arg-type]
+        health=handler,
+        publish=publish,
+    )
+    api = FastAPI()
+    api.include_router(alerts.router(deps))
+    api.include_router(accounts.router(deps))
+    client = TestClient(api)
+    before = client.get("/v1/accounts/acc/health", headers=CSM).json()
+    alerts_line = next(c for c in before["explanation"] if c["id"] == "open_alerts")
+    assert alerts_line["value"] == 1.0
+    assert client.post("/v1/alerts/a1/resolve", headers=CSM).status_code == 200
+    after = client.get("/v1/accounts/acc/health", headers=CSM).json()
+    assert next(c for c in after["explanation"] if c["id"] == "open_alerts")["value"] == 0.0
+    assert after["score"] > before["score"] and len(published) == 1
