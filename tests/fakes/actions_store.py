@@ -25,6 +25,7 @@ from services.actions.ports import (
     CustomerFacts,
     Enrolled,
     HealthAlert,
+    Reach,
     StoredRating,
     StoredRuleSet,
     Stores,
@@ -364,7 +365,13 @@ class FakeAlerts:
             self._t.alerts[alert_id].escalated_at = now
 
     async def search(
-        self, *, status: str | None, owner: str | None, customer_id: str | None, limit: int
+        self,
+        *,
+        status: str | None,
+        owner: str | None,
+        customer_id: str | None,
+        limit: int,
+        reach: Reach | None = None,
     ) -> list[dict[str, Any]]:
         rows = [
             a
@@ -372,6 +379,7 @@ class FakeAlerts:
             if status in (None, a.status)
             and (owner is None or a.draft.owner_email.lower() == owner.lower())
             and customer_id in (None, a.draft.customer_id)
+            and (reach is None or _within(reach, a.draft.owner_email, a.draft.context))
         ]
         rows.sort(key=lambda a: a.draft.alert_id)
         rows.sort(key=lambda a: a.created_at, reverse=True)
@@ -598,7 +606,14 @@ class FakeHealth:
         self._t.alerts[alert.alert_id] = AlertRow(draft=draft, created_at=now)
         return True
 
-    async def at_risk(self, *, owner: str | None, limit: int) -> list[dict[str, Any]]:
+    async def owner_of(self, *, subject: Subject) -> str | None:
+        table = self._t.accounts if subject.kind == "account" else self._t.customers
+        owner = table.get(subject.id, {}).get("owner_email")
+        return str(owner) if owner else None
+
+    async def at_risk(
+        self, *, owner: str | None, limit: int, reach: Reach | None = None
+    ) -> list[dict[str, Any]]:
         rows = []
         for subject, row in self._t.health_current.items():
             state: HealthState = row["state"]
@@ -611,6 +626,10 @@ class FakeHealth:
             )
             if owner is not None and (ctx.get("owner_email") or "").lower() != owner.lower():
                 continue
+            if reach is not None:
+                mine = (ctx.get("owner_email") or "").lower() == (reach.owner_email or "").lower() != ""
+                if not mine and not (subject.kind == "account" and subject.id in reach.accounts):
+                    continue
             value = ctx.get("value")
             rows.append(
                 {
@@ -724,3 +743,11 @@ class MemoryActions:
         yield self.stores()
         if self.tables != before:
             raise AssertionError("a read-only transaction wrote")
+
+
+def _within(reach: Reach, owner_email: str | None, context: Mapping[str, Any]) -> bool:
+    """What the SQL of ``PgAlerts.search`` keeps for a CSM: their address, or one of their accounts."""
+    customer = context.get("customer") if isinstance(context, Mapping) else None
+    account = customer.get("account_id") if isinstance(customer, Mapping) else None
+    mine = bool(owner_email and reach.owner_email and owner_email.lower() == reach.owner_email.lower())
+    return mine or (account is not None and account in reach.accounts)

@@ -25,14 +25,17 @@ from services.collector.intake import to_record
 from services.collector.settings import CollectorSettings
 from shared import events as ev
 from shared.db import make_engine
+from shared.identity.scopes import Role
 from shared.topics import Topics
+from tests.credentials import ADMIN, JWKS, bearer, person
 from tests.helpers import make_settings, produce, read_events, running, wait_for
 from tests.infra import Infra, drop_database, new_database
 
 pytestmark = pytest.mark.integration
 
-ADMIN = {"Authorization": "Bearer dev-admin-key"}
-CSM = {"X-API-Key": "csm-test-key-0123456789"}
+#: A CSM signed in to the console who owns the accounts whose owner is ana@example.com.
+CSM = bearer(person(Role.CSM, subject="u-ana", owner_email="ana@example.com"))
+MANAGER = bearer(person(Role.MANAGER, subject="u-m"))
 MODEL = load_health_file(DEFAULT_HEALTH)
 BASE = datetime(2026, 11, 1, tzinfo=UTC)
 ACCOUNTS = 50
@@ -54,7 +57,7 @@ def actions_settings(infra: Infra, url: str, topics: Topics, group: str, rules: 
         database_url=url,
         topic_prefix=topics.prefix,
         consumer_group=group,
-        csm_api_key=CSM["X-API-Key"],
+        identity_public_keys=JWKS,
         scheduler_enabled=False,
         rules_file=rules,
     )
@@ -214,7 +217,7 @@ async def test_health_of_50_accounts_one_alert_per_fall_and_replay(
         # the explanation adds up and the API serves it (CSM key; no key is 401)
         some = next(iter(want))
         assert (await actions.get(f"/v1/accounts/{some}/health")).status_code == 401
-        body = (await actions.get(f"/v1/accounts/{some}/health", headers=CSM)).json()
+        body = (await actions.get(f"/v1/accounts/{some}/health", headers=MANAGER)).json()
         assert round(sum(c["points"] for c in body["explanation"]), 1) == body["score"]
         assert body["history"][-1]["score"] == body["score"]
 
@@ -252,8 +255,11 @@ async def test_health_of_50_accounts_one_alert_per_fall_and_replay(
         ).json()
         assert [a["subject_id"] for a in at_risk["accounts"]] == [victim]
         assert (await actions.get("/v1/accounts/at-risk")).status_code == 401
-        wrong = {"X-API-Key": "not-the-key-0123456789"}
-        assert (await actions.get("/v1/accounts/at-risk", headers=wrong)).status_code == 403
+        viewer = bearer(person(Role.VIEWER, subject="u-v"))  # no customers:read
+        assert (await actions.get("/v1/accounts/at-risk", headers=viewer)).status_code == 403
+        other = bearer(person(Role.CSM, subject="u-bo", owner_email="bo@example.com"))
+        assert (await actions.get("/v1/accounts/at-risk", headers=other)).json()["accounts"] == []
+        assert (await actions.get(f"/v1/accounts/{victim}/health", headers=other)).status_code == 404
         # a later recomputation in the same band opens no second alert
         later = {**fall, "observation_id": f"{victim}-fall-2"}
         later["observed_at"] = (late + timedelta(hours=1)).isoformat().replace("+00:00", "Z")

@@ -17,23 +17,35 @@ from services.actions.routes import accounts, health_models
 from services.actions.settings import DEFAULT_HEALTH, ActionsSettings
 from services.actions.yamlio import load_yaml
 from shared import events as ev
+from shared.identity.scopes import Role
 from shared.topics import Topics
+from tests.credentials import ADMIN, authenticator, bearer, person
 from tests.fakes.actions_store import MemoryActions
+from tests.fakes.identity_store import MemoryIdentityStore
 
-ADMIN = {"Authorization": "Bearer dev-admin-key"}
-CSM = {"X-API-Key": "csm-key-0123456789abcdef"}
+#: A CSM who owns the accounts whose owner is ana@example.com (and sees no other).
+CSM = bearer(person(Role.CSM, subject="u-ana", owner_email="ana@example.com"))
+OTHER_CSM = bearer(person(Role.CSM, subject="u-bo", owner_email="bo@example.com"))
+MANAGER = bearer(person(Role.MANAGER, subject="u-m"))
 NOW = datetime(2026, 11, 23, tzinfo=UTC)
 
 
-def app(db: MemoryActions) -> TestClient:
-    cfg = ActionsSettings.model_validate({"csm_api_key": CSM["X-API-Key"], "log_format": "console"})
-    deps = ActionsDeps(
-        settings=cfg,
+def make_deps(db: MemoryActions, **extra: Any) -> ActionsDeps:
+    return ActionsDeps(
+        settings=ActionsSettings.model_validate({"log_format": "console", "environment": "test"}),
         transactions=db,
         rulebook=None,  # type: ignore[arg-type] # these routes do not read the rules
         clock=lambda: NOW,
         dry_run=None,  # type: ignore[arg-type]
+        auth=authenticator("actions"),
+        audit=MemoryIdentityStore(),
+        customer_ref=lambda c: f"customer#{c}",
+        **extra,
     )
+
+
+def app(db: MemoryActions) -> TestClient:
+    deps = make_deps(db)
     api = FastAPI()
     api.include_router(accounts.router(deps))
     api.include_router(health_models.router(deps))
@@ -46,20 +58,51 @@ def document() -> dict[str, Any]:
     return data
 
 
-def test_keys_are_required_and_checked() -> None:
+def test_credentials_scopes_and_ownership() -> None:
     client = app(MemoryActions())
     assert client.get("/v1/accounts/at-risk").status_code == 401
-    assert (
-        client.get("/v1/accounts/at-risk", headers={"X-API-Key": "wrong-key-0123456789"}).status_code == 403
-    )
+    assert client.get("/v1/accounts/at-risk", headers={"Authorization": "Bearer nope"}).status_code == 401
+    viewer = bearer(person(Role.VIEWER))  # no customers:read
+    assert client.get("/v1/accounts/at-risk", headers=viewer).status_code == 403
     assert client.get("/v1/accounts/at-risk", headers=CSM).json() == {"accounts": []}
     assert client.get("/v1/accounts/acc/health", headers=CSM).status_code == 404
-    # writes are the admin's: a CSM key may not set an owner or a model
-    assert (
-        client.put("/v1/accounts/acc", json={"owner_email": "a@example.com"}, headers=CSM).status_code == 403
-    )
+    # writes: customers:admin for an account, rules:admin for the model; a CSM has neither
+    put = client.put("/v1/accounts/acc", json={"owner_email": "a@example.com"}, headers=CSM)
+    assert put.status_code == 403
     assert client.put("/v1/health/model", json=document(), headers=CSM).status_code == 403
+    assert client.get("/v1/health/model", headers=viewer).status_code == 403  # no rules:read
     assert client.get("/v1/health/model").status_code == 401
+
+
+def test_a_csm_sees_only_owned_accounts() -> None:
+    db = MemoryActions()
+    client = app(db)
+    for account, owner in (("mine", "ana@example.com"), ("theirs", "bo@example.com")):
+        r = client.put(f"/v1/accounts/{account}", json={"owner_email": owner, "value": 10}, headers=ADMIN)
+        assert r.status_code == 200, r.text
+    handler = HealthHandler(
+        model=load_health_file(DEFAULT_HEALTH), topics=Topics(prefix="u."), default_owner="csm@example.com"
+    )
+    weak = {"logins_7d": 1.0, "features_used": 1.0}
+    observations = [
+        ev.UsageObserved(observation_id=a, account_id=a, observed_at=NOW, received_at=NOW, signals=weak)
+        for a in ("mine", "theirs")
+    ]
+
+    async def run() -> None:
+        async with db.begin() as stores:
+            await handler.on_batch(stores, observations=observations, now=NOW)
+
+    asyncio.run(run())
+    everyone = client.get("/v1/accounts/at-risk", headers=MANAGER).json()["accounts"]
+    assert sorted(a["subject_id"] for a in everyone) == ["mine", "theirs"]
+    # the owner filter cannot widen a CSM's list
+    for params, expected in (({}, ["mine"]), ({"owner": "bo@example.com"}, [])):
+        got = client.get("/v1/accounts/at-risk", params=params, headers=CSM).json()["accounts"]
+        assert [a["subject_id"] for a in got] == expected
+    assert client.get("/v1/accounts/mine/health", headers=CSM).status_code == 200
+    assert client.get("/v1/accounts/theirs/health", headers=CSM).status_code == 404
+    assert client.get("/v1/accounts/theirs/health", headers=OTHER_CSM).status_code == 200
 
 
 def test_account_fields_are_validated_at_the_field() -> None:
@@ -113,7 +156,7 @@ def test_saved_versions_and_the_handler_follows_the_newest() -> None:
             await handler.on_batch(stores, observations=[obs], now=NOW)
 
     asyncio.run(run())
-    health = client.get("/v1/accounts/acc/health", headers=CSM).json()
+    health = client.get("/v1/accounts/acc/health", headers=MANAGER).json()
     # the handler read version 2 (saved after it was built with the file's model)
     assert health["score"] == 100.0 and health["band"] == "healthy"
     assert db.tables.health_current[next(iter(db.tables.health_current))]["model_version"] == 2
@@ -155,24 +198,15 @@ def test_resolving_an_alert_recomputes_the_accounts_health_and_publishes_it() ->
     async def publish(records: Any) -> None:
         published.extend(records)
 
-    cfg = ActionsSettings.model_validate({"csm_api_key": CSM["X-API-Key"], "log_format": "console"})
-    deps = ActionsDeps(
-        settings=cfg,
-        transactions=db,
-        rulebook=None,  # type: ignore[arg-type]
-        clock=lambda: NOW,
-        dry_run=None,  # type: ignore[arg-type]
-        health=handler,
-        publish=publish,
-    )
+    deps = make_deps(db, health=handler, publish=publish)
     api = FastAPI()
     api.include_router(alerts.router(deps))
     api.include_router(accounts.router(deps))
     client = TestClient(api)
-    before = client.get("/v1/accounts/acc/health", headers=CSM).json()
+    before = client.get("/v1/accounts/acc/health", headers=MANAGER).json()
     alerts_line = next(c for c in before["explanation"] if c["id"] == "open_alerts")
     assert alerts_line["value"] == 1.0
-    assert client.post("/v1/alerts/a1/resolve", headers=CSM).status_code == 200
-    after = client.get("/v1/accounts/acc/health", headers=CSM).json()
+    assert client.post("/v1/alerts/a1/resolve", headers=MANAGER).status_code == 200
+    after = client.get("/v1/accounts/acc/health", headers=MANAGER).json()
     assert next(c for c in after["explanation"] if c["id"] == "open_alerts")["value"] == 0.0
     assert after["score"] > before["score"] and len(published) == 1

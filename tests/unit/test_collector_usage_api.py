@@ -77,7 +77,8 @@ def test_credentials_publishable_key_and_missing_key_are_refused(
     client = make_client(fake, store, require_api_key=True)
     body = {"observations": [OBS]}
     assert client.post("/v1/usage", json=body).status_code == 401
-    assert client.post("/v1/usage", json=body, headers=ADMIN).status_code == 401
+    # the admin key is a person's credential: no usage:write (a machine scope)
+    assert client.post("/v1/usage", json=body, headers=ADMIN).status_code == 403
     pk = _source(client, "publishable")
     r = client.post("/v1/usage", json=body, headers={"Authorization": f"Bearer {pk}"})
     assert r.status_code == 403 and r.headers["content-type"].startswith("application/problem+json")

@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from services.actions.health.evidence import Evidence, Observation, RatingPoint
 from services.actions.health.model import Band
 from services.actions.health.transitions import HealthPoint, HealthState
-from services.actions.ports import HealthAlert, Subject
+from services.actions.ports import HealthAlert, Reach, Subject
 from services.actions.repository.rows import jsonable
 from shared.events import RatingSubmitted, UsageObserved
 from shared.scales import Metric
@@ -290,7 +290,18 @@ class PgHealth:
         )
         return rows.first() is not None
 
-    async def at_risk(self, *, owner: str | None, limit: int) -> list[dict[str, Any]]:
+    async def owner_of(self, *, subject: Subject) -> str | None:
+        query = (
+            "SELECT owner_email FROM actions.accounts WHERE account_id = :i"
+            if subject.kind == "account"
+            else "SELECT owner_email FROM actions.customers WHERE customer_id = :i"
+        )
+        row = (await self._conn.execute(text(query), {"i": subject.id})).first()
+        return row.owner_email if row is not None else None
+
+    async def at_risk(
+        self, *, owner: str | None, limit: int, reach: Reach | None = None
+    ) -> list[dict[str, Any]]:
         rows = await self._conn.execute(
             text(
                 "SELECT h.subject_kind, h.subject_id, h.score, h.band, h.band_since, h.delta_30d, h.at, "
@@ -303,9 +314,17 @@ class PgHealth:
                 "ON h.subject_kind = 'customer' AND c.customer_id = h.subject_id "
                 "WHERE h.band IN ('at_risk', 'critical') "
                 "AND (CAST(:o AS text) IS NULL OR lower(COALESCE(a.owner_email, c.owner_email)) = lower(:o)) "
+                "AND (NOT :within OR lower(COALESCE(a.owner_email, c.owner_email)) = lower(:me) "
+                "OR (h.subject_kind = 'account' AND h.subject_id = ANY(:accounts))) "
                 "ORDER BY priority DESC, h.score, h.subject_id LIMIT :limit"
             ),
-            {"o": owner, "limit": limit},
+            {
+                "o": owner,
+                "limit": limit,
+                "within": reach is not None,
+                "me": reach.owner_email if reach else None,
+                "accounts": sorted(reach.accounts) if reach else [],
+            },
         )
         return [jsonable(r) for r in rows.mappings()]
 

@@ -1,5 +1,6 @@
-"""The accounts API: an account's owner and value (admin), its health with the explanation and history,
-and the at-risk list a CSM starts the day with (admin or CSM key), ranked by value x risk."""
+"""The accounts API: an account's owner and value (``customers:admin``), its health with the explanation
+and history, and the at-risk list a CSM starts the day with, ranked by value x risk (``customers:read``;
+a CSM sees only the accounts they own, by address or by account grant: any other answers 404)."""
 
 from __future__ import annotations
 
@@ -9,10 +10,10 @@ from fastapi import APIRouter, Depends, Path, Query
 from pydantic import BaseModel, ConfigDict, EmailStr, Field
 
 from services.actions.deps import ActionsDeps
-from services.actions.ports import Subject
-from services.actions.routes.alerts import key_guard
-from shared.auth import admin_guard
+from services.actions.ports import Reach, Subject
 from shared.http import problem
+from shared.identity.principal import Principal
+from shared.identity.scopes import Scope
 
 AccountId = Annotated[str, Path(min_length=1, max_length=200)]
 
@@ -30,14 +31,19 @@ class AccountIn(BaseModel):
 
 
 def router(deps: ActionsDeps) -> APIRouter:
-    cfg, tx = deps.settings, deps.transactions
-    read = [Depends(key_guard(cfg.admin_api_key, cfg.csm_api_key))]
+    tx = deps.transactions
+    reader = Depends(deps.auth.require(Scope.CUSTOMERS_READ))
     api = APIRouter(tags=["accounts"])
+
+    def reach(principal: Principal) -> Reach | None:
+        if principal.sees_all_accounts:
+            return None
+        return Reach(owner_email=principal.owner_email, accounts=principal.accounts)
 
     @api.put(
         "/v1/accounts/{account_id}",
         summary="Set an account's name, owner and value",
-        dependencies=[Depends(admin_guard(cfg.admin_api_key))],
+        dependencies=[Depends(deps.auth.require(Scope.CUSTOMERS_ADMIN))],
     )
     async def put_account(body: AccountIn, account_id: AccountId) -> Any:
         async with tx.begin() as stores:
@@ -48,26 +54,31 @@ def router(deps: ActionsDeps) -> APIRouter:
     @api.get(
         "/v1/accounts/at-risk",
         summary="At-risk and critical accounts, the most value at stake first (value x (100 - score))",
-        dependencies=read,
     )
     async def at_risk(
         owner: Annotated[str | None, Query(max_length=320, description="Only this CSM's accounts")] = None,
         limit: Annotated[int, Query(ge=1, le=500)] = 50,
+        principal: Principal = reader,
     ) -> Any:
         async with tx.connect() as stores:
-            items = await stores.health.at_risk(owner=owner, limit=limit)
+            items = await stores.health.at_risk(owner=owner, limit=limit, reach=reach(principal))
         return {"accounts": items}
 
     @api.get(
         "/v1/accounts/{account_id}/health",
         summary="An account's health: score, band, each component's points, history",
-        dependencies=read,
     )
-    async def account_health(account_id: AccountId, kind: Literal["account", "customer"] = "account") -> Any:
+    async def account_health(
+        account_id: AccountId,
+        kind: Literal["account", "customer"] = "account",
+        principal: Principal = reader,
+    ) -> Any:
         async with tx.connect() as stores:
             found = await stores.health.health(subject=Subject(kind, account_id))
             account = await stores.health.account(account_id=account_id) if kind == "account" else None
-        if found is None:
+            owner = await stores.health.owner_of(subject=Subject(kind, account_id))
+        owned = principal.owns(account_id=account_id if kind == "account" else None, owner_email=owner)
+        if found is None or not owned:
             return problem(404, "Not Found", detail="no health computed for this account yet")
         return {**found, "account": account}
 

@@ -10,19 +10,23 @@ from fastapi import APIRouter, Body, Depends, Query
 from services.actions.deps import ActionsDeps
 from services.actions.health.model import HealthModelError, parse_health_model
 from services.actions.yamlio import load_yaml
-from shared.auth import admin_guard
 from shared.http import problem
+from shared.identity.scopes import Scope
 
 
 def router(deps: ActionsDeps) -> APIRouter:
     cfg, tx = deps.settings, deps.transactions
-    api = APIRouter(tags=["health"], dependencies=[Depends(admin_guard(cfg.admin_api_key))])
+    api = APIRouter(tags=["health"])
+    reader = [Depends(deps.auth.require(Scope.RULES_READ))]
+    writer = [Depends(deps.auth.require(Scope.RULES_ADMIN))]
 
     def file_document() -> Any:
         return load_yaml(cfg.health_model_file.read_text(encoding="utf-8"))
 
     @api.get(
-        "/v1/health/model", summary="The health model in force (the newest saved version, else the file)"
+        "/v1/health/model",
+        summary="The health model in force (the newest saved version, else the file)",
+        dependencies=reader,
     )
     async def get_model() -> Any:
         async with tx.connect() as stores:
@@ -31,7 +35,9 @@ def router(deps: ActionsDeps) -> APIRouter:
             return {"version": None, "origin": str(cfg.health_model_file), "document": file_document()}
         return {"version": latest[0], "document": latest[1]}
 
-    @api.get("/v1/health/models", summary="Saved versions of the health model, newest first")
+    @api.get(
+        "/v1/health/models", summary="Saved versions of the health model, newest first", dependencies=reader
+    )
     async def list_models(limit: Annotated[int, Query(ge=1, le=200)] = 50) -> Any:
         async with tx.connect() as stores:
             return {"versions": await stores.health.models(limit=limit)}
@@ -41,6 +47,7 @@ def router(deps: ActionsDeps) -> APIRouter:
         status_code=201,
         summary="Save a new version of the health model (applies at each subject's next recomputation)",
         responses={422: {"description": "Refused; each error names the component and the field"}},
+        dependencies=writer,
     )
     async def put_model(document: Annotated[dict[str, Any], Body()]) -> Any:
         try:
