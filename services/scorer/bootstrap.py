@@ -98,7 +98,9 @@ def create_app(settings: ScorerSettings | None = None) -> FastAPI:
         topics=[cfg.topics.ratings],
         group=cfg.consumer_group,
         dlq_topic=cfg.topics.dlq_scorer,
-        handler=make_handler(store=PgRatingCounter(registry), tiers=cfg.tiers, clock=utcnow),
+        handler=make_handler(
+            store=PgRatingCounter(registry, counter_write=cfg.counter_write), tiers=cfg.tiers, clock=utcnow
+        ),
         max_batch=cfg.max_batch,
         decoder=decode_record,
     )
