@@ -74,6 +74,11 @@ EVENTS: tuple[EventDoc, ...] = (
         "CustomerErased",
         "A customer's erasure (GDPR art. 17): remove or pseudonymise what you hold about them.",
     ),
+    EventDoc(
+        ev.HEALTH_CHANGED,
+        "HealthChanged",
+        "An account's health score or band moved, with the contribution of each component.",
+    ),
 )
 
 
@@ -203,6 +208,16 @@ TOPICS: tuple[TopicDoc, ...] = (
         "Erasure requests (GDPR art. 17), one per customer and request: each subscriber removes or "
         "pseudonymises email, phone, comments and free text it holds for the customer in one transaction "
         "with its offsets, and cancels pending messages and timers; ratings stay counted.",
+    ),
+    TopicDoc(
+        "health",
+        tp.HEALTH,
+        "subject id (account id, else customer id)",
+        (ev.HEALTH_CHANGED,),
+        "actions",
+        (),
+        "Account health: one record each time a subject's score or band moves (not on every "
+        "recomputation), with the explanation; `fell` says the band got worse.",
     ),
 )
 

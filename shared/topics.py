@@ -16,6 +16,7 @@ DLQ_COLLECTOR = "csat.dlq.collector.v1"
 INTERACTIONS = "csat.interactions.v1"
 USAGE = "csat.usage.v1"
 CUSTOMERS_ERASED = "csat.customers.erased.v1"
+HEALTH = "csat.health.changed.v1"
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +76,10 @@ class Topics:
     def customers_erased(self) -> str:
         return self._p(CUSTOMERS_ERASED)
 
+    @property
+    def health(self) -> str:
+        return self._p(HEALTH)
+
     def all(self) -> list[str]:
         return [
             self.ratings,
@@ -89,4 +94,5 @@ class Topics:
             self.usage,
             self.customers_erased,
             self.dlq_collector,
+            self.health,
         ]

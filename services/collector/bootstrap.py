@@ -26,8 +26,9 @@ from services.collector.problems import add_problem_schema, install_handlers
 from services.collector.publisher import KafkaPublisher
 from services.collector.ratelimit import KeyedLimiter
 from services.collector.repository import PgStore, export_customer, purge_expired, scrub_customer
-from services.collector.routes import admin, channels, ratings
+from services.collector.routes import admin, channels, ratings, usage
 from services.collector.settings import CollectorSettings
+from services.collector.usage_intake import UsageIntake
 from shared.db import make_engine
 from shared.erasure import SqlExport, erasure_runtime, export_router
 from shared.http import ReadinessCheck, install_common
@@ -111,6 +112,7 @@ def create_app(
     if adapters.owned_store is not None:  # GDPR export: what this collector's database holds
         guard = Depends(deps.auth.require(Scope.GDPR_ADMIN))
         app.include_router(export_router(SqlExport(adapters.owned_store.engine, export_customer), guard))
+    app.include_router(usage.router(deps))
     add_problem_schema(app)
     return app
 
@@ -192,6 +194,13 @@ def build_deps(cfg: CollectorSettings, adapters: Adapters) -> CollectorDeps:
             sources=keys,
         ),
         phone_hasher=cfg.address_hasher_for(cfg.environment),
+        usage=UsageIntake(
+            publisher=adapters.publisher,
+            records=store,
+            topic=cfg.topics.usage,
+            lease_s=cfg.publish_timeout_s * 2 + 5,
+            degrade=cfg.idempotency_when_db_down == "accept",
+        ),
     )
 
 
