@@ -325,6 +325,8 @@ class CustomerErased(_Event):
         default=False,
         description="The customer had opted out: keep an opt-out under a keyed hash of the id",
     )
+
+
 class HealthComponentOut(_Event):
     """One line of a health explanation: what a component read, scored and gave, in points."""
 
