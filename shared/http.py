@@ -191,19 +191,26 @@ def install_common(
     soft_checks: dict[str, ReadinessCheck] | None = None,
     internal_port: int | None = None,
     documents_public: bool = True,
+    admin_prefixes: tuple[str, ...] = (),
 ) -> None:
     """Problem handlers, request metrics, ``/healthz``, ``/readyz`` and ``/metrics``.
 
     ``soft_checks`` are reported by ``/readyz`` but do not take the service out of rotation (a
     dependency the service can work without for a while). ``internal_port``: serve those (and the
     OpenAPI documents) on that listener only (``shared.listeners``); ``documents_public``: the OpenAPI
-    documents also on the public one (dev and test).
+    documents also on the public one (dev and test); ``admin_prefixes``: routes under these paths are
+    served on the internal listener only too (the public one answers 404).
     """
     app.add_exception_handler(RequestValidationError, _validation_handler)
     app.add_exception_handler(StarletteHTTPException, _http_handler)
     app.add_middleware(QueryTextGuard)  # inside the metrics: its 422s are counted like the others
     if internal_port is not None or not documents_public:
-        app.add_middleware(ListenerSplit, internal_port=internal_port, documents_public=documents_public)
+        app.add_middleware(
+            ListenerSplit,
+            internal_port=internal_port,
+            documents_public=documents_public,
+            admin_prefixes=admin_prefixes,
+        )
     app.add_middleware(RequestMetricsMiddleware, service=service)
     app.add_middleware(TraceContextMiddleware)
 

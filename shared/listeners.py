@@ -2,6 +2,10 @@
 documents are served on that port only (probes and Prometheus reach it; no Service or ingress does), and
 every other route on the public port only. Without it (``make run``, tests) one port serves both.
 
+A service may also name *admin routes* (path prefixes, e.g. the collector's ``/v1/sources``): with an
+internal port they are served there only, and the public port answers 404, so an internet-facing
+listener exposes the ingestion API and nothing an operator uses. Their credential check is unchanged.
+
 In prod the OpenAPI documents (``/openapi.json``, ``/docs``, ``/redoc``) are internal too (and, without
 an internal port, not served at all); in dev and test they stay on the public port as well, for people
 trying the API.
@@ -23,14 +27,26 @@ def _not_here() -> JSONResponse:
 
 
 class ListenerSplit:
-    def __init__(self, app: ASGIApp, *, internal_port: int | None, documents_public: bool) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        internal_port: int | None,
+        documents_public: bool,
+        admin_prefixes: tuple[str, ...] = (),
+    ) -> None:
         self.app = app
         self.internal_port = internal_port
         self.documents_public = documents_public
+        self.admin_prefixes = admin_prefixes
+
+    def is_admin(self, path: str) -> bool:
+        """``/v1/sources`` and ``/v1/sources/x`` for the prefix ``/v1/sources``, not ``/v1/sourcesx``."""
+        return any(path == p or path.startswith(p + "/") for p in self.admin_prefixes)
 
     def allowed(self, path: str, port: int | None) -> bool:
         """Whether ``path`` is served on the listener of ``port``."""
-        operations = path in OPERATIONS_PATHS
+        operations = path in OPERATIONS_PATHS or self.is_admin(path)
         document = path in DOCUMENT_PATHS
         if self.internal_port is None:  # one listener: everything but documents kept private
             return not document or self.documents_public

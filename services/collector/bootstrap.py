@@ -100,6 +100,7 @@ def create_app(
         service="collector",
         internal_port=cfg.internal_port,
         documents_public=cfg.environment != "prod",
+        admin_prefixes=admin.INTERNAL_PREFIXES,
         checks={"broker": adapters.publisher.check, **({} if degrade else db_check)},
         soft_checks=db_check if degrade else None,
     )

@@ -152,22 +152,34 @@ def test_deployments_follow_the_operating_rules(overlay: str) -> None:
     assert job["spec"]["template"]["spec"]["containers"][0]["args"] == ["migrate"]
     policies = {p["metadata"]["name"]: p for p in of_kind(items, "NetworkPolicy")}
     assert len(policies) >= 5
-    # Only the monitoring namespace reaches the internal port; the API's policies name port `http` only.
+    # Only the monitoring namespace reaches the internal port, and the console the collector's (its
+    # admin routes); the API's policies name port `http` only.
     internal_rules = [
-        rule
+        (policy["spec"]["podSelector"], rule["from"])
         for policy in policies.values()
         for rule in policy["spec"].get("ingress", [])
         if any(p.get("port") == "internal" for p in rule.get("ports", []))
     ]
-    assert [r["from"] for r in internal_rules] == [
-        [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}]
-    ]
+    monitoring = [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}]
+    console = [{"podSelector": {"matchLabels": {"app.kubernetes.io/name": "csat-console"}}}]
+    collector = {"matchLabels": {"app.kubernetes.io/name": "csat-collector"}}
+    assert [f for _, f in internal_rules if f != console] == [monitoring]
+    assert [s for s, f in internal_rules if f == console] == [collector]
     for policy in policies.values():
         for rule in policy["spec"].get("ingress", []):
             named = {p.get("port") for p in rule.get("ports", [])}
             assert named <= {"http"} or named == {"internal"}, policy["metadata"]["name"]
     for service in of_kind(items, "Service"):
-        assert [p["targetPort"] for p in service["spec"]["ports"]] == ["http"], service["metadata"]["name"]
+        name = service["metadata"]["name"]
+        internal = ["internal"] if name == "csat-collector" else []  # its admin routes, for the console
+        assert [p["targetPort"] for p in service["spec"]["ports"]] == ["http", *internal], name
+    console_env = {
+        e["name"]: e.get("value")
+        for d in deployments
+        if d["metadata"]["name"] == "csat-console"
+        for e in d["spec"]["template"]["spec"]["containers"][0]["env"]
+    }
+    assert console_env["CSAT_COLLECTOR_URL"] == "http://csat-collector:9000"
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)

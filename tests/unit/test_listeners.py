@@ -61,3 +61,49 @@ async def test_dev_keeps_the_documents_public_and_one_port_serves_everything_but
     )
     single_dev = app(internal_port=None, documents_public=True)
     assert await status(single_dev, PUBLIC, "/openapi.json") == 200
+
+
+def admin_app(*, internal_port: int | None) -> FastAPI:
+    api = FastAPI()
+    install_common(
+        api,
+        service="t",
+        checks={},
+        internal_port=internal_port,
+        documents_public=False,
+        admin_prefixes=("/v1/sources", "/v1/gdpr"),
+    )
+
+    @api.get("/v1/sources")
+    @api.get("/v1/sources/{sid}")
+    @api.get("/v1/sourcesx")
+    @api.get("/v1/gdpr/customers/{cid}/export")
+    @api.get("/v1/ratings")
+    async def any_route() -> dict[str, str]:
+        return {"ok": "yes"}
+
+    return api
+
+
+@pytest.mark.parametrize(
+    ("path", "public", "internal"),
+    [
+        ("/v1/sources", 404, 200),
+        ("/v1/sources/shop-web", 404, 200),
+        ("/v1/gdpr/customers/c-1/export", 404, 200),
+        ("/v1/sourcesx", 200, 404),  # a prefix is a path segment, not a string prefix
+        ("/v1/ratings", 200, 404),
+        ("/healthz", 404, 200),
+    ],
+)
+async def test_admin_routes_are_served_on_the_internal_listener_only(
+    path: str, public: int, internal: int
+) -> None:
+    api = admin_app(internal_port=INTERNAL)
+    assert (await status(api, PUBLIC, path), await status(api, INTERNAL, path)) == (public, internal)
+
+
+async def test_one_listener_serves_the_admin_routes() -> None:
+    api = admin_app(internal_port=None)
+    assert await status(api, PUBLIC, "/v1/sources") == 200
+    assert await status(api, PUBLIC, "/v1/gdpr/customers/c-1/export") == 200

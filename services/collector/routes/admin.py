@@ -37,6 +37,9 @@ from shared.security.urls import quote_id
 
 Sid = Annotated[str, Path(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$", examples=["shop-web"])]
 KeyId = Annotated[str, Path(pattern=r"^[0-9a-f]{10}$")]
+#: Operators' routes, served only on the internal listener when there is one (``CSAT_INTERNAL_PORT``,
+#: ``shared.listeners``): sources, keys, identity secrets, survey minting and the GDPR export.
+INTERNAL_PREFIXES = ("/v1/sources", "/v1/email-links", "/v1/sms-surveys", "/v1/gdpr")
 #: Source ids the collector uses itself (anonymous dev posts, email links, SMS replies).
 RESERVED_SOURCES = {"dev", "email", "sms", "unknown"}
 
