@@ -18,7 +18,10 @@ def router(deps: ActionsDeps) -> APIRouter:
     reader = Depends(deps.auth.require(Scope.RULES_READ))
 
     @api.get("/v1/rules/versions/{version}", summary="One revision of the rules, as it was saved")
-    async def get_rule_version(version: Annotated[int, Path(ge=1)], principal: Principal = reader) -> Any:
+    # An integer column: a larger number is no revision (422), not a driver error (500).
+    async def get_rule_version(
+        version: Annotated[int, Path(ge=1, le=2**31 - 1)], principal: Principal = reader
+    ) -> Any:
         async with tx.connect() as stores:
             stored = await stores.rule_sets.load(version=version)
         if stored is None:

@@ -40,6 +40,8 @@ KeyId = Annotated[str, Path(pattern=r"^[0-9a-f]{10}$")]
 #: Operators' routes, served only on the internal listener when there is one (``CSAT_INTERNAL_PORT``,
 #: ``shared.listeners``): sources, keys, identity secrets, survey minting and the GDPR export.
 INTERNAL_PREFIXES = ("/v1/sources", "/v1/email-links", "/v1/sms-surveys", "/v1/gdpr")
+#: A PATCH may not set these to null (found by tests/faults/test_auth_fuzz.py: it was a 500).
+NOT_NULL_SOURCE_FIELDS = ("name", "allowed_origins", "disabled")
 #: Source ids the collector uses itself (anonymous dev posts, email links, SMS replies).
 RESERVED_SOURCES = {"dev", "email", "sms", "unknown"}
 
@@ -128,10 +130,12 @@ def _source_routes(routes: APIRouter, deps: CollectorDeps) -> None:
         summary="Change a source (origins, limits, disabled)",
     )
     async def patch_source(source_id: Sid, body: SourcePatch) -> SourceOut:
+        changes = body.model_dump(exclude_unset=True)
+        for field in NOT_NULL_SOURCE_FIELDS:  # null resets the limits only; these always have a value
+            if field in changes and changes[field] is None:
+                raise _invalid(field, "may not be null")
         try:
-            found = await deps.sources.update_source(
-                source_id=source_id, changes=body.model_dump(exclude_unset=True)
-            )
+            found = await deps.sources.update_source(source_id=source_id, changes=changes)
         except StoreUnavailable as exc:
             raise _db_down(retry_after_s) from exc
         if found is None:

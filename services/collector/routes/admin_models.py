@@ -45,9 +45,9 @@ class SourceIn(BaseModel):
     name: Annotated[str, StringConstraints(min_length=1, max_length=200)]
     allowed_origins: list[str] = Field(default_factory=list, description="Browser origins allowed to post")
     rate_per_s: float | None = Field(
-        default=None, ge=0, description="Per-key limit; default CSAT_RATE_KEY_PER_S"
+        default=None, ge=0, le=1e9, description="Per-key limit; default CSAT_RATE_KEY_PER_S"
     )
-    rate_burst: int | None = Field(default=None, ge=1)
+    rate_burst: int | None = Field(default=None, ge=1, le=2**31 - 1)  # a PostgreSQL integer
     key_kind: IssuableKind = Field(
         default=KeyKind.PUBLISHABLE,
         description="The first key's kind: publishable (pk_, for pages and apps: what it posts about a "
@@ -76,8 +76,8 @@ class SourcePatch(BaseModel):
 
     name: Annotated[str, StringConstraints(min_length=1, max_length=200)] | None = None
     allowed_origins: list[str] | None = None
-    rate_per_s: float | None = Field(default=None, ge=0)
-    rate_burst: int | None = Field(default=None, ge=1)
+    rate_per_s: float | None = Field(default=None, ge=0, le=1e9)  # a PostgreSQL real, bounded
+    rate_burst: int | None = Field(default=None, ge=1, le=2**31 - 1)  # a PostgreSQL integer
     disabled: bool | None = None
 
     @field_validator("allowed_origins")

@@ -290,7 +290,7 @@ def add_audit_routes(r: APIRouter, deps: ConsoleDeps) -> None:
         actor: Annotated[SafeLine | None, Query(max_length=200)] = None,
         action: AuditAction | None = None,
         target: Annotated[SafeLine | None, Query(max_length=200)] = None,
-        before_id: Annotated[int | None, Query(ge=1)] = None,
+        before_id: Annotated[int | None, Query(ge=1, le=2**63 - 1)] = None,  # a PostgreSQL bigint
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
         principal: Principal = audit_reader,
     ) -> Any:
