@@ -32,7 +32,7 @@ from services.collector.usage_intake import UsageIntake
 from shared.db import make_engine
 from shared.erasure import SqlExport, erasure_runtime, export_router
 from shared.http import ReadinessCheck, install_common
-from shared.identity.ports import TokenLookup
+from shared.identity.ports import AuditLog, TokenLookup
 from shared.identity.repository import PgIdentityStore
 from shared.identity.scopes import Scope
 from shared.identity.wiring import service_authenticator
@@ -65,6 +65,8 @@ class Adapters:
     owned_store: PgStore | None
     #: API tokens (``identity.api_tokens``); None: the collector takes source keys only.
     tokens: TokenLookup | None = None
+    #: The audit log of admin changes (``identity.audit_log``), with the collector's own database.
+    audit: AuditLog | None = None
 
 
 def create_app(
@@ -136,18 +138,21 @@ def connect(
             linger_ms=cfg.publish_linger_ms,
         )
     owned_store: PgStore | None = None
+    audit: AuditLog | None = None
     if store is None:
         engine = make_engine(cfg.database_url, pool_size=cfg.db_pool_size, application_name="csat-collector")
         store = owned_store = PgStore(
             engine=engine, timeout_s=cfg.db_timeout_s, reset_sessions=cfg.db_reset_sessions
         )
         tokens = tokens or PgIdentityStore(engine=engine, timeout_s=cfg.db_timeout_s)
+        audit = PgIdentityStore(engine=engine, timeout_s=10.0)  # after the change: wait rather than lose it
     return Adapters(
         publisher=publisher,
         store=store,
         owned_publisher=owned_publisher,
         owned_store=owned_store,
         tokens=tokens,
+        audit=audit,
     )
 
 
@@ -202,6 +207,7 @@ def build_deps(cfg: CollectorSettings, adapters: Adapters) -> CollectorDeps:
             lease_s=cfg.publish_timeout_s * 2 + 5,
             degrade=cfg.idempotency_when_db_down == "accept",
         ),
+        audit=adapters.audit,
     )
 
 

@@ -11,6 +11,7 @@ from services.collector.ports import SmsSurveys, SourceRegistry
 from services.collector.settings import CollectorSettings
 from services.collector.usage_intake import UsageIntake
 from shared.identity.guard import Authenticator
+from shared.identity.ports import AuditLog
 from shared.security.hashing import AddressHasher
 
 
@@ -27,3 +28,6 @@ class CollectorDeps:
     auth: Authenticator
     phone_hasher: AddressHasher
     usage: UsageIntake
+    #: Source, key, identity-secret and survey changes (``identity.audit_log``); None: not recorded
+    #: (an app built on injected stores, as unit tests do).
+    audit: AuditLog | None = None

@@ -1,11 +1,13 @@
 """Operators' routes: sources and their keys (``sources:admin``), email-link minting and SMS surveys
-(``surveys:admin``)."""
+(``surveys:admin``). Every change, identity-secret rotation and survey send is audited
+(``identity.audit_log``): sources and keys by id, customers by their keyed hash, never an address."""
 
 import uuid
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path
+from fastapi import APIRouter, Depends, Path, Request
 from fastapi.responses import JSONResponse, Response
 
 from services.collector.deps import CollectorDeps
@@ -30,6 +32,9 @@ from services.collector.routes.admin_models import (
 )
 from services.collector.sms import normalize_phone, phone_hash
 from shared.events import KeyKind
+from shared.identity.auditing import record_change
+from shared.identity.ports import AuditAction, AuditDetail
+from shared.identity.principal import Principal
 from shared.identity.scopes import Scope
 from shared.identity.sourcekeys import SourceKeyKind, derive_identity_secret, generate_source_key
 from shared.scales import ScaleError, get_scale
@@ -56,25 +61,48 @@ ADMIN_PROBLEMS: dict[int | str, dict[str, Any]] = {
 }
 
 
+async def _audit(
+    deps: CollectorDeps,
+    request: Request,
+    principal: Principal,
+    action: AuditAction,
+    *,
+    target: str,
+    details: Mapping[str, AuditDetail] | None = None,
+) -> None:
+    """One audit entry for a change that was made (short scalars only: ids, kinds, versions)."""
+    if deps.audit is not None:
+        await record_change(
+            deps.audit,
+            request,
+            principal,
+            action,
+            service="collector",
+            at=datetime.now(UTC),
+            target=target,
+            details=details,
+        )
+
+
 def router(deps: CollectorDeps) -> APIRouter:
     """Routes for operators: sources and keys need ``sources:admin``, surveys ``surveys:admin``."""
-    sources = APIRouter(
-        dependencies=[Depends(deps.auth.require(Scope.SOURCES_ADMIN))], responses=ADMIN_PROBLEMS
-    )
-    _source_routes(sources, deps)
-    _key_routes(sources, deps)
-    _identity_routes(sources, deps)
-    surveys = APIRouter(
-        dependencies=[Depends(deps.auth.require(Scope.SURVEYS_ADMIN))], responses=ADMIN_PROBLEMS
-    )
-    _survey_routes(surveys, deps)
+    # One dependency object per scope, on the router (OpenAPI, every route guarded) and as the routes'
+    # ``principal`` parameter: FastAPI caches it per request, so the credential is checked once.
+    sources_admin = Depends(deps.auth.require(Scope.SOURCES_ADMIN))
+    surveys_admin = Depends(deps.auth.require(Scope.SURVEYS_ADMIN))
+    sources = APIRouter(dependencies=[sources_admin], responses=ADMIN_PROBLEMS)
+    _source_routes(sources, deps, sources_admin)
+    _key_routes(sources, deps, sources_admin)
+    _identity_routes(sources, deps, sources_admin)
+    surveys = APIRouter(dependencies=[surveys_admin], responses=ADMIN_PROBLEMS)
+    _survey_routes(surveys, deps, surveys_admin)
     routes = APIRouter()
     routes.include_router(sources)
     routes.include_router(surveys)
     return routes
 
 
-def _source_routes(routes: APIRouter, deps: CollectorDeps) -> None:
+def _source_routes(routes: APIRouter, deps: CollectorDeps, admin: Any) -> None:
     retry_after_s = deps.settings.retry_after_s
 
     @routes.post(
@@ -84,7 +112,7 @@ def _source_routes(routes: APIRouter, deps: CollectorDeps) -> None:
         tags=["admin"],
         summary="Create a source and its first key",
     )
-    async def create_source(body: SourceIn) -> Any:
+    async def create_source(body: SourceIn, request: Request, principal: Principal = admin) -> Any:
         if body.source_id in RESERVED_SOURCES:
             raise _invalid("source_id", f"{body.source_id!r} is reserved")
         try:
@@ -102,6 +130,10 @@ def _source_routes(routes: APIRouter, deps: CollectorDeps) -> None:
             ) from exc
         except StoreUnavailable as exc:
             raise _db_down(retry_after_s) from exc
+        target = f"source:{created.source_id}"
+        await _audit(deps, request, principal, AuditAction.SOURCE_CREATE, target=target)
+        details: dict[str, AuditDetail] = {"key_id": key.key_id, "kind": key.kind.value}
+        await _audit(deps, request, principal, AuditAction.SOURCE_KEY_CREATE, target=target, details=details)
         return JSONResponse(
             SourceCreated(source=SourceOut.of(created), key=key).model_dump(mode="json"), status_code=201
         )
@@ -129,7 +161,9 @@ def _source_routes(routes: APIRouter, deps: CollectorDeps) -> None:
         tags=["admin"],
         summary="Change a source (origins, limits, disabled)",
     )
-    async def patch_source(source_id: Sid, body: SourcePatch) -> SourceOut:
+    async def patch_source(
+        source_id: Sid, body: SourcePatch, request: Request, principal: Principal = admin
+    ) -> SourceOut:
         changes = body.model_dump(exclude_unset=True)
         for field in NOT_NULL_SOURCE_FIELDS:  # null resets the limits only; these always have a value
             if field in changes and changes[field] is None:
@@ -141,12 +175,19 @@ def _source_routes(routes: APIRouter, deps: CollectorDeps) -> None:
         if found is None:
             raise _not_found("source")
         _forget_cached(deps)
+        # Which settings changed, not their values (origins and names are the operator's free text).
+        changed: dict[str, AuditDetail] = {"changed": ",".join(sorted(changes))}
+        if "disabled" in changes:
+            changed["disabled"] = bool(changes["disabled"])
+        await _audit(
+            deps, request, principal, AuditAction.SOURCE_UPDATE, target=f"source:{source_id}", details=changed
+        )
         return SourceOut.of(found)
 
     @routes.delete(
         "/v1/sources/{source_id}", status_code=204, tags=["admin"], summary="Delete a source and its keys"
     )
-    async def delete_source(source_id: Sid) -> Response:
+    async def delete_source(source_id: Sid, request: Request, principal: Principal = admin) -> Response:
         try:
             deleted = await deps.sources.delete_source(source_id=source_id)
         except StoreUnavailable as exc:
@@ -154,10 +195,11 @@ def _source_routes(routes: APIRouter, deps: CollectorDeps) -> None:
         if not deleted:
             raise _not_found("source")
         _forget_cached(deps)
+        await _audit(deps, request, principal, AuditAction.SOURCE_DELETE, target=f"source:{source_id}")
         return Response(status_code=204)
 
 
-def _key_routes(routes: APIRouter, deps: CollectorDeps) -> None:
+def _key_routes(routes: APIRouter, deps: CollectorDeps, admin: Any) -> None:
     retry_after_s = deps.settings.retry_after_s
 
     @routes.post(
@@ -167,7 +209,9 @@ def _key_routes(routes: APIRouter, deps: CollectorDeps) -> None:
         tags=["admin"],
         summary="Add a publishable or secret key (rotation: optionally expire the others of its kind)",
     )
-    async def add_key(source_id: Sid, body: KeyRequest | None = None) -> Any:
+    async def add_key(
+        source_id: Sid, request: Request, body: KeyRequest | None = None, principal: Principal = admin
+    ) -> Any:
         try:
             if await deps.sources.get_source(source_id=source_id) is None:
                 raise _not_found("source")
@@ -176,6 +220,17 @@ def _key_routes(routes: APIRouter, deps: CollectorDeps) -> None:
             key = await _new_key(deps, source_id=source_id, kind=kind, expire_others_in_s=others)
         except StoreUnavailable as exc:
             raise _db_down(retry_after_s) from exc
+        details: dict[str, AuditDetail] = {"key_id": key.key_id, "kind": key.kind.value}
+        if others is not None:
+            details["expire_others_in_s"] = others
+        await _audit(
+            deps,
+            request,
+            principal,
+            AuditAction.SOURCE_KEY_CREATE,
+            target=f"source:{source_id}",
+            details=details,
+        )
         return JSONResponse(key.model_dump(mode="json"), status_code=201)
 
     @routes.get(
@@ -192,7 +247,9 @@ def _key_routes(routes: APIRouter, deps: CollectorDeps) -> None:
     @routes.delete(
         "/v1/sources/{source_id}/keys/{key_id}", status_code=204, tags=["admin"], summary="Revoke a key"
     )
-    async def revoke_key(source_id: Sid, key_id: KeyId) -> Response:
+    async def revoke_key(
+        source_id: Sid, key_id: KeyId, request: Request, principal: Principal = admin
+    ) -> Response:
         try:
             revoked = await deps.sources.revoke_key(source_id=source_id, key_id=key_id)
         except StoreUnavailable as exc:
@@ -200,10 +257,12 @@ def _key_routes(routes: APIRouter, deps: CollectorDeps) -> None:
         if not revoked:
             raise _not_found("key")
         _forget_cached(deps)
+        target, details = f"source:{source_id}", {"key_id": key_id}
+        await _audit(deps, request, principal, AuditAction.SOURCE_KEY_REVOKE, target=target, details=details)
         return Response(status_code=204)
 
 
-def _identity_routes(routes: APIRouter, deps: CollectorDeps) -> None:
+def _identity_routes(routes: APIRouter, deps: CollectorDeps, admin: Any) -> None:
     retry_after_s = deps.settings.retry_after_s
 
     @routes.post(
@@ -216,10 +275,16 @@ def _identity_routes(routes: APIRouter, deps: CollectorDeps) -> None:
         "is that customer's (docs/collector.md). After a rotation the previous secret keeps verifying "
         "for CSAT_IDENTITY_SECRET_GRACE_H.",
     )
-    async def identity_secret(source_id: Sid, body: IdentitySecretRequest | None = None) -> IdentitySecretOut:
+    async def identity_secret(
+        source_id: Sid,
+        request: Request,
+        body: IdentitySecretRequest | None = None,
+        principal: Principal = admin,
+    ) -> IdentitySecretOut:
         now = datetime.now(UTC)
+        rotate = body is not None and body.rotate
         try:
-            if body is not None and body.rotate:
+            if rotate:
                 found = await deps.sources.rotate_identity(source_id=source_id, now=now)
                 _forget_cached(deps)
             else:
@@ -228,6 +293,14 @@ def _identity_routes(routes: APIRouter, deps: CollectorDeps) -> None:
             raise _db_down(retry_after_s) from exc
         if found is None:
             raise _not_found("source")
+        # Reading the secret is audited too: whoever holds it can vouch for any customer of the source.
+        details: dict[str, AuditDetail] = {
+            "identity_secret": "rotated" if rotate else "read",
+            "version": found.identity_version,
+        }
+        await _audit(
+            deps, request, principal, AuditAction.SOURCE_UPDATE, target=f"source:{source_id}", details=details
+        )
         grace = timedelta(hours=deps.settings.identity_secret_grace_h)
         rotated = found.identity_rotated_at
         return IdentitySecretOut(
@@ -244,7 +317,15 @@ def _identity_routes(routes: APIRouter, deps: CollectorDeps) -> None:
         )
 
 
-def _survey_routes(routes: APIRouter, deps: CollectorDeps) -> None:
+def _survey_routes(routes: APIRouter, deps: CollectorDeps, admin: Any) -> None:
+    async def sent(
+        request: Request, principal: Principal, channel: str, body: LinkRequest | SmsSurveyRequest
+    ) -> None:
+        """A survey went out: to which customer (keyed hash), on which channel and metric; no address."""
+        target = f"customer#{deps.phone_hasher.customer(body.customer.id)}"
+        details: dict[str, AuditDetail] = {"channel": channel, "metric": body.metric.value}
+        await _audit(deps, request, principal, AuditAction.SURVEY_SEND, target=target, details=details)
+
     @routes.post(
         "/v1/email-links",
         status_code=201,
@@ -254,8 +335,9 @@ def _survey_routes(routes: APIRouter, deps: CollectorDeps) -> None:
         description="Put one link per score in the email. Opening a link shows a confirm page (mail "
         "scanners open links too); only its POST records the rating, once per (survey, customer).",
     )
-    async def mint_links(body: LinkRequest) -> Any:
+    async def mint_links(body: LinkRequest, request: Request, principal: Principal = admin) -> Any:
         out = _mint(deps, body)
+        await sent(request, principal, "email", body)
         return JSONResponse(out.model_dump(mode="json"), status_code=201)
 
     @routes.post(
@@ -268,8 +350,9 @@ def _survey_routes(routes: APIRouter, deps: CollectorDeps) -> None:
         "'4 great service') to the Twilio webhook then becomes a rating for this customer. "
         "The phone number is kept only as a keyed hash.",
     )
-    async def add_sms_survey(body: SmsSurveyRequest) -> Any:
+    async def add_sms_survey(body: SmsSurveyRequest, request: Request, principal: Principal = admin) -> Any:
         out = await _add_sms_survey(deps, body)
+        await sent(request, principal, "sms", body)
         return JSONResponse(out.model_dump(mode="json"), status_code=201)
 
 
