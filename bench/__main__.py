@@ -72,7 +72,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--growth-levels", default=env("BENCH_GROWTH_LEVELS", "1e4,1e5,1e6,1e7"))
     p.add_argument("--growth-events", type=int, default=int(float(env("BENCH_GROWTH_EVENTS", "20000"))))
     p.add_argument("--growth-budget-s", type=float, default=float(env("BENCH_GROWTH_BUDGET_S", "600")))
-    p.add_argument("--health-ratings", type=int, default=int(float(env("BENCH_HEALTH_RATINGS", "6000"))))
+    p.add_argument("--health-ratings", type=int, default=int(float(env("BENCH_HEALTH_RATINGS", "10000"))))
+    p.add_argument(
+        "--health-scorer-ratings", type=int, default=int(float(env("BENCH_HEALTH_SCORER_RATINGS", "60000")))
+    )
     p.add_argument("--health-accounts", type=int, default=int(env("BENCH_HEALTH_ACCOUNTS", "300")))
     p.add_argument(
         "--health-contacts",
@@ -169,7 +172,11 @@ def main(argv: list[str] | None = None) -> int:
     if "health" in parts:
         with bench_stack("health") as bs:
             results["health"] = health.run(
-                bs, ratings=args.health_ratings, accounts=args.health_accounts, contacts=args.health_contacts
+                bs,
+                ratings=args.health_ratings,
+                accounts=args.health_accounts,
+                contacts=args.health_contacts,
+                scorer_ratings=args.health_scorer_ratings,
             )
     results["elapsed_s"] = time.monotonic() - began
     raw.parent.mkdir(parents=True, exist_ok=True)

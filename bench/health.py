@@ -76,8 +76,11 @@ def section(h: dict[str, Any], *, stamp: str) -> list[str]:
         f"Measured {stamp}; `BENCH_PARTS=health`, {cfg['ratings']:,} ratings from {cfg['accounts']} "
         f"accounts of {cfg['contacts']} contacts each (every rating names its account) and "
         f"{cfg['observations']:,} usage observations (one per contact), preloaded on three topic sets with "
-        "the same data. The scorer (its own process) consumes the ratings; the actions consumer (default "
-        "playbook, scheduler off, in the bench process) consumes ratings and usage, with the health handler "
+        "the same data (the scorer's set has more ratings from the same generator, "
+        f"{cfg.get('scorer_ratings', cfg['ratings']):,}: it takes thousands a batch and is timed from its "
+        "first committed batch). The scorer (its own process) consumes the ratings; the actions consumer "
+        "(default playbook, scheduler off, in the bench process) consumes ratings and usage, with the health "
+        "handler "
         "recomputing every account a batch touches, then again with no health handler. Rates run from each "
         "consumer's first committed batch to its last record; CPU is read from `/proc` over the same window."
     )
@@ -329,10 +332,20 @@ async def _actions_run(
 
 
 def run(
-    bs: BenchStack, *, ratings: int, accounts: int, contacts: int, timeout_s: float = 600
+    bs: BenchStack,
+    *,
+    ratings: int,
+    accounts: int,
+    contacts: int,
+    scorer_ratings: int,
+    timeout_s: float = 600,
 ) -> dict[str, Any]:
+    """``scorer_ratings``: the scorer's own set is larger (same generator): it takes thousands of records
+    a batch, and its rate is timed from its first committed batch, so a set of a few batches times
+    almost nothing."""
     sizes = {"ratings": ratings, "accounts": accounts, "contacts": contacts}
-    sets = {name: _topic_set(bs, name, **sizes) for name in ("scorer", "health", "plain")}
+    sets = {name: _topic_set(bs, name, **sizes) for name in ("health", "plain")}
+    sets["scorer"] = _topic_set(bs, "scorer", **{**sizes, "ratings": scorer_ratings})
 
     topics, n, _ = sets["scorer"]
     scorer, svc = scorer_run(bs, topics, count=n, timeout_s=timeout_s)
@@ -354,6 +367,6 @@ def run(
         extra = f", {res['recomputations_per_s']:,.0f} recomputations/s" if on else ""
         label = "health on" if on else "health off"
         say(f"health: actions ({label}) {res['ratings_per_s']:,.0f} ratings/s{extra}")
-    out["config"] = {**sizes, "observations": accounts * contacts}
+    out["config"] = {**sizes, "observations": accounts * contacts, "scorer_ratings": scorer_ratings}
     out["ratios"] = ratios(out)
     return out

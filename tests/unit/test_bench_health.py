@@ -20,7 +20,13 @@ def _run(
 ) -> dict[str, Any]:
     cpu = {"consumer": 900.0, "postgres": 400.0, "broker": 50.0}
     return {
-        "config": {"ratings": 6000, "accounts": 300, "contacts": 4, "observations": 1200},
+        "config": {
+            "ratings": 6000,
+            "accounts": 300,
+            "contacts": 4,
+            "observations": 1200,
+            "scorer_ratings": 60000,
+        },
         "scorer": {"records": 6000, "seconds": 6.0, "per_s": scorer, "cpu_us_per_rating": cpu},
         "actions_health": {
             "records": 7200,
@@ -75,6 +81,7 @@ def test_the_section_has_one_row_per_run_with_its_rate_ratio_and_cpu() -> None:
     assert "| 500 | - | 0.50x |" in rows[2]
     assert "0.12x the scorer's events per second" in text
     assert "at 0.50x its rate without" in text
+    assert "generator, 60,000:" in text
 
 
 def test_splice_replaces_only_the_health_section_or_inserts_it_before_reproduce() -> None:
