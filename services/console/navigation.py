@@ -26,7 +26,7 @@ VIEWS: tuple[View, ...] = (
     View("scores", "/scores", Scope.SCORES_READ, ready=True),
     View("segments", "/segments", Scope.SCORES_READ, ready=True),
     View("verbatims", "/verbatims", Scope.VERBATIMS_READ),
-    View("alerts", "/alerts", Scope.ALERTS_READ),
+    View("alerts", "/alerts", Scope.ALERTS_READ, ready=True),
     View("customers", "/customers", Scope.CUSTOMERS_READ),
     View("rules", "/rules", Scope.RULES_READ, ready=True),
     View("people", "/admin/people", Scope.USERS_ADMIN, ready=True),

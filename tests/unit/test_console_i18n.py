@@ -10,6 +10,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from services.console import alertview
 from services.console.i18n import AREAS, CATALOGS, Translator, from_accept_language, negotiate
 from services.console.navigation import VIEWS
 from shared.identity.scopes import Role
@@ -68,6 +69,11 @@ def test_every_key_used_by_a_page_or_a_route_is_defined() -> None:
 def test_keys_built_from_names_exist() -> None:
     dynamic = {f"nav.{v.key}" for v in VIEWS} | {f"home.view.{v.key}" for v in VIEWS}
     dynamic |= {f"role.{r.value}" for r in Role} | {f"lang.{code}" for code in LOCALES}
+    dynamic |= {f"alerts.status.{s}" for s in alertview.STATUSES}
+    dynamic |= {f"alerts.filter.status.{s}" for s in alertview.STATUS_FILTERS}
+    dynamic |= {f"alerts.priority.{p}" for p in alertview.PRIORITIES}
+    dynamic |= {f"alerts.bad_filter.{f}" for f in ("status", "priority", "escalated")}
+    dynamic |= {f"alert.done.{d}" for d in ("ack", "assign", "resolve")}
     assert dynamic - set(CATALOGS["en"]) == set()
 
 

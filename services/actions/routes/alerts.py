@@ -1,4 +1,5 @@
-"""The CSM alerts API (admin or CSM key): the inbox, one alert, acknowledge (stops escalation), resolve."""
+"""The CSM alerts API (admin or CSM key): the inbox, one alert, acknowledge (stops escalation), assign,
+resolve."""
 
 from __future__ import annotations
 
@@ -7,9 +8,10 @@ from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Query
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, EmailStr, Field, SecretStr
 
 from services.actions.deps import ActionsDeps
+from services.actions.ports import AlertTransition
 from shared.auth import presented_key
 from shared.http import problem
 
@@ -19,6 +21,14 @@ class AlertAction(BaseModel):
 
     by: str | None = Field(default=None, max_length=200, description="Who acknowledges or resolves")
     note: str | None = Field(default=None, max_length=2000)
+
+
+class AlertAssign(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    owner_email: EmailStr = Field(description="The new owner's address (who the alert is for)")
+    owner_name: str | None = Field(default=None, max_length=200)
+    by: str | None = Field(default=None, max_length=200, description="Who assigns")
 
 
 def key_guard(*secrets: SecretStr | None) -> Callable[..., Awaitable[None]]:
@@ -67,6 +77,9 @@ def router(deps: ActionsDeps) -> APIRouter:
             done = await stores.alerts.transition(
                 alert_id=alert_id, to=to, by=action.by, note=action.note, now=deps.clock()
             )
+        return answer(done)
+
+    def answer(done: AlertTransition) -> Any:
         if done.error == "not_found":
             return problem(404, "Not Found", detail="no such alert")
         if done.error is not None:
@@ -80,5 +93,19 @@ def router(deps: ActionsDeps) -> APIRouter:
     @api.post("/v1/alerts/{alert_id}/resolve", summary="Resolve")
     async def resolve_alert(alert_id: str, body: AlertAction | None = None) -> Any:
         return await transition(alert_id, body, "resolved")
+
+    @api.post(
+        "/v1/alerts/{alert_id}/assign", summary="Assign to another owner (SLA and escalation unchanged)"
+    )
+    async def assign_alert(alert_id: str, body: AlertAssign) -> Any:
+        async with tx.begin() as stores:
+            done = await stores.alerts.assign(
+                alert_id=alert_id,
+                owner_email=str(body.owner_email),
+                owner_name=body.owner_name,
+                by=body.by,
+                now=deps.clock(),
+            )
+        return answer(done)
 
     return api
