@@ -9,9 +9,9 @@ from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_va
 from shared.identity.config import IdentitySettings
 from shared.security.urls import TemplateError, fill_url_template
 from shared.settings import DEV_ADMIN_KEY, CommonSettings
+from shared.verbatims import DEFAULT_THEMES
 
 DEFAULT_RULES = Path(__file__).parent / "playbooks" / "default.yaml"
-DEFAULT_THEMES = Path(__file__).parent / "themes.yaml"
 
 
 class ActionsSettings(CommonSettings, IdentitySettings):

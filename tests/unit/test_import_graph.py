@@ -25,6 +25,8 @@ PURE_MODULES = frozenset(
     {
         "shared.contracts",
         "shared.envelope",
+        "shared.verbatims",
+        "shared.yamlio",
         "shared.events",
         "shared.gsm7",
         "shared.quiethours",
