@@ -25,7 +25,19 @@ from services.console.live import LiveHub
 from services.console.livefeed import ScoreFeed, kafka_consumer
 from services.console.ports import ConsoleStore, IdentityStore
 from services.console.repository import PgConsoleStore
-from services.console.routes import admin, alerts, api, auth, dryrun, live, pages, rules, scores, segments
+from services.console.routes import (
+    admin,
+    alerts,
+    api,
+    auth,
+    dryrun,
+    live,
+    pages,
+    rules,
+    scores,
+    segments,
+    verbatims,
+)
 from services.console.sessions import CookieNames, CsrfTokens, SessionPolicy
 from services.console.settings import SERVICE, ConsoleSettings
 from services.console.tokens import AccessTokens
@@ -98,6 +110,7 @@ def create_app(
     app.include_router(segments.router(deps))
     app.include_router(live.router(deps))
     app.include_router(admin.router(deps))
+    app.include_router(verbatims.router(deps))
     app.include_router(alerts.router(deps))
     app.include_router(rules.router(deps))
     app.include_router(dryrun.router(deps))

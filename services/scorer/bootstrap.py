@@ -20,13 +20,14 @@ from services.scorer.repository.maintenance import prune
 from services.scorer.repository.reads import PgReads
 from services.scorer.repository.registry import Registry
 from services.scorer.repository.writes import PgRatingCounter
-from services.scorer.routes import customers, drift, heatmap, scores
+from services.scorer.routes import customers, drift, heatmap, scores, verbatims
 from services.scorer.settings import ScorerSettings
 from shared.envelope import OutgoingRecord
 from shared.http import install_common
 from shared.kafka import send_all
 from shared.logs import configure_logging
 from shared.runtime import ConsumerRuntime
+from shared.verbatims import load_taxonomy_file
 
 
 def utcnow() -> datetime:
@@ -117,9 +118,16 @@ def create_app(settings: ScorerSettings | None = None) -> FastAPI:
         service="scorer",
         checks={"database": runtime.check_database, "consumer": runtime.check_consumer},
     )
-    deps = ScorerDeps(settings=cfg, scores=reads.session, customers=reads.session, clock=utcnow)
+    deps = ScorerDeps(
+        settings=cfg,
+        scores=reads.session,
+        customers=reads.session,
+        clock=utcnow,
+        taxonomy=load_taxonomy_file(cfg.themes_file),
+    )
     app.include_router(scores.router(deps))
     app.include_router(heatmap.router(deps))
     app.include_router(customers.router(deps))
+    app.include_router(verbatims.router(deps))
     app.include_router(drift.router(deps))
     return app

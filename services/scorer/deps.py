@@ -8,6 +8,7 @@ from datetime import datetime
 
 from services.scorer.ports import CustomerSessions, ScoreSessions
 from services.scorer.settings import ScorerSettings
+from shared.verbatims import Taxonomy
 
 
 @dataclass(frozen=True, slots=True)
@@ -16,3 +17,4 @@ class ScorerDeps:
     scores: ScoreSessions
     customers: CustomerSessions
     clock: Callable[[], datetime]
+    taxonomy: Taxonomy | None = None  # the verbatims API's themes; None: the settings' file, read once
