@@ -30,6 +30,7 @@ from services.console.routes import (
     alerts,
     api,
     auth,
+    customers,
     dryrun,
     live,
     pages,
@@ -112,6 +113,7 @@ def create_app(
     app.include_router(admin.router(deps))
     app.include_router(verbatims.router(deps))
     app.include_router(alerts.router(deps))
+    app.include_router(customers.router(deps))
     app.include_router(rules.router(deps))
     app.include_router(dryrun.router(deps))
     app.include_router(api.router(deps))

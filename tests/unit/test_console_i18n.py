@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from services.console import alertview, verbatimview
+from services.console import alertview, customerview, verbatimview
 from services.console.i18n import AREAS, CATALOGS, Translator, from_accept_language, negotiate
 from services.console.navigation import VIEWS
 from shared.identity.scopes import Role
@@ -76,6 +76,8 @@ def test_keys_built_from_names_exist() -> None:
     dynamic |= {f"alerts.bad_filter.{f}" for f in ("status", "priority", "escalated")}
     dynamic |= {f"alert.done.{d}" for d in ("ack", "assign", "resolve")}
     dynamic |= {f"verbatims.bad_filter.{f}" for f in verbatimview.FIELDS}
+    dynamic |= {f"customerpage.delivery.{s}" for s in set(customerview.DELIVERY_STATES.values())}
+    dynamic |= {f"customerpage.trend.{d}" for d in ("declining", "improving", "stable", "flat")}
     dynamic |= {f"verbatims.sentiment.{s}" for s in verbatimview.SENTIMENTS}
     dynamic |= {f"verbatims.language.{lang}" for lang in verbatimview.LANGUAGES}
     dynamic |= {f"verbatims.{k}.{step}" for k in ("themes_help", "trend") for step in ("day", "week")}

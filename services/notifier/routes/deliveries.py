@@ -30,13 +30,14 @@ def router(deps: NotifierDeps) -> APIRouter:
         "/v1/deliveries",
         tags=["deliveries"],
         dependencies=admin,
-        summary="Delivery records by status, newest first (e.g. failed or unknown ones to review)",
+        summary="Delivery records by status or customer, newest first (e.g. failed ones to review)",
     )
     async def list_deliveries(
         status: Literal["pending", "sending", "sent", "failed", "suppressed", "unknown"] | None = None,
         limit: Annotated[int, Query(ge=1, le=500)] = 50,
+        customer_id: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
     ) -> Any:
-        page = await deps.deliveries.deliveries(status=status, limit=limit)
+        page = await deps.deliveries.deliveries(status=status, limit=limit, customer_id=customer_id)
         return {"deliveries": page.deliveries, "counts": page.counts}
 
     return routes
