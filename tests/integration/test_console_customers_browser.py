@@ -60,7 +60,7 @@ async def site(infra: Infra, database_url: str, topics: Topics) -> AsyncIterator
             infra.bootstrap,
             [
                 rating(
-                    f"old-a{i}", s, topic=topics.ratings, customer="cus-a", occurred_at=now - timedelta(days=d)
+                    f"a{i}", s, topic=topics.ratings, customer="cus-a", occurred_at=now - timedelta(days=d)
                 )
                 for i, (s, d) in enumerate(((5, 40), (4, 30), (5, 20), (3, 10)))
             ],
