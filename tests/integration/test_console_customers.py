@@ -109,6 +109,11 @@ def fact(page: httpx.Response, name: str) -> str:
 async def test_the_page_shows_what_the_services_say(stack: RulesStack) -> None:
     history = await scorer(stack, "/v1/customers/cus-a/history")
     sent = await notifier(stack, "/v1/deliveries", customer_id="cus-a")
+    everyone = await notifier(stack, "/v1/deliveries")
+    # the notifier's filter: cus-a's messages only (cus-b has some too), counts over them alone
+    assert {d["customer_id"] for d in sent["deliveries"]} == {"cus-a"}
+    assert {d["customer_id"] for d in everyone["deliveries"]} >= {"cus-a", "cus-b"}
+    assert sum(sent["counts"].values()) == len(sent["deliveries"]) < len(everyone["deliveries"])
     alerts = (await actions_api(stack, "GET", "/v1/alerts", params={"customer_id": "cus-a"})).json()["alerts"]
     async with browser(stack, CSM_A) as carla:
         page = await carla.get("/customers/cus-a")
