@@ -8,6 +8,7 @@ CSRF; a new alert reaches the inbox's rows without a reload; French.
 from __future__ import annotations
 
 import html
+import logging
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -132,7 +133,10 @@ async def test_the_inbox_and_the_alert_show_what_the_actions_service_says(site: 
         assert "120 000" in text_of(await maya.get(f"/alerts/{site.a}?lang=fr")).replace("\u202f", " ")
 
 
-async def test_acknowledge_assign_and_resolve_change_the_alert_in_the_actions_service(site: Alerts) -> None:
+async def test_acknowledge_assign_and_resolve_change_the_alert_in_the_actions_service(
+    site: Alerts, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
     carla_id = site.users[CSM_A].user_id  # type: ignore[attr-defined]
     dan = site.users[CSM_B]
     async with browser(site, CSM_A) as carla:
@@ -176,6 +180,10 @@ async def test_acknowledge_assign_and_resolve_change_the_alert_in_the_actions_se
         again = await dan_browser.post(f"/alerts/{site.a}/ack", data={"csrf_token": csrf_of(page)})
         assert again.status_code == 409
         assert "already been resolved" in text_of(again)
+    logs = caplog.text
+    assert "alert_changed" in logs  # the console's log lines are here
+    for personal in ("cus-", "@example.com", "refund"):  # customers' ids, addresses, the note
+        assert personal not in logs
 
 
 async def test_a_post_without_the_csrf_token_changes_nothing(site: Alerts) -> None:

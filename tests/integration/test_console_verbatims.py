@@ -101,7 +101,9 @@ async def test_the_api_refuses_without_the_key_and_names_a_bad_field(stack: Verb
         assert answer.json()["errors"][0]["field"] == field, params
 
 
-async def test_the_page_shows_what_the_api_says_and_the_csv_is_the_page(stack: VerbatimsStack) -> None:
+async def test_the_page_shows_what_the_api_says_and_the_csv_is_the_page(
+    stack: VerbatimsStack,
+) -> None:
     maya = await signed_in(stack.console, "maya@example.com")
     try:
         query = "segment=store:paris-1&theme=delivery_time"
