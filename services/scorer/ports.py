@@ -343,6 +343,10 @@ class CustomerReader(Protocol):
 
     async def customer_score_groups(self, *, customer_id: str, metric: str | None) -> list[ScoreGroup]: ...
 
+    async def customer_accounts(self, *, customer_id: str) -> frozenset[str]:
+        """The account ids the customer's ratings named: who owns the customer, for a CSM's access."""
+        ...
+
     async def comments(self, *, query: CommentQuery) -> list[CommentRow]:
         """Ratings with a non-empty comment, newest first (occurred_at, rating_id), at most ``limit``."""
         ...

@@ -21,6 +21,10 @@ CSM_A = "carla.csm@example.com"
 CSM_B = "dan.csm@example.com"
 MANAGER = "maya.manager@example.com"
 VIEWER = "vic.viewer@example.com"
+#: The accounts (B2B companies) of cus-a and cus-b, which Carla and Dan own: the scorer and the notifier
+#: decide a CSM's customers by the accounts their ratings and messages name.
+ACCOUNT_A = "acc-a"
+ACCOUNT_B = "acc-b"
 #: The strategic customer's comment, with characters a page must escape.
 COMMENT_A = "Livraison en retard de 3 jours <b>et</b> personne ne répond au téléphone"
 
@@ -43,14 +47,17 @@ async def customer(stack: RulesStack, customer_id: str, **fields: Any) -> None:
     assert answer.status_code == 200, answer.text
 
 
-async def people(stack: RulesStack) -> dict[str, User]:
+async def people(stack: RulesStack, *, with_accounts: bool = False) -> dict[str, User]:
+    """``with_accounts``: Carla and Dan own their customers' accounts too, not only by their address
+    (the Customer view reads the scorer and the notifier, which decide by account); without it an
+    alert handed over leaves its former owner's reach."""
     return {
-        email: await stack.person(email, role, name)
-        for email, role, name in (
-            (CSM_A, Role.CSM, "Carla CSM"),
-            (CSM_B, Role.CSM, "Dan CSM"),
-            (MANAGER, Role.MANAGER, "Maya Manager"),
-            (VIEWER, Role.VIEWER, "Vic Viewer"),
+        email: await stack.person(email, role, name, frozenset(accounts if with_accounts else ()))
+        for email, role, name, accounts in (
+            (CSM_A, Role.CSM, "Carla CSM", {ACCOUNT_A}),
+            (CSM_B, Role.CSM, "Dan CSM", {ACCOUNT_B}),
+            (MANAGER, Role.MANAGER, "Maya Manager", set()),
+            (VIEWER, Role.VIEWER, "Vic Viewer", set()),
         )
     }
 
@@ -72,6 +79,6 @@ async def seed(stack: RulesStack, infra: Infra, topics: Topics) -> dict[str, dic
     """cus-a (Carla's, strategic) rated 2 with a comment; cus-b (Dan's) rated 1 without one."""
     await customer(stack, "cus-a", owner_email=CSM_A, owner_name="Carla CSM", tier="strategic", value=120000)
     await customer(stack, "cus-b", owner_email=CSM_B, owner_name="Dan CSM", tier="standard")
-    a = await low_rating(stack, infra, topics, "r-a1", "cus-a", 2, comment=COMMENT_A)
-    b = await low_rating(stack, infra, topics, "r-b1", "cus-b", 1)
+    a = await low_rating(stack, infra, topics, "r-a1", "cus-a", 2, comment=COMMENT_A, account=ACCOUNT_A)
+    b = await low_rating(stack, infra, topics, "r-b1", "cus-b", 1, account=ACCOUNT_B)
     return {"a": a, "b": b}

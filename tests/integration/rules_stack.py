@@ -1,10 +1,9 @@
 """The Rules view's stack for tests: actions and notifier apps (real PostgreSQL and broker, their lifespans
 running) and the console, whose API client reaches the two apps in-process by host name.
 
-Until every service accepts the console's access tokens (the Trust issue's route work), the actions
-and notifier APIs take the admin key only: ``KeyBridge`` stands in for that, swapping the person's token
-for the admin key on the way. The console still checks the person's role itself (and hides customer
-addresses below admin); what the services check with the person's own token is not exercised here.
+The console signs people's access tokens with ``tests.credentials.SIGNING_KEY`` and the actions and
+notifier apps trust its public half (``JWKS``), as ``make run`` wires them: every call the console makes
+reaches them with the person's own token, and they apply the person's role themselves.
 """
 
 from __future__ import annotations
@@ -31,22 +30,23 @@ from shared.identity.passwords import Passwords
 from shared.identity.ports import NewUser, User
 from shared.identity.repository import PgIdentityStore
 from shared.identity.scopes import Role
-from shared.settings import DEV_ADMIN_KEY
 from shared.topics import Topics
+from tests.credentials import ADMIN, JWKS, SIGNING_KEY
 from tests.helpers import make_settings
 from tests.infra import Infra
 from tests.integration.test_scorer_queries import scorer_settings
 
 CHEAP = Passwords(time_cost=1, memory_cost=1024, parallelism=1)
 PASSWORD = "a long local password"
-ADMIN_KEY = {"Authorization": f"Bearer {DEV_ADMIN_KEY}"}
+ADMIN_KEY = ADMIN
 ACTIONS_URL = "http://actions.internal"
 NOTIFIER_URL = "http://notifier.internal"
 SCORER_URL = "http://scorer.internal"
 
 
 class KeyBridge(httpx.AsyncBaseTransport):
-    """Routes the console's calls to the in-process apps by host; the credential becomes the admin key."""
+    """Routes the console's calls to the in-process apps by host, recording them; the person's access
+    token goes through unchanged."""
 
     def __init__(self, apps: Mapping[str, FastAPI]) -> None:
         self.routes = {host: httpx.ASGITransport(app=app) for host, app in apps.items()}
@@ -55,7 +55,6 @@ class KeyBridge(httpx.AsyncBaseTransport):
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         self.calls.append((request.method, request.url.host, request.url.path))
         assert request.headers["authorization"].startswith("Bearer eyJ")  # the person's access token
-        request.headers["authorization"] = ADMIN_KEY["Authorization"]
         return await self.routes[request.url.host].handle_async_request(request)
 
 
@@ -72,12 +71,15 @@ class RulesStack:
     def client(self, app: FastAPI, base_url: str) -> httpx.AsyncClient:
         return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=base_url)
 
-    async def person(self, email: str, role: Role, name: str | None = None) -> User:
+    async def person(
+        self, email: str, role: Role, name: str | None = None, accounts: frozenset[str] = frozenset()
+    ) -> User:
         return await self.identity.create_user(
             user=NewUser(
                 email=email,
                 display_name=name or email.split("@")[0].title(),
                 role=role,
+                accounts=accounts,
                 password_hash=CHEAP.hash(PASSWORD),
             )
         )
@@ -139,12 +141,15 @@ async def rules_stack(
         "kafka_bootstrap": infra.bootstrap,
         "database_url": database_url,
         "topic_prefix": topics.prefix,
+        "identity_public_keys": JWKS,
     }
     actions = create_actions(make_settings(ActionsSettings, **common, scheduler_enabled=False))
     notifier = create_notifier(make_settings(NotifierSettings, **common))
     apps = {"actions.internal": actions, "notifier.internal": notifier}
     if with_scorer:
-        apps["scorer.internal"] = create_scorer(scorer_settings(infra, database_url, topics))
+        apps["scorer.internal"] = create_scorer(
+            scorer_settings(infra, database_url, topics, identity_public_keys=JWKS)
+        )
         console = {"scorer_url": SCORER_URL, **console}
     bridge = KeyBridge(apps)
     cfg = make_settings(
@@ -153,6 +158,7 @@ async def rules_stack(
         database_url=database_url,
         actions_url=ACTIONS_URL,
         notifier_url=NOTIFIER_URL,
+        identity_signing_key=SIGNING_KEY.private_jwk(),
         **console,
     )
     app = create_console(cfg, passwords=CHEAP, http=httpx.AsyncClient(transport=bridge, timeout=30))

@@ -17,10 +17,13 @@ from typing import Any
 import httpx
 import pytest
 
+from shared.identity.scopes import Role
 from shared.topics import Topics
+from tests.credentials import bearer, person
 from tests.helpers import produce, wait_for
 from tests.infra import Infra
 from tests.integration.alerts_stack import (
+    ACCOUNT_A,
     COMMENT_A,
     CSM_A,
     CSM_B,
@@ -41,11 +44,25 @@ pytestmark = pytest.mark.integration
 @pytest.fixture
 async def stack(infra: Infra, database_url: str, topics: Topics) -> AsyncIterator[RulesStack]:
     async with rules_stack(infra, database_url, topics, with_scorer=True) as s:
-        await people(s)
+        await people(s, with_accounts=True)
         # cus-a rated before: 5 then 4, then the low 2 (with its comment) that raises the alert
         older = [
-            rating("r-a0", 5, topic=topics.ratings, customer="cus-a", occurred_at=_ago(days=20)),
-            rating("r-a00", 4, topic=topics.ratings, customer="cus-a", occurred_at=_ago(days=10)),
+            rating(
+                "r-a0",
+                5,
+                topic=topics.ratings,
+                customer="cus-a",
+                occurred_at=_ago(days=20),
+                account=ACCOUNT_A,
+            ),
+            rating(
+                "r-a00",
+                4,
+                topic=topics.ratings,
+                customer="cus-a",
+                occurred_at=_ago(days=10),
+                account=ACCOUNT_A,
+            ),
         ]
         await produce(infra.bootstrap, older)
         await seed(s, infra, topics)
@@ -163,3 +180,27 @@ async def test_a_csm_reads_only_their_customers_and_a_viewer_none(stack: RulesSt
     async with browser(stack, VIEWER) as vic:
         assert (await vic.get("/customers/cus-a")).status_code == 403
         assert (await vic.get("/customers")).status_code == 403
+
+
+async def test_the_notifiers_customer_filter_is_for_who_owns_the_customer(stack: RulesStack) -> None:
+    """``GET /v1/deliveries?customer_id=`` with a person's own token: deliveries:read and the customer
+    owned (one of its messages names an account they own); another's is 404, the whole list 403."""
+    notifier = stack.bridge.routes["notifier.internal"]
+    carla = bearer(person(Role.CSM, subject="u-carla", accounts=[ACCOUNT_A], owner_email=CSM_A))
+    vic = bearer(person(Role.VIEWER, subject="u-vic"))
+    async with httpx.AsyncClient(transport=notifier, base_url="http://notifier.internal") as client:
+        assert (await client.get("/v1/deliveries", params={"customer_id": "cus-a"})).status_code == 401
+        assert (
+            await client.get("/v1/deliveries", params={"customer_id": "cus-a"}, headers=vic)
+        ).status_code == 403
+        own = await client.get("/v1/deliveries", params={"customer_id": "cus-a"}, headers=carla)
+        assert own.status_code == 200, own.text
+        assert own.json()["deliveries"] and {d["account_id"] for d in own.json()["deliveries"]} == {ACCOUNT_A}
+        # a status with none of her customer's messages is still her customer: an empty page, not 404
+        none = await client.get(
+            "/v1/deliveries", params={"customer_id": "cus-a", "status": "unknown"}, headers=carla
+        )
+        assert none.status_code == 200 and none.json()["deliveries"] == []
+        other = await client.get("/v1/deliveries", params={"customer_id": "cus-b"}, headers=carla)
+        assert other.status_code == 404 and "cus-b" not in other.text
+        assert (await client.get("/v1/deliveries", headers=carla)).status_code == 403

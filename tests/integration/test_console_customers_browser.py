@@ -54,7 +54,7 @@ async def site(infra: Infra, database_url: str, topics: Topics) -> AsyncIterator
         cookie_secure=False,  # plain http on loopback
         public_url=f"http://127.0.0.1:{port}",
     ) as stack:
-        await people(stack)
+        await people(stack, with_accounts=True)
         now = datetime.now(UTC)
         await produce(
             infra.bootstrap,

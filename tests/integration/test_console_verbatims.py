@@ -17,10 +17,12 @@ from typing import Any
 import httpx
 import pytest
 
+from shared.identity.scopes import Role, Scope
 from shared.topics import Topics
+from tests.credentials import ADMIN, bearer, person
 from tests.infra import Infra
 from tests.integration.console_stack import signed_in
-from tests.integration.verbatims_stack import ADMIN, COMMENTS, VerbatimsStack, verbatims_stack
+from tests.integration.verbatims_stack import COMMENTS, VerbatimsStack, verbatims_stack
 
 pytestmark = pytest.mark.integration
 
@@ -80,11 +82,11 @@ async def test_the_api_filters_pages_and_counts_themes(stack: VerbatimsStack) ->
     assert len(ids(wide)) == len(COMMENTS)
 
 
-async def test_the_api_refuses_without_the_key_and_names_a_bad_field(stack: VerbatimsStack) -> None:
+async def test_the_api_refuses_without_a_credential_and_names_a_bad_field(stack: VerbatimsStack) -> None:
     async with httpx.AsyncClient(base_url=stack.scorer, timeout=30) as client:
         assert (await client.get("/v1/verbatims")).status_code == 401
         wrong = await client.get("/v1/verbatims", headers={"Authorization": "Bearer not-the-key"})
-        assert wrong.status_code == 403
+        assert wrong.status_code == 401  # not a credential at all (the Authenticator's rule)
     for params, field in (
         ({"theme": "weather"}, "theme"),
         ({"sentiment": "angry"}, "sentiment"),
@@ -162,3 +164,27 @@ async def test_a_store_manager_reads_only_their_store_whatever_the_address(stack
         assert (await bo.get("/alerts")).status_code == 403  # a viewer has no inbox
     finally:
         await bo.aclose()
+
+
+async def test_the_scorer_applies_the_callers_scope_and_segment_grants_itself(stack: VerbatimsStack) -> None:
+    """``GET /v1/verbatims`` on its own (no console): 401 without a credential, 403 without
+    ``verbatims:read``, 404 for a segment outside the grants, and only granted comments otherwise."""
+    store_manager = bearer(person(Role.VIEWER, subject="u-bo", segments=["store:paris-1"]))
+    scores_only = bearer(person(Role.VIEWER, subject="u-so", scopes=[Scope.SCORES_READ]))
+    async with httpx.AsyncClient(base_url=stack.scorer, timeout=30) as client:
+        assert (await client.get("/v1/verbatims")).status_code == 401
+        assert (await client.get("/v1/verbatims", headers=scores_only)).status_code == 403
+        outside = await client.get("/v1/verbatims", params={"segment": "store:lyon-2"}, headers=store_manager)
+        assert outside.status_code == 404 and "Lyon:" not in outside.text
+        # the whole platform is outside a store's grant, as for the scores
+        whole = await client.get("/v1/verbatims", headers=store_manager)
+        assert whole.status_code == 404 and "Lyon:" not in whole.text
+        mine = await client.get(
+            "/v1/verbatims", params={"segment": "store:paris-1", "per_page": 200}, headers=store_manager
+        )
+        assert mine.status_code == 200, mine.text
+        assert set(ids(mine.json())) == {
+            rid for rid, _, days, store, _ in COMMENTS if store == "paris-1" and days < 30
+        }
+        everyone = await client.get("/v1/verbatims", params={"per_page": 200}, headers=ADMIN)
+        assert {"v-l1", "v-l2"} <= set(ids(everyone.json()))

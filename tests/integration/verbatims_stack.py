@@ -1,10 +1,10 @@
 """The Verbatims view's stack for tests: the scorer served by uvicorn on PostgreSQL and the broker, fed
 known commented ratings, and the console in front of it.
 
-The scorer's ``GET /v1/verbatims`` takes the admin key like its other route with personal data, until
-every service reads people's access tokens (the Trust issue's route work): ``AdminKeyTransport``
-stands in for that on the console's calls to the scorer, checking that the console sent the person's
-access token and swapping it for the admin key. The console's own grant checks are what is tested.
+The console signs people's access tokens with ``tests.credentials.SIGNING_KEY`` and the scorer trusts
+its public half (``JWKS``), as ``make run`` wires them: ``GET /v1/verbatims`` gets the person's own
+token and applies their scope and segment grants itself. ``RecordingTransport`` only records the
+console's calls (and checks a person's token went out); it changes nothing.
 """
 
 from __future__ import annotations
@@ -21,14 +21,12 @@ from services.console.bootstrap import create_app as console_app
 from services.console.settings import ConsoleSettings
 from services.scorer.bootstrap import create_app as scorer_app
 from shared.envelope import OutgoingRecord
-from shared.settings import DEV_ADMIN_KEY
 from shared.topics import Topics
+from tests.credentials import ADMIN, JWKS, SIGNING_KEY
 from tests.helpers import make_settings, produce, serving, wait_for
 from tests.infra import Infra
 from tests.integration.console_stack import CHEAP, people
 from tests.integration.test_scorer_queries import rating, scorer_settings, stored
-
-ADMIN = {"Authorization": f"Bearer {DEV_ADMIN_KEY}"}
 
 #: (id, score, days ago, store, comment): French and English, themes the default taxonomy finds.
 COMMENTS: list[tuple[str, int, int, str, str]] = [
@@ -54,8 +52,8 @@ def records(topic: str) -> list[OutgoingRecord]:
     return out
 
 
-class AdminKeyTransport(httpx.AsyncBaseTransport):
-    """The console's calls to the scorer: the person's access token checked, then the admin key sent."""
+class RecordingTransport(httpx.AsyncBaseTransport):
+    """The console's calls to the scorer, recorded; the person's access token goes through unchanged."""
 
     def __init__(self) -> None:
         self.inner = httpx.AsyncHTTPTransport()
@@ -64,7 +62,6 @@ class AdminKeyTransport(httpx.AsyncBaseTransport):
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         assert request.headers["authorization"].startswith("Bearer eyJ")  # the person's access token
         self.calls.append((request.url.path, dict(request.url.params.multi_items())))
-        request.headers["authorization"] = ADMIN["Authorization"]
         return await self.inner.handle_async_request(request)
 
     async def aclose(self) -> None:
@@ -75,7 +72,7 @@ class AdminKeyTransport(httpx.AsyncBaseTransport):
 class VerbatimsStack:
     console: str
     scorer: str
-    transport: AdminKeyTransport
+    transport: RecordingTransport
 
     async def api(self, **params: Any) -> Any:
         """The scorer's own answer (admin key): what the console's figures must equal."""
@@ -92,10 +89,10 @@ async def verbatims_stack(
     await people(database_url)
     feed = records(topics.ratings)
     await produce(infra.bootstrap, feed)
-    scorer_cfg = scorer_settings(infra, database_url, topics, environment="test")
+    scorer_cfg = scorer_settings(infra, database_url, topics, environment="test", identity_public_keys=JWKS)
     async with serving(scorer_app(scorer_cfg)) as scorer_url:
         await wait_for(lambda: stored(database_url), until=lambda n: n == len(feed), timeout_s=90)
-        transport = AdminKeyTransport()
+        transport = RecordingTransport()
         cfg = make_settings(
             ConsoleSettings,
             environment="test",
@@ -103,6 +100,7 @@ async def verbatims_stack(
             cookie_secure=False,  # plain http on loopback
             scorer_url=scorer_url,
             live_enabled=False,
+            identity_signing_key=SIGNING_KEY.private_jwk(),
             **console,
         )
         http = httpx.AsyncClient(transport=transport, timeout=30)

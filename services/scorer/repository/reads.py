@@ -309,6 +309,16 @@ class PgReader:
     async def customer_score_groups(self, *, customer_id: str, metric: str | None) -> list[ScoreGroup]:
         return await customer_score_groups(self._conn, customer_id=customer_id, metric=metric)
 
+    async def customer_accounts(self, *, customer_id: str) -> frozenset[str]:
+        rows = await self._conn.execute(
+            text(
+                "SELECT DISTINCT account_id FROM scorer.ratings "
+                "WHERE customer_id = :c AND account_id IS NOT NULL"
+            ),
+            {"c": customer_id},
+        )
+        return frozenset(str(r.account_id) for r in rows)
+
     async def comments(self, *, query: CommentQuery) -> list[CommentRow]:
         return await comments(self._conn, query=query)
 

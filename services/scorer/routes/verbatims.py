@@ -1,9 +1,8 @@
 """Verbatims: the comments behind the scores, filtered and paged, with theme counts and their trend.
 
-Guarded like the scorer's other route returning personal data (a customer's history): the admin key,
-until every service reads people's access tokens (the Trust issue's route work), when it becomes
-``verbatims:read`` with the caller's segment grants. The console checks the person's grants before
-calling.
+``verbatims:read`` with the caller's segment grants, as the scores routes: a ``segment`` filter the
+grants do not cover (the whole platform included, for a caller with grants) answers 404, no hint of
+its data; and only comments whose segment a grant covers are counted and trended.
 """
 
 from __future__ import annotations
@@ -17,9 +16,10 @@ from fastapi import APIRouter, Depends, Query
 
 from services.scorer import comments, domain
 from services.scorer.deps import ScorerDeps
-from services.scorer.ports import CommentQuery
-from services.scorer.routes.problems import invalid
-from shared.auth import admin_guard
+from services.scorer.ports import CommentQuery, CommentRow
+from services.scorer.routes.problems import invalid, outside_grants
+from shared.identity.principal import Principal
+from shared.identity.scopes import Scope
 from shared.scales import Metric
 from shared.verbatims import Taxonomy, load_taxonomy_file
 
@@ -31,17 +31,24 @@ def _taxonomy(path: Path) -> Taxonomy:
     return load_taxonomy_file(path)
 
 
+def visible(rows: list[CommentRow], principal: Principal) -> list[CommentRow]:
+    """The comments whose segment one of the caller's grants covers (all of them without grants)."""
+    if principal.sees_all_segments:
+        return rows
+    return [row for row in rows if principal.segment_allowed(row.segment)]
+
+
 def router(deps: ScorerDeps) -> APIRouter:
     api = APIRouter()
     cfg = deps.settings
-    guard = admin_guard(cfg.admin_api_key)
+    reader_scope = Depends(deps.auth.require(Scope.VERBATIMS_READ))
     taxonomy = deps.taxonomy or _taxonomy(cfg.themes_file)
 
     @api.get(
         "/v1/verbatims",
         tags=["verbatims"],
-        summary="Comments filtered by segment, score, theme, sentiment, language, dates and text (admin key)",
-        dependencies=[Depends(guard)],
+        summary="Comments filtered by segment, score, theme, sentiment, language, dates and text "
+        "(verbatims:read, within the caller's segment grants)",
     )
     async def get_verbatims(
         metric: Metric | None = None,
@@ -59,6 +66,7 @@ def router(deps: ScorerDeps) -> APIRouter:
         q: Annotated[str | None, Query(max_length=200, description="text the comment contains")] = None,
         page: Annotated[int, Query(ge=1, le=10_000)] = 1,
         per_page: Annotated[int, Query(ge=1, le=200)] = 50,
+        principal: Principal = reader_scope,
     ) -> Any:
         try:
             span = domain.parse_window(window, max_window=cfg.max_window)
@@ -68,6 +76,8 @@ def router(deps: ScorerDeps) -> APIRouter:
             attrs = domain.parse_segment_params(segment or [])
         except ValueError as exc:
             return invalid("segment", str(exc))
+        if not principal.segment_allowed(attrs):
+            return outside_grants()
         if score_min is not None and score_max is not None and score_min > score_max:
             return invalid("score_min", "score_min must not exceed score_max")
         filters = comments.TextFilters(
@@ -93,8 +103,8 @@ def router(deps: ScorerDeps) -> APIRouter:
             )
 
         async with deps.customers() as reader:
-            current = await reader.comments(query=query(r))
-            previous = await reader.comments(query=query(r.previous))
+            current = visible(await reader.comments(query=query(r)), principal)
+            previous = visible(await reader.comments(query=query(r.previous)), principal)
         return comments.body(
             current=current,
             previous=previous,
