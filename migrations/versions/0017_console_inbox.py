@@ -2,7 +2,7 @@
 messages sent to a customer with ``GET /v1/deliveries?customer_id=``).
 
 Revision ID: 0017_console_inbox
-Revises: 0013_rule_set_authors
+Revises: 0016_health (re-chained after main took 0014, 0018 and 0016: one Alembic head)
 Create Date: 2026-12-05
 """
 
@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from alembic import op
 
 revision: str = "0017_console_inbox"
-down_revision: str | None = "0013_rule_set_authors"
+down_revision: str | None = "0016_health"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

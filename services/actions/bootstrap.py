@@ -3,30 +3,38 @@ scheduler; ``create_app`` builds the FastAPI app with the routers. Only wiring, 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 
 import structlog
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
 from services.actions.deps import ActionsDeps
 from services.actions.dryrun import DryRunner
 from services.actions.engine import Policy
 from services.actions.facts import HistoryWindow
 from services.actions.handlers import ActionsHandler, utc_now
+from services.actions.health.model import load_health_file
+from services.actions.health_handler import HealthHandler
 from services.actions.repository import PgTransactions, consumer_handler
-from services.actions.routes import alerts, customers, dryrun, ops, revisions, rules
+from services.actions.repository.erasure import export_customer, purge_expired, scrub_customer
+from services.actions.routes import accounts, alerts, customers, dryrun, health_models, ops, revisions, rules
 from services.actions.rulebook import RuleBook
 from services.actions.rules import RuleSet, load_rules_file, parse_document
 from services.actions.scheduler import Scheduler
 from services.actions.settings import ActionsSettings
 from services.actions.verbatims import Taxonomy, load_taxonomy_file
 from shared.db import make_engine
+from shared.envelope import OutgoingRecord
+from shared.erasure import SqlExport, erasure_runtime, export_router
 from shared.http import install_common
 from shared.identity.repository import PgIdentityStore
+from shared.identity.scopes import Scope
 from shared.identity.wiring import service_authenticator
+from shared.kafka import send_all
 from shared.limits import BodySizeLimitMiddleware
 from shared.logs import configure_logging
+from shared.retention import RetentionJob
 from shared.runtime import ConsumerRuntime
 from shared.textguard import JsonTextGuard
 
@@ -70,11 +78,11 @@ def build_rulebook(cfg: ActionsSettings, file_rules: RuleSet) -> RuleBook:
 
 
 def build_runtime(cfg: ActionsSettings, handler: ActionsHandler) -> ConsumerRuntime:
-    """The consumer of ratings and segment alerts (scores topic), with its engine and producer."""
+    """The consumer of ratings, segment alerts (scores topic) and usage, with its engine and producer."""
     return ConsumerRuntime(
         name="actions",
         settings=cfg,
-        topics=[cfg.topics.ratings, cfg.topics.scores],
+        topics=[cfg.topics.ratings, cfg.topics.scores, cfg.topics.usage],
         group=cfg.consumer_group,
         dlq_topic=cfg.topics.dlq_actions,
         handler=consumer_handler(handler),
@@ -102,11 +110,28 @@ def create_app(settings: ActionsSettings | None = None) -> FastAPI:
         trend_size=cfg.trend_size,
         decline_slope=cfg.decline_slope,
     )
+    health = HealthHandler(
+        model=load_health_file(cfg.health_model_file),  # a broken model stops the service here
+        topics=cfg.topics,
+        default_owner=cfg.default_csm_email,
+    )
     handler = ActionsHandler(
-        rulebook=rulebook, taxonomy=taxonomy, policy=policy, topics=cfg.topics, history=history
+        rulebook=rulebook, taxonomy=taxonomy, policy=policy, topics=cfg.topics, history=history, health=health
     )
     runtime = build_runtime(cfg, handler)
+    erasure = erasure_runtime(
+        service="actions",
+        settings=cfg,
+        group=f"{cfg.consumer_group}-erasure",
+        topic=cfg.topics.customers_erased,
+        dlq_topic=cfg.topics.dlq_actions,
+        scrub=scrub_customer,
+        engine=runtime.engine,
+    )
     transactions = PgTransactions(runtime.engine)
+    retention = RetentionJob(
+        service="actions", engine=runtime.engine, purge=purge_expired, settings=cfg, clock=utc_now
+    )
     scheduler = Scheduler(
         transactions=transactions,
         producer=lambda: runtime.producer,
@@ -130,10 +155,14 @@ def create_app(settings: ActionsSettings | None = None) -> FastAPI:
         )
         await runtime.start()
         await auth.start()
+        await erasure.start()
+        await retention.start()
         if cfg.scheduler_enabled:
             await scheduler.start()
         yield
         await scheduler.stop()
+        await retention.stop()
+        await erasure.stop()
         await auth.stop()
         await runtime.stop()
 
@@ -145,6 +174,7 @@ def create_app(settings: ActionsSettings | None = None) -> FastAPI:
     )
     app.state.runtime = runtime
     app.state.scheduler = scheduler
+    app.state.retention = retention
     # Added first, so the size limit (added next, outermost) answers before a body is buffered here.
     app.add_middleware(JsonTextGuard, max_bytes=cfg.max_body_bytes)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=cfg.max_body_bytes)
@@ -165,6 +195,11 @@ def create_app(settings: ActionsSettings | None = None) -> FastAPI:
         },
     )
     dry_run = DryRunner(rulebook=rulebook, taxonomy=taxonomy, policy=policy, history=history, clock=utc_now)
+
+    async def publish(records: Sequence[OutgoingRecord]) -> None:
+        if runtime.producer is not None:
+            await send_all(runtime.producer, records, timeout_s=10.0)  # as the timer scheduler
+
     deps = ActionsDeps(
         settings=cfg,
         transactions=transactions,
@@ -175,7 +210,12 @@ def create_app(settings: ActionsSettings | None = None) -> FastAPI:
         # Appended after the change committed: a slow database delays the answer rather than losing it.
         audit=PgIdentityStore(engine=runtime.engine, timeout_s=AUDIT_TIMEOUT_S),
         customer_ref=customer_ref(cfg),
+        health=health,
+        publish=publish,
     )
-    for audience in (rules, revisions, dryrun, alerts, customers, ops):
+    for audience in (rules, revisions, dryrun, alerts, customers, accounts, health_models, ops):
         app.include_router(audience.router(deps))
+    # GDPR export: gdpr:admin (admin role only), checked by this service's own Authenticator.
+    guard = Depends(deps.auth.require(Scope.GDPR_ADMIN))
+    app.include_router(export_router(SqlExport(runtime.engine, export_customer), guard))
     return app

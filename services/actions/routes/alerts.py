@@ -104,6 +104,12 @@ def router(deps: ActionsDeps) -> APIRouter:
             done = await stores.alerts.transition(
                 alert_id=alert_id, to=to, by=principal.log_name, note=action.note, now=deps.clock()
             )
+            customer = (done.alert or {}).get("customer_id") if done.error is None else None
+            if customer and deps.health is not None:
+                # open_alerts changed: recompute the customer's accounts, publish before committing
+                records = await deps.health.on_alert_change(stores, customer_id=customer, now=deps.clock())
+                if records and deps.publish is not None:
+                    await deps.publish(records)
         audited = AuditAction.ALERT_ACK if to == "acknowledged" else AuditAction.ALERT_RESOLVE
         return await answer(request, principal, alert_id, done, audited, {"status": to})
 
