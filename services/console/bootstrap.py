@@ -255,7 +255,10 @@ def lifespan(
     @asynccontextmanager
     async def run(_app: FastAPI) -> AsyncIterator[None]:
         await deps.auth.start()
-        purger = asyncio.create_task(purge_forever(deps, keep=timedelta(days=1)), name="console-purge")
+        purger = asyncio.create_task(
+            purge_forever(deps, keep=timedelta(days=1), audit_keep=timedelta(days=cfg.audit_retention_days)),
+            name="console-purge",
+        )
         stop_feed = asyncio.Event()
         feeding = asyncio.create_task(feed.run(stop_feed), name="console-live-feed") if feed else None
         log.info("console_started", oidc=deps.oidc is not None, secure_cookies=deps.gate.secure)
@@ -285,15 +288,27 @@ def live_feed(cfg: ConsoleSettings, deps: ConsoleDeps) -> ScoreFeed | None:
     return ScoreFeed(hub=deps.live, make=lambda: kafka_consumer(bootstrap=cfg.kafka_bootstrap, topic=topic))
 
 
-async def purge_forever(deps: ConsoleDeps, *, keep: timedelta, every_s: float = 3600) -> None:
-    """Forget ended or expired sessions and used or expired links a day after they stopped working."""
+async def purge_expired(deps: ConsoleDeps, *, keep: timedelta, audit_keep: timedelta) -> dict[str, int]:
+    """One purge: ended or expired sessions and used or expired links a day after they stopped working,
+    and audit entries past ``CSAT_AUDIT_RETENTION_DAYS`` (the only delete the audit log lets through)."""
+    now = deps.clock()
+    removed = {
+        "sessions": await deps.identity.purge_sessions(older_than=now - keep),
+        "links": await deps.console.purge_links(older_than=now - keep),
+        "audit": await deps.identity.purge_audit(older_than=now - audit_keep),
+    }
+    if any(removed.values()):
+        log.info("console_purged", **removed)
+    return removed
+
+
+async def purge_forever(
+    deps: ConsoleDeps, *, keep: timedelta, audit_keep: timedelta, every_s: float = 3600
+) -> None:
+    """``purge_expired`` every hour, for as long as the console runs."""
     while True:
         await asyncio.sleep(every_s)
         try:
-            older = deps.clock() - keep
-            sessions = await deps.identity.purge_sessions(older_than=older)
-            links = await deps.console.purge_links(older_than=older)
-            if sessions or links:
-                log.info("console_purged", sessions=sessions, links=links)
+            await purge_expired(deps, keep=keep, audit_keep=audit_keep)
         except StoreUnavailable as exc:
             log.warning("console_purge_failed", error=str(exc))
