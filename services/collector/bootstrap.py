@@ -18,14 +18,14 @@ from fastapi import FastAPI
 from services.collector import metrics
 from services.collector.access import KeyResolver, OriginSet, RateLimits, SourceCorsMiddleware
 from services.collector.deps import CollectorDeps
-from services.collector.intake import Intake
+from services.collector.intake import Intake, InteractionIntake
 from services.collector.links import LinkSigner
 from services.collector.ports import CollectorStore, IdempotencyRecords, Publisher, StoreUnavailable
 from services.collector.problems import add_problem_schema, install_handlers
 from services.collector.publisher import KafkaPublisher
 from services.collector.ratelimit import KeyedLimiter
 from services.collector.repository import PgStore
-from services.collector.routes import admin, channels, ratings
+from services.collector.routes import admin, channels, interactions, ratings
 from services.collector.settings import CollectorSettings
 from shared.db import make_engine
 from shared.http import ReadinessCheck, install_common
@@ -102,6 +102,7 @@ def create_app(
     ratings.add_routes(app.router, deps)
     app.include_router(admin.router(deps))
     app.include_router(channels.router(deps))
+    app.include_router(interactions.router(deps))
     add_problem_schema(app)
     return app
 
@@ -147,6 +148,15 @@ def build_deps(cfg: CollectorSettings, adapters: Adapters) -> CollectorDeps:
             publisher=adapters.publisher,
             records=store,
             topic=cfg.topics.ratings,
+            wait_s=cfg.idempotency_wait_s,
+            lease_s=cfg.publish_timeout_s * 2 + 5,
+            degrade=cfg.idempotency_when_db_down == "accept",
+            max_future_skew=timedelta(seconds=cfg.max_future_skew_s),
+        ),
+        interactions=InteractionIntake(
+            publisher=adapters.publisher,
+            records=store,
+            topic=cfg.topics.interactions,
             wait_s=cfg.idempotency_wait_s,
             lease_s=cfg.publish_timeout_s * 2 + 5,
             degrade=cfg.idempotency_when_db_down == "accept",
@@ -206,6 +216,7 @@ def lifespan(
             await purger
         await deps.auth.stop()
         await deps.intake.close()
+        await deps.interactions.close()
         if adapters.owned_publisher is not None:
             await adapters.owned_publisher.stop()
         if adapters.owned_store is not None:

@@ -31,8 +31,14 @@ _bearer = HTTPBearer(
 _api_key = APIKeyHeader(name="X-API-Key", auto_error=False, description="The same credential, other header")
 
 
-def source_guard(deps: CollectorDeps) -> Callable[..., Awaitable[Principal]]:
-    """A FastAPI dependency answering who posts, or refusing with 401, 403, 429 or 503."""
+def source_guard(
+    deps: CollectorDeps, *, scope: Scope = Scope.RATINGS_WRITE, secret_only: bool = False
+) -> Callable[..., Awaitable[Principal]]:
+    """A FastAPI dependency answering who posts, or refusing with 401, 403, 429 or 503.
+
+    ``scope``: what an API token must hold; ``secret_only``: a publishable key (public by nature) is
+    refused, as for interactions, which start surveys and so must come from a server.
+    """
 
     async def guard(
         request: Request,
@@ -46,8 +52,16 @@ def source_guard(deps: CollectorDeps) -> Callable[..., Awaitable[Principal]]:
             request.state.cors_origin = origin
         deps.limits.check_ip(request.scope)
         key = bearer.credentials.strip() if bearer else (api_key.strip() if api_key else None)
-        principal = await _principal(deps, key)
+        principal = await _principal(deps, key, scope)
         request.state.source_id = principal.source.source_id
+        if secret_only and principal.kind is KeyKind.PUBLISHABLE:
+            metrics.reject("forbidden", principal.source.source_id)
+            raise ProblemError(
+                403,
+                "Forbidden",
+                detail=f"a publishable key cannot post here: use a secret key (sk_) or a token with {scope}",
+                type_="https://csat.dev/problems/forbidden",
+            )
         _admit(principal.source, origin, request)
         deps.limits.check_key(principal)
         return principal
@@ -55,14 +69,14 @@ def source_guard(deps: CollectorDeps) -> Callable[..., Awaitable[Principal]]:
     return guard
 
 
-async def _principal(deps: CollectorDeps, key: str | None) -> Principal:
+async def _principal(deps: CollectorDeps, key: str | None, scope: Scope) -> Principal:
     """The poster behind ``key``; anonymous posts are the dev source when keys are not required."""
     if not key:
         if deps.settings.keys_required:
             raise _unauthorized("a source key or an API token is required (Authorization: Bearer <key>)")
         return Principal(source=DEV_SOURCE, key_id=None, kind=KeyKind.NONE)
     if parse_source_key(key) is None:
-        return await _token(deps, key)
+        return await _token(deps, key, scope)
     try:
         found = await deps.keys.resolve(key)
     except StoreUnavailable as exc:
@@ -73,8 +87,8 @@ async def _principal(deps: CollectorDeps, key: str | None) -> Principal:
     return found
 
 
-async def _token(deps: CollectorDeps, credential: str) -> Principal:
-    """An API token (or any other credential the shared ``Authenticator`` knows) with ``ratings:write``."""
+async def _token(deps: CollectorDeps, credential: str, scope: Scope) -> Principal:
+    """An API token (or any other credential the shared ``Authenticator`` knows) holding ``scope``."""
     try:
         who = await deps.auth.authenticate(credential)
     except AuthError as exc:
@@ -82,12 +96,12 @@ async def _token(deps: CollectorDeps, credential: str) -> Principal:
             metrics.reject("database_unavailable", None)
             raise unavailable("database", retry_after_s=deps.settings.retry_after_s) from None
         raise _unauthorized("unknown, revoked or expired key or token") from None
-    if who.missing({Scope.RATINGS_WRITE}):
+    if who.missing({scope}):
         metrics.reject("forbidden", None)
         raise ProblemError(
             403,
             "Forbidden",
-            detail="this credential lacks the scope ratings:write",
+            detail=f"this credential lacks the scope {scope}",
             type_="https://csat.dev/problems/forbidden",
         )
     return token_poster(who)
