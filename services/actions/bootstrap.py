@@ -16,11 +16,16 @@ from services.actions.facts import HistoryWindow
 from services.actions.handlers import ActionsHandler, utc_now
 from services.actions.repository import PgTransactions, consumer_handler
 from services.actions.routes import alerts, customers, dryrun, ops, revisions, rules
+from services.actions.routes import surveys as survey_routes
 from services.actions.rulebook import RuleBook
 from services.actions.rules import RuleSet, load_rules_file, parse_document
 from services.actions.scheduler import Scheduler
 from services.actions.settings import ActionsSettings
+from services.actions.survey_handler import LinkMaker, SurveyHandler
+from services.actions.surveybook import SurveyBook
+from services.actions.surveys.definitions import load_surveys_text
 from services.actions.verbatims import Taxonomy, load_taxonomy_file
+from services.actions.yamlio import load_yaml
 from shared.db import make_engine
 from shared.http import install_common
 from shared.limits import BodySizeLimitMiddleware
@@ -58,12 +63,22 @@ def build_rulebook(cfg: ActionsSettings, file_rules: RuleSet) -> RuleBook:
     )
 
 
+def build_surveybook(cfg: ActionsSettings) -> SurveyBook:
+    """The surveys file seeds the stored survey set (a broken file stops the service here)."""
+    text = cfg.surveys_file.read_text(encoding="utf-8")
+    return SurveyBook(
+        file_document=load_yaml(text),
+        file_surveys=load_surveys_text(text, origin=str(cfg.surveys_file)),
+        file_origin=str(cfg.surveys_file),
+    )
+
+
 def build_runtime(cfg: ActionsSettings, handler: ActionsHandler) -> ConsumerRuntime:
     """The consumer of ratings and segment alerts (scores topic), with its engine and producer."""
     return ConsumerRuntime(
         name="actions",
         settings=cfg,
-        topics=[cfg.topics.ratings, cfg.topics.scores],
+        topics=[cfg.topics.ratings, cfg.topics.scores, cfg.topics.interactions, cfg.topics.outcomes],
         group=cfg.consumer_group,
         dlq_topic=cfg.topics.dlq_actions,
         handler=consumer_handler(handler),
@@ -91,8 +106,20 @@ def create_app(settings: ActionsSettings | None = None) -> FastAPI:
         trend_size=cfg.trend_size,
         decline_slope=cfg.decline_slope,
     )
+    surveybook = build_surveybook(cfg)
+    surveys = SurveyHandler(
+        book=surveybook,
+        topics=cfg.topics,
+        links=LinkMaker(base_url=cfg.collector_url, secret=cfg.signing_secret.get_secret_value()),
+        brand=cfg.survey_brand,
+    )
     handler = ActionsHandler(
-        rulebook=rulebook, taxonomy=taxonomy, policy=policy, topics=cfg.topics, history=history
+        rulebook=rulebook,
+        taxonomy=taxonomy,
+        policy=policy,
+        topics=cfg.topics,
+        history=history,
+        surveys=surveys,
     )
     runtime = build_runtime(cfg, handler)
     transactions = PgTransactions(runtime.engine)
@@ -103,6 +130,7 @@ def create_app(settings: ActionsSettings | None = None) -> FastAPI:
         policy=policy,
         poll_s=cfg.timer_poll_s,
         batch=cfg.timer_batch,
+        surveys=surveys,
     )
 
     @asynccontextmanager
@@ -145,8 +173,13 @@ def create_app(settings: ActionsSettings | None = None) -> FastAPI:
     )
     dry_run = DryRunner(rulebook=rulebook, taxonomy=taxonomy, policy=policy, history=history, clock=utc_now)
     deps = ActionsDeps(
-        settings=cfg, transactions=transactions, rulebook=rulebook, clock=utc_now, dry_run=dry_run
+        settings=cfg,
+        transactions=transactions,
+        rulebook=rulebook,
+        clock=utc_now,
+        dry_run=dry_run,
+        surveybook=surveybook,
     )
-    for audience in (rules, revisions, dryrun, alerts, customers, ops):
+    for audience in (rules, revisions, dryrun, alerts, customers, ops, survey_routes):
         app.include_router(audience.router(deps))
     return app

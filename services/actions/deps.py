@@ -10,6 +10,7 @@ from services.actions.dryrun import DryRunner
 from services.actions.ports import Transactions
 from services.actions.rulebook import RuleBook
 from services.actions.settings import ActionsSettings
+from services.actions.surveybook import SurveyBook
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,3 +20,4 @@ class ActionsDeps:
     rulebook: RuleBook
     clock: Callable[[], datetime]
     dry_run: DryRunner
+    surveybook: SurveyBook

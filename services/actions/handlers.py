@@ -31,6 +31,7 @@ from services.actions.outcomes import DecisionRow, after_decisions, decision_id,
 from services.actions.ports import Enrolled, Stores
 from services.actions.publishing import decided_record, notification_record
 from services.actions.rulebook import RuleBook
+from services.actions.survey_handler import SurveyHandler
 from services.actions.timers import (
     RESURVEY_NO_ANSWER,
     SEND,
@@ -46,7 +47,7 @@ from services.actions.verbatims import Analysis, Taxonomy
 from shared import tracing
 from shared.consumer import Received
 from shared.envelope import OutgoingRecord
-from shared.events import RatingSubmitted, SegmentAlert
+from shared.events import InteractionRecorded, NotificationOutcome, RatingSubmitted, SegmentAlert
 from shared.topics import Topics
 
 RULE_HITS = Counter(
@@ -103,8 +104,10 @@ class ActionsHandler:
         policy: Policy,
         topics: Topics,
         history: HistoryWindow,
+        surveys: SurveyHandler | None = None,
         clock: Callable[[], datetime] = utc_now,
     ) -> None:
+        self._surveys = surveys
         self._rulebook = rulebook
         self._taxonomy = taxonomy
         self._policy = policy
@@ -121,7 +124,27 @@ class ActionsHandler:
         ratings = [r.envelope.data for r in batch if isinstance(r.envelope.data, RatingSubmitted)]
         if ratings:
             out += await self._on_ratings(stores, ratings, now)
+        if self._surveys is not None:
+            await self._on_surveys(stores, self._surveys, batch, ratings, now)
         return out
+
+    async def _on_surveys(
+        self,
+        stores: Stores,
+        surveys: SurveyHandler,
+        batch: Sequence[Received],
+        ratings: list[RatingSubmitted],
+        now: datetime,
+    ) -> None:
+        """Interactions become invitations (sent by the scheduler); answers and outcomes update them."""
+        if ratings:
+            await surveys.on_answers(stores, ratings)
+        outcomes = [r.envelope.data for r in batch if isinstance(r.envelope.data, NotificationOutcome)]
+        if outcomes:
+            await surveys.on_outcomes(stores, outcomes)
+        interactions = [r.envelope.data for r in batch if isinstance(r.envelope.data, InteractionRecorded)]
+        if interactions:
+            await surveys.on_interactions(stores, interactions, now)
 
     async def _on_segment_alerts(
         self, stores: Stores, alerts: list[SegmentAlert], now: datetime

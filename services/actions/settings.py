@@ -6,12 +6,14 @@ from pathlib import Path
 
 from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 
+from shared.emaillinks import DEV_SIGNING_SECRET
 from shared.identity.config import IdentitySettings
 from shared.security.urls import TemplateError, fill_url_template
 from shared.settings import DEV_ADMIN_KEY, CommonSettings
 
 DEFAULT_RULES = Path(__file__).parent / "playbooks" / "default.yaml"
 DEFAULT_THEMES = Path(__file__).parent / "themes.yaml"
+DEFAULT_SURVEYS = Path(__file__).parent / "playbooks" / "surveys.yaml"
 
 
 class ActionsSettings(CommonSettings, IdentitySettings):
@@ -47,6 +49,18 @@ class ActionsSettings(CommonSettings, IdentitySettings):
     csm_api_key: SecretStr | None = Field(
         default=None, description="Bearer key for the alerts API (besides the admin key), for CSM tools"
     )
+    surveys_file: Path = Field(
+        default=DEFAULT_SURVEYS, description="Seeds the survey definitions in PostgreSQL (like the rules)"
+    )
+    collector_url: str = Field(
+        default="http://127.0.0.1:8000",
+        description="The collector's public address: survey invitations link to its one-click pages",
+    )
+    signing_secret: SecretStr = Field(
+        default=SecretStr(DEV_SIGNING_SECRET),
+        description="Signs the survey links (the collector's CSAT_SIGNING_SECRET); required in prod",
+    )
+    survey_brand: str = Field(default="CSAT", description="The sender's name in survey emails")
     timer_poll_s: float = Field(default=1.0, gt=0, le=60, description="How often due timers are looked for")
     timer_batch: int = Field(default=100, ge=1, le=10_000)
     scheduler_enabled: bool = True
@@ -79,4 +93,6 @@ class ActionsSettings(CommonSettings, IdentitySettings):
             raise ValueError("CSAT_CSM_API_KEY must be at least 16 characters in prod")
         if key == DEV_ADMIN_KEY and self.environment == "prod":
             raise ValueError("CSAT_CSM_API_KEY must not be the dev admin key in prod")
+        if self.environment == "prod" and self.signing_secret.get_secret_value() == DEV_SIGNING_SECRET:
+            raise ValueError("CSAT_SIGNING_SECRET must be set to a real secret when CSAT_ENVIRONMENT=prod")
         return self
