@@ -68,7 +68,7 @@ def interaction(n: int, customer: str, *, at: datetime = NOW) -> ev.InteractionR
 
 
 def received(events: Sequence[Any]) -> list[Received]:
-    kinds = {
+    kinds: dict[type, str] = {
         ev.InteractionRecorded: ev.INTERACTION_RECORDED,
         ev.RatingSubmitted: ev.RATING_SUBMITTED,
         ev.NotificationOutcome: ev.NOTIFICATION_OUTCOME,
