@@ -37,6 +37,7 @@ from shared.emaillinks import sign_claims
 from shared.envelope import OutgoingRecord
 from shared.events import InteractionRecorded, NotificationOutcome, OutcomeStatus, RatingSubmitted
 from shared.topics import Topics
+from shared.vocabulary import SURVEY_TEMPLATE
 
 SURVEY_DECISIONS = Counter(
     "csat_survey_decisions_total",
@@ -246,7 +247,7 @@ class SurveyHandler:
                 phone=row.recipient.get("phone"),
                 timezone=row.recipient.get("timezone"),
             ),
-            template="survey_invitation",
+            template=SURVEY_TEMPLATE,
             locale=row.locale,
             customer_id=row.customer_id,
             source=row.source,
