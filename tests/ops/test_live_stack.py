@@ -215,6 +215,8 @@ def traffic(stack: tuple[Stack, Topics]) -> Traffic:
         for i in range(3)
     ]
     assert httpx.post(f"{collector}/v1/ratings/batch", json={"ratings": batch}).status_code == 202
+    interaction = {"type": "order.delivered", "customer": {"id": f"i-{run}"}, "segment": {"channel": "web"}}
+    assert httpx.post(f"{collector}/v1/interactions", json=interaction).status_code == 202
     assert (
         httpx.post(
             f"{collector}/v1/ratings", json={"metric": "csat", "score": 9, "customer": {"id": "x"}}
