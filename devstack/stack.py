@@ -297,7 +297,7 @@ class Stack:
             for variable, target in CONSOLE_TARGETS.items():
                 env[variable] = f"http://127.0.0.1:{self.ports[target]}"
         if name == "actions":  # survey invitations link to the collector's one-click pages
-            env["CSAT_COLLECTOR_URL"] = f"http://127.0.0.1:{self.ports['collector']}"
+            env["CSAT_SURVEY_LINK_BASE_URL"] = f"http://127.0.0.1:{self.ports['collector']}"
         return env
 
     def service_env(self, name: str) -> dict[str, str]:

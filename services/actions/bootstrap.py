@@ -110,7 +110,7 @@ def create_app(settings: ActionsSettings | None = None) -> FastAPI:
     surveys = SurveyHandler(
         book=surveybook,
         topics=cfg.topics,
-        links=LinkMaker(base_url=cfg.collector_url, secret=cfg.signing_secret.get_secret_value()),
+        links=LinkMaker(base_url=cfg.survey_link_base_url, secret=cfg.signing_secret.get_secret_value()),
         brand=cfg.survey_brand,
     )
     handler = ActionsHandler(

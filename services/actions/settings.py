@@ -52,9 +52,9 @@ class ActionsSettings(CommonSettings, IdentitySettings):
     surveys_file: Path = Field(
         default=DEFAULT_SURVEYS, description="Seeds the survey definitions in PostgreSQL (like the rules)"
     )
-    collector_url: str = Field(
+    survey_link_base_url: str = Field(
         default="http://127.0.0.1:8000",
-        description="The collector's public address: survey invitations link to its one-click pages",
+        description="The collector's public address (its CSAT_PUBLIC_URL): survey emails link there",
     )
     signing_secret: SecretStr = Field(
         default=SecretStr(DEV_SIGNING_SECRET),
