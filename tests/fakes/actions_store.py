@@ -457,6 +457,10 @@ class FakeRuleSets:
         self._table = table
 
     @property
+    def _items(self) -> str:
+        return "surveys" if self._table == "survey_sets" else "rules"
+
+    @property
     def _sets(self) -> dict[int, StoredRuleSet]:
         sets: dict[int, StoredRuleSet] = getattr(self._t, self._table)
         return sets
@@ -486,7 +490,7 @@ class FakeRuleSets:
                 "origin": r.origin,
                 "author": r.author,
                 "created_at": r.created_at.isoformat() if r.created_at else None,
-                self._table.removesuffix("_sets"): len(r.document[self._table.removesuffix("_sets")]),
+                self._items: len(r.document[self._items]),
             }
             for r in newest
         ]

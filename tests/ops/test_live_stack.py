@@ -324,6 +324,7 @@ EXPECTED_FAMILIES = {
     "collector": {
         "csat_ratings_accepted_total",
         "csat_ratings_rejected_total",
+        "csat_interactions_total",
         "csat_collector_publish_duration_seconds",
         "csat_http_requests_total",
         "csat_http_request_duration_seconds",
