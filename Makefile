@@ -52,7 +52,7 @@ install: $(VENV)/.synced ## Create .venv with the locked dependencies
 
 .PHONY: run
 run: install ## Start the whole stack (embedded broker + Postgres unless KAFKA_BOOTSTRAP / DATABASE_URL are set)
-	$(BIN)/python -m devstack run
+	CSAT_ENVIRONMENT=$${CSAT_ENVIRONMENT:-dev} $(BIN)/python -m devstack run
 
 .PHONY: chromium
 chromium: ## Install Debian's chromium for the widget's browser test, unless it is there

@@ -138,7 +138,14 @@ def main(argv: list[str] | None = None) -> int:
     raw.write_text(json.dumps(results, indent=1, default=str))
     out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(report.render(results))
+    if parts == ["collector"] and out.exists():
+        # A collector-only run rewrites the collector's rows and section, and keeps the rest.
+        stamp = (
+            f"{results['date']}, commit `{results['commit']}`, load {results['machine']['loadavg'][0]:.1f}"
+        )
+        out.write_text(report.splice_collector(out.read_text(), results["collector"], stamp=stamp))
+    else:
+        out.write_text(report.render(results))
     say(f"wrote {out} (raw figures in {raw}) after {results['elapsed_s'] / 60:.1f} min")
     return 0
 

@@ -1,15 +1,82 @@
-"""Collector vs a bare FastAPI endpoint: single-rating req/s and latency, batch ratings/s."""
+"""Collector vs a bare FastAPI endpoint: single-rating req/s and latency, batch ratings/s.
+
+Every request carries its own ``Idempotency-Key`` (so every rating is claimed, as a client that
+retries safely posts them) and the stack's publishable demo key (so the key lookup, its cache and the
+claims marking are on the path). Besides the collector as configured, variants of it run in the same
+rounds with one optimisation switched off each (``VARIANTS``): the A/B of each change, same run.
+"""
 
 from __future__ import annotations
 
 import json
+import os
 import statistics
+import urllib.request
+import uuid
 from typing import Any
 
 from bench.common import bench_stack, rating_body, say
+from bench.scorer import _cpu_s
 from bench.wrk import WrkResult, run_wrk
 from devstack.ports import free_port
 from devstack.stack import ServiceProcess
+
+#: Collector variants measured beside the collector as configured: name -> (settings, what it shows).
+#: ``BENCH_COLLECTOR_VARIANTS=none`` skips them, or a comma list picks some.
+VARIANTS: dict[str, tuple[dict[str, str], str]] = {
+    "before": (
+        {
+            "CSAT_CLAIM_GROUP": "false",
+            "CSAT_FAST_ENCODE": "false",
+            "CSAT_FAST_PATH": "false",
+            "CSAT_PUBLISH_LINGER_MS": "2",
+            "CSAT_GC_FREEZE": "false",
+            "CSAT_DB_RESET_SESSIONS": "true",
+        },
+        "every change below switched off (the collector before issue 17)",
+    ),
+    "no-fast-path": ({"CSAT_FAST_PATH": "false"}, "FastAPI solves the dependencies of every request"),
+    "no-gc-freeze": (
+        {"CSAT_GC_FREEZE": "false"},
+        "full garbage collections walk every object built at startup",
+    ),
+    "pool-reset": (
+        {"CSAT_DB_RESET_SESSIONS": "true"},
+        "asyncpg resets the session (one more statement) each time a claim connection is released",
+    ),
+    "linger-2ms": ({"CSAT_PUBLISH_LINGER_MS": "2"}, "the producer lingers 2 ms (the former default)"),
+    "no-group": ({"CSAT_CLAIM_GROUP": "false"}, "one claim statement per request instead of group commit"),
+    "sdk-encode": ({"CSAT_FAST_ENCODE": "false"}, "the CloudEvents SDK encodes each record"),
+}
+
+
+_STAGES = {
+    "claim_ms": "csat_collector_claim_duration_seconds",
+    "claim_ids": "csat_collector_claim_statement_ids",
+    "publish_ms": "csat_collector_publish_duration_seconds",
+}
+
+
+def _stages(url: str) -> dict[str, float | None]:
+    """Mean claim statement time, ids per claim statement and publish time, from a target's /metrics."""
+    try:
+        with urllib.request.urlopen(f"{url}/metrics", timeout=5) as resp:  # noqa: S310 - our own local URL
+            text = resp.read().decode()
+    except OSError:
+        return {}
+    sums: dict[str, float] = {}
+    for line in text.splitlines():
+        for name in ("_sum ", "_count "):
+            if name in line and not line.startswith("#"):
+                metric, value = line.split(" ", 1)
+                sums[metric] = sums.get(metric, 0.0) + float(value)
+    out: dict[str, float | None] = {}
+    for key, metric in _STAGES.items():
+        total, count = sums.get(f"{metric}_sum"), sums.get(f"{metric}_count")
+        scale = 1000.0 if key.endswith("_ms") else 1.0
+        out[key] = round(total / count * scale, 3) if total is not None and count else None
+    out["claim_statements"] = sums.get(f"{_STAGES['claim_ms']}_count")
+    return out
 
 
 def _median(results: list[WrkResult]) -> WrkResult:
@@ -18,63 +85,123 @@ def _median(results: list[WrkResult]) -> WrkResult:
     return ordered[len(ordered) // 2]
 
 
+def _chosen_variants() -> dict[str, tuple[dict[str, str], str]]:
+    wanted = os.environ.get("BENCH_COLLECTOR_VARIANTS", "all").strip()
+    if wanted == "all":
+        return dict(VARIANTS)
+    names = {x.strip() for x in wanted.split(",") if x.strip() and x.strip() != "none"}
+    unknown = names - set(VARIANTS)
+    if unknown:
+        raise SystemExit(f"unknown collector variants: {', '.join(sorted(unknown))}")
+    return {k: v for k, v in VARIANTS.items() if k in names}
+
+
 def run(*, seconds: float, rounds: int, connections: int, batch_size: int) -> dict[str, Any]:
     single = json.dumps(rating_body(1))
     batch = json.dumps({"ratings": [rating_body(i) for i in range(batch_size)]})
+    variants = _chosen_variants()
+    extra: list[ServiceProcess] = []
     with bench_stack("collector") as bs:
         stack = bs.stack
         say("collector: starting the collector and the bare baseline (uvloop + httptools, one process)")
         collector = stack.start_service("collector")
         collector.wait_ready()
-        baseline = ServiceProcess(
-            name="baseline",
-            port=free_port(),
-            env=stack.service_env("collector"),
-            log_path=stack.var_dir / "logs" / "baseline.log",
-            app="bench.baseline_app:app",
-        )
-        baseline.start()
+        headers = {"Authorization": f"Bearer {stack.demo_key}"} if stack.demo_key else {}
         try:
-            baseline.wait_ready()
-            targets = {"collector": collector.url, "baseline": baseline.url}
+            for name, (env, _why) in variants.items():
+                svc = ServiceProcess(
+                    name="collector",
+                    port=free_port(),
+                    env={**stack.service_env("collector"), **env},
+                    log_path=stack.var_dir / "logs" / f"collector-{name}.log",
+                )
+                svc.start()
+                extra.append(svc)
+            extra.append(
+                ServiceProcess(
+                    name="baseline",
+                    port=free_port(),
+                    env=stack.service_env("collector"),
+                    log_path=stack.var_dir / "logs" / "baseline.log",
+                    app="bench.baseline_app:app",
+                )
+            )
+            extra[-1].start()
+            for svc in extra:
+                svc.wait_ready()
+            targets = {"collector": collector.url}
+            targets.update({name: svc.url for name, svc in zip(variants, extra, strict=False)})
+            targets["baseline"] = extra[-1].url
+            pids = {"collector": collector.proc.pid if collector.proc else 0}
+            pids.update(
+                {name: svc.proc.pid if svc.proc else 0 for name, svc in zip(variants, extra, strict=False)}
+            )
+            pids["baseline"] = extra[-1].proc.pid if extra[-1].proc else 0
+            cpu: dict[str, dict[str, list[float]]] = {
+                kind: {name: [] for name in targets} for kind in ("single", "batch")
+            }
+
+            def measured(kind: str, name: str, path: str, body: str, conns: int) -> WrkResult:
+                """One round against one target, with the target process's CPU time per request."""
+                before = _cpu_s([pids[name]])
+                res = wrk(targets[name], path, body, seconds, conns)
+                used = _cpu_s([pids[name]]) - before
+                cpu[kind][name].append(used / res.requests * 1e6 if res.requests else 0.0)
+                return res
+
             runs: dict[str, dict[str, list[WrkResult]]] = {
                 kind: {name: [] for name in targets} for kind in ("single", "batch")
             }
-            for url in targets.values():  # warm-up: first-request paths, connections
-                run_wrk(f"{url}/v1/ratings", body=single, seconds=2, connections=connections)
+
+            def wrk(url: str, path: str, body: str, secs: float, conns: int) -> WrkResult:
+                return run_wrk(
+                    f"{url}{path}",
+                    body=body,
+                    seconds=secs,
+                    connections=conns,
+                    headers=headers,
+                    unique_key_prefix=uuid.uuid4().hex[:12],
+                )
+
+            for url in targets.values():  # warm-up: first-request paths, connections, key cache
+                wrk(url, "/v1/ratings", single, 2, connections)
+                wrk(url, "/v1/ratings/batch", batch, 1, max(2, connections // 4))
             for r in range(rounds):
-                for name, url in targets.items():
-                    res = run_wrk(f"{url}/v1/ratings", body=single, seconds=seconds, connections=connections)
+                for name in targets:
+                    res = measured("single", name, "/v1/ratings", single, connections)
                     runs["single"][name].append(res)
                     say(
-                        f"collector: round {r + 1}/{rounds} single {name:9} {res.per_s:8.0f} req/s "
+                        f"collector: round {r + 1}/{rounds} single {name:14} {res.per_s:8.0f} req/s "
                         f"p50 {res.p50_ms:.2f} ms p99 {res.p99_ms:.2f} ms non-2xx {res.non_2xx}"
                     )
-                for name, url in targets.items():
-                    res = run_wrk(
-                        f"{url}/v1/ratings/batch",
-                        body=batch,
-                        seconds=seconds,
-                        connections=max(2, connections // 4),
-                    )
+                for name in targets:
+                    res = measured("batch", name, "/v1/ratings/batch", batch, max(2, connections // 4))
                     runs["batch"][name].append(res)
                     say(
-                        f"collector: round {r + 1}/{rounds} batch  {name:9} {res.per_s * batch_size:8.0f} "
+                        f"collector: round {r + 1}/{rounds} batch  {name:14} {res.per_s * batch_size:8.0f} "
                         f"ratings/s p50 {res.p50_ms:.1f} ms p99 {res.p99_ms:.1f} ms non-2xx {res.non_2xx}"
                     )
+            stages = {name: _stages(url) for name, url in targets.items() if name != "baseline"}
         finally:
-            baseline.stop()
+            for svc in extra:
+                svc.stop()
     out: dict[str, Any] = {
         "seconds": seconds,
         "rounds": rounds,
         "connections": connections,
         "batch_size": batch_size,
+        "keyed": True,
+        "credential": "publishable" if headers else "anonymous",
+        "stages": stages,
+        "variants": {name: {"env": env, "why": why} for name, (env, why) in variants.items()},
     }
     for kind, by_name in runs.items():
         for name, results in by_name.items():
             med = _median(results)
             out[f"{kind}_{name}"] = med.as_dict()
             out[f"{kind}_{name}_all_per_s"] = [round(x.per_s, 1) for x in results]
+            out[f"{kind}_{name}_cpu_us"] = round(statistics.median(cpu[kind][name]), 1)
+            out[f"{kind}_{name}_all_p99_ms"] = [round(x.p99_ms, 2) for x in results]
             out[f"{kind}_{name}_spread"] = (
                 round(statistics.pstdev([x.per_s for x in results]) / med.per_s, 3) if med.per_s else None
             )

@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 
-def _r(value: float, base: float) -> str:
-    if not base or value != value or base != base:  # zero or NaN
+def _r(value: float | None, base: float | None) -> str:
+    if value is None or not base or value != value or base != base:  # missing, zero or NaN
         return "-"
     return f"{value / base:.2f}x"
 
@@ -56,20 +56,7 @@ def render(results: dict[str, Any]) -> str:
     ]
     c = results.get("collector")
     if c:
-        sc, sb = c["single_collector"], c["single_baseline"]
-        bc, bb = c["batch_collector"], c["batch_baseline"]
-        k = c["batch_size"]
-        lines += [
-            f"| collector `POST /v1/ratings` req/s | {_n(sc['per_s'])} | {_n(sb['per_s'])} (bare FastAPI) | "
-            f"{_r(sc['per_s'], sb['per_s'])} |",
-            f"| collector single p50 | {_ms(sc['p50_ms'])} | {_ms(sb['p50_ms'])} | {_r(sc['p50_ms'], sb['p50_ms'])} |",
-            f"| collector single p99 | {_ms(sc['p99_ms'])} | {_ms(sb['p99_ms'])} | {_r(sc['p99_ms'], sb['p99_ms'])} |",
-            f"| collector `POST /v1/ratings/batch` ratings/s ({k}/batch) | {_n(bc['per_s'] * k)} | "
-            f"{_n(bb['per_s'] * k)} (bare FastAPI) | {_r(bc['per_s'], bb['per_s'])} |",
-            f"| collector batch p50 / p99 per request | {_ms(bc['p50_ms'])} / {_ms(bc['p99_ms'])} | "
-            f"{_ms(bb['p50_ms'])} / {_ms(bb['p99_ms'])} | {_r(bc['p50_ms'], bb['p50_ms'])} / "
-            f"{_r(bc['p99_ms'], bb['p99_ms'])} |",
-        ]
+        lines += summary_rows(c)
     seg = results.get("segments")
     if seg:
         head = next((x for x in seg if x["stores"] == results["config"]["headline_stores"]), seg[0])
@@ -103,28 +90,7 @@ def render(results: dict[str, Any]) -> str:
             ]
     lines.append("")
     if c:
-        lines += [
-            "## Collector",
-            "",
-            f"`wrk`, closed loop, {c['connections']} keep-alive connections ({max(2, c['connections'] // 4)} for "
-            f"batches of {c['batch_size']}), {c['rounds']} alternating rounds of {c['seconds']:.0f} s per target "
-            "after a 2 s warm-up; the round with the median throughput is shown. The baseline is "
-            "`bench/baseline_app.py`: the same `RatingIn` pydantic model behind a bare FastAPI route that "
-            "answers 202, same uvicorn flags. The collector also normalises, encodes a CloudEvent, waits for "
-            "the broker's acks=all acknowledgement and counts metrics.",
-            "",
-            "| endpoint | target | req/s (rounds) | p50 | p90 | p99 | max | non-2xx | socket errors |",
-            "|---|---|---|---|---|---|---|---|---|",
-        ]
-        for kind in ("single", "batch"):
-            for name in ("collector", "baseline"):
-                x = c[f"{kind}_{name}"]
-                rounds = ", ".join(_n(v) for v in c[f"{kind}_{name}_all_per_s"])
-                lines.append(
-                    f"| {kind} | {name} | {_n(x['per_s'])} ({rounds}) | {_ms(x['p50_ms'])} | {_ms(x['p90_ms'])} | "
-                    f"{_ms(x['p99_ms'])} | {_ms(x['max_ms'])} | {x['non_2xx']} | {x['errors']} |"
-                )
-        lines.append("")
+        lines += collector_section(c)
     if seg:
         base = seg[0]
         lines += [
@@ -305,6 +271,8 @@ def render(results: dict[str, Any]) -> str:
         "```bash",
         "make bench                      # everything, defaults below; progress on the terminal",
         "BENCH_PARTS=collector,e2e make bench   # a subset (collector, segments, e2e, growth)",
+        "BENCH_PARTS=collector make bench       # the collector alone: rewrites only its rows and section",
+        "BENCH_COLLECTOR_VARIANTS=none BENCH_PARTS=collector make bench   # without the A/B variants",
         "```",
         "",
         "Configuration used in this run (environment variables `BENCH_*`, see `python -m bench --help`):",
@@ -345,3 +313,137 @@ def _median_round(rounds: list[dict[str, Any]]) -> dict[str, Any]:
     """The round whose scorer/bare ratio is the median (the lower middle one for an even count)."""
     ranked = sorted(rounds, key=lambda x: x["scorer"]["per_s"] / x["bare"]["per_s"])
     return ranked[(len(ranked) - 1) // 2]
+
+
+def collector_section(c: dict[str, Any], *, stamp: str | None = None) -> list[str]:
+    """The "## Collector" section: every target's rounds, the variants' A/B and the claim/publish stages."""
+    keyed = c.get("keyed", False)
+    lines = [
+        "## Collector",
+        "",
+    ]
+    if stamp:
+        lines += [f"_This section was regenerated alone ({stamp})._", ""]
+    lines += [
+        f"`wrk`, closed loop, {c['connections']} keep-alive connections ({max(2, c['connections'] // 4)} for "
+        f"batches of {c['batch_size']}), {c['rounds']} alternating rounds of {c['seconds']:.0f} s per target "
+        "after a warm-up; the round with the median throughput is shown. The baseline is "
+        "`bench/baseline_app.py`: the same `RatingIn` pydantic model behind a bare FastAPI route that "
+        "answers 202, same uvicorn flags. The collector also authenticates the key, normalises, claims the "
+        "rating_id, encodes a CloudEvent, waits for the broker's acks=all acknowledgement and counts metrics."
+        + (
+            f" Every request carries its own `Idempotency-Key` (so every rating is claimed in PostgreSQL; a "
+            f"batch's items get `<key>-<index>`) and the stack's {c.get('credential', 'publishable')} demo key "
+            "(`Authorization: Bearer pk_...`: key cache, claims marking)."
+            if keyed
+            else ""
+        ),
+        "",
+        "The target's own CPU time per request (user + system of its process over each round, median of "
+        "the rounds) is the steadier figure on a shared machine: it does not move with the other load.",
+        "",
+        "| endpoint | target | req/s (rounds) | ratio to baseline | CPU per request | CPU ratio to baseline | p50 "
+        "| p90 | p99 | max | non-2xx | socket errors |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    variants: dict[str, Any] = c.get("variants", {})
+    names = ["collector", *variants, "baseline"]
+    sc, sb, bc, bb = c["single_collector"], c["single_baseline"], c["batch_collector"], c["batch_baseline"]
+    lines[-2:-2] = [
+        "Targets (issue 17), same-run ratios of the median rounds: single req/s "
+        f"{_r(sc['per_s'], sb['per_s'])} (target >= 0.60x), single p99 {_r(sc['p99_ms'], sb['p99_ms'])} "
+        f"(target <= 3x), batch ratings/s {_r(bc['per_s'], bb['per_s'])} (target >= 0.50x); CPU per request "
+        f"{_r(c.get('single_collector_cpu_us'), c.get('single_baseline_cpu_us'))} of the baseline's (single) "
+        f"and {_r(c.get('batch_collector_cpu_us'), c.get('batch_baseline_cpu_us'))} (batch).",
+        "",
+    ]
+    for kind in ("single", "batch"):
+        base = c[f"{kind}_baseline"]["per_s"]
+        for name in names:
+            x = c.get(f"{kind}_{name}")
+            if x is None:
+                continue
+            rounds = ", ".join(_n(v) for v in c[f"{kind}_{name}_all_per_s"])
+            us, base_us = c.get(f"{kind}_{name}_cpu_us"), c.get(f"{kind}_baseline_cpu_us")
+            cpu = f"{us:,.0f} us | {_r(us, base_us)}" if us and base_us else "- | -"
+            lines.append(
+                f"| {kind} | {name} | {_n(x['per_s'])} ({rounds}) | {_r(x['per_s'], base)} | {cpu} | {_ms(x['p50_ms'])} | "
+                f"{_ms(x['p90_ms'])} | {_ms(x['p99_ms'])} | {_ms(x['max_ms'])} | {x['non_2xx']} | {x['errors']} |"
+            )
+    lines.append("")
+    if variants:
+        lines += [
+            "Variants (same stack, same rounds, each its own collector process): the collector as configured "
+            "with one change switched off, to A/B each change in the same run.",
+            "",
+            "| variant | settings | what it shows | single req/s vs collector | batch req/s vs collector | "
+            "single CPU per request vs collector | batch CPU per request vs collector |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for name, v in variants.items():
+            env = ", ".join(f"`{k}={val}`" for k, val in v["env"].items())
+            single = _r(c[f"single_{name}"]["per_s"], c["single_collector"]["per_s"])
+            batch = _r(c[f"batch_{name}"]["per_s"], c["batch_collector"]["per_s"])
+            cpu_single = _r(c.get(f"single_{name}_cpu_us"), c.get("single_collector_cpu_us"))
+            cpu_batch = _r(c.get(f"batch_{name}_cpu_us"), c.get("batch_collector_cpu_us"))
+            lines.append(f"| {name} | {env} | {v['why']} | {single} | {batch} | {cpu_single} | {cpu_batch} |")
+        lines.append("")
+    stages: dict[str, dict[str, Any]] = c.get("stages", {})
+    if stages:
+        lines += [
+            "Where a rating waits, from each collector's own `/metrics` over the whole run (means): one claim "
+            "statement (`csat_collector_claim_duration_seconds`), rating ids per claim statement (group commit "
+            "puts the claims of concurrent requests in one), and the publish to the broker's acks=all "
+            "acknowledgement (`csat_collector_publish_duration_seconds`).",
+            "",
+            "| target | claim statements | ids per statement | claim statement | publish |",
+            "|---|---|---|---|---|",
+        ]
+        for name in names:
+            st = stages.get(name)
+            if not st:
+                continue
+            ids = st.get("claim_ids")
+            lines.append(
+                f"| {name} | {_n(st.get('claim_statements') or 0)} | {'-' if ids is None else f'{ids:.1f}'} | "
+                f"{_ms(st['claim_ms']) if st.get('claim_ms') is not None else '-'} | "
+                f"{_ms(st['publish_ms']) if st.get('publish_ms') is not None else '-'} |"
+            )
+        lines.append("")
+    return lines
+
+
+def summary_rows(c: dict[str, Any]) -> list[str]:
+    """The collector's rows of the summary table."""
+    sc, sb = c["single_collector"], c["single_baseline"]
+    bc, bb = c["batch_collector"], c["batch_baseline"]
+    k = c["batch_size"]
+    keyed = " with an Idempotency-Key" if c.get("keyed") else ""
+    return [
+        f"| collector `POST /v1/ratings`{keyed} req/s | {_n(sc['per_s'])} | {_n(sb['per_s'])} (bare FastAPI) | "
+        f"{_r(sc['per_s'], sb['per_s'])} |",
+        f"| collector single p50 | {_ms(sc['p50_ms'])} | {_ms(sb['p50_ms'])} | {_r(sc['p50_ms'], sb['p50_ms'])} |",
+        f"| collector single p99 | {_ms(sc['p99_ms'])} | {_ms(sb['p99_ms'])} | {_r(sc['p99_ms'], sb['p99_ms'])} |",
+        f"| collector `POST /v1/ratings/batch` ratings/s ({k}/batch) | {_n(bc['per_s'] * k)} | "
+        f"{_n(bb['per_s'] * k)} (bare FastAPI) | {_r(bc['per_s'], bb['per_s'])} |",
+        f"| collector batch p50 / p99 per request | {_ms(bc['p50_ms'])} / {_ms(bc['p99_ms'])} | "
+        f"{_ms(bb['p50_ms'])} / {_ms(bb['p99_ms'])} | {_r(bc['p50_ms'], bb['p50_ms'])} / "
+        f"{_r(bc['p99_ms'], bb['p99_ms'])} |",
+    ]
+
+
+def splice_collector(text: str, c: dict[str, Any], *, stamp: str) -> str:
+    """``text`` (a whole docs/benchmarks.md) with only the collector's summary rows and section replaced,
+    so a collector-only run (``BENCH_PARTS=collector``) keeps the other parts' figures."""
+    lines = text.split("\n")
+    summary = lines.index("## Summary") if "## Summary" in lines else 0
+    summary_end = next((i for i in range(summary + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
+    rows = [i for i in range(summary, summary_end) if lines[i].startswith("| collector ")]
+    if rows:
+        lines[rows[0] : rows[-1] + 1] = summary_rows(c)
+    start = lines.index("## Collector") if "## Collector" in lines else None
+    if start is None:
+        raise ValueError("no '## Collector' section to replace")
+    end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
+    lines[start:end] = collector_section(c, stamp=stamp)
+    return "\n".join(lines)

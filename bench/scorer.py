@@ -20,6 +20,7 @@ from bench.common import BenchStack, now_utc, percentile, preload, rating_event,
 from devstack.ports import free_port
 from devstack.stack import ROOT
 from shared.provisioning import create_topics
+from shared.settings import DEV_ADMIN_KEY
 from shared.topics import Topics
 
 SCORER_GROUP = "csat-scorer"
@@ -168,7 +169,10 @@ def scorer_run(
 def query_latency(url: str, path: str, params: Any, *, count: int, budget_s: float) -> dict[str, float]:
     """Sequential requests (one at a time): latency of one query, not server throughput."""
     samples: list[float] = []
-    with httpx.Client(base_url=url, timeout=60) as client:
+    # The dev key (a full admin in dev): the scores routes need a credential in every environment.
+    with httpx.Client(
+        base_url=url, timeout=60, headers={"Authorization": f"Bearer {DEV_ADMIN_KEY}"}
+    ) as client:
         r = client.get(path, params=params)
         r.raise_for_status()
         deadline = time.monotonic() + budget_s

@@ -16,6 +16,7 @@ _SCRIPT = """
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
 wrk.body = [==[%s]==]
+%s
 
 done = function(summary, latency, requests)
   local e = summary.errors
@@ -64,14 +65,51 @@ class WrkResult:
         return {**self.__dict__, "per_s": self.per_s}
 
 
+#: Each request carries its own ``Idempotency-Key`` (prefix + a counter in wrk's Lua state): every
+#: request is then a new rating that the collector must claim, as a client retrying safely would send.
+_UNIQUE_KEY = """
+local counter = 0
+request = function()
+  counter = counter + 1
+  wrk.headers["Idempotency-Key"] = "%s-" .. counter
+  return wrk.format()
+end
+"""
+
+
+def _lua_string(text: str) -> str:
+    if not all(c.isalnum() or c in "-_. " for c in text):
+        raise ValueError(f"not a plain token: {text!r}")
+    return text
+
+
 def run_wrk(
-    url: str, *, body: str, seconds: float, connections: int, threads: int = 1, timeout_s: float = 10
+    url: str,
+    *,
+    body: str,
+    seconds: float,
+    connections: int,
+    threads: int = 1,
+    timeout_s: float = 10,
+    headers: dict[str, str] | None = None,
+    unique_key_prefix: str | None = None,
 ) -> WrkResult:
-    """POST ``body`` to ``url`` from ``connections`` keep-alive connections (closed loop) for ``seconds``."""
+    """POST ``body`` to ``url`` from ``connections`` keep-alive connections (closed loop) for ``seconds``.
+
+    ``headers`` are sent with every request; ``unique_key_prefix`` gives each request an
+    ``Idempotency-Key`` of its own (``<prefix>-<n>``; one wrk thread, so one counter).
+    """
     wrk = ensure_wrk()
+    extra = "".join(
+        f'wrk.headers["{_lua_string(k)}"] = "{_lua_string(v)}"\n' for k, v in (headers or {}).items()
+    )
+    if unique_key_prefix is not None:
+        if threads != 1:
+            raise ValueError("unique keys need one wrk thread (one counter)")
+        extra += _UNIQUE_KEY % _lua_string(unique_key_prefix)
     with tempfile.TemporaryDirectory() as tmp:
         script = Path(tmp) / "post.lua"
-        script.write_text(_SCRIPT % body)
+        script.write_text(_SCRIPT % (body, extra))
         out = subprocess.run(  # noqa: S603 - wrk with arguments we built
             [
                 wrk,

@@ -426,17 +426,21 @@ Ready. Everything stops with Ctrl-C.
   console    {k}   people sign in here{_console_sign_in(stack)}
   collector  {c}   POST /v1/ratings, POST /v1/ratings/batch   docs: {c}/docs
              widget demo: {c}/demo   (source "demo", public key {stack.demo_key or "-"})
-             admin (dev key): curl -H 'Authorization: Bearer dev-admin-key' {c}/v1/sources
   scorer     {s}   GET /v1/scores?metric=csat&window=30d          docs: {s}/docs
-  actions    {a}   GET /v1/alerts, /v1/rules, /v1/customers/{{id}} (admin key)  docs: {a}/docs
+  actions    {a}   GET /v1/alerts, /v1/rules, /v1/customers/{{id}}  docs: {a}/docs
   notifier   {n}   GET /v1/outbox (messages as files in {stack.var_dir / "outbox"})
   metrics    /metrics on every service; logs in {stack.var_dir / "logs"}
+
+Every route with data needs a credential, in dev too. The dev API token (admin, valid 24 h, a new one
+each start; the dev key dev-admin-key works too, outside prod only):
+  export CSAT_TOKEN={_dev_token(stack)}
 
 Try:
   curl -s -XPOST {c}/v1/ratings -H 'content-type: application/json' \\
     -d '{{"metric":"csat","scale":"1-5","score":1,"customer":{{"id":"c-1"}},"segment":{{"store":"paris-1"}}}}'
-  curl -s '{s}/v1/scores?metric=csat&window=30d&segment=store:paris-1'
-  curl -s '{n}/v1/outbox'
+  curl -s -H "Authorization: Bearer $CSAT_TOKEN" '{s}/v1/scores?metric=csat&window=30d&segment=store:paris-1'
+  curl -s -H "Authorization: Bearer $CSAT_TOKEN" '{n}/v1/outbox'
+  curl -s -H "Authorization: Bearer $CSAT_TOKEN" {c}/v1/sources
   csat import past-answers.csv --url {c}       # historical CSV import (dev needs no key)
 """
 
@@ -451,3 +455,8 @@ def _console_sign_in(stack: Stack) -> str:
         f"\n               {admin.link_url}"
         f"\n             or sign in with {admin.email} / {admin.password}  (a new password each start)"
     )
+
+
+def _dev_token(stack: Stack) -> str:
+    """The dev API token (dev only, a new one each start), or the dev key when there is none."""
+    return stack.dev_admin.api_token if stack.dev_admin is not None else "dev-admin-key"

@@ -31,6 +31,8 @@ def make_engine(
         pool_use_lifo=ping_idle_s is not None,
         pool_recycle=1800,
         connect_args={"server_settings": {"application_name": application_name}, "timeout": 10},
+        # A failed statement's parameters (addresses, comments) never reach an exception or a log.
+        hide_parameters=True,
     )
     if ping_idle_s is not None:
         _ping_when_idle(engine, ping_idle_s)

@@ -16,6 +16,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared import tracing
+from shared.listeners import ListenerSplit
+from shared.textguard import QueryTextGuard
 
 log = structlog.get_logger(__name__)
 
@@ -187,14 +189,21 @@ def install_common(
     service: str,
     checks: dict[str, ReadinessCheck],
     soft_checks: dict[str, ReadinessCheck] | None = None,
+    internal_port: int | None = None,
+    documents_public: bool = True,
 ) -> None:
     """Problem handlers, request metrics, ``/healthz``, ``/readyz`` and ``/metrics``.
 
     ``soft_checks`` are reported by ``/readyz`` but do not take the service out of rotation (a
-    dependency the service can work without for a while).
+    dependency the service can work without for a while). ``internal_port``: serve those (and the
+    OpenAPI documents) on that listener only (``shared.listeners``); ``documents_public``: the OpenAPI
+    documents also on the public one (dev and test).
     """
     app.add_exception_handler(RequestValidationError, _validation_handler)
     app.add_exception_handler(StarletteHTTPException, _http_handler)
+    app.add_middleware(QueryTextGuard)  # inside the metrics: its 422s are counted like the others
+    if internal_port is not None or not documents_public:
+        app.add_middleware(ListenerSplit, internal_port=internal_port, documents_public=documents_public)
     app.add_middleware(RequestMetricsMiddleware, service=service)
     app.add_middleware(TraceContextMiddleware)
 

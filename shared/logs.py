@@ -30,10 +30,16 @@ _BEARER = re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]{8,}")
 _LONG_SECRET = re.compile(r"\b[A-Za-z0-9_-]{32,}\.[A-Za-z0-9_-]{16,}(\.[A-Za-z0-9_-]+)?\b")
 
 _SENSITIVE_KEYS = {"email", "phone", "token", "password", "secret", "authorization", "api_key", "comment"}
+#: A statement's parameters as SQLAlchemy appends them to an error (engines hide them; an older engine or
+#: another library may not), and a value asyncpg quotes when it cannot convert it.
+_PARAMETERS = re.compile(r"\[parameters: .*?\](?=\s|\\|\"|'|$)", re.DOTALL)
+_ARGUMENT = re.compile(r"(query argument \$\d+: )(?:'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"|\S+)")
 
 
 def scrub(text: str) -> str:
-    """Replace anything that looks like an email, a phone number or a credential."""
+    """Replace anything that looks like an email, a phone number, a credential or statement parameters."""
+    text = _PARAMETERS.sub("[parameters: redacted]", text)
+    text = _ARGUMENT.sub(lambda mt: f"{mt.group(1)}[redacted]", text)
     text = _EMAIL.sub("[email]", text)
     text = _TOKEN.sub(lambda mt: f"{mt.group(1)}=[redacted]", text)
     text = _BEARER.sub(lambda mt: f"{mt.group(1)} [redacted]", text)
@@ -101,7 +107,7 @@ def configure_logging(*, service: str, level: str = "INFO", fmt: str = "json") -
             processors=[
                 structlog.stdlib.ProcessorFormatter.remove_processors_meta,
                 _add_service(service),
-                renderer,
+                _scrubbed(renderer),
             ],
         )
     )
@@ -114,6 +120,17 @@ def configure_logging(*, service: str, level: str = "INFO", fmt: str = "json") -
     logging.getLogger("httpcore").setLevel(logging.WARNING)
     logging.getLogger("uvicorn.access").disabled = True
     logging.getLogger("aiokafka").setLevel(logging.WARNING)
+
+
+def _scrubbed(renderer: Any) -> Any:
+    """The rendered line scrubbed once more: tracebacks (``exc_info``) are formatted by the renderer,
+    after the event's fields were scrubbed, and a driver's message can quote the value it refused."""
+
+    def render(logger: Any, name: str, event_dict: MutableMapping[str, Any]) -> Any:
+        out = renderer(logger, name, event_dict)
+        return scrub(out) if isinstance(out, str) else out
+
+    return render
 
 
 def _add_service(service: str) -> Any:

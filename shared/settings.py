@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
+from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from shared.identity.config import DEV_ADDRESS_HASH_KEY, check_environment_present
 from shared.topics import Topics
 
-#: Works only with ``CSAT_ENVIRONMENT=dev`` or ``test``: production refuses to start with it.
+#: The bootstrap key of dev and test stacks when none is set (a full admin there); prod refuses it.
 DEV_ADMIN_KEY = "dev-admin-key"
+#: Public development values every service's prod check refuses as secrets.
+DEV_SECRETS = (DEV_ADMIN_KEY, DEV_ADDRESS_HASH_KEY)
 
 
 def asyncpg_url(url: str) -> str:
@@ -22,11 +25,15 @@ def asyncpg_url(url: str) -> str:
 
 
 class CommonSettings(BaseSettings):
-    """Connection and runtime settings; environment variables are upper-case with a ``CSAT_`` prefix."""
+    """Connection and runtime settings; environment variables are upper-case with a ``CSAT_`` prefix.
+
+    ``CSAT_ENVIRONMENT`` has no default: a service refuses to start until it says dev, test or prod (a
+    forgotten variable must not silently mean dev). The admin key is ``IdentitySettings``'s bootstrap key.
+    """
 
     model_config = SettingsConfigDict(env_prefix="CSAT_", extra="ignore", populate_by_name=True)
 
-    environment: Literal["dev", "test", "prod"] = "dev"
+    environment: Literal["dev", "test", "prod"]
     kafka_bootstrap: str = Field(
         default="127.0.0.1:9092", validation_alias=AliasChoices("KAFKA_BOOTSTRAP", "CSAT_KAFKA_BOOTSTRAP")
     )
@@ -56,20 +63,21 @@ class CommonSettings(BaseSettings):
     log_format: Literal["json", "console"] = "json"
     host: str = "127.0.0.1"
     port: int = 8000
-    admin_api_key: SecretStr = Field(
-        default=SecretStr(DEV_ADMIN_KEY), description="Bearer key for admin endpoints; required in prod"
+    internal_port: int | None = Field(
+        default=None,
+        description="Health, readiness, metrics and the OpenAPI documents on this port only (`csat serve` "
+        "listens on both); unset: on the main port",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _environment_given(cls, data: Any) -> Any:
+        return check_environment_present(data)
 
     @field_validator("database_url")
     @classmethod
     def _driver(cls, value: str) -> str:
         return asyncpg_url(value)
-
-    @model_validator(mode="after")
-    def _no_dev_secrets_in_prod(self) -> CommonSettings:
-        if self.environment == "prod" and self.admin_api_key.get_secret_value() == DEV_ADMIN_KEY:
-            raise ValueError("CSAT_ADMIN_API_KEY must be set to a real secret when CSAT_ENVIRONMENT=prod")
-        return self
 
     @property
     def topics(self) -> Topics:

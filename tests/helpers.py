@@ -21,11 +21,12 @@ T = TypeVar("T")
 
 
 @asynccontextmanager
-async def running(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    """Run the app's lifespan (consumers, producers) and give an HTTP client bound to it."""
+async def running(app: FastAPI, *, headers: dict[str, str] | None = None) -> AsyncIterator[httpx.AsyncClient]:
+    """Run the app's lifespan (consumers, producers) and give an HTTP client bound to it; ``headers``
+    go with every request (a credential, e.g. ``tests.credentials.ADMIN``)."""
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        async with httpx.AsyncClient(transport=transport, base_url="http://test", headers=headers) as client:
             yield client
 
 
@@ -129,5 +130,16 @@ S = TypeVar("S", bound=BaseSettings)
 
 
 def make_settings(cls: type[S], **values: Any) -> S:
-    """Service settings for a test: short group sessions (fast joins on Tansu), console logs."""
-    return cls.model_validate({**TEST_KAFKA_ENV, "log_format": "console", **values})
+    """Service settings for a test: short group sessions (fast joins on Tansu), console logs, and
+    ``CSAT_ENVIRONMENT=test`` unless the test names another (no service starts without one).
+
+    Tests of one session share a broker; a consumer group shared by all of them makes every test's
+    join wait on the members other tests left behind (one CI run waited more than 30 s for its
+    partitions). The group therefore follows the test's own topic prefix unless a test names one:
+    distinct per test, the same for two apps of one test (a restart resumes its group's offsets).
+    """
+    field = cls.model_fields.get("consumer_group")
+    prefix = values.get("topic_prefix")
+    if field is not None and prefix and "consumer_group" not in values:
+        values = {**values, "consumer_group": f"{field.default}.{str(prefix).rstrip('.')}"}
+    return cls.model_validate({**TEST_KAFKA_ENV, "environment": "test", "log_format": "console", **values})

@@ -3,7 +3,7 @@ scheduler; ``create_app`` builds the FastAPI app with the routers. Only wiring, 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 import structlog
@@ -28,11 +28,22 @@ from services.actions.verbatims import Taxonomy, load_taxonomy_file
 from services.actions.yamlio import load_yaml
 from shared.db import make_engine
 from shared.http import install_common
+from shared.identity.repository import PgIdentityStore
+from shared.identity.wiring import service_authenticator
 from shared.limits import BodySizeLimitMiddleware
 from shared.logs import configure_logging
 from shared.runtime import ConsumerRuntime
+from shared.textguard import JsonTextGuard
 
 log = structlog.get_logger(__name__)
+#: How long an audit append may wait for PostgreSQL (token lookups keep their 2 s and answer 503).
+AUDIT_TIMEOUT_S = 10.0
+
+
+def customer_ref(cfg: ActionsSettings) -> Callable[[str], str]:
+    """How audit entries name a customer: by a keyed hash, never by id (docs/security.md, audit log)."""
+    hasher = cfg.address_hasher_for(cfg.environment)
+    return lambda customer_id: f"customer#{hasher.customer(customer_id)}"
 
 
 def build_policy(cfg: ActionsSettings, taxonomy: Taxonomy) -> Policy:
@@ -132,6 +143,10 @@ def create_app(settings: ActionsSettings | None = None) -> FastAPI:
         batch=cfg.timer_batch,
         surveys=surveys,
     )
+    identity = PgIdentityStore(engine=runtime.engine, timeout_s=2.0)
+    auth = service_authenticator(
+        service="actions", identity=cfg, environment=cfg.environment, tokens=identity
+    )
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -142,10 +157,12 @@ def create_app(settings: ActionsSettings | None = None) -> FastAPI:
             themes=len(taxonomy.theme_ids),
         )
         await runtime.start()
+        await auth.start()
         if cfg.scheduler_enabled:
             await scheduler.start()
         yield
         await scheduler.stop()
+        await auth.stop()
         await runtime.stop()
 
     app = FastAPI(
@@ -156,6 +173,8 @@ def create_app(settings: ActionsSettings | None = None) -> FastAPI:
     )
     app.state.runtime = runtime
     app.state.scheduler = scheduler
+    # Added first, so the size limit (added next, outermost) answers before a body is buffered here.
+    app.add_middleware(JsonTextGuard, max_bytes=cfg.max_body_bytes)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=cfg.max_body_bytes)
 
     async def check_scheduler() -> None:
@@ -165,6 +184,8 @@ def create_app(settings: ActionsSettings | None = None) -> FastAPI:
     install_common(
         app,
         service="actions",
+        internal_port=cfg.internal_port,
+        documents_public=cfg.environment != "prod",
         checks={
             "database": runtime.check_database,
             "consumer": runtime.check_consumer,
@@ -179,6 +200,10 @@ def create_app(settings: ActionsSettings | None = None) -> FastAPI:
         clock=utc_now,
         dry_run=dry_run,
         surveybook=surveybook,
+        auth=auth,
+        # Appended after the change committed: a slow database delays the answer rather than losing it.
+        audit=PgIdentityStore(engine=runtime.engine, timeout_s=AUDIT_TIMEOUT_S),
+        customer_ref=customer_ref(cfg),
     )
     for audience in (rules, revisions, dryrun, alerts, customers, ops, survey_routes):
         app.include_router(audience.router(deps))

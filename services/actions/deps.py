@@ -1,4 +1,5 @@
-"""What the actions routes use, built by the composition root: settings, the stores, the rules in force."""
+"""What the actions routes use, built by the composition root: settings, the stores, the rules in force
+and the authenticator every route asks for the caller."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ from services.actions.ports import Transactions
 from services.actions.rulebook import RuleBook
 from services.actions.settings import ActionsSettings
 from services.actions.surveybook import SurveyBook
+from shared.identity.guard import Authenticator
+from shared.identity.ports import AuditLog
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,3 +24,6 @@ class ActionsDeps:
     clock: Callable[[], datetime]
     dry_run: DryRunner
     surveybook: SurveyBook
+    auth: Authenticator
+    audit: AuditLog  # rule changes, alert transitions, customer changes (identity.audit_log)
+    customer_ref: Callable[[str], str]  # a customer as audit entries name it: customer#<keyed hash>

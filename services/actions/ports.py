@@ -142,14 +142,31 @@ class EnrolmentStore(Protocol):
     async def stop_all(self, *, customer_id: str) -> None: ...
 
 
+@dataclass(frozen=True, slots=True)
+class Reach:
+    """The alerts a CSM may see: those they own by address, or of the accounts they own."""
+
+    owner_email: str | None
+    accounts: frozenset[str]
+
+
 class AlertStore(Protocol):
     """CSM alerts and their lifecycle (open, acknowledged, resolved; escalated)."""
 
     async def lock(self, *, alert_ids: Sequence[str]) -> dict[str, AlertState]: ...
     async def mark_escalated(self, *, alert_ids: Sequence[str], now: datetime) -> None: ...
     async def search(
-        self, *, status: str | None, owner: str | None, customer_id: str | None, limit: int
-    ) -> list[dict[str, Any]]: ...
+        self,
+        *,
+        status: str | None,
+        owner: str | None,
+        customer_id: str | None,
+        limit: int,
+        reach: Reach | None = None,
+    ) -> list[dict[str, Any]]:
+        """Newest first; ``reach`` (a CSM's) keeps only their own alerts, None keeps every one."""
+        ...
+
     async def get(self, *, alert_id: str) -> dict[str, Any] | None: ...
     async def transition(
         self, *, alert_id: str, to: str, by: str | None, note: str | None, now: datetime

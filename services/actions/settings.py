@@ -7,9 +7,9 @@ from pathlib import Path
 from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 
 from shared.emaillinks import DEV_SIGNING_SECRET
-from shared.identity.config import IdentitySettings
+from shared.identity.config import IdentitySettings, SecretCheck, refuse_weak_secrets
 from shared.security.urls import TemplateError, fill_url_template
-from shared.settings import DEV_ADMIN_KEY, CommonSettings
+from shared.settings import DEV_SECRETS, CommonSettings
 
 DEFAULT_RULES = Path(__file__).parent / "playbooks" / "default.yaml"
 DEFAULT_THEMES = Path(__file__).parent / "themes.yaml"
@@ -46,9 +46,6 @@ class ActionsSettings(CommonSettings, IdentitySettings):
         default=None, description="Re-survey link, with {survey_id} and {customer_id}"
     )
     alert_url_template: str | None = Field(default=None, description="Link to an alert, with {alert_id}")
-    csm_api_key: SecretStr | None = Field(
-        default=None, description="Bearer key for the alerts API (besides the admin key), for CSM tools"
-    )
     surveys_file: Path = Field(
         default=DEFAULT_SURVEYS, description="Seeds the survey definitions in PostgreSQL (like the rules)"
     )
@@ -88,10 +85,10 @@ class ActionsSettings(CommonSettings, IdentitySettings):
         return {k.strip().lower() if "@" in k else k.strip(): v.strip() for k, v in value.items()}
 
     @model_validator(mode="after")
-    def _csm_key(self) -> ActionsSettings:
-        key = self.csm_api_key.get_secret_value() if self.csm_api_key else None
-        if key is not None and len(key) < 16 and self.environment == "prod":
-            raise ValueError("CSAT_CSM_API_KEY must be at least 16 characters in prod")
-        if key == DEV_ADMIN_KEY and self.environment == "prod":
-            raise ValueError("CSAT_CSM_API_KEY must not be the dev admin key in prod")
+    def _prod_secrets(self) -> ActionsSettings:
+        refuse_weak_secrets(environment=self.environment, checks=self.secret_checks())
         return self
+
+    def secret_checks(self) -> list[SecretCheck]:
+        """Every secret prod refuses missing, public or weak, named in one message."""
+        return self.identity_secret_checks(public_values=DEV_SECRETS)

@@ -66,19 +66,35 @@ def _cmd_dlq(args: argparse.Namespace) -> int:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    """One service in the foreground: the container entrypoint (one process per pod)."""
+    """One service in the foreground: the container entrypoint (one process per pod).
+
+    With ``--internal-port`` (``CSAT_INTERNAL_PORT``) the one process listens on both ports: the app
+    serves health, readiness, metrics and the OpenAPI documents on the internal one only
+    (``shared.listeners``)."""
     import uvicorn
 
-    uvicorn.run(
-        f"services.{args.service}.main:app",
-        host=args.host,
-        port=args.port,
-        loop="uvloop",
-        http="httptools",
-        access_log=False,
-        timeout_graceful_shutdown=20,
-        log_level="warning",
-    )
+    options = {
+        "host": args.host,
+        "port": args.port,
+        "loop": "uvloop",
+        "http": "httptools",
+        "access_log": False,
+        "timeout_graceful_shutdown": 20,
+        "log_level": "warning",
+    }
+    app = f"services.{args.service}.main:app"
+    if args.internal_port is None:
+        uvicorn.run(app, **options)
+        return 0
+    if args.internal_port == args.port:
+        print("--internal-port must differ from --port", file=sys.stderr)
+        return 2
+    config = uvicorn.Config(app, **options)
+    public = config.bind_socket()
+    config.port = args.internal_port
+    internal = config.bind_socket()
+    config.port = args.port
+    uvicorn.Server(config).run(sockets=[public, internal])
     return 0
 
 
@@ -171,6 +187,13 @@ def _add_serve(sub: Subcommands) -> None:
     serve.add_argument("--host", default=os.environ.get("CSAT_HOST", "127.0.0.1"), help="env CSAT_HOST")
     serve.add_argument(
         "--port", type=int, default=int(os.environ.get("CSAT_PORT", "8000")), help="env CSAT_PORT"
+    )
+    internal = os.environ.get("CSAT_INTERNAL_PORT")
+    serve.add_argument(
+        "--internal-port",
+        type=int,
+        default=int(internal) if internal else None,
+        help="health, readiness, metrics and API documents on this port only (env CSAT_INTERNAL_PORT)",
     )
     serve.set_defaults(func=_cmd_serve)
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
@@ -29,9 +30,9 @@ from services.collector.routes import admin, channels, interactions, ratings
 from services.collector.settings import CollectorSettings
 from shared.db import make_engine
 from shared.http import ReadinessCheck, install_common
-from shared.identity.guard import Authenticator
 from shared.identity.ports import TokenLookup
 from shared.identity.repository import PgIdentityStore
+from shared.identity.wiring import service_authenticator
 from shared.limits import BodySizeLimitMiddleware
 from shared.logs import configure_logging
 
@@ -94,6 +95,8 @@ def create_app(
     install_common(
         app,
         service="collector",
+        internal_port=cfg.internal_port,
+        documents_public=cfg.environment != "prod",
         checks={"broker": adapters.publisher.check, **({} if degrade else db_check)},
         soft_checks=db_check if degrade else None,
     )
@@ -123,11 +126,14 @@ def connect(
             idempotence=cfg.kafka_idempotence,
             timeout_s=cfg.publish_timeout_s,
             request_timeout_s=cfg.kafka_request_timeout_s,
+            linger_ms=cfg.publish_linger_ms,
         )
     owned_store: PgStore | None = None
     if store is None:
         engine = make_engine(cfg.database_url, pool_size=cfg.db_pool_size, application_name="csat-collector")
-        store = owned_store = PgStore(engine=engine, timeout_s=cfg.db_timeout_s)
+        store = owned_store = PgStore(
+            engine=engine, timeout_s=cfg.db_timeout_s, reset_sessions=cfg.db_reset_sessions
+        )
         tokens = tokens or PgIdentityStore(engine=engine, timeout_s=cfg.db_timeout_s)
     return Adapters(
         publisher=publisher,
@@ -142,7 +148,6 @@ def build_deps(cfg: CollectorSettings, adapters: Adapters) -> CollectorDeps:
     """Everything the routes share, built once per app."""
     store = adapters.store
     keys = KeyResolver(store=store, ttl_s=cfg.key_cache_s, stale_s=cfg.key_cache_stale_s)
-    bootstrap_key = cfg.bootstrap_admin_key
     return CollectorDeps(
         settings=cfg,
         intake=Intake(
@@ -153,6 +158,9 @@ def build_deps(cfg: CollectorSettings, adapters: Adapters) -> CollectorDeps:
             lease_s=cfg.publish_timeout_s * 2 + 5,
             degrade=cfg.idempotency_when_db_down == "accept",
             max_future_skew=timedelta(seconds=cfg.max_future_skew_s),
+            group_claims=cfg.claim_group,
+            claim_inflight=cfg.claim_group_inflight,
+            fast_encode=cfg.fast_encode,
         ),
         interactions=InteractionIntake(
             publisher=adapters.publisher,
@@ -162,6 +170,8 @@ def build_deps(cfg: CollectorSettings, adapters: Adapters) -> CollectorDeps:
             lease_s=cfg.publish_timeout_s * 2 + 5,
             degrade=cfg.idempotency_when_db_down == "accept",
             max_future_skew=timedelta(seconds=cfg.max_future_skew_s),
+            group_claims=cfg.claim_group,
+            claim_inflight=cfg.claim_group_inflight,
         ),
         sources=store,
         surveys=store,
@@ -181,15 +191,12 @@ def build_deps(cfg: CollectorSettings, adapters: Adapters) -> CollectorDeps:
             previous=[s.get_secret_value() for s in cfg.signing_secret_previous],
             accept_sha1=cfg.email_link_accept_sha1,
         ),
-        auth=Authenticator(
+        auth=service_authenticator(
             service="collector",
+            identity=cfg,
+            environment=cfg.environment,
             tokens=adapters.tokens,
-            access=cfg.access_verifier(),
             sources=keys,
-            bootstrap_key=bootstrap_key.get_secret_value() if bootstrap_key else None,
-            cache_s=cfg.token_cache_s,
-            stale_s=cfg.token_cache_stale_s,
-            touch_every_s=cfg.token_touch_s,
         ),
         phone_hasher=cfg.address_hasher_for(cfg.environment),
     )
@@ -210,6 +217,12 @@ def lifespan(
             name="idempotency-purge",
         )
         await deps.auth.start()
+        if cfg.gc_freeze:
+            # Everything built at startup (modules, the app, pydantic schemas) lives as long as the
+            # process; out of the collector's sight, a full collection no longer walks it on the
+            # request path (pauses of tens of milliseconds, the p99 in docs/benchmarks.md).
+            gc.collect()
+            gc.freeze()
         log.info("collector_started", topic=cfg.topics.ratings, keys_required=cfg.keys_required)
         yield
         purger.cancel()

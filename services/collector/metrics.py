@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter
+from prometheus_client import Counter, Histogram
 
 ACCEPTED = Counter(
     "csat_ratings_accepted_total", "Ratings acknowledged by the broker and answered 202", ["metric", "source"]
@@ -13,6 +13,17 @@ REJECTED = Counter(
 UNCHECKED = Counter(
     "csat_collector_idempotency_unchecked_total",
     "Keyed ratings published without an idempotency record because PostgreSQL was unavailable",
+)
+
+CLAIM_SECONDS = Histogram(
+    "csat_collector_claim_duration_seconds",
+    "Time of one idempotency claim statement (with grouping: one statement for many requests)",
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+)
+CLAIM_GROUP_SIZE = Histogram(
+    "csat_collector_claim_statement_ids",
+    "Rating ids per idempotency claim statement",
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096),
 )
 
 #: Every reason label ``csat_ratings_rejected_total`` may carry.

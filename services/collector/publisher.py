@@ -34,12 +34,19 @@ class KafkaPublisher:
     """Owns the producer; connects in the background so the API starts even while the broker is away."""
 
     def __init__(
-        self, *, bootstrap: str, idempotence: bool, timeout_s: float, request_timeout_s: float = 5.0
+        self,
+        *,
+        bootstrap: str,
+        idempotence: bool,
+        timeout_s: float,
+        request_timeout_s: float = 5.0,
+        linger_ms: int = 2,
     ) -> None:
         self._bootstrap = bootstrap
         self._idempotence = idempotence
         self._timeout_s = timeout_s
         self._request_timeout_s = request_timeout_s
+        self._linger_ms = linger_ms
         self._producer: AIOKafkaProducer | None = None
         self._connector: asyncio.Task[None] | None = None
         self._closing = False
@@ -57,6 +64,7 @@ class KafkaPublisher:
                 client_id="csat-collector",
                 idempotence=self._idempotence,
                 request_timeout_s=self._request_timeout_s,
+                linger_ms=self._linger_ms,
             )
             try:
                 await asyncio.wait_for(producer.start(), 10)

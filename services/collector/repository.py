@@ -102,11 +102,23 @@ def _key(row: Any) -> KeyInfo:
     )
 
 
+async def _keep_session(_conn: asyncpg.Connection) -> None:
+    """Nothing to undo when a connection goes back to the pool: the fast statements are single
+    autocommit statements that leave no session state (no SET, LISTEN, cursor, lock or transaction).
+
+    asyncpg's default reset is one more statement per checkout (advisory unlocks, ``CLOSE ALL``,
+    ``UNLISTEN *``, ``RESET ALL``): as many statements as the work itself, on the claim's hot path.
+    """
+
+
 class PgStore:
     """The collector's tables; a slow or absent database becomes ``StoreUnavailable`` within the timeout."""
 
-    def __init__(self, *, engine: AsyncEngine, timeout_s: float, pool_size: int = 10) -> None:
+    def __init__(
+        self, *, engine: AsyncEngine, timeout_s: float, pool_size: int = 10, reset_sessions: bool = False
+    ) -> None:
         self.engine = engine
+        self._reset_sessions = reset_sessions
         self.timeout_s = timeout_s
         self._pool_size = pool_size
         self._pool: asyncpg.Pool | None = None
@@ -142,6 +154,7 @@ class PgStore:
                         max_size=self._pool_size,
                         command_timeout=self.timeout_s,
                         server_settings={"synchronous_commit": "off", "application_name": "csat-collector"},
+                        reset=None if self._reset_sessions else _keep_session,
                     )
         return self._pool
 

@@ -8,8 +8,8 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 
 from shared.emaillinks import DEV_SIGNING_SECRET as DEV_SIGNING_SECRET  # signs email links in dev/test only
-from shared.identity.config import IdentitySettings
-from shared.settings import CommonSettings
+from shared.identity.config import IdentitySettings, SecretCheck, refuse_weak_secrets
+from shared.settings import DEV_SECRETS, CommonSettings
 
 #: Derives each source's identity secret; works only with ``CSAT_ENVIRONMENT=dev|test``.
 DEV_SOURCE_IDENTITY_KEY = "dev-source-identity-key-not-for-production"
@@ -37,6 +37,40 @@ class CollectorSettings(CommonSettings, IdentitySettings):
     idempotency_ttl_h: float = Field(default=168.0, gt=0, description="How long a rating_id is remembered")
     idempotency_wait_s: float = Field(
         default=6.0, gt=0, description="How long a retry waits for a concurrent first attempt to finish"
+    )
+    publish_linger_ms: int = Field(
+        default=0,
+        ge=0,
+        le=100,
+        description="How long the producer holds a record for more to share its request; 0 sends at once "
+        "(records still share a request while the previous one to the broker is in flight)",
+    )
+    fast_path: bool = Field(
+        default=True,
+        description="Serve well-formed rating requests without FastAPI's dependency solving (off: FastAPI's "
+        "handler for every request; the answers are the same)",
+    )
+    db_reset_sessions: bool = Field(
+        default=False,
+        description="asyncpg's session reset each time a claim connection goes back to its pool (one more "
+        "statement per claim; the claims leave no session state): only to compare",
+    )
+    gc_freeze: bool = Field(
+        default=True,
+        description="Move the objects built at startup out of the garbage collector's sight (gc.freeze), so "
+        "full collections stay short",
+    )
+    claim_group: bool = Field(
+        default=True,
+        description="Group commit of idempotency claims: the claims of concurrent requests share one "
+        "statement (off: one statement per request)",
+    )
+    claim_group_inflight: int = Field(
+        default=1, ge=1, le=8, description="Claim statements running at once when grouping"
+    )
+    fast_encode: bool = Field(
+        default=True,
+        description="Encode the rating CloudEvent by hand (off: via the SDK; the same bytes either way)",
     )
     idempotency_when_db_down: Literal["accept", "refuse"] = Field(
         default="accept",
@@ -114,19 +148,26 @@ class CollectorSettings(CommonSettings, IdentitySettings):
         if self.environment == "prod":
             if self.require_api_key is False:
                 raise ValueError("CSAT_REQUIRE_API_KEY cannot be false when CSAT_ENVIRONMENT=prod")
-            if self.signing_secret.get_secret_value() == DEV_SIGNING_SECRET:
-                raise ValueError(
-                    "CSAT_SIGNING_SECRET must be set to a real secret when CSAT_ENVIRONMENT=prod"
-                )
-            if self.source_identity_key.get_secret_value() == DEV_SOURCE_IDENTITY_KEY:
-                raise ValueError(
-                    "CSAT_SOURCE_IDENTITY_KEY must be set to a real secret when CSAT_ENVIRONMENT=prod"
-                )
             if self.demo_widget_key is not None:
                 raise ValueError("CSAT_DEMO_WIDGET_KEY is for dev only")
+            refuse_weak_secrets(environment=self.environment, checks=self.secret_checks())
         if len(self.signing_secret.get_secret_value()) < 16:
             raise ValueError("CSAT_SIGNING_SECRET must be at least 16 characters")
         return self
+
+    def secret_checks(self) -> list[SecretCheck]:
+        """Every secret prod refuses missing, public or weak, named in one message."""
+        public = [DEV_SIGNING_SECRET, DEV_SOURCE_IDENTITY_KEY, *DEV_SECRETS]
+        return [
+            SecretCheck.of("CSAT_SIGNING_SECRET", self.signing_secret, public_values=public),
+            *(
+                SecretCheck.of(f"CSAT_SIGNING_SECRET_PREVIOUS[{i}]", s, public_values=public)
+                for i, s in enumerate(self.signing_secret_previous)
+            ),
+            SecretCheck.of("CSAT_SOURCE_IDENTITY_KEY", self.source_identity_key, public_values=public),
+            SecretCheck.of("CSAT_TWILIO_AUTH_TOKEN", self.twilio_auth_token, required=False, min_chars=16),
+            *self.identity_secret_checks(public_values=public),
+        ]
 
     @property
     def identity_platform_key(self) -> str:

@@ -89,7 +89,13 @@ def create_app(
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=MAX_BODY_BYTES)
     app.add_middleware(LocaleMiddleware, cookies=deps.gate.cookies, secure=deps.gate.secure)
     app.add_middleware(SecurityHeaders, hsts=deps.gate.secure and cfg.environment == "prod")
-    install_common(app, service=SERVICE, checks={"database": adapters.identity.check})
+    install_common(
+        app,
+        service=SERVICE,
+        checks={"database": adapters.identity.check},
+        internal_port=cfg.internal_port,
+        documents_public=cfg.environment != "prod",
+    )
     install_page_handlers(app, deps.pages)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     app.include_router(auth.router(deps))

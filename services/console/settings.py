@@ -21,7 +21,7 @@ from shared.identity.config import (
     check_environment_present,
     refuse_weak_secrets,
 )
-from shared.settings import DEV_ADMIN_KEY, CommonSettings
+from shared.settings import DEV_SECRETS, CommonSettings
 
 #: Keys CSRF tokens and the OpenID round-trip cookie in dev and test only; prod refuses it.
 DEV_SESSION_SECRET = "dev-console-session-secret-not-for-production"  # noqa: S105 - refused in prod
@@ -157,7 +157,7 @@ class ConsoleSettings(CommonSettings, IdentitySettings):
         return self
 
     def secret_checks(self) -> list[SecretCheck]:
-        public = [DEV_SESSION_SECRET, DEV_ADMIN_KEY]
+        public = [DEV_SESSION_SECRET, *DEV_SECRETS]
         return [
             SecretCheck.of("CSAT_SESSION_SECRET", self.session_secret, public_values=public),
             SecretCheck.of("CSAT_IDENTITY_SIGNING_KEY", self.identity_signing_key, min_chars=0),

@@ -39,9 +39,13 @@ from shared.db import make_engine
 from shared.envelope import OutgoingRecord
 from shared.events import Channel
 from shared.http import install_common
+from shared.identity.guard import Authenticator
+from shared.identity.repository import PgIdentityStore
+from shared.identity.wiring import service_authenticator
 from shared.kafka import send_all
 from shared.logs import configure_logging
 from shared.runtime import ConsumerRuntime
+from shared.textguard import JsonTextGuard
 
 log = structlog.get_logger(__name__)
 
@@ -157,11 +161,13 @@ def _lifespan(
     dispatcher: Dispatcher,
     listener: WakeListener | None,
     providers: dict[Channel, Provider],
+    auth: Authenticator,
 ) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         log.info("providers", **{f"{ch.value}_provider": p.name for ch, p in providers.items()})
         await runtime.start()
+        await auth.start()
         await dispatcher.start()
         if listener is not None:
             await listener.start()
@@ -169,6 +175,7 @@ def _lifespan(
         if listener is not None:
             await listener.stop()
         await dispatcher.stop()
+        await auth.stop()
         await runtime.stop()
         for p in {id(p): p for p in providers.values()}.values():
             await p.aclose()
@@ -221,24 +228,38 @@ def create_app(settings: NotifierSettings | None = None) -> FastAPI:
     listener = (
         WakeListener(database_url=cfg.database_url, wake=dispatcher.wake) if cfg.dispatch_listen else None
     )
+    identity = PgIdentityStore(engine=engine, timeout_s=2.0)
+    auth = service_authenticator(
+        service="notifier", identity=cfg, environment=cfg.environment, tokens=identity
+    )
     app = FastAPI(
         title="CSAT notifier",
         version="1.0.0",
-        lifespan=_lifespan(runtime=runtime, dispatcher=dispatcher, listener=listener, providers=providers),
+        lifespan=_lifespan(
+            runtime=runtime, dispatcher=dispatcher, listener=listener, providers=providers, auth=auth
+        ),
         description="Sends email, SMS and chat messages once per notification, through providers.",
     )
     app.state.runtime = runtime
+    app.add_middleware(JsonTextGuard)  # suppressions and previews: no NUL or lone surrogate reaches them
 
     async def check_dispatcher() -> None:
         dispatcher.check()
 
     checks = {"database": runtime.check_database, "consumer": runtime.check_consumer}
-    install_common(app, service="notifier", checks={**checks, "dispatcher": check_dispatcher})
+    install_common(
+        app,
+        service="notifier",
+        checks={**checks, "dispatcher": check_dispatcher},
+        internal_port=cfg.internal_port,
+        documents_public=cfg.environment != "prod",
+    )
     deps = NotifierDeps(
         deliveries=store,
         suppressions=store,
         tokens=tokens,
-        admin_key=cfg.admin_api_key,
+        auth=auth,
+        audit=PgIdentityStore(engine=engine, timeout_s=10.0),  # after the change: wait rather than lose it
         address_keys=dispatcher_cfg.address_keys,
         templates=templates,
         public_base_url=cfg.public_base_url,

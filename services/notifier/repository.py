@@ -40,7 +40,9 @@ _COLUMNS = (
 #: What the delivery routes show of a record (no request body: it holds the recipient's address).
 _DELIVERY_COLUMNS = (
     "notification_id, channel, provider, status, reason, attempts, rule_id, customer_id, transactional, "
-    "provider_message_id, last_error, next_attempt_at, created_at, updated_at, sent_at"
+    "provider_message_id, last_error, next_attempt_at, created_at, updated_at, sent_at, "
+    # Whose customer it concerns: a CSM reads only the records of the accounts they own.
+    "request->'context'->'customer'->>'account_id' AS account_id"
 )
 
 

@@ -10,8 +10,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import Field, SecretStr, field_validator, model_validator
 
 from services.notifier.policy import QuietHours
-from shared.identity.config import IdentitySettings
-from shared.settings import CommonSettings
+from shared.identity.config import IdentitySettings, SecretCheck, refuse_weak_secrets
+from shared.settings import DEV_SECRETS, CommonSettings
 
 #: Works only with ``CSAT_ENVIRONMENT=dev`` or ``test``: production refuses to start with it.
 DEV_UNSUBSCRIBE_SECRET = "dev-unsubscribe-secret"  # noqa: S105 - dev-only, refused in prod
@@ -140,15 +140,25 @@ class NotifierSettings(CommonSettings, IdentitySettings):
         if missing:
             raise ValueError(f"missing provider credentials: {', '.join(missing)}")
         if self.environment == "prod":
-            if self.unsubscribe_secret.get_secret_value() == DEV_UNSUBSCRIBE_SECRET:
-                raise ValueError(
-                    "CSAT_UNSUBSCRIBE_SECRET must be set to a real secret when CSAT_ENVIRONMENT=prod"
-                )
             if not self.public_base_url.startswith("https://"):
                 raise ValueError(
                     "CSAT_PUBLIC_BASE_URL must be https in prod (RFC 8058 one-click unsubscribe)"
                 )
+            refuse_weak_secrets(environment=self.environment, checks=self.secret_checks())
         return self
+
+    def secret_checks(self) -> list[SecretCheck]:
+        """Every secret prod refuses missing, public or weak, named in one message."""
+        public = [DEV_UNSUBSCRIBE_SECRET, *DEV_SECRETS]
+        return [
+            SecretCheck.of("CSAT_UNSUBSCRIBE_SECRET", self.unsubscribe_secret, public_values=public),
+            *(
+                SecretCheck.of(f"CSAT_UNSUBSCRIBE_PREVIOUS_SECRETS[{i}]", s, public_values=public)
+                for i, s in enumerate(self.unsubscribe_previous_secrets)
+            ),
+            SecretCheck.of("CSAT_WEBHOOK_SECRET", self.webhook_secret, required=False, public_values=public),
+            *self.identity_secret_checks(public_values=public),
+        ]
 
     @property
     def quiet_window(self) -> QuietHours | None:

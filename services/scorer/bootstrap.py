@@ -24,6 +24,9 @@ from services.scorer.routes import customers, drift, heatmap, scores
 from services.scorer.settings import ScorerSettings
 from shared.envelope import OutgoingRecord
 from shared.http import install_common
+from shared.identity.guard import Authenticator
+from shared.identity.repository import PgIdentityStore
+from shared.identity.wiring import service_authenticator
 from shared.kafka import send_all
 from shared.logs import configure_logging
 from shared.runtime import ConsumerRuntime
@@ -34,7 +37,11 @@ def utcnow() -> datetime:
 
 
 def _lifespan(
-    runtime: ConsumerRuntime, evaluator: ScoreEvaluator, reads: PgReads, cfg: ScorerSettings
+    runtime: ConsumerRuntime,
+    evaluator: ScoreEvaluator,
+    reads: PgReads,
+    cfg: ScorerSettings,
+    auth: Authenticator,
 ) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
     """The consumer, then the jobs beside it; stopped in the reverse order."""
     stop_jobs = asyncio.Event()
@@ -43,6 +50,7 @@ def _lifespan(
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         stop_jobs.clear()
         await runtime.start()
+        await auth.start()
         jobs = [
             asyncio.create_task(evaluator.run(stop_jobs), name="scorer-events"),
             asyncio.create_task(
@@ -70,6 +78,7 @@ def _lifespan(
         finally:
             stop_jobs.set()
             await asyncio.gather(*jobs, return_exceptions=True)
+            await auth.stop()
             await runtime.stop()
 
     return lifespan
@@ -104,20 +113,28 @@ def create_app(settings: ScorerSettings | None = None) -> FastAPI:
 
     evaluator = ScoreEvaluator(store=PgScoreEvents(runtime.engine), settings=cfg, publish=publish)
     reads = PgReads(runtime.engine)
+    auth = service_authenticator(
+        service="scorer",
+        identity=cfg,
+        environment=cfg.environment,
+        tokens=PgIdentityStore(engine=runtime.engine, timeout_s=2.0),
+    )
     app = FastAPI(
         title="CSAT scorer",
         version="1.0.0",
         description="Exact rolling CSAT, NPS and CES per segment, with sample size and 95% intervals.",
-        lifespan=_lifespan(runtime, evaluator, reads, cfg),
+        lifespan=_lifespan(runtime, evaluator, reads, cfg, auth),
     )
     app.state.runtime = runtime
     app.state.evaluator = evaluator
     install_common(
         app,
         service="scorer",
+        internal_port=cfg.internal_port,
+        documents_public=cfg.environment != "prod",
         checks={"database": runtime.check_database, "consumer": runtime.check_consumer},
     )
-    deps = ScorerDeps(settings=cfg, scores=reads.session, customers=reads.session, clock=utcnow)
+    deps = ScorerDeps(settings=cfg, scores=reads.session, customers=reads.session, clock=utcnow, auth=auth)
     app.include_router(scores.router(deps))
     app.include_router(heatmap.router(deps))
     app.include_router(customers.router(deps))

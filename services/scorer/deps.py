@@ -1,4 +1,5 @@
-"""What the scorer's routes use, built by ``bootstrap``: settings, read sessions (ports) and a clock."""
+"""What the scorer's routes use, built by ``bootstrap``: settings, read sessions (ports), a clock and the
+authenticator every data route asks for the caller."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from datetime import datetime
 
 from services.scorer.ports import CustomerSessions, ScoreSessions
 from services.scorer.settings import ScorerSettings
+from shared.identity.guard import Authenticator
 
 
 @dataclass(frozen=True, slots=True)
@@ -16,3 +18,4 @@ class ScorerDeps:
     scores: ScoreSessions
     customers: CustomerSessions
     clock: Callable[[], datetime]
+    auth: Authenticator

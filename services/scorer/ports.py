@@ -316,6 +316,10 @@ class CustomerReader(Protocol):
 
     async def customer_score_groups(self, *, customer_id: str, metric: str | None) -> list[ScoreGroup]: ...
 
+    async def customer_accounts(self, *, customer_id: str) -> frozenset[str]:
+        """The account ids the customer's ratings named: who owns the customer, for a CSM's access."""
+        ...
+
 
 #: Opens a read session (one connection in PostgreSQL) for the length of one request.
 ScoreSessions = Callable[[], AbstractAsyncContextManager[ScoreReader]]

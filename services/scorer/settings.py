@@ -10,11 +10,12 @@ from services.scorer import domain
 from services.scorer.drift import DriftSettings
 from services.scorer.segments import normalise_combinations
 from services.scorer.windows import Tier, make_tiers
+from shared.identity.config import IdentitySettings, SecretCheck, refuse_weak_secrets
 from shared.scales import Metric
-from shared.settings import CommonSettings
+from shared.settings import DEV_SECRETS, CommonSettings
 
 
-class ScorerSettings(CommonSettings):
+class ScorerSettings(CommonSettings, IdentitySettings):
     port: int = 8001
     consumer_group: str = "csat-scorer"
     max_batch: int = Field(default=5000, ge=1, description="Records per micro-batch (one transaction)")
@@ -123,6 +124,15 @@ class ScorerSettings(CommonSettings):
         if self.hour_retention_days < self.minute_retention_days:
             raise ValueError("CSAT_HOUR_RETENTION_DAYS must be >= CSAT_MINUTE_RETENTION_DAYS")
         return self
+
+    @model_validator(mode="after")
+    def _prod_secrets(self) -> ScorerSettings:
+        refuse_weak_secrets(environment=self.environment, checks=self.secret_checks())
+        return self
+
+    def secret_checks(self) -> list[SecretCheck]:
+        """Every secret prod refuses missing, public or weak, named in one message."""
+        return self.identity_secret_checks(public_values=DEV_SECRETS)
 
     @model_validator(mode="after")
     def _drift_settings(self) -> ScorerSettings:

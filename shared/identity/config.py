@@ -138,7 +138,7 @@ class IdentitySettings(BaseSettings):
     bootstrap_admin_key: SecretStr | None = Field(
         default=None,
         validation_alias=AliasChoices(
-            "CSAT_BOOTSTRAP_ADMIN_KEY", "CSAT_ADMIN_API_KEY", "bootstrap_admin_key"
+            "CSAT_BOOTSTRAP_ADMIN_KEY", "CSAT_ADMIN_API_KEY", "bootstrap_admin_key", "admin_api_key"
         ),
         description="Creates the first admin and tokens only; >= 32 random characters in prod",
     )

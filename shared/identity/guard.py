@@ -32,7 +32,7 @@ from shared.identity.accesstokens import AccessTokenVerifier, InvalidAccessToken
 from shared.identity.apitokens import api_token_id, hash_secret
 from shared.identity.ports import ApiToken, StoreUnavailable, TokenLookup
 from shared.identity.principal import Principal, bootstrap_principal
-from shared.identity.scopes import Scope
+from shared.identity.scopes import BOOTSTRAP_SCOPES, Scope
 from shared.identity.sourcekeys import parse_source_key
 from shared.security.text import text_problem
 
@@ -87,6 +87,7 @@ class Authenticator:
         access: AccessTokenVerifier | None = None,
         sources: SourceResolver | None = None,
         bootstrap_key: str | None = None,
+        bootstrap_scopes: frozenset[Scope] = BOOTSTRAP_SCOPES,
         cache_s: float = 30.0,
         stale_s: float = 0.0,
         touch_every_s: float = 60.0,
@@ -100,6 +101,7 @@ class Authenticator:
         self.sources = sources
         # Only a digest is kept: compared in constant time, and equal-length whatever was presented.
         self._bootstrap = hashlib.sha256(bootstrap_key.encode()).digest() if bootstrap_key else None
+        self._bootstrap_scopes = bootstrap_scopes
         self.cache_s = cache_s
         self.stale_s = stale_s
         self.touch_every_s = touch_every_s
@@ -131,7 +133,7 @@ class Authenticator:
         if self._bootstrap is not None and hmac.compare_digest(
             hashlib.sha256(credential.encode()).digest(), self._bootstrap
         ):
-            return bootstrap_principal()
+            return bootstrap_principal(self._bootstrap_scopes)
         raise AuthError(401, "the credential is not valid", reason="unknown_format")
 
     def _access_token(self, credential: str) -> Principal:

@@ -148,8 +148,10 @@ class Principal:
         )
 
 
-def bootstrap_principal() -> Principal:
-    """What the bootstrap admin key may do: manage people and tokens, nothing else."""
-    return Principal(
-        subject=BOOTSTRAP_SUBJECT, kind=PrincipalKind.TOKEN, role=Role.ADMIN, scopes=BOOTSTRAP_SCOPES
-    )
+def bootstrap_principal(scopes: frozenset[Scope] = BOOTSTRAP_SCOPES) -> Principal:
+    """What the bootstrap admin key may do: manage people and tokens, nothing else (in prod).
+
+    Outside prod a service may hand it every admin scope (``shared.identity.wiring.bootstrap_scopes``),
+    so scripts, tests and ``make run`` keep one credential for everything.
+    """
+    return Principal(subject=BOOTSTRAP_SUBJECT, kind=PrincipalKind.TOKEN, role=Role.ADMIN, scopes=scopes)

@@ -40,23 +40,34 @@ def json_text_problem(value: Any, *, path: str = "") -> str | None:
 
     Returns e.g. ``"attributes.plan[2] must not contain a NUL character (U+0000)"``.
     """
+    found = json_text_field(value, path=path)
+    if found is None:
+        return None
+    field, why, is_key = found
+    return f"a key of {field} {why}" if is_key else f"{field} {why}"
+
+
+def json_text_field(value: Any, *, path: str = "") -> tuple[str, str, bool] | None:
+    """``(field, reason, is_key)`` of the first refused string of a JSON-like value, or None.
+
+    ``field`` is the path of the value (or, for a refused key, of the object holding it), ``value`` at
+    the top."""
     if isinstance(value, str):
         why = text_problem(value)
-        return f"{path or 'value'} {why}" if why else None
+        return (path or "value", why, False) if why else None
     if isinstance(value, dict):
         for key, item in value.items():
             key_text = str(key)
             why = text_problem(key_text, single_line=True)
-            here = f"{path}.{key_text}" if path else key_text
             if why:
-                return f"a key of {path or 'value'} {why}"
-            found = json_text_problem(item, path=here)
+                return (path or "value", why, True)
+            found = json_text_field(item, path=f"{path}.{key_text}" if path else key_text)
             if found:
                 return found
         return None
     if isinstance(value, list | tuple):
         for index, item in enumerate(value):
-            found = json_text_problem(item, path=f"{path}[{index}]")
+            found = json_text_field(item, path=f"{path}[{index}]")
             if found:
                 return found
     return None

@@ -13,6 +13,7 @@ import pytest
 
 from devstack.ports import free_port
 from devstack.stack import SERVICES, Stack
+from tests.credentials import ADMIN
 from tests.infra import Infra, drop_database, new_database, new_topics
 
 pytestmark = pytest.mark.e2e
@@ -74,7 +75,9 @@ def test_low_rating_reaches_the_csm_outbox(stack: Stack) -> None:
 
     def alerts() -> Any:
         got = httpx.get(
-            f"{notifier}/v1/outbox", params={"rule_id": "strategic-account-alert", "limit": 500}
+            f"{notifier}/v1/outbox",
+            params={"rule_id": "strategic-account-alert", "limit": 500},
+            headers=ADMIN,
         ).json()
         return [m for m in got["messages"] if customer in str(m["subject"])]
 
@@ -111,6 +114,7 @@ def test_thousand_ratings_give_csat_70(stack: Stack) -> None:
         return httpx.get(
             f"{scorer}/v1/scores",
             params={"metric": "csat", "window": "30d", "segment": f"campaign:{campaign}"},
+            headers=ADMIN,
         ).json()
 
     body = poll(score, until=lambda b: b["responses"] == 1000)

@@ -25,6 +25,7 @@ from services.actions.ports import (
     Enrolled,
     InvitationUpdate,
     NewInvitation,
+    Reach,
     StoredInvitation,
     StoredRating,
     StoredRuleSet,
@@ -361,7 +362,13 @@ class FakeAlerts:
             self._t.alerts[alert_id].escalated_at = now
 
     async def search(
-        self, *, status: str | None, owner: str | None, customer_id: str | None, limit: int
+        self,
+        *,
+        status: str | None,
+        owner: str | None,
+        customer_id: str | None,
+        limit: int,
+        reach: Reach | None = None,
     ) -> list[dict[str, Any]]:
         rows = [
             a
@@ -369,6 +376,7 @@ class FakeAlerts:
             if status in (None, a.status)
             and (owner is None or a.draft.owner_email.lower() == owner.lower())
             and customer_id in (None, a.draft.customer_id)
+            and (reach is None or _within(reach, a.draft.owner_email, a.draft.context))
         ]
         rows.sort(key=lambda a: a.draft.alert_id)
         rows.sort(key=lambda a: a.created_at, reverse=True)
@@ -615,3 +623,11 @@ class MemoryActions:
         yield self.stores()
         if self.tables != before:
             raise AssertionError("a read-only transaction wrote")
+
+
+def _within(reach: Reach, owner_email: str | None, context: Mapping[str, Any]) -> bool:
+    """What the SQL of ``PgAlerts.search`` keeps for a CSM: their address, or one of their accounts."""
+    customer = context.get("customer") if isinstance(context, Mapping) else None
+    account = customer.get("account_id") if isinstance(customer, Mapping) else None
+    mine = bool(owner_email and reach.owner_email and owner_email.lower() == reach.owner_email.lower())
+    return mine or (account is not None and account in reach.accounts)

@@ -90,6 +90,9 @@ class Record:
         out = {n: getattr(self, n) for n in names}
         out["next_attempt_at"] = self.next_attempt_at.isoformat() if self.next_attempt_at else None
         out["sent_at"] = self.sent_at.isoformat() if self.sent_at else None
+        context = self.request.get("context") if isinstance(self.request, dict) else None
+        customer = context.get("customer") if isinstance(context, dict) else None
+        out["account_id"] = customer.get("account_id") if isinstance(customer, dict) else None
         return out
 
 

@@ -339,6 +339,11 @@ class MemoryScorerStore:
             out.append(ScoreGroup(m, scale, score, len(rs), latest.rating_id, latest.occurred_at))
         return out
 
+    async def customer_accounts(self, *, customer_id: str) -> frozenset[str]:
+        return frozenset(
+            r.account.id for r in self._customer(customer_id, None) if r.account is not None and r.account.id
+        )
+
     def _customer(self, customer_id: str, metric: str | None) -> list[Rating]:
         return [
             r

@@ -1,10 +1,9 @@
 """The Rules view's stack for tests: actions and notifier apps (real PostgreSQL and broker, their lifespans
 running) and the console, whose API client reaches the two apps in-process by host name.
 
-Until every service accepts the console's access tokens (the Trust issue's route work), the actions
-and notifier APIs take the admin key only: ``KeyBridge`` stands in for that, swapping the person's token
-for the admin key on the way. The console still checks the person's role itself (and hides customer
-addresses below admin); what the services check with the person's own token is not exercised here.
+The console signs people's access tokens with ``tests.credentials.SIGNING_KEY`` and the actions and
+notifier apps trust its public half (``JWKS``), as ``make run`` wires them: every call the console makes
+reaches them with the person's own token, and they apply the person's role themselves.
 """
 
 from __future__ import annotations
@@ -30,20 +29,21 @@ from shared.identity.passwords import Passwords
 from shared.identity.ports import NewUser, User
 from shared.identity.repository import PgIdentityStore
 from shared.identity.scopes import Role
-from shared.settings import DEV_ADMIN_KEY
 from shared.topics import Topics
+from tests.credentials import ADMIN, JWKS, SIGNING_KEY
 from tests.helpers import make_settings
 from tests.infra import Infra
 
 CHEAP = Passwords(time_cost=1, memory_cost=1024, parallelism=1)
 PASSWORD = "a long local password"
-ADMIN_KEY = {"Authorization": f"Bearer {DEV_ADMIN_KEY}"}
+ADMIN_KEY = ADMIN
 ACTIONS_URL = "http://actions.internal"
 NOTIFIER_URL = "http://notifier.internal"
 
 
 class KeyBridge(httpx.AsyncBaseTransport):
-    """Routes the console's calls to the in-process apps by host; the credential becomes the admin key."""
+    """Routes the console's calls to the in-process apps by host, recording them; the person's access
+    token goes through unchanged."""
 
     def __init__(self, apps: Mapping[str, FastAPI]) -> None:
         self.routes = {host: httpx.ASGITransport(app=app) for host, app in apps.items()}
@@ -52,7 +52,6 @@ class KeyBridge(httpx.AsyncBaseTransport):
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         self.calls.append((request.method, request.url.host, request.url.path))
         assert request.headers["authorization"].startswith("Bearer eyJ")  # the person's access token
-        request.headers["authorization"] = ADMIN_KEY["Authorization"]
         return await self.routes[request.url.host].handle_async_request(request)
 
 
@@ -129,6 +128,7 @@ async def rules_stack(
         "kafka_bootstrap": infra.bootstrap,
         "database_url": database_url,
         "topic_prefix": topics.prefix,
+        "identity_public_keys": JWKS,
     }
     actions = create_actions(make_settings(ActionsSettings, **common, scheduler_enabled=False))
     notifier = create_notifier(make_settings(NotifierSettings, **common))
@@ -139,6 +139,7 @@ async def rules_stack(
         database_url=database_url,
         actions_url=ACTIONS_URL,
         notifier_url=NOTIFIER_URL,
+        identity_signing_key=SIGNING_KEY.private_jwk(),
         **console,
     )
     app = create_console(cfg, passwords=CHEAP, http=httpx.AsyncClient(transport=bridge, timeout=30))

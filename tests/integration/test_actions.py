@@ -24,17 +24,21 @@ from services.collector.intake import to_record
 from shared import events as ev
 from shared.db import make_engine
 from shared.envelope import Envelope, OutgoingRecord, encode
+from shared.identity.ports import AuditEntry, AuditQuery
+from shared.identity.repository import PgIdentityStore
+from shared.identity.scopes import Role
 from shared.kafka import make_producer
 from shared.scales import Metric
 from shared.topics import Topics
+from tests.credentials import ADMIN, JWKS, bearer, person, prod_secrets
 from tests.helpers import make_settings, produce, read_events, running, wait_for
 from tests.infra import Infra
 
 pytestmark = pytest.mark.integration
 
-ADMIN = {"Authorization": "Bearer dev-admin-key"}
-CSM_KEY = "csm-test-key-0123456789"
-CSM = {"X-API-Key": CSM_KEY}
+#: A CSM signed in to the console: owns the customers whose owner_email is theirs.
+CSM = bearer(person(Role.CSM, subject="u-ana", owner_email="owner@example.com"))
+OTHER_CSM = bearer(person(Role.CSM, subject="u-bo", owner_email="bo@example.com"))
 
 
 def settings(infra: Infra, database_url: str, topics: Topics, **extra: Any) -> ActionsSettings:
@@ -44,7 +48,7 @@ def settings(infra: Infra, database_url: str, topics: Topics, **extra: Any) -> A
         database_url=database_url,
         topic_prefix=topics.prefix,
         timer_poll_s=0.2,
-        csm_api_key=CSM_KEY,
+        identity_public_keys=JWKS,
         **extra,
     )
 
@@ -117,8 +121,11 @@ async def test_rules_admin_api_validates_versions_and_every_replica_follows(
     replicas = [create_app(cfg), create_app(cfg)]
     async with running(replicas[0]) as a, running(replicas[1]) as b:
         assert (await a.get("/v1/rules")).status_code == 401
-        assert (await a.get("/v1/rules", headers={"Authorization": "Bearer nope"})).status_code == 403
-        assert (await a.get("/v1/rules", headers=CSM)).status_code == 403  # CSM key: alerts only
+        assert (await a.get("/v1/rules", headers={"Authorization": "Bearer nope"})).status_code == 401
+        refused = await a.get("/v1/rules", headers=CSM)  # a CSM's role has no rules:read
+        assert refused.status_code == 403 and "rules:read" in refused.json()["detail"]
+        no_scope = bearer(person(Role.MANAGER, scopes=[]))
+        assert (await a.put("/v1/rules", content=NEW_RULES, headers=no_scope)).status_code == 403
         seeded = await a.get("/v1/rules", headers=ADMIN)
         assert seeded.status_code == 200 and seeded.json()["revision"] == 1
         assert seeded.json()["origin"] == "file" and seeded.headers["etag"] == '"1"'
@@ -183,6 +190,17 @@ async def test_rules_admin_api_validates_versions_and_every_replica_follows(
         assert as_yaml.headers["content-type"].startswith("application/yaml")
         assert as_yaml.text.startswith("# revision 5 (api)") and "everything-to-support" in as_yaml.text
         versions = (await a.get("/v1/rules/versions", headers=ADMIN)).json()["versions"]
+        changes = [
+            (e.actor, e.action.value, e.target)
+            for e in await audit_of(database_url)
+            if e.action.value.startswith("rules.")
+        ]
+        assert changes == [
+            ("token:bootstrap", "rules.update", "rules"),
+            ("token:bootstrap", "rules.update", "rule:promoter-watch"),
+            ("token:bootstrap", "rules.update", "rule:promoter-watch"),
+            ("token:bootstrap", "rules.delete", "rule:promoter-watch"),
+        ]
         assert [(v["version"], v["origin"]) for v in versions][-1] == (1, "file")
         assert len(versions) == 5
 
@@ -217,9 +235,18 @@ async def test_webhook_and_slack_urls_are_refused_at_save_time_naming_the_field(
         ).status_code == 201
     # Prod: https only.
     key = "a-real-admin-key-for-the-prod-test"
-    prod = settings(infra, database_url, topics, environment="prod", admin_api_key=key)
+    address_key = prod_secrets()["address_hash_key"]  # prod refuses to start without one
+    prod = settings(
+        infra, database_url, topics, environment="prod", admin_api_key=key, address_hash_key=address_key
+    )
     async with running(create_app(prod)) as a:
-        headers = {"Authorization": f"Bearer {key}"}
+        # In prod the bootstrap key only creates people and tokens; a manager edits the rules.
+        bootstrap = {"Authorization": f"Bearer {key}"}
+        only_bootstrap = await a.put(
+            "/v1/rules/chat", json=rule("slack", "https://hooks.example.com/x"), headers=bootstrap
+        )
+        assert only_bootstrap.status_code == 403
+        headers = bearer(person(Role.MANAGER))
         plain = await a.put(
             "/v1/rules/chat", json=rule("slack", "http://hooks.example.com/x"), headers=headers
         )
@@ -275,9 +302,15 @@ async def test_sla_escalates_an_unacknowledged_alert_and_not_an_acknowledged_one
         quick = alerts["cus-quick"]
         assert quick["priority"] == "high" and quick["owner_email"] == "owner@example.com"
         assert quick["context"]["rating"]["score"] == 1 and quick["due_at"] is not None
-        ack = await client.post(f"/v1/alerts/{quick['alert_id']}/ack", json={"by": "Ana"}, headers=CSM)
+        # Another CSM sees none of them and cannot act on them.
+        assert (await client.get("/v1/alerts", headers=OTHER_CSM)).json()["alerts"] == []
+        foreign = f"/v1/alerts/{quick['alert_id']}"
+        assert (await client.get(foreign, headers=OTHER_CSM)).status_code == 404
+        assert (await client.post(f"{foreign}/ack", headers=OTHER_CSM)).status_code == 404
+        # The transition is the caller's, whatever the body says.
+        ack = await client.post(f"/v1/alerts/{quick['alert_id']}/ack", json={"by": "Mallory"}, headers=CSM)
         assert ack.status_code == 200 and ack.json()["status"] == "acknowledged"
-        assert ack.json()["acknowledged_by"] == "Ana"
+        assert ack.json()["acknowledged_by"] == "person:u-ana"
 
         events = await read_events(infra.bootstrap, topics.notifications, count=3, timeout_s=30)
         escalations = [n for n in notes(events) if n.template == "sla_escalation"]
@@ -310,6 +343,17 @@ async def test_sla_escalates_an_unacknowledged_alert_and_not_an_acknowledged_one
         assert (await client.post("/v1/alerts/nope/ack", headers=CSM)).status_code == 404
         left = await client.get("/v1/alerts", params={"status": "resolved"}, headers=CSM)
         assert [a["customer_id"] for a in left.json()["alerts"]] == ["cus-quick"]
+        # Each transition is in the audit log: who, what, which alert; refusals changed nothing.
+        audit = await audit_of(database_url)
+        transitions = [
+            (e.actor, e.action.value, e.target, e.details)
+            for e in audit
+            if e.action.value.startswith("alert.")
+        ]
+        assert transitions == [
+            ("person:u-ana", "alert.ack", f"alert:{quick['alert_id']}", {"status": "acknowledged"}),
+            ("person:u-ana", "alert.resolve", f"alert:{quick['alert_id']}", {"status": "resolved"}),
+        ]
 
 
 # ---- re-survey timer across a restart -------------------------------------------------------------
@@ -627,6 +671,32 @@ async def test_customer_api_is_guarded_and_validated(infra: Infra, database_url:
         assert good.status_code == 200 and good.json()["attributes"]["seats"] == 12
         assert (await client.get("/v1/customers/c1", headers=ADMIN)).json()["value"] == 12000.0
         assert (await client.get("/v1/customers/zz", headers=ADMIN)).status_code == 404
+        # A CSM reads the customers they own (by owner address or account), writes none of them.
+        csm1 = bearer(person(Role.CSM, owner_email="CSM1@example.com"))
+        assert (await client.get("/v1/customers/c1", headers=csm1)).json()["tier"] == "gold"
+        assert (await client.put("/v1/customers/c1", json={}, headers=csm1)).status_code == 403
+        other = await client.get("/v1/customers/c1", headers=OTHER_CSM)
+        assert other.status_code == 404 and "c1@example.com" not in other.text
+        await client.put("/v1/customers/c2", json={"attributes": {"account_id": "acc-9"}}, headers=ADMIN)
+        by_account = bearer(person(Role.CSM, accounts=["acc-9"]))
+        assert (await client.get("/v1/customers/c2", headers=by_account)).status_code == 200
+        viewer = await client.get("/v1/customers/c1", headers=bearer(person(Role.VIEWER)))
+        assert viewer.status_code == 403 and viewer.headers["content-type"] == "application/problem+json"
+        # the two saves are audited, the customer named by a keyed hash only
+        updates = [e for e in await audit_of(database_url) if e.action.value == "customer.update"]
+        assert [(e.actor, e.details) for e in updates] == [("token:bootstrap", {"opted_out": False})] * 2
+        assert all(e.target and e.target.startswith("customer#") for e in updates)
+        assert "c1" not in {e.target for e in updates} and updates[0].target != updates[1].target
         ready = await client.get("/readyz")
         assert ready.status_code in (200, 503)
         assert isinstance(ready.json()["checks"], dict)
+
+
+async def audit_of(database_url: str) -> list[AuditEntry]:
+    """The audit log, oldest first."""
+    engine = make_engine(database_url)
+    try:
+        records = await PgIdentityStore(engine=engine).read_audit(query=AuditQuery(limit=1000))
+    finally:
+        await engine.dispose()
+    return [r.entry for r in reversed(records)]

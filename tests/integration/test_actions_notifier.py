@@ -60,7 +60,7 @@ async def test_low_score_becomes_a_csm_alert_in_the_outbox(
     async with running(create_notifier(make_settings(NotifierSettings, **common))) as notifier:
 
         async def outbox() -> Any:
-            return (await notifier.get("/v1/outbox")).json()["messages"]
+            return (await notifier.get("/v1/outbox", headers=admin)).json()["messages"]
 
         messages = await wait_for(outbox, until=lambda m: len(m) == 1, timeout_s=30)
         assert messages[0]["recipient"] == note.recipient.email

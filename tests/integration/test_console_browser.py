@@ -30,6 +30,7 @@ from shared.identity.ports import NewUser
 from shared.identity.principal import SegmentGrant
 from shared.identity.repository import PgIdentityStore
 from shared.identity.scopes import Role
+from tests.credentials import SIGNING_KEY
 from tests.helpers import make_settings, serving
 from tests.integration.test_widget_browser import CHROMIUM, require_chromium
 from tests.unit.test_console_views import scorer_app
@@ -126,6 +127,7 @@ async def site(database_url: str, provider: str) -> AsyncIterator[Site]:
             oidc_display_name="Test IdP",
             scorer_url=scorer_url,
             live_enabled=False,
+            identity_signing_key=SIGNING_KEY.private_jwk(),  # the scorer trusts this key's tokens
         )
         async with serving(create_app(cfg, passwords=CHEAP), port=port) as url:
             yield Site(url=url, provider=provider)

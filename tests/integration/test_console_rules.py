@@ -212,8 +212,9 @@ async def test_two_managers_editing_at_once_get_a_clear_conflict_and_nothing_is_
         "Added nps-watch Field Before After id (none) after: nps-watch when.metric (none) after: nps"
         in history
     )
-    # who saved what: until the services read the people's tokens, saves arrive with the admin key
-    assert "an API key" in history and "the rules file (deployment)" in history
+    # who saved what: the actions service records the person whose token saved each revision
+    assert "Ana Manager" in history and "Bo Admin" in history
+    assert "the rules file (deployment)" in history and "an API key" not in history
 
 
 async def test_a_post_without_the_csrf_token_changes_nothing(stack: RulesStack) -> None:

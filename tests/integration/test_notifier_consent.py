@@ -46,7 +46,7 @@ async def test_one_click_unsubscribe_stops_customer_messages_on_every_channel(
                                      customer="cus-u", locale="fr")]),
         )  # fmt: skip
         await _settle(database_url, {"m-1"})
-        message = (await client.get("/v1/outbox")).json()["messages"][0]
+        message = (await client.get("/v1/outbox", headers=ADMIN)).json()["messages"][0]
         headers = message["headers"]
         assert headers["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
         match = re.fullmatch(
@@ -108,7 +108,9 @@ async def test_one_click_unsubscribe_stops_customer_messages_on_every_channel(
         for nid in ("m-2", "s-1", "m-3"):
             assert rows_by_id[nid]["status"] == "suppressed" and rows_by_id[nid]["reason"] == "opted_out"
         assert rows_by_id["csm-1"]["status"] == "sent"
-        sent = [m["notification_id"] for m in (await client.get("/v1/outbox")).json()["messages"]]
+        sent = [
+            m["notification_id"] for m in (await client.get("/v1/outbox", headers=ADMIN)).json()["messages"]
+        ]
         assert sorted(sent) == ["csm-1", "m-1"]
 
         # An administrator can see and lift the suppression (the customer opted back in).

@@ -19,6 +19,7 @@ from shared.db import make_engine
 from shared.envelope import DecodeError, OutgoingRecord, decode
 from shared.events import DeadLetter, RatingSubmitted
 from shared.topics import Topics
+from tests.credentials import ADMIN
 from tests.helpers import make_settings, produce, produce_raw, read_topic, running, wait_for
 from tests.infra import Infra
 
@@ -81,7 +82,7 @@ async def test_worked_example_counted_once_with_duplicates_and_poison(
     await produce_raw(infra.bootstrap, topics.ratings, [(b"k", b"garbage", [("ce_type", b"nope")])])
     await produce(infra.bootstrap, records[500:] + duplicates)
     app = create_app(settings(infra, database_url, topics))
-    async with running(app) as client:
+    async with running(app, headers=ADMIN) as client:
 
         async def csat() -> Any:
             return (await client.get("/v1/scores", params={"metric": "csat", "window": "30d"})).json()
@@ -113,10 +114,10 @@ async def test_restart_resumes_from_stored_offsets_without_double_counting(
     first = [event(f"a-{i}", 5, topic=topics.ratings) for i in range(200)]
     second = [event(f"b-{i}", 1, topic=topics.ratings) for i in range(100)]
     await produce(infra.bootstrap, first)
-    async with running(create_app(settings(infra, database_url, topics))) as client:
+    async with running(create_app(settings(infra, database_url, topics)), headers=ADMIN) as client:
         await wait_for(lambda: count_ratings(database_url), until=lambda n: n == 200, timeout_s=60)
     await produce(infra.bootstrap, second + first[:50])
-    async with running(create_app(settings(infra, database_url, topics))) as client:
+    async with running(create_app(settings(infra, database_url, topics)), headers=ADMIN) as client:
 
         async def nps_free() -> Any:
             return (await client.get("/v1/scores", params={"window": "1h"})).json()
@@ -130,7 +131,8 @@ async def test_restart_resumes_from_stored_offsets_without_double_counting(
         ).scalar_one()
         offsets = (
             await conn.execute(
-                text("SELECT sum(next_offset) FROM ops.consumer_offsets WHERE consumer_group = 'csat-scorer'")
+                text("SELECT sum(next_offset) FROM ops.consumer_offsets WHERE consumer_group = :g"),
+                {"g": settings(infra, database_url, topics).consumer_group},
             )
         ).scalar_one()
     await engine.dispose()
@@ -148,7 +150,7 @@ async def test_nps_and_ces(infra: Infra, database_url: str, topics: Topics) -> N
         for i, s in enumerate([7, 6, 2, 4])
     ]
     await produce(infra.bootstrap, nps + ces)
-    async with running(create_app(settings(infra, database_url, topics))) as client:
+    async with running(create_app(settings(infra, database_url, topics)), headers=ADMIN) as client:
 
         async def get(metric: str) -> Any:
             return (await client.get("/v1/scores", params={"metric": metric, "window": "1h"})).json()
@@ -289,7 +291,7 @@ async def test_ratings_older_than_the_minute_tier_keeps_are_counted_in_hours_and
     await produce(infra.bootstrap, records)
     cfg = settings(infra, database_url, topics)
     assert cfg.minute_retention_days == 35
-    async with running(create_app(cfg)) as client:
+    async with running(create_app(cfg), headers=ADMIN) as client:
 
         async def score() -> Any:
             return (await client.get("/v1/scores", params={"window": "90d", "segment": "store:s1"})).json()

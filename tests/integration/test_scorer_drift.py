@@ -36,6 +36,7 @@ from shared.envelope import OutgoingRecord, decode
 from shared.kafka import make_producer, send_all
 from shared.scales import Metric
 from shared.topics import Topics
+from tests.credentials import ADMIN
 from tests.helpers import produce, read_events, running, wait_for
 from tests.infra import Infra
 from tests.integration.test_scorer_queries import scorer_settings, stored
@@ -149,7 +150,7 @@ async def test_one_true_drop_alerted_once_and_a_stable_store_never(
     producer = make_producer(bootstrap=infra.bootstrap, client_id="drift-test", idempotence=False)
     await producer.start()
     try:
-        async with running(create_app(ingest)) as client:
+        async with running(create_app(ingest), headers=ADMIN) as client:
             await wait_for(lambda: stored(database_url), until=lambda n: n == len(sim.records), timeout_s=60)
 
             daily = Published(producer)

@@ -20,14 +20,14 @@ from services.scorer.repository.replay import ReplayBusy, Replayer
 from services.scorer.settings import ScorerSettings
 from shared.db import make_engine
 from shared.envelope import OutgoingRecord
+from shared.identity.scopes import Role
 from shared.topics import Topics
+from tests.credentials import ADMIN, JWKS, bearer, person
 from tests.helpers import make_settings, produce, running, wait_for
 from tests.infra import Infra
 from tests.scorer_checks import counter_mismatches, fetch_value
 
 pytestmark = pytest.mark.integration
-
-ADMIN = {"Authorization": "Bearer dev-admin-key"}
 
 
 def scorer_settings(infra: Infra, database_url: str, topics: Topics, **extra: Any) -> ScorerSettings:
@@ -55,6 +55,7 @@ def rating(
     metric: str = "csat",
     scale: str = "1-5",
     comment: str | None = None,
+    account: str | None = None,
     **segment: str,
 ) -> OutgoingRecord:
     now = datetime.now(UTC)
@@ -68,6 +69,8 @@ def rating(
         "occurred_at": (now - ago).isoformat(),
         "comment": comment,
     }
+    if account is not None:
+        body["account"] = {"id": account}
     return to_record(normalize(RatingIn.model_validate(body), received_at=now), topic=topic)
 
 
@@ -100,7 +103,7 @@ async def test_windows_are_exact_to_the_minute_and_compare_with_earlier_windows(
         + [rating(f"1y-{i}", 5, topic=t, ago=timedelta(days=364, hours=1), store="s1") for i in range(6)]
     )
     await produce(infra.bootstrap, records)
-    async with running(create_app(scorer_settings(infra, database_url, topics))) as client:
+    async with running(create_app(scorer_settings(infra, database_url, topics)), headers=ADMIN) as client:
         await wait_for(lambda: stored(database_url), until=lambda n: n == 30, timeout_s=60)
         m15 = await get(client, "/v1/scores", window="15m")
         assert (m15["responses"], m15["positive"], m15["score"]) == (10, 8, 80.0)
@@ -149,7 +152,7 @@ async def test_breakdown_is_ranked_with_intervals_and_combinations(
             records.append(rating(f"{store}-b{i}", 1, topic=t, store=store, channel="chat"))
         records.append(rating(f"{store}-old", 1, topic=t, ago=timedelta(days=10), store=store, channel="web"))
     await produce(infra.bootstrap, records)
-    async with running(create_app(scorer_settings(infra, database_url, topics))) as client:
+    async with running(create_app(scorer_settings(infra, database_url, topics)), headers=ADMIN) as client:
         await wait_for(lambda: stored(database_url), until=lambda n: n == len(records), timeout_s=60)
         body = await get(client, "/v1/scores/breakdown", by="store", window="7d")
         assert [s["value"] for s in body["segments"]] == ["paris", "nice", "lyon", "brest"]
@@ -185,7 +188,7 @@ async def test_series_for_charts(infra: Infra, database_url: str, topics: Topics
         rating("d2-up", 5, topic=t, ago=timedelta(days=2), store="s"),
     ]
     await produce(infra.bootstrap, records)
-    async with running(create_app(scorer_settings(infra, database_url, topics))) as client:
+    async with running(create_app(scorer_settings(infra, database_url, topics)), headers=ADMIN) as client:
         await wait_for(lambda: stored(database_url), until=lambda n: n == 6, timeout_s=60)
         body = await get(client, "/v1/scores/series", window="7d", step="1d", segment="store:s")
         assert body["tier"] == "day" and len(body["points"]) == 7
@@ -215,7 +218,7 @@ async def test_segment_cap_folds_new_values_into_other(
     # store among them) may have counted folds already, so the check is on this test's increase.
     folded_before = _sample("csat_segment_values_folded_total", dimension="store")
     await produce(infra.bootstrap, first)
-    async with running(create_app(settings)) as client:
+    async with running(create_app(settings), headers=ADMIN) as client:
         await wait_for(lambda: stored(database_url), until=lambda n: n == 3, timeout_s=60)
         await produce(infra.bootstrap, later)
         await wait_for(lambda: stored(database_url), until=lambda n: n == 7, timeout_s=60)
@@ -294,7 +297,7 @@ async def test_gauges_for_configured_segments(infra: Infra, database_url: str, t
         gauge_interval_s=0.2,
         event_windows=["24h"],
     )
-    async with running(create_app(settings)) as client:
+    async with running(create_app(settings), headers=ADMIN) as client:
         await wait_for(lambda: stored(database_url), until=lambda n: n == 4, timeout_s=60)
 
         async def scrape() -> str:
@@ -328,7 +331,7 @@ async def test_prune_keeps_queries_exact(infra: Infra, database_url: str, topics
         + [rating(f"new-{i}", 1, topic=t) for i in range(2)],
     )
     settings = scorer_settings(infra, database_url, topics)
-    async with running(create_app(settings)) as client:
+    async with running(create_app(settings), headers=ADMIN) as client:
         await wait_for(lambda: stored(database_url), until=lambda n: n == 5, timeout_s=60)
         before = await get(client, "/v1/scores", window="90d")
         # Minute buckets past their retention are not even written any more...
@@ -481,7 +484,7 @@ async def test_dimensions_beyond_the_cap_get_no_counters(
     ]
     settings = scorer_settings(infra, database_url, topics, max_dimensions=2)
     dropped_before = _sample("csat_segment_dimensions_dropped_total")
-    async with running(create_app(settings)) as client:
+    async with running(create_app(settings), headers=ADMIN) as client:
         await produce(infra.bootstrap, records)
         await wait_for(lambda: stored(database_url), until=lambda n: n == 5, timeout_s=60)
         dims = await fetch_value(
@@ -500,3 +503,55 @@ async def test_dimensions_beyond_the_cap_get_no_counters(
 def _sample(name: str, **labels: str) -> float:
     """A counter's current value in this process (the registry is process-wide)."""
     return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+async def test_grants_rows_small_groups_and_owned_customers_on_postgresql(
+    infra: Infra, database_url: str, topics: Topics
+) -> None:
+    """A store manager's grant limits filters and rows; a group under the minimum loses its distribution
+    for roles below manager; a CSM reads only the history of a customer of an account they own."""
+    t = topics.ratings
+    records = [rating(f"p-{i}", 5 if i < 6 else 2, topic=t, store="paris-1") for i in range(8)]
+    records += [rating(f"l-{i}", 4, topic=t, store="lyon-2") for i in range(3)]
+    records.append(rating("acme-1", 1, topic=t, customer="cus-acme", account="acc-acme", store="lyon-2"))
+    await produce(infra.bootstrap, records)
+    cfg = scorer_settings(infra, database_url, topics, identity_public_keys=JWKS)
+    async with running(create_app(cfg)) as client:
+        await wait_for(lambda: stored(database_url), until=lambda n: n == len(records), timeout_s=60)
+        paris = bearer(person(Role.VIEWER, segments=["store:paris-1"]))
+
+        async def ask(headers: dict[str, str], path: str, **params: Any) -> httpx.Response:
+            return await client.get(path, params={"window": "24h", **params}, headers=headers)
+
+        assert (await ask({}, "/v1/scores")).status_code == 401
+        mine = await ask(paris, "/v1/scores", segment="store:paris-1")
+        assert mine.status_code == 200 and mine.json()["responses"] == 8
+        assert mine.json()["distribution_hidden"] is False and mine.json()["distribution"]
+        for refused in ({}, {"segment": "store:lyon-2"}):  # the whole and another store
+            answer = await ask(paris, "/v1/scores", **refused)
+            assert answer.status_code == 404 and "lyon" not in answer.text
+        assert (await ask(paris, "/v1/scores/series", segment="store:lyon-2")).status_code == 404
+        rows = (await ask(paris, "/v1/scores/breakdown", by="store")).json()
+        assert [r["value"] for r in rows["segments"]] == ["paris-1"] and rows["total"] == 1
+        # lyon-2 has 4 answers (< 5): a viewer sees its score and n, a manager its distribution too
+        viewer = bearer(person(Role.VIEWER))
+        small = (await ask(viewer, "/v1/scores", segment="store:lyon-2")).json()
+        assert (small["responses"], small["distribution_hidden"]) == (4, True)
+        assert small["score"] is not None and small["distribution"] is None and small["mean"] is None
+        row = next(
+            r
+            for r in (await ask(viewer, "/v1/scores/breakdown", by="store")).json()["segments"]
+            if r["value"] == "lyon-2"
+        )
+        assert row["distribution_hidden"] is True and row["negative"] is None
+        manager = (await ask(bearer(person(Role.MANAGER)), "/v1/scores", segment="store:lyon-2")).json()
+        assert manager["distribution_hidden"] is False and sum(manager["distribution"]["1-5"].values()) == 4
+        assert (await ask(viewer, "/v1/drift")).status_code == 200
+        # history: customers:read (not a viewer's), then ownership by the ratings' account id
+        history = "/v1/customers/cus-acme/history"
+        assert (await client.get(history, headers=viewer)).status_code == 403
+        ana = bearer(person(Role.CSM, accounts=["acc-acme"]))
+        assert (await client.get(history, headers=ana)).json()["total"] == 1
+        bob = bearer(person(Role.CSM, accounts=["acc-other"]))
+        foreign = await client.get(history, headers=bob)
+        assert foreign.status_code == 404 and "acme-1" not in foreign.text

@@ -125,9 +125,14 @@ def test_deployments_follow_the_operating_rules(overlay: str) -> None:
         sc = container["securityContext"]
         assert sc["readOnlyRootFilesystem"] is True and sc["allowPrivilegeEscalation"] is False
         assert sc["capabilities"]["drop"] == ["ALL"]
-        assert {p["name"] for p in container["ports"]} == {"http"}
-        assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
-        assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
+        # Health, readiness and metrics on the internal listener only (shared.listeners).
+        ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+        assert set(ports) == {"http", "internal"} and ports["internal"] == 9000, name
+        assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "internal"}
+        assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "internal"}
+        assert container["startupProbe"]["httpGet"]["port"] == "internal"
+        assert spec["template"]["metadata"]["annotations"]["prometheus.io/port"] == "9000"
+        assert {e["name"]: e.get("value") for e in container["env"]}["CSAT_INTERNAL_PORT"] == "9000"
         assert (
             set(container["resources"]["requests"])
             == set(container["resources"]["limits"])
@@ -138,7 +143,6 @@ def test_deployments_follow_the_operating_rules(overlay: str) -> None:
         assert container["args"] == ["serve", service] and container["name"] == service
         assert d["metadata"]["labels"]["app.kubernetes.io/component"] == service
         assert spec["template"]["metadata"]["labels"]["app.kubernetes.io/component"] == service
-        assert spec["template"]["metadata"]["annotations"]["prometheus.io/port"] == port
         assert {e["name"]: e.get("value") for e in container["env"]}["CSAT_PORT"] == port
         if spec["replicas"] > 1:
             assert name in pdbs, f"{name} runs {spec['replicas']} replicas without a PodDisruptionBudget"
@@ -146,7 +150,24 @@ def test_deployments_follow_the_operating_rules(overlay: str) -> None:
             assert name not in pdbs, f"{name} has one replica: a PDB would block node drains"
     (job,) = of_kind(items, "Job")
     assert job["spec"]["template"]["spec"]["containers"][0]["args"] == ["migrate"]
-    assert len(list(of_kind(items, "NetworkPolicy"))) >= 5
+    policies = {p["metadata"]["name"]: p for p in of_kind(items, "NetworkPolicy")}
+    assert len(policies) >= 5
+    # Only the monitoring namespace reaches the internal port; the API's policies name port `http` only.
+    internal_rules = [
+        rule
+        for policy in policies.values()
+        for rule in policy["spec"].get("ingress", [])
+        if any(p.get("port") == "internal" for p in rule.get("ports", []))
+    ]
+    assert [r["from"] for r in internal_rules] == [
+        [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}]
+    ]
+    for policy in policies.values():
+        for rule in policy["spec"].get("ingress", []):
+            named = {p.get("port") for p in rule.get("ports", [])}
+            assert named <= {"http"} or named == {"internal"}, policy["metadata"]["name"]
+    for service in of_kind(items, "Service"):
+        assert [p["targetPort"] for p in service["spec"]["ports"]] == ["http"], service["metadata"]["name"]
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -189,6 +210,31 @@ def test_prod_settings() -> None:
     items = docs("prod")
     config = next(c for c in of_kind(items, "ConfigMap") if c["metadata"]["name"] == "csat-config")["data"]
     assert config["CSAT_ENVIRONMENT"] == "prod" and config["CSAT_KAFKA_IDEMPOTENCE"] == "true"
+    # Every secret a service refuses to start without in prod comes from the Secret csat-secrets, and
+    # only the console gets the private signing key.
+    needs = {
+        "collector": {"CSAT_SIGNING_SECRET", "CSAT_SOURCE_IDENTITY_KEY"},
+        "scorer": set(),
+        "actions": set(),
+        "notifier": {"CSAT_UNSUBSCRIBE_SECRET"},
+        "console": {"CSAT_SESSION_SECRET", "CSAT_IDENTITY_SIGNING_KEY"},
+    }
+    for deployment in of_kind(items, "Deployment"):
+        service = deployment["metadata"]["name"].removeprefix("csat-")
+        if service not in needs:
+            continue
+        (container,) = deployment["spec"]["template"]["spec"]["containers"]
+        from_secret = {
+            e["name"]: e["valueFrom"]["secretKeyRef"]
+            for e in container["env"]
+            if "secretKeyRef" in e.get("valueFrom", {})
+            and e["valueFrom"]["secretKeyRef"]["name"] == "csat-secrets"
+        }
+        required = {n for n, ref in from_secret.items() if not ref.get("optional")}
+        assert required >= {"CSAT_ADDRESS_HASH_KEY", "CSAT_IDENTITY_PUBLIC_KEYS"} | needs[service], service
+        assert all(ref["key"] == name for name, ref in from_secret.items()), service
+        assert ("CSAT_IDENTITY_SIGNING_KEY" in from_secret) is (service == "console")
+        assert from_secret["CSAT_BOOTSTRAP_ADMIN_KEY"].get("optional") is True
     (db,) = of_kind(items, "Cluster")
     assert db["spec"]["instances"] == 3 and "backup" in db["spec"]
     assert next(of_kind(items, "ScheduledBackup"))["spec"]["cluster"]["name"] == db["metadata"]["name"]

@@ -25,8 +25,3 @@ def test_broken_taxonomy_stops_the_service(tmp_path: Path) -> None:
     path.write_text("themes:\n  - id: parking\n    keywords: {en: []}\nsentiment: {}\n")
     with pytest.raises(TaxonomyError, match="theme parking: keywords"):
         create_app(make_settings(ActionsSettings, themes_file=path))
-
-
-def test_prod_refuses_a_weak_csm_key() -> None:
-    with pytest.raises(ValueError, match="CSAT_CSM_API_KEY"):
-        make_settings(ActionsSettings, environment="prod", admin_api_key="a" * 32, csm_api_key="short")

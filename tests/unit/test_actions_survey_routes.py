@@ -1,5 +1,6 @@
-"""The surveys admin API on in-memory stores: the admin key, errors at the field, versions with
-If-Match, per-survey edits, and the stats of a survey's invitations (response rate = answered / sent)."""
+"""The surveys admin API on in-memory stores: who may read and change it (rules:read, surveys:admin),
+errors at the field, versions with If-Match, per-survey edits (audited), and the stats of a survey's
+invitations (response rate = answered / sent)."""
 
 from __future__ import annotations
 
@@ -16,33 +17,55 @@ from services.actions.settings import ActionsSettings
 from services.actions.surveybook import SurveyBook
 from services.actions.surveys.definitions import load_surveys_text
 from services.actions.yamlio import load_yaml
+from shared.identity.scopes import Role, Scope
+from tests.credentials import ADMIN, authenticator, bearer, person
 from tests.fakes.actions_store import MemoryActions
+from tests.fakes.identity_store import MemoryIdentityStore
+from tests.helpers import make_settings
 from tests.unit.test_actions_surveys import NOW, SURVEYS
 
-ADMIN = {"Authorization": "Bearer dev-admin-key"}
 
-
-def app(db: MemoryActions) -> TestClient:
+def app(db: MemoryActions, audit: MemoryIdentityStore | None = None) -> TestClient:
     book = SurveyBook(
         file_document=load_yaml(SURVEYS), file_surveys=load_surveys_text(SURVEYS), file_origin="t"
     )
     deps: Any = ActionsDeps(
-        settings=ActionsSettings(log_format="console"),
+        settings=make_settings(ActionsSettings),
         transactions=db,  # the in-memory transactions
         rulebook=None,  # type: ignore[arg-type] # not used by these routes
         clock=lambda: NOW + timedelta(days=1),
         dry_run=None,  # type: ignore[arg-type] # not used by these routes
         surveybook=book,
+        auth=authenticator("actions"),
+        audit=audit or MemoryIdentityStore(),
+        customer_ref=lambda customer_id: f"customer#{customer_id}",
     )
     api = FastAPI()
     api.include_router(survey_routes.router(deps))
     return TestClient(api)
 
 
-def test_the_key_is_required() -> None:
-    client = app(MemoryActions())
+def test_reading_needs_rules_read_and_changing_needs_surveys_admin() -> None:
+    audit = MemoryIdentityStore()
+    client = app(MemoryActions(), audit)
     assert client.get("/v1/surveys").status_code == 401
-    assert client.get("/v1/surveys", headers={"Authorization": "Bearer wrong"}).status_code in (401, 403)
+    assert client.get("/v1/surveys", headers={"Authorization": "Bearer wrong"}).status_code == 401
+    csm = bearer(person(Role.CSM))
+    for path in ("/v1/surveys", "/v1/surveys/versions", "/v1/surveys/post-delivery/stats"):
+        assert client.get(path, headers=csm).status_code == 403, path
+    manager = bearer(person(Role.MANAGER, subject="u-manager"))
+    doc = client.get("/v1/surveys", headers=manager).json()
+    assert client.get("/v1/surveys/post-delivery/stats", headers=manager).status_code == 200
+    reader = bearer(person(Role.MANAGER, scopes=[Scope.RULES_READ]))
+    assert client.get("/v1/surveys/post-delivery", headers=reader).status_code == 200
+    assert client.put("/v1/surveys", json=doc, headers=reader).status_code == 403
+    assert client.delete("/v1/surveys/post-delivery", headers=reader).status_code == 403
+    assert audit.audit == []
+    saved = client.put("/v1/surveys", json=doc, headers={**manager, "If-Match": '"1"'})
+    assert saved.status_code == 200 and saved.json()["revision"] == 2
+    (entry,) = [r.entry for r in audit.audit]
+    assert (entry.action, entry.target, entry.details["revision"]) == ("surveys.update", "surveys", 2)
+    assert "u-manager" in entry.actor
 
 
 def test_versions_if_match_and_errors_at_the_field() -> None:

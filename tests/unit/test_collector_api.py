@@ -13,9 +13,10 @@ from fastapi.testclient import TestClient
 
 from services.collector.bootstrap import create_app
 from services.collector.ports import BrokerUnavailable
-from services.collector.settings import CollectorSettings
+from services.collector.settings import DEV_SIGNING_SECRET, CollectorSettings
 from shared.envelope import OutgoingRecord, decode
 from shared.events import RatingSubmitted
+from tests.credentials import prod_secrets
 from tests.fakes.collector_store import MemoryStore
 
 ADMIN = {"Authorization": "Bearer dev-admin-key"}
@@ -66,7 +67,9 @@ def close_clients() -> Iterator[None]:
 
 
 def make_client(fake: FakePublisher, store: MemoryStore, **settings: Any) -> TestClient:
-    cfg = CollectorSettings.model_validate({"max_body_bytes": 4096, "log_format": "console", **settings})
+    cfg = CollectorSettings.model_validate(
+        {"environment": "test", "max_body_bytes": 4096, "log_format": "console", **settings}
+    )
     client = TestClient(create_app(cfg, publisher=fake, store=store))
     client.__enter__()
     _OPEN.append(client)
@@ -284,8 +287,8 @@ def test_production_mode_requires_a_source_key(fake: FakePublisher, store: Memor
     assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer"
     assert r.headers["content-type"].startswith("application/problem+json")
     assert client.post("/v1/ratings", json=GOOD, headers={"X-API-Key": "csk_nope"}).status_code == 401
-    # the admin key manages sources; it is not a key for posting ratings
-    assert client.post("/v1/ratings", json=GOOD, headers=ADMIN).status_code == 401
+    # the admin key manages sources; it is not a key for posting ratings (no ratings:write)
+    assert client.post("/v1/ratings", json=GOOD, headers=ADMIN).status_code == 403
     key = new_source(client)
     ok = client.post("/v1/ratings", json=GOOD, headers={"Authorization": f"Bearer {key}"})
     assert ok.status_code == 202
@@ -296,18 +299,17 @@ def test_production_mode_requires_a_source_key(fake: FakePublisher, store: Memor
 
 
 def test_prod_settings_refuse_anonymous_posting_and_dev_secrets() -> None:
+    prod = {**prod_secrets(), "environment": "prod"}
     with pytest.raises(ValueError, match="CSAT_REQUIRE_API_KEY"):
-        CollectorSettings(environment="prod", admin_api_key="a" * 20, require_api_key=False)
-    with pytest.raises(ValueError, match="CSAT_SIGNING_SECRET"):
-        CollectorSettings(environment="prod", admin_api_key="a" * 20)
-    with pytest.raises(ValueError, match="CSAT_SOURCE_IDENTITY_KEY"):
-        CollectorSettings(environment="prod", admin_api_key="a" * 20, signing_secret="s" * 32)
-    cfg = CollectorSettings(
-        environment="prod", admin_api_key="a" * 20, signing_secret="s" * 32, source_identity_key="i" * 32
-    )
+        CollectorSettings.model_validate({**prod, "require_api_key": False})
+    with pytest.raises(ValueError, match=r"CSAT_SIGNING_SECRET \(the public development value\)"):
+        CollectorSettings.model_validate({**prod, "signing_secret": DEV_SIGNING_SECRET})
+    with pytest.raises(ValueError, match=r"CSAT_SOURCE_IDENTITY_KEY \(shorter than 32"):
+        CollectorSettings.model_validate({**prod, "source_identity_key": "i" * 20})
+    cfg = CollectorSettings.model_validate(prod)
     assert cfg.keys_required is True
     assert (cfg.key_rate, cfg.ip_rate) == (200, 50)
-    dev = CollectorSettings()
+    dev = CollectorSettings(environment="dev")
     assert dev.keys_required is False
     assert (dev.key_rate, dev.ip_rate) == (0, 0)  # local stacks and benchmarks are not throttled
 
@@ -502,3 +504,88 @@ def test_openapi_documents_every_endpoint_with_problems_and_examples(client: Tes
             model = schemas.get(ref.rsplit("/", 1)[-1], {}) if ref else {}
             assert media.get("example") or media.get("examples") or model.get("examples"), (method, path)
     assert doc["paths"]["/v1/ratings"]["post"]["responses"]["409"]["content"]["application/problem+json"]
+
+
+_CASES: list[tuple[str, dict[str, Any]]] = [
+    ("/v1/ratings", {"json": GOOD, "headers": {"Idempotency-Key": "same-1"}}),
+    ("/v1/ratings", {"json": GOOD, "headers": {"Idempotency-Key": "same-1"}}),  # the replay
+    ("/v1/ratings", {"json": {**GOOD, "score": 1}, "headers": {"Idempotency-Key": "same-1"}}),  # conflict
+    ("/v1/ratings", {"json": GOOD, "headers": {"Idempotency-Key": "bad key!"}}),
+    ("/v1/ratings", {"json": {**GOOD, "score": 9}}),
+    ("/v1/ratings", {"json": {**GOOD, "customer": {}}}),
+    ("/v1/ratings", {"json": [GOOD]}),
+    ("/v1/ratings", {"content": b'{"metric": "csat", ', "headers": {"Content-Type": "application/json"}}),
+    (
+        "/v1/ratings",
+        {"content": b"score=4", "headers": {"Content-Type": "application/x-www-form-urlencoded"}},
+    ),
+    ("/v1/ratings", {"json": {**GOOD, "rating_id": "a"}, "headers": {"Idempotency-Key": "b"}}),
+    ("/v1/ratings", {"json": GOOD, "headers": {"Authorization": "Bearer sk_live_unknown"}}),
+    ("/v1/ratings/batch", {"json": {"ratings": [GOOD, {**GOOD, "score": 11}, {"metric": "nps"}]}}),
+    ("/v1/ratings/batch", {"json": {"ratings": [GOOD, GOOD]}, "headers": {"Idempotency-Key": "bk"}}),
+    ("/v1/ratings/batch", {"json": {"ratings": [GOOD, GOOD]}, "headers": {"Idempotency-Key": "bk"}}),
+    ("/v1/ratings/batch", {"json": {"ratings": []}}),
+    ("/v1/ratings/batch", {"json": {"items": [GOOD]}}),
+]
+
+
+def _answers(fast_path: bool) -> list[tuple[int, Any, str | None, str | None]]:
+    client = make_client(FakePublisher(), MemoryStore(), fast_path=fast_path)
+    out = []
+    for path, kw in _CASES:
+        r = client.post(path, **kw)
+        body = r.json()
+        if r.status_code == 202 and "Idempotency-Key" not in kw.get("headers", {}):
+            # Ids chosen by the server differ from run to run; everything else must not.
+            for item in [body, *body.get("results", [])]:
+                item.pop("rating_id", None)
+        out.append((r.status_code, body, r.headers.get("content-type"), r.headers.get("idempotent-replayed")))
+    return out
+
+
+def test_the_fast_path_answers_exactly_as_fastapis_handler() -> None:
+    """Well-formed requests skip FastAPI's dependency solving; every answer (202, replay, 409, 401, 422
+    naming the field, batch results) is the same as FastAPI's own handler gives."""
+    fast, standard = _answers(True), _answers(False)
+    assert [a[0] for a in fast] == [
+        202,
+        202,
+        409,
+        422,
+        422,
+        422,
+        422,
+        422,
+        422,
+        422,
+        401,
+        202,
+        202,
+        202,
+        422,
+        422,
+    ]
+    assert fast == standard
+    assert fast[3][1]["errors"][0]["field"] == "Idempotency-Key"
+    assert fast[1][3] == "true" and fast[13][1]["results"][0]["replayed"] is True
+
+
+@pytest.mark.parametrize("fast_path", [True, False])
+def test_a_well_formed_rating_skips_fastapis_dependency_solving(
+    fast_path: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import fastapi.routing
+
+    solved: list[str] = []
+    original = fastapi.routing.solve_dependencies  # type: ignore[attr-defined] # what the handler calls
+
+    async def counting(*args: Any, **kwargs: Any) -> Any:
+        solved.append(kwargs["request"].url.path)
+        return await original(*args, **kwargs)
+
+    monkeypatch.setattr(fastapi.routing, "solve_dependencies", counting)
+    client = make_client(FakePublisher(), MemoryStore(), fast_path=fast_path)
+    assert client.post("/v1/ratings", json=GOOD, headers={"Idempotency-Key": "k-1"}).status_code == 202
+    assert client.post("/v1/ratings/batch", json={"ratings": [GOOD]}).status_code == 202
+    assert client.post("/v1/ratings", json={**GOOD, "customer": {}}).status_code == 422  # FastAPI's handler
+    assert solved == (["/v1/ratings"] if fast_path else ["/v1/ratings", "/v1/ratings/batch", "/v1/ratings"])

@@ -226,7 +226,7 @@ def test_limiter_memory_is_bounded() -> None:
 
 
 def test_forwarded_for_only_from_trusted_proxies() -> None:
-    settings = CollectorSettings(trusted_proxies=["10.0.0.0/8"])
+    settings = CollectorSettings(environment="test", trusted_proxies=["10.0.0.0/8"])
     scope: dict[str, Any] = {
         "client": ("10.1.2.3", 1),
         "headers": [(b"x-forwarded-for", b"6.6.6.6, 203.0.113.9, 10.0.0.7")],

@@ -6,16 +6,27 @@ No broker, no database, no wall-clock waits: concurrency is driven by events and
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from cloudevents.core.bindings import kafka as ce_kafka
 from prometheus_client import REGISTRY
 
 from services.collector.domain import RatingIn, RatingRejected, Trust
-from services.collector.intake import Intake, IntakeUnavailable, Outcome, Submission, Verdict
-from services.collector.ports import BrokerUnavailable, Claim
+from services.collector.intake import (
+    Intake,
+    IntakeUnavailable,
+    Outcome,
+    Submission,
+    Verdict,
+    to_record,
+    to_record_fast,
+)
+from services.collector.ports import BrokerUnavailable, Claim, ClaimState
+from shared import tracing
 from shared.envelope import OutgoingRecord, decode
 from shared.events import KeyKind
 from tests.fakes.collector_store import MemoryStore
@@ -243,3 +254,103 @@ async def test_confirmations_land_in_batches_off_the_request_and_at_close() -> N
     store.down = True  # a confirmation that cannot land is left to the lease
     await it.close()
     assert store.idem["c-3"].state == "pending"
+
+
+class GatedStore(MemoryStore):
+    """Holds each claim statement until ``gate`` opens; records the ids of every statement."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = asyncio.Event()
+        self.entered = asyncio.Event()
+        self.statements: list[list[str]] = []
+
+    async def claim(self, *, claims: Sequence[Claim], lease_s: float) -> dict[str, ClaimState]:
+        self.statements.append([c.rating_id for c in claims])
+        self.entered.set()
+        await self.gate.wait()
+        return await super().claim(claims=claims, lease_s=lease_s)
+
+
+async def test_concurrent_requests_share_one_claim_statement_while_one_is_running() -> None:
+    pub, store = FakePublisher(), GatedStore()
+    it = intake(pub, store)
+    first = asyncio.create_task(it.submit([sub(it, rid="g-0")]))
+    await store.entered.wait()  # the first statement is running: the next requests queue behind it
+    rest = [asyncio.create_task(it.submit([sub(it, rid=f"g-{i}")])) for i in range(1, 6)]
+    await asyncio.sleep(0)
+    store.gate.set()
+    verdicts = [await first] + [await t for t in rest]
+    assert [v.outcome for (v,) in verdicts] == [Outcome.ACCEPTED] * 6
+    assert store.statements == [["g-0"], ["g-1", "g-2", "g-3", "g-4", "g-5"]]
+    assert len(pub.records) == 6
+
+
+async def test_the_same_id_from_two_requests_in_one_group_is_published_once() -> None:
+    pub, store, polls = (
+        FakePublisher(),
+        GatedStore(),
+        Polls(advance=False),
+    )  # the retry waits as long as needed
+    it = intake(pub, store, polls=polls)
+    blocker = asyncio.create_task(it.submit([sub(it, rid="other")]))
+    await store.entered.wait()
+    one = asyncio.create_task(it.submit([sub(it, rid="dup")]))
+    two = asyncio.create_task(it.submit([sub(it, rid="dup")]))
+    changed = asyncio.create_task(it.submit([sub(it, rid="dup", score=1)]))
+    await asyncio.sleep(0)
+    store.gate.set()
+    await blocker
+    # The first attempt publishes; the other polls until its confirmation lands, then replays.
+    outcomes = sorted([(await one)[0].outcome, (await two)[0].outcome])
+    assert store.statements[1] == ["dup"]  # one statement, the id once
+    assert outcomes == sorted([Outcome.ACCEPTED, Outcome.REPLAYED])
+    assert (await changed)[0].outcome is Outcome.CONFLICT
+    assert [r.key for r in pub.records] == [b"c1", b"c1"]  # "other" and "dup", each once
+
+
+async def test_a_failed_group_statement_reaches_every_request_in_it() -> None:
+    pub, store = FakePublisher(), GatedStore()
+    it = intake(pub, store, degrade=False)
+    first = asyncio.create_task(it.submit([sub(it, rid="f-0")]))
+    await store.entered.wait()
+    store.down = True
+    rest = [asyncio.create_task(it.submit([sub(it, rid=f"f-{i}")])) for i in range(1, 4)]
+    await asyncio.sleep(0)
+    store.gate.set()
+    for task in [first, *rest]:
+        with pytest.raises(IntakeUnavailable):
+            await task
+    assert pub.records == []
+
+
+def test_the_hand_encoded_cloudevent_is_what_the_sdk_encodes_and_decodes_alike() -> None:
+    it = intake(FakePublisher(), MemoryStore())
+    ratings = [
+        sub(it, rid="enc-1").rating,
+        it.prepare(
+            rating(comment='Très bien — ünïcødé "quoted"', segment={"store": "paris-1"}),
+            received_at=NOW.replace(microsecond=0),
+            source="s",
+            rating_id=None,
+            keyed=False,
+            trust=Trust(KeyKind.PUBLISHABLE, identity_secrets=("x" * 64,)),
+        ).rating,
+    ]
+    for r in ratings:
+        for traced in (False, True):
+            with tracing.span(tracing.continue_from(None)) if traced else contextlib.nullcontext():
+                fast, sdk = to_record_fast(r, topic="t"), to_record(r, topic="t")
+            assert (fast.topic, fast.key, fast.value, fast.headers) == (
+                sdk.topic,
+                sdk.key,
+                sdk.value,
+                sdk.headers,
+            )
+            assert any(h == "ce_traceparent" for h, _ in fast.headers) is traced
+            # The SDK (the reference) reads the hand-made record as it reads its own.
+            ours = ce_kafka.from_binary_event(ce_kafka.KafkaMessage(dict(fast.headers), fast.key, fast.value))
+            theirs = ce_kafka.from_binary_event(ce_kafka.KafkaMessage(dict(sdk.headers), sdk.key, sdk.value))
+            assert ours.get_attributes() == theirs.get_attributes()
+            assert ours.get_data() == theirs.get_data()
+            assert decode(headers=fast.headers, key=fast.key, value=fast.value).data == r

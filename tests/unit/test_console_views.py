@@ -26,6 +26,7 @@ from shared.identity.passwords import Passwords
 from shared.identity.ports import NewUser
 from shared.identity.principal import SegmentGrant
 from shared.identity.scopes import Role
+from tests.credentials import ADMIN, SIGNING_KEY, authenticator
 from tests.fakes.console_store import MemoryConsoleStore
 from tests.fakes.identity_store import MemoryIdentityStore
 from tests.fakes.scorer_store import MemoryScorerStore
@@ -47,7 +48,7 @@ class Site:
 
 
 async def scorer_app() -> FastAPI:
-    cfg = ScorerSettings.model_validate({"min_sample": 5})
+    cfg = ScorerSettings.model_validate({"environment": "test", "min_sample": 5})
     store = MemoryScorerStore(combinations=cfg.combos)
     ratings = []
     for store_name, channel, scores_ in (
@@ -61,7 +62,13 @@ async def scorer_app() -> FastAPI:
             for i, s in enumerate(scores_)
         ]
     await handler_for(store, cfg)(TX, batch(*ratings))
-    deps = ScorerDeps(settings=cfg, scores=store.session, customers=store.session, clock=lambda: NOW)
+    deps = ScorerDeps(
+        settings=cfg,
+        scores=store.session,
+        customers=store.session,
+        clock=lambda: NOW,
+        auth=authenticator("scorer"),
+    )
     app = FastAPI()
     app.include_router(scores.router(deps))
     app.include_router(heatmap.router(deps))
@@ -88,12 +95,21 @@ async def site() -> AsyncIterator[Site]:
     scorer = await scorer_app()
     http = httpx.AsyncClient(transport=httpx.ASGITransport(app=scorer))
     cfg = ConsoleSettings.model_validate(
-        {"environment": "test", "live_enabled": False, "log_format": "console"}
+        {
+            "environment": "test",
+            "live_enabled": False,
+            "log_format": "console",
+            # the scorer trusts this key's tokens (tests.credentials.authenticator)
+            "identity_signing_key": SIGNING_KEY.private_jwk(),
+        }
     )
     app = create_app(cfg, identity=identity, console=MemoryConsoleStore(identity), passwords=CHEAP, http=http)
     async with app.router.lifespan_context(app):
         yield Site(
-            app=app, scorer=httpx.AsyncClient(transport=httpx.ASGITransport(app=scorer), base_url="http://s")
+            app=app,
+            scorer=httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=scorer), base_url="http://s", headers=ADMIN
+            ),
         )
 
 

@@ -22,7 +22,12 @@ async def _crash(_conn: AsyncConnection, _batch: Sequence[Received]) -> list[Out
 
 def test_healthz_reports_a_dead_consumer_loop() -> None:
     runtime = ConsumerRuntime(
-        name="t", settings=CommonSettings(), topics=["x"], group="g", dlq_topic="d", handler=_crash
+        name="t",
+        settings=CommonSettings(environment="test"),
+        topics=["x"],
+        group="g",
+        dlq_topic="d",
+        handler=_crash,
     )
     app = FastAPI()
     app.state.runtime = runtime

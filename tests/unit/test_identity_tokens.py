@@ -509,3 +509,48 @@ async def test_require_shows_in_openapi_as_security_schemes() -> None:
     schema = client.get("/openapi.json").json()
     assert set(schema["components"]["securitySchemes"]) == {"HTTPBearer", "APIKeyHeader"}
     assert schema["paths"]["/v1/scores"]["get"]["security"] == [{"HTTPBearer": []}, {"APIKeyHeader": []}]
+
+
+# ---- the services' wiring: the bootstrap key's scopes by environment -------------------------------
+@pytest.mark.parametrize(
+    ("environment", "admin_everywhere"), [("dev", True), ("test", True), ("prod", False)]
+)
+async def test_the_bootstrap_key_is_a_full_admin_outside_prod_and_bootstrap_only_in_prod(
+    environment: str, admin_everywhere: bool
+) -> None:
+    from pydantic import SecretStr
+
+    from shared.identity.config import IdentitySettings
+    from shared.identity.scopes import BOOTSTRAP_SCOPES
+    from shared.identity.wiring import service_authenticator
+
+    auth = service_authenticator(
+        service="scorer",
+        identity=IdentitySettings(bootstrap_admin_key=SecretStr(BOOTSTRAP)),
+        environment=environment,
+        tokens=None,
+    )
+    principal = await auth.authenticate(BOOTSTRAP)
+    assert principal.subject == "bootstrap" and principal.role is Role.ADMIN
+    expected = ROLE_SCOPES[Role.ADMIN] if admin_everywhere else BOOTSTRAP_SCOPES
+    assert principal.scopes == expected
+    assert principal.can(Scope.SCORES_READ) is admin_everywhere
+    with pytest.raises(AuthError):
+        await auth.authenticate("")  # an empty credential never equals an empty or unset key
+    blank = service_authenticator(
+        service="scorer",
+        identity=IdentitySettings(bootstrap_admin_key=SecretStr(" ")),
+        environment=environment,
+        tokens=None,
+    )
+    with pytest.raises(AuthError):
+        await blank.authenticate(" ")
+    # no key configured: dev and test fall back to the public dev key, prod to none at all
+    unset = service_authenticator(
+        service="scorer", identity=IdentitySettings(), environment=environment, tokens=None
+    )
+    if environment == "prod":
+        with pytest.raises(AuthError):
+            await unset.authenticate("dev-admin-key")
+    else:
+        assert (await unset.authenticate("dev-admin-key")).subject == "bootstrap"

@@ -79,3 +79,26 @@ def test_scrub_leaves_addresses_dates_and_offsets(line: str) -> None:
 @pytest.mark.parametrize("phone", ["06 12 34 56 78", "06.12.34.56.78", "+1 (415) 555-0123", "+33612345678"])
 def test_scrub_catches_phone_formats(phone: str) -> None:
     assert phone not in scrub(f"call {phone} now")
+
+
+def test_tracebacks_lose_statement_parameters_and_quoted_values(capsys: pytest.CaptureFixture[str]) -> None:
+    """A traceback is formatted after the event's fields were scrubbed: the rendered line is scrubbed
+    again, so a driver's or SQLAlchemy's quoting of a value never reaches the log."""
+    import logging
+
+    from shared.logs import configure_logging
+
+    configure_logging(service="t", fmt="json")
+    # what str(DBAPIError) looks like: the driver's message, the statement, its parameters
+    message = (
+        "(sqlalchemy.dialects.postgresql.asyncpg.Error) <class 'asyncpg.exceptions.DataError'>: "
+        "invalid input for query argument $1: 'Leakmarker plan' ('str' object cannot be interpreted)\n"
+        "[SQL: INSERT INTO t VALUES ($1)]\n[parameters: ('Leakmarker note',)]\n(Background ...)"
+    )
+    try:
+        raise RuntimeError(message)
+    except RuntimeError:
+        logging.getLogger("uvicorn.error").exception("Exception in ASGI application")
+    err = capsys.readouterr().err
+    assert "Exception in ASGI application" in err and "[parameters: redacted]" in err
+    assert "query argument $1: [redacted]" in err and "Leakmarker" not in err

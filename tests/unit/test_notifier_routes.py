@@ -2,38 +2,44 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 
 import httpx
 from fastapi import FastAPI
-from pydantic import SecretStr
 
 from services.notifier.deps import NotifierDeps
 from services.notifier.policy import AddressKeys, legacy_address_key
-from services.notifier.ports import SuppressionEntry
+from services.notifier.ports import NewRequest, SuppressionEntry
 from services.notifier.routes import deliveries, outbox, suppressions, unsubscribe
 from services.notifier.routes import templates as previews
 from services.notifier.templating import Templates
 from services.notifier.tokens import UnsubscribeClaim, UnsubscribeTokens
 from shared.http import install_common
+from shared.identity.scopes import Role
 from shared.security.hashing import AddressHasher
+from tests.credentials import ADMIN, authenticator, bearer, person
+from tests.fakes.identity_store import MemoryIdentityStore
 from tests.fakes.notifier_store import MemoryNotifierStore
 
-ADMIN = {"Authorization": "Bearer unit-admin"}
 TOKENS = UnsubscribeTokens(["unit-secret"])
 KEYS = AddressKeys(AddressHasher(["unit-test-address-hash-key-32-chars-long"]))
 
 
 @asynccontextmanager
-async def client(store: MemoryNotifierStore) -> AsyncIterator[httpx.AsyncClient]:
+async def client(
+    store: MemoryNotifierStore, audit: MemoryIdentityStore | None = None
+) -> AsyncIterator[httpx.AsyncClient]:
     app = FastAPI()
     install_common(app, service="notifier", checks={})
     deps = NotifierDeps(
         deliveries=store,
         suppressions=store,
         tokens=TOKENS,
-        admin_key=SecretStr("unit-admin"),
+        auth=authenticator("notifier"),
+        audit=audit or MemoryIdentityStore(),
         address_keys=KEYS,
         templates=Templates(),
         public_base_url="https://notifier.example/",
@@ -65,8 +71,8 @@ async def test_a_get_of_the_unsubscribe_link_changes_nothing_and_the_post_suppre
 
 
 async def test_admins_add_list_and_lift_suppressions_by_customer_email_or_phone() -> None:
-    store = MemoryNotifierStore()
-    async with client(store) as c:
+    store, audit = MemoryNotifierStore(), MemoryIdentityStore()
+    async with client(store, audit) as c:
         assert (await c.get("/v1/suppressions")).status_code == 401
         person = {"email": "Ana@Example.com", "phone": "+33 6 12 34 56 78"}
         added = await c.post("/v1/suppressions", json=person, headers=ADMIN)
@@ -82,6 +88,21 @@ async def test_admins_add_list_and_lift_suppressions_by_customer_email_or_phone(
         removed = await c.delete("/v1/suppressions", params={"email": "ana@example.com"}, headers=ADMIN)
         assert removed.json() == {"removed": 1}
     assert set(store.state.suppressions) == {SuppressionEntry("sms", KEYS.key("sms", "+33612345678"))}
+    # every change is audited with who and how many, never an address
+    logged = [
+        (r.entry.actor, r.entry.action.value, r.entry.target, dict(r.entry.details)) for r in audit.audit
+    ]
+    assert logged == [
+        ("token:bootstrap", "suppression.add", "suppressions", {"email": True, "phone": True, "added": 2}),
+        ("token:bootstrap", "suppression.add", "suppressions", {"email": True, "phone": False, "added": 0}),
+        (
+            "token:bootstrap",
+            "suppression.remove",
+            "suppressions",
+            {"email": True, "phone": False, "removed": 1},
+        ),
+    ]
+    assert "example.com" not in repr(audit.audit) and "612345678" not in repr(audit.audit)
 
 
 async def test_entries_of_earlier_releases_are_still_found_and_lifted_by_address() -> None:
@@ -100,12 +121,50 @@ async def test_entries_of_earlier_releases_are_still_found_and_lifted_by_address
 
 async def test_an_unknown_delivery_is_a_404_problem_and_lists_need_the_admin_key() -> None:
     async with client(MemoryNotifierStore()) as c:
-        missing = await c.get("/v1/deliveries/nope")
+        assert (await c.get("/v1/deliveries/nope")).status_code == 401
+        missing = await c.get("/v1/deliveries/nope", headers=ADMIN)
         assert missing.status_code == 404 and missing.headers["content-type"] == "application/problem+json"
         assert (await c.get("/v1/deliveries")).status_code == 401
         page = await c.get("/v1/deliveries", params={"status": "failed"}, headers=ADMIN)
         assert page.json() == {"deliveries": [], "counts": {}}
-        assert (await c.get("/v1/outbox")).json() == {"messages": []}
+        assert (await c.get("/v1/outbox")).status_code == 401
+        assert (await c.get("/v1/outbox", headers=ADMIN)).json() == {"messages": []}
+
+
+async def test_a_csm_reads_the_deliveries_of_the_accounts_they_own_and_nothing_else() -> None:
+    store = MemoryNotifierStore()
+    async with store.begin() as tx:
+        await tx.insert_requests(
+            requests=[
+                NewRequest(
+                    notification_id=f"n-{account}",
+                    channel="email",
+                    provider="outbox",
+                    rule_id="r",
+                    customer_id=f"cus-{account}",
+                    transactional=False,
+                    request_json=json.dumps({"context": {"customer": {"account_id": account}}}),
+                    due_at=datetime(2026, 12, 1, tzinfo=UTC),
+                    event_id=f"e-{account}",
+                    source_topic="t",
+                    source_partition=0,
+                    source_offset=i,
+                )
+                for i, account in enumerate(["acme", "globex"])
+            ]
+        )
+    ana = bearer(person(Role.CSM, accounts=["acme"]))
+    async with client(store) as c:
+        mine = await c.get("/v1/deliveries/n-acme", headers=ana)
+        assert mine.status_code == 200 and mine.json()["account_id"] == "acme"
+        other = await c.get("/v1/deliveries/n-globex", headers=ana)
+        assert other.status_code == 404 and "globex" not in other.text
+        assert (await c.get("/v1/deliveries", headers=ana)).status_code == 403  # lists: every account
+        viewer = await c.get("/v1/deliveries/n-acme", headers=bearer(person(Role.VIEWER)))
+        assert viewer.status_code == 403 and "deliveries:read" in viewer.json()["detail"]
+        manager = bearer(person(Role.MANAGER))
+        assert (await c.get("/v1/deliveries/n-globex", headers=manager)).status_code == 200
+        assert (await c.get("/v1/outbox", headers=manager)).status_code == 403  # outbox:read: admins
 
 
 async def test_a_preview_renders_each_message_as_sent_in_its_locale_and_channel_and_stores_nothing() -> None:

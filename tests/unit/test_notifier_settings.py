@@ -8,10 +8,11 @@ import pytest
 from pydantic import ValidationError
 
 from services.notifier.settings import NotifierSettings
+from tests.credentials import prod_secrets
 
 
 def make(**values: Any) -> NotifierSettings:
-    return NotifierSettings.model_validate(values)
+    return NotifierSettings.model_validate({"environment": "test", **values})
 
 
 @pytest.mark.parametrize(
@@ -40,13 +41,15 @@ def test_defaults_use_the_local_outbox_and_need_no_secret() -> None:
 
 
 def test_prod_refuses_the_dev_unsubscribe_secret_and_plain_http_links() -> None:
-    prod = {"environment": "prod", "admin_api_key": "a-real-admin-key"}
-    with pytest.raises(ValidationError, match="CSAT_UNSUBSCRIBE_SECRET"):
+    secrets = {k: v for k, v in prod_secrets().items() if k != "unsubscribe_secret"}
+    prod = {"environment": "prod", **secrets}
+    with pytest.raises(ValidationError, match=r"CSAT_UNSUBSCRIBE_SECRET \(the public development value\)"):
         make(**prod, public_base_url="https://notify.example.com")
+    real = "K7pQ2vX9mR4tL8wZ3nB6yH1jF5dS0aGe"
     with pytest.raises(ValidationError, match="https"):
-        make(**prod, unsubscribe_secret="a-real-secret", public_base_url="http://notify.example.com")
-    ok = make(**prod, unsubscribe_secret="a-real-secret", public_base_url="https://notify.example.com")
-    assert ok.unsubscribe_secrets == ["a-real-secret"]
+        make(**prod, unsubscribe_secret=real, public_base_url="http://notify.example.com")
+    ok = make(**prod, unsubscribe_secret=real, public_base_url="https://notify.example.com")
+    assert ok.unsubscribe_secrets == [real]
 
 
 @pytest.mark.parametrize(

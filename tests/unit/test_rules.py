@@ -309,7 +309,11 @@ def test_the_allow_list_opens_internal_receivers_and_the_file_is_not_held_to_it(
 
 def test_url_templates_are_checked_at_start_up() -> None:
     with pytest.raises(ValueError, match="customer"):
-        ActionsSettings(survey_url_template="https://s.example.com/{survey_id}?c={customer.email}")
+        ActionsSettings(
+            environment="test", survey_url_template="https://s.example.com/{survey_id}?c={customer.email}"
+        )
     with pytest.raises(ValueError, match="no value"):
-        ActionsSettings(alert_url_template="https://a.example.com/{rating_id}")
-    assert ActionsSettings(survey_url_template="https://s/{survey_id}?c={customer_id}").survey_url_template
+        ActionsSettings(environment="test", alert_url_template="https://a.example.com/{rating_id}")
+    assert ActionsSettings(
+        environment="test", survey_url_template="https://s/{survey_id}?c={customer_id}"
+    ).survey_url_template

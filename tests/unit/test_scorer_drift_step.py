@@ -70,7 +70,7 @@ class Broker:
 
 
 def settings(**values: Any) -> ScorerSettings:
-    return ScorerSettings.model_validate({"event_windows": ["7d"], **values})
+    return ScorerSettings.model_validate({"environment": "test", "event_windows": ["7d"], **values})
 
 
 def two_stores() -> MemoryScorerStore:

@@ -86,7 +86,9 @@ def batch(*ratings: RatingSubmitted) -> list[Received]:
 
 
 def settings(**values: Any) -> ScorerSettings:
-    return ScorerSettings.model_validate({"event_windows": ["7d"], "min_sample": 10, **values})
+    return ScorerSettings.model_validate(
+        {"environment": "test", "event_windows": ["7d"], "min_sample": 10, **values}
+    )
 
 
 def handler_for(store: MemoryScorerStore, cfg: ScorerSettings | None = None) -> Any:

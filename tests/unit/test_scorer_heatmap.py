@@ -16,6 +16,7 @@ from services.scorer.deps import ScorerDeps
 from services.scorer.routes import heatmap as heatmap_routes
 from services.scorer.routes import scores
 from services.scorer.settings import ScorerSettings
+from tests.credentials import ADMIN, authenticator
 from tests.fakes.scorer_store import MemoryScorerStore
 from tests.unit.test_scorer_handlers import NOW, TX, batch, handler_for, rating
 
@@ -35,7 +36,7 @@ def stores(*specs: tuple[str, str, int, int], ago: timedelta = timedelta(hours=1
 
 @pytest.fixture
 async def client() -> AsyncIterator[httpx.AsyncClient]:
-    cfg = ScorerSettings.model_validate({"min_sample": 5})
+    cfg = ScorerSettings.model_validate({"environment": "test", "min_sample": 5})
     store = MemoryScorerStore(combinations=cfg.combos)
     ratings = stores(
         ("paris-1", "chat", 8, 2),
@@ -48,11 +49,19 @@ async def client() -> AsyncIterator[httpx.AsyncClient]:
     # A year earlier, same week: 10 of 10 happy, so today's 80 % is a drop against it.
     ratings += stores(("paris-1", "chat", 10, 0), ago=timedelta(days=364, hours=1))
     await handler_for(store, cfg)(TX, batch(*ratings))
-    deps = ScorerDeps(settings=cfg, scores=store.session, customers=store.session, clock=lambda: NOW)
+    deps = ScorerDeps(
+        settings=cfg,
+        scores=store.session,
+        customers=store.session,
+        clock=lambda: NOW,
+        auth=authenticator("scorer"),
+    )
     app = FastAPI()
     app.include_router(scores.router(deps))
     app.include_router(heatmap_routes.router(deps))
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://scorer") as c:
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://scorer", headers=ADMIN
+    ) as c:
         yield c
 
 

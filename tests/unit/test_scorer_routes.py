@@ -16,6 +16,7 @@ from services.scorer.deps import ScorerDeps
 from services.scorer.routes import customers, drift, scores
 from services.scorer.settings import ScorerSettings
 from shared.settings import DEV_ADMIN_KEY
+from tests.credentials import ADMIN, authenticator
 from tests.fakes.scorer_store import MemoryScorerStore
 from tests.unit.test_scorer_drift_step import DAYS, START, Broker, midnight, run_daily, two_stores
 from tests.unit.test_scorer_handlers import NOW, TX, batch, handler_for, rating
@@ -26,7 +27,7 @@ LYON = {"store": "lyon-2", "channel": "web"}
 
 @pytest.fixture
 async def client() -> AsyncIterator[httpx.AsyncClient]:
-    cfg = ScorerSettings.model_validate({"min_sample": 5})
+    cfg = ScorerSettings.model_validate({"environment": "test", "min_sample": 5})
     store = MemoryScorerStore(combinations=cfg.combos)
     # Paris: 8 of 10 happy; Lyon: 3 of 6; one customer rated three times, a day apart.
     ratings = [rating(f"p-{i}", 5 if i < 8 else 1, segment=PARIS) for i in range(10)]
@@ -36,11 +37,19 @@ async def client() -> AsyncIterator[httpx.AsyncClient]:
         for i, score in enumerate([5, 1, 3])
     ]
     await handler_for(store, cfg)(TX, batch(*ratings))
-    deps = ScorerDeps(settings=cfg, scores=store.session, customers=store.session, clock=lambda: NOW)
+    deps = ScorerDeps(
+        settings=cfg,
+        scores=store.session,
+        customers=store.session,
+        clock=lambda: NOW,
+        auth=authenticator("scorer"),
+    )
     app = FastAPI()
     app.include_router(scores.router(deps))
     app.include_router(customers.router(deps))
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://scorer") as c:
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://scorer", headers=ADMIN
+    ) as c:
         yield c
 
 
@@ -73,7 +82,8 @@ async def test_a_rolling_series_sums_its_trailing_steps(client: httpx.AsyncClien
 
 
 async def test_a_customer_history_pages_newest_first(client: httpx.AsyncClient) -> None:
-    assert (await client.get("/v1/customers/cus-h/history")).status_code == 401
+    wrong = await client.get("/v1/customers/cus-h/history", headers={"Authorization": "Bearer wrong"})
+    assert wrong.status_code == 401
     key = {"X-API-Key": DEV_ADMIN_KEY}
     first = (await client.get("/v1/customers/cus-h/history", params={"limit": 2}, headers=key)).json()
     assert [r["rating_id"] for r in first["ratings"]] == ["h-2", "h-1"]
@@ -100,13 +110,21 @@ async def drift_client() -> AsyncIterator[httpx.AsyncClient]:
     store.dimensions.add("store")
     store.values["store"] = {"stable", "dropping"}
     await run_daily(store, broker)
-    cfg = ScorerSettings()
+    cfg = ScorerSettings(environment="test")
     end = midnight(START + timedelta(days=DAYS)) + timedelta(hours=2)
-    deps = ScorerDeps(settings=cfg, scores=store.session, customers=store.session, clock=lambda: end)
+    deps = ScorerDeps(
+        settings=cfg,
+        scores=store.session,
+        customers=store.session,
+        clock=lambda: end,
+        auth=authenticator("scorer"),
+    )
     app = FastAPI()
     app.include_router(scores.router(deps))
     app.include_router(drift.router(deps))
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://scorer") as c:
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://scorer", headers=ADMIN
+    ) as c:
         yield c
 
 

@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.actions.ports import AlertTransition
+from services.actions.ports import AlertTransition, Reach
 from services.actions.repository.rows import jsonable
 from services.actions.timers import AlertState
 
@@ -61,7 +61,13 @@ class PgAlerts:
         )
 
     async def search(
-        self, *, status: str | None, owner: str | None, customer_id: str | None, limit: int
+        self,
+        *,
+        status: str | None,
+        owner: str | None,
+        customer_id: str | None,
+        limit: int,
+        reach: Reach | None = None,
     ) -> list[dict[str, Any]]:
         rows = await self._conn.execute(
             text(
@@ -69,9 +75,20 @@ class PgAlerts:
                 "WHERE (CAST(:s AS text) IS NULL OR status = :s) "
                 "AND (CAST(:o AS text) IS NULL OR lower(owner_email) = lower(:o)) "
                 "AND (CAST(:c AS text) IS NULL OR customer_id = :c) "
+                "AND (NOT CAST(:within AS boolean) "
+                " OR lower(owner_email) = lower(CAST(:me AS text)) "
+                " OR context->'customer'->>'account_id' = ANY(CAST(:accounts AS text[]))) "
                 "ORDER BY created_at DESC, alert_id LIMIT :limit"
             ),
-            {"s": status, "o": owner, "c": customer_id, "limit": limit},
+            {
+                "s": status,
+                "o": owner,
+                "c": customer_id,
+                "limit": limit,
+                "within": reach is not None,
+                "me": reach.owner_email if reach else None,
+                "accounts": sorted(reach.accounts) if reach else [],
+            },
         )
         return [jsonable(r) for r in rows.mappings()]
 

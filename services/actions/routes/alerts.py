@@ -1,84 +1,117 @@
-"""The CSM alerts API (admin or CSM key): the inbox, one alert, acknowledge (stops escalation), resolve."""
+"""The CSM alerts API: the inbox, one alert, acknowledge (stops escalation), resolve.
+
+``alerts:read`` / ``alerts:write``; a CSM (a role that does not see every account) sees and changes
+only the alerts they own, by their address or their accounts; any other alert answers 404. A
+transition is attributed to the caller (``acknowledged_by``/``resolved_by`` = its ``log_name``), never
+to a name in the body.
+"""
 
 from __future__ import annotations
 
-import hmac
-from collections.abc import Awaitable, Callable
+from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Header, HTTPException, Query
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from fastapi import APIRouter, Depends, Query, Request
+from pydantic import BaseModel, ConfigDict, Field
 
 from services.actions.deps import ActionsDeps
-from shared.auth import presented_key
+from services.actions.ports import Reach
+from services.actions.routes.auditing import record
 from shared.http import problem
+from shared.identity.ports import AuditAction
+from shared.identity.principal import Principal
+from shared.identity.scopes import Scope
+
+NOT_FOUND = "no such alert"
 
 
 class AlertAction(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    by: str | None = Field(default=None, max_length=200, description="Who acknowledges or resolves")
+    by: str | None = Field(
+        default=None,
+        max_length=200,
+        description="Ignored: a transition is attributed to the credential's principal",
+        deprecated=True,
+    )
     note: str | None = Field(default=None, max_length=2000)
 
 
-def key_guard(*secrets: SecretStr | None) -> Callable[..., Awaitable[None]]:
-    """Any of the given keys (admin, CSM) is accepted; 401 without a key, 403 with a wrong one."""
-    expected = [s.get_secret_value().encode() for s in secrets if s is not None]
+def reach_of(principal: Principal) -> Reach | None:
+    """None for roles that see every account; otherwise what a CSM owns."""
+    if principal.sees_all_accounts:
+        return None
+    return Reach(owner_email=principal.owner_email, accounts=principal.accounts)
 
-    async def guard(
-        authorization: Annotated[str | None, Header()] = None,
-        x_api_key: Annotated[str | None, Header(alias="X-API-Key")] = None,
-    ) -> None:
-        key = presented_key(authorization, x_api_key)
-        if key is None:
-            raise HTTPException(401, "an API key is required", headers={"WWW-Authenticate": "Bearer"})
-        if not any(hmac.compare_digest(key.encode(), e) for e in expected):
-            raise HTTPException(403, "this key may not use this endpoint")
 
-    return guard
+def owns_alert(principal: Principal, alert: Mapping[str, Any]) -> bool:
+    context = alert.get("context")
+    customer = context.get("customer") if isinstance(context, Mapping) else None
+    account = customer.get("account_id") if isinstance(customer, Mapping) else None
+    owner = alert.get("owner_email")
+    return principal.owns(
+        account_id=account if isinstance(account, str) else None,
+        owner_email=owner if isinstance(owner, str) else None,
+    )
 
 
 def router(deps: ActionsDeps) -> APIRouter:
-    cfg, tx = deps.settings, deps.transactions
-    api = APIRouter(tags=["alerts"], dependencies=[Depends(key_guard(cfg.admin_api_key, cfg.csm_api_key))])
+    tx = deps.transactions
+    api = APIRouter(tags=["alerts"])
+    reader = Depends(deps.auth.require(Scope.ALERTS_READ))
+    writer = Depends(deps.auth.require(Scope.ALERTS_WRITE))
 
-    @api.get("/v1/alerts", summary="CSM alerts, newest first")
+    @api.get("/v1/alerts", summary="CSM alerts, newest first (a CSM's own only)")
     async def get_alerts(
         status: Literal["open", "acknowledged", "resolved"] | None = None,
         owner: str | None = None,
         customer_id: str | None = None,
         limit: Annotated[int, Query(ge=1, le=500)] = 50,
+        principal: Principal = reader,
     ) -> Any:
         async with tx.connect() as stores:
             items = await stores.alerts.search(
-                status=status, owner=owner, customer_id=customer_id, limit=limit
+                status=status, owner=owner, customer_id=customer_id, limit=limit, reach=reach_of(principal)
             )
         return {"alerts": items}
 
     @api.get("/v1/alerts/{alert_id}", summary="One alert")
-    async def get_alert(alert_id: str) -> Any:
+    async def get_alert(alert_id: str, principal: Principal = reader) -> Any:
         async with tx.connect() as stores:
             found = await stores.alerts.get(alert_id=alert_id)
-        return found if found is not None else problem(404, "Not Found", detail="no such alert")
+        if found is None or not owns_alert(principal, found):
+            return problem(404, "Not Found", detail=NOT_FOUND)
+        return found
 
-    async def transition(alert_id: str, body: AlertAction | None, to: str) -> Any:
+    async def transition(
+        request: Request, alert_id: str, body: AlertAction | None, to: str, principal: Principal
+    ) -> Any:
         action = body or AlertAction()
         async with tx.begin() as stores:
+            found = await stores.alerts.get(alert_id=alert_id)
+            if found is None or not owns_alert(principal, found):
+                return problem(404, "Not Found", detail=NOT_FOUND)
             done = await stores.alerts.transition(
-                alert_id=alert_id, to=to, by=action.by, note=action.note, now=deps.clock()
+                alert_id=alert_id, to=to, by=principal.log_name, note=action.note, now=deps.clock()
             )
         if done.error == "not_found":
-            return problem(404, "Not Found", detail="no such alert")
+            return problem(404, "Not Found", detail=NOT_FOUND)
         if done.error is not None:
             return problem(409, "Conflict", detail=f"the alert is {done.error}", alert=done.alert)
+        audited = AuditAction.ALERT_ACK if to == "acknowledged" else AuditAction.ALERT_RESOLVE
+        await record(deps, request, principal, audited, target=f"alert:{alert_id}", details={"status": to})
         return done.alert
 
     @api.post("/v1/alerts/{alert_id}/ack", summary="Acknowledge (stops the SLA escalation)")
-    async def ack_alert(alert_id: str, body: AlertAction | None = None) -> Any:
-        return await transition(alert_id, body, "acknowledged")
+    async def ack_alert(
+        request: Request, alert_id: str, body: AlertAction | None = None, principal: Principal = writer
+    ) -> Any:
+        return await transition(request, alert_id, body, "acknowledged", principal)
 
     @api.post("/v1/alerts/{alert_id}/resolve", summary="Resolve")
-    async def resolve_alert(alert_id: str, body: AlertAction | None = None) -> Any:
-        return await transition(alert_id, body, "resolved")
+    async def resolve_alert(
+        request: Request, alert_id: str, body: AlertAction | None = None, principal: Principal = writer
+    ) -> Any:
+        return await transition(request, alert_id, body, "resolved", principal)
 
     return api

@@ -2,7 +2,7 @@
 
 ``POST /v1/rules/dry-run`` reads through a READ ONLY transaction (PostgreSQL refuses any write in it),
 publishes nothing and counts nothing; ``GET /v1/rules/dry-run/ratings`` lists the ratings actions
-stored, to pick one. Customer addresses are shown to admins only.
+stored, to pick one. Both need ``rules:read``; customer addresses are shown to admins only.
 """
 
 from __future__ import annotations
@@ -15,8 +15,9 @@ from fastapi import APIRouter, Depends, Query
 from services.actions.deps import ActionsDeps
 from services.actions.dryrun import DryRunRequest, DryRunResult, PickableRating
 from services.actions.rules import RuleFileError
-from shared.auth import admin_guard
 from shared.http import problem
+from shared.identity.principal import Principal
+from shared.identity.scopes import Role, Scope
 from shared.scales import ScaleError
 
 log = structlog.get_logger(__name__)
@@ -25,18 +26,19 @@ RULES_PROBLEM = "https://csat.dev/problems/invalid-rules"
 
 
 def router(deps: ActionsDeps) -> APIRouter:
-    api = APIRouter(tags=["rules"], dependencies=[Depends(admin_guard(deps.settings.admin_api_key))])
+    api = APIRouter(tags=["rules"])
     runner, tx = deps.dry_run, deps.transactions
+    reader = Depends(deps.auth.require(Scope.RULES_READ))
 
     @api.post(
         "/v1/rules/dry-run",
         summary="Which rules fire on a rating and what they would send; nothing is sent or stored",
         response_model=DryRunResult,
     )
-    async def dry_run(body: DryRunRequest) -> Any:
+    async def dry_run(body: DryRunRequest, principal: Principal = reader) -> Any:
         try:
             async with tx.read_only() as stores:
-                result = await runner.run(stores, body, reveal=True)
+                result = await runner.run(stores, body, reveal=principal.role is Role.ADMIN)
         except RuleFileError as exc:
             first = exc.errors[0]
             return problem(
@@ -66,7 +68,9 @@ def router(deps: ActionsDeps) -> APIRouter:
         summary="The newest ratings actions decided on, as a dry run would use them",
         response_model=list[PickableRating],
     )
-    async def dry_run_ratings(limit: Annotated[int, Query(ge=1, le=100)] = 20) -> Any:
+    async def dry_run_ratings(
+        limit: Annotated[int, Query(ge=1, le=100)] = 20, principal: Principal = reader
+    ) -> Any:
         async with tx.read_only() as stores:
             return await runner.recent(stores, limit=limit)
 

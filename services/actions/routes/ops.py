@@ -1,4 +1,4 @@
-"""What the rules did, for whoever investigates (admin): recent decisions and durable timers."""
+"""What the rules did, for whoever investigates (``rules:read``): recent decisions and durable timers."""
 
 from __future__ import annotations
 
@@ -7,17 +7,21 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, Query
 
 from services.actions.deps import ActionsDeps
-from shared.auth import admin_guard
+from shared.identity.principal import Principal
+from shared.identity.scopes import Scope
 
 
 def router(deps: ActionsDeps) -> APIRouter:
     # Tagged "rules" as these endpoints always were in the published API.
-    api = APIRouter(tags=["rules"], dependencies=[Depends(admin_guard(deps.settings.admin_api_key))])
+    api = APIRouter(tags=["rules"])
     tx = deps.transactions
+    reader = Depends(deps.auth.require(Scope.RULES_READ))
 
     @api.get("/v1/decisions", summary="Recent rule decisions")
     async def get_decisions(
-        customer_id: str | None = None, limit: Annotated[int, Query(ge=1, le=500)] = 50
+        customer_id: str | None = None,
+        limit: Annotated[int, Query(ge=1, le=500)] = 50,
+        principal: Principal = reader,
     ) -> Any:
         async with tx.connect() as stores:
             return {"decisions": await stores.decisions.recent(customer_id=customer_id, limit=limit)}
@@ -27,6 +31,7 @@ def router(deps: ActionsDeps) -> APIRouter:
         customer_id: str | None = None,
         status: Literal["pending", "fired", "cancelled"] | None = None,
         limit: Annotated[int, Query(ge=1, le=500)] = 100,
+        principal: Principal = reader,
     ) -> Any:
         async with tx.connect() as stores:
             return {"timers": await stores.timers.search(customer_id=customer_id, status=status, limit=limit)}

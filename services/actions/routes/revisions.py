@@ -7,16 +7,18 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Path
 
 from services.actions.deps import ActionsDeps
-from shared.auth import admin_guard
 from shared.http import problem
+from shared.identity.principal import Principal
+from shared.identity.scopes import Scope
 
 
 def router(deps: ActionsDeps) -> APIRouter:
-    api = APIRouter(tags=["rules"], dependencies=[Depends(admin_guard(deps.settings.admin_api_key))])
+    api = APIRouter(tags=["rules"])
     tx = deps.transactions
+    reader = Depends(deps.auth.require(Scope.RULES_READ))
 
     @api.get("/v1/rules/versions/{version}", summary="One revision of the rules, as it was saved")
-    async def get_rule_version(version: Annotated[int, Path(ge=1)]) -> Any:
+    async def get_rule_version(version: Annotated[int, Path(ge=1)], principal: Principal = reader) -> Any:
         async with tx.connect() as stores:
             stored = await stores.rule_sets.load(version=version)
         if stored is None:

@@ -1,4 +1,5 @@
-"""The rules admin API: the rule set in force, its versions, validation, whole-set and per-rule edits."""
+"""The rules API: the rule set in force, its versions, validation (``rules:read``), whole-set and per-rule
+edits (``rules:admin``, each revision recording its author: the caller's ``log_name``)."""
 
 from __future__ import annotations
 
@@ -11,10 +12,14 @@ from fastapi import APIRouter, Depends, Header, HTTPException, Path, Query, Requ
 from fastapi.responses import JSONResponse, Response
 
 from services.actions.deps import ActionsDeps
+from services.actions.routes.auditing import record
 from services.actions.rulebook import Current, VersionConflict
 from services.actions.rules import RuleError, RuleFileError, parse_document, parse_rules
-from shared.auth import admin_guard
 from shared.http import problem
+from shared.identity.ports import AuditAction
+from shared.identity.principal import Principal
+from shared.identity.scopes import Scope
+from shared.security.text import json_text_field
 
 log = structlog.get_logger(__name__)
 
@@ -46,10 +51,17 @@ async def _read_document(request: Request) -> Any:
         raise RuleFileError("request", [RuleError(None, "body", "the body is not UTF-8")]) from exc
     if "json" in (request.headers.get("content-type") or ""):
         try:
-            return json.loads(body)
+            document = json.loads(body)
         except json.JSONDecodeError as exc:
             raise RuleFileError("request", [RuleError(None, "body", f"not valid JSON: {exc}")]) from exc
-    return parse_document(body, origin="request")
+    else:
+        document = parse_document(body, origin="request")
+    found = json_text_field(document)  # YAML's "\0" or a lone surrogate would reach PostgreSQL's JSONB
+    if found is not None:
+        field, why, is_key = found
+        message = f"a key of {field} {why}" if is_key else f"{field} {why}"
+        raise RuleFileError("request", [RuleError(None, field, message)])
+    return document
 
 
 def _strip_meta(document: Any) -> Any:
@@ -88,7 +100,7 @@ async def _rule_body(request: Request, rule_id: str) -> dict[str, Any]:
 
 
 def router(deps: ActionsDeps) -> APIRouter:
-    api = APIRouter(tags=["rules"], dependencies=[Depends(admin_guard(deps.settings.admin_api_key))])
+    api = APIRouter(tags=["rules"])
     _whole_set(api, deps)
     _one_rule(api, deps)  # after /v1/rules/versions and /validate, which {rule_id} would shadow
     return api
@@ -96,9 +108,11 @@ def router(deps: ActionsDeps) -> APIRouter:
 
 def _whole_set(api: APIRouter, deps: ActionsDeps) -> None:
     book, tx = deps.rulebook, deps.transactions
+    reader = Depends(deps.auth.require(Scope.RULES_READ))
+    editor = Depends(deps.auth.require(Scope.RULES_ADMIN))
 
     @api.get("/v1/rules", summary="The rule set in force (JSON, or ?format=yaml)")
-    async def get_rules(format: Literal["json", "yaml"] = "json") -> Any:
+    async def get_rules(format: Literal["json", "yaml"] = "json", principal: Principal = reader) -> Any:
         async with tx.begin() as stores:
             current = await book.current(rule_sets=stores.rule_sets)
         if format == "yaml":
@@ -109,12 +123,14 @@ def _whole_set(api: APIRouter, deps: ActionsDeps) -> None:
         return JSONResponse(_rules_body(current), headers=_etag(current))
 
     @api.get("/v1/rules/versions", summary="Revision history")
-    async def get_rule_versions(limit: Annotated[int, Query(ge=1, le=500)] = 50) -> Any:
+    async def get_rule_versions(
+        limit: Annotated[int, Query(ge=1, le=500)] = 50, principal: Principal = reader
+    ) -> Any:
         async with tx.connect() as stores:
             return {"versions": await stores.rule_sets.versions(limit=limit)}
 
     @api.post("/v1/rules/validate", summary="Check a rules document without storing it")
-    async def validate_rules(request: Request) -> Any:
+    async def validate_rules(request: Request, principal: Principal = reader) -> Any:
         try:
             document = _strip_meta(await _read_document(request))
             rules = parse_rules(document, origin="request", outbound=book.outbound)
@@ -123,26 +139,41 @@ def _whole_set(api: APIRouter, deps: ActionsDeps) -> None:
         return {"valid": True, "rules": [r.id for r in rules.rules], "sequences": sorted(rules.sequences)}
 
     @api.put("/v1/rules", summary="Replace the whole rule set (YAML or JSON)")
-    async def put_rules(request: Request, if_match: Annotated[str | None, Header()] = None) -> Any:
+    async def put_rules(
+        request: Request, if_match: Annotated[str | None, Header()] = None, principal: Principal = editor
+    ) -> Any:
         try:
             document = _strip_meta(await _read_document(request))
             async with tx.begin() as stores:
                 current = await book.replace(
-                    rule_sets=stores.rule_sets, document=document, expected_version=_if_match(if_match)
+                    rule_sets=stores.rule_sets,
+                    document=document,
+                    expected_version=_if_match(if_match),
+                    author=principal.log_name,
                 )
         except RuleFileError as exc:
             return _invalid_rules(exc)
         except VersionConflict as exc:
             return _conflict(exc)
         log.info("rules_replaced", revision=current.version, rules=len(current.rules.rules))
+        await record(
+            deps,
+            request,
+            principal,
+            AuditAction.RULES_UPDATE,
+            target="rules",
+            details={"revision": current.version, "rules": len(current.rules.rules)},
+        )
         return JSONResponse(_rules_body(current), headers=_etag(current))
 
 
 def _one_rule(api: APIRouter, deps: ActionsDeps) -> None:
     book, tx = deps.rulebook, deps.transactions
+    reader = Depends(deps.auth.require(Scope.RULES_READ))
+    editor = Depends(deps.auth.require(Scope.RULES_ADMIN))
 
     @api.get("/v1/rules/{rule_id}", summary="One rule")
-    async def get_rule(rule_id: str) -> Any:
+    async def get_rule(rule_id: str, principal: Principal = reader) -> Any:
         async with tx.begin() as stores:
             current = await book.current(rule_sets=stores.rule_sets)
         for item in current.document.get("rules", []) if isinstance(current.document, dict) else []:
@@ -155,18 +186,30 @@ def _one_rule(api: APIRouter, deps: ActionsDeps) -> None:
         request: Request,
         rule_id: Annotated[str, Path(pattern=r"^[a-z0-9][a-z0-9-]{0,63}$")],
         if_match: Annotated[str | None, Header()] = None,
+        principal: Principal = editor,
     ) -> Any:
         try:
             item = await _rule_body(request, rule_id)
             async with tx.begin() as stores:
                 current, created = await book.edit(
-                    rule_sets=stores.rule_sets, put=item, expected_version=_if_match(if_match)
+                    rule_sets=stores.rule_sets,
+                    put=item,
+                    expected_version=_if_match(if_match),
+                    author=principal.log_name,
                 )
         except RuleFileError as exc:
             return _invalid_rules(exc)
         except VersionConflict as exc:
             return _conflict(exc)
         log.info("rule_saved", rule=rule_id, revision=current.version, created=created)
+        await record(
+            deps,
+            request,
+            principal,
+            AuditAction.RULES_UPDATE,
+            target=f"rule:{rule_id}",
+            details={"revision": current.version, "created": created},
+        )
         return JSONResponse(
             {"revision": current.version, "rule": item},
             status_code=201 if created else 200,
@@ -174,11 +217,19 @@ def _one_rule(api: APIRouter, deps: ActionsDeps) -> None:
         )
 
     @api.delete("/v1/rules/{rule_id}", summary="Delete one rule")
-    async def delete_rule(rule_id: str, if_match: Annotated[str | None, Header()] = None) -> Any:
+    async def delete_rule(
+        request: Request,
+        rule_id: str,
+        if_match: Annotated[str | None, Header()] = None,
+        principal: Principal = editor,
+    ) -> Any:
         try:
             async with tx.begin() as stores:
                 current, _ = await book.edit(
-                    rule_sets=stores.rule_sets, delete=rule_id, expected_version=_if_match(if_match)
+                    rule_sets=stores.rule_sets,
+                    delete=rule_id,
+                    expected_version=_if_match(if_match),
+                    author=principal.log_name,
                 )
         except KeyError:
             return problem(404, "Not Found", detail=f"no rule {rule_id!r}")
@@ -187,4 +238,12 @@ def _one_rule(api: APIRouter, deps: ActionsDeps) -> None:
         except VersionConflict as exc:
             return _conflict(exc)
         log.info("rule_deleted", rule=rule_id, revision=current.version)
+        await record(
+            deps,
+            request,
+            principal,
+            AuditAction.RULE_DELETE,
+            target=f"rule:{rule_id}",
+            details={"revision": current.version},
+        )
         return {"revision": current.version, "deleted": rule_id}

@@ -13,14 +13,17 @@ from fastapi.responses import JSONResponse
 
 from services.actions.deps import ActionsDeps
 from services.actions.ports import StoredInvitation
+from services.actions.routes.auditing import record
 from services.actions.rulebook import VersionConflict
 from services.actions.surveybook import CurrentSurveys
 from services.actions.surveys.decisions import Delivery
 from services.actions.surveys.definitions import SurveyError, SurveyFileError, parse_surveys
 from services.actions.surveys.measuring import Funnel, InvitationRecord, rates, tally
 from services.actions.yamlio import load_yaml
-from shared.auth import admin_guard
 from shared.http import problem
+from shared.identity.ports import AuditAction
+from shared.identity.principal import Principal
+from shared.identity.scopes import Scope
 from shared.stats import Proportion
 
 log = structlog.get_logger(__name__)
@@ -122,22 +125,28 @@ def _figures(funnel: Funnel) -> dict[str, Any]:
 
 
 def router(deps: ActionsDeps) -> APIRouter:
-    api = APIRouter(tags=["surveys"], dependencies=[Depends(admin_guard(deps.settings.admin_api_key))])
+    api = APIRouter(tags=["surveys"])
     book, tx = deps.surveybook, deps.transactions
+    # Survey definitions sit beside the rules: whoever may read the rules reads them (managers, admins);
+    # changing them is surveys:admin. Their figures are aggregates over every segment, for the same people.
+    reader = Depends(deps.auth.require(Scope.RULES_READ))
+    editor = Depends(deps.auth.require(Scope.SURVEYS_ADMIN))
 
     @api.get("/v1/surveys", summary="The survey set in force")
-    async def get_surveys() -> Any:
+    async def get_surveys(principal: Principal = reader) -> Any:
         async with tx.begin() as stores:
             current = await book.current(survey_sets=stores.survey_sets)
         return JSONResponse(_body(current), headers=_etag(current))
 
     @api.get("/v1/surveys/versions", summary="Revision history")
-    async def get_versions(limit: Annotated[int, Query(ge=1, le=500)] = 50) -> Any:
+    async def get_versions(
+        limit: Annotated[int, Query(ge=1, le=500)] = 50, principal: Principal = reader
+    ) -> Any:
         async with tx.connect() as stores:
             return {"versions": await stores.survey_sets.versions(limit=limit)}
 
     @api.post("/v1/surveys/validate", summary="Check a survey document without storing it")
-    async def validate(request: Request) -> Any:
+    async def validate(request: Request, principal: Principal = reader) -> Any:
         try:
             parsed = parse_surveys(_strip_meta(await _read(request)), origin="request")
         except SurveyFileError as exc:
@@ -145,22 +154,35 @@ def router(deps: ActionsDeps) -> APIRouter:
         return {"valid": True, "surveys": [s.id for s in parsed.surveys]}
 
     @api.put("/v1/surveys", summary="Replace the whole survey set (YAML or JSON)")
-    async def put_surveys(request: Request, if_match: Annotated[str | None, Header()] = None) -> Any:
+    async def put_surveys(
+        request: Request, if_match: Annotated[str | None, Header()] = None, principal: Principal = editor
+    ) -> Any:
         try:
             document = _strip_meta(await _read(request))
             async with tx.begin() as stores:
                 current = await book.replace(
-                    survey_sets=stores.survey_sets, document=document, expected_version=_if_match(if_match)
+                    survey_sets=stores.survey_sets,
+                    document=document,
+                    expected_version=_if_match(if_match),
+                    author=principal.log_name,
                 )
         except SurveyFileError as exc:
             return _invalid(exc)
         except VersionConflict as exc:
             return _conflict(exc)
         log.info("surveys_replaced", revision=current.version, surveys=len(current.surveys.surveys))
+        await record(
+            deps,
+            request,
+            principal,
+            AuditAction.SURVEYS_UPDATE,
+            target="surveys",
+            details={"revision": current.version, "surveys": len(current.surveys.surveys)},
+        )
         return JSONResponse(_body(current), headers=_etag(current))
 
     @api.get("/v1/surveys/{survey_id}", summary="One survey")
-    async def get_survey(survey_id: SurveyId) -> Any:
+    async def get_survey(survey_id: SurveyId, principal: Principal = reader) -> Any:
         async with tx.begin() as stores:
             current = await book.current(survey_sets=stores.survey_sets)
         for item in current.document.get("surveys", []) if isinstance(current.document, dict) else []:
@@ -170,7 +192,10 @@ def router(deps: ActionsDeps) -> APIRouter:
 
     @api.put("/v1/surveys/{survey_id}", summary="Create or replace one survey")
     async def put_survey(
-        request: Request, survey_id: SurveyId, if_match: Annotated[str | None, Header()] = None
+        request: Request,
+        survey_id: SurveyId,
+        if_match: Annotated[str | None, Header()] = None,
+        principal: Principal = editor,
     ) -> Any:
         try:
             item = await _read(request)
@@ -191,13 +216,24 @@ def router(deps: ActionsDeps) -> APIRouter:
                     items[ids.index(survey_id)] = item
                 document["surveys"] = items
                 current = await book.replace(
-                    survey_sets=stores.survey_sets, document=document, expected_version=_if_match(if_match)
+                    survey_sets=stores.survey_sets,
+                    document=document,
+                    expected_version=_if_match(if_match),
+                    author=principal.log_name,
                 )
         except SurveyFileError as exc:
             return _invalid(exc)
         except VersionConflict as exc:
             return _conflict(exc)
         log.info("survey_saved", survey=survey_id, revision=current.version, created=created)
+        await record(
+            deps,
+            request,
+            principal,
+            AuditAction.SURVEYS_UPDATE,
+            target=f"survey:{survey_id}",
+            details={"revision": current.version, "created": created},
+        )
         return JSONResponse(
             {"revision": current.version, "survey": item},
             status_code=201 if created else 200,
@@ -205,7 +241,12 @@ def router(deps: ActionsDeps) -> APIRouter:
         )
 
     @api.delete("/v1/surveys/{survey_id}", summary="Delete one survey")
-    async def delete_survey(survey_id: SurveyId, if_match: Annotated[str | None, Header()] = None) -> Any:
+    async def delete_survey(
+        request: Request,
+        survey_id: SurveyId,
+        if_match: Annotated[str | None, Header()] = None,
+        principal: Principal = editor,
+    ) -> Any:
         try:
             async with tx.begin() as stores:
                 now = await book.current(survey_sets=stores.survey_sets)
@@ -219,12 +260,24 @@ def router(deps: ActionsDeps) -> APIRouter:
                     return problem(404, "Not Found", detail=f"no survey {survey_id!r}")
                 document["surveys"] = items
                 current = await book.replace(
-                    survey_sets=stores.survey_sets, document=document, expected_version=_if_match(if_match)
+                    survey_sets=stores.survey_sets,
+                    document=document,
+                    expected_version=_if_match(if_match),
+                    author=principal.log_name,
                 )
         except SurveyFileError as exc:
             return _invalid(exc)
         except VersionConflict as exc:
             return _conflict(exc)
+        log.info("survey_deleted", survey=survey_id, revision=current.version)
+        await record(
+            deps,
+            request,
+            principal,
+            AuditAction.SURVEY_DELETE,
+            target=f"survey:{survey_id}",
+            details={"revision": current.version},
+        )
         return {"revision": current.version, "deleted": survey_id}
 
     @api.get(
@@ -237,6 +290,7 @@ def router(deps: ActionsDeps) -> APIRouter:
         days: Annotated[
             int | None, Query(ge=1, le=3650, description="invitations due in the last N days")
         ] = None,
+        principal: Principal = reader,
     ) -> Any:
         now = deps.clock()
         since: datetime | None = now - timedelta(days=days) if days else None

@@ -1,4 +1,5 @@
-"""Operators' routes (admin key only): sources and their keys, email-link minting, SMS surveys."""
+"""Operators' routes: sources and their keys (``sources:admin``), email-link minting and SMS surveys
+(``surveys:admin``)."""
 
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -28,8 +29,8 @@ from services.collector.routes.admin_models import (
     SourcePatch,
 )
 from services.collector.sms import normalize_phone, phone_hash
-from shared.auth import admin_guard
 from shared.events import KeyKind
+from shared.identity.scopes import Scope
 from shared.identity.sourcekeys import SourceKeyKind, derive_identity_secret, generate_source_key
 from shared.scales import ScaleError, get_scale
 from shared.security.urls import quote_id
@@ -41,8 +42,8 @@ RESERVED_SOURCES = {"dev", "email", "sms", "unknown"}
 
 _PROBLEM = {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
 ADMIN_PROBLEMS: dict[int | str, dict[str, Any]] = {
-    401: {"description": "No admin key", "content": _PROBLEM},
-    403: {"description": "Not the admin key (source keys cannot manage anything)", "content": _PROBLEM},
+    401: {"description": "No credential, or one that is not valid", "content": _PROBLEM},
+    403: {"description": "A credential without the scope (source keys manage nothing)", "content": _PROBLEM},
     404: {"description": "No such source or key", "content": _PROBLEM},
     409: {"description": "The source exists already", "content": _PROBLEM},
     422: {"description": "Invalid input; `field` names it", "content": _PROBLEM},
@@ -51,14 +52,20 @@ ADMIN_PROBLEMS: dict[int | str, dict[str, Any]] = {
 
 
 def router(deps: CollectorDeps) -> APIRouter:
-    """Routes for operators; every one needs the admin key (``shared.auth.admin_guard``)."""
-    routes = APIRouter(
-        dependencies=[Depends(admin_guard(deps.settings.admin_api_key))], responses=ADMIN_PROBLEMS
+    """Routes for operators: sources and keys need ``sources:admin``, surveys ``surveys:admin``."""
+    sources = APIRouter(
+        dependencies=[Depends(deps.auth.require(Scope.SOURCES_ADMIN))], responses=ADMIN_PROBLEMS
     )
-    _source_routes(routes, deps)
-    _key_routes(routes, deps)
-    _identity_routes(routes, deps)
-    _survey_routes(routes, deps)
+    _source_routes(sources, deps)
+    _key_routes(sources, deps)
+    _identity_routes(sources, deps)
+    surveys = APIRouter(
+        dependencies=[Depends(deps.auth.require(Scope.SURVEYS_ADMIN))], responses=ADMIN_PROBLEMS
+    )
+    _survey_routes(surveys, deps)
+    routes = APIRouter()
+    routes.include_router(sources)
+    routes.include_router(surveys)
     return routes
 
 

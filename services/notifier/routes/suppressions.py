@@ -1,17 +1,22 @@
-"""The suppression list for admins: who must not get customer-facing messages, by customer, email or phone."""
+"""The suppression list (``customers:admin``): who must not get customer-facing messages, by customer,
+email or phone."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, Field, model_validator
 
 from services.notifier.deps import NotifierDeps
 from services.notifier.policy import AddressKeys
 from services.notifier.ports import SuppressionEntry
-from shared.auth import admin_guard
 from shared.http import problem
+from shared.identity.auditing import record_change
+from shared.identity.ports import AuditAction
+from shared.identity.principal import Principal
+from shared.identity.scopes import Scope
 
 
 class SuppressionRequest(BaseModel):
@@ -49,7 +54,32 @@ def entries(
 
 def router(deps: NotifierDeps) -> APIRouter:
     routes = APIRouter()
-    admin = [Depends(admin_guard(deps.admin_key))]
+    admin = [Depends(deps.auth.require(Scope.CUSTOMERS_ADMIN))]
+    changer = Depends(deps.auth.require(Scope.CUSTOMERS_ADMIN))
+
+    async def audited(
+        request: Request,
+        principal: Principal,
+        action: AuditAction,
+        customer_id: str | None,
+        **kinds: bool | int,
+    ) -> None:
+        """Which kinds of entry changed and how many, never the addresses (nor the customer's id)."""
+        target = (
+            "suppressions"
+            if not customer_id
+            else f"customer#{deps.address_keys.hasher.customer(customer_id)}"
+        )
+        await record_change(
+            deps.audit,
+            request,
+            principal,
+            action,
+            service="notifier",
+            at=datetime.now(UTC),
+            target=target,
+            details=kinds,
+        )
 
     @routes.get("/v1/suppressions", tags=["suppressions"], dependencies=admin, summary="The suppression list")
     async def list_suppressions(
@@ -65,11 +95,12 @@ def router(deps: NotifierDeps) -> APIRouter:
     @routes.post(
         "/v1/suppressions",
         tags=["suppressions"],
-        dependencies=admin,
         status_code=201,
         summary="Stop customer-facing messages to a customer, an email address or a phone number",
     )
-    async def add_suppression(body: SuppressionRequest) -> Any:
+    async def add_suppression(
+        request: Request, body: SuppressionRequest, principal: Principal = changer
+    ) -> Any:
         added = await deps.suppressions.add_suppressions(
             entries=entries(deps.address_keys, body.customer_id, body.email, body.phone, stored=True),
             reason=body.reason,
@@ -77,16 +108,28 @@ def router(deps: NotifierDeps) -> APIRouter:
             customer_id=body.customer_id,
             notification_id=None,
         )
+        await audited(
+            request,
+            principal,
+            AuditAction.SUPPRESSION_ADD,
+            body.customer_id,
+            email=bool(body.email),
+            phone=bool(body.phone),
+            added=added,
+        )
         return {"added": added}
 
     @routes.delete(
         "/v1/suppressions",
         tags=["suppressions"],
-        dependencies=admin,
         summary="Lift a suppression (the person opted back in)",
     )
     async def remove_suppression(
-        customer_id: str | None = None, email: str | None = None, phone: str | None = None
+        request: Request,
+        customer_id: str | None = None,
+        email: str | None = None,
+        phone: str | None = None,
+        principal: Principal = changer,
     ) -> Any:
         wanted = entries(deps.address_keys, customer_id, email, phone)
         if not wanted:
@@ -96,6 +139,16 @@ def router(deps: NotifierDeps) -> APIRouter:
                 detail="give a customer_id, an email or a phone",
                 errors=[{"field": "customer_id", "message": "give a customer_id, an email or a phone"}],
             )
-        return {"removed": await deps.suppressions.remove_suppressions(entries=wanted)}
+        removed = await deps.suppressions.remove_suppressions(entries=wanted)
+        await audited(
+            request,
+            principal,
+            AuditAction.SUPPRESSION_REMOVE,
+            customer_id,
+            email=bool(email),
+            phone=bool(phone),
+            removed=removed,
+        )
+        return {"removed": removed}
 
     return routes

@@ -1,5 +1,6 @@
 """Message previews: a template rendered with a given context, exactly as a send would render it, for
-whoever edits the rules (the console's dry run). Pure rendering: nothing is stored, queued or sent.
+whoever reads the rules (``rules:read``: the console's dry run). Pure rendering: nothing is stored,
+queued or sent.
 
 Messages to customers carry an unsubscribe link when sent; a preview shows where it goes with a
 placeholder token (``/u/preview``), never a working one.
@@ -14,8 +15,8 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_vali
 
 from services.notifier.deps import NotifierDeps
 from services.notifier.templating import TemplateBroken, TemplateMissing
-from shared.auth import admin_guard
 from shared.events import Channel
+from shared.identity.scopes import Scope
 from shared.vocabulary import LOCALE_PATTERN, TEMPLATE_NAMES
 
 MAX_PREVIEWS = 100
@@ -64,7 +65,7 @@ class PreviewResponse(BaseModel):
 
 def router(deps: NotifierDeps) -> APIRouter:
     routes = APIRouter()
-    admin = [Depends(admin_guard(deps.admin_key))]
+    admin = [Depends(deps.auth.require(Scope.RULES_READ))]
     unsubscribe_placeholder = f"{deps.public_base_url.rstrip('/')}/u/preview"
 
     @routes.post(

@@ -264,6 +264,16 @@ class PgReader:
     async def customer_score_groups(self, *, customer_id: str, metric: str | None) -> list[ScoreGroup]:
         return await customer_score_groups(self._conn, customer_id=customer_id, metric=metric)
 
+    async def customer_accounts(self, *, customer_id: str) -> frozenset[str]:
+        rows = await self._conn.execute(
+            text(
+                "SELECT DISTINCT account_id FROM scorer.ratings "
+                "WHERE customer_id = :c AND account_id IS NOT NULL"
+            ),
+            {"c": customer_id},
+        )
+        return frozenset(str(r.account_id) for r in rows)
+
 
 class PgReads:
     """Opens read sessions: one connection per request, not per query (a checkout pings the server)."""

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Depends, Query
 
 from services.scorer import domain, queries
 from services.scorer.deps import ScorerDeps
 from services.scorer.ports import DriftKey
 from services.scorer.routes.problems import invalid
+from shared.identity.principal import Principal
+from shared.identity.scopes import Scope
 from shared.scales import Metric
 
 DriftStatus = Literal["warming_up", "too_small", "monitoring", "drop_detected"]
@@ -18,6 +20,7 @@ DriftStatus = Literal["warming_up", "too_small", "monitoring", "drop_detected"]
 def router(deps: ScorerDeps) -> APIRouter:
     api = APIRouter()
     cfg = deps.settings
+    reader_scope = Depends(deps.auth.require(Scope.SCORES_READ))
 
     @api.get(
         "/v1/drift",
@@ -29,6 +32,7 @@ def router(deps: ScorerDeps) -> APIRouter:
         metric: Metric | None = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
         cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
+        principal: Principal = reader_scope,
     ) -> Any:
         after = None
         if cursor:
@@ -53,6 +57,8 @@ def router(deps: ScorerDeps) -> APIRouter:
                     **queries.drift_body(r, metric=Metric(r.metric), counted=True, settings=cfg.drift),
                 }
                 for r in page
+                # Segments a grant covers only; the cursor still walks the whole list.
+                if principal.segment_allowed(domain.parse_segment_key(r.segment_key))
             ],
             "next_cursor": f"{page[-1].metric}:{page[-1].segment_key}" if more else None,
         }

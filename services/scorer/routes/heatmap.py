@@ -5,13 +5,15 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Depends, Query
 
-from services.scorer import domain, heatmap, queries
+from services.scorer import access, domain, heatmap, queries
 from services.scorer.deps import ScorerDeps
 from services.scorer.ports import Counts, CountsKey, KeyFilter, ScoreReader
 from services.scorer.routes.problems import invalid
 from services.scorer.windows import Comparison, rolling
+from shared.identity.principal import Principal
+from shared.identity.scopes import Scope
 from shared.scales import Metric
 
 SegmentParam = Annotated[
@@ -23,6 +25,7 @@ def router(deps: ScorerDeps) -> APIRouter:
     api = APIRouter()
     cfg = deps.settings
     year = timedelta(days=cfg.year_ago_days)
+    reader_scope = Depends(deps.auth.require(Scope.SCORES_READ))
 
     @api.get(
         "/v1/scores/heatmap",
@@ -38,6 +41,7 @@ def router(deps: ScorerDeps) -> APIRouter:
         min_responses: Annotated[int, Query(ge=0)] = 0,
         limit_rows: Annotated[int, Query(ge=1, le=1000)] = 100,
         limit_columns: Annotated[int, Query(ge=1, le=100)] = 30,
+        principal: Principal = reader_scope,
     ) -> Any:
         try:
             span = domain.parse_window(window, max_window=cfg.max_window)
@@ -64,6 +68,11 @@ def router(deps: ScorerDeps) -> APIRouter:
             alpha=cfg.alert_alpha,
             drift_records=drift,
         )
+        # Cells a grant covers only; rows and columns are then those of the visible cells.
+        found = [
+            access.conceal(r, principal, min_group=cfg.min_group_size)
+            for r in access.visible_rows(found, principal)
+        ]
         return {
             "metric": metric.value,
             "window": window,

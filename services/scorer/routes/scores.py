@@ -5,20 +5,22 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Depends, Query
 
-from services.scorer import domain, queries
+from services.scorer import access, domain, queries
 from services.scorer.deps import ScorerDeps
 from services.scorer.ports import KeyFilter
-from services.scorer.routes.problems import invalid
+from services.scorer.routes.problems import invalid, outside_grants
 from services.scorer.windows import plan_series, rolling
+from shared.identity.principal import Principal
+from shared.identity.scopes import Scope
 from shared.scales import Metric
 
 SegmentParam = Annotated[list[str] | None, Query(description="dimension:value, repeatable (store:paris-1)")]
 
 
 def router(deps: ScorerDeps) -> APIRouter:
-    """One route per function below, each a closure over ``deps``."""
+    """One route per function below, each a closure over ``deps``; every one needs ``scores:read``."""
     api = APIRouter()
     _scores(api, deps)
     _breakdown(api, deps)
@@ -29,12 +31,16 @@ def router(deps: ScorerDeps) -> APIRouter:
 def _scores(api: APIRouter, deps: ScorerDeps) -> None:
     cfg = deps.settings
     year = timedelta(days=cfg.year_ago_days)
+    reader_scope = Depends(deps.auth.require(Scope.SCORES_READ))
 
     @api.get(
         "/v1/scores", tags=["scores"], summary="A metric over a rolling window, optionally for a segment"
     )
     async def get_scores(
-        metric: Metric = Metric.CSAT, window: str = "30d", segment: SegmentParam = None
+        metric: Metric = Metric.CSAT,
+        window: str = "30d",
+        segment: SegmentParam = None,
+        principal: Principal = reader_scope,
     ) -> Any:
         try:
             span = domain.parse_window(window, max_window=cfg.max_window)
@@ -44,13 +50,15 @@ def _scores(api: APIRouter, deps: ScorerDeps) -> None:
             attrs = domain.parse_segment_params(segment or [])
         except ValueError as exc:
             return invalid("segment", str(exc))
+        if not principal.segment_allowed(attrs):
+            return outside_grants()
         comp = rolling(span, now=deps.clock(), tiers=cfg.tiers, year=year)
         plans = queries.comparison_plans(comp)
         async with deps.scores() as reader:
             target = await queries.resolve_target(reader, attributes=attrs, combos=cfg.combos)
             counts = await queries.counts_for(reader, metric=metric, target=target, plans=plans)
             drift = await reader.drift(metric=metric.value, keys=[target.key]) if target.counted else {}
-        return queries.score_body(
+        body = queries.score_body(
             metric=metric,
             window=window,
             target=target,
@@ -62,11 +70,13 @@ def _scores(api: APIRouter, deps: ScorerDeps) -> None:
             drift_record=drift.get(target.key),
             drift_settings=cfg.drift,
         )
+        return access.conceal(body, principal, min_group=cfg.min_group_size)
 
 
 def _breakdown(api: APIRouter, deps: ScorerDeps) -> None:
     cfg = deps.settings
     year = timedelta(days=cfg.year_ago_days)
+    reader_scope = Depends(deps.auth.require(Scope.SCORES_READ))
 
     @api.get(
         "/v1/scores/breakdown",
@@ -83,6 +93,7 @@ def _breakdown(api: APIRouter, deps: ScorerDeps) -> None:
         order: Literal["desc", "asc"] = "desc",
         min_responses: Annotated[int, Query(ge=0)] = 0,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+        principal: Principal = reader_scope,
     ) -> Any:
         try:
             span = domain.parse_window(window, max_window=cfg.max_window)
@@ -108,6 +119,10 @@ def _breakdown(api: APIRouter, deps: ScorerDeps) -> None:
             alpha=cfg.alert_alpha,
             drift_records=drift,
         )
+        rows = [
+            access.conceal(r, principal, min_group=cfg.min_group_size)
+            for r in access.visible_rows(rows, principal)
+        ]
         ranked = queries.rank(rows, sort=sort, descending=order == "desc")
         return {
             "metric": metric.value,
@@ -126,6 +141,7 @@ def _breakdown(api: APIRouter, deps: ScorerDeps) -> None:
 
 def _series(api: APIRouter, deps: ScorerDeps) -> None:
     cfg = deps.settings
+    reader_scope = Depends(deps.auth.require(Scope.SCORES_READ))
 
     @api.get("/v1/scores/series", tags=["scores"], summary="A metric per time step, for charts")
     async def get_series(
@@ -138,6 +154,7 @@ def _series(api: APIRouter, deps: ScorerDeps) -> None:
             str | None, Query(alias="rolling", description="each point over this trailing window (e.g. 7d)")
         ] = None,
         segment: SegmentParam = None,
+        principal: Principal = reader_scope,
     ) -> Any:
         try:
             span = domain.parse_window(window, max_window=cfg.max_window)
@@ -160,6 +177,8 @@ def _series(api: APIRouter, deps: ScorerDeps) -> None:
             attrs = domain.parse_segment_params(segment or [])
         except ValueError as exc:
             return invalid("segment", str(exc))
+        if not principal.segment_allowed(attrs):
+            return outside_grants()
         now = deps.clock()
         async with deps.scores() as reader:
             target = await queries.resolve_target(reader, attributes=attrs, combos=cfg.combos)
