@@ -181,6 +181,7 @@ def test_surveys_from_interactions_to_response_rate(stack: Stack) -> None:
         return httpx.get(
             f"{scorer}/v1/scores",
             params={"metric": "csat", "window": "30d", "segment": f"campaign:{CAMPAIGN}"},
+            headers=ADMIN,  # scores:read, like every data route since trust-routes
             timeout=30,
         ).json()
 
