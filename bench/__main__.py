@@ -10,12 +10,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import collector, e2e, report, scorer
+from bench import collector, e2e, knee, report, scorer
 from bench.common import bench_stack, commit, machine, say
 from devstack.stack import ROOT
 from services.scorer.settings import ScorerSettings
 
-PARTS = ("collector", "segments", "e2e", "growth")
+PARTS = ("collector", "segments", "e2e", "knee", "growth")
 
 
 def _ints(text: str) -> list[int]:
@@ -54,9 +54,21 @@ def main(argv: list[str] | None = None) -> int:
         default=int(env("BENCH_SCORER_LIVE_ROUNDS", "3")),
         help="live-stream runs, each on a fresh topic with its own bare runs; the median is the headline",
     )
+    p.add_argument(
+        "--scorer-counter-writes",
+        default=env("BENCH_SCORER_COUNTER_WRITES", "composite,copy"),
+        help="at each level, also run the scorer with each of these CSAT_COUNTER_WRITE values on the same "
+        "topic (A/B against the default in the same run); empty skips them",
+    )
     p.add_argument("--headline-stores", type=int, default=int(env("BENCH_HEADLINE_STORES", "100")))
     p.add_argument("--e2e-rate", type=float, default=float(env("BENCH_E2E_RATE", "50")))
     p.add_argument("--e2e-seconds", type=float, default=float(env("BENCH_E2E_SECONDS", "30")))
+    p.add_argument(
+        "--knee-rates",
+        default=env("BENCH_KNEE_RATES", "50,100,250,500,750"),
+        help="offered ratings/s of the knee's ramp, lowest first (it stops after the first that fails)",
+    )
+    p.add_argument("--knee-seconds", type=float, default=float(env("BENCH_KNEE_SECONDS", "15")))
     p.add_argument("--growth-levels", default=env("BENCH_GROWTH_LEVELS", "1e4,1e5,1e6,1e7"))
     p.add_argument("--growth-events", type=int, default=int(float(env("BENCH_GROWTH_EVENTS", "20000"))))
     p.add_argument("--growth-budget-s", type=float, default=float(env("BENCH_GROWTH_BUDGET_S", "600")))
@@ -108,6 +120,7 @@ def main(argv: list[str] | None = None) -> int:
                 query_count=args.query_count,
                 query_budget_s=args.query_budget_s,
                 spread_s=args.scorer_spread_s,
+                counter_writes=[x.strip() for x in args.scorer_counter_writes.split(",") if x.strip()],
             )
             if args.scorer_live_spread_s:
                 results["segments_live"] = scorer.segments_levels(
@@ -122,6 +135,13 @@ def main(argv: list[str] | None = None) -> int:
     if "e2e" in parts:
         with bench_stack("e2e") as bs:
             results["e2e"] = e2e.run(bs, rate=args.e2e_rate, seconds=args.e2e_seconds)
+    if "knee" in parts:
+        with bench_stack("knee") as bs:
+            results["knee"] = knee.run(
+                bs,
+                rates=[float(x) for x in args.knee_rates.split(",") if x.strip()],
+                seconds=args.knee_seconds,
+            )
     if "growth" in parts:
         with bench_stack("growth") as bs:
             levels, stopped = scorer.ratings_levels(

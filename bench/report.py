@@ -145,6 +145,29 @@ def render(results: dict[str, Any]) -> str:
                     f"{x['bare']['cpu_us_per_event']:.1f} us | {cpu['scorer']:.1f} us | {cpu['postgres']:.1f} us | "
                     f"{cpu['broker']:.1f} us | {x['scorer'].get('loadavg', [float('nan')])[0]:.1f} |"
                 )
+        ab = [x for x in seg if x.get("counter_writes")]
+        if ab:
+            lines += [
+                "",
+                "Where the counter increments are added up (`CSAT_COUNTER_WRITE`, docs/scores.md), A/B on the same "
+                "topic in the same run, each from empty tables: `statement` (the default: PostgreSQL groups each "
+                "rating's keys in the batch statement) against the increments added up in the scorer per counter "
+                "row and sent as one composite array (`composite`) or by COPY into a staging table (`copy`). "
+                "CPU per event is the steadier figure on a shared machine:",
+                "",
+                "| stores | counter write | scorer events/s | vs statement | CPU/event scorer | CPU/event PostgreSQL "
+                "| scorer + PostgreSQL |",
+                "|---|---|---|---|---|---|---|",
+            ]
+            for x in ab:
+                base_run = x["scorer"]
+                runs = {"statement": base_run, **x["counter_writes"]}
+                for mode, run in runs.items():
+                    cpu = run["cpu_us_per_event"]
+                    lines.append(
+                        f"| {x['stores']:,} | `{mode}` | {_n(run['per_s'])} | {_r(run['per_s'], base_run['per_s'])} | "
+                        f"{cpu['scorer']:.1f} us | {cpu['postgres']:.1f} us | {cpu['scorer'] + cpu['postgres']:.1f} us |"
+                    )
         if live:
             lv = _median_round(live)
             cpu = lv["scorer"].get("cpu_us_per_event", {})
@@ -232,6 +255,7 @@ def render(results: dict[str, Any]) -> str:
                     f"{_ms(st['batch_ms'])} | {st['busy_s']:.1f} s | {_n(st['records_per_busy_s'])} |"
                 )
         lines.append("")
+    lines += _knee_lines(results.get("knee"))
     g = results.get("growth")
     if g:
         levels = g["levels"]
@@ -313,6 +337,80 @@ def _median_round(rounds: list[dict[str, Any]]) -> dict[str, Any]:
     """The round whose scorer/bare ratio is the median (the lower middle one for an even count)."""
     ranked = sorted(rounds, key=lambda x: x["scorer"]["per_s"] / x["bare"]["per_s"])
     return ranked[(len(ranked) - 1) // 2]
+
+
+def _knee_lines(k: dict[str, Any] | None) -> list[str]:
+    """The ramp of ``bench.knee``: latency, what is missing, and CPU per rating of every process."""
+    if not k or not k.get("levels"):
+        return []
+    levels = k["levels"]
+    procs = list(levels[0]["cpu_us_per_rating"])
+    lines = [
+        "## The pipeline's knee",
+        "",
+        "The same open-loop load as above, ramped: "
+        + ", ".join(f"{r:.0f}" for r in k.get("rates", [x["rate"] for x in levels]))
+        + f" ratings/s, {k['seconds']:.0f} s each after a 5 s warm-up, on one stack; the ramp stops after the "
+        f"first rate that fails. The knee is the highest rate at which p99 POST -> notification request stays "
+        f"under {k['p99_limit_ms']:.0f} ms and nothing is missing after the drain: "
+        + (
+            f"**{k['knee']:.0f} ratings/s** in this run."
+            if k["knee"]
+            else f"**below {levels[0]['rate']:.0f} ratings/s** in this run (not even the first rate held)."
+        )
+        + " CPU per accepted rating is each process's user + system time over the level (from "
+        "`/proc/<pid>/stat`, the first POST to the end of the drain; PostgreSQL: every server process; "
+        "the load generator, this bench's own process, shares the same two cores).",
+        "",
+        "| offered | accepted | POST -> request p50 / p99 | POST -> outbox p50 / p99 | missing | holds | "
+        + " | ".join(f"CPU/rating {p}" for p in procs)
+        + " | load (1 min) |",
+        "|---" * (7 + len(procs)) + "|",
+    ]
+    for x in levels:
+        cpu = x["cpu_us_per_rating"]
+        lines.append(
+            f"| {x['rate']:.0f}/s | {x['accepted']:,} | "
+            f"{_ms(x['to_request']['p50_ms'])} / {_ms(x['to_request']['p99_ms'])} | "
+            f"{_ms(x['to_outbox']['p50_ms'])} / {_ms(x['to_outbox']['p99_ms'])} | "
+            f"{x['missing_requests']} requests, {x['missing_outbox']} outbox rows | "
+            f"{'yes' if x['holds'] else '**no**'} | "
+            + " | ".join(f"{cpu[p]:,.0f} us" for p in procs)
+            + f" | {x.get('loadavg', [float('nan')])[0]:.1f} |"
+        )
+    idle = k.get("idle_cpu_ms_per_s")
+    if idle and all("cpu_us_per_rating_above_idle" in x for x in levels):
+        lines += [
+            "",
+            "Most of that at low rates is what each process spends with no load at all (consumer polls with "
+            "a 10 ms fetch wait, timers, heartbeats, the console's live feed), spread over few ratings. Idle "
+            "CPU, measured for 5 s before the ramp, in ms per second: "
+            + ", ".join(f"{p} {v:.0f}" for p, v in idle.items())
+            + ". The cost the ratings add, net of that idle spend over the same window:",
+            "",
+            "| offered | " + " | ".join(f"{p} above idle" for p in procs) + " |",
+            "|---" * (1 + len(procs)) + "|",
+        ]
+        for x in levels:
+            net = x["cpu_us_per_rating_above_idle"]
+            lines.append(f"| {x['rate']:.0f}/s | " + " | ".join(f"{net[p]:,.0f} us" for p in procs) + " |")
+    stages = [x for x in levels if x.get("stages")]
+    if stages:
+        lines += [
+            "",
+            "Each consumer's micro-batches at each rate (from its own metrics, as above):",
+            "",
+            "| offered | consumer | batches | records per batch | mean batch time | busy |",
+            "|---|---|---|---|---|---|",
+        ]
+        for x in stages:
+            for name, st in x["stages"].items():
+                lines.append(
+                    f"| {x['rate']:.0f}/s | {name} | {st['batches']:,} | {st['records_per_batch']:.1f} | "
+                    f"{_ms(st['batch_ms'])} | {st['busy_s']:.1f} s |"
+                )
+    lines.append("")
+    return lines
 
 
 def collector_section(c: dict[str, Any], *, stamp: str | None = None) -> list[str]:

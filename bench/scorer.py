@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -150,12 +150,18 @@ async def _watch_offsets(
 
 
 def scorer_run(
-    bs: BenchStack, topics: Topics, *, count: int, timeout_s: float = 600
+    bs: BenchStack, topics: Topics, *, count: int, timeout_s: float = 600, counter_write: str | None = None
 ) -> tuple[dict[str, Any], Any]:
-    """Start a real scorer process on ``topics`` and time it storing every record; returns it running."""
+    """Start a real scorer process on ``topics`` and time it storing every record; returns it running.
+
+    ``counter_write``: the scorer's ``CSAT_COUNTER_WRITE`` (None: its default)."""
     stack = bs.stack
     stack.topic_prefix = topics.prefix
     stack.ports = {**stack.ports, "scorer": free_port()}
+    env = {k: v for k, v in stack.extra_env.items() if k != "CSAT_COUNTER_WRITE"}
+    if counter_write:
+        env["CSAT_COUNTER_WRITE"] = counter_write
+    stack.extra_env = env
     svc = stack.start_service("scorer")
     svc.wait_ready()
     pid = svc.proc.pid if svc.proc is not None else 0
@@ -205,8 +211,12 @@ def segments_levels(
     query_count: int,
     query_budget_s: float,
     spread_s: int = 86_400,
+    counter_writes: Sequence[str] = (),
 ) -> list[dict[str, Any]]:
-    """Per number of distinct stores: bare consumer vs scorer on one preloaded topic, then queries."""
+    """Per number of distinct stores: bare consumer vs scorer on one preloaded topic, then queries.
+
+    ``counter_writes``: also run the scorer on the same topic with each of these ``CSAT_COUNTER_WRITE``
+    values (alternating with the default's run, from empty tables each time): an A/B in the same run."""
     out: list[dict[str, Any]] = []
     for stores in levels:
         topics = fresh_topics(bs, f"seg{stores}")
@@ -215,6 +225,17 @@ def segments_levels(
         # The bare run takes a second or two, the scorer's several: one bare run on each side of the
         # scorer's, averaged, so a change in the machine's other load shows and weighs on both.
         before = bare_consumer(bs, topics, count=events, max_batch=max_batch)
+        asyncio.run(_truncate(bs.database_url))
+        variants: dict[str, dict[str, Any]] = {}
+        for mode in counter_writes:
+            asyncio.run(_truncate(bs.database_url))
+            variants[mode], other = scorer_run(bs, topics, count=events, counter_write=mode)
+            other.stop()
+            vcpu = variants[mode]["cpu_us_per_event"]
+            say(
+                f"scorer: {stores} stores: counter_write={mode}: {variants[mode]['per_s']:.0f} events/s "
+                f"(CPU/event: scorer {vcpu['scorer']:.1f} us, PostgreSQL {vcpu['postgres']:.1f} us)"
+            )
         asyncio.run(_truncate(bs.database_url))
         result, svc = scorer_run(bs, topics, count=events)
         after = bare_consumer(bs, topics, count=events, max_batch=max_batch)
@@ -254,6 +275,7 @@ def segments_levels(
                 "produce_per_s": produce_rate,
                 "bare": bare,
                 "scorer": result,
+                "counter_writes": variants,
                 "queries": queries,
             }
         )
@@ -268,6 +290,8 @@ async def _truncate(url: str) -> None:
             "TRUNCATE scorer.ratings, scorer.score_counts, scorer.score_counts_minute, "
             "scorer.score_counts_day, scorer.dirty_segments, scorer.score_state"
         )
+        # And the scorer's stored positions, so a second scorer run on the same topic starts over.
+        await conn.execute("DELETE FROM ops.consumer_offsets WHERE consumer_group = $1", SCORER_GROUP)
     finally:
         await conn.close()
 

@@ -69,6 +69,16 @@ EVENTS: tuple[EventDoc, ...] = (
         "UsageObserved",
         "A dated observation of named usage signals (logins, features used...) for a customer or account.",
     ),
+    EventDoc(
+        ev.CUSTOMER_ERASED,
+        "CustomerErased",
+        "A customer's erasure (GDPR art. 17): remove or pseudonymise what you hold about them.",
+    ),
+    EventDoc(
+        ev.HEALTH_CHANGED,
+        "HealthChanged",
+        "An account's health score or band moved, with the contribution of each component.",
+    ),
 )
 
 
@@ -170,6 +180,15 @@ TOPICS: tuple[TopicDoc, ...] = (
         "Records the notifier could not use (header `ce_dlqreason` gives the reason kind).",
     ),
     TopicDoc(
+        "dlqCollector",
+        tp.DLQ_COLLECTOR,
+        "`<topic>:<partition>` of the failed record",
+        (ev.DEAD_LETTER,),
+        "collector",
+        (),
+        "Erasure records the collector could not use (header `ce_dlqreason` gives the reason kind).",
+    ),
+    TopicDoc(
         "usage",
         tp.USAGE,
         "account id, else customer id (an account's observations stay in order)",
@@ -178,6 +197,27 @@ TOPICS: tuple[TopicDoc, ...] = (
         (),
         "Usage signals from product analytics (logins, features used, data volume, open tickets, active "
         "seats...), one dated observation per record; the account health score reads them.",
+    ),
+    TopicDoc(
+        "customersErased",
+        tp.CUSTOMERS_ERASED,
+        "customer id",
+        (ev.CUSTOMER_ERASED,),
+        "console",
+        ("collector", "scorer", "actions", "notifier"),
+        "Erasure requests (GDPR art. 17), one per customer and request: each subscriber removes or "
+        "pseudonymises email, phone, comments and free text it holds for the customer in one transaction "
+        "with its offsets, and cancels pending messages and timers; ratings stay counted.",
+    ),
+    TopicDoc(
+        "health",
+        tp.HEALTH,
+        "subject id (account id, else customer id)",
+        (ev.HEALTH_CHANGED,),
+        "actions",
+        (),
+        "Account health: one record each time a subject's score or band moves (not on every "
+        "recomputation), with the explanation; `fell` says the band got worse.",
     ),
 )
 

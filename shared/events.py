@@ -19,6 +19,8 @@ NOTIFICATION_OUTCOME = "com.csat.notification.outcome.v1"
 DEAD_LETTER = "com.csat.dead_letter.v1"
 INTERACTION_RECORDED = "com.csat.interaction.recorded.v1"
 USAGE_OBSERVED = "com.csat.usage.observed.v1"
+CUSTOMER_ERASED = "com.csat.customer.erased.v1"
+HEALTH_CHANGED = "com.csat.health.changed.v1"
 
 
 class _Event(BaseModel):
@@ -302,6 +304,63 @@ class UsageObserved(_Event):
     source: str | None = None
 
 
+class CustomerErased(_Event):
+    """A customer's erasure was requested (GDPR art. 17): every subscriber removes or pseudonymises what it
+    holds about ``customer_id`` (email, phone, comments, free text) and cancels what is pending for them.
+
+    Keyed by customer id. Counts are not personal data: ratings stay counted, under ``pseudonym``.
+    Replays are harmless: a second erasure of the same customer finds nothing left to remove.
+    """
+
+    erasure_id: str = Field(description="One request; each service records its own status under it")
+    customer_id: str = Field(min_length=1, max_length=200)
+    pseudonym: str = Field(
+        description="What replaces the customer id where a row is kept (random, unlinkable)"
+    )
+    requested_at: AwareDatetime
+    requested_by: str | None = Field(
+        default=None, description="The admin's user or token id (not an address)"
+    )
+    opted_out: bool = Field(
+        default=False,
+        description="The customer had opted out: keep an opt-out under a keyed hash of the id",
+    )
+
+
+class HealthComponentOut(_Event):
+    """One line of a health explanation: what a component read, scored and gave, in points."""
+
+    id: str
+    status: str = Field(description="counted, assumed, worst or skipped")
+    value: float | None = None
+    normalised: float | None = Field(default=None, description="0-100, 100 the healthy end")
+    weight: float
+    max_points: float
+    points: float
+    reason: str | None = None
+
+
+class HealthChanged(_Event):
+    """An account's (or a lone customer's) health score or band moved; keyed by the subject's id."""
+
+    subject_kind: str = Field(description="account, or customer (a customer in no account)")
+    subject_id: str
+    at: AwareDatetime = Field(
+        description="The instant the health is computed as of (the newest input's time)"
+    )
+    score: float | None = Field(description="0-100, one decimal; None when no component has data")
+    band: str | None = Field(description="healthy, at_risk or critical")
+    previous_score: float | None = None
+    previous_band: str | None = None
+    delta_30d: float | None = Field(
+        default=None, description="Score now minus the score in force 30 days ago"
+    )
+    transition: int = Field(description="How many band changes this subject has had (this one included)")
+    fell: bool = Field(description="The band moved to a worse one")
+    model_version: int | None = None
+    components: list[HealthComponentOut] = Field(default_factory=list)
+
+
 EVENT_MODELS: dict[str, type[BaseModel]] = {
     RATING_SUBMITTED: RatingSubmitted,
     SCORE_CHANGED: ScoreChanged,
@@ -312,4 +371,6 @@ EVENT_MODELS: dict[str, type[BaseModel]] = {
     DEAD_LETTER: DeadLetter,
     INTERACTION_RECORDED: InteractionRecorded,
     USAGE_OBSERVED: UsageObserved,
+    CUSTOMER_ERASED: CustomerErased,
+    HEALTH_CHANGED: HealthChanged,
 }

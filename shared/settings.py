@@ -59,6 +59,15 @@ class CommonSettings(BaseSettings):
         description="Check pooled connections idle longer than this before use (unset: before every use)",
     )
     topic_prefix: str = ""
+    retention_comment_days: int = Field(
+        default=365, ge=1, description="Comments and free text older than this are removed (GDPR 5(1)(e))"
+    )
+    retention_contact_days: int = Field(
+        default=730,
+        ge=1,
+        description="Contact data (addresses, message copies, requests) unused for this long is removed",
+    )
+    retention_hour_utc: int = Field(default=3, ge=0, le=23, description="The nightly retention run's hour")
     log_level: str = "INFO"
     log_format: Literal["json", "console"] = "json"
     host: str = "127.0.0.1"

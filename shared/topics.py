@@ -12,8 +12,11 @@ OUTCOMES = "csat.notifications.outcomes.v1"
 DLQ_SCORER = "csat.dlq.scorer.v1"
 DLQ_ACTIONS = "csat.dlq.actions.v1"
 DLQ_NOTIFIER = "csat.dlq.notifier.v1"
+DLQ_COLLECTOR = "csat.dlq.collector.v1"
 INTERACTIONS = "csat.interactions.v1"
 USAGE = "csat.usage.v1"
+CUSTOMERS_ERASED = "csat.customers.erased.v1"
+HEALTH = "csat.health.changed.v1"
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,8 +65,20 @@ class Topics:
         return self._p(DLQ_NOTIFIER)
 
     @property
+    def dlq_collector(self) -> str:
+        return self._p(DLQ_COLLECTOR)
+
+    @property
     def usage(self) -> str:
         return self._p(USAGE)
+
+    @property
+    def customers_erased(self) -> str:
+        return self._p(CUSTOMERS_ERASED)
+
+    @property
+    def health(self) -> str:
+        return self._p(HEALTH)
 
     def all(self) -> list[str]:
         return [
@@ -77,4 +92,7 @@ class Topics:
             self.dlq_notifier,
             self.interactions,
             self.usage,
+            self.customers_erased,
+            self.dlq_collector,
+            self.health,
         ]

@@ -3,19 +3,22 @@ scheduler; ``create_app`` builds the FastAPI app with the routers. Only wiring, 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 
 import structlog
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
 from services.actions.deps import ActionsDeps
 from services.actions.dryrun import DryRunner
 from services.actions.engine import Policy
 from services.actions.facts import HistoryWindow
 from services.actions.handlers import ActionsHandler, utc_now
+from services.actions.health.model import load_health_file
+from services.actions.health_handler import HealthHandler
 from services.actions.repository import PgTransactions, consumer_handler
-from services.actions.routes import alerts, customers, dryrun, ops, revisions, rules
+from services.actions.repository.erasure import export_customer, purge_expired, scrub_customer
+from services.actions.routes import accounts, alerts, customers, dryrun, health_models, ops, revisions, rules
 from services.actions.routes import surveys as survey_routes
 from services.actions.rulebook import RuleBook
 from services.actions.rules import RuleSet, load_rules_file, parse_document
@@ -27,11 +30,16 @@ from services.actions.surveys.definitions import load_surveys_text
 from services.actions.verbatims import Taxonomy, load_taxonomy_file
 from services.actions.yamlio import load_yaml
 from shared.db import make_engine
+from shared.envelope import OutgoingRecord
+from shared.erasure import SqlExport, erasure_runtime, export_router
 from shared.http import install_common
 from shared.identity.repository import PgIdentityStore
+from shared.identity.scopes import Scope
 from shared.identity.wiring import service_authenticator
+from shared.kafka import send_all
 from shared.limits import BodySizeLimitMiddleware
 from shared.logs import configure_logging
+from shared.retention import RetentionJob
 from shared.runtime import ConsumerRuntime
 from shared.textguard import JsonTextGuard
 
@@ -85,11 +93,17 @@ def build_surveybook(cfg: ActionsSettings) -> SurveyBook:
 
 
 def build_runtime(cfg: ActionsSettings, handler: ActionsHandler) -> ConsumerRuntime:
-    """The consumer of ratings and segment alerts (scores topic), with its engine and producer."""
+    """The consumer of ratings, segment alerts (scores topic) and usage, with its engine and producer."""
     return ConsumerRuntime(
         name="actions",
         settings=cfg,
-        topics=[cfg.topics.ratings, cfg.topics.scores, cfg.topics.interactions, cfg.topics.outcomes],
+        topics=[
+            cfg.topics.ratings,
+            cfg.topics.scores,
+            cfg.topics.interactions,
+            cfg.topics.outcomes,
+            cfg.topics.usage,
+        ],
         group=cfg.consumer_group,
         dlq_topic=cfg.topics.dlq_actions,
         handler=consumer_handler(handler),
@@ -124,6 +138,11 @@ def create_app(settings: ActionsSettings | None = None) -> FastAPI:
         links=LinkMaker(base_url=cfg.survey_link_base_url, secret=cfg.signing_secret.get_secret_value()),
         brand=cfg.survey_brand,
     )
+    health = HealthHandler(
+        model=load_health_file(cfg.health_model_file),  # a broken model stops the service here
+        topics=cfg.topics,
+        default_owner=cfg.default_csm_email,
+    )
     handler = ActionsHandler(
         rulebook=rulebook,
         taxonomy=taxonomy,
@@ -131,9 +150,22 @@ def create_app(settings: ActionsSettings | None = None) -> FastAPI:
         topics=cfg.topics,
         history=history,
         surveys=surveys,
+        health=health,
     )
     runtime = build_runtime(cfg, handler)
+    erasure = erasure_runtime(
+        service="actions",
+        settings=cfg,
+        group=f"{cfg.consumer_group}-erasure",
+        topic=cfg.topics.customers_erased,
+        dlq_topic=cfg.topics.dlq_actions,
+        scrub=scrub_customer,
+        engine=runtime.engine,
+    )
     transactions = PgTransactions(runtime.engine)
+    retention = RetentionJob(
+        service="actions", engine=runtime.engine, purge=purge_expired, settings=cfg, clock=utc_now
+    )
     scheduler = Scheduler(
         transactions=transactions,
         producer=lambda: runtime.producer,
@@ -158,10 +190,14 @@ def create_app(settings: ActionsSettings | None = None) -> FastAPI:
         )
         await runtime.start()
         await auth.start()
+        await erasure.start()
+        await retention.start()
         if cfg.scheduler_enabled:
             await scheduler.start()
         yield
         await scheduler.stop()
+        await retention.stop()
+        await erasure.stop()
         await auth.stop()
         await runtime.stop()
 
@@ -173,6 +209,7 @@ def create_app(settings: ActionsSettings | None = None) -> FastAPI:
     )
     app.state.runtime = runtime
     app.state.scheduler = scheduler
+    app.state.retention = retention
     # Added first, so the size limit (added next, outermost) answers before a body is buffered here.
     app.add_middleware(JsonTextGuard, max_bytes=cfg.max_body_bytes)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=cfg.max_body_bytes)
@@ -193,6 +230,11 @@ def create_app(settings: ActionsSettings | None = None) -> FastAPI:
         },
     )
     dry_run = DryRunner(rulebook=rulebook, taxonomy=taxonomy, policy=policy, history=history, clock=utc_now)
+
+    async def publish(records: Sequence[OutgoingRecord]) -> None:
+        if runtime.producer is not None:
+            await send_all(runtime.producer, records, timeout_s=10.0)  # as the timer scheduler
+
     deps = ActionsDeps(
         settings=cfg,
         transactions=transactions,
@@ -204,7 +246,22 @@ def create_app(settings: ActionsSettings | None = None) -> FastAPI:
         # Appended after the change committed: a slow database delays the answer rather than losing it.
         audit=PgIdentityStore(engine=runtime.engine, timeout_s=AUDIT_TIMEOUT_S),
         customer_ref=customer_ref(cfg),
+        health=health,
+        publish=publish,
     )
-    for audience in (rules, revisions, dryrun, alerts, customers, ops, survey_routes):
+    for audience in (
+        rules,
+        revisions,
+        dryrun,
+        alerts,
+        customers,
+        accounts,
+        health_models,
+        ops,
+        survey_routes,
+    ):
         app.include_router(audience.router(deps))
+    # GDPR export: gdpr:admin (admin role only), checked by this service's own Authenticator.
+    guard = Depends(deps.auth.require(Scope.GDPR_ADMIN))
+    app.include_router(export_router(SqlExport(runtime.engine, export_customer), guard))
     return app

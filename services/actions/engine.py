@@ -157,13 +157,14 @@ def decide(
     policy: Policy | None = None,
     fatigue: Fatigue | None = None,
     analysis: Analysis | None = None,
+    health: Mapping[str, Any] | None = None,
 ) -> list[Decision]:
     """Every action the rules call for, with the reason an action is skipped (cooldown, opt-out...)."""
     pol = policy or Policy()
     fat = fatigue or Fatigue()
     locale = ((ctx.locale if ctx else None) or rating.customer.locale or pol.default_locale).split("-")[0]
     run = _Run(rating, ctx, analysis, fat, now, pol, locale.lower(), fat.sent_24h)
-    facts = build_facts(rating, ctx, history, analysis)
+    facts = build_facts(rating, ctx, history, analysis, health)
     decisions: list[Decision] = []
     for rule in evaluate(rules, facts, on="rating"):
         cooled = _in_cooldown(rule, fat.last_fired, now)

@@ -146,8 +146,12 @@ def build_facts(
     ctx: CustomerContext | None,
     history: History,
     analysis: Analysis | None = None,
+    health: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Flat facts the rule conditions read; stored context overrides what the rating carried."""
+    """Flat facts the rule conditions read; stored context overrides what the rating carried.
+
+    ``health``: the rating's account's stored health (``score``, ``band``, ``previous_band``,
+    ``delta_30d``), read as ``health.*``; each is None when there is none."""
     facts: dict[str, Any] = {
         "metric": rating.metric.value,
         "scale": rating.scale,
@@ -182,6 +186,8 @@ def build_facts(
         "history.trend": history.trend,
         "history.declining": history.declining,
     }
+    for name in ("score", "band", "previous_band", "delta_30d"):
+        facts[f"health.{name}"] = (health or {}).get(name)
     flatten("segment", rating.segment, facts)
     if ctx is not None:
         if ctx.tier is not None:

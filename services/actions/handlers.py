@@ -27,6 +27,7 @@ from services.actions.engine import (
     decide_segment,
 )
 from services.actions.facts import CustomerContext, History, HistoryWindow, PastRating
+from services.actions.health_handler import HealthHandler
 from services.actions.outcomes import DecisionRow, after_decisions, decision_id, decision_row
 from services.actions.ports import Enrolled, Stores
 from services.actions.publishing import decided_record, notification_record
@@ -47,7 +48,13 @@ from services.actions.verbatims import Analysis, Taxonomy
 from shared import tracing
 from shared.consumer import Received
 from shared.envelope import OutgoingRecord
-from shared.events import InteractionRecorded, NotificationOutcome, RatingSubmitted, SegmentAlert
+from shared.events import (
+    InteractionRecorded,
+    NotificationOutcome,
+    RatingSubmitted,
+    SegmentAlert,
+    UsageObserved,
+)
 from shared.topics import Topics
 
 RULE_HITS = Counter(
@@ -106,8 +113,10 @@ class ActionsHandler:
         history: HistoryWindow,
         surveys: SurveyHandler | None = None,
         clock: Callable[[], datetime] = utc_now,
+        health: HealthHandler | None = None,
     ) -> None:
         self._surveys = surveys
+        self._health = health
         self._rulebook = rulebook
         self._taxonomy = taxonomy
         self._policy = policy
@@ -126,6 +135,10 @@ class ActionsHandler:
             out += await self._on_ratings(stores, ratings, now)
         if self._surveys is not None:
             await self._on_surveys(stores, self._surveys, batch, ratings, now)
+        usage = [r.envelope.data for r in batch if isinstance(r.envelope.data, UsageObserved)]
+        if self._health is not None and (ratings or usage):
+            # After the rules: the alerts a rating opened count in its account's health.
+            out += await self._health.on_batch(stores, ratings=ratings, observations=usage, now=now)
         return out
 
     async def _on_surveys(
@@ -196,6 +209,7 @@ class ActionsHandler:
         )
         rules = (await self._rulebook.at(rule_sets=stores.rule_sets, latest=facts.rules_version)).rules
         fatigue = dict(facts.fatigue)
+        health = await self._health.rule_facts(stores, verified) if self._health is not None else {}
         outcomes = _Outcomes(self._topics)
         for rating in sorted(fresh, key=lambda r: (r.occurred_at, r.rating_id)):
             tracing.follow(rating)  # what this rating causes continues its trace
@@ -211,6 +225,7 @@ class ActionsHandler:
                 policy=self._policy,
                 fatigue=before,
                 analysis=analyses.get(rating.rating_id),
+                health=health.get(rating.rating_id) if known else None,
             )
             if known:
                 fatigue[cid] = after_decisions(before, decisions, now=now)

@@ -15,11 +15,13 @@ from typing import Any, NamedTuple, Protocol
 
 from services.actions.engine import AlertDraft, EnrolmentDraft, Fatigue, TimerDraft
 from services.actions.facts import CustomerContext, PastRating
+from services.actions.health.evidence import Evidence
+from services.actions.health.transitions import HealthPoint, HealthState
 from services.actions.outcomes import DecisionRow
 from services.actions.surveys.decisions import PastInvitation as PastInvite
 from services.actions.timers import AlertState, DueTimer
 from services.actions.verbatims import Analysis
-from shared.events import RatingSubmitted
+from shared.events import RatingSubmitted, UsageObserved
 
 
 @dataclass(frozen=True, slots=True)
@@ -293,6 +295,7 @@ class Stores:
     rule_sets: RuleSetStore
     survey_sets: RuleSetStore  # the same versioned-document store, for the survey definitions
     surveys: SurveyStore
+    health: HealthStore
 
 
 class Transactions(Protocol):
@@ -302,3 +305,91 @@ class Transactions(Protocol):
     def begin(self) -> AbstractAsyncContextManager[Stores]: ...
     def connect(self) -> AbstractAsyncContextManager[Stores]: ...
     def read_only(self) -> AbstractAsyncContextManager[Stores]: ...
+
+
+# ---- account health -------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Subject:
+    """Whose health: an account (its contacts pooled), or a customer who belongs to no account."""
+
+    kind: str  # "account" | "customer"
+    id: str
+
+
+@dataclass(frozen=True, slots=True)
+class HealthAlert:
+    """The CSM alert a fall to at-risk or critical opens (its id is derived from the transition)."""
+
+    alert_id: str
+    subject: Subject
+    owner_email: str
+    owner_name: str | None
+    priority: str
+    context: dict[str, Any]
+
+
+class HealthStore(Protocol):
+    """Accounts, their contacts, the inputs the health model reads, and the health it computed."""
+
+    async def add_observations(self, *, observations: Sequence[UsageObserved]) -> list[UsageObserved]:
+        """Store observations; returns the ones not seen before (replays dedupe on observation_id)."""
+        ...
+
+    async def add_ratings(self, *, ratings: Sequence[RatingSubmitted]) -> list[RatingSubmitted]:
+        """Store the answers the model reads; returns the ones not seen before."""
+        ...
+
+    async def join(self, *, members: Sequence[tuple[str, str]]) -> None:
+        """Record (account_id, customer_id) memberships (idempotent)."""
+        ...
+
+    async def accounts_of(self, *, customer_ids: Sequence[str]) -> dict[str, list[str]]: ...
+    async def evidence(self, *, subject: Subject) -> Evidence: ...
+    async def state(self, *, subject: Subject) -> tuple[HealthState | None, list[HealthPoint]]: ...
+    async def save(
+        self,
+        *,
+        subject: Subject,
+        state: HealthState,
+        point: HealthPoint | None,
+        delta_30d: float | None,
+        model_version: int | None,
+        explanation: list[dict[str, Any]],
+    ) -> None: ...
+    async def account(self, *, account_id: str) -> dict[str, Any] | None: ...
+    async def upsert_account(self, *, account_id: str, fields: dict[str, Any]) -> dict[str, Any]: ...
+    async def open_alert(self, *, alert: HealthAlert, now: datetime) -> bool:
+        """Insert the alert unless it exists (once per transition); True when inserted."""
+        ...
+
+    async def at_risk(
+        self, *, owner: str | None, limit: int, reach: Reach | None = None
+    ) -> list[dict[str, Any]]:
+        """At-risk and critical subjects ranked by value x risk (risk = 100 - score); ``reach``: only
+        those a CSM owns (by owner address, or the account among theirs)."""
+        ...
+
+    async def owner_of(self, *, subject: Subject) -> str | None:
+        """The owner address of an account (or of a lone customer), if any."""
+        ...
+
+    async def health(self, *, subject: Subject) -> dict[str, Any] | None:
+        """The current health with its explanation and history, or None."""
+        ...
+
+    async def rule_facts(self, *, subjects: Sequence[Subject]) -> dict[Subject, dict[str, Any]]:
+        """Each subject's stored ``score``, ``band``, ``previous_band`` (the band before the current
+        one) and ``delta_30d``, for the rules' ``health.*`` facts; subjects without a health are left out."""
+        ...
+
+    async def latest_model(self) -> tuple[int, Any] | None:
+        """The newest saved health model (version, document), or None (the file's model applies)."""
+        ...
+
+    async def save_model(self, *, document: Any, origin: str, author: str | None) -> int:
+        """Store a validated model as the next version; returns that version."""
+        ...
+
+    async def models(self, *, limit: int) -> list[dict[str, Any]]:
+        """Saved versions, newest first (version, origin, author, created_at)."""
+        ...

@@ -144,6 +144,11 @@ RATING_FACTS = frozenset(
         "history.days_since_previous",
         "history.trend",
         "history.declining",
+        # the account's health (docs/health.md) as stored before this answer; None without one
+        "health.score",
+        "health.band",
+        "health.previous_band",
+        "health.delta_30d",
     }
 )
 SEGMENT_FACTS = frozenset(

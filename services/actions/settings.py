@@ -14,6 +14,7 @@ from shared.settings import DEV_SECRETS, CommonSettings
 DEFAULT_RULES = Path(__file__).parent / "playbooks" / "default.yaml"
 DEFAULT_THEMES = Path(__file__).parent / "themes.yaml"
 DEFAULT_SURVEYS = Path(__file__).parent / "playbooks" / "surveys.yaml"
+DEFAULT_HEALTH = Path(__file__).parent / "playbooks" / "health.yaml"
 
 
 class ActionsSettings(CommonSettings, IdentitySettings):
@@ -27,6 +28,10 @@ class ActionsSettings(CommonSettings, IdentitySettings):
         default=DEFAULT_RULES, description="Seeds the rules in PostgreSQL; the admin API edits them there"
     )
     themes_file: Path = Field(default=DEFAULT_THEMES, description="Verbatim theme taxonomy and lexicons")
+    health_model_file: Path = Field(
+        default=DEFAULT_HEALTH,
+        description="Account health model (docs/health.md); a broken file stops the start",
+    )
     default_csm_email: str = Field(default="csm@example.com", description="CSM alerts when no owner is known")
     default_locale: str = "en"
     support_email: str = Field(default="support@example.com", description="Who is asked to call customers")

@@ -14,7 +14,7 @@ from shared.provisioning import ROOT, create_topics, run_migrations
 from shared.topics import Topics
 
 SERVICES = ("collector", "scorer", "actions", "notifier", "console")
-DLQ_CONSUMERS = ("scorer", "actions", "notifier")
+DLQ_CONSUMERS = ("scorer", "actions", "notifier", "collector")
 
 
 def _cmd_migrate(_args: argparse.Namespace) -> int:
@@ -46,9 +46,12 @@ def _cmd_dlq(args: argparse.Namespace) -> int:
         print("set KAFKA_BOOTSTRAP", file=sys.stderr)
         return 2
     topics = Topics(os.environ.get("CSAT_TOPIC_PREFIX", ""))
-    topic = {"scorer": topics.dlq_scorer, "actions": topics.dlq_actions, "notifier": topics.dlq_notifier}[
-        args.consumer
-    ]
+    topic = {
+        "scorer": topics.dlq_scorer,
+        "actions": topics.dlq_actions,
+        "notifier": topics.dlq_notifier,
+        "collector": topics.dlq_collector,  # its erasure consumer's
+    }[args.consumer]
     letters = asyncio.run(dlq.read_letters(bootstrap=bootstrap, topic=topic))
     chosen = dlq.select(letters, refs=set(args.only or ()) or None, kind=args.reason)
     for x in chosen:
@@ -178,6 +181,12 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     return replay_main(["--batch-size", str(args.batch_size)])
 
 
+def _cmd_retention(args: argparse.Namespace) -> int:
+    from services.cli.retention import main as retention_main
+
+    return retention_main(args.service)
+
+
 Subcommands: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
 
@@ -259,6 +268,12 @@ def parser() -> argparse.ArgumentParser:
     _add_contracts(sub)
     _add_import(sub)
     _add_replay(sub)
+    retention = sub.add_parser(
+        "retention",
+        help="remove comments and contact data past their retention now (DATABASE_URL, CSAT_RETENTION_*)",
+    )
+    retention.add_argument("service", choices=("collector", "scorer", "actions", "notifier"))
+    retention.set_defaults(func=_cmd_retention)
     return top
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import structlog
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
 from services.collector import metrics
 from services.collector.access import KeyResolver, OriginSet, RateLimits, SourceCorsMiddleware
@@ -25,16 +25,20 @@ from services.collector.ports import CollectorStore, IdempotencyRecords, Publish
 from services.collector.problems import add_problem_schema, install_handlers
 from services.collector.publisher import KafkaPublisher
 from services.collector.ratelimit import KeyedLimiter
-from services.collector.repository import PgStore
-from services.collector.routes import admin, channels, interactions, ratings
+from services.collector.repository import PgStore, export_customer, purge_expired, scrub_customer
+from services.collector.routes import admin, channels, interactions, ratings, usage
 from services.collector.settings import CollectorSettings
+from services.collector.usage_intake import UsageIntake
 from shared.db import make_engine
+from shared.erasure import SqlExport, erasure_runtime, export_router
 from shared.http import ReadinessCheck, install_common
 from shared.identity.ports import TokenLookup
 from shared.identity.repository import PgIdentityStore
+from shared.identity.scopes import Scope
 from shared.identity.wiring import service_authenticator
 from shared.limits import BodySizeLimitMiddleware
 from shared.logs import configure_logging
+from shared.retention import RetentionJob
 
 log = structlog.get_logger(__name__)
 
@@ -107,6 +111,10 @@ def create_app(
     app.include_router(admin.router(deps))
     app.include_router(channels.router(deps))
     app.include_router(interactions.router(deps))
+    if adapters.owned_store is not None:  # GDPR export: what this collector's database holds
+        guard = Depends(deps.auth.require(Scope.GDPR_ADMIN))
+        app.include_router(export_router(SqlExport(adapters.owned_store.engine, export_customer), guard))
+    app.include_router(usage.router(deps))
     add_problem_schema(app)
     return app
 
@@ -199,6 +207,13 @@ def build_deps(cfg: CollectorSettings, adapters: Adapters) -> CollectorDeps:
             sources=keys,
         ),
         phone_hasher=cfg.address_hasher_for(cfg.environment),
+        usage=UsageIntake(
+            publisher=adapters.publisher,
+            records=store,
+            topic=cfg.topics.usage,
+            lease_s=cfg.publish_timeout_s * 2 + 5,
+            degrade=cfg.idempotency_when_db_down == "accept",
+        ),
     )
 
 
@@ -208,10 +223,41 @@ def lifespan(
     """Start the producer, the idempotency purge and the tokens' last-used flush; at shutdown land
     pending confirmations, close."""
 
+    # GDPR erasure: only a collector with its own database holds anything to erase.
+    erasure = (
+        erasure_runtime(
+            service="collector",
+            settings=cfg,
+            group="csat-collector-erasure",
+            topic=cfg.topics.customers_erased,
+            dlq_topic=cfg.topics.dlq_collector,
+            scrub=scrub_customer,
+            engine=adapters.owned_store.engine,
+        )
+        if adapters.owned_store is not None
+        else None
+    )
+
+    retention = (
+        RetentionJob(
+            service="collector",
+            engine=adapters.owned_store.engine,
+            purge=purge_expired,
+            settings=cfg,
+            clock=lambda: datetime.now(UTC),
+        )
+        if adapters.owned_store is not None
+        else None
+    )
+
     @asynccontextmanager
     async def run(_app: FastAPI) -> AsyncIterator[None]:
         if adapters.owned_publisher is not None:
             await adapters.owned_publisher.start()
+        if erasure is not None:
+            await erasure.start()
+        if retention is not None:
+            await retention.start()
         purger = asyncio.create_task(
             purge_forever(adapters.store, ttl=timedelta(hours=cfg.idempotency_ttl_h)),
             name="idempotency-purge",
@@ -229,6 +275,10 @@ def lifespan(
         with contextlib.suppress(asyncio.CancelledError):
             await purger
         await deps.auth.stop()
+        if retention is not None:
+            await retention.stop()
+        if erasure is not None:
+            await erasure.stop()
         await deps.intake.close()
         await deps.interactions.close()
         if adapters.owned_publisher is not None:

@@ -9,6 +9,7 @@ from services.collector.intake import Intake, InteractionIntake
 from services.collector.links import LinkSigner
 from services.collector.ports import SmsSurveys, SourceRegistry
 from services.collector.settings import CollectorSettings
+from services.collector.usage_intake import UsageIntake
 from shared.identity.guard import Authenticator
 from shared.security.hashing import AddressHasher
 
@@ -26,3 +27,4 @@ class CollectorDeps:
     signer: LinkSigner
     auth: Authenticator
     phone_hasher: AddressHasher
+    usage: UsageIntake

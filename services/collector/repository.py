@@ -23,7 +23,8 @@ from services.collector.ports import (
     SourceExists,
     StoreUnavailable,
 )
-from shared.events import KeyKind
+from shared.events import CustomerErased, KeyKind
+from shared.retention import Cutoffs
 
 T = TypeVar("T")
 
@@ -473,3 +474,32 @@ class PgStore:
             )
 
         await self._run(q)
+
+
+async def scrub_customer(conn: AsyncConnection, erased: CustomerErased) -> dict[str, int]:
+    """GDPR erasure: the customer's SMS survey requests (phone hash, segment, account) go."""
+    result = await conn.execute(
+        text("DELETE FROM collector.sms_surveys WHERE customer_id = :c"), {"c": erased.customer_id}
+    )
+    return {"collector.sms_surveys": result.rowcount}
+
+
+async def export_customer(conn: AsyncConnection, customer_id: str) -> dict[str, Any]:
+    """What the collector holds for the customer (GDPR art. 15/20): SMS survey requests."""
+    rows = await conn.execute(
+        text(
+            "SELECT request_id, survey_id, metric, scale, locale, touchpoint, segment, account, created_at, "
+            "expires_at, answered_at, rating_id FROM collector.sms_surveys WHERE customer_id = :c "
+            "ORDER BY created_at, request_id"
+        ),
+        {"c": customer_id},
+    )
+    return {"sms_surveys": [dict(r._mapping) for r in rows]}
+
+
+async def purge_expired(conn: AsyncConnection, cut: Cutoffs) -> dict[str, int]:
+    """Retention: SMS survey requests expired before the contact cut-off go (phone hash included)."""
+    result = await conn.execute(
+        text("DELETE FROM collector.sms_surveys WHERE expires_at < :c"), {"c": cut.contacts}
+    )
+    return {"collector.sms_surveys": result.rowcount}

@@ -20,12 +20,13 @@ from fastapi.staticfiles import StaticFiles
 
 from services.console.apiclient import ApiClient
 from services.console.deps import ConsoleDeps
+from services.console.events import KafkaEvents
 from services.console.guard import SessionGate
 from services.console.live import LiveHub
 from services.console.livefeed import ScoreFeed, kafka_consumer
-from services.console.ports import ConsoleStore, IdentityStore
+from services.console.ports import ConsoleStore, EventSink, IdentityStore
 from services.console.repository import PgConsoleStore
-from services.console.routes import admin, api, auth, dryrun, live, pages, rules, scores, segments
+from services.console.routes import admin, api, auth, dryrun, gdpr, live, pages, rules, scores, segments
 from services.console.sessions import CookieNames, CsrfTokens, SessionPolicy
 from services.console.settings import SERVICE, ConsoleSettings
 from services.console.tokens import AccessTokens
@@ -59,6 +60,8 @@ class Adapters:
     console: ConsoleStore
     http: httpx.AsyncClient
     owned_engine: PgConsoleStore | None
+    events: EventSink  # erasure requests to the broker
+    owned_events: KafkaEvents | None
 
 
 def create_app(
@@ -69,11 +72,12 @@ def create_app(
     passwords: Passwords | None = None,
     http: httpx.AsyncClient | None = None,
     clock: Callable[[], datetime] = _utcnow,
+    events: EventSink | None = None,
 ) -> FastAPI:
     """Wire settings, stores and routes; tests pass in-memory stores, cheap passwords or a clock."""
     cfg = settings or ConsoleSettings()
     configure_logging(service=SERVICE, level=cfg.log_level, fmt=cfg.log_format)
-    adapters = connect(cfg, identity=identity, console=console, http=http)
+    adapters = connect(cfg, identity=identity, console=console, http=http, events=events)
     deps = build_deps(cfg, adapters, passwords=passwords or Passwords(), clock=clock)
     feed = live_feed(cfg, deps)
     app = FastAPI(
@@ -108,6 +112,7 @@ def create_app(
     app.include_router(dryrun.router(deps))
     app.include_router(api.router(deps))
     app.include_router(api.jwks_router(deps))
+    app.include_router(gdpr.router(deps))
     return app
 
 
@@ -117,6 +122,7 @@ def connect(
     identity: IdentityStore | None,
     console: ConsoleStore | None,
     http: httpx.AsyncClient | None,
+    events: EventSink | None = None,
 ) -> Adapters:
     owned: PgConsoleStore | None = None
     if identity is None or console is None:
@@ -124,7 +130,21 @@ def connect(
         identity = identity or PgIdentityStore(engine=engine, timeout_s=cfg.db_timeout_s)
         console = owned = PgConsoleStore(engine=engine, timeout_s=cfg.db_timeout_s)
     client = http or httpx.AsyncClient(timeout=cfg.api_timeout_s, follow_redirects=False, trust_env=False)
-    return Adapters(identity=identity, console=console, http=client, owned_engine=owned)
+    owned_events = None
+    if events is None:
+        events = owned_events = KafkaEvents(
+            bootstrap=cfg.kafka_bootstrap,
+            idempotence=cfg.kafka_idempotence,
+            timeout_s=cfg.kafka_request_timeout_s,
+        )
+    return Adapters(
+        identity=identity,
+        console=console,
+        http=client,
+        owned_engine=owned,
+        events=events,
+        owned_events=owned_events,
+    )
 
 
 def build_deps(
@@ -173,6 +193,7 @@ def build_deps(
         oidc=oidc_client(cfg, adapters.http),
         live=LiveHub(max_streams=cfg.live_max_streams, max_per_session=cfg.live_max_streams_per_session),
         clock=clock,
+        events=adapters.events,
     )
 
 
@@ -231,6 +252,8 @@ def lifespan(
                 await asyncio.wait_for(feeding, 10)
         await deps.auth.stop()
         await adapters.http.aclose()
+        if adapters.owned_events is not None:
+            await adapters.owned_events.close()
         if adapters.owned_engine is not None:
             await adapters.owned_engine.close()
 

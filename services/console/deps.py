@@ -9,7 +9,7 @@ from datetime import datetime
 from services.console.apiclient import ApiClient
 from services.console.guard import SessionGate
 from services.console.live import LiveHub
-from services.console.ports import ConsoleStore, IdentityStore
+from services.console.ports import ConsoleStore, EventSink, IdentityStore
 from services.console.settings import ConsoleSettings
 from services.console.tokens import AccessTokens
 from services.console.web import Pages
@@ -34,3 +34,4 @@ class ConsoleDeps:
     oidc: OidcClient | None
     live: LiveHub  # open Scores pages, told when a score moves
     clock: Callable[[], datetime]
+    events: EventSink  # erasure requests (csat.customers.erased.v1)

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
+from shared.envelope import OutgoingRecord
 from shared.identity.ports import IdentityStore
 
 __all__ = ["ConsoleStore", "IdentityStore", "OidcLinks", "SignInLink", "SignInLinks"]
@@ -52,7 +53,32 @@ class OidcLinks(Protocol):
         ...
 
 
-class ConsoleStore(SignInLinks, OidcLinks, Protocol):
+@dataclass(frozen=True, slots=True)
+class ErasureDone:
+    """One service's record of one erasure (``ops.erasures``): when, and rows changed per table."""
+
+    service: str
+    erased_at: datetime
+    removed: dict[str, int]
+
+
+class ErasureLog(Protocol):
+    async def erasure_status(self, *, erasure_id: str) -> list[ErasureDone]:
+        """What each service recorded for this erasure so far (none: not reached any service yet)."""
+        ...
+
+
+class EventSink(Protocol):
+    """Publishes one event and returns once the broker's in-sync replicas have it (acks=all)."""
+
+    async def publish(self, record: OutgoingRecord) -> None: ...
+
+
+class EventsUnavailable(Exception):
+    """The broker could not take the event: nothing was published, the caller may try again."""
+
+
+class ConsoleStore(SignInLinks, OidcLinks, ErasureLog, Protocol):
     """The console's own adapter: one-time links, and linking invited people to their OpenID identity."""
 
     async def check(self) -> None: ...

@@ -16,7 +16,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.console.ports import SignInLink
+from services.console.ports import ErasureDone, SignInLink
 from shared.identity.ports import Conflict, StoreUnavailable
 
 T = TypeVar("T")
@@ -94,6 +94,18 @@ class PgConsoleStore:
         )
         params = {"id": user_id, "iss": issuer, "sub": subject}
         return await self._run(statement, params, lambda result: int(result.rowcount) > 0)
+
+    async def erasure_status(self, *, erasure_id: str) -> list[ErasureDone]:
+        statement = text(
+            "SELECT service, erased_at, removed FROM ops.erasures WHERE erasure_id = :e ORDER BY service"
+        )
+        return await self._run(
+            statement,
+            {"e": erasure_id},
+            lambda result: [
+                ErasureDone(service=r.service, erased_at=r.erased_at, removed=dict(r.removed)) for r in result
+            ],
+        )
 
     async def check(self) -> None:
         await self._run(text("SELECT 1"), {}, lambda _result: None)

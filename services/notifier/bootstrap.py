@@ -8,14 +8,16 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from datetime import UTC, datetime
 from typing import Any
 
 import structlog
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.notifier.deps import NotifierDeps
 from services.notifier.dispatcher import Dispatcher, PublisherUnavailable
+from services.notifier.erasure_store import NotifierErasure, export_customer
 from services.notifier.handlers import Intake
 from services.notifier.policy import AddressKeys
 from services.notifier.providers import Provider
@@ -37,13 +39,16 @@ from services.notifier.wakeup import WakeListener
 from shared.consumer import Handler, Received
 from shared.db import make_engine
 from shared.envelope import OutgoingRecord
+from shared.erasure import SqlExport, erasure_runtime, export_router
 from shared.events import Channel
 from shared.http import install_common
 from shared.identity.guard import Authenticator
 from shared.identity.repository import PgIdentityStore
+from shared.identity.scopes import Scope
 from shared.identity.wiring import service_authenticator
 from shared.kafka import send_all
 from shared.logs import configure_logging
+from shared.retention import RetentionJob
 from shared.runtime import ConsumerRuntime
 from shared.textguard import JsonTextGuard
 
@@ -162,12 +167,16 @@ def _lifespan(
     listener: WakeListener | None,
     providers: dict[Channel, Provider],
     auth: Authenticator,
+    erasure: ConsumerRuntime,
+    retention: RetentionJob,
 ) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         log.info("providers", **{f"{ch.value}_provider": p.name for ch, p in providers.items()})
         await runtime.start()
         await auth.start()
+        await erasure.start()
+        await retention.start()
         await dispatcher.start()
         if listener is not None:
             await listener.start()
@@ -175,6 +184,8 @@ def _lifespan(
         if listener is not None:
             await listener.stop()
         await dispatcher.stop()
+        await retention.stop()
+        await erasure.stop()
         await auth.stop()
         await runtime.stop()
         for p in {id(p): p for p in providers.values()}.values():
@@ -209,6 +220,24 @@ def create_app(settings: NotifierSettings | None = None) -> FastAPI:
         engine=engine,
     )
 
+    privacy = NotifierErasure(keys=dispatcher_cfg.address_keys, outbox_dir=cfg.outbox_dir)
+    retention = RetentionJob(
+        service="notifier",
+        engine=engine,
+        purge=privacy.purge_expired,
+        settings=cfg,
+        clock=lambda: datetime.now(UTC),
+    )
+    erasure = erasure_runtime(
+        service="notifier",
+        settings=cfg,
+        group=f"{cfg.consumer_group}-erasure",
+        topic=cfg.topics.customers_erased,
+        dlq_topic=cfg.topics.dlq_notifier,
+        scrub=privacy.scrub,
+        engine=engine,
+    )
+
     async def publish(records: Sequence[OutgoingRecord]) -> None:
         if runtime.producer is None:
             raise PublisherUnavailable("producer not connected yet")
@@ -236,11 +265,18 @@ def create_app(settings: NotifierSettings | None = None) -> FastAPI:
         title="CSAT notifier",
         version="1.0.0",
         lifespan=_lifespan(
-            runtime=runtime, dispatcher=dispatcher, listener=listener, providers=providers, auth=auth
+            runtime=runtime,
+            dispatcher=dispatcher,
+            listener=listener,
+            providers=providers,
+            auth=auth,
+            erasure=erasure,
+            retention=retention,
         ),
         description="Sends email, SMS and chat messages once per notification, through providers.",
     )
     app.state.runtime = runtime
+    app.state.retention = retention
     app.add_middleware(JsonTextGuard)  # suppressions and previews: no NUL or lone surrogate reaches them
 
     async def check_dispatcher() -> None:
@@ -266,4 +302,7 @@ def create_app(settings: NotifierSettings | None = None) -> FastAPI:
     )
     for routes in (unsubscribe, outbox, deliveries, suppressions, previews):
         app.include_router(routes.router(deps))
+    # GDPR export: gdpr:admin (admin role only), checked by this service's own Authenticator.
+    guard = Depends(deps.auth.require(Scope.GDPR_ADMIN))
+    app.include_router(export_router(SqlExport(engine, export_customer), guard))
     return app

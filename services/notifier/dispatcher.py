@@ -313,7 +313,11 @@ class Dispatcher:
             dues.append(Due(row=row, note=note, provider=provider, address=to, suppressed=None, now=now))
         lookups = [
             SuppressionLookup(
-                d.row.notification_id, d.note.customer_id, d.address.scope, d.address.candidates
+                d.row.notification_id,
+                d.note.customer_id,
+                d.address.scope,
+                d.address.candidates,
+                self._cfg.address_keys.customer_candidates(d.note.customer_id) if d.note.customer_id else (),
             )
             for d in dues
             if d.address is not None and not d.note.transactional

@@ -68,6 +68,14 @@ class AddressKeys:
         """The key stored for ``address`` (``scope`` is ``email`` or ``sms``)."""
         return self.hasher.hash(_HASH_KIND[scope], normalise_address(scope, address))
 
+    def customer_key(self, customer_id: str) -> str:
+        """The customer-scope suppression key an erasure leaves in place of the customer id (GDPR)."""
+        return "h:" + self.hasher.hash("customer", customer_id)
+
+    def customer_candidates(self, customer_id: str) -> tuple[str, ...]:
+        """Every key an erased customer's opt-out may be stored under (each configured key)."""
+        return tuple("h:" + k for k in self.hasher.candidates("customer", customer_id))
+
     def candidates(self, scope: str, address: str) -> tuple[str, ...]:
         """Every key a stored entry for ``address`` may have: each configured key, then the legacy hash."""
         keyed = self.hasher.candidates(_HASH_KIND[scope], normalise_address(scope, address))

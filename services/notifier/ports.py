@@ -102,6 +102,7 @@ class SuppressionLookup:
     customer_id: str | None
     scope: str | None
     keys: tuple[str, ...]
+    customer_keys: tuple[str, ...] = ()  # an erased customer's opt-out, re-keyed by a keyed hash of the id
 
 
 @dataclass(frozen=True, slots=True)

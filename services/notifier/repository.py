@@ -299,9 +299,10 @@ class PgDeliveries:
         rows = await self.conn.execute(
             text(
                 "SELECT q.nid, s.scope, s.reason, s.created_at FROM unnest(CAST(:nids AS text[]), "
-                "CAST(:customers AS text[]), CAST(:scopes AS text[]), CAST(:keys AS text[])) "
-                "AS q(nid, customer, scope, key) CROSS JOIN LATERAL (SELECT scope, reason, created_at "
-                "FROM notifier.suppressions WHERE (scope = 'customer' AND key = q.customer) "
+                "CAST(:customers AS text[]), CAST(:scopes AS text[]), CAST(:keys AS text[]), "
+                "CAST(:ckeys AS text[])) AS q(nid, customer, scope, key, ckeys) CROSS JOIN LATERAL "
+                "(SELECT scope, reason, created_at FROM notifier.suppressions WHERE (scope = 'customer' "
+                "AND (key = q.customer OR key = ANY(string_to_array(q.ckeys, ' ')))) "
                 "OR (scope = q.scope AND key = q.key) ORDER BY created_at LIMIT 1) AS s "
                 "ORDER BY s.created_at"
             ),
@@ -310,6 +311,8 @@ class PgDeliveries:
                 "customers": [q.customer_id for q, _ in flat],
                 "scopes": [q.scope for q, _ in flat],
                 "keys": [key for _, key in flat],
+                # Hex digests behind "h:": a space never occurs in them (one text per row for unnest).
+                "ckeys": [" ".join(q.customer_keys) for q, _ in flat],
             },
         )
         found: dict[str, str] = {}

@@ -8,13 +8,14 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import UTC, datetime
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
 from services.scorer.decoding import decode_record
 from services.scorer.deps import ScorerDeps
 from services.scorer.evaluator import ScoreEvaluator
 from services.scorer.handlers import make_handler
 from services.scorer.jobs import every, refresh_gauges
+from services.scorer.repository.erasure import export_customer, purge_expired, scrub_customer
 from services.scorer.repository.events import PgScoreEvents
 from services.scorer.repository.maintenance import prune
 from services.scorer.repository.reads import PgReads
@@ -23,12 +24,15 @@ from services.scorer.repository.writes import PgRatingCounter
 from services.scorer.routes import customers, drift, heatmap, scores
 from services.scorer.settings import ScorerSettings
 from shared.envelope import OutgoingRecord
+from shared.erasure import SqlExport, erasure_runtime, export_router
 from shared.http import install_common
 from shared.identity.guard import Authenticator
 from shared.identity.repository import PgIdentityStore
+from shared.identity.scopes import Scope
 from shared.identity.wiring import service_authenticator
 from shared.kafka import send_all
 from shared.logs import configure_logging
+from shared.retention import RetentionJob
 from shared.runtime import ConsumerRuntime
 
 
@@ -42,6 +46,8 @@ def _lifespan(
     reads: PgReads,
     cfg: ScorerSettings,
     auth: Authenticator,
+    erasure: ConsumerRuntime,
+    retention: RetentionJob,
 ) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
     """The consumer, then the jobs beside it; stopped in the reverse order."""
     stop_jobs = asyncio.Event()
@@ -51,6 +57,8 @@ def _lifespan(
         stop_jobs.clear()
         await runtime.start()
         await auth.start()
+        await erasure.start()
+        await retention.start()
         jobs = [
             asyncio.create_task(evaluator.run(stop_jobs), name="scorer-events"),
             asyncio.create_task(
@@ -78,6 +86,8 @@ def _lifespan(
         finally:
             stop_jobs.set()
             await asyncio.gather(*jobs, return_exceptions=True)
+            await retention.stop()
+            await erasure.stop()
             await auth.stop()
             await runtime.stop()
 
@@ -98,7 +108,9 @@ def create_app(settings: ScorerSettings | None = None) -> FastAPI:
         topics=[cfg.topics.ratings],
         group=cfg.consumer_group,
         dlq_topic=cfg.topics.dlq_scorer,
-        handler=make_handler(store=PgRatingCounter(registry), tiers=cfg.tiers, clock=utcnow),
+        handler=make_handler(
+            store=PgRatingCounter(registry, counter_write=cfg.counter_write), tiers=cfg.tiers, clock=utcnow
+        ),
         max_batch=cfg.max_batch,
         decoder=decode_record,
     )
@@ -111,6 +123,18 @@ def create_app(settings: ScorerSettings | None = None) -> FastAPI:
             raise RuntimeError("producer not connected yet")
         await send_all(producer, records, timeout_s=cfg.kafka_request_timeout_s * 2)
 
+    erasure = erasure_runtime(
+        service="scorer",
+        settings=cfg,
+        group=f"{cfg.consumer_group}-erasure",
+        topic=cfg.topics.customers_erased,
+        dlq_topic=cfg.topics.dlq_scorer,
+        scrub=scrub_customer,
+        engine=runtime.engine,
+    )
+    retention = RetentionJob(
+        service="scorer", engine=runtime.engine, purge=purge_expired, settings=cfg, clock=utcnow
+    )
     evaluator = ScoreEvaluator(store=PgScoreEvents(runtime.engine), settings=cfg, publish=publish)
     reads = PgReads(runtime.engine)
     auth = service_authenticator(
@@ -123,10 +147,11 @@ def create_app(settings: ScorerSettings | None = None) -> FastAPI:
         title="CSAT scorer",
         version="1.0.0",
         description="Exact rolling CSAT, NPS and CES per segment, with sample size and 95% intervals.",
-        lifespan=_lifespan(runtime, evaluator, reads, cfg, auth),
+        lifespan=_lifespan(runtime, evaluator, reads, cfg, auth, erasure, retention),
     )
     app.state.runtime = runtime
     app.state.evaluator = evaluator
+    app.state.retention = retention
     install_common(
         app,
         service="scorer",
@@ -139,4 +164,7 @@ def create_app(settings: ScorerSettings | None = None) -> FastAPI:
     app.include_router(heatmap.router(deps))
     app.include_router(customers.router(deps))
     app.include_router(drift.router(deps))
+    # GDPR export: gdpr:admin (admin role only), checked by this service's own Authenticator.
+    guard = Depends(deps.auth.require(Scope.GDPR_ADMIN))
+    app.include_router(export_router(SqlExport(runtime.engine, export_customer), guard))
     return app

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -19,6 +20,11 @@ class ScorerSettings(CommonSettings, IdentitySettings):
     port: int = 8001
     consumer_group: str = "csat-scorer"
     max_batch: int = Field(default=5000, ge=1, description="Records per micro-batch (one transaction)")
+    counter_write: Literal["statement", "composite", "copy"] = Field(
+        default="statement",
+        description="How a batch's counters reach PostgreSQL: counted in the batch statement, or added up "
+        "in memory per counter row and sent as one composite array or by COPY (docs/scores.md)",
+    )
     min_sample: int = Field(default=30, ge=1, description="Below this many responses a score is insufficient")
     combinations: list[list[str]] = Field(
         default_factory=lambda: [["store", "channel"]],

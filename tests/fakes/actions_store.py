@@ -17,12 +17,15 @@ from typing import Any
 
 from services.actions.engine import AlertDraft, EnrolmentDraft, Fatigue, TimerDraft
 from services.actions.facts import CustomerContext, PastRating
+from services.actions.health.evidence import Evidence, Observation, RatingPoint
+from services.actions.health.transitions import HealthPoint, HealthState
 from services.actions.outcomes import DecisionRow
 from services.actions.ports import (
     AlertTransition,
     BatchFacts,
     CustomerFacts,
     Enrolled,
+    HealthAlert,
     InvitationUpdate,
     NewInvitation,
     Reach,
@@ -30,11 +33,12 @@ from services.actions.ports import (
     StoredRating,
     StoredRuleSet,
     Stores,
+    Subject,
 )
 from services.actions.surveys.decisions import PastInvitation
 from services.actions.timers import AlertState, DueTimer
 from services.actions.verbatims import Analysis
-from shared.events import RatingSubmitted
+from shared.events import RatingSubmitted, UsageObserved
 
 
 @dataclass
@@ -123,6 +127,13 @@ class Tables:
     survey_sets: dict[int, StoredRuleSet] = field(default_factory=dict)
     invitations: dict[str, StoredInvitation] = field(default_factory=dict)
     next_at: dict[str, datetime | None] = field(default_factory=dict)
+    accounts: dict[str, dict[str, Any]] = field(default_factory=dict)
+    members: set[tuple[str, str]] = field(default_factory=set)
+    observations: dict[str, UsageObserved] = field(default_factory=dict)
+    health_ratings: dict[str, RatingPoint] = field(default_factory=dict)
+    health_current: dict[Subject, dict[str, Any]] = field(default_factory=dict)
+    health_history: dict[Subject, list[HealthPoint]] = field(default_factory=dict)
+    health_models: dict[int, dict[str, Any]] = field(default_factory=dict)
 
 
 def _context(customer_id: str, row: Mapping[str, Any]) -> CustomerContext:
@@ -583,6 +594,213 @@ class FakeSurveys:
         ]
 
 
+class FakeHealth:
+    """Accounts, the health model's inputs and the health computed, in memory."""
+
+    def __init__(self, t: Tables) -> None:
+        self._t = t
+
+    async def add_observations(self, *, observations: Sequence[UsageObserved]) -> list[UsageObserved]:
+        fresh: dict[str, UsageObserved] = {}
+        for o in observations:
+            if o.observation_id not in self._t.observations:
+                self._t.observations[o.observation_id] = fresh[o.observation_id] = o
+        return list(fresh.values())
+
+    async def add_ratings(self, *, ratings: Sequence[RatingSubmitted]) -> list[RatingSubmitted]:
+        fresh: dict[str, RatingSubmitted] = {}
+        for r in ratings:
+            if r.rating_id not in self._t.health_ratings:
+                self._t.health_ratings[r.rating_id] = RatingPoint.of(r)
+                fresh[r.rating_id] = r
+        return list(fresh.values())
+
+    async def join(self, *, members: Sequence[tuple[str, str]]) -> None:
+        self._t.members.update(members)
+
+    async def accounts_of(self, *, customer_ids: Sequence[str]) -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {}
+        for a, c in sorted(self._t.members):
+            if c in customer_ids:
+                out.setdefault(c, []).append(a)
+        return out
+
+    def _contacts(self, subject: Subject) -> set[str]:
+        if subject.kind == "customer":
+            return {subject.id}
+        return {c for a, c in self._t.members if a == subject.id}
+
+    async def evidence(self, *, subject: Subject) -> Evidence:
+        contacts = self._contacts(subject)
+        ratings = tuple(
+            sorted(
+                (r for r in self._t.health_ratings.values() if r.customer_id in contacts),
+                key=lambda r: (r.occurred_at, r.rating_id),
+            )
+        )
+        observations = tuple(
+            Observation.of(o)
+            for o in sorted(self._t.observations.values(), key=lambda o: (o.observed_at, o.observation_id))
+            if o.customer_id in contacts
+            or (subject.kind == "account" and o.account_id == subject.id and o.customer_id is None)
+        )
+        alerts = sum(
+            1
+            for a in self._t.alerts.values()
+            if a.draft.customer_id in contacts
+            and a.status != "resolved"
+            and a.draft.rule_id != "health_falls"
+        )
+        return Evidence(ratings, observations, alerts)
+
+    async def state(self, *, subject: Subject) -> tuple[HealthState | None, list[HealthPoint]]:
+        row = self._t.health_current.get(subject)
+        state = row["state"] if row else None
+        return state, list(self._t.health_history.get(subject, []))
+
+    async def save(
+        self,
+        *,
+        subject: Subject,
+        state: HealthState,
+        point: HealthPoint | None,
+        delta_30d: float | None,
+        model_version: int | None,
+        explanation: list[dict[str, Any]],
+    ) -> None:
+        self._t.health_current[subject] = {
+            "state": state,
+            "delta_30d": delta_30d,
+            "model_version": model_version,
+            "explanation": explanation,
+        }
+        if point is not None:
+            history = [p for p in self._t.health_history.get(subject, []) if p.at != point.at]
+            self._t.health_history[subject] = sorted([*history, point], key=lambda p: p.at)
+
+    async def account(self, *, account_id: str) -> dict[str, Any] | None:
+        row = self._t.accounts.get(account_id)
+        return {"account_id": account_id, **row} if row is not None else None
+
+    async def upsert_account(self, *, account_id: str, fields: dict[str, Any]) -> dict[str, Any]:
+        self._t.accounts[account_id] = dict(fields)
+        return {"account_id": account_id, **fields}
+
+    async def open_alert(self, *, alert: HealthAlert, now: datetime) -> bool:
+        if alert.alert_id in self._t.alerts:
+            return False
+        draft = AlertDraft(
+            alert_id=alert.alert_id,
+            rule_id="health_falls",
+            rating_id=None,
+            customer_id=alert.subject.id if alert.subject.kind == "customer" else None,
+            owner_email=alert.owner_email,
+            owner_name=alert.owner_name,
+            priority=alert.priority,
+            due_at=None,
+            context=alert.context,
+        )
+        self._t.alerts[alert.alert_id] = AlertRow(draft=draft, created_at=now)
+        return True
+
+    async def owner_of(self, *, subject: Subject) -> str | None:
+        table = self._t.accounts if subject.kind == "account" else self._t.customers
+        owner = table.get(subject.id, {}).get("owner_email")
+        return str(owner) if owner else None
+
+    async def at_risk(
+        self, *, owner: str | None, limit: int, reach: Reach | None = None
+    ) -> list[dict[str, Any]]:
+        rows = []
+        for subject, row in self._t.health_current.items():
+            state: HealthState = row["state"]
+            if state.band is None or state.band.value not in ("at_risk", "critical") or state.score is None:
+                continue
+            ctx = (
+                self._t.accounts.get(subject.id, {})
+                if subject.kind == "account"
+                else self._t.customers.get(subject.id, {})
+            )
+            if owner is not None and (ctx.get("owner_email") or "").lower() != owner.lower():
+                continue
+            if reach is not None:
+                mine = (ctx.get("owner_email") or "").lower() == (reach.owner_email or "").lower() != ""
+                if not mine and not (subject.kind == "account" and subject.id in reach.accounts):
+                    continue
+            value = ctx.get("value")
+            rows.append(
+                {
+                    "subject_kind": subject.kind,
+                    "subject_id": subject.id,
+                    "score": state.score,
+                    "band": state.band.value,
+                    "value": value,
+                    "owner_email": ctx.get("owner_email"),
+                    "priority": (value if value is not None else 1) * (100 - state.score),
+                }
+            )
+        rows.sort(key=lambda r: (-float(r["priority"] or 0), float(r["score"] or 0), str(r["subject_id"])))
+        return rows[:limit]
+
+    async def health(self, *, subject: Subject) -> dict[str, Any] | None:
+        row = self._t.health_current.get(subject)
+        if row is None:
+            return None
+        state: HealthState = row["state"]
+        return {
+            "subject_kind": subject.kind,
+            "subject_id": subject.id,
+            "at": state.at.isoformat(),
+            "score": state.score,
+            "band": state.band.value if state.band else None,
+            "transitions": state.transitions,
+            "delta_30d": row["delta_30d"],
+            "explanation": row["explanation"],
+            "history": [
+                {"at": p.at.isoformat(), "score": p.score, "band": p.band.value if p.band else None}
+                for p in self._t.health_history.get(subject, [])
+            ],
+        }
+
+    async def rule_facts(self, *, subjects: Sequence[Subject]) -> dict[Subject, dict[str, Any]]:
+        out: dict[Subject, dict[str, Any]] = {}
+        for subject in subjects:
+            row = self._t.health_current.get(subject)
+            if row is None:
+                continue
+            state: HealthState = row["state"]
+            before = [p.band for p in self._t.health_history.get(subject, []) if p.band != state.band]
+            out[subject] = {
+                "score": state.score,
+                "band": state.band.value if state.band else None,
+                "previous_band": before[-1].value if before and before[-1] else None,
+                "delta_30d": row["delta_30d"],
+            }
+        return out
+
+    async def latest_model(self) -> tuple[int, Any] | None:
+        if not self._t.health_models:
+            return None
+        version = max(self._t.health_models)
+        return version, self._t.health_models[version]["document"]
+
+    async def save_model(self, *, document: Any, origin: str, author: str | None) -> int:
+        version = max(self._t.health_models, default=0) + 1
+        self._t.health_models[version] = {
+            "document": copy.deepcopy(document),
+            "origin": origin,
+            "author": author,
+            "created_at": datetime.now(UTC).isoformat(),
+        }
+        return version
+
+    async def models(self, *, limit: int) -> list[dict[str, Any]]:
+        return [
+            {"version": v, **{k: r[k] for k in ("origin", "author", "created_at")}}
+            for v, r in sorted(self._t.health_models.items(), reverse=True)
+        ][:limit]
+
+
 class MemoryActions:
     """The actions database in memory; ``begin`` rolls back what its block wrote when the block raises."""
 
@@ -601,6 +819,7 @@ class MemoryActions:
             rule_sets=FakeRuleSets(t),
             survey_sets=FakeRuleSets(t, table="survey_sets"),
             surveys=FakeSurveys(t),
+            health=FakeHealth(t),
         )
 
     @asynccontextmanager

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import datetime
 
-from services.console.ports import SignInLink
+from services.console.ports import ErasureDone, SignInLink
 from shared.identity.ports import Conflict
 from tests.fakes.identity_store import MemoryIdentityStore
 
@@ -17,7 +17,11 @@ from tests.fakes.identity_store import MemoryIdentityStore
 class MemoryConsoleStore:
     def __init__(self, identity: MemoryIdentityStore) -> None:
         self.identity = identity
+        self.erasures: dict[str, list[ErasureDone]] = {}  # what the services recorded, by erasure id
         self.links: dict[bytes, SignInLink] = {}
+
+    async def erasure_status(self, *, erasure_id: str) -> list[ErasureDone]:
+        return sorted(self.erasures.get(erasure_id, []), key=lambda d: d.service)
 
     async def check(self) -> None:
         self.identity._up()

@@ -190,7 +190,7 @@ class MemoryDeliveries:
             hits = [
                 s
                 for s in self.state.suppressions.values()
-                if (s.scope == "customer" and s.key == q.customer_id)
+                if (s.scope == "customer" and (s.key == q.customer_id or s.key in q.customer_keys))
                 or (s.scope == q.scope and s.key in q.keys)
             ]
             if hits:

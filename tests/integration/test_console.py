@@ -322,7 +322,7 @@ async def test_every_identity_route_refuses_missing_wrong_and_under_scoped_crede
     admin = await console.person("ana@example.com", Role.ADMIN)
     viewer_token = await token_with(console, admin, Scope.SCORES_READ, role=Role.VIEWER)
     routes = api_routes(console.app)
-    assert len(routes) == 8  # users x4, tokens x3, audit
+    assert len(routes) == 11  # users x4, tokens x3, audit, GDPR erase, export and erasure status
     for method, path in routes:
         body: dict[str, str] | None = {} if method in ("POST", "PATCH") else None
         missing = await console.client.request(method, path, json=body)

@@ -102,6 +102,15 @@ SESSION_PAGES = {
 }
 
 
+#: The GDPR routes (docs/privacy.md): gdpr:admin, checked by each service's own Authenticator.
+EXPORT = "/v1/gdpr/customers/{customer_id}/export"
+GDPR_ROUTES = {(name, "GET", EXPORT) for name in ("collector", "scorer", "actions", "notifier", "console")}
+GDPR_ROUTES |= {
+    ("console", "POST", "/v1/gdpr/customers/{customer_id}/erase"),
+    ("console", "GET", "/v1/gdpr/erasures/{erasure_id}"),
+}
+
+
 @dataclass
 class Service:
     name: str
@@ -151,6 +160,23 @@ def assert_refused(answer: httpx.Response, statuses: tuple[int, ...], where: str
     assert_no_data(answer, where)
 
 
+#: The services the console calls (its GDPR export joins theirs).
+BEHIND_CONSOLE = ("collector", "scorer", "actions", "notifier")
+
+
+class ByHost(httpx.AsyncBaseTransport):
+    """The console's calls to the other services, each sent to that service's app in this process."""
+
+    def __init__(self) -> None:
+        self.apps: dict[str, httpx.ASGITransport] = {}
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        app = self.apps.get(request.url.host)
+        if app is None:
+            return httpx.Response(502)
+        return await app.handle_async_request(request)
+
+
 @asynccontextmanager
 async def five_services(infra: Infra, database_url: str, topics: Topics) -> AsyncIterator[dict[str, Service]]:
     common: dict[str, Any] = {
@@ -160,6 +186,7 @@ async def five_services(infra: Infra, database_url: str, topics: Topics) -> Asyn
         "environment": "test",
         "identity_public_keys": JWKS,
     }
+    others = ByHost()
     apps = {
         "collector": create_collector(make_settings(CollectorSettings, **common, require_api_key=True)),
         "scorer": create_scorer(make_settings(ScorerSettings, **common)),
@@ -174,9 +201,12 @@ async def five_services(infra: Infra, database_url: str, topics: Topics) -> Asyn
                 identity_signing_key=SIGNING_KEY.private_jwk(),
                 bootstrap_admin_key=ADMIN["Authorization"].removeprefix("Bearer "),
                 live_enabled=False,
-            )
+                **{f"{name}_url": f"http://{name}.internal" for name in BEHIND_CONSOLE},
+            ),
+            http=httpx.AsyncClient(transport=others),
         ),
     }
+    others.apps = {f"{name}.internal": httpx.ASGITransport(app=apps[name]) for name in BEHIND_CONSOLE}
     async with AsyncExitStack() as stack:
         yield {
             name: Service(name, app, await stack.enter_async_context(running(app)))
@@ -259,7 +289,7 @@ async def test_every_route_of_the_five_services_refuses_without_a_valid_scoped_c
         }
         no_scope = {"Authorization": f"Bearer {access_token(person(Role.ADMIN, scopes=[]))}"}
         checked: dict[str, int] = {}
-        asked: set[tuple[str, str, str]] = set()
+        refused: set[tuple[str, str, str]] = set()
         for name, service in services.items():
             doc = (await service.client.get("/openapi.json")).json()
             routes = documented(doc)
@@ -295,10 +325,26 @@ async def test_every_route_of_the_five_services_refuses_without_a_valid_scoped_c
                         refusals += 1
                 assert refusals >= 1, f"{where} accepted both single-scope tokens"
                 checked[name] = checked.get(name, 0) + 1
-                asked.add((name, method, path))
+                refused.add((name, method, path))
         # Every service has data routes, and each was asked: a broken enumeration cannot pass.
         assert set(checked) == set(services) and all(n >= 2 for n in checked.values()), checked
-        # Routes that start surveys or read and edit them are data routes, asked above like the others
+        # The GDPR routes were enumerated and refused like the others (none slipped into a public list).
+        assert refused >= GDPR_ROUTES, sorted(GDPR_ROUTES - refused)
+        # ... and gdpr:admin alone opens them: each service's export holds the seeded customer, and the
+        # console's export, which forwards the caller's credential to the four services, answers it too.
+        made = await console.post(
+            "/v1/tokens", json={"name": "gdpr", "role": "admin", "scopes": ["gdpr:admin"]}, headers=ADMIN
+        )
+        assert made.status_code in (200, 201), made.text
+        gdpr = {"Authorization": f"Bearer {made.json()['secret']}"}
+        export = filled(EXPORT, ids)
+        for name in ("collector", "scorer", "actions", "notifier", "console"):
+            answer = await services[name].client.get(export, headers=gdpr)
+            assert answer.status_code == 200, f"{name} export with gdpr:admin: {answer.text[:300]}"
+        for name in ("actions", "console"):  # actions holds the CRM address; the console joins all four
+            answer = await services[name].client.get(export, headers=gdpr)
+            assert EMAIL in answer.text, f"{name} export did not show the seeded customer"
+        # Routes that start surveys or read and edit them are data routes, refused above like the others
         # (the helpdesk webhooks take the secret key as their bearer: not public).
         survey_routes = {
             ("collector", "POST", "/v1/interactions"),
@@ -313,7 +359,7 @@ async def test_every_route_of_the_five_services_refuses_without_a_valid_scoped_c
             ("actions", "DELETE", "/v1/surveys/{survey_id}"),
             ("actions", "GET", "/v1/surveys/{survey_id}/stats"),
         }
-        assert survey_routes <= asked, sorted(survey_routes - asked)
+        assert refused >= survey_routes, sorted(survey_routes - refused)
         # The seeded data is there for whoever may read it (the refusals above were not for lack of it).
         answer = await services["notifier"].client.get("/v1/outbox", headers=ADMIN)
         assert EMAIL in answer.text or "Leakmarker" in answer.text

@@ -232,7 +232,10 @@ async def test_records_the_lean_decoder_leaves_are_counted_or_dead_lettered_as_b
         datetime(2026, 3, 29, 3, 30, 0, 500_001, tzinfo=ZoneInfo("Europe/Paris")),
     ],
 )
-async def test_timestamps_are_stored_to_the_microsecond(database_url: str, occurred: datetime) -> None:
+@pytest.mark.parametrize("counter_write", writes.COUNTER_WRITES)
+async def test_timestamps_are_stored_to_the_microsecond(
+    database_url: str, occurred: datetime, counter_write: str
+) -> None:
     """The batch statement takes times as float seconds since the epoch; none may move by a microsecond
     (a minute bucket's edge is the worst place for it)."""
     engine = make_engine(database_url)
@@ -249,7 +252,7 @@ async def test_timestamps_are_stored_to_the_microsecond(database_url: str, occur
     event = RatingSubmitted.model_validate(rating.model_dump())
     try:
         async with engine.begin() as conn:
-            assert await writes.apply_batch(conn, [event], ["*"]) == {"t-1"}
+            assert await writes.apply_batch(conn, [event], ["*"], counter_write=counter_write) == {"t-1"}
         async with engine.connect() as conn:
             row = (
                 await conn.execute(
@@ -266,6 +269,69 @@ async def test_timestamps_are_stored_to_the_microsecond(database_url: str, occur
     assert row.occurred_at == occurred
     assert row.received_at == received
     assert bucket == occurred.replace(second=0, microsecond=0)
+
+
+@pytest.mark.parametrize("counter_write", writes.COUNTER_WRITES)
+async def test_every_counter_write_counts_only_the_ratings_it_stored(
+    database_url: str, counter_write: str
+) -> None:
+    """Batches that overlap (a redelivery) count each rating once, in every tier, whichever way the
+    counters travel (counted in SQL, or added up in memory and sent as composites or by COPY)."""
+    at = datetime(2026, 12, 5, 10, 0, 30, tzinfo=UTC)
+
+    def rating(rid: str, score: int, minute: int) -> RatingSubmitted:
+        body = {
+            "rating_id": rid,
+            "metric": "csat",
+            "scale": "1-5",
+            "score": score,
+            "customer": {"id": f"cus-{rid}"},
+            "occurred_at": (at + timedelta(minutes=minute)).isoformat(),
+        }
+        return RatingSubmitted.model_validate(
+            normalize(RatingIn.model_validate(body), received_at=at + timedelta(hours=2)).model_dump()
+        )
+
+    a, b, c = rating("a", 5, 0), rating("b", 5, 0), rating("c", 1, 61)
+    keys = "*\x1fstore=s1"
+    engine = make_engine(database_url)
+    try:
+        async with engine.begin() as conn:
+            new = await writes.apply_batch(conn, [a, b], [keys, keys], counter_write=counter_write)
+            assert new == {"a", "b"}
+        async with engine.begin() as conn:
+            new = await writes.apply_batch(conn, [b, c], [keys, keys], counter_write=counter_write)
+            assert new == {"c"}
+        async with engine.begin() as conn:
+            assert await writes.apply_batch(conn, [a], [keys], counter_write=counter_write) == set()
+        async with engine.connect() as conn:
+            counts = {
+                table: sorted(
+                    (r.segment_key, r.bucket_start, r.score, r.n)
+                    for r in await conn.execute(
+                        text(f"SELECT segment_key, bucket_start, score, n FROM scorer.{table}")  # noqa: S608 - constant names
+                    )
+                )
+                for table in ("score_counts_minute", "score_counts", "score_counts_day")
+            }
+            dirty = sorted(
+                r.segment_key
+                for r in await conn.execute(text("SELECT segment_key FROM scorer.dirty_segments"))
+            )
+    finally:
+        await engine.dispose()
+    m0, m1 = at.replace(second=0), (at + timedelta(minutes=61)).replace(second=0)
+    h0, h1, d0 = m0.replace(minute=0), m1.replace(minute=0), m0.replace(hour=0, minute=0)
+    assert counts["score_counts_minute"] == sorted(
+        [("*", m0, 5, 2), ("store=s1", m0, 5, 2), ("*", m1, 1, 1), ("store=s1", m1, 1, 1)]
+    )
+    assert counts["score_counts"] == sorted(
+        [("*", h0, 5, 2), ("store=s1", h0, 5, 2), ("*", h1, 1, 1), ("store=s1", h1, 1, 1)]
+    )
+    assert counts["score_counts_day"] == sorted(
+        [("*", d0, 5, 2), ("store=s1", d0, 5, 2), ("*", d0, 1, 1), ("store=s1", d0, 1, 1)]
+    )
+    assert dirty == ["*", "store=s1"]
 
 
 async def test_ratings_older_than_the_minute_tier_keeps_are_counted_in_hours_and_days_only(

@@ -50,6 +50,7 @@ PURE_MODULES = frozenset(
         "services.scorer.domain",
         "services.scorer.drift",
         "services.scorer.heatmap",
+        "services.scorer.increments",
         "services.scorer.history",
         "services.scorer.ports",
         "services.scorer.queries",

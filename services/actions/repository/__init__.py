@@ -18,6 +18,7 @@ from services.actions.repository.alerts import PgAlerts
 from services.actions.repository.customers import PgCustomers
 from services.actions.repository.decisions import PgDecisions
 from services.actions.repository.enrolments import PgEnrolments
+from services.actions.repository.health import PgHealth
 from services.actions.repository.ratings import PgRatings
 from services.actions.repository.rule_sets import PgRuleSets
 from services.actions.repository.surveys import PgSurveys, PgSurveySets
@@ -37,6 +38,7 @@ def pg_stores(conn: AsyncConnection) -> Stores:
         rule_sets=PgRuleSets(conn),
         survey_sets=PgSurveySets(conn),
         surveys=PgSurveys(conn),
+        health=PgHealth(conn),
     )
 
 

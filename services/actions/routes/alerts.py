@@ -94,6 +94,12 @@ def router(deps: ActionsDeps) -> APIRouter:
             done = await stores.alerts.transition(
                 alert_id=alert_id, to=to, by=principal.log_name, note=action.note, now=deps.clock()
             )
+            customer = (done.alert or {}).get("customer_id") if done.error is None else None
+            if customer and deps.health is not None:
+                # open_alerts changed: recompute the customer's accounts, publish before committing
+                records = await deps.health.on_alert_change(stores, customer_id=customer, now=deps.clock())
+                if records and deps.publish is not None:
+                    await deps.publish(records)
         if done.error == "not_found":
             return problem(404, "Not Found", detail=NOT_FOUND)
         if done.error is not None:

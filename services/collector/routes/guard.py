@@ -36,8 +36,9 @@ def source_guard(
 ) -> Callable[..., Awaitable[Principal]]:
     """A FastAPI dependency answering who posts, or refusing with 401, 403, 429 or 503.
 
-    ``scope``: what an API token must hold; ``secret_only``: a publishable key (public by nature) is
-    refused, as for interactions, which start surveys and so must come from a server.
+    ``scope``: what an API token must hold (ratings:write, interactions:write, usage:write).
+    ``secret_only``: a publishable key (public by nature: in pages and apps) is refused with 403, as for
+    interactions, which start surveys, and usage figures, facts only a server may state.
     """
 
     async def guard(
@@ -59,7 +60,7 @@ def source_guard(
             raise ProblemError(
                 403,
                 "Forbidden",
-                detail=f"a publishable key cannot post here: use a secret key (sk_) or a token with {scope}",
+                detail=f"a publishable key cannot post here; use a secret key or a token with {scope}",
                 type_="https://csat.dev/problems/forbidden",
             )
         _admit(principal.source, origin, request)

@@ -45,6 +45,8 @@ def entries(
     out = []
     if customer_id:
         out.append(SuppressionEntry("customer", customer_id))
+        if not stored:  # an erased customer's opt-out, re-keyed by the keyed hash of the id
+            out += [SuppressionEntry("customer", key) for key in keys.customer_candidates(customer_id)]
     for scope, address in (("email", email), ("sms", phone)):
         if address:
             found = (keys.key(scope, address),) if stored else keys.candidates(scope, address)

@@ -17,6 +17,7 @@ from typing import Any
 import orjson
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from services.scorer import increments as inc
 from services.scorer.ports import CountedSegments, Rating
 from services.scorer.repository.registry import Registry
 from services.scorer.repository.tables import LIVE, CounterTables
@@ -90,6 +91,68 @@ SELECT rating_id FROM ins
 """  # noqa: S608 - table names are module constants; values are bound parameters
 
 
+_INSERT_RATINGS = """
+WITH src AS (
+    SELECT rating_id, metric, scale, score, sentiment, customer_id, segment, touchpoint, comment, account_id,
+        account_tier, account_value, source, to_timestamp(occurred_s) AS occurred_at,
+        to_timestamp(received_s) AS received_at
+    FROM unnest($1::scorer.rating_input[])
+)
+INSERT INTO scorer.ratings (rating_id, metric, scale, score, sentiment, customer_id, segment,
+    touchpoint, comment, account_id, account_tier, account_value, source, occurred_at, received_at)
+SELECT rating_id, metric, scale, score, sentiment, customer_id, segment, touchpoint, comment,
+    account_id, account_tier, account_value, source, occurred_at, received_at
+FROM src ORDER BY rating_id
+ON CONFLICT (rating_id) DO NOTHING
+RETURNING rating_id
+"""
+
+
+def _increments_statement(tables: CounterTables, source: str) -> str:
+    """Upserts of increments already added up per counter row (``increments.aggregate``) from
+    ``source`` (columns tier, metric, segment_key, bucket_s, scale, score, n), in key order."""
+    parts = [
+        f"""src AS MATERIALIZED (
+        SELECT tier, metric, segment_key, to_timestamp(bucket_s) AS b, scale, score, n FROM {source}
+    )"""  # noqa: S608 - table names are module constants; values are bound parameters
+    ]
+    for alias, table, tier in (
+        ("m", tables.minute, inc.MINUTE_TIER),
+        ("h", tables.hour, inc.HOUR_TIER),
+        ("d", tables.day, inc.DAY_TIER),
+    ):
+        parts.append(
+            f"""{alias} AS (
+        INSERT INTO {table} AS c (metric, segment_key, bucket_start, scale, score, n)
+        SELECT metric, segment_key, b, scale, score, n FROM src WHERE tier = {tier} ORDER BY 1, 2, 3, 4, 5
+        ON CONFLICT (metric, segment_key, bucket_start, scale, score) DO UPDATE SET n = c.n + EXCLUDED.n
+    )"""  # noqa: S608 - table names are module constants; values are bound parameters
+        )
+    if tables.dirty is not None:
+        parts.append(
+            f"""dirty AS (
+        INSERT INTO {tables.dirty} AS x (metric, segment_key)
+        SELECT DISTINCT metric, segment_key FROM src ORDER BY 1, 2
+        ON CONFLICT (metric, segment_key) DO UPDATE SET version = x.version + 1, updated_at = now()
+    )"""  # noqa: S608 - table names are module constants; values are bound parameters
+        )
+    return "WITH " + ",\n".join(parts) + "\nSELECT count(*) FROM src"
+
+
+_APPLY_INCREMENTS = _increments_statement(LIVE, "unnest($1::scorer.counter_input[])")
+_STAGE = "csat_counter_stage"
+_CREATE_STAGE = f"""
+CREATE TEMPORARY TABLE IF NOT EXISTS {_STAGE} (
+    tier smallint, metric text, segment_key text, bucket_s bigint, scale text, score smallint, n bigint
+) ON COMMIT DELETE ROWS
+"""
+_APPLY_STAGED = _increments_statement(LIVE, _STAGE)
+_STAGE_COLUMNS = inc.Increment._fields
+
+#: How a micro-batch's counters reach PostgreSQL (``CSAT_COUNTER_WRITE``, docs/scores.md "Throughput").
+COUNTER_WRITES = ("statement", "composite", "copy")
+
+
 def _replay_statement(tables: CounterTables, seen_table: str) -> str:
     return f"""
 WITH src AS MATERIALIZED (
@@ -142,15 +205,85 @@ async def apply_batch(
     *,
     minute_since: datetime = _NO_CUTOFF,
     hour_since: datetime = _NO_CUTOFF,
+    counter_write: str = "statement",
 ) -> set[str]:
     """Store new ratings and count them once (``keys[i]``: rating i's segment keys); returns the new ids.
 
     ``ratings`` must have distinct ids: a rating repeated inside one statement would be counted twice.
     Minute and hour buckets before ``minute_since`` / ``hour_since`` (``windows.prune_cutoffs``) are not
     written: an import of last year's ratings would otherwise write minute rows only to prune them.
+
+    ``counter_write``: ``statement`` counts in SQL, in the statement that stores the ratings (one round
+    trip); ``composite`` stores the ratings, adds the stored ones' increments up in memory
+    (``increments.aggregate``) and sends them as one composite array; ``copy`` sends the same rows by
+    COPY into a temporary staging table and upserts from it. All three count exactly the ratings
+    this statement inserted.
     """
     if not ratings:
         return set()
+    if counter_write == "statement":
+        return await _apply_in_statement(conn, ratings, keys, minute_since, hour_since)
+    pg = await driver(conn)
+    if pg.is_in_transaction():
+        return await _apply_in_steps(pg, ratings, keys, minute_since, hour_since, counter_write)
+    # SQLAlchemy begins lazily: a caller whose transaction sent nothing yet is not in one on the server,
+    # and these steps (and the staging table's rows) must share one.
+    async with pg.transaction():
+        return await _apply_in_steps(pg, ratings, keys, minute_since, hour_since, counter_write)
+
+
+async def _apply_in_steps(
+    pg: Any,
+    ratings: Sequence[Rating],
+    keys: Sequence[str],
+    minute_since: datetime,
+    hour_since: datetime,
+    counter_write: str,
+) -> set[str]:
+    rows = await pg.fetch(_INSERT_RATINGS, _rating_inputs(ratings, None))
+    new: set[str] = {row[0] for row in rows}
+    if not new:
+        return new
+    increments = inc.aggregate(ratings, keys, new, minute_since=minute_since, hour_since=hour_since)
+    if counter_write == "copy":
+        await pg.execute(_CREATE_STAGE)
+        await pg.copy_records_to_table(_STAGE, records=increments, columns=_STAGE_COLUMNS)
+        await pg.execute(_APPLY_STAGED)
+    else:
+        await pg.execute(_APPLY_INCREMENTS, increments)
+    return new
+
+
+def _rating_inputs(ratings: Sequence[Rating], keys: Sequence[str] | None) -> list[tuple[Any, ...]]:
+    dumps = orjson.dumps
+    return [
+        (
+            r.rating_id,
+            r.metric,
+            r.scale,
+            r.score,
+            r.sentiment,
+            r.customer.id,
+            dumps(r.segment).decode(),
+            r.touchpoint,
+            r.comment,
+            *((a.id, a.tier, a.value) if (a := r.account) is not None else _NO_ACCOUNT),
+            r.source,
+            r.occurred_at.timestamp(),
+            r.received_at.timestamp(),
+            keys[i] if keys is not None else None,
+        )
+        for i, r in enumerate(ratings)
+    ]
+
+
+async def _apply_in_statement(
+    conn: AsyncConnection,
+    ratings: Sequence[Rating],
+    keys: Sequence[str],
+    minute_since: datetime,
+    hour_since: datetime,
+) -> set[str]:
     pg = await driver(conn)
     dumps = orjson.dumps
     # One composite per rating (migration 0007 explains why not an array per column). Metric and
@@ -227,8 +360,11 @@ class PgRatingCounter:
     """The consumer's port (``ports.RatingCounter``) on PostgreSQL: one statement per batch, plus the
     segment registry's reads and registrations in the same transaction."""
 
-    def __init__(self, registry: Registry) -> None:
+    def __init__(self, registry: Registry, *, counter_write: str = "statement") -> None:
+        if counter_write not in COUNTER_WRITES:
+            raise ValueError(f"counter_write must be one of {COUNTER_WRITES}")
         self.registry = registry
+        self.counter_write = counter_write
 
     async def commit_without_flush_wait(self, tx: AsyncConnection) -> None:
         await commit_without_flush_wait(tx)
@@ -247,4 +383,11 @@ class PgRatingCounter:
         minute_since: datetime,
         hour_since: datetime,
     ) -> set[str]:
-        return await apply_batch(tx, ratings, keys, minute_since=minute_since, hour_since=hour_since)
+        return await apply_batch(
+            tx,
+            ratings,
+            keys,
+            minute_since=minute_since,
+            hour_since=hour_since,
+            counter_write=self.counter_write,
+        )

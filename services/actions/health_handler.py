@@ -1,0 +1,248 @@
+"""Account health, recomputed as the inputs arrive: usage observations, ratings, CSM alerts.
+
+A consumed batch's new observations and answers are stored (replays dedupe on their ids), contacts
+join their accounts, and every subject whose inputs changed is recomputed by the pure model
+(``services.actions.health``): an account pools its contacts' evidence; a customer in no account is
+its own subject. The health is computed *as of the newest input's time*, not the wall clock, so
+replaying the topics recomputes the same scores. A point of history is kept when the score or band
+moves, a ``csat.health.changed.v1`` record is published then, and an account's fall to at-risk or
+critical opens one CSM alert with the explanation (its id derived from the transition's sequence number, so a
+recomputation or a replay never opens a second one).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict
+from datetime import datetime
+from typing import Any
+
+from services.actions.health.model import Band, HealthModel, parse_health_model
+from services.actions.health.score import HealthResult
+from services.actions.health.transitions import Step, recompute
+from services.actions.ports import HealthAlert, Stores, Subject
+from shared import events as ev
+from shared.envelope import OutgoingRecord, encode
+from shared.events import HealthChanged, HealthComponentOut, RatingSubmitted, UsageObserved
+from shared.topics import Topics
+
+#: The rule id of the default "health falls" alert (and what ``open_alerts`` leaves out: a health
+#: alert must not lower the health that raised it).
+HEALTH_RULE = "health_falls"
+ALERTING_BANDS = frozenset({Band.AT_RISK, Band.CRITICAL})
+
+
+def explanation(result: HealthResult) -> list[dict[str, object]]:
+    """The explanation as stored and served: one dict per component, points adding up to the score."""
+    return [{**asdict(c), "detail": dict(c.detail)} for c in result.components]
+
+
+def health_alert_id(subject: Subject, seq: int) -> str:
+    return f"health:{subject.kind}:{subject.id}:{seq}"
+
+
+class HealthHandler:
+    """Stores the inputs of a batch and recomputes the subjects they touch."""
+
+    def __init__(
+        self,
+        *,
+        model: HealthModel,
+        topics: Topics,
+        default_owner: str,
+        model_version: int | None = None,
+    ) -> None:
+        self._file_model = model
+        self._model = model
+        self._topics = topics
+        self._default_owner = default_owner
+        self._model_version = model_version
+
+    async def _current_model(self, stores: Stores) -> None:
+        """The newest model saved through the admin API (validated when saved), else the file's."""
+        latest = await stores.health.latest_model()
+        if latest is None:
+            self._model, self._model_version = self._file_model, None
+        elif latest[0] != self._model_version:
+            self._model = parse_health_model(latest[1], origin=f"health model v{latest[0]}")
+            self._model_version = latest[0]
+
+    async def on_batch(
+        self,
+        stores: Stores,
+        *,
+        ratings: Sequence[RatingSubmitted] = (),
+        observations: Sequence[UsageObserved] = (),
+        now: datetime,
+    ) -> list[OutgoingRecord]:
+        health = stores.health
+        fresh_obs = await health.add_observations(observations=observations)
+        # A claimed customer id (publishable key) is anyone's to type: it does not move a health.
+        fresh_ratings = await health.add_ratings(ratings=[r for r in ratings if r.customer_verified])
+        members = [(o.account_id, o.customer_id) for o in fresh_obs if o.account_id and o.customer_id]
+        members += [
+            (r.account.id, r.customer.id) for r in fresh_ratings if r.account is not None and r.account.id
+        ]
+        await health.join(members=members)
+        subjects: set[Subject] = set()
+        loose: set[str] = set()
+        for o in fresh_obs:
+            if o.account_id:
+                subjects.add(Subject("account", o.account_id))
+            elif o.customer_id:
+                loose.add(o.customer_id)
+        for r in fresh_ratings:
+            if r.account is not None and r.account.id:
+                subjects.add(Subject("account", r.account.id))
+            loose.add(r.customer.id)
+        if loose:
+            # Ratings also open CSM alerts (the rules): their customers' accounts count them.
+            accounts = await health.accounts_of(customer_ids=sorted(loose))
+            for cid in loose:
+                if accounts.get(cid):
+                    subjects.update(Subject("account", a) for a in accounts[cid])
+                else:
+                    subjects.add(Subject("customer", cid))
+        out: list[OutgoingRecord] = []
+        if subjects:
+            await self._current_model(stores)
+        for subject in sorted(subjects, key=lambda s: (s.kind, s.id)):
+            out += await self.recompute(stores, subject, now=now)
+        return out
+
+    async def on_alert_change(
+        self, stores: Stores, *, customer_id: str, now: datetime
+    ) -> list[OutgoingRecord]:
+        """An alert of this customer was acknowledged or resolved: ``open_alerts`` changed for the
+        customer's accounts (or the customer alone)."""
+        accounts = (await stores.health.accounts_of(customer_ids=[customer_id])).get(customer_id)
+        subjects = (
+            [Subject("account", a) for a in accounts] if accounts else [Subject("customer", customer_id)]
+        )
+        await self._current_model(stores)
+        out: list[OutgoingRecord] = []
+        for subject in subjects:
+            out += await self.recompute(stores, subject, now=now)
+        return out
+
+    async def rule_facts(
+        self, stores: Stores, ratings: Sequence[RatingSubmitted]
+    ) -> dict[str, dict[str, Any]]:
+        """The ``health.*`` facts of each rating's subject (its account, else the customer's first
+        account, else the customer), as stored before this batch: by rating id."""
+        if not ratings:
+            return {}
+        loose = [r.customer.id for r in ratings if not (r.account and r.account.id)]
+        accounts = await stores.health.accounts_of(customer_ids=loose) if loose else {}
+        subject_of: dict[str, Subject] = {}
+        for r in ratings:
+            if r.account is not None and r.account.id:
+                subject_of[r.rating_id] = Subject("account", r.account.id)
+            elif accounts.get(r.customer.id):
+                subject_of[r.rating_id] = Subject("account", accounts[r.customer.id][0])
+            else:
+                subject_of[r.rating_id] = Subject("customer", r.customer.id)
+        facts = await stores.health.rule_facts(subjects=list(subject_of.values()))
+        return {rid: facts[s] for rid, s in subject_of.items() if s in facts}
+
+    async def recompute(self, stores: Stores, subject: Subject, *, now: datetime) -> list[OutgoingRecord]:
+        """Recompute one subject; returns the health-changed record when its score or band moved."""
+        health = stores.health
+        evidence = await health.evidence(subject=subject)
+        times = [r.occurred_at for r in evidence.ratings] + [o.observed_at for o in evidence.observations]
+        if not times:
+            return []
+        state, history = await health.state(subject=subject)
+        as_of = max(times)
+        if state is not None and as_of < state.at:
+            as_of = state.at  # an alert changed, not the data: recompute as of the last instant
+        step = recompute(self._model, evidence, as_of=as_of, state=state, history=history)
+        await health.save(
+            subject=subject,
+            state=step.state,
+            point=step.point,
+            delta_30d=step.delta_30d,
+            model_version=self._model_version,
+            explanation=explanation(step.result),
+        )
+        if (
+            subject.kind == "account"
+            and step.change is not None
+            and step.change.fell
+            and step.change.band in ALERTING_BANDS
+        ):
+            # Accounts only: a lone customer's health often rests on their open alerts alone, so the
+            # rules' own alert on a bad answer would be doubled by a health alert.
+            await self._alert(stores, subject, step, now=now)
+        if step.point is None and step.change is None:
+            return []
+        return [self._record(subject, step, state_score=state.score if state else None)]
+
+    async def _alert(self, stores: Stores, subject: Subject, step: Step, *, now: datetime) -> None:
+        change = step.change
+        assert change is not None
+        account = await stores.health.account(account_id=subject.id) if subject.kind == "account" else None
+        owner = (account or {}).get("owner_email") or self._default_owner
+        await stores.health.open_alert(
+            alert=HealthAlert(
+                alert_id=health_alert_id(subject, change.seq),
+                subject=subject,
+                owner_email=owner,
+                owner_name=(account or {}).get("owner_name"),
+                priority="high" if change.band is Band.CRITICAL else "normal",
+                context={
+                    "kind": "health",
+                    "subject_kind": subject.kind,
+                    "subject_id": subject.id,
+                    "score": change.score,
+                    "band": change.band,
+                    "previous_band": change.previous_band,
+                    "previous_score": change.previous_score,
+                    "delta_30d": change.delta_30d,
+                    "components": explanation(step.result),
+                },
+            ),
+            now=now,
+        )
+
+    def _record(self, subject: Subject, step: Step, *, state_score: float | None) -> OutgoingRecord:
+        change = step.change
+        result = step.result
+        data = HealthChanged(
+            subject_kind=subject.kind,
+            subject_id=subject.id,
+            at=result.as_of,
+            score=result.score,
+            band=result.band,
+            previous_score=state_score,
+            previous_band=change.previous_band if change else result.band,
+            delta_30d=step.delta_30d,
+            transition=step.state.transitions,
+            fell=bool(change and change.fell),
+            model_version=self._model_version,
+            components=[
+                HealthComponentOut(
+                    id=c.id,
+                    status=c.status,
+                    value=c.value,
+                    normalised=c.normalised,
+                    weight=c.weight,
+                    max_points=c.max_points,
+                    points=c.points,
+                    reason=c.reason,
+                )
+                for c in result.components
+            ],
+        )
+        return encode(
+            topic=self._topics.health,
+            event_type=ev.HEALTH_CHANGED,
+            source="/actions",
+            # as_of alone may repeat (an alert changed, not the data): the state's figures complete it
+            event_id=f"health:{subject.kind}:{subject.id}:{result.as_of.isoformat()}:"
+            f"{step.state.transitions}:{result.score}",
+            data=data,
+            key=subject.id,
+            subject=subject.id,
+            time=result.as_of,
+        )

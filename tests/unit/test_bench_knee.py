@@ -1,0 +1,51 @@
+"""The knee stage's verdict per rate and its section of docs/benchmarks.md."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bench import knee, report
+
+
+def _level(rate: float, *, p99: float, missing: int = 0, accepted: int | None = None) -> dict[str, Any]:
+    cpu = {"collector": 900.0, "postgres": 400.0}
+    return {
+        "rate": rate,
+        "seconds": 10.0,
+        "accepted": int(rate * 10) if accepted is None else accepted,
+        "to_request": {"n": 10, "p50_ms": p99 / 3, "p99_ms": p99},
+        "to_outbox": {"n": 10, "p50_ms": p99 / 2, "p99_ms": p99 * 1.2},
+        "missing_requests": missing,
+        "missing_outbox": 0,
+        "cpu_us_per_rating": cpu,
+        "cpu_us_per_rating_above_idle": {k: v / 2 for k, v in cpu.items()},
+        "stages": {},
+    }
+
+
+def test_a_rate_holds_only_under_the_p99_limit_with_nothing_missing_and_everything_accepted() -> None:
+    assert knee.holds(_level(50, p99=40))
+    assert not knee.holds(_level(50, p99=knee.P99_LIMIT_MS))
+    assert not knee.holds(_level(50, p99=40, missing=1))
+    assert not knee.holds(_level(50, p99=40, accepted=499))
+
+
+def test_the_report_names_the_knee_and_the_cpu_per_rating_of_each_process() -> None:
+    levels = [_level(50, p99=40), _level(100, p99=900)]
+    for x in levels:
+        x["holds"] = knee.holds(x)
+    text = "\n".join(
+        report._knee_lines(
+            {
+                "levels": levels,
+                "knee": 50.0,
+                "p99_limit_ms": knee.P99_LIMIT_MS,
+                "seconds": 10.0,
+                "idle_cpu_ms_per_s": {"collector": 30.0, "postgres": 12.0},
+            }
+        )
+    )
+    assert "**50 ratings/s**" in text
+    assert "| 100/s | 1,000 |" in text and "**no**" in text
+    assert "CPU/rating collector" in text and "900 us" in text
+    assert "collector above idle" in text and "450 us" in text
