@@ -10,12 +10,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import collector, e2e, knee, report, scorer
+from bench import collector, e2e, health, knee, report, scorer
 from bench.common import bench_stack, commit, machine, say
 from devstack.stack import ROOT
 from services.scorer.settings import ScorerSettings
 
-PARTS = ("collector", "segments", "e2e", "knee", "growth")
+PARTS = ("collector", "segments", "e2e", "knee", "growth", "health")
 
 
 def _ints(text: str) -> list[int]:
@@ -72,6 +72,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--growth-levels", default=env("BENCH_GROWTH_LEVELS", "1e4,1e5,1e6,1e7"))
     p.add_argument("--growth-events", type=int, default=int(float(env("BENCH_GROWTH_EVENTS", "20000"))))
     p.add_argument("--growth-budget-s", type=float, default=float(env("BENCH_GROWTH_BUDGET_S", "600")))
+    p.add_argument("--health-ratings", type=int, default=int(float(env("BENCH_HEALTH_RATINGS", "10000"))))
+    p.add_argument(
+        "--health-scorer-ratings", type=int, default=int(float(env("BENCH_HEALTH_SCORER_RATINGS", "60000")))
+    )
+    p.add_argument("--health-accounts", type=int, default=int(env("BENCH_HEALTH_ACCOUNTS", "300")))
+    p.add_argument(
+        "--health-contacts",
+        type=int,
+        default=int(env("BENCH_HEALTH_CONTACTS", "4")),
+        help="contacts per account (one usage observation each)",
+    )
     p.add_argument("--query-count", type=int, default=int(env("BENCH_QUERY_COUNT", "200")))
     p.add_argument("--query-budget-s", type=float, default=float(env("BENCH_QUERY_BUDGET_S", "10")))
     p.add_argument("--output", default=env("BENCH_OUTPUT", str(ROOT / "docs" / "benchmarks.md")))
@@ -83,7 +94,12 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     raw = ROOT / "var" / "bench" / "results.json"
     if args.render_only:
-        Path(args.output).write_text(report.render(json.loads(raw.read_text())))
+        last = json.loads(raw.read_text())
+        text = report.render(last)
+        if "health" in last:
+            stamp = f"{last['date']}, commit `{last['commit']}`, load {last['machine']['loadavg'][0]:.1f}"
+            text = health.splice(text, health.section(last["health"], stamp=stamp))
+        Path(args.output).write_text(text)
         say(f"wrote {args.output} from {raw}")
         return 0
     parts = [x.strip() for x in args.parts.split(",") if x.strip()]
@@ -153,19 +169,32 @@ def main(argv: list[str] | None = None) -> int:
                 max_seconds=args.growth_budget_s,
             )
             results["growth"] = {"levels": levels, "stopped": stopped, "events": args.growth_events}
+    if "health" in parts:
+        with bench_stack("health") as bs:
+            results["health"] = health.run(
+                bs,
+                ratings=args.health_ratings,
+                accounts=args.health_accounts,
+                contacts=args.health_contacts,
+                scorer_ratings=args.health_scorer_ratings,
+            )
     results["elapsed_s"] = time.monotonic() - began
     raw.parent.mkdir(parents=True, exist_ok=True)
     raw.write_text(json.dumps(results, indent=1, default=str))
     out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)
+    stamp = f"{results['date']}, commit `{results['commit']}`, load {results['machine']['loadavg'][0]:.1f}"
     if parts == ["collector"] and out.exists():
         # A collector-only run rewrites the collector's rows and section, and keeps the rest.
-        stamp = (
-            f"{results['date']}, commit `{results['commit']}`, load {results['machine']['loadavg'][0]:.1f}"
-        )
         out.write_text(report.splice_collector(out.read_text(), results["collector"], stamp=stamp))
+    elif parts == ["health"] and out.exists():
+        # A health-only run rewrites the "Account health" section, and keeps the rest.
+        out.write_text(health.splice(out.read_text(), health.section(results["health"], stamp=stamp)))
     else:
-        out.write_text(report.render(results))
+        text = report.render(results)
+        if "health" in results:
+            text = health.splice(text, health.section(results["health"], stamp=stamp))
+        out.write_text(text)
     say(f"wrote {out} (raw figures in {raw}) after {results['elapsed_s'] / 60:.1f} min")
     return 0
 

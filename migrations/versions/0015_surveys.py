@@ -2,7 +2,7 @@
 interaction, with its send, reminder and answer times; the row is its own durable timer).
 
 Revision ID: 0015_surveys
-Revises: 0016_health (re-chained after main took 0014_scorer_counters, 0018_gdpr and 0016_health)
+Revises: 0017_console_inbox (re-chained onto main's head: 0014_scorer_counters, 0018_gdpr, 0016_health, 0017_console_inbox)
 Create Date: 2026-12-05
 """
 
@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from alembic import op
 
 revision: str = "0015_surveys"
-down_revision: str | None = "0016_health"
+down_revision: str | None = "0017_console_inbox"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

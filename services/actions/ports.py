@@ -173,6 +173,9 @@ class AlertStore(Protocol):
     async def transition(
         self, *, alert_id: str, to: str, by: str | None, note: str | None, now: datetime
     ) -> AlertTransition: ...
+    async def assign(
+        self, *, alert_id: str, owner_email: str, owner_name: str | None, by: str | None, now: datetime
+    ) -> AlertTransition: ...
 
 
 class TimerStore(Protocol):

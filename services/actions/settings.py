@@ -10,9 +10,9 @@ from shared.emaillinks import DEV_SIGNING_SECRET
 from shared.identity.config import IdentitySettings, SecretCheck, refuse_weak_secrets
 from shared.security.urls import TemplateError, fill_url_template
 from shared.settings import DEV_SECRETS, CommonSettings
+from shared.verbatims import DEFAULT_THEMES
 
 DEFAULT_RULES = Path(__file__).parent / "playbooks" / "default.yaml"
-DEFAULT_THEMES = Path(__file__).parent / "themes.yaml"
 DEFAULT_SURVEYS = Path(__file__).parent / "playbooks" / "surveys.yaml"
 DEFAULT_HEALTH = Path(__file__).parent / "playbooks" / "health.yaml"
 

@@ -26,7 +26,21 @@ from services.console.live import LiveHub
 from services.console.livefeed import ScoreFeed, kafka_consumer
 from services.console.ports import ConsoleStore, EventSink, IdentityStore
 from services.console.repository import PgConsoleStore
-from services.console.routes import admin, api, auth, dryrun, gdpr, live, pages, rules, scores, segments
+from services.console.routes import (
+    admin,
+    alerts,
+    api,
+    auth,
+    customers,
+    dryrun,
+    gdpr,
+    live,
+    pages,
+    rules,
+    scores,
+    segments,
+    verbatims,
+)
 from services.console.sessions import CookieNames, CsrfTokens, SessionPolicy
 from services.console.settings import SERVICE, ConsoleSettings
 from services.console.tokens import AccessTokens
@@ -108,6 +122,9 @@ def create_app(
     app.include_router(segments.router(deps))
     app.include_router(live.router(deps))
     app.include_router(admin.router(deps))
+    app.include_router(verbatims.router(deps))
+    app.include_router(alerts.router(deps))
+    app.include_router(customers.router(deps))
     app.include_router(rules.router(deps))
     app.include_router(dryrun.router(deps))
     app.include_router(api.router(deps))

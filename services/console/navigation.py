@@ -25,9 +25,9 @@ class View:
 VIEWS: tuple[View, ...] = (
     View("scores", "/scores", Scope.SCORES_READ, ready=True),
     View("segments", "/segments", Scope.SCORES_READ, ready=True),
-    View("verbatims", "/verbatims", Scope.VERBATIMS_READ),
-    View("alerts", "/alerts", Scope.ALERTS_READ),
-    View("customers", "/customers", Scope.CUSTOMERS_READ),
+    View("verbatims", "/verbatims", Scope.VERBATIMS_READ, ready=True),
+    View("alerts", "/alerts", Scope.ALERTS_READ, ready=True),
+    View("customers", "/customers", Scope.CUSTOMERS_READ, ready=True),
     View("rules", "/rules", Scope.RULES_READ, ready=True),
     View("people", "/admin/people", Scope.USERS_ADMIN, ready=True),
 )

@@ -101,6 +101,9 @@ class ConsoleSettings(CommonSettings, IdentitySettings):
     live_session_check_s: float = Field(
         default=60.0, gt=0, description="A live stream re-reads its session this often and ends with it"
     )
+    alerts_poll_s: float = Field(
+        default=15.0, ge=1, le=600, description="An open alert inbox asks for new alerts this often"
+    )
     dimensions: list[str] = Field(
         default_factory=lambda: ["store", "channel", "country", "product", "plan", "agent", "team"],
         description="Dimensions the Segments view suggests (any other can be typed)",

@@ -233,7 +233,9 @@ class DeliveryReads(Protocol):
 
     async def delivery(self, *, notification_id: str) -> dict[str, Any] | None: ...
 
-    async def deliveries(self, *, status: str | None, limit: int) -> DeliveryPage: ...
+    async def deliveries(
+        self, *, status: str | None, limit: int, customer_id: str | None = None
+    ) -> DeliveryPage: ...
 
 
 class SuppressionList(Protocol):

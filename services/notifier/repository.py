@@ -483,19 +483,24 @@ class PgNotifierStore:
             row = rows.mappings().first()
         return None if row is None else _jsonable(row)
 
-    async def deliveries(self, *, status: str | None, limit: int) -> DeliveryPage:
+    async def deliveries(
+        self, *, status: str | None, limit: int, customer_id: str | None = None
+    ) -> DeliveryPage:
+        """Newest first; ``customer_id`` narrows rows and counts to one customer's messages."""
+        who = "(CAST(:customer AS text) IS NULL OR customer_id = :customer)"
         async with self.engine.connect() as conn:
             rows = await conn.execute(
                 text(
                     f"SELECT {_DELIVERY_COLUMNS} FROM notifier.deliveries "  # noqa: S608 - constant columns
-                    "WHERE (CAST(:status AS text) IS NULL OR status = :status) "
+                    f"WHERE (CAST(:status AS text) IS NULL OR status = :status) AND {who} "
                     "ORDER BY updated_at DESC LIMIT :limit"
                 ),
-                {"status": status, "limit": limit},
+                {"status": status, "limit": limit, "customer": customer_id},
             )
             items = [_jsonable(r._mapping) for r in rows]
             counts = await conn.execute(
-                text("SELECT status, count(*) AS n FROM notifier.deliveries GROUP BY status")
+                text(f"SELECT status, count(*) AS n FROM notifier.deliveries WHERE {who} GROUP BY status"),  # noqa: S608 - constant clause
+                {"customer": customer_id},
             )
             return DeliveryPage(deliveries=items, counts={r.status: int(r.n) for r in counts})
 

@@ -21,7 +21,7 @@ from services.scorer.repository.maintenance import prune
 from services.scorer.repository.reads import PgReads
 from services.scorer.repository.registry import Registry
 from services.scorer.repository.writes import PgRatingCounter
-from services.scorer.routes import customers, drift, heatmap, scores
+from services.scorer.routes import customers, drift, heatmap, scores, verbatims
 from services.scorer.settings import ScorerSettings
 from shared.envelope import OutgoingRecord
 from shared.erasure import SqlExport, erasure_runtime, export_router
@@ -34,6 +34,7 @@ from shared.kafka import send_all
 from shared.logs import configure_logging
 from shared.retention import RetentionJob
 from shared.runtime import ConsumerRuntime
+from shared.verbatims import load_taxonomy_file
 
 
 def utcnow() -> datetime:
@@ -159,10 +160,18 @@ def create_app(settings: ScorerSettings | None = None) -> FastAPI:
         documents_public=cfg.environment != "prod",
         checks={"database": runtime.check_database, "consumer": runtime.check_consumer},
     )
-    deps = ScorerDeps(settings=cfg, scores=reads.session, customers=reads.session, clock=utcnow, auth=auth)
+    deps = ScorerDeps(
+        settings=cfg,
+        scores=reads.session,
+        customers=reads.session,
+        clock=utcnow,
+        taxonomy=load_taxonomy_file(cfg.themes_file),
+        auth=auth,
+    )
     app.include_router(scores.router(deps))
     app.include_router(heatmap.router(deps))
     app.include_router(customers.router(deps))
+    app.include_router(verbatims.router(deps))
     app.include_router(drift.router(deps))
     # GDPR export: gdpr:admin (admin role only), checked by this service's own Authenticator.
     guard = Depends(deps.auth.require(Scope.GDPR_ADMIN))

@@ -10,6 +10,7 @@ from datetime import datetime
 from services.scorer.ports import CustomerSessions, ScoreSessions
 from services.scorer.settings import ScorerSettings
 from shared.identity.guard import Authenticator
+from shared.verbatims import Taxonomy
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,3 +20,4 @@ class ScorerDeps:
     customers: CustomerSessions
     clock: Callable[[], datetime]
     auth: Authenticator
+    taxonomy: Taxonomy | None = None  # the verbatims API's themes; None: the settings' file, read once

@@ -307,6 +307,33 @@ class ScoreGroup:
     latest_at: datetime
 
 
+@dataclass(frozen=True, slots=True)
+class CommentQuery:
+    """Stored comments to read: a time range [start, end), and what SQL can filter on."""
+
+    start: datetime
+    end: datetime
+    metric: str | None
+    segment: Mapping[str, str]
+    score_min: int | None
+    score_max: int | None
+    text: str | None  # words the comment contains (case-insensitive), or None
+    limit: int  # the newest ``limit`` comments at most
+
+
+@dataclass(frozen=True, slots=True)
+class CommentRow:
+    rating_id: str
+    metric: str
+    scale: str
+    score: int
+    customer_id: str
+    segment: dict[str, str]
+    touchpoint: str | None
+    comment: str
+    occurred_at: datetime
+
+
 class CustomerReader(Protocol):
     async def customer_ratings(
         self, *, customer_id: str, metric: str | None, before: HistoryCursor | None, limit: int
@@ -318,6 +345,10 @@ class CustomerReader(Protocol):
 
     async def customer_accounts(self, *, customer_id: str) -> frozenset[str]:
         """The account ids the customer's ratings named: who owns the customer, for a CSM's access."""
+        ...
+
+    async def comments(self, *, query: CommentQuery) -> list[CommentRow]:
+        """Ratings with a non-empty comment, newest first (occurred_at, rating_id), at most ``limit``."""
         ...
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -14,6 +15,7 @@ from services.scorer.windows import Tier, make_tiers
 from shared.identity.config import IdentitySettings, SecretCheck, refuse_weak_secrets
 from shared.scales import Metric
 from shared.settings import DEV_SECRETS, CommonSettings
+from shared.verbatims import DEFAULT_THEMES
 
 
 class ScorerSettings(CommonSettings, IdentitySettings):
@@ -31,6 +33,12 @@ class ScorerSettings(CommonSettings, IdentitySettings):
         description="Segment combinations counted together, e.g. store x channel",
     )
     industry: str = Field(default="all", description="Benchmark to compare with (a key of INDUSTRY_CSAT)")
+    themes_file: Path = Field(
+        default=DEFAULT_THEMES, description="Verbatim theme taxonomy (as actions reads)"
+    )
+    verbatims_scan_limit: int = Field(
+        default=5000, ge=100, le=100_000, description="Newest comments GET /v1/verbatims tags per range"
+    )
 
     # Segment cap: beyond it, new values fold into "other" (csat_segment_values_folded_total says so).
     max_values_per_dimension: int = Field(default=1000, ge=1)

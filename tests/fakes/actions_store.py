@@ -419,6 +419,19 @@ class FakeAlerts:
                 timer.status, timer.outcome, timer.fired_at = "cancelled", to, now
         return AlertTransition(row.as_json(), None)
 
+    async def assign(
+        self, *, alert_id: str, owner_email: str, owner_name: str | None, by: str | None, now: datetime
+    ) -> AlertTransition:
+        row = self._t.alerts.get(alert_id)
+        if row is None:
+            return AlertTransition(None, "not_found")
+        if row.status == "resolved":
+            return AlertTransition(row.as_json(), "already resolved")
+        assigned = {"by": by, "at": now.isoformat(), "from": row.draft.owner_email}
+        context = {**row.draft.context, "assigned": assigned}
+        row.draft = replace(row.draft, owner_email=owner_email, owner_name=owner_name, context=context)
+        return AlertTransition(row.as_json(), None)
+
 
 class FakeTimers:
     def __init__(self, t: Tables) -> None:

@@ -368,10 +368,13 @@ class MemoryNotifierStore:
         r = self.state.deliveries.get(notification_id)
         return None if r is None else r.public()
 
-    async def deliveries(self, *, status: str | None, limit: int) -> DeliveryPage:
-        rows = sorted(self.state.deliveries.values(), key=lambda r: r.updated, reverse=True)
+    async def deliveries(
+        self, *, status: str | None, limit: int, customer_id: str | None = None
+    ) -> DeliveryPage:
+        mine = [r for r in self.state.deliveries.values() if customer_id in (None, r.customer_id)]
+        rows = sorted(mine, key=lambda r: r.updated, reverse=True)
         counts: dict[str, int] = {}
-        for r in self.state.deliveries.values():
+        for r in mine:
             counts[r.status] = counts.get(r.status, 0) + 1
         chosen = [r.public() for r in rows if status is None or r.status == status][:limit]
         return DeliveryPage(deliveries=chosen, counts=counts)

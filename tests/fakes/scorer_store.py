@@ -18,6 +18,8 @@ from datetime import UTC, date, datetime, time, timedelta
 from services.scorer.domain import OTHER, parse_segment_key
 from services.scorer.drift import DriftState, status_of
 from services.scorer.ports import (
+    CommentQuery,
+    CommentRow,
     CountedSegments,
     Counts,
     CountsKey,
@@ -327,6 +329,35 @@ class MemoryScorerStore:
                 r.occurred_at,
             )
             for r in rows[:limit]
+        ]
+
+    async def comments(self, *, query: CommentQuery) -> list[CommentRow]:
+        q = query
+        found = [
+            r
+            for r in self.ratings.values()
+            if r.comment
+            and q.start <= r.occurred_at < q.end
+            and q.metric in (None, r.metric.value)
+            and all(r.segment.get(k) == v for k, v in q.segment.items())
+            and (q.score_min is None or r.score >= q.score_min)
+            and (q.score_max is None or r.score <= q.score_max)
+            and (not q.text or q.text.casefold() in r.comment.casefold())
+        ]
+        found.sort(key=lambda r: (r.occurred_at, r.rating_id), reverse=True)
+        return [
+            CommentRow(
+                r.rating_id,
+                r.metric.value,
+                r.scale,
+                r.score,
+                r.customer.id,
+                dict(r.segment),
+                r.touchpoint,
+                r.comment or "",
+                r.occurred_at,
+            )
+            for r in found[: q.limit]
         ]
 
     async def customer_score_groups(self, *, customer_id: str, metric: str | None) -> list[ScoreGroup]:

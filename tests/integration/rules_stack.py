@@ -24,6 +24,7 @@ from services.console.bootstrap import create_app as create_console
 from services.console.settings import ConsoleSettings
 from services.notifier.bootstrap import create_app as create_notifier
 from services.notifier.settings import NotifierSettings
+from services.scorer.bootstrap import create_app as create_scorer
 from shared.db import make_engine
 from shared.identity.passwords import Passwords
 from shared.identity.ports import NewUser, User
@@ -33,12 +34,14 @@ from shared.topics import Topics
 from tests.credentials import ADMIN, JWKS, SIGNING_KEY
 from tests.helpers import make_settings
 from tests.infra import Infra
+from tests.integration.test_scorer_queries import scorer_settings
 
 CHEAP = Passwords(time_cost=1, memory_cost=1024, parallelism=1)
 PASSWORD = "a long local password"
 ADMIN_KEY = ADMIN
 ACTIONS_URL = "http://actions.internal"
 NOTIFIER_URL = "http://notifier.internal"
+SCORER_URL = "http://scorer.internal"
 
 
 class KeyBridge(httpx.AsyncBaseTransport):
@@ -68,12 +71,15 @@ class RulesStack:
     def client(self, app: FastAPI, base_url: str) -> httpx.AsyncClient:
         return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=base_url)
 
-    async def person(self, email: str, role: Role, name: str | None = None) -> User:
+    async def person(
+        self, email: str, role: Role, name: str | None = None, accounts: frozenset[str] = frozenset()
+    ) -> User:
         return await self.identity.create_user(
             user=NewUser(
                 email=email,
                 display_name=name or email.split("@")[0].title(),
                 role=role,
+                accounts=accounts,
                 password_hash=CHEAP.hash(PASSWORD),
             )
         )
@@ -121,9 +127,16 @@ async def topic_ends(bootstrap: str, topics: Topics) -> dict[str, int]:
 
 @asynccontextmanager
 async def rules_stack(
-    infra: Infra, database_url: str, topics: Topics, *, serve_console: bool = False, **console: Any
+    infra: Infra,
+    database_url: str,
+    topics: Topics,
+    *,
+    serve_console: bool = False,
+    with_scorer: bool = False,
+    **console: Any,
 ) -> AsyncIterator[RulesStack]:
-    """``serve_console``: the caller serves the console (uvicorn runs its lifespan), else it runs here."""
+    """``serve_console``: the caller serves the console (uvicorn runs its lifespan), else it runs here.
+    ``with_scorer``: the scorer app too (it stores the ratings published; the Customer view reads it)."""
     common: dict[str, Any] = {
         "kafka_bootstrap": infra.bootstrap,
         "database_url": database_url,
@@ -132,7 +145,13 @@ async def rules_stack(
     }
     actions = create_actions(make_settings(ActionsSettings, **common, scheduler_enabled=False))
     notifier = create_notifier(make_settings(NotifierSettings, **common))
-    bridge = KeyBridge({"actions.internal": actions, "notifier.internal": notifier})
+    apps = {"actions.internal": actions, "notifier.internal": notifier}
+    if with_scorer:
+        apps["scorer.internal"] = create_scorer(
+            scorer_settings(infra, database_url, topics, identity_public_keys=JWKS)
+        )
+        console = {"scorer_url": SCORER_URL, **console}
+    bridge = KeyBridge(apps)
     cfg = make_settings(
         ConsoleSettings,
         environment="test",
@@ -147,6 +166,9 @@ async def rules_stack(
     async with AsyncExitStack() as stack:
         await stack.enter_async_context(actions.router.lifespan_context(actions))
         await stack.enter_async_context(notifier.router.lifespan_context(notifier))
+        if with_scorer:
+            scorer = apps["scorer.internal"]
+            await stack.enter_async_context(scorer.router.lifespan_context(scorer))
         if not serve_console:
             await stack.enter_async_context(app.router.lifespan_context(app))
         stack.push_async_callback(engine.dispose)

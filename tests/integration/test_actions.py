@@ -69,6 +69,7 @@ def rating(
     contact: bool = True,
     survey_id: str | None = None,
     occurred_at: datetime | None = None,
+    account: str | None = None,
 ) -> OutgoingRecord:
     body: dict[str, Any] = {
         "rating_id": rid,
@@ -85,6 +86,8 @@ def rating(
         body["survey_id"] = survey_id
     if occurred_at:
         body["occurred_at"] = occurred_at.isoformat()
+    if account:
+        body["account"] = {"id": account}
     return to_record(normalize(RatingIn.model_validate(body), received_at=datetime.now(UTC)), topic=topic)
 
 
@@ -333,6 +336,22 @@ async def test_sla_escalates_an_unacknowledged_alert_and_not_an_acknowledged_one
         }
         late = (await client.get(f"/v1/alerts/{alerts['cus-late']['alert_id']}", headers=ADMIN)).json()
         assert late["status"] == "open" and late["escalated_at"] is not None
+        # Assigning: alerts:write and owned (another CSM: 404, a viewer: 403), the caller's, audited.
+        handover = f"/v1/alerts/{late['alert_id']}/assign"
+        to_bo = {"owner_email": "bo@example.com", "owner_name": "Bo", "by": "Mallory"}
+        assert (await client.post(handover, json=to_bo)).status_code == 401
+        viewer = bearer(person(Role.VIEWER, subject="u-vi"))
+        assert (await client.post(handover, json=to_bo, headers=viewer)).status_code == 403
+        assert (await client.post(handover, json=to_bo, headers=OTHER_CSM)).status_code == 404
+        assert (await client.get(f"/v1/alerts/{late['alert_id']}", headers=ADMIN)).json()["owner_email"] == (
+            "owner@example.com"
+        )
+        handed = await client.post(handover, json=to_bo, headers=CSM)
+        assert handed.status_code == 200, handed.text
+        assert handed.json()["owner_email"] == "bo@example.com"
+        assert handed.json()["context"]["assigned"]["by"] == "person:u-ana"  # not the body's "Mallory"
+        assert (await client.get(f"/v1/alerts/{late['alert_id']}", headers=CSM)).status_code == 404
+        assert (await client.get(f"/v1/alerts/{late['alert_id']}", headers=OTHER_CSM)).status_code == 200
 
         resolved = await client.post(
             f"/v1/alerts/{quick['alert_id']}/resolve", json={"note": "called"}, headers=CSM
@@ -352,6 +371,7 @@ async def test_sla_escalates_an_unacknowledged_alert_and_not_an_acknowledged_one
         ]
         assert transitions == [
             ("person:u-ana", "alert.ack", f"alert:{quick['alert_id']}", {"status": "acknowledged"}),
+            ("person:u-ana", "alert.assign", f"alert:{late['alert_id']}", {"assigned": "owner"}),
             ("person:u-ana", "alert.resolve", f"alert:{quick['alert_id']}", {"status": "resolved"}),
         ]
 

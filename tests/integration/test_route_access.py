@@ -79,8 +79,15 @@ SESSION_PAGES = {
     ("POST", "/auth/sign-out"),
     ("GET", "/"),
     ("GET", "/verbatims"),
+    ("GET", "/verbatims.csv"),
     ("GET", "/alerts"),
+    ("GET", "/alerts/rows"),
+    ("GET", "/alerts/{alert_id}"),
+    ("POST", "/alerts/{alert_id}/ack"),
+    ("POST", "/alerts/{alert_id}/resolve"),
+    ("POST", "/alerts/{alert_id}/assign"),
     ("GET", "/customers"),
+    ("GET", "/customers/{customer_id:path}"),
     ("GET", "/scores"),
     ("GET", "/scores/panel"),
     ("GET", "/segments"),
@@ -141,7 +148,7 @@ def documented(doc: dict[str, Any]) -> set[tuple[str, str]]:
 
 def filled(path: str, ids: dict[str, str]) -> str:
     """The path with its parameters replaced by real ids of the seeded data (or a placeholder)."""
-    return re.sub(r"\{(\w+)\}", lambda m: ids.get(m.group(1), "x"), path)
+    return re.sub(r"\{(\w+)(?::\w+)?\}", lambda m: ids.get(m.group(1), "x"), path)
 
 
 def assert_no_data(answer: httpx.Response, where: str) -> None:

@@ -24,9 +24,10 @@ from services.actions.facts import History, HistoryWindow, build_facts
 from services.actions.outcomes import DecisionRow
 from services.actions.rulebook import RuleBook
 from services.actions.rules import RuleFileError, evaluate, parse_document, parse_rules
-from services.actions.settings import DEFAULT_RULES, DEFAULT_THEMES
+from services.actions.settings import DEFAULT_RULES
 from services.actions.verbatims import load_taxonomy_file
 from shared.scales import ScaleError
+from shared.verbatims import DEFAULT_THEMES
 from tests.fakes.actions_store import MemoryActions, RatingRow
 
 NOW = datetime(2026, 12, 7, 9, 0, tzinfo=UTC)

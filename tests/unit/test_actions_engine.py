@@ -10,11 +10,12 @@ import pytest
 from services.actions.engine import Decision, Fatigue, Policy, decide, decide_segment
 from services.actions.facts import CustomerContext, History, PastRating, build_facts, slope, summarize_history
 from services.actions.rules import RuleSet, load_rules_file, parse_rules
-from services.actions.settings import DEFAULT_RULES, DEFAULT_THEMES
+from services.actions.settings import DEFAULT_RULES
 from services.actions.verbatims import Analysis, load_taxonomy_file
 from services.collector.domain import RatingIn, normalize
 from shared.events import Channel, DriftDetails, RatingSubmitted, SegmentAlert
 from shared.scales import Metric
+from shared.verbatims import DEFAULT_THEMES
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 DEFAULTS = load_rules_file(DEFAULT_RULES)

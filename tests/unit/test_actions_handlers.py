@@ -14,7 +14,7 @@ from services.actions.handlers import ActionsHandler, TimerHandler
 from services.actions.routes.customers import CustomerProfileIn
 from services.actions.rulebook import RuleBook
 from services.actions.rules import parse_document, parse_rules
-from services.actions.settings import DEFAULT_RULES, DEFAULT_THEMES
+from services.actions.settings import DEFAULT_RULES
 from services.actions.verbatims import load_taxonomy_file
 from services.collector.domain import RatingIn, normalize
 from shared import events as ev
@@ -22,6 +22,7 @@ from shared.consumer import Received
 from shared.envelope import Envelope, OutgoingRecord, decode
 from shared.scales import Metric
 from shared.topics import Topics
+from shared.verbatims import DEFAULT_THEMES
 from tests.fakes.actions_store import MemoryActions
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)

@@ -200,8 +200,7 @@ async def test_rules_read_the_accounts_stored_health() -> None:
     from services.actions.handlers import ActionsHandler
     from services.actions.rulebook import RuleBook
     from services.actions.rules import parse_document, parse_rules
-    from services.actions.settings import DEFAULT_THEMES
-    from services.actions.verbatims import load_taxonomy_file
+    from services.actions.verbatims import DEFAULT_THEMES, load_taxonomy_file
     from tests.unit.test_actions_handlers import batch
 
     document = parse_document(HEALTH_RULES)

@@ -10,9 +10,11 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from services.console import alertview, customerview, verbatimview
 from services.console.i18n import AREAS, CATALOGS, Translator, from_accept_language, negotiate
 from services.console.navigation import VIEWS
 from shared.identity.scopes import Role
+from shared.verbatims import DEFAULT_THEMES, load_taxonomy_file
 from shared.vocabulary import LOCALES
 
 CONSOLE = Path(__file__).resolve().parents[2] / "services" / "console"
@@ -68,6 +70,18 @@ def test_every_key_used_by_a_page_or_a_route_is_defined() -> None:
 def test_keys_built_from_names_exist() -> None:
     dynamic = {f"nav.{v.key}" for v in VIEWS} | {f"home.view.{v.key}" for v in VIEWS}
     dynamic |= {f"role.{r.value}" for r in Role} | {f"lang.{code}" for code in LOCALES}
+    dynamic |= {f"alerts.status.{s}" for s in alertview.STATUSES}
+    dynamic |= {f"alerts.filter.status.{s}" for s in alertview.STATUS_FILTERS}
+    dynamic |= {f"alerts.priority.{p}" for p in alertview.PRIORITIES}
+    dynamic |= {f"alerts.bad_filter.{f}" for f in ("status", "priority", "escalated")}
+    dynamic |= {f"alert.done.{d}" for d in ("ack", "assign", "resolve")}
+    dynamic |= {f"verbatims.bad_filter.{f}" for f in verbatimview.FIELDS}
+    dynamic |= {f"customerpage.delivery.{s}" for s in set(customerview.DELIVERY_STATES.values())}
+    dynamic |= {f"customerpage.trend.{d}" for d in ("declining", "improving", "stable", "flat")}
+    dynamic |= {f"verbatims.sentiment.{s}" for s in verbatimview.SENTIMENTS}
+    dynamic |= {f"verbatims.language.{lang}" for lang in verbatimview.LANGUAGES}
+    dynamic |= {f"verbatims.{k}.{step}" for k in ("themes_help", "trend") for step in ("day", "week")}
+    dynamic |= {f"verbatims.theme.{theme}" for theme in load_taxonomy_file(DEFAULT_THEMES).theme_ids}
     assert dynamic - set(CATALOGS["en"]) == set()
 
 

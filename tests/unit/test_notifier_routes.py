@@ -160,6 +160,16 @@ async def test_a_csm_reads_the_deliveries_of_the_accounts_they_own_and_nothing_e
         other = await c.get("/v1/deliveries/n-globex", headers=ana)
         assert other.status_code == 404 and "globex" not in other.text
         assert (await c.get("/v1/deliveries", headers=ana)).status_code == 403  # lists: every account
+        # one customer's list: hers when a message of it names an account she owns, else 404
+        own = await c.get("/v1/deliveries", params={"customer_id": "cus-acme"}, headers=ana)
+        assert own.status_code == 200 and [d["notification_id"] for d in own.json()["deliveries"]] == [
+            "n-acme"
+        ]
+        foreign = await c.get("/v1/deliveries", params={"customer_id": "cus-globex"}, headers=ana)
+        assert foreign.status_code == 404 and "globex" not in foreign.text
+        assert (
+            await c.get("/v1/deliveries", params={"customer_id": "nobody"}, headers=ana)
+        ).status_code == 404
         viewer = await c.get("/v1/deliveries/n-acme", headers=bearer(person(Role.VIEWER)))
         assert viewer.status_code == 403 and "deliveries:read" in viewer.json()["detail"]
         manager = bearer(person(Role.MANAGER))

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pytest
 
-from services.actions.settings import DEFAULT_THEMES
 from services.actions.verbatims import (
     TaxonomyError,
     guess_language,
@@ -15,6 +14,7 @@ from services.actions.verbatims import (
     stem,
     tokenize,
 )
+from shared.verbatims import DEFAULT_THEMES
 
 TAXONOMY = load_taxonomy_file(DEFAULT_THEMES)
 

@@ -3,6 +3,7 @@ acknowledged or resolved through the alerts API."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
@@ -135,5 +136,29 @@ class PgAlerts:
                 "WHERE kind = 'sla_escalation' AND ref = :id AND status = 'pending'"
             ),
             {"id": alert_id, "why": to, "now": now},
+        )
+        return AlertTransition(await self.get(alert_id=alert_id), None)
+
+    async def assign(
+        self, *, alert_id: str, owner_email: str, owner_name: str | None, by: str | None, now: datetime
+    ) -> AlertTransition:
+        """Hand an unresolved alert to another owner; its SLA and escalation stay as they were."""
+        current = (await self.lock(alert_ids=[alert_id])).get(alert_id)
+        if current is None:
+            return AlertTransition(None, "not_found")
+        if current.status == "resolved":
+            return AlertTransition(await self.get(alert_id=alert_id), "already resolved")
+        await self._conn.execute(
+            text(
+                "UPDATE actions.alerts SET owner_email = :email, owner_name = :name, "
+                "context = jsonb_set(context, '{assigned}', "
+                "CAST(:assigned AS jsonb)) WHERE alert_id = :id"
+            ),
+            {
+                "id": alert_id,
+                "email": owner_email,
+                "name": owner_name,
+                "assigned": json.dumps({"by": by, "at": now.isoformat(), "from": current.owner_email}),
+            },
         )
         return AlertTransition(await self.get(alert_id=alert_id), None)

@@ -1,9 +1,9 @@
-"""The CSM alerts API: the inbox, one alert, acknowledge (stops escalation), resolve.
+"""The CSM alerts API: the inbox, one alert, acknowledge (stops escalation), assign, resolve.
 
 ``alerts:read`` / ``alerts:write``; a CSM (a role that does not see every account) sees and changes
 only the alerts they own, by their address or their accounts; any other alert answers 404. A
-transition is attributed to the caller (``acknowledged_by``/``resolved_by`` = its ``log_name``), never
-to a name in the body.
+transition or an assignment is attributed to the caller (``acknowledged_by``/``resolved_by``/
+``context.assigned.by`` = its ``log_name``), never to a name in the body.
 """
 
 from __future__ import annotations
@@ -12,10 +12,10 @@ from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, EmailStr, Field
 
 from services.actions.deps import ActionsDeps
-from services.actions.ports import Reach
+from services.actions.ports import AlertTransition, Reach
 from services.actions.routes.auditing import record
 from shared.http import problem
 from shared.identity.ports import AuditAction
@@ -35,6 +35,16 @@ class AlertAction(BaseModel):
         deprecated=True,
     )
     note: str | None = Field(default=None, max_length=2000)
+
+
+class AlertAssign(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    owner_email: EmailStr = Field(description="The new owner's address (who the alert is for)")
+    owner_name: str | None = Field(default=None, max_length=200)
+    by: str | None = Field(
+        default=None, max_length=200, description="Ignored: the assignment is recorded as the caller's"
+    )
 
 
 def reach_of(principal: Principal) -> Reach | None:
@@ -100,12 +110,22 @@ def router(deps: ActionsDeps) -> APIRouter:
                 records = await deps.health.on_alert_change(stores, customer_id=customer, now=deps.clock())
                 if records and deps.publish is not None:
                     await deps.publish(records)
+        audited = AuditAction.ALERT_ACK if to == "acknowledged" else AuditAction.ALERT_RESOLVE
+        return await answer(request, principal, alert_id, done, audited, {"status": to})
+
+    async def answer(
+        request: Request,
+        principal: Principal,
+        alert_id: str,
+        done: AlertTransition,
+        audited: AuditAction,
+        details: Mapping[str, str],
+    ) -> Any:
         if done.error == "not_found":
             return problem(404, "Not Found", detail=NOT_FOUND)
         if done.error is not None:
             return problem(409, "Conflict", detail=f"the alert is {done.error}", alert=done.alert)
-        audited = AuditAction.ALERT_ACK if to == "acknowledged" else AuditAction.ALERT_RESOLVE
-        await record(deps, request, principal, audited, target=f"alert:{alert_id}", details={"status": to})
+        await record(deps, request, principal, audited, target=f"alert:{alert_id}", details=details)
         return done.alert
 
     @api.post("/v1/alerts/{alert_id}/ack", summary="Acknowledge (stops the SLA escalation)")
@@ -119,5 +139,27 @@ def router(deps: ActionsDeps) -> APIRouter:
         request: Request, alert_id: str, body: AlertAction | None = None, principal: Principal = writer
     ) -> Any:
         return await transition(request, alert_id, body, "resolved", principal)
+
+    @api.post(
+        "/v1/alerts/{alert_id}/assign", summary="Assign to another owner (SLA and escalation unchanged)"
+    )
+    async def assign_alert(
+        request: Request, alert_id: str, body: AlertAssign, principal: Principal = writer
+    ) -> Any:
+        async with tx.begin() as stores:
+            found = await stores.alerts.get(alert_id=alert_id)
+            if found is None or not owns_alert(principal, found):
+                return problem(404, "Not Found", detail=NOT_FOUND)
+            done = await stores.alerts.assign(
+                alert_id=alert_id,
+                owner_email=str(body.owner_email),
+                owner_name=body.owner_name,
+                by=principal.log_name,
+                now=deps.clock(),
+            )
+        # No address in the audit entry: the new owner is in the alert itself.
+        return await answer(
+            request, principal, alert_id, done, AuditAction.ALERT_ASSIGN, {"assigned": "owner"}
+        )
 
     return api

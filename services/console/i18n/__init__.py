@@ -18,13 +18,35 @@ from babel import Locale
 from babel.dates import format_date, format_datetime
 from babel.numbers import format_decimal, format_percent
 
-from services.console.i18n import admin, auth, common, home, rules, scores, segments
+from services.console.i18n import (
+    admin,
+    alerts,
+    auth,
+    common,
+    customers,
+    home,
+    rules,
+    scores,
+    segments,
+    verbatims,
+)
 from shared.vocabulary import LOCALES
 
 DEFAULT_LOCALE = LOCALES[0]
 
 #: Every area's catalog module; each defines ``EN`` and ``FR`` with the same keys.
-AREAS: tuple[ModuleType, ...] = (common, auth, home, admin, rules, scores, segments)
+AREAS: tuple[ModuleType, ...] = (
+    common,
+    auth,
+    home,
+    admin,
+    rules,
+    scores,
+    segments,
+    alerts,
+    verbatims,
+    customers,
+)
 
 
 def _merge(language: str) -> dict[str, str]:

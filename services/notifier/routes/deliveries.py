@@ -1,9 +1,10 @@
 """Delivery records: one notification's by its id (``deliveries:read``; a CSM only for the accounts they
 own, any other answers 404: the ids can be computed from a rating id), lists for roles that see every
-account."""
+account, or one customer's (``customer_id=``) for whoever owns that customer."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query
@@ -14,6 +15,12 @@ from shared.identity.principal import Principal
 from shared.identity.scopes import Scope
 
 NOT_FOUND = "no delivery for this notification id"
+NOT_OWNED = "no such customer"
+
+
+def _account(row: Mapping[str, Any]) -> str | None:
+    account = row.get("account_id")
+    return account if isinstance(account, str) else None
 
 
 def router(deps: NotifierDeps) -> APIRouter:
@@ -35,19 +42,27 @@ def router(deps: NotifierDeps) -> APIRouter:
     @routes.get(
         "/v1/deliveries",
         tags=["deliveries"],
-        summary="Delivery records by status, newest first (e.g. failed or unknown ones to review); "
-        "deliveries:read and a role that sees every account",
+        summary="Delivery records by status or customer, newest first (e.g. failed or unknown ones to "
+        "review); deliveries:read and a role that sees every account, or with customer_id= that "
+        "customer owned",
     )
     async def list_deliveries(
         status: Literal["pending", "sending", "sent", "failed", "suppressed", "unknown"] | None = None,
         limit: Annotated[int, Query(ge=1, le=500)] = 50,
+        customer_id: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
         principal: Principal = reader,
     ) -> Any:
-        if not principal.sees_all_accounts:
+        if customer_id is None and not principal.sees_all_accounts:
             return problem(
                 403, "Forbidden", detail="listing every delivery needs a role that sees every account"
             )
-        page = await deps.deliveries.deliveries(status=status, limit=limit)
+        if not principal.sees_all_accounts:
+            # A customer is owned when one of its messages names an account the caller owns (as the
+            # scorer's customer history decides, whatever the status filter); any other answers 404.
+            every = await deps.deliveries.deliveries(status=None, limit=500, customer_id=customer_id)
+            if not any(principal.owns(account_id=_account(row)) for row in every.deliveries):
+                return problem(404, "Not Found", detail=NOT_OWNED)
+        page = await deps.deliveries.deliveries(status=status, limit=limit, customer_id=customer_id)
         return {"deliveries": page.deliveries, "counts": page.counts}
 
     return routes

@@ -12,6 +12,8 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.scorer.ports import (
+    CommentQuery,
+    CommentRow,
     Counts,
     CountsKey,
     DriftKey,
@@ -205,6 +207,49 @@ async def customer_score_groups(
     return [ScoreGroup(r.metric, r.scale, int(r.score), int(r.n), r.latest_id, r.latest_at) for r in rows]
 
 
+async def comments(conn: AsyncConnection, *, query: CommentQuery) -> list[CommentRow]:
+    """Newest first; the segment filter uses the ``ratings_segment`` GIN index (containment)."""
+    clauses = ["occurred_at >= :start", "occurred_at < :end", "comment IS NOT NULL", "comment <> ''"]
+    params: dict[str, Any] = {"start": query.start, "end": query.end, "n": query.limit}
+    if query.metric is not None:
+        clauses.append("metric = :m")
+        params["m"] = query.metric
+    if query.segment:
+        clauses.append("segment @> CAST(:seg AS jsonb)")
+        params["seg"] = json.dumps(dict(query.segment))
+    if query.score_min is not None:
+        clauses.append("score >= :smin")
+        params["smin"] = query.score_min
+    if query.score_max is not None:
+        clauses.append("score <= :smax")
+        params["smax"] = query.score_max
+    if query.text:
+        clauses.append("comment ILIKE :q ESCAPE '\\'")
+        params["q"] = f"%{_like_escape(query.text)}%"
+    rows = await conn.execute(
+        text(
+            "SELECT rating_id, metric, scale, score, customer_id, segment, touchpoint, comment, occurred_at "  # noqa: S608 - fixed clauses; values are bound
+            f"FROM scorer.ratings WHERE {' AND '.join(clauses)} "
+            "ORDER BY occurred_at DESC, rating_id DESC LIMIT :n"
+        ),
+        params,
+    )
+    return [
+        CommentRow(
+            r.rating_id,
+            r.metric,
+            r.scale,
+            int(r.score),
+            r.customer_id,
+            dict(r.segment),
+            r.touchpoint,
+            r.comment,
+            r.occurred_at,
+        )
+        for r in rows
+    ]
+
+
 class PgReader:
     """``ports.ScoreReader`` and ``ports.CustomerReader`` on one connection (one request)."""
 
@@ -273,6 +318,9 @@ class PgReader:
             {"c": customer_id},
         )
         return frozenset(str(r.account_id) for r in rows)
+
+    async def comments(self, *, query: CommentQuery) -> list[CommentRow]:
+        return await comments(self._conn, query=query)
 
 
 class PgReads:
