@@ -296,6 +296,8 @@ class Stack:
             env["CSAT_PUBLIC_URL"] = self.console_url
             for variable, target in CONSOLE_TARGETS.items():
                 env[variable] = f"http://127.0.0.1:{self.ports[target]}"
+        if name == "actions":  # survey invitations link to the collector's one-click pages
+            env["CSAT_SURVEY_LINK_BASE_URL"] = f"http://127.0.0.1:{self.ports['collector']}"
         return env
 
     def service_env(self, name: str) -> dict[str, str]:

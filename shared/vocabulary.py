@@ -25,6 +25,9 @@ TEMPLATE_NAMES: tuple[str, ...] = (
     "theme_alert",
 )
 
+#: The survey invitation (and its reminder): rendered by the notifier's survey_messages, not a text template.
+SURVEY_TEMPLATE = "survey_invitation"
+
 #: Languages every template and page ships in; the first is the fallback.
 LOCALES: tuple[str, ...] = ("en", "fr")
 

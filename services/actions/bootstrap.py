@@ -19,11 +19,16 @@ from services.actions.health_handler import HealthHandler
 from services.actions.repository import PgTransactions, consumer_handler
 from services.actions.repository.erasure import export_customer, purge_expired, scrub_customer
 from services.actions.routes import accounts, alerts, customers, dryrun, health_models, ops, revisions, rules
+from services.actions.routes import surveys as survey_routes
 from services.actions.rulebook import RuleBook
 from services.actions.rules import RuleSet, load_rules_file, parse_document
 from services.actions.scheduler import Scheduler
 from services.actions.settings import ActionsSettings
+from services.actions.survey_handler import LinkMaker, SurveyHandler
+from services.actions.surveybook import SurveyBook
+from services.actions.surveys.definitions import load_surveys_text
 from services.actions.verbatims import Taxonomy, load_taxonomy_file
+from services.actions.yamlio import load_yaml
 from shared.db import make_engine
 from shared.envelope import OutgoingRecord
 from shared.erasure import SqlExport, erasure_runtime, export_router
@@ -77,12 +82,28 @@ def build_rulebook(cfg: ActionsSettings, file_rules: RuleSet) -> RuleBook:
     )
 
 
+def build_surveybook(cfg: ActionsSettings) -> SurveyBook:
+    """The surveys file seeds the stored survey set (a broken file stops the service here)."""
+    text = cfg.surveys_file.read_text(encoding="utf-8")
+    return SurveyBook(
+        file_document=load_yaml(text),
+        file_surveys=load_surveys_text(text, origin=str(cfg.surveys_file)),
+        file_origin=str(cfg.surveys_file),
+    )
+
+
 def build_runtime(cfg: ActionsSettings, handler: ActionsHandler) -> ConsumerRuntime:
     """The consumer of ratings, segment alerts (scores topic) and usage, with its engine and producer."""
     return ConsumerRuntime(
         name="actions",
         settings=cfg,
-        topics=[cfg.topics.ratings, cfg.topics.scores, cfg.topics.usage],
+        topics=[
+            cfg.topics.ratings,
+            cfg.topics.scores,
+            cfg.topics.interactions,
+            cfg.topics.outcomes,
+            cfg.topics.usage,
+        ],
         group=cfg.consumer_group,
         dlq_topic=cfg.topics.dlq_actions,
         handler=consumer_handler(handler),
@@ -110,13 +131,26 @@ def create_app(settings: ActionsSettings | None = None) -> FastAPI:
         trend_size=cfg.trend_size,
         decline_slope=cfg.decline_slope,
     )
+    surveybook = build_surveybook(cfg)
+    surveys = SurveyHandler(
+        book=surveybook,
+        topics=cfg.topics,
+        links=LinkMaker(base_url=cfg.survey_link_base_url, secret=cfg.signing_secret.get_secret_value()),
+        brand=cfg.survey_brand,
+    )
     health = HealthHandler(
         model=load_health_file(cfg.health_model_file),  # a broken model stops the service here
         topics=cfg.topics,
         default_owner=cfg.default_csm_email,
     )
     handler = ActionsHandler(
-        rulebook=rulebook, taxonomy=taxonomy, policy=policy, topics=cfg.topics, history=history, health=health
+        rulebook=rulebook,
+        taxonomy=taxonomy,
+        policy=policy,
+        topics=cfg.topics,
+        history=history,
+        surveys=surveys,
+        health=health,
     )
     runtime = build_runtime(cfg, handler)
     erasure = erasure_runtime(
@@ -139,6 +173,7 @@ def create_app(settings: ActionsSettings | None = None) -> FastAPI:
         policy=policy,
         poll_s=cfg.timer_poll_s,
         batch=cfg.timer_batch,
+        surveys=surveys,
     )
     identity = PgIdentityStore(engine=runtime.engine, timeout_s=2.0)
     auth = service_authenticator(
@@ -206,6 +241,7 @@ def create_app(settings: ActionsSettings | None = None) -> FastAPI:
         rulebook=rulebook,
         clock=utc_now,
         dry_run=dry_run,
+        surveybook=surveybook,
         auth=auth,
         # Appended after the change committed: a slow database delays the answer rather than losing it.
         audit=PgIdentityStore(engine=runtime.engine, timeout_s=AUDIT_TIMEOUT_S),
@@ -213,7 +249,17 @@ def create_app(settings: ActionsSettings | None = None) -> FastAPI:
         health=health,
         publish=publish,
     )
-    for audience in (rules, revisions, dryrun, alerts, customers, accounts, health_models, ops):
+    for audience in (
+        rules,
+        revisions,
+        dryrun,
+        alerts,
+        customers,
+        accounts,
+        health_models,
+        ops,
+        survey_routes,
+    ):
         app.include_router(audience.router(deps))
     # GDPR export: gdpr:admin (admin role only), checked by this service's own Authenticator.
     guard = Depends(deps.auth.require(Scope.GDPR_ADMIN))

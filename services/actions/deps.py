@@ -12,6 +12,7 @@ from services.actions.health_handler import HealthHandler
 from services.actions.ports import Transactions
 from services.actions.rulebook import RuleBook
 from services.actions.settings import ActionsSettings
+from services.actions.surveybook import SurveyBook
 from shared.envelope import OutgoingRecord
 from shared.identity.guard import Authenticator
 from shared.identity.ports import AuditLog
@@ -24,6 +25,7 @@ class ActionsDeps:
     rulebook: RuleBook
     clock: Callable[[], datetime]
     dry_run: DryRunner
+    surveybook: SurveyBook
     auth: Authenticator
     audit: AuditLog  # rule changes, alert transitions, customer changes (identity.audit_log)
     customer_ref: Callable[[str], str]  # a customer as audit entries name it: customer#<keyed hash>

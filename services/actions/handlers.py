@@ -32,6 +32,7 @@ from services.actions.outcomes import DecisionRow, after_decisions, decision_id,
 from services.actions.ports import Enrolled, Stores
 from services.actions.publishing import decided_record, notification_record
 from services.actions.rulebook import RuleBook
+from services.actions.survey_handler import SurveyHandler
 from services.actions.timers import (
     RESURVEY_NO_ANSWER,
     SEND,
@@ -47,7 +48,13 @@ from services.actions.verbatims import Analysis, Taxonomy
 from shared import tracing
 from shared.consumer import Received
 from shared.envelope import OutgoingRecord
-from shared.events import RatingSubmitted, SegmentAlert, UsageObserved
+from shared.events import (
+    InteractionRecorded,
+    NotificationOutcome,
+    RatingSubmitted,
+    SegmentAlert,
+    UsageObserved,
+)
 from shared.topics import Topics
 
 RULE_HITS = Counter(
@@ -104,9 +111,11 @@ class ActionsHandler:
         policy: Policy,
         topics: Topics,
         history: HistoryWindow,
+        surveys: SurveyHandler | None = None,
         clock: Callable[[], datetime] = utc_now,
         health: HealthHandler | None = None,
     ) -> None:
+        self._surveys = surveys
         self._health = health
         self._rulebook = rulebook
         self._taxonomy = taxonomy
@@ -124,11 +133,31 @@ class ActionsHandler:
         ratings = [r.envelope.data for r in batch if isinstance(r.envelope.data, RatingSubmitted)]
         if ratings:
             out += await self._on_ratings(stores, ratings, now)
+        if self._surveys is not None:
+            await self._on_surveys(stores, self._surveys, batch, ratings, now)
         usage = [r.envelope.data for r in batch if isinstance(r.envelope.data, UsageObserved)]
         if self._health is not None and (ratings or usage):
             # After the rules: the alerts a rating opened count in its account's health.
             out += await self._health.on_batch(stores, ratings=ratings, observations=usage, now=now)
         return out
+
+    async def _on_surveys(
+        self,
+        stores: Stores,
+        surveys: SurveyHandler,
+        batch: Sequence[Received],
+        ratings: list[RatingSubmitted],
+        now: datetime,
+    ) -> None:
+        """Interactions become invitations (sent by the scheduler); answers and outcomes update them."""
+        if ratings:
+            await surveys.on_answers(stores, ratings)
+        outcomes = [r.envelope.data for r in batch if isinstance(r.envelope.data, NotificationOutcome)]
+        if outcomes:
+            await surveys.on_outcomes(stores, outcomes)
+        interactions = [r.envelope.data for r in batch if isinstance(r.envelope.data, InteractionRecorded)]
+        if interactions:
+            await surveys.on_interactions(stores, interactions, now)
 
     async def _on_segment_alerts(
         self, stores: Stores, alerts: list[SegmentAlert], now: datetime

@@ -18,6 +18,7 @@ from services.actions.facts import CustomerContext, PastRating
 from services.actions.health.evidence import Evidence
 from services.actions.health.transitions import HealthPoint, HealthState
 from services.actions.outcomes import DecisionRow
+from services.actions.surveys.decisions import PastInvitation as PastInvite
 from services.actions.timers import AlertState, DueTimer
 from services.actions.verbatims import Analysis
 from shared.events import RatingSubmitted, UsageObserved
@@ -202,6 +203,89 @@ class RuleSetStore(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
+class NewInvitation:
+    """An invitation as decided, with what sending it later needs (address, segment, source)."""
+
+    invitation_id: str
+    survey_id: str
+    interaction_id: str
+    customer_id: str
+    channel: str
+    locale: str
+    segment: Mapping[str, str]
+    recipient: Mapping[str, str | None]
+    source: str | None
+    due_at: datetime
+    expires_at: datetime
+    reminder_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class StoredInvitation:
+    """An invitation row as the scheduler and the stats read it."""
+
+    invitation_id: str
+    survey_id: str
+    interaction_id: str
+    customer_id: str
+    channel: str
+    locale: str
+    segment: Mapping[str, str]
+    recipient: Mapping[str, str | None]
+    source: str | None
+    due_at: datetime
+    expires_at: datetime
+    reminder_at: datetime | None
+    status: str  # scheduled | requested | stopped
+    delivery: str  # pending | sent | bounced | failed | suppressed | unknown
+    reminders_sent: int = 0
+    requested_at: datetime | None = None
+    sent_at: datetime | None = None
+    answered_at: datetime | None = None
+    answered_with_comment: bool = False
+    stop_reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class InvitationUpdate:
+    """What firing an invitation changed: its status, the next time to look at it, a reminder sent."""
+
+    invitation_id: str
+    status: str
+    next_at: datetime | None
+    requested_at: datetime | None = None
+    reminded: bool = False
+    stop_reason: str | None = None
+
+
+class SurveyStore(Protocol):
+    """Survey invitations: one row per (survey, interaction), its own durable timer (``next_at``)."""
+
+    async def history(self, *, customer_ids: Sequence[str], since: datetime) -> dict[str, list[PastInvite]]:
+        """Each customer's invitations of any survey due after ``since`` (the throttle's memory)."""
+        ...
+
+    async def insert(self, *, invitations: Sequence[NewInvitation]) -> set[str]:
+        """Store new invitations (a replayed one is left as it is); returns the ids actually inserted."""
+        ...
+
+    async def claim_due(self, *, now: datetime, limit: int) -> list[StoredInvitation]:
+        """Invitations whose ``next_at`` has come, locked until the transaction ends (SKIP LOCKED)."""
+        ...
+
+    async def update(self, *, updates: Sequence[InvitationUpdate], now: datetime) -> None: ...
+    async def mark_answered(self, *, answers: Mapping[str, tuple[datetime, bool]]) -> int:
+        """First answers by invitation id (when, with a comment); later answers change nothing."""
+        ...
+
+    async def mark_delivery(self, *, outcomes: Mapping[str, tuple[str, datetime]]) -> None:
+        """The notifier's outcome of an invitation's first message (sent, failed, suppressed...)."""
+        ...
+
+    async def list(self, *, survey_id: str | None, since: datetime | None) -> list[StoredInvitation]: ...
+
+
+@dataclass(frozen=True, slots=True)
 class Stores:
     """Every store, bound to one transaction."""
 
@@ -212,6 +296,8 @@ class Stores:
     alerts: AlertStore
     timers: TimerStore
     rule_sets: RuleSetStore
+    survey_sets: RuleSetStore  # the same versioned-document store, for the survey definitions
+    surveys: SurveyStore
     health: HealthStore
 
 

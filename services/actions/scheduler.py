@@ -22,6 +22,7 @@ from prometheus_client import Counter, Histogram
 from services.actions.engine import Policy
 from services.actions.handlers import TimerHandler
 from services.actions.ports import Transactions
+from services.actions.survey_handler import SurveyHandler
 from shared.consumer import TRANSIENT_ERRORS
 from shared.kafka import send_all
 from shared.topics import Topics
@@ -51,7 +52,9 @@ class Scheduler:
         batch: int = 100,
         publish_timeout_s: float = 10.0,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        surveys: SurveyHandler | None = None,
     ) -> None:
+        self._surveys = surveys
         self._transactions = transactions
         self._producer = producer
         self._fire = TimerHandler(topics=topics, policy=policy)
@@ -104,11 +107,15 @@ class Scheduler:
         now = self._clock()
         async with self._transactions.begin() as stores:
             tick = await self._fire(stores, now=now, limit=self._batch)
-            if not tick.firings:
+            invitations, records = 0, list(tick.records)
+            if self._surveys is not None:
+                invitations, survey_records = await self._surveys.fire(stores, now=now, limit=self._batch)
+                records += survey_records
+            if not tick.firings and not invitations:
                 return 0
-            await send_all(producer, tick.records, timeout_s=self._publish_timeout_s)
+            await send_all(producer, records, timeout_s=self._publish_timeout_s)
         for timer, fired in tick.firings:
             TIMERS_FIRED.labels(timer.kind, fired.outcome).inc()
             TIMER_DELAY.labels(timer.kind).observe(max(0.0, (now - timer.due_at).total_seconds()))
             log.info("timer_fired", kind=timer.kind, timer_id=timer.timer_id, outcome=fired.outcome)
-        return len(tick.firings)
+        return max(len(tick.firings), invitations)

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, ValidationInfo, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 
+from shared.emaillinks import DEV_SIGNING_SECRET
 from shared.identity.config import IdentitySettings, SecretCheck, refuse_weak_secrets
 from shared.security.urls import TemplateError, fill_url_template
 from shared.settings import DEV_SECRETS, CommonSettings
 from shared.verbatims import DEFAULT_THEMES
 
 DEFAULT_RULES = Path(__file__).parent / "playbooks" / "default.yaml"
+DEFAULT_SURVEYS = Path(__file__).parent / "playbooks" / "surveys.yaml"
 DEFAULT_HEALTH = Path(__file__).parent / "playbooks" / "health.yaml"
 
 
@@ -49,6 +51,19 @@ class ActionsSettings(CommonSettings, IdentitySettings):
         default=None, description="Re-survey link, with {survey_id} and {customer_id}"
     )
     alert_url_template: str | None = Field(default=None, description="Link to an alert, with {alert_id}")
+    surveys_file: Path = Field(
+        default=DEFAULT_SURVEYS, description="Seeds the survey definitions in PostgreSQL (like the rules)"
+    )
+    survey_link_base_url: str = Field(
+        default="http://127.0.0.1:8000",
+        description="The collector's public address (its CSAT_PUBLIC_URL): survey emails link there",
+    )
+    signing_secret: SecretStr = Field(
+        default=SecretStr(DEV_SIGNING_SECRET),
+        description="Signs the survey links: the collector's CSAT_SIGNING_SECRET (the collector refuses the "
+        "dev value in prod, so links signed with it never verify there)",
+    )
+    survey_brand: str = Field(default="CSAT", description="The sender's name in survey emails")
     timer_poll_s: float = Field(default=1.0, gt=0, le=60, description="How often due timers are looked for")
     timer_batch: int = Field(default=100, ge=1, le=10_000)
     scheduler_enabled: bool = True

@@ -19,14 +19,14 @@ from fastapi import Depends, FastAPI
 from services.collector import metrics
 from services.collector.access import KeyResolver, OriginSet, RateLimits, SourceCorsMiddleware
 from services.collector.deps import CollectorDeps
-from services.collector.intake import Intake
+from services.collector.intake import Intake, InteractionIntake
 from services.collector.links import LinkSigner
 from services.collector.ports import CollectorStore, IdempotencyRecords, Publisher, StoreUnavailable
 from services.collector.problems import add_problem_schema, install_handlers
 from services.collector.publisher import KafkaPublisher
 from services.collector.ratelimit import KeyedLimiter
 from services.collector.repository import PgStore, export_customer, purge_expired, scrub_customer
-from services.collector.routes import admin, channels, ratings, usage
+from services.collector.routes import admin, channels, interactions, ratings, usage
 from services.collector.settings import CollectorSettings
 from services.collector.usage_intake import UsageIntake
 from shared.db import make_engine
@@ -47,7 +47,8 @@ DESCRIPTION = (
     "score, sentiment) and made durable in the broker (acks=all) before the 202 answer.\n\n"
     "Posting needs a source key (`Authorization: Bearer pk_...` from pages and apps, `sk_...` from "
     "servers, or `X-API-Key`) or an API token with ratings:write, outside dev; a source key can post "
-    "ratings and nothing else. What a publishable key posts about a person (email, phone, consent, "
+    "ratings (a secret key also interactions, `/v1/interactions`) and nothing else. What a "
+    "publishable key posts about a person (email, phone, consent, "
     "account) is kept as a claim and never acted on. Admin endpoints need the admin key. "
     "A `rating_id` (or the `Idempotency-Key` header) makes a retry safe: it gets the first "
     "answer back; the same id with a different body is refused with 409. Every error is an "
@@ -112,6 +113,7 @@ def create_app(
     ratings.add_routes(app.router, deps)
     app.include_router(admin.router(deps))
     app.include_router(channels.router(deps))
+    app.include_router(interactions.router(deps))
     if adapters.owned_store is not None:  # GDPR export: what this collector's database holds
         guard = Depends(deps.auth.require(Scope.GDPR_ADMIN))
         app.include_router(export_router(SqlExport(adapters.owned_store.engine, export_customer), guard))
@@ -173,6 +175,17 @@ def build_deps(cfg: CollectorSettings, adapters: Adapters) -> CollectorDeps:
             group_claims=cfg.claim_group,
             claim_inflight=cfg.claim_group_inflight,
             fast_encode=cfg.fast_encode,
+        ),
+        interactions=InteractionIntake(
+            publisher=adapters.publisher,
+            records=store,
+            topic=cfg.topics.interactions,
+            wait_s=cfg.idempotency_wait_s,
+            lease_s=cfg.publish_timeout_s * 2 + 5,
+            degrade=cfg.idempotency_when_db_down == "accept",
+            max_future_skew=timedelta(seconds=cfg.max_future_skew_s),
+            group_claims=cfg.claim_group,
+            claim_inflight=cfg.claim_group_inflight,
         ),
         sources=store,
         surveys=store,
@@ -274,6 +287,7 @@ def lifespan(
         if erasure is not None:
             await erasure.stop()
         await deps.intake.close()
+        await deps.interactions.close()
         if adapters.owned_publisher is not None:
             await adapters.owned_publisher.stop()
         if adapters.owned_store is not None:

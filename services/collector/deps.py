@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from services.collector.access import KeyResolver, OriginSet, RateLimits
-from services.collector.intake import Intake
+from services.collector.intake import Intake, InteractionIntake
 from services.collector.links import LinkSigner
 from services.collector.ports import SmsSurveys, SourceRegistry
 from services.collector.settings import CollectorSettings
@@ -19,6 +19,7 @@ from shared.security.hashing import AddressHasher
 class CollectorDeps:
     settings: CollectorSettings
     intake: Intake
+    interactions: InteractionIntake
     sources: SourceRegistry
     surveys: SmsSurveys
     keys: KeyResolver

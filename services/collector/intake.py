@@ -14,12 +14,14 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Literal
+from typing import Literal, Protocol
 
 import structlog
 
 from services.collector import metrics
 from services.collector.domain import RatingIn, Trust, fingerprint, normalize, provenance_of
+from services.collector.interactions import InteractionIn, normalize_interaction
+from services.collector.interactions import fingerprint as interaction_fingerprint
 from services.collector.ports import (
     BrokerUnavailable,
     Claim,
@@ -31,7 +33,7 @@ from services.collector.ports import (
 from shared import events as ev
 from shared import tracing
 from shared.envelope import OutgoingRecord, encode
-from shared.events import RatingSubmitted
+from shared.events import InteractionRecorded, RatingSubmitted
 
 log = structlog.get_logger(__name__)
 
@@ -43,11 +45,48 @@ class Outcome(StrEnum):
     IN_PROGRESS = "in_progress"  # a concurrent attempt with this rating_id has not finished yet
 
 
+class Pending(Protocol):
+    """What the intake claims and publishes: a rating or an interaction, under its idempotency key."""
+
+    @property
+    def source_id(self) -> str: ...
+    @property
+    def fingerprint(self) -> bytes | None: ...
+    @property
+    def key(self) -> str: ...
+    def record(self, topic: str) -> OutgoingRecord: ...
+
+
 @dataclass(frozen=True, slots=True)
 class Submission:
     rating: RatingSubmitted
     source_id: str
     fingerprint: bytes | None  # None when the server chose the id: nothing to deduplicate
+
+    @property
+    def key(self) -> str:
+        return self.rating.rating_id
+
+    def record(self, topic: str) -> OutgoingRecord:
+        return to_record(self.rating, topic=topic)
+
+
+#: Interactions share the idempotency table with ratings; their keys live in their own namespace.
+INTERACTION_KEY_PREFIX = "interaction:"
+
+
+@dataclass(frozen=True, slots=True)
+class InteractionSubmission:
+    interaction: InteractionRecorded
+    source_id: str
+    fingerprint: bytes | None
+
+    @property
+    def key(self) -> str:
+        return INTERACTION_KEY_PREFIX + self.interaction.interaction_id
+
+    def record(self, topic: str) -> OutgoingRecord:
+        return interaction_record(self.interaction, topic=topic)
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +132,20 @@ def to_record(rating: RatingSubmitted, *, topic: str) -> OutgoingRecord:
         key=rating.customer.id,
         subject=rating.rating_id,
         time=rating.received_at,
+    )
+
+
+def interaction_record(interaction: InteractionRecorded, *, topic: str) -> OutgoingRecord:
+    """An interaction as the CloudEvent on ``csat.interactions.v1`` (keyed by customer, like ratings)."""
+    return encode(
+        topic=topic,
+        event_type=ev.INTERACTION_RECORDED,
+        source="/collector",
+        event_id=interaction.interaction_id,
+        data=interaction,
+        key=interaction.customer.id,
+        subject=interaction.interaction_id,
+        time=interaction.received_at,
     )
 
 
@@ -222,7 +275,7 @@ class Intake:
             metrics.ACCEPTED.labels(metric, source).inc(n)
         return verdicts
 
-    async def _publish_once(self, items: Sequence[Submission]) -> list[Outcome]:
+    async def _publish_once(self, items: Sequence[Pending]) -> list[Outcome]:
         """Claim the keyed ids, publish what is new in one round trip, answer the repeats."""
         outcomes: list[Outcome | None] = [None] * len(items)
         direct: list[int] = []
@@ -232,10 +285,10 @@ class Intake:
         for i, item in enumerate(items):
             if item.fingerprint is None:
                 direct.append(i)
-            elif item.rating.rating_id in first:
-                repeats[i] = first[item.rating.rating_id]
+            elif item.key in first:
+                repeats[i] = first[item.key]
             else:
-                first[item.rating.rating_id] = i
+                first[item.key] = i
                 keyed.append(i)
 
         try:
@@ -252,13 +305,17 @@ class Intake:
         to_publish = direct + claimed
         if to_publish:
             encode, topic = self.encode, self.topic
-            records = [encode(items[i].rating, topic=topic) for i in to_publish]
+            # Ratings take the fast encoder (hand-written CloudEvents); interactions their own record.
+            records = [
+                encode(item.rating, topic=topic) if isinstance(item, Submission) else item.record(topic)
+                for item in (items[i] for i in to_publish)
+            ]
             try:
                 await self.publisher.publish(records)
             except Exception:
-                await self._release([items[i].rating.rating_id for i in claimed])
+                await self._release([items[i].key for i in claimed])
                 raise
-            self.confirmer.add([items[i].rating.rating_id for i in claimed])
+            self.confirmer.add([items[i].key for i in claimed])
             for i in to_publish:
                 outcomes[i] = Outcome.ACCEPTED
         for i, j in repeats.items():
@@ -274,7 +331,7 @@ class Intake:
         return [o for o in outcomes if o is not None]
 
     async def _claim(
-        self, items: Sequence[Submission], waiting: list[int], outcomes: list[Outcome | None]
+        self, items: Sequence[Pending], waiting: list[int], outcomes: list[Outcome | None]
     ) -> list[int]:
         """Claim ids; wait (up to ``wait_s``) for concurrent attempts with the same id to finish."""
         claimed: list[int] = []
@@ -282,7 +339,7 @@ class Intake:
         while waiting:
             claims = [
                 Claim(
-                    rating_id=items[i].rating.rating_id,
+                    rating_id=items[i].key,
                     source_id=items[i].source_id,
                     fingerprint=items[i].fingerprint or b"",
                 )
@@ -297,11 +354,11 @@ class Intake:
                     metrics.CLAIM_SECONDS.observe(time.perf_counter() - started)
                     metrics.CLAIM_GROUP_SIZE.observe(len(claims))
             except StoreUnavailable:
-                await self._release([items[i].rating.rating_id for i in claimed])
+                await self._release([items[i].key for i in claimed])
                 raise
             still: list[int] = []
             for i in waiting:
-                state = states.get(items[i].rating.rating_id, ClaimState.PENDING)
+                state = states.get(items[i].key, ClaimState.PENDING)
                 if state is ClaimState.CLAIMED:
                     claimed.append(i)
                 elif state is ClaimState.REPLAY:
@@ -462,3 +519,49 @@ class Confirmer:
         if self._task is not None and not self._task.done():
             await self._task
         await self.flush()
+
+
+class InteractionIntake(Intake):
+    """The same claim -> publish (acks=all) -> confirm path for interactions, on their own topic.
+
+    Interaction ids are claimed in the ratings' idempotency table under ``interaction:<id>``, so a
+    retried interaction is published once and the same id with other content is refused (409).
+    """
+
+    def prepare_interaction(
+        self,
+        interaction: InteractionIn,
+        *,
+        received_at: datetime,
+        source: str,
+        interaction_id: str | None,
+        origin: str | None = None,
+    ) -> InteractionSubmission:
+        """Normalise one interaction (raises ``InteractionRejected`` naming the field)."""
+        event = normalize_interaction(
+            interaction,
+            received_at=received_at,
+            interaction_id=interaction_id,
+            source=origin or source,
+            max_future_skew=self.max_future_skew,
+        )
+        keyed = bool(interaction.interaction_id or interaction_id)
+        mark = interaction_fingerprint(event, client_occurred_at=interaction.occurred_at) if keyed else None
+        return InteractionSubmission(interaction=event, source_id=source, fingerprint=mark)
+
+    async def submit_interactions(self, items: Sequence[InteractionSubmission]) -> list[Verdict]:
+        """One verdict per interaction (its ``rating_id`` is the interaction id); or ``IntakeUnavailable``."""
+        try:
+            outcomes = await self._publish_once(items)
+        except (BrokerUnavailable, StoreUnavailable) as exc:
+            broker = isinstance(exc, BrokerUnavailable)
+            log.warning(
+                "publish_failed" if broker else "idempotency_store_failed", error=str(exc), records=len(items)
+            )
+            raise IntakeUnavailable("broker" if broker else "database") from exc
+        for item, outcome in zip(items, outcomes, strict=True):
+            metrics.INTERACTIONS.labels(outcome.value, item.source_id).inc()
+        return [
+            Verdict(rating_id=item.interaction.interaction_id, outcome=outcome)
+            for item, outcome in zip(items, outcomes, strict=True)
+        ]

@@ -14,8 +14,8 @@ from typing import Any
 from itsdangerous import BadSignature, URLSafeSerializer
 
 from services.collector.domain import RatingIn
-
-_SALT = "csat.email-link.v1"
+from shared.emaillinks import SALT as _SALT
+from shared.emaillinks import serializer
 
 
 class LinkInvalid(ValueError):
@@ -96,9 +96,7 @@ class LinkSigner:
     def __init__(self, *, secret: str, previous: list[str] | None = None, accept_sha1: bool = False) -> None:
         # itsdangerous signs with the last key and verifies against all of them.
         keys = [*(previous or []), secret]
-        self._serializer = URLSafeSerializer(
-            keys, salt=_SALT, signer_kwargs={"digest_method": hashlib.sha256}
-        )
+        self._serializer = serializer(keys)
         self._legacy = URLSafeSerializer(keys, salt=_SALT) if accept_sha1 else None
 
     def sign(self, link: EmailLink) -> str:

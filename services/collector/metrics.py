@@ -65,3 +65,10 @@ def reason_for_field(field: str) -> str:
     if top in {"scale", "metric"}:
         return "invalid_scale"
     return "invalid_field"
+
+
+INTERACTIONS = Counter(
+    "csat_interactions_total",
+    "Interactions posted, by outcome (accepted, replayed, conflict, in_progress) and source",
+    ["outcome", "source"],
+)

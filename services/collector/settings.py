@@ -7,11 +7,10 @@ from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
+from shared.emaillinks import DEV_SIGNING_SECRET as DEV_SIGNING_SECRET  # signs email links in dev/test only
 from shared.identity.config import IdentitySettings, SecretCheck, refuse_weak_secrets
 from shared.settings import DEV_SECRETS, CommonSettings
 
-#: Signs email links; works only with ``CSAT_ENVIRONMENT=dev|test``.
-DEV_SIGNING_SECRET = "dev-signing-secret-not-for-production"  # noqa: S105 - refused outside dev/test
 #: Derives each source's identity secret; works only with ``CSAT_ENVIRONMENT=dev|test``.
 DEV_SOURCE_IDENTITY_KEY = "dev-source-identity-key-not-for-production"
 

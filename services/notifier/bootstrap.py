@@ -147,6 +147,7 @@ def dispatch_config(cfg: NotifierSettings) -> DispatchConfig:
         default_zone=cfg.default_zone,
         public_base_url=cfg.public_base_url,
         unsubscribe_mailto=cfg.unsubscribe_mailto,
+        allow_http_links=cfg.environment != "prod",
     )
 
 

@@ -15,9 +15,12 @@ return through its store: ``Send`` (claim and call the provider), ``Defer``, ``R
 from __future__ import annotations
 
 import random
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta, tzinfo
+from typing import Any
 
+from services.notifier import mailsafe
 from services.notifier.policy import (
     AddressKeys,
     QuietHours,
@@ -28,12 +31,14 @@ from services.notifier.policy import (
 )
 from services.notifier.ports import DailyCaps, DailySlot, DeliveryRow, SuppressionEntry
 from services.notifier.providers import Message, SendResult, Verdict
+from services.notifier.survey_messages import SurveyInvitation, render_survey_email, render_survey_sms
 from services.notifier.templating import TemplateBroken, TemplateMissing, Templates
 from services.notifier.tokens import UnsubscribeClaim, UnsubscribeTokens
 from shared.events import Channel, NotificationRequested, OutcomeStatus
 from shared.identity.config import DEV_ADDRESS_HASH_KEY
 from shared.security.hashing import AddressHasher
 from shared.security.urls import quote_id
+from shared.vocabulary import SURVEY_TEMPLATE
 
 #: Channels whose recipients can opt out by address (the suppression list's scopes).
 ADDRESS_SCOPE = {Channel.EMAIL: "email", Channel.SMS: "sms"}
@@ -64,6 +69,8 @@ class DispatchConfig:
     default_zone: tzinfo = UTC
     public_base_url: str = "http://127.0.0.1:8003"
     unsubscribe_mailto: str | None = None
+    #: Survey emails may link to http:// addresses (dev and test stacks only; prod needs https).
+    allow_http_links: bool = False
 
     @property
     def caps(self) -> DailyCaps:
@@ -287,16 +294,22 @@ def compose(
             headers["List-Unsubscribe"] = ", ".join(targets)
             headers["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
     slot = slot_for(note, address, admitted.counted_day, cfg) if admitted.counted_day else None
+    html: str | None = None
     try:
-        rendered = templates.render(note.template, note.locale, context, channel=note.channel.value)
+        if note.template == SURVEY_TEMPLATE:
+            subject, body, html = render_survey(note, context, allow_http=cfg.allow_http_links)
+        else:
+            rendered = templates.render(note.template, note.locale, context, channel=note.channel.value)
+            subject, body = rendered.subject, rendered.body
     except (TemplateMissing, TemplateBroken) as exc:
         return Final(OutcomeStatus.FAILED, "template", str(exc), due.provider, release=slot)
     message = Message(
         notification_id=note.notification_id,
         channel=note.channel,
         to=address.to,
-        subject=rendered.subject,
-        body=rendered.body,
+        subject=subject,
+        body=body,
+        html=html,
         rule_id=note.rule_id,
         customer_id=note.customer_id,
         transactional=note.transactional,
@@ -310,6 +323,45 @@ def compose(
         slot=slot,
         address_key=address.key,
     )
+
+
+def render_survey(
+    note: NotificationRequested, context: Mapping[str, Any], *, allow_http: bool
+) -> tuple[str | None, str, str | None]:
+    """A survey invitation (or its reminder): multipart email with one-click score buttons, or the SMS
+    with "reply 1-5"; an email whose HTML fails the mail-client check is not sent (``TemplateBroken``)."""
+    survey = context.get("survey")
+    if not isinstance(survey, Mapping):
+        raise TemplateBroken("a survey invitation needs context.survey")
+    try:
+        if note.channel is Channel.SMS:
+            text = render_survey_sms(
+                locale=note.locale,
+                metric=survey["metric"],
+                scale=survey["scale"],
+                question=survey["question"],
+            )
+            return None, text, None
+        email = render_survey_email(
+            SurveyInvitation(
+                locale=note.locale,
+                metric=survey["metric"],
+                scale=survey["scale"],
+                question=survey["question"],
+                answer_url=survey["answer_url"],
+                unsubscribe_url=str(context.get("unsubscribe_url") or ""),
+                expires_at=datetime.fromisoformat(survey["expires_at"]),
+                brand=str(survey.get("brand") or "CSAT"),
+                follow_up=survey.get("follow_up"),
+                reminder=bool(survey.get("reminder")),
+            )
+        )
+    except (KeyError, ValueError, TypeError) as exc:
+        raise TemplateBroken(f"survey invitation: {type(exc).__name__}: {exc}") from exc
+    problems = mailsafe.check(email.html, allow_http=allow_http)
+    if problems:
+        raise TemplateBroken("survey email is not mail-client safe: " + "; ".join(map(str, problems[:3])))
+    return email.subject, email.text, email.html
 
 
 def internal_error(row: DeliveryRow, exc: BaseException) -> Final:

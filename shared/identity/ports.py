@@ -149,6 +149,8 @@ class AuditAction(StrEnum):
     SOURCE_KEY_REVOKE = "source_key.revoke"
     RULES_UPDATE = "rules.update"
     RULE_DELETE = "rules.delete"
+    SURVEYS_UPDATE = "surveys.update"
+    SURVEY_DELETE = "surveys.delete"
     SURVEY_SEND = "survey.send"
     ALERT_ACK = "alert.ack"
     ALERT_RESOLVE = "alert.resolve"

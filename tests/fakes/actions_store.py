@@ -11,6 +11,7 @@ import copy
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
+from dataclasses import fields as dataclass_fields
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -25,12 +26,16 @@ from services.actions.ports import (
     CustomerFacts,
     Enrolled,
     HealthAlert,
+    InvitationUpdate,
+    NewInvitation,
     Reach,
+    StoredInvitation,
     StoredRating,
     StoredRuleSet,
     Stores,
     Subject,
 )
+from services.actions.surveys.decisions import PastInvitation
 from services.actions.timers import AlertState, DueTimer
 from services.actions.verbatims import Analysis
 from shared.events import RatingSubmitted, UsageObserved
@@ -119,6 +124,9 @@ class Tables:
     timers: dict[str, TimerRow] = field(default_factory=dict)
     enrolments: dict[Enrolled, EnrolmentRow] = field(default_factory=dict)
     rule_sets: dict[int, StoredRuleSet] = field(default_factory=dict)
+    survey_sets: dict[int, StoredRuleSet] = field(default_factory=dict)
+    invitations: dict[str, StoredInvitation] = field(default_factory=dict)
+    next_at: dict[str, datetime | None] = field(default_factory=dict)
     accounts: dict[str, dict[str, Any]] = field(default_factory=dict)
     members: set[tuple[str, str]] = field(default_factory=set)
     observations: dict[str, UsageObserved] = field(default_factory=dict)
@@ -476,37 +484,126 @@ class FakeTimers:
 
 
 class FakeRuleSets:
-    def __init__(self, t: Tables) -> None:
+    def __init__(self, t: Tables, *, table: str = "rule_sets") -> None:
         self._t = t
+        self._table = table
+
+    @property
+    def _items(self) -> str:
+        return "surveys" if self._table == "survey_sets" else "rules"
+
+    @property
+    def _sets(self) -> dict[int, StoredRuleSet]:
+        sets: dict[int, StoredRuleSet] = getattr(self._t, self._table)
+        return sets
 
     async def latest_version(self) -> int | None:
-        return max(self._t.rule_sets, default=None)
+        return max(self._sets, default=None)
 
     async def load(self, *, version: int | None = None) -> StoredRuleSet | None:
-        chosen = version if version is not None else max(self._t.rule_sets, default=None)
-        return self._t.rule_sets.get(chosen) if chosen is not None else None
+        chosen = version if version is not None else max(self._sets, default=None)
+        return self._sets.get(chosen) if chosen is not None else None
 
     async def lock(self) -> None:
         return None
 
     async def insert(self, *, version: int, document: Any, origin: str, author: str | None = None) -> bool:
-        if version in self._t.rule_sets:
+        if version in self._sets:
             return False
         stored = StoredRuleSet(version, copy.deepcopy(document), origin, datetime.now(UTC), author)
-        self._t.rule_sets[version] = stored
+        self._sets[version] = stored
         return True
 
     async def versions(self, *, limit: int) -> list[dict[str, Any]]:
-        newest = sorted(self._t.rule_sets.values(), key=lambda r: -r.version)[:limit]
+        newest = sorted(self._sets.values(), key=lambda r: -r.version)[:limit]
         return [
             {
                 "version": r.version,
                 "origin": r.origin,
                 "author": r.author,
                 "created_at": r.created_at.isoformat() if r.created_at else None,
-                "rules": len(r.document["rules"]),
+                self._items: len(r.document[self._items]),
             }
             for r in newest
+        ]
+
+
+class FakeSurveys:
+    """Survey invitations in memory; ``next_at`` kept beside each row, as the table's column."""
+
+    def __init__(self, t: Tables) -> None:
+        self._t = t
+
+    async def history(
+        self, *, customer_ids: Sequence[str], since: datetime
+    ) -> dict[str, list[PastInvitation]]:
+        out: dict[str, list[PastInvitation]] = {}
+        for row in sorted(self._t.invitations.values(), key=lambda r: r.due_at):
+            if row.customer_id in customer_ids and row.due_at >= since:
+                out.setdefault(row.customer_id, []).append(
+                    PastInvitation(row.invitation_id, row.survey_id, row.due_at)
+                )
+        return out
+
+    async def insert(self, *, invitations: Sequence[NewInvitation]) -> set[str]:
+        added = set()
+        for i in invitations:
+            if i.invitation_id in self._t.invitations:
+                continue
+            self._t.invitations[i.invitation_id] = StoredInvitation(
+                **{f.name: getattr(i, f.name) for f in dataclass_fields(NewInvitation)},
+                status="scheduled",
+                delivery="pending",
+            )
+            self._t.next_at[i.invitation_id] = i.due_at
+            added.add(i.invitation_id)
+        return added
+
+    async def claim_due(self, *, now: datetime, limit: int) -> list[StoredInvitation]:
+        due = [(at, k) for k, at in self._t.next_at.items() if at is not None and at <= now]
+        return [self._t.invitations[k] for _, k in sorted(due)[:limit]]
+
+    async def update(self, *, updates: Sequence[InvitationUpdate], now: datetime) -> None:
+        for u in updates:
+            row = self._t.invitations[u.invitation_id]
+            self._t.invitations[u.invitation_id] = replace(
+                row,
+                status=u.status,
+                requested_at=u.requested_at or row.requested_at,
+                reminders_sent=row.reminders_sent + (1 if u.reminded else 0),
+                stop_reason=u.stop_reason or row.stop_reason,
+            )
+            self._t.next_at[u.invitation_id] = u.next_at
+
+    async def mark_answered(self, *, answers: Mapping[str, tuple[datetime, bool]]) -> int:
+        n = 0
+        for key, (at, comment) in answers.items():
+            row = self._t.invitations.get(key)
+            if row is None or row.answered_at is not None:
+                continue
+            self._t.invitations[key] = replace(
+                row,
+                answered_at=at,
+                answered_with_comment=comment,
+                sent_at=row.sent_at or row.requested_at,
+                delivery="sent" if row.delivery == "pending" else row.delivery,
+            )
+            n += 1
+        return n
+
+    async def mark_delivery(self, *, outcomes: Mapping[str, tuple[str, datetime]]) -> None:
+        for key, (delivery, at) in outcomes.items():
+            row = self._t.invitations.get(key)
+            if row is None or row.delivery not in ("pending", "unknown"):
+                continue
+            sent_at = (row.sent_at or at) if delivery == "sent" else row.sent_at
+            self._t.invitations[key] = replace(row, delivery=delivery, sent_at=sent_at)
+
+    async def list(self, *, survey_id: str | None, since: datetime | None) -> list[StoredInvitation]:
+        return [
+            r
+            for r in self._t.invitations.values()
+            if (survey_id is None or r.survey_id == survey_id) and (since is None or r.due_at >= since)
         ]
 
 
@@ -733,6 +830,8 @@ class MemoryActions:
             alerts=FakeAlerts(t),
             timers=FakeTimers(t),
             rule_sets=FakeRuleSets(t),
+            survey_sets=FakeRuleSets(t, table="survey_sets"),
+            surveys=FakeSurveys(t),
             health=FakeHealth(t),
         )
 

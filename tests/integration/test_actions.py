@@ -162,8 +162,8 @@ async def test_rules_admin_api_validates_versions_and_every_replica_follows(
                 for rt in consumers
             ]
 
-        # ratings, scores and usage, 3 partitions each
-        await wait_for(assigned, until=lambda n: sum(n) == 9 and min(n) > 0, timeout_s=60)
+        # ratings, scores, interactions, notification outcomes and usage: 5 topics x 3 partitions
+        await wait_for(assigned, until=lambda n: sum(n) == 15 and min(n) > 0, timeout_s=60)
         await produce(infra.bootstrap, [rating(f"rep-{i}", 1, topic=topics.ratings) for i in range(12)])
 
         async def decisions() -> list[dict[str, Any]]:

@@ -351,6 +351,22 @@ async def test_every_route_of_the_five_services_refuses_without_a_valid_scoped_c
         for name in ("actions", "console"):  # actions holds the CRM address; the console joins all four
             answer = await services[name].client.get(export, headers=gdpr)
             assert EMAIL in answer.text, f"{name} export did not show the seeded customer"
+        # Routes that start surveys or read and edit them are data routes, refused above like the others
+        # (the helpdesk webhooks take the secret key as their bearer: not public).
+        survey_routes = {
+            ("collector", "POST", "/v1/interactions"),
+            ("collector", "POST", "/v1/interactions/batch"),
+            ("collector", "POST", "/v1/webhooks/{provider}"),
+            ("actions", "GET", "/v1/surveys"),
+            ("actions", "PUT", "/v1/surveys"),
+            ("actions", "GET", "/v1/surveys/versions"),
+            ("actions", "POST", "/v1/surveys/validate"),
+            ("actions", "GET", "/v1/surveys/{survey_id}"),
+            ("actions", "PUT", "/v1/surveys/{survey_id}"),
+            ("actions", "DELETE", "/v1/surveys/{survey_id}"),
+            ("actions", "GET", "/v1/surveys/{survey_id}/stats"),
+        }
+        assert refused >= survey_routes, sorted(survey_routes - refused)
         # The seeded data is there for whoever may read it (the refusals above were not for lack of it).
         answer = await services["notifier"].client.get("/v1/outbox", headers=ADMIN)
         assert EMAIL in answer.text or "Leakmarker" in answer.text

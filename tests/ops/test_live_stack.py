@@ -47,9 +47,9 @@ NOT_EMITTED_HERE = {
     "csat_collector_broker_errors_total": "only exists once a publish failed; the broker stays up here",
 }
 #: Topics that may legitimately be empty in this test: nothing publishes score events here yet, and
-#: this stack's traffic sends no interactions or usage observations (their routes come with the
-#: Surveys and Account health issues' wiring; remove them from here when the traffic sends them).
-MAY_BE_EMPTY = {"scores", "interactions", "usage"}
+#: this stack's traffic sends no usage observations (their route comes with the Account health issue's
+#: wiring; remove it from here when the traffic sends them). The traffic posts one interaction.
+MAY_BE_EMPTY = {"scores", "usage"}
 
 Record = Any  # aiokafka ConsumerRecord (untyped)
 
@@ -217,6 +217,8 @@ def traffic(stack: tuple[Stack, Topics]) -> Traffic:
         for i in range(3)
     ]
     assert httpx.post(f"{collector}/v1/ratings/batch", json={"ratings": batch}).status_code == 202
+    interaction = {"type": "order.delivered", "customer": {"id": f"i-{run}"}, "segment": {"channel": "web"}}
+    assert httpx.post(f"{collector}/v1/interactions", json=interaction).status_code == 202
     assert (
         httpx.post(
             f"{collector}/v1/ratings", json={"metric": "csat", "score": 9, "customer": {"id": "x"}}
@@ -324,6 +326,7 @@ EXPECTED_FAMILIES = {
     "collector": {
         "csat_ratings_accepted_total",
         "csat_ratings_rejected_total",
+        "csat_interactions_total",
         "csat_collector_publish_duration_seconds",
         "csat_http_requests_total",
         "csat_http_request_duration_seconds",

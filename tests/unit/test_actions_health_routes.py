@@ -37,6 +37,7 @@ def make_deps(db: MemoryActions, **extra: Any) -> ActionsDeps:
         rulebook=None,  # type: ignore[arg-type] # these routes do not read the rules
         clock=lambda: NOW,
         dry_run=None,  # type: ignore[arg-type]
+        surveybook=None,  # type: ignore[arg-type] # these routes do not read the surveys
         auth=authenticator("actions"),
         audit=MemoryIdentityStore(),
         customer_ref=lambda c: f"customer#{c}",

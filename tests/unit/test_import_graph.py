@@ -24,6 +24,7 @@ CLI = "services.cli"  # the production command line: the one package that may us
 PURE_MODULES = frozenset(
     {
         "shared.contracts",
+        "shared.emaillinks",
         "shared.envelope",
         "shared.verbatims",
         "shared.yamlio",
@@ -73,6 +74,7 @@ PURE_MODULES = frozenset(
         "services.actions.ports",
         "services.actions.publishing",
         "services.actions.rules",
+        "services.actions.surveybook",
         "services.actions.surveys",
         "services.actions.surveys.decisions",
         "services.actions.surveys.definitions",

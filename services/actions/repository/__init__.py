@@ -21,6 +21,7 @@ from services.actions.repository.enrolments import PgEnrolments
 from services.actions.repository.health import PgHealth
 from services.actions.repository.ratings import PgRatings
 from services.actions.repository.rule_sets import PgRuleSets
+from services.actions.repository.surveys import PgSurveys, PgSurveySets
 from services.actions.repository.timers import PgTimers
 from shared.consumer import Handler, Received
 from shared.envelope import OutgoingRecord
@@ -35,6 +36,8 @@ def pg_stores(conn: AsyncConnection) -> Stores:
         alerts=PgAlerts(conn),
         timers=PgTimers(conn),
         rule_sets=PgRuleSets(conn),
+        survey_sets=PgSurveySets(conn),
+        surveys=PgSurveys(conn),
         health=PgHealth(conn),
     )
 

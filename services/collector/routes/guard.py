@@ -36,9 +36,9 @@ def source_guard(
 ) -> Callable[..., Awaitable[Principal]]:
     """A FastAPI dependency answering who posts, or refusing with 401, 403, 429 or 503.
 
-    ``scope``: what an API token must hold (ratings:write, usage:write). ``secret_only``: a publishable
-    key (public by nature: in pages and apps) is refused with 403, as for usage figures, which are facts
-    only a server may state.
+    ``scope``: what an API token must hold (ratings:write, interactions:write, usage:write).
+    ``secret_only``: a publishable key (public by nature: in pages and apps) is refused with 403, as for
+    interactions, which start surveys, and usage figures, facts only a server may state.
     """
 
     async def guard(

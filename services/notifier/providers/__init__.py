@@ -24,6 +24,8 @@ class Message:
     to: str
     subject: str | None
     body: str
+    #: An HTML alternative to ``body`` (multipart/alternative), for survey emails.
+    html: str | None = None
     rule_id: str | None = None
     customer_id: str | None = None
     transactional: bool = False

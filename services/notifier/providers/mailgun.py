@@ -40,6 +40,8 @@ class MailgunProvider:
             "text": message.body,
             "v:notification_id": message.notification_id,
         }
+        if message.html:
+            fields["html"] = message.html
         if message.rule_id:
             fields["o:tag"] = message.rule_id
         for name, value in message.headers.items():

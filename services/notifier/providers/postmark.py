@@ -47,6 +47,8 @@ class PostmarkProvider:
             "MessageStream": self._stream,
             "Metadata": {"notification_id": message.notification_id[:80]},
         }
+        if message.html:
+            body["HtmlBody"] = message.html
         if message.rule_id:
             body["Tag"] = message.rule_id[:1000]
         if message.headers:

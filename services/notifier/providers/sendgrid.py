@@ -35,7 +35,8 @@ class SendGridProvider:
             "personalizations": [{"to": [{"email": message.to}]}],
             "from": self._from,
             "subject": message.subject or "",
-            "content": [{"type": "text/plain", "value": message.body}],
+            "content": [{"type": "text/plain", "value": message.body}]
+            + ([{"type": "text/html", "value": message.html}] if message.html else []),
             "custom_args": {"notification_id": message.notification_id},
         }
         if message.rule_id:

@@ -1,0 +1,219 @@
+"""Surveys end to end on the real broker and PostgreSQL, the five services as processes (issue 15):
+
+1,000 ``order.delivered`` interactions for 800 customers (20 of them opted out) with a survey sent at once
+(delay 0), sampling 50 %, throttle 30 days -> the invitations sent are exactly the deterministic
+expectation; 300 of them answered through the emailed links (some twice with the same answer) -> the
+expected CSAT and a response rate of answered / invited, exactly; the one reminder goes only to the
+unanswered; once the answer window has passed, the links answer 410.
+
+The answer window is 150 seconds and the reminder goes 90 seconds after the invitation so that the test
+ends in about three minutes; nothing else is scaled down.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from devstack.ports import free_port
+from devstack.stack import SERVICES, Stack
+from services.actions.surveys.decisions import in_sample, invitation_id
+from tests.infra import Infra, drop_database, new_database, new_topics
+
+pytestmark = pytest.mark.e2e
+
+SURVEY = "e2e-delivery"
+ADMIN = {"Authorization": "Bearer dev-admin-key"}
+REMINDER_S = 90
+WINDOW_S = 150
+SURVEYS_YAML = f"""
+version: 1
+surveys:
+  - id: {SURVEY}
+    on: [order.delivered]
+    metric: csat
+    scale: 1-5
+    question:
+      en: How satisfied are you with your delivery?
+      fr: Êtes-vous satisfait de votre livraison ?
+    channels: [email]
+    delay: 0s
+    sampling: 50
+    recontact_days: 30
+    answer_window: {WINDOW_S}s
+    reminder: {{after: {REMINDER_S}s}}
+    max_age: 3d
+"""
+LINK = re.compile(r"(https?://\S+/v1/email/([A-Za-z0-9._-]+))\?score=(\d)")
+CAMPAIGN = f"surveys-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture(scope="module")
+def stack(infra: Infra, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    name = new_database(infra)
+    topics = new_topics(infra, partitions=3)
+    var = Path(tmp_path_factory.mktemp("surveys"))
+    (var / "surveys.yaml").write_text(SURVEYS_YAML, encoding="utf-8")
+    s = Stack(
+        var_dir=var,
+        kafka_bootstrap=infra.bootstrap,
+        database_url=infra.db_url(name),
+        topic_prefix=topics.prefix,
+        ports={svc: free_port() for svc in SERVICES},
+        extra_env={
+            "CSAT_KAFKA_SESSION_TIMEOUT_MS": "3000",
+            "CSAT_KAFKA_HEARTBEAT_MS": "500",
+            "CSAT_LOG_FORMAT": "json",
+            "CSAT_SURVEYS_FILE": str(var / "surveys.yaml"),
+            "CSAT_TIMER_POLL_S": "0.5",
+        },
+    )
+    s.start_infrastructure()
+    try:
+        s.start_services()
+        yield s
+    finally:
+        s.stop()
+        drop_database(infra, name)
+
+
+def poll(fn: Any, until: Any, timeout_s: float = 120.0) -> Any:
+    deadline = time.monotonic() + timeout_s
+    value = fn()
+    while not until(value):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not reached in {timeout_s}s; last: {value!r}")
+        time.sleep(0.5)
+        value = fn()
+    return value
+
+
+def outbox(stack: Stack, prefix: str) -> dict[str, str]:
+    """Survey messages written by the outbox provider, by invitation id."""
+    folder = stack.var_dir / "outbox"
+    if not folder.exists():
+        return {}
+    return {
+        p.name.removeprefix(prefix).removesuffix(".txt"): p.read_text(encoding="utf-8")
+        for p in folder.glob(f"{prefix}*.txt")
+    }
+
+
+def links(body: str) -> dict[int, str]:
+    return {int(m.group(3)): m.group(1) for m in LINK.finditer(body)}
+
+
+def test_surveys_from_interactions_to_response_rate(stack: Stack) -> None:
+    collector = stack.services["collector"].url
+    actions = stack.services["actions"].url
+    scorer = stack.services["scorer"].url
+    customers = [f"{CAMPAIGN}-c{n}" for n in range(800)]
+    opted_out = set(customers[::40])  # 20 customers
+    for cid in sorted(opted_out):
+        r = httpx.put(f"{actions}/v1/customers/{cid}", json={"opted_out": True}, headers=ADMIN, timeout=30)
+        assert r.status_code in (200, 201), r.text
+
+    interactions: list[dict[str, Any]] = [
+        {
+            "interaction_id": f"{CAMPAIGN}-order-{n}",
+            "type": "order.delivered",
+            "customer": {
+                "id": customers[n % 800],
+                "email": f"c{n % 800}@example.com",
+                "locale": "fr" if n % 2 else "en",
+            },
+            "segment": {"campaign": CAMPAIGN},
+            "attributes": {"order_id": str(n)},
+        }
+        for n in range(1000)
+    ]
+    for start in range(0, 1000, 500):
+        r = httpx.post(
+            f"{collector}/v1/interactions/batch",
+            json={"interactions": interactions[start : start + 500]},
+            timeout=60,
+        )
+        assert r.status_code == 202 and r.json()["accepted"] == 500, r.text
+
+    # The expectation: a customer's first sampled interaction, unless they opted out; later ones throttled.
+    expected: dict[str, str] = {}
+    for item in interactions:
+        cid = item["customer"]["id"]
+        if cid in opted_out or cid in expected:
+            continue
+        if in_sample(SURVEY, item["interaction_id"], 50):
+            expected[cid] = invitation_id(SURVEY, item["interaction_id"])
+    invited = set(expected.values())
+
+    sent = poll(lambda: outbox(stack, "survey-invite-"), until=lambda got: len(got) >= len(invited))
+    assert set(sent) == invited
+    assert 300 < len(invited) < 600  # sanity of the sample: about 0.5 + 0.25 of the repeat customers
+
+    # 300 answers through the links: 90 x 5, 120 x 4, 30 x 3, 60 x 2 -> CSAT 210 / 300 = 70 %.
+    scores = [5] * 90 + [4] * 120 + [3] * 30 + [2] * 60
+    answered = sorted(invited)[:300]
+
+    def answer(n: int) -> None:
+        iid, score = answered[n], scores[n]
+        url = links(sent[iid])[score]
+        with httpx.Client(timeout=30) as http:
+            page = http.get(f"{url}?score={score}")  # what a mail scanner does too: records nothing
+            assert page.status_code == 200 and "<form" in page.text
+            comment = "Fast" if n % 3 == 0 else ""
+            done = http.post(url, data={"score": str(score), "comment": comment})
+            assert done.status_code == 200, done.text
+            if n % 10 == 0:  # clicked twice: the same answer is recorded once
+                again = http.post(url, data={"score": str(score), "comment": comment})
+                assert again.status_code == 200, again.text
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        list(pool.map(answer, range(300)))
+
+    def csat() -> Any:
+        return httpx.get(
+            f"{scorer}/v1/scores",
+            params={"metric": "csat", "window": "30d", "segment": f"campaign:{CAMPAIGN}"},
+            headers=ADMIN,  # scores:read, like every data route since trust-routes
+            timeout=30,
+        ).json()
+
+    body = poll(csat, until=lambda b: b.get("responses") == 300)
+    assert body["score"] == 70.0 and body["positive"] == 210
+
+    def stats() -> Any:
+        return httpx.get(f"{actions}/v1/surveys/{SURVEY}/stats", headers=ADMIN, timeout=30).json()
+
+    figures = poll(stats, until=lambda s: s["answered"] == 300 and s["sent"] == len(invited))
+    assert figures["invited"] == len(invited)
+    assert figures["answered_per_invited"] == 300 / len(invited)
+    assert figures["response_rate"]["value"] == 300 / len(invited)
+    assert figures["answered_with_comment"] == 100
+
+    # The one reminder: to every invitation not answered, to none answered, once.
+    unanswered = invited - set(answered)
+    reminded = poll(
+        lambda: outbox(stack, "survey-reminder-"),
+        until=lambda got: len(got) >= len(unanswered),
+        timeout_s=180,
+    )
+    assert set(reminded) == unanswered  # one id per invitation's reminder: a second would be deduplicated
+    assert all("Êtes-vous" in body or "How satisfied" in body for body in reminded.values())
+
+    # Past the answer window, the links are gone (the token carries its expiry: no clock is mocked).
+    last = sorted(unanswered)[0]
+    sent_at = (stack.var_dir / "outbox" / f"survey-invite-{last}.txt").stat().st_mtime
+    time.sleep(max(0.0, sent_at + WINDOW_S + 1 - time.time()))  # waiting for a deadline, not for a result
+    expired = links(sent[last])[4]
+    gone = httpx.get(f"{expired}?score=4", headers={"Accept": "application/json"}, timeout=30)
+    assert gone.status_code == 410
+    late = httpx.post(expired, data={"score": "4"}, headers={"Accept": "application/json"}, timeout=30)
+    assert late.status_code == 410
+    assert csat()["responses"] == 300

@@ -1,0 +1,222 @@
+"""Surveys in the actions use cases, on in-memory stores: interactions -> invitations (sampling decided by
+the interaction, throttle across a customer's interactions, opt-out), the scheduler's tick -> one
+invitation per row with the collector's signed link, outcomes and answers -> the one reminder, only to
+the unanswered. The same on PostgreSQL and the real stack: tests/e2e/test_surveys.py."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from services.actions.survey_handler import INVITE_PREFIX, REMINDER_PREFIX, LinkMaker, SurveyHandler
+from services.actions.surveybook import SurveyBook
+from services.actions.surveys.decisions import in_sample, invitation_id
+from services.actions.surveys.definitions import load_surveys_text
+from services.actions.yamlio import load_yaml
+from services.collector.links import LinkSigner
+from shared import events as ev
+from shared.consumer import Received
+from shared.envelope import Envelope, OutgoingRecord, decode
+from tests.fakes.actions_store import MemoryActions
+from tests.unit.test_actions_handlers import TOPICS, Clock, handler
+
+NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
+SECRET = "unit-signing-secret-0123456789"
+SURVEYS = """
+version: 1
+surveys:
+  - id: post-delivery
+    on: [order.delivered]
+    metric: csat
+    scale: 1-5
+    question:
+      en: How was your delivery?
+      fr: Votre livraison s'est-elle bien passée ?
+    follow_up:
+      en: What could we do better?
+      fr: Que pourrions-nous améliorer ?
+    channels: [email, sms]
+    delay: 0s
+    sampling: 50
+    recontact_days: 30
+    answer_window: 7d
+    reminder: {after: 3d}
+    max_age: 3d
+"""
+
+
+def surveys() -> SurveyHandler:
+    book = SurveyBook(
+        file_document=load_yaml(SURVEYS), file_surveys=load_surveys_text(SURVEYS), file_origin="test"
+    )
+    return SurveyHandler(
+        book=book, topics=TOPICS, links=LinkMaker(base_url="https://c.example", secret=SECRET), brand="Shop"
+    )
+
+
+def interaction(n: int, customer: str, *, at: datetime = NOW) -> ev.InteractionRecorded:
+    return ev.InteractionRecorded(
+        interaction_id=f"order-{n}-delivered",
+        type="order.delivered",
+        customer=ev.CustomerRef(id=customer, email=f"{customer}@example.com", locale="fr" if n % 2 else "en"),
+        occurred_at=at,
+        received_at=at,
+        segment={"store": f"s{n % 3}"},
+        source="shop",
+    )
+
+
+def received(events: Sequence[Any]) -> list[Received]:
+    kinds: dict[type, str] = {
+        ev.InteractionRecorded: ev.INTERACTION_RECORDED,
+        ev.RatingSubmitted: ev.RATING_SUBMITTED,
+        ev.NotificationOutcome: ev.NOTIFICATION_OUTCOME,
+    }
+    return [
+        Received(
+            envelope=Envelope(
+                id=f"e-{i}",
+                type=kinds[type(e)],
+                source="/t",
+                time=NOW,
+                subject=None,
+                key=None,
+                data=e,
+                extensions={},
+            ),
+            topic="unit.t",
+            partition=0,
+            offset=i,
+        )
+        for i, e in enumerate(events)
+    ]
+
+
+def notes(records: Sequence[OutgoingRecord]) -> list[ev.NotificationRequested]:
+    out = []
+    for r in records:
+        data = decode(headers=r.headers, key=r.key, value=r.value).data
+        assert isinstance(data, ev.NotificationRequested)
+        out.append(data)
+    return out
+
+
+def expected(events: Sequence[ev.InteractionRecorded]) -> set[str]:
+    """One invitation per customer: their first sampled interaction (the others are throttled)."""
+    invited: dict[str, str] = {}
+    for e in events:
+        if e.customer.id not in invited and in_sample("post-delivery", e.interaction_id, 50):
+            invited[e.customer.id] = invitation_id("post-delivery", e.interaction_id)
+    return set(invited.values())
+
+
+async def test_invitations_follow_sampling_and_throttle_and_a_replay_adds_none() -> None:
+    db, clock, sv = MemoryActions(), Clock(), surveys()
+    clock.now = NOW
+    h = handler(clock)
+    h._surveys = sv  # the handler under test, with the surveys wired as bootstrap does
+    events = [interaction(n, f"c{n % 60}") for n in range(100)]  # 40 customers twice, 20 once
+    async with db.begin() as stores:
+        await h(stores, received(events))
+    assert set(db.tables.invitations) == expected(events)
+    assert 15 < len(db.tables.invitations) < 45  # about half of 60 customers: the sample is not all or none
+    async with db.begin() as stores:
+        await h(stores, received(events))
+    assert set(db.tables.invitations) == expected(events)
+
+
+async def test_opted_out_and_unreachable_customers_are_not_invited() -> None:
+    db, sv = MemoryActions(), surveys()
+    sampled = [n for n in range(200) if in_sample("post-delivery", f"order-{n}-delivered", 50)][:3]
+    db.tables.customers["out"] = {"opted_out": True}
+    no_address = interaction(sampled[2], "nobody").model_copy(
+        update={"customer": ev.CustomerRef(id="nobody")}
+    )
+    async with db.begin() as stores:
+        added = await sv.on_interactions(
+            stores, [interaction(sampled[0], "out"), interaction(sampled[1], "in"), no_address], NOW
+        )
+    assert added == 1
+    assert [r.customer_id for r in db.tables.invitations.values()] == ["in"]
+
+
+async def test_tick_sends_each_invitation_once_with_a_link_the_collector_reads() -> None:
+    db, sv = MemoryActions(), surveys()
+    events = [interaction(n, f"c{n}") for n in range(40)]
+    async with db.begin() as stores:
+        await sv.on_interactions(stores, events, NOW)
+        fired, records = await sv.fire(stores, now=NOW, limit=500)
+    sent = notes(records)
+    assert fired == len(sent) == len(db.tables.invitations) > 0
+    signer = LinkSigner(secret=SECRET)
+    for note in sent:
+        iid = note.notification_id.removeprefix(INVITE_PREFIX)
+        row = db.tables.invitations[iid]
+        assert note.channel is ev.Channel.EMAIL and note.recipient.email == f"{row.customer_id}@example.com"
+        survey = note.context["survey"]
+        assert survey["question"] == (
+            "Votre livraison s'est-elle bien passée ?" if row.locale == "fr" else "How was your delivery?"
+        )
+        token = survey["answer_url"].removeprefix("https://c.example/v1/email/")
+        link = signer.verify(token, now=NOW)
+        assert (link.survey_id, link.customer_id, link.scale) == (iid, row.customer_id, "1-5")
+        assert link.expires_at == row.expires_at == NOW + timedelta(days=7)
+        assert link.segment == dict(row.segment)
+    async with db.begin() as stores:
+        assert await sv.fire(stores, now=NOW + timedelta(hours=1), limit=500) == (0, [])
+
+
+async def test_reminder_goes_once_only_to_the_delivered_unanswered() -> None:
+    db, clock, sv = MemoryActions(), Clock(), surveys()
+    h = handler(clock)
+    h._surveys = sv
+    async with db.begin() as stores:
+        await sv.on_interactions(stores, [interaction(n, f"c{n}") for n in range(60)], NOW)
+        _, records = await sv.fire(stores, now=NOW, limit=500)
+    ids = [n.notification_id.removeprefix(INVITE_PREFIX) for n in notes(records)]
+    answered, failed = set(ids[::3]), ids[1]
+    outcomes = [
+        ev.NotificationOutcome(
+            notification_id=INVITE_PREFIX + i,
+            status=ev.OutcomeStatus.FAILED if i == failed else ev.OutcomeStatus.SENT,
+            channel=ev.Channel.EMAIL,
+            provider="outbox",
+            attempts=1,
+            at=NOW,
+        )
+        for i in ids
+    ]
+    answers = [
+        ev.RatingSubmitted.model_validate(
+            {
+                "rating_id": f"email-{i}",
+                "metric": "csat",
+                "scale": "1-5",
+                "score": 4,
+                "normalized": 0.75,
+                "positive": True,
+                "sentiment": "positive",
+                "customer": {"id": db.tables.invitations[i].customer_id},
+                "occurred_at": NOW + timedelta(hours=1),
+                "received_at": NOW + timedelta(hours=1),
+                "survey_id": i,
+                "comment": "fast" if n % 2 else None,
+            }
+        )
+        for n, i in enumerate(sorted(answered))
+    ]
+    async with db.begin() as stores:
+        await h(stores, received([*outcomes, *answers]))
+    async with db.begin() as stores:
+        assert await sv.fire(stores, now=NOW + timedelta(days=2), limit=500) == (0, [])
+        fired, reminders = await sv.fire(stores, now=NOW + timedelta(days=3, seconds=1), limit=500)
+    reminded = {n.notification_id.removeprefix(REMINDER_PREFIX) for n in notes(reminders)}
+    assert reminded == set(ids) - answered - {failed}
+    assert all(n.context["survey"]["reminder"] for n in notes(reminders))
+    assert fired == len(ids)  # every row was looked at once more, at its reminder time
+    async with db.begin() as stores:
+        assert await sv.fire(stores, now=NOW + timedelta(days=4), limit=500) == (0, [])
+    rows = db.tables.invitations.values()
+    assert sum(r.answered_at is not None for r in rows) == len(answered)
+    assert sum(r.answered_with_comment for r in rows) == len(answered) // 2
