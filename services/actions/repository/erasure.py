@@ -36,6 +36,32 @@ _STEPS: tuple[tuple[str, str], ...] = (
         "UPDATE actions.enrolments SET customer_id = :p, "
         "status = CASE WHEN status = 'active' THEN 'stopped' ELSE status END WHERE customer_id = :c",
     ),
+    (
+        # Survey invitations hold the address they go to; a pending one (invitation or reminder) stops.
+        "actions.survey_invitations",
+        "UPDATE actions.survey_invitations SET customer_id = :p, recipient = '{}'::jsonb, "
+        "status = CASE WHEN status = 'scheduled' THEN 'stopped' ELSE status END, "
+        "stop_reason = CASE WHEN next_at IS NOT NULL THEN 'erased' ELSE stop_reason END, "
+        "next_at = NULL WHERE customer_id = :c",
+    ),
+    # Account health: memberships, usage and the answers health reads stay (they count) under the
+    # pseudonym; a lone customer's own health follows it.
+    ("actions.account_members", "UPDATE actions.account_members SET customer_id = :p WHERE customer_id = :c"),
+    (
+        "actions.usage_observations",
+        "UPDATE actions.usage_observations SET customer_id = :p WHERE customer_id = :c",
+    ),
+    ("actions.health_ratings", "UPDATE actions.health_ratings SET customer_id = :p WHERE customer_id = :c"),
+    (
+        "actions.health_current",
+        "UPDATE actions.health_current SET subject_id = :p "
+        "WHERE subject_kind = 'customer' AND subject_id = :c",
+    ),
+    (
+        "actions.health_history",
+        "UPDATE actions.health_history SET subject_id = :p "
+        "WHERE subject_kind = 'customer' AND subject_id = :c",
+    ),
 )
 
 
@@ -55,6 +81,20 @@ _EXPORTS: tuple[tuple[str, str], ...] = (
     ("alerts", "SELECT * FROM actions.alerts WHERE customer_id = :c ORDER BY created_at, alert_id"),
     ("timers", "SELECT * FROM actions.timers WHERE customer_id = :c ORDER BY due_at, timer_id"),
     ("enrolments", "SELECT * FROM actions.enrolments WHERE customer_id = :c ORDER BY enrolled_at, sequence"),
+    (
+        "survey_invitations",
+        "SELECT * FROM actions.survey_invitations WHERE customer_id = :c ORDER BY due_at, invitation_id",
+    ),
+    ("accounts", "SELECT * FROM actions.account_members WHERE customer_id = :c ORDER BY account_id"),
+    (
+        "usage",
+        "SELECT * FROM actions.usage_observations WHERE customer_id = :c ORDER BY observed_at",
+    ),
+    (
+        "health",
+        "SELECT * FROM actions.health_history WHERE subject_kind = 'customer' AND subject_id = :c "
+        "ORDER BY at",
+    ),
 )
 
 
