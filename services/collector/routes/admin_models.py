@@ -152,7 +152,9 @@ class KeyRequest(BaseModel):
     expire_others_in_s: int | None = Field(
         default=None,
         ge=0,
-        description="Rotation: the source's other keys of the same kind stop working after this delay",
+        le=366 * 86_400,  # a year and a day: beyond, a datetime overflows (found by the auth fuzzing)
+        description="Rotation: the source's other keys of the same kind stop working after this delay "
+        "(at most 366 days)",
     )
 
 
