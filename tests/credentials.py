@@ -8,7 +8,7 @@ that build a router by hand use ``authenticator()``.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Mapping
 
 from shared.identity.accesstokens import AccessTokenIssuer, AccessTokenVerifier, KeyRing, SigningKey
 from shared.identity.guard import Authenticator
@@ -54,6 +54,31 @@ def access_token(principal: Principal, *, key: SigningKey = SIGNING_KEY) -> str:
 def bearer(principal: Principal, *, key: SigningKey = SIGNING_KEY) -> dict[str, str]:
     """The ``Authorization`` header of this person's access token."""
     return {"Authorization": f"Bearer {access_token(principal, key=key)}"}
+
+
+class FreshBearer(Mapping[str, str]):
+    """An ``Authorization`` header minted anew each time it is read, for headers kept at module level.
+
+    An access token lives 5 minutes and the services refuse longer-lived ones (``max_ttl_s``); a
+    token minted when a test module is imported has expired by the time a test runs late in a
+    long session under load (one CI run: ``ExpiredSignatureError`` in a test eight minutes in).
+    httpx reads a mapping's items when it builds each request, so every request gets a fresh token.
+    """
+
+    def __init__(self, principal: Principal, *, key: SigningKey = SIGNING_KEY) -> None:
+        self._principal = principal
+        self._key = key
+
+    def __getitem__(self, name: str) -> str:
+        if name != "Authorization":
+            raise KeyError(name)
+        return f"Bearer {access_token(self._principal, key=self._key)}"
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(("Authorization",))
+
+    def __len__(self) -> int:
+        return 1
 
 
 def authenticator(service: str = "test", *, environment: str = "test") -> Authenticator:

@@ -30,15 +30,15 @@ from shared.identity.scopes import Role
 from shared.kafka import make_producer
 from shared.scales import Metric
 from shared.topics import Topics
-from tests.credentials import ADMIN, JWKS, bearer, person, prod_secrets
+from tests.credentials import ADMIN, JWKS, FreshBearer, bearer, person, prod_secrets
 from tests.helpers import make_settings, produce, read_events, running, wait_for
 from tests.infra import Infra
 
 pytestmark = pytest.mark.integration
 
 #: A CSM signed in to the console: owns the customers whose owner_email is theirs.
-CSM = bearer(person(Role.CSM, subject="u-ana", owner_email="owner@example.com"))
-OTHER_CSM = bearer(person(Role.CSM, subject="u-bo", owner_email="bo@example.com"))
+CSM = FreshBearer(person(Role.CSM, subject="u-ana", owner_email="owner@example.com"))
+OTHER_CSM = FreshBearer(person(Role.CSM, subject="u-bo", owner_email="bo@example.com"))
 
 
 def settings(infra: Infra, database_url: str, topics: Topics, **extra: Any) -> ActionsSettings:

@@ -27,15 +27,15 @@ from shared import events as ev
 from shared.db import make_engine
 from shared.identity.scopes import Role
 from shared.topics import Topics
-from tests.credentials import ADMIN, JWKS, bearer, person
+from tests.credentials import ADMIN, JWKS, FreshBearer, bearer, person
 from tests.helpers import make_settings, produce, read_events, running, wait_for
 from tests.infra import Infra, drop_database, new_database
 
 pytestmark = pytest.mark.integration
 
 #: A CSM signed in to the console who owns the accounts whose owner is ana@example.com.
-CSM = bearer(person(Role.CSM, subject="u-ana", owner_email="ana@example.com"))
-MANAGER = bearer(person(Role.MANAGER, subject="u-m"))
+CSM = FreshBearer(person(Role.CSM, subject="u-ana", owner_email="ana@example.com"))
+MANAGER = FreshBearer(person(Role.MANAGER, subject="u-m"))
 MODEL = load_health_file(DEFAULT_HEALTH)
 BASE = datetime(2026, 11, 1, tzinfo=UTC)
 ACCOUNTS = 50
