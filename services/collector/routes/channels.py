@@ -23,6 +23,7 @@ from services.collector.sms import (
     parse_reply,
     phone_hashes,
     signature_valid,
+    sms_rating_id,
     survey_answer,
     twiml,
 )
@@ -392,7 +393,7 @@ async def _answer_sms(deps: CollectorDeps, *, sender: str, body: str) -> str | N
         survey_answer(survey, reply),
         received_at=now,
         source="sms",
-        rating_id=f"sms-{survey.request_id}",
+        rating_id=sms_rating_id(survey),
         keyed=True,
         trust=Trust(key_kind=KeyKind.SMS),
     )
