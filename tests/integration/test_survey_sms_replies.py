@@ -109,7 +109,7 @@ async def test_an_sms_invitation_is_answered_through_the_twilio_webhook(
         assert [m["To"] for m in sent] == [PHONE, PHONE]  # the forged one never reached Twilio
 
         async with httpx.AsyncClient(base_url=url, timeout=30) as http:
-            assert "Aucune enquête" in await _reply(http, "5", sender="+33612340002")
+            assert "no survey waiting" in await _reply(http, "5", sender="+33612340002")  # unknown: English
             assert "Merci" in await _reply(http, "4 livreur charmant")
             assert "Merci" in await _reply(http, "4 livreur charmant")  # the same answer again
             assert "déjà" in await _reply(http, "1")  # another answer: refused, as a second click is
