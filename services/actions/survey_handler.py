@@ -81,6 +81,9 @@ class LinkMaker:
             "l": row.locale,
             "t": row.channel,
             "q": survey.question.get(row.locale) or next(iter(survey.question.values())),
+            # The survey's re-click window travels with the link, like its scale: the collector holds
+            # no survey definitions.
+            "w": int(survey.reclick_window.total_seconds()),
         }
         if row.segment:
             claims["g"] = dict(row.segment)
