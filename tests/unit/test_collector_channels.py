@@ -147,7 +147,9 @@ def signed_path(window_s: int | None, *, locale: str = "en") -> str:
     return "/v1/email/" + LinkSigner(secret=DEV_SIGNING_SECRET).sign(link)
 
 
-def test_the_window_travels_with_the_link(client: TestClient, fake: FakePublisher, store: MemoryStore) -> None:
+def test_the_window_travels_with_the_link(
+    client: TestClient, fake: FakePublisher, store: MemoryStore
+) -> None:
     closed = signed_path(0)  # a survey with reclick_window: 0: the first answer stands
     assert client.post(closed, data={"score": "4"}).status_code == 200
     refused = client.post(closed, data={"score": "1"})
