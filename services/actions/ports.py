@@ -92,6 +92,13 @@ class RatingStore(Protocol):
         self, *, ratings: Sequence[RatingSubmitted], analyses: Mapping[str, Analysis]
     ) -> set[str]: ...
 
+    async def revise(
+        self, *, ratings: Sequence[RatingSubmitted], analyses: Mapping[str, Analysis]
+    ) -> set[str]:
+        """Survey re-clicks: store each rating's answer where its ``revision`` is newer than the one
+        held (score, sentiment, comment analysis); returns those ids (older or equal: a no-op)."""
+        ...
+
     async def batch_facts(
         self,
         *,

@@ -56,6 +56,7 @@ class RatingRow:
     metric: str = "csat"
     scale: str = "1-5"
     score: int = 0
+    revision: int = 0
 
 
 @dataclass
@@ -179,9 +180,27 @@ class FakeRatings:
                 metric=r.metric.value,
                 scale=r.scale,
                 score=r.score,
+                revision=r.revision,
             )
             fresh.add(r.rating_id)
         return fresh
+
+    async def revise(
+        self, *, ratings: Sequence[RatingSubmitted], analyses: Mapping[str, Analysis]
+    ) -> set[str]:
+        done: set[str] = set()
+        for r in ratings:
+            row = self._t.ratings.get(r.rating_id)
+            if row is None or row.revision >= r.revision:
+                continue
+            found = analyses.get(r.rating_id)
+            row.normalized, row.sentiment, row.score = r.normalized, r.sentiment.value, r.score
+            row.has_comment = bool(r.comment and r.comment.strip())
+            row.themes = list(found.themes) if found else []
+            row.comment_sentiment = found.sentiment if found and r.comment else None
+            row.revision = r.revision
+            done.add(r.rating_id)
+        return done
 
     async def batch_facts(
         self,

@@ -435,14 +435,14 @@ async def test_reclicks_replace_answers_exactly_through_replays_and_out_of_order
             store = (await client.get("/v1/scores", params={"segment": "store:s1", "window": "24h"})).json()
             assert (store["responses"], store["positive"]) == (101, 70)
         async with engine.connect() as conn:
-            counts = {}
+            counts: dict[str, dict[int, int]] = {}
             for table in tables.TIER_TABLES.values():
                 query = (
                     f"SELECT score, sum(n) FROM {table} WHERE segment_key = '*' "  # noqa: S608 - fixed table names
                     "GROUP BY score HAVING sum(n) <> 0"
                 )
                 counts[table] = dict((await conn.execute(text(query))).all())
-            rows = dict(
+            rows: dict[int, int] = dict(
                 (
                     await conn.execute(
                         text("SELECT revision, count(*) FROM scorer.ratings GROUP BY revision")
