@@ -440,6 +440,65 @@ async def test_resurvey_timer_survives_a_restart_and_an_answer_cancels_it(
     assert Counter(n.template for n in notes(events)) == {"resurvey_open_question": 2, "support_callback": 1}
 
 
+# ---- survey re-clicks ------------------------------------------------------------------------------
+
+RECLICK_RULES = """
+rules:
+  - id: unhappy-to-desk
+    when: {sentiment: negative}
+    actions:
+      - {type: support_callback, to: desk@example.com}
+"""
+
+
+def reclick(rid: str, score: int, revision: int, *, topic: str, comment: str | None = None) -> OutgoingRecord:
+    body: dict[str, Any] = {
+        "rating_id": rid,
+        "metric": "csat",
+        "scale": "1-5",
+        "score": score,
+        "customer": {"id": f"cus-{rid}", "email": f"{rid}@example.com", "locale": "fr"},
+        "segment": {"store": "paris-1"},
+        **({"comment": comment} if comment else {}),
+    }
+    answer = normalize(RatingIn.model_validate(body), received_at=datetime.now(UTC))
+    return to_record(answer.model_copy(update={"revision": revision}), topic=topic)
+
+
+async def test_a_reclick_updates_the_rating_and_alerts_once_whatever_the_replays(
+    infra: Infra, database_url: str, topics: Topics, tmp_path: Path
+) -> None:
+    cfg = settings(infra, database_url, topics, rules_file=rules_file(tmp_path, RECLICK_RULES))
+    t = topics.ratings
+    async with running(create_app(cfg)):
+        await produce(infra.bootstrap, [rating("rc", 5, topic=t)])
+        # 5 corrected to 1 (with a comment), that revision replayed, the first answer late, then 1 -> 2.
+        await produce(
+            infra.bootstrap,
+            [
+                reclick("rc", 1, 1, topic=t, comment="Colis abîmé, livraison en retard"),
+                reclick("rc", 1, 1, topic=t, comment="Colis abîmé, livraison en retard"),
+                rating("rc", 5, topic=t),
+                reclick("rc", 2, 2, topic=t),
+            ],
+        )
+
+        async def stored() -> list[Any]:
+            return await sql(
+                database_url,
+                "SELECT score, sentiment, revision, has_comment FROM actions.ratings WHERE rating_id = 'rc'",
+            )
+
+        rows = await wait_for(stored, until=lambda rs: bool(rs) and rs[0].revision == 2, timeout_s=30)
+        assert [tuple(r) for r in rows] == [(2, "negative", 2, False)]
+        events = await read_events(infra.bootstrap, topics.notifications, count=2, timeout_s=3)
+    callbacks = [n for n in notes(events) if n.template == "support_callback"]
+    # Revisions 1 and 2 may share a batch (then the newest is decided): either way, one callback.
+    assert len(callbacks) == 1 and callbacks[0].context["rating"]["score"] in (1, 2)
+    decided = await sql(database_url, "SELECT rule_id FROM actions.decisions WHERE rating_id = 'rc'")
+    assert [r.rule_id for r in decided] == ["unhappy-to-desk"]
+
+
 # ---- two schedulers, one database -----------------------------------------------------------------
 
 
