@@ -120,6 +120,7 @@ class EnrolmentRow:
 class Tables:
     ratings: dict[str, RatingRow] = field(default_factory=dict)
     customers: dict[str, dict[str, Any]] = field(default_factory=dict)
+    erased: set[str] = field(default_factory=set)  # ids of erased customers (the tombstones' hashes)
     decisions: dict[str, DecisionRow] = field(default_factory=dict)
     alerts: dict[str, AlertRow] = field(default_factory=dict)
     timers: dict[str, TimerRow] = field(default_factory=dict)
@@ -325,6 +326,9 @@ class FakeCustomers:
 
     async def contexts(self, *, customer_ids: Sequence[str]) -> dict[str, CustomerContext]:
         return {c: _context(c, self._t.customers[c]) for c in customer_ids if c in self._t.customers}
+
+    async def erased(self, *, customer_ids: Sequence[str]) -> set[str]:
+        return {c for c in customer_ids if c in self._t.erased}
 
     async def upsert(self, *, customer_id: str, fields: dict[str, Any]) -> None:
         self._t.customers[customer_id] = {**fields, "updated_at": datetime.now(UTC)}

@@ -4,6 +4,7 @@ across restarts and replicas, segment alerts, fatigue and verbatim routing."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import uuid
 from collections import Counter
@@ -17,6 +18,7 @@ from sqlalchemy import text
 from services.actions.bootstrap import create_app
 from services.actions.engine import Policy
 from services.actions.repository import PgTransactions
+from services.actions.repository.erasure import scrub_customer
 from services.actions.scheduler import Scheduler
 from services.actions.settings import ActionsSettings
 from services.collector.domain import RatingIn, normalize
@@ -497,6 +499,60 @@ async def test_a_reclick_updates_the_rating_and_alerts_once_whatever_the_replays
     assert len(callbacks) == 1 and callbacks[0].context["rating"]["score"] in (1, 2)
     decided = await sql(database_url, "SELECT rule_id FROM actions.decisions WHERE rating_id = 'rc'")
     assert [r.rule_id for r in decided] == ["unhappy-to-desk"]
+
+
+async def test_an_erasure_stops_pending_invitations_and_reminders_and_keeps_only_a_hash(
+    infra: Infra, database_url: str
+) -> None:
+    now = datetime.now(UTC)
+    rows = [
+        # (invitation, customer, status, delivery, next_at): due later, reminder pending, done, someone else
+        ("inv-due", "cus-e", "scheduled", "pending", now + timedelta(hours=1)),
+        ("inv-remind", "cus-e", "requested", "sent", now + timedelta(days=3)),
+        ("inv-done", "cus-e", "requested", "sent", None),
+        ("inv-other", "cus-o", "scheduled", "pending", now + timedelta(hours=1)),
+    ]
+    for iid, cid, status, delivery, next_at in rows:
+        await sql(
+            database_url,
+            "INSERT INTO actions.survey_invitations (invitation_id, survey_id, interaction_id, customer_id, "
+            "channel, locale, recipient, due_at, expires_at, next_at, status, delivery) VALUES (:i, 's', :i, "
+            ":c, 'email', 'fr', CAST(:r AS jsonb), :now, :exp, :next, :st, :d)",
+            i=iid,
+            c=cid,
+            r=json.dumps({"email": f"{cid}@example.com"}),
+            now=now,
+            exp=now + timedelta(days=7),
+            next=next_at,
+            st=status,
+            d=delivery,
+        )
+    erased = ev.CustomerErased(erasure_id="er-1", customer_id="cus-e", pseudonym="anon-1", requested_at=now)
+    engine = make_engine(database_url)
+    try:
+        async with engine.begin() as conn:
+            removed = await scrub_customer(conn, erased)
+        async with engine.begin() as conn:
+            await scrub_customer(conn, erased)  # a replayed erasure changes nothing more
+        async with PgTransactions(engine).connect() as stores:
+            assert await stores.customers.erased(customer_ids=["cus-e", "cus-o", "anon-1"]) == {"cus-e"}
+    finally:
+        await engine.dispose()
+    assert removed["actions.survey_invitations"] == 3 and removed["actions.erased_customers"] == 1
+    after = await sql(
+        database_url,
+        "SELECT invitation_id, customer_id, status, next_at, stop_reason, recipient "
+        "FROM actions.survey_invitations ORDER BY invitation_id",
+    )
+    assert [(r.invitation_id, r.customer_id, r.status, r.next_at, r.stop_reason) for r in after] == [
+        ("inv-done", "anon-1", "requested", None, None),
+        ("inv-due", "anon-1", "stopped", None, "erased"),
+        ("inv-other", "cus-o", "scheduled", now + timedelta(hours=1), None),
+        ("inv-remind", "anon-1", "requested", None, "erased"),
+    ]
+    assert [r.recipient for r in after if r.customer_id == "anon-1"] == [{}, {}, {}]
+    hashes = await sql(database_url, "SELECT encode(customer_hash, 'hex') AS h FROM actions.erased_customers")
+    assert [r.h for r in hashes] == [hashlib.sha256(b"cus-e").hexdigest()]
 
 
 # ---- two schedulers, one database -----------------------------------------------------------------
