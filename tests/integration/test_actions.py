@@ -242,7 +242,14 @@ async def test_webhook_and_slack_urls_are_refused_at_save_time_naming_the_field(
     key = "a-real-admin-key-for-the-prod-test"
     address_key = prod_secrets()["address_hash_key"]  # prod refuses to start without one
     prod = settings(
-        infra, database_url, topics, environment="prod", admin_api_key=key, address_hash_key=address_key
+        infra,
+        database_url,
+        topics,
+        environment="prod",
+        admin_api_key=key,
+        address_hash_key=address_key,
+        signing_secret=prod_secrets()["signing_secret"],
+        survey_link_base_url="https://collect.example.com",
     )
     async with running(create_app(prod)) as a:
         # In prod the bootstrap key only creates people and tokens; a manager edits the rules.
