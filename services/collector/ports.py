@@ -107,6 +107,8 @@ class SmsSurvey:
     #: Sent for a survey invitation (``survey_id`` is the invitation id): its answer takes the
     #: invitation's rating id, and a second reply is matched like a second click.
     invitation: bool = False
+    #: The invitation's re-click window in seconds (its link's claim ``w``); None: the collector's default.
+    reclick_window_s: int | None = None
 
 
 class SourceRegistry(Protocol):

@@ -447,9 +447,10 @@ class PgStore:
             await conn.execute(
                 text(
                     "INSERT INTO collector.sms_surveys (request_id, phone_hash, customer_id, survey_id, "
-                    "metric, scale, locale, touchpoint, segment, account, expires_at, invitation) VALUES "
-                    "(:id, :ph, :customer, :survey, :metric, :scale, :locale, :touchpoint, "
-                    "CAST(:segment AS jsonb), CAST(:account AS jsonb), :expires, :invitation) "
+                    "metric, scale, locale, touchpoint, segment, account, expires_at, invitation, "
+                    "reclick_window_s) VALUES (:id, :ph, :customer, :survey, :metric, :scale, :locale, "
+                    ":touchpoint, CAST(:segment AS jsonb), CAST(:account AS jsonb), :expires, :invitation, "
+                    ":window) "
                     "ON CONFLICT (request_id) DO NOTHING"
                 ),
                 {
@@ -465,6 +466,7 @@ class PgStore:
                     "account": json.dumps(survey.account) if survey.account else None,
                     "expires": survey.expires_at,
                     "invitation": survey.invitation,
+                    "window": survey.reclick_window_s,
                 },
             )
 
@@ -479,7 +481,8 @@ class PgStore:
                 await conn.execute(
                     text(
                         "SELECT request_id, customer_id, survey_id, metric, scale, locale, touchpoint, "
-                        "segment, account, expires_at, answered_at, invitation FROM collector.sms_surveys "
+                        "segment, account, expires_at, answered_at, invitation, reclick_window_s "
+                        "FROM collector.sms_surveys "
                         "WHERE phone_hash = ANY(:ph) AND (answered_at IS NULL OR invitation) "
                         "AND expires_at > :now ORDER BY created_at DESC LIMIT 20"
                     ),
@@ -500,6 +503,7 @@ class PgStore:
                     expires_at=row.expires_at,
                     answered_at=row.answered_at,
                     invitation=row.invitation,
+                    reclick_window_s=row.reclick_window_s,
                 )
                 for row in rows
             ]

@@ -148,6 +148,7 @@ def invitation_sms_survey(link: EmailLink, *, locale: str | None = None) -> SmsS
         segment=dict(link.segment),
         expires_at=link.expires_at,
         invitation=True,
+        reclick_window_s=link.reclick_window_s,
     )
 
 

@@ -4,7 +4,8 @@ The notifier's SMS provider registers the survey SMS with the collector (served 
 it sends it to a fake Twilio; the customer's reply, posted to the collector's webhook with a valid
 X-Twilio-Signature, becomes the invitation's rating: its survey id is the invitation id (what actions
 matches), its rating id the one the invitation's email link uses; the same reply again is one rating,
-another answer is refused like a second click; a reply from another number answers nothing.
+another answer within the re-click window replaces it like a second click (revision 1); a reply from
+another number answers nothing. (After the window, a refusal: tests/unit/test_collector_sms_invitations.py.)
 """
 
 from __future__ import annotations
@@ -84,6 +85,7 @@ async def test_an_sms_invitation_is_answered_through_the_twilio_webhook(
         expires_at=(datetime.now(UTC) + timedelta(days=7)).replace(microsecond=0),
         locale="fr",
         segment={"store": "paris-1"},
+        reclick_window_s=3600,
     )
     token = LinkSigner(secret=cfg.signing_secret.get_secret_value()).sign(link)  # as actions signs it
     async with serving(create_app(cfg)) as url:
@@ -112,11 +114,10 @@ async def test_an_sms_invitation_is_answered_through_the_twilio_webhook(
             assert "no survey waiting" in await _reply(http, "5", sender="+33612340002")  # unknown: English
             assert "Merci" in await _reply(http, "4 livreur charmant")
             assert "Merci" in await _reply(http, "4 livreur charmant")  # the same answer again
-            assert "déjà" in await _reply(http, "1")  # another answer: refused, as a second click is
+            assert "mise à jour" in await _reply(http, "2")  # within the re-click window: replaces it
 
-    events = await read_events(infra.bootstrap, topics.ratings, count=1)
-    extra = await read_events(infra.bootstrap, topics.ratings, count=2, timeout_s=3)
-    assert len(extra) == 1, "the invitation was rated more than once"
+    events = await read_events(infra.bootstrap, topics.ratings, count=3, timeout_s=5)
+    assert len(events) == 2, "one answer and one replacement, nothing else"
     rating: Any = events[0].data
     assert isinstance(rating, RatingSubmitted)
     assert (rating.rating_id, rating.survey_id, rating.score, rating.comment) == (
@@ -125,6 +126,8 @@ async def test_an_sms_invitation_is_answered_through_the_twilio_webhook(
         4,
         "livreur charmant",
     )
+    replaced: Any = events[1].data
+    assert (replaced.rating_id, replaced.score, replaced.revision) == (link.rating_id, 2, 1)
     assert (rating.customer.id, rating.segment, rating.source) == ("cus-sms-1", {"store": "paris-1"}, "sms")
     conn = await asyncpg.connect(database_url)
     try:

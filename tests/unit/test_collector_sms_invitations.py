@@ -127,10 +127,21 @@ def test_a_reply_answers_the_invitation_and_a_second_is_a_second_click(
     (e,) = fake.events()
     assert (e.rating_id, e.survey_id, e.score, e.comment) == (link.rating_id, INVITATION, 4, "rapide")
     assert (e.segment, e.customer.id, e.source) == ({"store": "lyon-2"}, "cus_7", "sms")
-    # The same answer again replays (one rating); another one is refused like a second, different click.
+    # The same answer again replays (one rating); another one within the re-click window replaces it.
     assert "Merci" in sms(client, "4 rapide").text
-    assert "déjà" in sms(client, "2").text
     assert len(fake.records) == 1
+    assert "mise à jour" in sms(client, "2").text
+    _first, replaced = fake.events()
+    assert (replaced.rating_id, replaced.score, replaced.revision) == (link.rating_id, 2, 1)
+
+
+def test_after_the_reclick_window_a_second_reply_is_refused(client: TestClient, fake: FakePublisher) -> None:
+    link = _link(reclick_window_s=0)  # the survey's reclick_window, carried by its link
+    assert register(client, link).status_code == 201
+    assert "Merci" in sms(client, "5").text
+    assert "déjà" in sms(client, "1").text
+    (e,) = fake.events()
+    assert (e.rating_id, e.score) == (link.rating_id, 5)
 
 
 def test_the_email_click_and_the_sms_reply_are_one_answer(client: TestClient, fake: FakePublisher) -> None:
