@@ -5,7 +5,7 @@ second reply while the invitation is open is matched too, handled like a second 
 invitation's re-click window, kept from its link, it replaces the answer).
 
 Revision ID: 0022_survey_sms
-Revises: 0015_surveys
+Revises: 0019_rating_revisions
 Create Date: 2026-12-05
 """
 
@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from alembic import op
 
 revision: str = "0022_survey_sms"
-down_revision: str | None = "0015_surveys"
+down_revision: str | None = "0019_rating_revisions"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
