@@ -152,8 +152,8 @@ def test_deployments_follow_the_operating_rules(overlay: str) -> None:
     assert job["spec"]["template"]["spec"]["containers"][0]["args"] == ["migrate"]
     policies = {p["metadata"]["name"]: p for p in of_kind(items, "NetworkPolicy")}
     assert len(policies) >= 5
-    # Only the monitoring namespace reaches the internal port, and the console the collector's (its
-    # admin routes); the API's policies name port `http` only.
+    # Only the monitoring namespace reaches the internal port, and the console (its admin routes) and
+    # the notifier (survey SMS registrations) the collector's; the API's policies name port `http` only.
     internal_rules = [
         (policy["spec"]["podSelector"], rule["from"])
         for policy in policies.values()
@@ -161,10 +161,23 @@ def test_deployments_follow_the_operating_rules(overlay: str) -> None:
         if any(p.get("port") == "internal" for p in rule.get("ports", []))
     ]
     monitoring = [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}]
-    console = [{"podSelector": {"matchLabels": {"app.kubernetes.io/name": "csat-console"}}}]
+    callers = [
+        {"podSelector": {"matchLabels": {"app.kubernetes.io/name": "csat-console"}}},
+        {"podSelector": {"matchLabels": {"app.kubernetes.io/name": "csat-notifier"}}},
+    ]
     collector = {"matchLabels": {"app.kubernetes.io/name": "csat-collector"}}
-    assert [f for _, f in internal_rules if f != console] == [monitoring]
-    assert [s for s, f in internal_rules if f == console] == [collector]
+    assert [f for _, f in internal_rules if f != callers] == [monitoring]
+    assert [s for s, f in internal_rules if f == callers] == [collector]
+    # ... and each of those two may leave on that port towards the collector (default deny on egress).
+    for caller in ("csat-console", "csat-notifier"):
+        egress = [
+            rule["to"]
+            for policy in policies.values()
+            if policy["spec"]["podSelector"].get("matchLabels", {}).get("app.kubernetes.io/name") == caller
+            for rule in policy["spec"].get("egress", [])
+            if any(p.get("port") == "internal" for p in rule.get("ports", []))
+        ]
+        assert egress == [[{"podSelector": collector}]], caller
     for policy in policies.values():
         for rule in policy["spec"].get("ingress", []):
             named = {p.get("port") for p in rule.get("ports", [])}
@@ -180,6 +193,13 @@ def test_deployments_follow_the_operating_rules(overlay: str) -> None:
         for e in d["spec"]["template"]["spec"]["containers"][0]["env"]
     }
     assert console_env["CSAT_COLLECTOR_URL"] == "http://csat-collector:9000"
+    # The notifier registers survey SMS on the collector's internal listener, with a surveys:admin
+    # token from the Secret (it refuses to start with the URL and without the token).
+    (notifier,) = (d for d in deployments if d["metadata"]["name"] == "csat-notifier")
+    notifier_env = {e["name"]: e for e in notifier["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert notifier_env["CSAT_COLLECTOR_URL"]["value"] == "http://csat-collector:9000"
+    token = notifier_env["CSAT_COLLECTOR_TOKEN"]["valueFrom"]["secretKeyRef"]
+    assert token == {"name": "csat-secrets", "key": "CSAT_COLLECTOR_TOKEN"}
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -228,7 +248,7 @@ def test_prod_settings() -> None:
         "collector": {"CSAT_SIGNING_SECRET", "CSAT_SOURCE_IDENTITY_KEY"},
         "scorer": set(),
         "actions": {"CSAT_SIGNING_SECRET"},
-        "notifier": {"CSAT_UNSUBSCRIBE_SECRET"},
+        "notifier": {"CSAT_UNSUBSCRIBE_SECRET", "CSAT_COLLECTOR_TOKEN"},
         "console": {"CSAT_SESSION_SECRET", "CSAT_IDENTITY_SIGNING_KEY"},
     }
     for deployment in of_kind(items, "Deployment"):
