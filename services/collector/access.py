@@ -226,15 +226,24 @@ class SourceCorsMiddleware:
     """
 
     def __init__(
-        self, app: ASGIApp, *, paths: Collection[str], origins: OriginSet, max_age_s: int = 600
+        self,
+        app: ASGIApp,
+        *,
+        paths: Collection[str],
+        origins: OriginSet,
+        max_age_s: int = 600,
+        prefixes: tuple[str, ...] = (),
     ) -> None:
         self.app = app
         self.paths = paths
+        self.prefixes = prefixes
         self.origins = origins
         self.max_age_s = max_age_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] not in self.paths:
+        if scope["type"] != "http" or (
+            scope["path"] not in self.paths and not scope["path"].startswith(self.prefixes)
+        ):
             await self.app(scope, receive, send)
             return
         origin = origin_of(scope)

@@ -91,7 +91,12 @@ def create_app(
         description=DESCRIPTION,
         lifespan=lifespan(cfg, adapters, deps),
     )
-    app.add_middleware(SourceCorsMiddleware, paths=ratings.RATING_PATHS, origins=deps.origins)
+    app.add_middleware(
+        SourceCorsMiddleware,
+        paths=ratings.RATING_PATHS | {channels.WIDGET_INVITATION_PATH},
+        prefixes=(channels.EMAIL_LINK_PREFIX,),
+        origins=deps.origins,
+    )
     app.add_middleware(
         BodySizeLimitMiddleware,
         max_bytes=cfg.max_body_bytes,

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from services.collector.access import KeyResolver, OriginSet, RateLimits
 from services.collector.intake import Intake, InteractionIntake
 from services.collector.links import LinkSigner
-from services.collector.ports import SmsSurveys, SourceRegistry
+from services.collector.ports import SourceRegistry, SurveyStore
 from services.collector.settings import CollectorSettings
 from services.collector.usage_intake import UsageIntake
 from shared.identity.guard import Authenticator
@@ -21,7 +21,7 @@ class CollectorDeps:
     intake: Intake
     interactions: InteractionIntake
     sources: SourceRegistry
-    surveys: SmsSurveys
+    surveys: SurveyStore
     keys: KeyResolver
     origins: OriginSet
     limits: RateLimits

@@ -169,7 +169,7 @@ def identity_secrets(
     return tuple(found)
 
 
-_PROOF_REFUSALS = {
+PROOF_REFUSALS = {
     ProofCheck.MALFORMED: "customer.proof is not a proof (v1.<unix expiry>.<64 hex digits>)",
     ProofCheck.EXPIRED: "customer.proof has expired; the page must get a fresh one from the site's server",
     ProofCheck.TOO_LONG: "customer.proof is valid for more than 7 days; sign it with a nearer expiry",
@@ -195,7 +195,7 @@ def provenance_of(rating: RatingIn, trust: Trust, *, now: datetime) -> Provenanc
         now=int(now.timestamp()),
     )
     if check is not ProofCheck.VALID:
-        raise RatingRejected("customer.proof", _PROOF_REFUSALS[check])
+        raise RatingRejected("customer.proof", PROOF_REFUSALS[check])
     return Provenance(key_kind=trust.key_kind, identity=Identity.VERIFIED)
 
 

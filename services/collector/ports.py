@@ -111,6 +111,20 @@ class SmsSurvey:
     reclick_window_s: int | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class InAppSurvey:
+    """A survey invitation waiting for the customer's next visit, shown by the web widget."""
+
+    request_id: str
+    customer_id: str
+    #: The invitation id: the link's survey id.
+    survey_id: str
+    #: The invitation's signed answer link token (what ``/v1/email/<token>`` carries).
+    token: str
+    expires_at: datetime
+    locale: str | None = None
+
+
 class SourceRegistry(Protocol):
     """Sources (who may post ratings) and their keys, stored only as hashes."""
 
@@ -173,7 +187,23 @@ class SmsSurveys(Protocol):
     async def mark_sms_answered(self, *, request_id: str, rating_id: str, at: datetime) -> None: ...
 
 
-class CollectorStore(SourceRegistry, IdempotencyRecords, SmsSurveys, Protocol):
+class InAppSurveys(Protocol):
+    """Survey invitations for the web widget, by customer id."""
+
+    async def add_inapp_survey(self, *, survey: InAppSurvey) -> None:
+        """Idempotent on the request id (derived from the invitation)."""
+        ...
+
+    async def inapp_surveys(self, *, customer_id: str, now: datetime) -> list[InAppSurvey]:
+        """The customer's unexpired in-app invitations, newest first (at most 20)."""
+        ...
+
+
+class SurveyStore(SmsSurveys, InAppSurveys, IdempotencyRecords, Protocol):
+    """What the survey channels read and write: SMS and in-app surveys, and the answers standing."""
+
+
+class CollectorStore(SourceRegistry, IdempotencyRecords, SmsSurveys, InAppSurveys, Protocol):
     """Everything above in one database, plus the readiness probe."""
 
     async def check(self) -> None: ...

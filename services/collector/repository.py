@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from services.collector.ports import (
     Claim,
     ClaimState,
+    InAppSurvey,
     KeyInfo,
     Principal,
     SmsSurvey,
@@ -523,13 +524,63 @@ class PgStore:
 
         await self._run(q)
 
+    async def add_inapp_survey(self, *, survey: InAppSurvey) -> None:
+        async def q(conn: AsyncConnection) -> None:
+            await conn.execute(
+                text(
+                    "INSERT INTO collector.inapp_surveys (request_id, customer_id, survey_id, token, locale, "
+                    "expires_at) VALUES (:id, :customer, :survey, :token, :locale, :expires) "
+                    "ON CONFLICT (request_id) DO NOTHING"
+                ),
+                {
+                    "id": survey.request_id,
+                    "customer": survey.customer_id,
+                    "survey": survey.survey_id,
+                    "token": survey.token,
+                    "locale": survey.locale,
+                    "expires": survey.expires_at,
+                },
+            )
+
+        await self._run(q)
+
+    async def inapp_surveys(self, *, customer_id: str, now: datetime) -> list[InAppSurvey]:
+        async def q(conn: AsyncConnection) -> list[InAppSurvey]:
+            rows = (
+                await conn.execute(
+                    text(
+                        "SELECT request_id, customer_id, survey_id, token, locale, expires_at "
+                        "FROM collector.inapp_surveys WHERE customer_id = :c AND expires_at > :now "
+                        "ORDER BY created_at DESC, request_id LIMIT 20"
+                    ),
+                    {"c": customer_id, "now": now},
+                )
+            ).all()
+            return [
+                InAppSurvey(
+                    request_id=row.request_id,
+                    customer_id=row.customer_id,
+                    survey_id=row.survey_id,
+                    token=row.token,
+                    expires_at=row.expires_at,
+                    locale=row.locale,
+                )
+                for row in rows
+            ]
+
+        return await self._run(q, write=False)
+
 
 async def scrub_customer(conn: AsyncConnection, erased: CustomerErased) -> dict[str, int]:
-    """GDPR erasure: the customer's SMS survey requests (phone hash, segment, account) go."""
+    """GDPR erasure: the customer's SMS survey requests (phone hash, segment, account) and in-app
+    invitations go."""
     result = await conn.execute(
         text("DELETE FROM collector.sms_surveys WHERE customer_id = :c"), {"c": erased.customer_id}
     )
-    return {"collector.sms_surveys": result.rowcount}
+    inapp = await conn.execute(
+        text("DELETE FROM collector.inapp_surveys WHERE customer_id = :c"), {"c": erased.customer_id}
+    )
+    return {"collector.sms_surveys": result.rowcount, "collector.inapp_surveys": inapp.rowcount}
 
 
 async def export_customer(conn: AsyncConnection, customer_id: str) -> dict[str, Any]:
@@ -542,12 +593,26 @@ async def export_customer(conn: AsyncConnection, customer_id: str) -> dict[str, 
         ),
         {"c": customer_id},
     )
-    return {"sms_surveys": [dict(r._mapping) for r in rows]}
+    inapp = await conn.execute(
+        text(
+            "SELECT request_id, survey_id, locale, created_at, expires_at FROM collector.inapp_surveys "
+            "WHERE customer_id = :c ORDER BY created_at, request_id"
+        ),
+        {"c": customer_id},
+    )
+    return {
+        "sms_surveys": [dict(r._mapping) for r in rows],
+        "inapp_surveys": [dict(r._mapping) for r in inapp],
+    }
 
 
 async def purge_expired(conn: AsyncConnection, cut: Cutoffs) -> dict[str, int]:
-    """Retention: SMS survey requests expired before the contact cut-off go (phone hash included)."""
+    """Retention: SMS survey requests (phone hash included) and in-app invitations expired before the
+    contact cut-off go."""
     result = await conn.execute(
         text("DELETE FROM collector.sms_surveys WHERE expires_at < :c"), {"c": cut.contacts}
     )
-    return {"collector.sms_surveys": result.rowcount}
+    inapp = await conn.execute(
+        text("DELETE FROM collector.inapp_surveys WHERE expires_at < :c"), {"c": cut.contacts}
+    )
+    return {"collector.sms_surveys": result.rowcount, "collector.inapp_surveys": inapp.rowcount}

@@ -10,6 +10,7 @@ from typing import Any
 from services.collector.ports import (
     Claim,
     ClaimState,
+    InAppSurvey,
     KeyInfo,
     Principal,
     SmsSurvey,
@@ -38,6 +39,7 @@ class MemoryStore:
         self.keys: dict[str, tuple[KeyInfo, bytes]] = {}
         self.idem: dict[str, _Idem] = {}
         self.sms: list[tuple[SmsSurvey, bytes, datetime]] = []
+        self.inapp: list[InAppSurvey] = []
         self.down = False
         self.lookups = 0
 
@@ -213,6 +215,15 @@ class MemoryStore:
             reverse=True,
         )
         return pick_sms_survey([s for _c, s in sent], now=now)
+
+    async def add_inapp_survey(self, *, survey: InAppSurvey) -> None:
+        self._up()
+        if all(s.request_id != survey.request_id for s in self.inapp):
+            self.inapp.append(survey)
+
+    async def inapp_surveys(self, *, customer_id: str, now: datetime) -> list[InAppSurvey]:
+        self._up()
+        return [s for s in reversed(self.inapp) if s.customer_id == customer_id and s.expires_at > now][:20]
 
     async def mark_sms_answered(self, *, request_id: str, rating_id: str, at: datetime) -> None:
         self._up()

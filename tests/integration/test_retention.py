@@ -196,7 +196,7 @@ async def test_collector_drops_expired_sms_requests_and_the_nightly_job_runs_the
         settings=make_settings(CommonSettings),
         clock=lambda: NOW,
     )
-    assert await job.run_now() == {"collector.sms_surveys": 1}
+    assert await job.run_now() == {"collector.sms_surveys": 1, "collector.inapp_surveys": 0}
     left = await one(engine, "SELECT request_id FROM collector.sms_surveys")
     assert [r.request_id for r in left] == ["s-new"]
 

@@ -39,6 +39,7 @@ PURE_MODULES = frozenset(
         "services.collector.csvimport",
         "services.collector.domain",
         "services.collector.helpdesks",
+        "services.collector.inapp",
         "services.collector.intake",
         "services.collector.interactions",
         "services.collector.links",

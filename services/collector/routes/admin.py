@@ -12,12 +12,15 @@ from fastapi import APIRouter, Depends, Path, Request
 from fastapi.responses import JSONResponse, Response
 
 from services.collector.deps import CollectorDeps
+from services.collector.inapp import invitation_inapp_survey
 from services.collector.links import EmailLink, LinkExpired, LinkInvalid
-from services.collector.ports import SmsSurvey, SourceExists, StoreUnavailable
+from services.collector.ports import InAppSurvey, SmsSurvey, SourceExists, StoreUnavailable
 from services.collector.problems import ProblemError
 from services.collector.routes.admin_models import (
     IdentitySecretOut,
     IdentitySecretRequest,
+    InAppSurveyOut,
+    InAppSurveyRequest,
     KeyOut,
     KeyRequest,
     LinkRequest,
@@ -45,7 +48,7 @@ Sid = Annotated[str, Path(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$", examples=["shop
 KeyId = Annotated[str, Path(pattern=r"^[0-9a-f]{10}$")]
 #: Operators' routes, served only on the internal listener when there is one (``CSAT_INTERNAL_PORT``,
 #: ``shared.listeners``): sources, keys, identity secrets, survey minting and the GDPR export.
-INTERNAL_PREFIXES = ("/v1/sources", "/v1/email-links", "/v1/sms-surveys", "/v1/gdpr")
+INTERNAL_PREFIXES = ("/v1/sources", "/v1/email-links", "/v1/sms-surveys", "/v1/inapp-surveys", "/v1/gdpr")
 #: A PATCH may not set these to null (found by tests/faults/test_auth_fuzz.py: it was a 500).
 NOT_NULL_SOURCE_FIELDS = ("name", "allowed_origins", "disabled")
 #: Source ids the collector uses itself (anonymous dev posts, email links, SMS replies).
@@ -320,11 +323,19 @@ def _identity_routes(routes: APIRouter, deps: CollectorDeps, admin: Any) -> None
 
 def _survey_routes(routes: APIRouter, deps: CollectorDeps, admin: Any) -> None:
     async def sent(
-        request: Request, principal: Principal, channel: str, body: LinkRequest | SmsSurveyRequest
+        request: Request,
+        principal: Principal,
+        channel: str,
+        body: LinkRequest | SmsSurveyRequest | InAppSurveyRequest,
+        *,
+        metric: str | None = None,
     ) -> None:
         """A survey went out: to which customer (keyed hash), on which channel and metric; no address."""
         target = f"customer#{deps.phone_hasher.customer(body.customer.id)}"
-        details: dict[str, AuditDetail] = {"channel": channel, "metric": body.metric.value}
+        if metric is None:
+            assert not isinstance(body, InAppSurveyRequest)
+            metric = body.metric.value
+        details: dict[str, AuditDetail] = {"channel": channel, "metric": metric}
         await _audit(deps, request, principal, AuditAction.SURVEY_SEND, target=target, details=details)
 
     @routes.post(
@@ -355,6 +366,43 @@ def _survey_routes(routes: APIRouter, deps: CollectorDeps, admin: Any) -> None:
         out = await _add_sms_survey(deps, body)
         await sent(request, principal, "sms", body)
         return JSONResponse(out.model_dump(mode="json"), status_code=201)
+
+    @routes.post(
+        "/v1/inapp-surveys",
+        status_code=201,
+        response_model=InAppSurveyOut,
+        tags=["admin", "widget"],
+        summary="Keep a survey invitation for the web widget (the in-app channel)",
+        description="Call this instead of emailing the invitation: the widget of that customer, once "
+        "proven (publishable key and the site's customer proof), gets it from POST /v1/widget/invitation "
+        "and answers through the signed link until the answer window ends. Registering it again changes "
+        "nothing.",
+    )
+    async def add_inapp_survey(
+        body: InAppSurveyRequest, request: Request, principal: Principal = admin
+    ) -> Any:
+        link, survey = _inapp_survey(deps, body)
+        try:
+            await deps.surveys.add_inapp_survey(survey=survey)
+        except StoreUnavailable as exc:
+            raise _db_down(deps.settings.retry_after_s) from exc
+        await sent(request, principal, "in_app", body, metric=link.metric)
+        out = InAppSurveyOut(request_id=survey.request_id, expires_at=survey.expires_at)
+        return JSONResponse(out.model_dump(mode="json"), status_code=201)
+
+
+def _inapp_survey(deps: CollectorDeps, body: InAppSurveyRequest) -> tuple[EmailLink, InAppSurvey]:
+    """An invitation's in-app survey from its signed answer link; what the body also says must agree."""
+    token = unquote(body.answer_link.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1])
+    try:
+        link = deps.signer.verify(token, now=datetime.now(UTC))
+    except (LinkInvalid, LinkExpired) as exc:
+        raise _invalid("answer_link", str(exc)) from exc
+    if body.customer.id != link.customer_id:
+        raise _invalid("customer.id", "the answer link belongs to another customer")
+    if body.survey_id is not None and body.survey_id != link.survey_id:
+        raise _invalid("survey_id", "the answer link is for another survey invitation")
+    return link, invitation_inapp_survey(link, token, locale=body.customer.locale)
 
 
 #: The key prefix of each kind an admin can issue.

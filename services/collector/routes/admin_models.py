@@ -259,6 +259,36 @@ class SmsSurveyRequest(BaseModel):
     )
 
 
+class InAppSurveyRequest(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "customer": {"id": "cus_1042", "locale": "fr"},
+                    "survey_id": "5f0c2a4e-7c1b-5d7e-9a0e-3b1d2c4e5f60",
+                    "answer_link": "https://collect.example.com/v1/email/eyJ...",
+                }
+            ]
+        },
+    )
+
+    customer: CustomerIn
+    survey_id: Annotated[str, StringConstraints(max_length=128)] | None = Field(
+        default=None, description="The invitation id; when given it must be the link's"
+    )
+    answer_link: Annotated[str, StringConstraints(min_length=1, max_length=4096)] = Field(
+        description="The invitation's signed answer link (``.../v1/email/<token>``, as actions puts it in "
+        "the invitation, or the token alone): the survey, customer, scale, question and end of the answer "
+        "window come from it; the widget answers through it."
+    )
+
+
+class InAppSurveyOut(BaseModel):
+    request_id: str
+    expires_at: datetime
+
+
 class SmsSurveyOut(BaseModel):
     request_id: str
     expires_at: datetime

@@ -5,18 +5,21 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 import structlog
-from fastapi import APIRouter, Form, Query, Request
-from fastapi.responses import HTMLResponse, Response
-from pydantic import SecretStr, ValidationError
+from fastapi import APIRouter, Depends, Form, Query, Request
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, StringConstraints, ValidationError
 
 from services.collector import metrics
+from services.collector.access import origin_of, same_origin
 from services.collector.deps import CollectorDeps
-from services.collector.domain import RatingRejected, Trust
+from services.collector.domain import RatingRejected, Trust, identity_secrets
+from services.collector.inapp import offerable, proof_refusal, widget_offer
 from services.collector.intake import IntakeUnavailable, Outcome
 from services.collector.links import EmailLink, LinkExpired, LinkInvalid
 from services.collector.pages import SMS_TEXT, TEXT, WIDGET_JS, SurveyPages, demo_page, lang, page, wants_html
-from services.collector.ports import StoreUnavailable
-from services.collector.problems import ProblemError
+from services.collector.ports import Principal, StoreUnavailable
+from services.collector.problems import ProblemError, unavailable
+from services.collector.routes.guard import source_guard
 from services.collector.settings import CollectorSettings
 from services.collector.sms import (
     is_keyword,
@@ -31,6 +34,12 @@ from shared.events import KeyKind
 from shared.http import problem
 from shared.identity.sourcekeys import derive_identity_secret, sign_customer
 from shared.scales import Metric, ScaleError, get_scale, parse_score
+from shared.security.urls import quote_id
+
+#: Where the widget asks for its customer's in-app invitation (CORS per source, as the rating paths).
+WIDGET_INVITATION_PATH = "/v1/widget/invitation"
+#: Answer links the widget posts to from the site's page (CORS for the origins sources allow).
+EMAIL_LINK_PREFIX = "/v1/email/"
 
 log = structlog.get_logger(__name__)
 
@@ -94,6 +103,7 @@ def router(deps: CollectorDeps) -> APIRouter:
     """Widget, demo page, email links and the Twilio webhook, all ending in the same intake."""
     routes = APIRouter()
     _widget_routes(routes, deps)
+    _invitation_routes(routes, deps)
     _email_routes(routes, deps)
     _sms_routes(routes, deps)
     return routes
@@ -134,6 +144,114 @@ def _widget_routes(routes: APIRouter, deps: CollectorDeps) -> None:
             proof=await _demo_proof(deps),
             base_url=base_url,
         )
+
+
+class WidgetCustomer(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    id: Annotated[str, StringConstraints(min_length=1, max_length=200, strip_whitespace=True)]
+    proof: Annotated[str, StringConstraints(max_length=100)] | None = Field(
+        default=None,
+        description="Required with a publishable key: the site's server's proof of this customer id "
+        "(v1.<unix expiry>.<hex HMAC-SHA256>, as for ratings)",
+    )
+
+
+class WidgetInvitationRequest(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"customer": {"id": "cus_1042", "proof": "v1.1767225600.5f0c..."}}]},
+    )
+
+    customer: WidgetCustomer
+
+
+class WidgetInvitationOut(BaseModel):
+    survey_id: str = Field(description="The invitation id")
+    metric: str
+    scale: str
+    question: str | None = Field(description="In the customer's language; None: the widget's default")
+    locale: str = Field(description="fr or en: the language the widget speaks")
+    expires_at: datetime
+    answer_url: str = Field(
+        description="The invitation's signed answer link: POST score (and comment) to it, as the email's "
+        "confirm page does (Accept: application/json for problem+json refusals)"
+    )
+
+
+def _invitation_routes(routes: APIRouter, deps: CollectorDeps) -> None:
+    guard = source_guard(deps)
+
+    @routes.post(
+        WIDGET_INVITATION_PATH,
+        tags=["widget"],
+        response_model=WidgetInvitationOut,
+        summary="The proven customer's pending in-app survey invitation, for the web widget",
+        description="The newest open, unanswered invitation of the in-app channel for this customer; 204 "
+        "when there is none. With a publishable key the customer must be proven (customer.proof, signed by "
+        "the site's server): the key alone is public, so it never reveals anyone's invitation. A POST, so "
+        "the customer id stays out of URLs and access logs.",
+        responses={
+            204: {"description": "No invitation waiting for this customer"},
+            401: {"description": "No or unknown key", "content": {"application/problem+json": {}}},
+            403: {
+                "description": "Missing or wrong customer proof, or an origin the key's source refuses",
+                "content": {"application/problem+json": {}},
+            },
+            503: {"description": "Database unavailable", "content": {"application/problem+json": {}}},
+        },
+    )
+    async def widget_invitation(
+        body: WidgetInvitationRequest, principal: Annotated[Principal, Depends(guard)]
+    ) -> Response:
+        now = datetime.now(UTC)
+        customer = body.customer
+        secrets = identity_secrets(
+            platform_key=deps.settings.identity_platform_key,
+            source=principal.source,
+            now=now,
+            grace=timedelta(hours=deps.settings.identity_secret_grace_h),
+        )
+        refusal = proof_refusal(
+            key_kind=principal.kind,
+            identity_secrets=secrets,
+            customer_id=customer.id,
+            proof=customer.proof,
+            now=now,
+        )
+        if refusal is not None:
+            metrics.reject("customer_proof", principal.source.source_id)
+            raise ProblemError(
+                403,
+                "Forbidden",
+                detail=refusal,
+                type_="https://csat.dev/problems/customer-not-proven",
+                field="customer.proof",
+            )
+        try:
+            offer = await _offer(deps, customer_id=customer.id, now=now)
+        except StoreUnavailable as exc:
+            raise unavailable("database", retry_after_s=deps.settings.retry_after_s) from exc
+        if offer is None:
+            return Response(status_code=204, headers={"Cache-Control": "no-store"})
+        return JSONResponse(offer, headers={"Cache-Control": "no-store"})
+
+
+async def _offer(deps: CollectorDeps, *, customer_id: str, now: datetime) -> dict[str, Any] | None:
+    """The newest of the customer's in-app invitations that is open and not answered yet (an answer
+    through any of the invitation's links counts: the idempotency record under its rating id)."""
+    for survey in await deps.surveys.inapp_surveys(customer_id=customer_id, now=now):
+        if not offerable(survey, customer_id=customer_id, now=now):
+            continue
+        try:
+            link = deps.signer.verify(survey.token, now=now)
+        except (LinkInvalid, LinkExpired):
+            continue  # a signing secret rotated out, or the window closed meanwhile
+        if await deps.surveys.standing(rating_id=link.rating_id) is not None:
+            continue
+        answer_url = f"{deps.settings.base_url}/v1/email/{quote_id(survey.token)}"
+        return widget_offer(link, answer_url=answer_url, language=lang(link.locale or survey.locale))
+    return None
 
 
 def _email_routes(routes: APIRouter, deps: CollectorDeps) -> None:
@@ -200,6 +318,11 @@ def _email_routes(routes: APIRouter, deps: CollectorDeps) -> None:
         score: Annotated[str | None, Form(examples=["4"])] = None,
         comment: Annotated[str | None, Form(max_length=5000)] = None,
     ) -> Response:
+        origin = origin_of(request.scope)
+        if origin is not None and (same_origin(origin, request.scope) or await deps.origins.contains(origin)):
+            # The widget answers an in-app invitation through its link from the site's page: an origin
+            # some source allows may read the answer (the token, not the origin, is the credential).
+            request.state.cors_origin = origin
         opened = _open_link(deps, request, token)
         if isinstance(opened, Response):
             return opened
