@@ -487,6 +487,8 @@ def test_openapi_documents_every_endpoint_with_problems_and_examples(client: Tes
         ("get", "/v1/email/{token}"),
         ("post", "/v1/email/{token}"),
         ("post", "/v1/sms-surveys"),
+        ("post", "/v1/inapp-surveys"),
+        ("post", "/v1/widget/invitation"),
         ("post", "/v1/sms/twilio"),
         ("get", "/widget.js"),
     }
