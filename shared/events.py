@@ -188,6 +188,8 @@ class Channel(StrEnum):
     SMS = "sms"
     SLACK = "slack"
     WEBHOOK = "webhook"
+    #: A survey invitation kept by the collector for the customer's web widget (no address).
+    IN_APP = "in_app"
 
 
 class Recipient(_Event):

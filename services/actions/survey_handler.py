@@ -248,8 +248,8 @@ class SurveyHandler:
     def _request(
         self, row: StoredInvitation, survey: SurveyDef, *, reminder: bool, now: datetime
     ) -> ev.NotificationRequested | None:
-        if row.channel == SurveyChannel.IN_APP.value:
-            return None  # the widget asks when the customer comes back; nothing to send
+        if reminder and row.channel == SurveyChannel.IN_APP.value:
+            return None  # the widget shows the invitation on every visit until it is answered
         prefix = REMINDER_PREFIX if reminder else INVITE_PREFIX
         question = survey.question.get(row.locale) or next(iter(survey.question.values()))
         follow_up = (survey.follow_up or {}).get(row.locale) if survey.follow_up else None

@@ -26,6 +26,7 @@ from services.notifier.providers.outbox import OutboxProvider
 from services.notifier.providers.postmark import PostmarkProvider
 from services.notifier.providers.sendgrid import SendGridProvider
 from services.notifier.providers.slack import SlackProvider
+from services.notifier.providers.survey_inapp import InAppProvider
 from services.notifier.providers.survey_sms import RegisteringSmsProvider, SurveySmsRegistrar
 from services.notifier.providers.twilio import TwilioProvider
 from services.notifier.providers.webhook import WebhookProvider
@@ -96,6 +97,13 @@ def build_providers(cfg: NotifierSettings, *, engine: AsyncEngine) -> dict[Chann
             message_stream=cfg.postmark_message_stream,
             timeout_s=timeout,
         )
+    # Survey SMS and in-app invitations are registered with the collector (its internal listener).
+    registrar = (
+        SurveySmsRegistrar(base_url=cfg.collector_url, token=_secret(cfg.collector_token), timeout_s=timeout)
+        if cfg.collector_url
+        else None
+    )
+    in_app = InAppProvider(registrar)
     sms: Provider = outbox
     if cfg.sms_provider == "twilio":
         assert cfg.twilio_account_sid is not None
@@ -107,11 +115,8 @@ def build_providers(cfg: NotifierSettings, *, engine: AsyncEngine) -> dict[Chann
             messaging_service_sid=cfg.twilio_messaging_service_sid,
             timeout_s=timeout,
         )
-        if cfg.collector_url:
+        if registrar is not None:
             # Replies come back through Twilio to the collector: it must know each survey SMS first.
-            registrar = SurveySmsRegistrar(
-                base_url=cfg.collector_url, token=_secret(cfg.collector_token), timeout_s=timeout
-            )
             sms = RegisteringSmsProvider(sms, registrar)
     policy = cfg.outbound_policy(cfg.environment)  # rule URLs are set by admins: the SSRF guard applies
     chat: Provider = outbox
@@ -120,7 +125,13 @@ def build_providers(cfg: NotifierSettings, *, engine: AsyncEngine) -> dict[Chann
     hook: Provider = outbox
     if cfg.webhook_provider == "webhook":
         hook = WebhookProvider(secret=_secret(cfg.webhook_secret), policy=policy, timeout_s=timeout)
-    return {Channel.EMAIL: email, Channel.SMS: sms, Channel.SLACK: chat, Channel.WEBHOOK: hook}
+    return {
+        Channel.EMAIL: email,
+        Channel.SMS: sms,
+        Channel.SLACK: chat,
+        Channel.WEBHOOK: hook,
+        Channel.IN_APP: in_app,
+    }
 
 
 def default_addresses(cfg: NotifierSettings, providers: dict[Channel, Provider]) -> dict[Channel, str]:

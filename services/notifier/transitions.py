@@ -204,9 +204,13 @@ class Send:
 def address_of(note: NotificationRequested, default: str | None, keys: AddressKeys) -> Address | None:
     """The recipient's address (SMS numbers in E.164, as providers want them), or the channel's default."""
     r = note.recipient
-    to = {Channel.EMAIL: r.email, Channel.SMS: r.phone, Channel.SLACK: r.url, Channel.WEBHOOK: r.url}[
-        note.channel
-    ] or default
+    to = {
+        Channel.EMAIL: r.email,
+        Channel.SMS: r.phone,
+        Channel.SLACK: r.url,
+        Channel.WEBHOOK: r.url,
+        Channel.IN_APP: note.customer_id,  # the widget of that customer: no address
+    }[note.channel] or default
     if not to:
         return None
     if note.channel is Channel.SMS:
@@ -334,6 +338,9 @@ def render_survey(
     if not isinstance(survey, Mapping):
         raise TemplateBroken("a survey invitation needs context.survey")
     try:
+        if note.channel is Channel.IN_APP:
+            # The collector keeps the signed link; the widget reads the question from it.
+            return None, str(survey["question"]), None
         if note.channel is Channel.SMS:
             text = render_survey_sms(
                 locale=note.locale,

@@ -49,10 +49,14 @@ class SurveySmsRegistrar:
     ) -> None:
         self._auth = {"Authorization": f"Bearer {token}"}
         self._http = http or client(base_url=base_url, timeout_s=timeout_s)
+        self._closed = False
 
-    async def register(self, body: dict[str, Any]) -> SendResult | None:
-        """None once the collector has it; else why the SMS must wait (RETRY) or not go (REJECTED)."""
-        response = await post(self._http, "/v1/sms-surveys", json=body, headers=self._auth)
+    async def register(
+        self, body: dict[str, Any], *, path: str = "/v1/sms-surveys", what: str = "survey SMS"
+    ) -> SendResult | None:
+        """None once the collector has it; else why the SMS must wait (RETRY) or not go (REJECTED).
+        ``path``: ``/v1/inapp-surveys`` registers an in-app invitation the same way."""
+        response = await post(self._http, path, json=body, headers=self._auth)
         if isinstance(response, SendResult):
             # The registration is idempotent and nothing reached the customer: always safe to retry.
             if response.verdict is Verdict.AMBIGUOUS:
@@ -61,10 +65,13 @@ class SurveySmsRegistrar:
         if response.status_code == 201:
             return None
         problem = str(json_or_empty(response).get("detail") or "")[:200]
-        return failure(response, f"collector: the survey SMS could not be registered: {problem}")
+        return failure(response, f"collector: the {what} could not be registered: {problem}")
 
     async def aclose(self) -> None:
-        await self._http.aclose()
+        """Idempotent: the SMS and in-app providers share one registrar."""
+        if not self._closed:
+            self._closed = True
+            await self._http.aclose()
 
 
 class RegisteringSmsProvider:
