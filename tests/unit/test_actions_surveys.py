@@ -168,6 +168,50 @@ async def test_tick_sends_each_invitation_once_with_a_link_the_collector_reads()
         assert await sv.fire(stores, now=NOW + timedelta(hours=1), limit=500) == (0, [])
 
 
+async def test_an_in_app_invitation_goes_to_the_notifier_for_the_collector_and_gets_no_reminder() -> None:
+    book = SurveyBook(
+        file_document=load_yaml(SURVEYS.replace("[email, sms]", "[in_app]")),
+        file_surveys=load_surveys_text(SURVEYS.replace("[email, sms]", "[in_app]")),
+        file_origin="test",
+    )
+    sv = SurveyHandler(
+        book=book, topics=TOPICS, links=LinkMaker(base_url="https://c.example", secret=SECRET), brand="Shop"
+    )
+    db = MemoryActions()
+    async with db.begin() as stores:
+        await sv.on_interactions(stores, [interaction(n, f"c{n}") for n in range(20)], NOW)
+        _, records = await sv.fire(stores, now=NOW, limit=500)
+    sent = notes(records)
+    assert sent and all(n.channel is ev.Channel.IN_APP for n in sent)
+    for note in sent:  # the notifier registers the signed link with the collector (survey_inapp)
+        row = db.tables.invitations[note.notification_id.removeprefix(INVITE_PREFIX)]
+        token = note.context["survey"]["answer_url"].removeprefix("https://c.example/v1/email/")
+        link = LinkSigner(secret=SECRET).verify(token, now=NOW)
+        assert (note.customer_id, link.customer_id, link.survey_id) == (
+            row.customer_id,
+            row.customer_id,
+            row.invitation_id,
+        )
+    outcomes = [
+        ev.NotificationOutcome(
+            notification_id=n.notification_id,
+            status=ev.OutcomeStatus.SENT,
+            channel=ev.Channel.IN_APP,
+            provider="collector",
+            attempts=1,
+            at=NOW,
+        )
+        for n in sent
+    ]
+    h = handler(Clock())
+    h._surveys = sv
+    async with db.begin() as stores:
+        await h(stores, received(outcomes))
+    async with db.begin() as stores:
+        _, reminders = await sv.fire(stores, now=NOW + timedelta(days=3, seconds=1), limit=500)
+    assert notes(reminders) == []  # the widget shows it on every visit until it is answered
+
+
 async def test_reminder_goes_once_only_to_the_delivered_unanswered() -> None:
     db, clock, sv = MemoryActions(), Clock(), surveys()
     h = handler(clock)
