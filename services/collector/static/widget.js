@@ -14,6 +14,14 @@
  * ("optional" or "none"), rating-id (else a random id, reused for retries), endpoint (defaults to
  * where this script was loaded from).
  * Events: "csat-submitted" {detail: {rating_id, score}} and "csat-error" {detail: {status, detail}}.
+ *
+ * In-app survey invitations: with the attribute `invitation` (and key, customer-id, customer-proof), the
+ * widget first asks the collector whether a survey invitation waits for this customer
+ * (POST /v1/widget/invitation); it shows nothing (data-state="none") when none does, else that survey's
+ * question, scale and language, and answers through the invitation's signed link, as its email would
+ * (a second, different answer within the survey's re-click window replaces the first; then 409).
+ *
+ *   <csat-rating invitation key="pk_..." customer-id="cus_1042" customer-proof="v1.1767225600.5f0c..."></csat-rating>
  */
 (function () {
   "use strict";
@@ -35,6 +43,8 @@
       sending: "Sending\u2026",
       thanks: "Thank you for your answer!",
       failed: "Sorry, your answer could not be sent.",
+      already: "You have already answered this survey.",
+      closed: "This survey is closed.",
       retry: "Try again",
       notLikely: "Not likely",
       veryLikely: "Very likely",
@@ -52,6 +62,8 @@
       sending: "Envoi\u2026",
       thanks: "Merci pour votre r\u00e9ponse\u00a0!",
       failed: "D\u00e9sol\u00e9, votre r\u00e9ponse n'a pas pu \u00eatre envoy\u00e9e.",
+      already: "Vous avez d\u00e9j\u00e0 r\u00e9pondu \u00e0 cette enqu\u00eate.",
+      closed: "Cette enqu\u00eate est close.",
       retry: "R\u00e9essayer",
       notLikely: "Peu probable",
       veryLikely: "Tr\u00e8s probable",
@@ -128,7 +140,51 @@
     connectedCallback() {
       if (this._rendered) return;
       this._rendered = true;
+      if (this.hasAttribute("invitation")) {
+        this._askInvitation();
+        return;
+      }
       this._render();
+    }
+
+    _endpoint() {
+      return this._attr("endpoint", SCRIPT_ORIGIN).replace(/\/+$/, "");
+    }
+
+    /* The proven customer's pending in-app invitation, if any: shown with its own question and scale. */
+    async _askInvitation() {
+      var headers = { "Content-Type": "application/json" };
+      var key = this._attr("key", null);
+      if (key) headers.Authorization = "Bearer " + key;
+      var body = { customer: { id: this._attr("customer-id", "") } };
+      var proof = this._attr("customer-proof", null);
+      if (proof) body.customer.proof = proof;
+      var status = 0;
+      try {
+        var r = await fetch(this._endpoint() + "/v1/widget/invitation", {
+          method: "POST",
+          headers: headers,
+          body: JSON.stringify(body),
+          mode: "cors",
+          credentials: "omit",
+        });
+        status = r.status;
+        if (r.status === 200) {
+          this._offer = await r.json();
+          this.setAttribute("data-survey-id", this._offer.survey_id);
+          this._render();
+          this.setAttribute("data-state", "asking");
+          return;
+        }
+      } catch (e) {
+        status = 0;
+      }
+      this.setAttribute("data-state", status === 204 ? "none" : "error");
+      if (status !== 204) {
+        this.dispatchEvent(
+          new CustomEvent("csat-error", { detail: { status: status, detail: "invitation" }, bubbles: true, composed: true })
+        );
+      }
     }
 
     _attr(name, fallback) {
@@ -137,14 +193,17 @@
     }
 
     _t() {
-      var lang = this._attr("locale", (document.documentElement.lang || "en").slice(0, 2));
+      var lang = this._offer
+        ? this._offer.locale
+        : this._attr("locale", (document.documentElement.lang || "en").slice(0, 2));
       return TEXT[lang] || TEXT.en;
     }
 
     _render() {
       var t = this._t();
-      var metric = this._attr("metric", "csat");
-      var scale = this._attr("scale", DEFAULT_SCALE[metric] || "1-5");
+      var offer = this._offer;
+      var metric = offer ? offer.metric : this._attr("metric", "csat");
+      var scale = offer ? offer.scale : this._attr("scale", DEFAULT_SCALE[metric] || "1-5");
       scale = ALIASES[scale] || scale;
       this._metric = metric;
       this._scale = scale;
@@ -158,7 +217,7 @@
       var q = document.createElement("p");
       q.className = "q";
       q.id = "q";
-      q.textContent = this._attr("question", t.question);
+      q.textContent = offer ? offer.question || t.question : this._attr("question", t.question);
       box.appendChild(q);
       var list = choices(metric, scale, t);
       if (!list) {
@@ -278,6 +337,58 @@
       return body;
     }
 
+    /* An invitation is answered through its signed link, as its email's confirm page does: one answer
+       per invitation, the survey's re-click window, 409 after it, 410 once the survey closed. */
+    async _answerInvitation() {
+      var t = this._t();
+      var form = new URLSearchParams();
+      form.set("score", String(this._score));
+      var comment = this._comment ? this._comment.value.trim() : "";
+      if (comment) form.set("comment", comment);
+      var last = { status: 0, detail: "network error" };
+      for (var attempt = 0; attempt < 4; attempt++) {
+        try {
+          var r = await fetch(this._offer.answer_url, {
+            method: "POST",
+            headers: { Accept: "application/json" },
+            body: form,
+            mode: "cors",
+            credentials: "omit",
+          });
+          if (r.status === 200) {
+            this._finish(null);
+            return;
+          }
+          if (r.status === 409 || r.status === 410) {
+            this._finish(null, r.status === 409 ? t.already : t.closed, "closed");
+            return;
+          }
+          last = { status: r.status, detail: r.statusText };
+          if (r.status !== 429 && r.status !== 503) break;
+          var wait = Number(r.headers.get("Retry-After") || "1");
+          await new Promise(function (res) {
+            setTimeout(res, Math.min(wait, 10) * 1000);
+          });
+        } catch (e) {
+          last = { status: 0, detail: String(e && e.message ? e.message : e) };
+          await new Promise(function (res) {
+            setTimeout(res, 500 * (attempt + 1));
+          });
+        }
+      }
+      this._failed(last);
+    }
+
+    _failed(last) {
+      var t = this._t();
+      this._busy = false;
+      this._sendButton.disabled = false;
+      this._sendButton.textContent = t.retry;
+      this._status.className = "msg err";
+      this._status.textContent = t.failed;
+      this.dispatchEvent(new CustomEvent("csat-error", { detail: last, bubbles: true, composed: true }));
+    }
+
     async _submit() {
       if (this._busy || this._done || this._score === null) return;
       var t = this._t();
@@ -286,9 +397,13 @@
       this._sendButton.textContent = t.sending;
       this._status.className = "msg";
       this._status.textContent = "";
+      if (this._offer) {
+        await this._answerInvitation();
+        return;
+      }
       // One id per answer: retries (ours or the user's) are recorded once.
       this._ratingId = this._ratingId || this._attr("rating-id", null) || uuid();
-      var endpoint = this._attr("endpoint", SCRIPT_ORIGIN).replace(/\/+$/, "") + "/v1/ratings";
+      var endpoint = this._endpoint() + "/v1/ratings";
       var headers = { "Content-Type": "application/json", "Idempotency-Key": this._ratingId };
       var key = this._attr("key", null);
       if (key) headers.Authorization = "Bearer " + key;
@@ -321,24 +436,22 @@
           });
         }
       }
-      this._busy = false;
-      this._sendButton.disabled = false;
-      this._sendButton.textContent = t.retry;
-      this._status.className = "msg err";
-      this._status.textContent = t.failed;
-      this.dispatchEvent(new CustomEvent("csat-error", { detail: last, bubbles: true, composed: true }));
+      this._failed(last);
     }
 
-    _finish(ratingId) {
+    _finish(ratingId, text, state) {
       this._done = true;
       this._busy = false;
       this._form.hidden = true;
       this._status.className = "msg";
-      this._status.textContent = this._t().thanks;
-      this.setAttribute("data-state", "submitted");
+      this._status.textContent = text || this._t().thanks;
+      this.setAttribute("data-state", state || "submitted");
+      if (state) return;
+      var detail = { rating_id: ratingId, score: this._score };
+      if (this._offer) detail.survey_id = this._offer.survey_id;
       this.dispatchEvent(
         new CustomEvent("csat-submitted", {
-          detail: { rating_id: ratingId, score: this._score },
+          detail: detail,
           bubbles: true,
           composed: true,
         })
