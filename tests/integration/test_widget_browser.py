@@ -1,4 +1,5 @@
-"""The <csat-rating> widget in a real browser (Debian chromium via Playwright) against a served collector.
+"""The <csat-rating> widget in a real browser (Debian chromium via Playwright) against a served collector:
+ratings, and in-app survey invitations shown to the proven customer only.
 
 Chromium comes from apt (`make chromium`, run by `make test`); Playwright never downloads a browser.
 """
@@ -7,6 +8,7 @@ from __future__ import annotations
 
 import os
 import time
+from datetime import UTC, datetime, timedelta
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -18,6 +20,7 @@ from fastapi.responses import HTMLResponse
 from playwright.async_api import Browser, Page, async_playwright
 
 from services.collector.bootstrap import create_app
+from services.collector.links import EmailLink, LinkSigner
 from services.collector.settings import CollectorSettings
 from shared.events import KeyKind, RatingSubmitted
 from shared.identity.sourcekeys import sign_customer
@@ -169,3 +172,85 @@ async def test_widget_on_an_allowed_origin_posts_cross_origin_and_others_are_blo
     )
     assert event.data.customer_verified and event.data.provenance is not None
     assert event.data.provenance.key_kind is KeyKind.PUBLISHABLE
+
+
+def invitation_site(collector: str, key: str, customer: str, proof: str) -> FastAPI:
+    """A customer's website showing the widget in invitation mode: it asks whether an in-app survey
+    waits for this (proven) customer, and shows nothing when none does."""
+    site = FastAPI()
+
+    @site.get("/")
+    async def index() -> HTMLResponse:
+        return HTMLResponse(
+            f"""<!doctype html><html lang="en"><body>
+            <script src="{collector}/widget.js" defer></script>
+            <csat-rating id="w" invitation key="{key}" customer-id="{customer}" customer-proof="{proof}"
+              comment="none"></csat-rating>
+            <script>
+              document.addEventListener("csat-submitted", e => document.title = "ok " + e.detail.survey_id);
+              document.addEventListener("csat-error", e => document.title = "error " + e.detail.status);
+            </script></body></html>"""
+        )
+
+    return site
+
+
+async def test_widget_shows_the_customers_in_app_invitation_in_french_and_answers_it_once(
+    infra: Infra, topics: Topics, database_url: str, browser: Browser
+) -> None:
+    cfg = collector_settings(infra, topics, database_url, key_cache_s=0)
+    invitation = "8e0c0a4e-3333-5444-8555-a66677778888"
+    link = EmailLink(
+        survey_id=invitation,
+        customer_id="cus-app-1",
+        metric="csat",
+        scale="1-5",
+        expires_at=(datetime.now(UTC) + timedelta(days=7)).replace(microsecond=0),
+        locale="fr",
+        question="Êtes-vous satisfait de votre livraison ?",
+        reclick_window_s=0,
+    )
+    token = LinkSigner(secret=cfg.signing_secret.get_secret_value()).sign(link)  # as actions signs it
+    async with serving(create_app(cfg)) as collector, httpx.AsyncClient(base_url=collector) as admin:
+        key = await new_source(admin, "app", [])
+        registered = await admin.post(
+            "/v1/inapp-surveys",
+            json={"customer": {"id": "cus-app-1"}, "answer_link": f"{collector}/v1/email/{token}"},
+            headers=ADMIN,
+        )
+        assert registered.status_code == 201, registered.text
+        secret = (await admin.post("/v1/sources/app/identity-secret", headers=ADMIN)).json()[
+            "identity_secret"
+        ]
+
+        def proof(customer: str) -> str:
+            return sign_customer(
+                identity_secret=secret, customer_id=customer, expires_at=int(time.time()) + 600
+            )
+
+        async with serving(invitation_site(collector, key, "cus-app-1", proof("cus-app-1"))) as site:
+            patched = await admin.patch("/v1/sources/app", json={"allowed_origins": [site]}, headers=ADMIN)
+            assert patched.status_code == 200
+            page = await browser.new_page()
+            await page.goto(site)
+            await page.wait_for_selector("#w[data-state='asking']", timeout=20_000)
+            assert await page.locator("#w .q").inner_text() == "Êtes-vous satisfait de votre livraison ?"
+            await page.locator("#w button[aria-label^='4/5']").click()
+            assert await wait_title(page, "ok") == f"ok {invitation}"
+            assert "Merci" in await page.locator("#w .msg").inner_text()
+            # The next visit: answered, nothing shown.
+            await page.goto(site)
+            await page.wait_for_selector("#w[data-state='none']", state="attached", timeout=20_000)
+            assert await page.locator("#w .q").count() == 0
+            await page.close()
+        # Someone typing the customer id beside the public key, with no valid proof, sees nothing.
+        async with serving(invitation_site(collector, key, "cus-app-1", proof("cus-other"))) as forged:
+            await admin.patch("/v1/sources/app", json={"allowed_origins": [forged]}, headers=ADMIN)
+            page = await browser.new_page()
+            await page.goto(forged)
+            assert await wait_title(page, "error") == "error 403"
+            assert await page.locator("#w .q").count() == 0
+            await page.close()
+    (event,) = await read_events(infra.bootstrap, topics.ratings, count=1)
+    assert isinstance(event.data, RatingSubmitted)
+    assert (event.data.rating_id, event.data.survey_id, event.data.score) == (link.rating_id, invitation, 4)

@@ -348,7 +348,9 @@
       var last = { status: 0, detail: "network error" };
       for (var attempt = 0; attempt < 4; attempt++) {
         try {
-          var r = await fetch(this._offer.answer_url, {
+          // The link's path on the collector this widget talks to (answer_url names its public address).
+          var target = this._endpoint() + new URL(this._offer.answer_url, this._endpoint()).pathname;
+          var r = await fetch(target, {
             method: "POST",
             headers: { Accept: "application/json" },
             body: form,
