@@ -92,7 +92,8 @@ async def table_counts(url: str) -> tuple[int, int]:
             row = (
                 await conn.execute(
                     text(
-                        "SELECT coalesce(sum(invited), 0), coalesce(sum(answered), 0) FROM scorer.response_counts"
+                        "SELECT coalesce(sum(invited), 0), coalesce(sum(answered), 0) "
+                        "FROM scorer.response_counts"
                     )
                 )
             ).one()

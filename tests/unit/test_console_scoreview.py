@@ -144,6 +144,14 @@ def test_nps_groups_and_ces_easy_share() -> None:
             {"rate": 0.08, "ci_low": 0.05, "ci_high": 0.12, "sent": 300, "answered": 24, "low": True},
             sv.ResponseRate(0.08, 0.05, 0.12, 300, 24, True),
         ),
+        (
+            {"rate": 0.08, "ci_low": 0.05, "ci_high": 0.12, "invited": 300, "answered": 24, "low": True},
+            sv.ResponseRate(0.08, 0.05, 0.12, 300, 24, True),
+        ),
+        (
+            {"rate": 0.3, "invited": 10, "answered": 3, "low": False, "threshold": 0.1},
+            sv.ResponseRate(0.3, None, None, 10, 3, False, 0.1),
+        ),
         ({"sent": 10}, None),  # no rate: nothing to show
     ],
 )
