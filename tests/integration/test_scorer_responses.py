@@ -12,6 +12,7 @@ import pytest
 from sqlalchemy import text
 
 from services.scorer.bootstrap import create_app
+from services.scorer.repository import maintenance
 from services.scorer.settings import ScorerSettings
 from shared import events as ev
 from shared.db import make_engine
@@ -152,3 +153,39 @@ async def test_response_rate_counted_once_across_topics_replays_and_a_restart(
         assert (rows["response_rate"]["invited"], rows["response_rate"]["answered"]) == (170, 30)
     # Every counter row: the global key, store, channel and store x channel, each 170 / 30.
     assert await table_counts(database_url) == (4 * 170, 4 * 30)
+
+
+async def test_retention_drops_invitation_rows_the_counters_no_longer_need(
+    infra: Infra, database_url: str, topics: Topics
+) -> None:
+    now = datetime.now(UTC)
+    old = now - timedelta(days=801)  # past CSAT_HOUR_RETENTION_DAYS (800)
+    await produce(
+        infra.bootstrap,
+        [
+            invitation(topics, 1, PARIS, old),
+            invitation(topics, 2, PARIS, now - timedelta(hours=2)),
+            answer(topics, 2, 5, PARIS, now - timedelta(hours=1)),
+            # an answer naming no invitation, long ago (a hand-sent email link), and a recent one
+            answer(topics, 3, 4, PARIS, now - timedelta(days=121)),
+            answer(topics, 4, 4, PARIS, now - timedelta(days=1)),
+        ],
+    )
+    cfg = settings(infra, database_url, topics)
+    engine = make_engine(database_url)
+
+    async def rows() -> list[str]:
+        async with engine.connect() as conn:
+            found = await conn.execute(text("SELECT invitation_id FROM scorer.survey_responses ORDER BY 1"))
+            return [r[0] for r in found]
+
+    try:
+        async with running(create_app(cfg), headers=ADMIN):
+            await wait_for(rows, until=lambda ids: len(ids) == 4, timeout_s=60)
+            await wait_for(lambda: table_counts(database_url), until=lambda c: c == (4 * 2, 4 * 1))
+        # (the scorer's own prune job may have run already: what is left is checked, not who deleted it)
+        await maintenance.prune(engine, settings=cfg, now=now)
+        assert await rows() == ["inv-2", "inv-4"]
+    finally:
+        await engine.dispose()
+    assert await table_counts(database_url) == (4 * 2, 4 * 1)  # the counts stay
