@@ -5,7 +5,8 @@ segment keys, when it was sent) and from the first rating carrying it as ``surve
 answered); whichever comes first inserts the row, so the two topics may arrive in any order. A row is
 counted once as invited (when its invitation arrives) and once as answered (when both are known), into
 ``scorer.response_counts``: per metric, segment key and hour of the invitation, so answered / invited
-over a window is the share of that window's invitations answered so far, exactly.
+over a window is the share of that window's invitations answered so far, exactly; ``commented``
+counts the answers that came with a comment (the completion rate: commented / answered).
 
 Revision ID: 0020_scorer_invitations
 Revises: 0015_surveys
@@ -31,7 +32,8 @@ def upgrade() -> None:
             segment jsonb,
             keys text,
             invited_at timestamptz,
-            answered_at timestamptz
+            answered_at timestamptz,
+            commented boolean NOT NULL DEFAULT false
         )
         """
     )
@@ -47,6 +49,7 @@ def upgrade() -> None:
             bucket_start timestamptz NOT NULL,
             invited bigint NOT NULL DEFAULT 0,
             answered bigint NOT NULL DEFAULT 0,
+            commented bigint NOT NULL DEFAULT 0,
             PRIMARY KEY (metric, segment_key, bucket_start)
         )
         """

@@ -15,7 +15,7 @@ from datetime import date, datetime, timedelta
 from typing import NamedTuple, Protocol, TypeVar
 
 from services.scorer.drift import DriftState
-from services.scorer.responses import Counted, Invitation, ResponseIncrement
+from services.scorer.responses import Answer, Counted, Invitation, ResponseCounts, ResponseIncrement
 from services.scorer.signals import SegmentState
 from services.scorer.windows import Span
 from shared.scales import Metric, Sentiment
@@ -276,9 +276,9 @@ class ScoreReader(Protocol):
 
     async def response_counts(
         self, *, metric: str, key: str | None, attributes: Mapping[str, str], start: datetime, end: datetime
-    ) -> tuple[int, int]:
-        """(invited, answered) of the invitations sent in ``[start, end)`` (whole hours) for a segment:
-        from its counters, or from the invitation rows when ``key`` is None (a segment without counters)."""
+    ) -> ResponseCounts:
+        """Invited, answered and commented of the invitations sent in ``[start, end)`` (whole hours) for a
+        segment: from its counters, or from the invitation rows when ``key`` is None (no counters)."""
         ...
 
 
@@ -374,9 +374,9 @@ class ResponseCounter(Protocol[Tx]):
         ...
 
     async def record_responses(
-        self, tx: Tx, *, invitations: Sequence[Invitation], answers: Mapping[str, datetime]
+        self, tx: Tx, *, invitations: Sequence[Invitation], answers: Mapping[str, Answer]
     ) -> list[Counted]:
-        """Store invitations not stored yet and first answers (invitation id -> answered at); the rows
+        """Store invitations not stored yet and first answers (invitation id -> answer); the rows
         that moved, to count once each (an answer before its invitation is kept until it comes)."""
         ...
 

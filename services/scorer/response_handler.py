@@ -9,12 +9,11 @@ Nothing to do for a batch without either: the rating hot path pays one attribute
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
 
 from services.scorer.decoding import RatingRow
 from services.scorer.handlers import BatchHandler
 from services.scorer.ports import ResponseCounter, Tx
-from services.scorer.responses import Invitation, increments
+from services.scorer.responses import Answer, Invitation, increments
 from shared.consumer import Received
 from shared.envelope import OutgoingRecord
 from shared.events import RatingSubmitted, SurveyInvited
@@ -25,12 +24,12 @@ def make_response_handler(*, store: ResponseCounter[Tx]) -> BatchHandler[Tx]:
 
     async def handle(tx: Tx, batch: Sequence[Received]) -> list[OutgoingRecord]:
         invited: dict[str, SurveyInvited] = {}
-        answers: dict[str, datetime] = {}
+        answers: dict[str, Answer] = {}
         for item in batch:
             data = item.envelope.data
             if type(data) is RatingRow or isinstance(data, RatingSubmitted):
                 if data.survey_id:
-                    answers.setdefault(data.survey_id, data.received_at)
+                    answers.setdefault(data.survey_id, Answer(data.received_at, bool(data.comment)))
             elif isinstance(data, SurveyInvited):
                 invited.setdefault(data.invitation_id, data)
         if not invited and not answers:

@@ -46,6 +46,13 @@ class Invitation:
     invited_at: datetime
 
 
+class Answer(NamedTuple):
+    """The first answer to an invitation: when it came, and whether it carried a comment."""
+
+    at: datetime
+    commented: bool
+
+
 @dataclass(frozen=True, slots=True)
 class Counted:
     """An invitation row that moved in this batch: to count as invited (its invitation came) and/or as
@@ -56,6 +63,7 @@ class Counted:
     invited_at: datetime
     invited: bool
     answered: bool
+    commented: bool = False  # the answer counted here came with a comment (the follow-up question)
 
 
 class ResponseIncrement(NamedTuple):
@@ -64,11 +72,12 @@ class ResponseIncrement(NamedTuple):
     bucket_start: datetime
     invited: int
     answered: int
+    commented: int
 
 
 def increments(counted: Iterable[Counted]) -> list[ResponseIncrement]:
     """Counter increments per (metric, segment key, hour of the invitation), in key order (lock order)."""
-    sums: dict[tuple[str, str, datetime], list[int]] = defaultdict(lambda: [0, 0])
+    sums: dict[tuple[str, str, datetime], list[int]] = defaultdict(lambda: [0, 0, 0])
     for c in counted:
         if not (c.invited or c.answered):
             continue
@@ -77,7 +86,8 @@ def increments(counted: Iterable[Counted]) -> list[ResponseIncrement]:
             total = sums[(c.metric, key, bucket)]
             total[0] += c.invited
             total[1] += c.answered
-    return [ResponseIncrement(m, k, b, i, a) for (m, k, b), (i, a) in sorted(sums.items())]
+            total[2] += c.answered and c.commented
+    return [ResponseIncrement(m, k, b, i, a, c) for (m, k, b), (i, a, c) in sorted(sums.items())]
 
 
 def window(start: datetime, end: datetime) -> tuple[datetime, datetime]:
@@ -91,26 +101,47 @@ class ResponseSettings:
     min_invited: int = MIN_INVITED
 
 
+@dataclass(frozen=True, slots=True)
+class ResponseCounts:
+    """Of the invitations sent in a window: how many, how many answered, how many with a comment."""
+
+    invited: int = 0
+    answered: int = 0
+    commented: int = 0
+
+
 def body(
-    invited: int, answered: int, *, start: datetime, end: datetime, settings: ResponseSettings
+    counts: ResponseCounts, *, start: datetime, end: datetime, settings: ResponseSettings
 ) -> dict[str, Any]:
-    """``response_rate`` (None without invitations) and ``low_response`` for ``GET /v1/scores``."""
-    if invited <= 0:
-        return {"response_rate": None, "low_response": False}
-    p = proportion(answered, invited)
+    """``response_rate`` and ``completion_rate`` (None without invitations, answers) and ``low_response``
+    for ``GET /v1/scores``."""
+    if counts.invited <= 0:
+        return {"response_rate": None, "completion_rate": None, "low_response": False}
+    p = proportion(counts.answered, counts.invited)
     low = p.below(settings.threshold, min_n=settings.min_invited)
+    completion = None
+    if counts.answered:
+        c = proportion(counts.commented, counts.answered)
+        completion = {
+            "rate": c.value,
+            "ci_low": c.ci_low,
+            "ci_high": c.ci_high,
+            "answered": counts.answered,
+            "commented": counts.commented,
+        }
     return {
         "response_rate": {
             "rate": p.value,
             "ci_low": p.ci_low,
             "ci_high": p.ci_high,
-            "invited": invited,
-            "answered": answered,
+            "invited": counts.invited,
+            "answered": counts.answered,
             "low": low,
             "threshold": settings.threshold,
             "min_invited": settings.min_invited,
             "from": start.isoformat(),
             "to": end.isoformat(),
         },
+        "completion_rate": completion,
         "low_response": low,
     }

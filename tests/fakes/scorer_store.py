@@ -37,7 +37,7 @@ from services.scorer.ports import (
     SegmentFacts,
     StateKey,
 )
-from services.scorer.responses import Counted, Invitation, ResponseIncrement
+from services.scorer.responses import Answer, Counted, Invitation, ResponseCounts, ResponseIncrement
 from services.scorer.segments import KEY_SEPARATOR, counted_keys, plan_dimensions, plan_registration
 from services.scorer.signals import SegmentState
 from services.scorer.windows import DAY, HOUR, MINUTE, floor_to
@@ -379,7 +379,7 @@ class MemoryScorerStore:
 
     # ---- ports.ResponseCounter and ScoreReader.response_counts ---------------------------------
     async def record_responses(
-        self, tx: object, *, invitations: Sequence[Invitation], answers: Mapping[str, datetime]
+        self, tx: object, *, invitations: Sequence[Invitation], answers: Mapping[str, Answer]
     ) -> list[Counted]:
         return self.responses.record(invitations, answers)
 
@@ -388,7 +388,7 @@ class MemoryScorerStore:
 
     async def response_counts(
         self, *, metric: str, key: str | None, attributes: Mapping[str, str], start: datetime, end: datetime
-    ) -> tuple[int, int]:
+    ) -> ResponseCounts:
         return self.responses.read(metric=metric, key=key, attributes=attributes, start=start, end=end)
 
     def _customer(self, customer_id: str, metric: str | None) -> list[Rating]:
@@ -408,6 +408,7 @@ class ResponseRow:
     keys: str | None = None
     invited_at: datetime | None = None
     answered_at: datetime | None = None
+    commented: bool = False
 
 
 class MemoryResponses:
@@ -417,37 +418,39 @@ class MemoryResponses:
         self.rows: dict[str, ResponseRow] = {}
         self.counts: dict[tuple[str, str, datetime], list[int]] = {}
 
-    def record(self, invitations: Sequence[Invitation], answers: Mapping[str, datetime]) -> list[Counted]:
+    def record(self, invitations: Sequence[Invitation], answers: Mapping[str, Answer]) -> list[Counted]:
         moved: list[Counted] = []
         for i in invitations:
             row = self.rows.setdefault(i.invitation_id, ResponseRow())
             if row.invited_at is not None:
                 continue
             row.metric, row.segment, row.keys, row.invited_at = i.metric, i.segment, i.keys, i.invited_at
-            moved.append(Counted(i.metric, i.keys, i.invited_at, True, row.answered_at is not None))
-        for iid, at in sorted(answers.items()):
+            answered = row.answered_at is not None
+            moved.append(Counted(i.metric, i.keys, i.invited_at, True, answered, row.commented))
+        for iid, answer in sorted(answers.items()):
             row = self.rows.setdefault(iid, ResponseRow())
             if row.answered_at is not None:
                 continue
-            row.answered_at = at
+            row.answered_at, row.commented = answer.at, answer.commented
             if row.invited_at is not None and row.metric is not None and row.keys is not None:
-                moved.append(Counted(row.metric, row.keys, row.invited_at, False, True))
+                moved.append(Counted(row.metric, row.keys, row.invited_at, False, True, answer.commented))
         return moved
 
     def add(self, increments: Sequence[ResponseIncrement]) -> None:
         for inc in increments:
-            total = self.counts.setdefault((inc.metric, inc.segment_key, inc.bucket_start), [0, 0])
+            total = self.counts.setdefault((inc.metric, inc.segment_key, inc.bucket_start), [0, 0, 0])
             total[0] += inc.invited
             total[1] += inc.answered
+            total[2] += inc.commented
 
     def read(
         self, *, metric: str, key: str | None, attributes: Mapping[str, str], start: datetime, end: datetime
-    ) -> tuple[int, int]:
+    ) -> ResponseCounts:
         if key is not None:
             found = [
                 v for (m, k, b), v in self.counts.items() if m == metric and k == key and start <= b < end
             ]
-            return sum(v[0] for v in found), sum(v[1] for v in found)
+            return ResponseCounts(*(sum(v[i] for v in found) for i in range(3)))
         rows = [
             r
             for r in self.rows.values()
@@ -456,7 +459,8 @@ class MemoryResponses:
             and start <= r.invited_at < end
             and all((r.segment or {}).get(d) == v for d, v in attributes.items())
         ]
-        return len(rows), sum(r.answered_at is not None for r in rows)
+        answered = [r for r in rows if r.answered_at is not None]
+        return ResponseCounts(len(rows), len(answered), sum(r.commented for r in answered))
 
 
 def _selected(key: str, where: KeyFilter) -> bool:

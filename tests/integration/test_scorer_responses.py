@@ -60,7 +60,9 @@ def invitation(topics: Topics, n: int, segment: dict[str, str], at: datetime) ->
     )
 
 
-def answer(topics: Topics, n: int, score: int, segment: dict[str, str], at: datetime) -> OutgoingRecord:
+def answer(
+    topics: Topics, n: int, score: int, segment: dict[str, str], at: datetime, comment: str | None = None
+) -> OutgoingRecord:
     scale = SCALES[(Metric.CSAT, "1-5")]
     rating = ev.RatingSubmitted(
         rating_id=f"email-inv-{n}",
@@ -73,6 +75,7 @@ def answer(topics: Topics, n: int, score: int, segment: dict[str, str], at: date
         customer=ev.CustomerRef(id=f"cus-{n}"),
         segment=segment,
         survey_id=f"inv-{n}",
+        comment=comment,
         occurred_at=at,
         received_at=at,
     )
@@ -111,7 +114,11 @@ async def test_response_rate_counted_once_across_topics_replays_and_a_restart(
     # Paris: 120 invited, 10 answered (8.3 %: low); Lyon: 50 invited, 20 answered.
     paris = [invitation(topics, n, PARIS, sent) for n in range(120)]
     lyon = [invitation(topics, 1000 + n, LYON, sent) for n in range(50)]
-    paris_answers = [answer(topics, n, 5, PARIS, now - timedelta(hours=1)) for n in range(0, 120, 13)]
+    # Five of Paris's answers came with a comment (the follow-up question): completion 5 / 30 overall.
+    paris_answers = [
+        answer(topics, n, 5, PARIS, now - timedelta(hours=1), "Quick" if n % 26 == 0 else None)
+        for n in range(0, 120, 13)
+    ]
     lyon_answers = [answer(topics, 1000 + n, 4, LYON, now - timedelta(hours=1)) for n in range(20)]
     assert len(paris_answers) == 10
     # Answers of ten invitations arrive before their invitations; Lyon's second half comes later.
@@ -141,6 +148,8 @@ async def test_response_rate_counted_once_across_topics_replays_and_a_restart(
         rr = body["response_rate"]
         assert (rr["invited"], rr["answered"], rr["rate"]) == (170, 30, 30 / 170)
         assert body["responses"] == 30 and body["low_response"] is False
+        done = body["completion_rate"]
+        assert (done["answered"], done["commented"], done["rate"]) == (30, 5, 5 / 30)
         p = await rate("store:paris-1")
         assert (p["response_rate"]["invited"], p["response_rate"]["answered"]) == (120, 10)
         assert p["response_rate"]["rate"] == 10 / 120

@@ -64,9 +64,11 @@ def invited(data: ev.SurveyInvited, *, offset: int = 0) -> Received:
     return Received(envelope=envelope, topic="surveys", partition=0, offset=offset)
 
 
-def answer(n: int, score: int = 4, segment: dict[str, str] = PARIS, *, rid: str | None = None) -> Received:
-    r = rating(rid or f"email-inv-{n}", score, segment=segment, at=SENT + timedelta(hours=1))
-    return received(r.model_copy(update={"survey_id": f"inv-{n}"}))
+def answer(
+    n: int, score: int = 4, segment: dict[str, str] = PARIS, *, comment: str | None = None
+) -> Received:
+    r = rating(f"email-inv-{n}", score, segment=segment, at=SENT + timedelta(hours=1))
+    return received(r.model_copy(update={"survey_id": f"inv-{n}", "comment": comment}))
 
 
 def settings(**values: Any) -> ScorerSettings:
@@ -81,7 +83,8 @@ def both(store: MemoryScorerStore, cfg: ScorerSettings) -> Any:
 
 def figures(store: MemoryScorerStore, key: str) -> tuple[int, int]:
     start, end = rs.window(NOW - timedelta(days=30), NOW)
-    return store.responses.read(metric="csat", key=key, attributes={}, start=start, end=end)
+    counts = store.responses.read(metric="csat", key=key, attributes={}, start=start, end=end)
+    return counts.invited, counts.answered
 
 
 # ---- the maths -----------------------------------------------------------------------------------------
@@ -97,7 +100,7 @@ def figures(store: MemoryScorerStore, key: str) -> tuple[int, int]:
 def test_low_response_is_a_rate_under_the_threshold_on_enough_invitations(
     invited: int, answered: int, low: bool
 ) -> None:
-    body = rs.body(invited, answered, start=SENT, end=NOW, settings=rs.ResponseSettings())
+    body = rs.body(rs.ResponseCounts(invited, answered), start=SENT, end=NOW, settings=rs.ResponseSettings())
     rr = body["response_rate"]
     assert rr["rate"] == answered / invited and (rr["invited"], rr["answered"]) == (invited, answered)
     assert (rr["ci_low"], rr["ci_high"]) == wilson_interval(answered, invited)
@@ -105,8 +108,17 @@ def test_low_response_is_a_rate_under_the_threshold_on_enough_invitations(
 
 
 def test_no_invitation_means_no_rate_and_no_flag() -> None:
-    body = rs.body(0, 0, start=SENT, end=NOW, settings=rs.ResponseSettings())
-    assert body == {"response_rate": None, "low_response": False}
+    body = rs.body(rs.ResponseCounts(), start=SENT, end=NOW, settings=rs.ResponseSettings())
+    assert body == {"response_rate": None, "completion_rate": None, "low_response": False}
+    unanswered = rs.body(rs.ResponseCounts(10, 0), start=SENT, end=NOW, settings=rs.ResponseSettings())
+    assert unanswered["response_rate"]["rate"] == 0.0 and unanswered["completion_rate"] is None
+
+
+def test_completion_is_the_share_of_answers_with_a_comment() -> None:
+    body = rs.body(rs.ResponseCounts(300, 90, 30), start=SENT, end=NOW, settings=rs.ResponseSettings())
+    done = body["completion_rate"]
+    assert (done["rate"], done["answered"], done["commented"]) == (30 / 90, 90, 30)
+    assert (done["ci_low"], done["ci_high"]) == wilson_interval(30, 90)
 
 
 def test_increments_go_to_the_invitation_hour_of_every_segment_key() -> None:
@@ -114,14 +126,14 @@ def test_increments_go_to_the_invitation_hour_of_every_segment_key() -> None:
     keys = KEY_SEPARATOR.join(["*", "store=paris-1"])
     moved = [
         rs.Counted("csat", keys, at, invited=True, answered=False),
-        rs.Counted("csat", keys, at + timedelta(minutes=5), invited=True, answered=True),
+        rs.Counted("csat", keys, at + timedelta(minutes=5), invited=True, answered=True, commented=True),
         rs.Counted("csat", "*", at - timedelta(hours=1), invited=False, answered=True),
     ]
     nine, eight = at.replace(minute=0), at.replace(hour=8, minute=0)
     assert rs.increments(moved) == [
-        rs.ResponseIncrement("csat", "*", eight, 0, 1),
-        rs.ResponseIncrement("csat", "*", nine, 2, 1),
-        rs.ResponseIncrement("csat", "store=paris-1", nine, 2, 1),
+        rs.ResponseIncrement("csat", "*", eight, 0, 1, 0),
+        rs.ResponseIncrement("csat", "*", nine, 2, 1, 1),
+        rs.ResponseIncrement("csat", "store=paris-1", nine, 2, 1, 1),
     ]
     assert rs.window(at, at + timedelta(hours=2)) == (nine, nine + timedelta(hours=3))
 
@@ -135,7 +147,7 @@ async def test_each_invitation_and_first_answer_counts_once_whatever_the_order()
     await handle(TX, [*(invited(invitation(n)) for n in range(3)), invited(invitation(3, LYON)), answer(9)])
     assert figures(store, "*") == (4, 0) and figures(store, "store=paris-1") == (3, 0)
     # Batch 2: answers to inv-0 (twice: a replayed record) and inv-3, then inv-9's invitation arrives.
-    await handle(TX, [answer(0), answer(0), answer(3, segment=LYON), invited(invitation(9))])
+    await handle(TX, [answer(0, comment="Fast"), answer(0), answer(3, segment=LYON), invited(invitation(9))])
     assert figures(store, "*") == (5, 3)
     assert figures(store, "store=paris-1") == (4, 2) and figures(store, "store=lyon-2") == (1, 1)
     # Batch 3: everything replayed, and a re-click on inv-0 (same rating id, another score): nothing moves.
@@ -150,6 +162,10 @@ async def test_each_invitation_and_first_answer_counts_once_whatever_the_order()
         ],
     )
     assert figures(store, "*") == (5, 3) and figures(store, "channel=email|store=paris-1") == (4, 2)
+    # Completion: the first answer's comment counts (inv-0's), and only once.
+    start, end = rs.window(NOW - timedelta(days=30), NOW)
+    counts = store.responses.read(metric="csat", key="*", attributes={}, start=start, end=end)
+    assert counts == rs.ResponseCounts(5, 3, 1)
     # The ratings themselves were scored by the rating handler as usual, once each.
     assert set(store.ratings) == {"email-inv-0", "email-inv-3", "email-inv-9"}
 
@@ -177,7 +193,11 @@ async def client() -> Any:
     # Paris: 40 invited, 3 answered (7.5 %: low); Lyon: 20 invited, 8 answered (too few to flag).
     await handle(TX, [invited(invitation(n)) for n in range(40)])
     await handle(TX, [invited(invitation(100 + n, LYON)) for n in range(20)])
-    await handle(TX, [answer(n, 5) for n in range(3)] + [answer(100 + n, 4, LYON) for n in range(8)])
+    await handle(
+        TX,
+        [answer(n, 5, comment="Quick" if n == 0 else None) for n in range(3)]
+        + [answer(100 + n, 4, LYON) for n in range(8)],
+    )
     # Nantes x France (not a counted combination): 2 invited, 1 answered.
     nantes = {"store": "nantes", "country": "fr"}
     await handle(
@@ -209,6 +229,8 @@ async def test_scores_report_the_response_rate_of_the_segment_and_flag_low_respo
     assert (rr["ci_low"], rr["ci_high"]) == wilson_interval(3, 40)
     assert rr["low"] is paris["low_response"] is True
     assert paris["responses"] == 4 and paris["score"] == 100.0  # the existing fields are untouched
+    done = paris["completion_rate"]
+    assert (done["answered"], done["commented"], done["rate"]) == (3, 1, 1 / 3)
     lyon = (await client.get("/v1/scores", params={"segment": "store:lyon-2"})).json()
     assert (lyon["response_rate"]["rate"], lyon["low_response"]) == (8 / 20, False)
     every = (await client.get("/v1/scores")).json()
@@ -237,7 +259,7 @@ async def test_segments_without_counters_read_the_invitation_rows(client: httpx.
 async def test_a_threshold_from_the_settings() -> None:
     cfg = settings(low_response_rate=0.5, low_response_min_invited=10)
     assert cfg.response_settings == rs.ResponseSettings(0.5, 10)
-    body = rs.body(20, 8, start=SENT, end=NOW, settings=cfg.response_settings)
+    body = rs.body(rs.ResponseCounts(20, 8), start=SENT, end=NOW, settings=cfg.response_settings)
     assert body["low_response"] is True and body["response_rate"]["threshold"] == 0.5
 
 

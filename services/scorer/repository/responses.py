@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from services.scorer.ports import CountedSegments
 from services.scorer.repository.registry import Registry
 from services.scorer.repository.writes import driver
-from services.scorer.responses import Counted, Invitation, ResponseIncrement
+from services.scorer.responses import Answer, Counted, Invitation, ResponseCounts, ResponseIncrement
 
 _INVITED = """
 INSERT INTO scorer.survey_responses AS r (invitation_id, metric, segment, keys, invited_at)
@@ -27,27 +27,28 @@ ON CONFLICT (invitation_id) DO UPDATE
     SET metric = EXCLUDED.metric, segment = EXCLUDED.segment, keys = EXCLUDED.keys,
         invited_at = EXCLUDED.invited_at
     WHERE r.invited_at IS NULL
-RETURNING metric, keys, invited_at, answered_at IS NOT NULL
+RETURNING metric, keys, invited_at, answered_at IS NOT NULL, commented
 """
 
 _ANSWERED = """
-INSERT INTO scorer.survey_responses AS r (invitation_id, answered_at)
-SELECT * FROM unnest($1::text[], $2::timestamptz[]) ORDER BY 1
-ON CONFLICT (invitation_id) DO UPDATE SET answered_at = EXCLUDED.answered_at
+INSERT INTO scorer.survey_responses AS r (invitation_id, answered_at, commented)
+SELECT * FROM unnest($1::text[], $2::timestamptz[], $3::boolean[]) ORDER BY 1
+ON CONFLICT (invitation_id) DO UPDATE SET answered_at = EXCLUDED.answered_at, commented = EXCLUDED.commented
     WHERE r.answered_at IS NULL
-RETURNING metric, keys, invited_at
+RETURNING metric, keys, invited_at, commented
 """
 
 _ADD = """
-INSERT INTO scorer.response_counts AS c (metric, segment_key, bucket_start, invited, answered)
-SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::bigint[], $5::bigint[])
+INSERT INTO scorer.response_counts AS c (metric, segment_key, bucket_start, invited, answered, commented)
+SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::bigint[], $5::bigint[], $6::bigint[])
 ON CONFLICT (metric, segment_key, bucket_start) DO UPDATE
-    SET invited = c.invited + EXCLUDED.invited, answered = c.answered + EXCLUDED.answered
+    SET invited = c.invited + EXCLUDED.invited, answered = c.answered + EXCLUDED.answered,
+        commented = c.commented + EXCLUDED.commented
 """
 
 
 async def record_responses(
-    conn: AsyncConnection, *, invitations: Sequence[Invitation], answers: Mapping[str, datetime]
+    conn: AsyncConnection, *, invitations: Sequence[Invitation], answers: Mapping[str, Answer]
 ) -> list[Counted]:
     """Invitations first, then answers: an invitation and its answer in one batch count as both."""
     pg = await driver(conn)
@@ -61,11 +62,17 @@ async def record_responses(
             [i.keys for i in invitations],
             [i.invited_at for i in invitations],
         )
-        moved += [Counted(m, k, at, invited=True, answered=bool(a)) for m, k, at, a in rows]
+        moved += [Counted(m, k, at, invited=True, answered=bool(a), commented=c) for m, k, at, a, c in rows]
     if answers:
         ids = sorted(answers)
-        rows = await pg.fetch(_ANSWERED, ids, [answers[i] for i in ids])
-        moved += [Counted(m, k, at, invited=False, answered=True) for m, k, at in rows if at is not None]
+        rows = await pg.fetch(
+            _ANSWERED, ids, [answers[i].at for i in ids], [answers[i].commented for i in ids]
+        )
+        moved += [
+            Counted(m, k, at, invited=False, answered=True, commented=c)
+            for m, k, at, c in rows
+            if at is not None
+        ]
     return moved
 
 
@@ -88,7 +95,7 @@ class PgResponseCounter:
         return await self.registry.counted_all(tx, segments)
 
     async def record_responses(
-        self, tx: AsyncConnection, *, invitations: Sequence[Invitation], answers: Mapping[str, datetime]
+        self, tx: AsyncConnection, *, invitations: Sequence[Invitation], answers: Mapping[str, Answer]
     ) -> list[Counted]:
         return await record_responses(tx, invitations=invitations, answers=answers)
 
@@ -106,17 +113,20 @@ async def response_counts(
     attributes: Mapping[str, str],
     start: datetime,
     end: datetime,
-) -> tuple[int, int]:
-    """(invited, answered) in ``[start, end)``: the segment's counters, or its invitation rows."""
+) -> ResponseCounts:
+    """Invited, answered, commented in ``[start, end)``: the segment's counters, or its invitation rows."""
     if key is not None:
         sql = (
-            "SELECT coalesce(sum(invited), 0), coalesce(sum(answered), 0) FROM scorer.response_counts "
+            "SELECT coalesce(sum(invited), 0), coalesce(sum(answered), 0), coalesce(sum(commented), 0) "
+            "FROM scorer.response_counts "
             "WHERE metric = :metric AND segment_key = :key AND bucket_start >= :start AND bucket_start < :end"
         )
         params: dict[str, object] = {"metric": metric, "key": key, "start": start, "end": end}
     else:
         sql = (
-            "SELECT count(*), count(answered_at) FROM scorer.survey_responses WHERE metric = :metric "
+            "SELECT count(*), count(answered_at), "
+            "count(*) FILTER (WHERE answered_at IS NOT NULL AND commented) "
+            "FROM scorer.survey_responses WHERE metric = :metric "
             "AND segment @> CAST(:segment AS jsonb) AND invited_at >= :start AND invited_at < :end"
         )
         params = {
@@ -126,4 +136,4 @@ async def response_counts(
             "end": end,
         }
     row = (await conn.execute(text(sql), params)).one()
-    return int(row[0]), int(row[1])
+    return ResponseCounts(int(row[0]), int(row[1]), int(row[2]))

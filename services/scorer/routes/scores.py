@@ -59,7 +59,7 @@ def _scores(api: APIRouter, deps: ScorerDeps) -> None:
             counts = await queries.counts_for(reader, metric=metric, target=target, plans=plans)
             drift = await reader.drift(metric=metric.value, keys=[target.key]) if target.counted else {}
             rr_start, rr_end = responses.window(comp.current.start, comp.current.end)
-            invited, answered = await reader.response_counts(
+            survey_counts = await reader.response_counts(
                 metric=metric.value,
                 key=target.key if target.counted else None,
                 attributes=target.attributes,
@@ -78,9 +78,7 @@ def _scores(api: APIRouter, deps: ScorerDeps) -> None:
             drift_record=drift.get(target.key),
             drift_settings=cfg.drift,
         )
-        body.update(
-            responses.body(invited, answered, start=rr_start, end=rr_end, settings=cfg.response_settings)
-        )
+        body.update(responses.body(survey_counts, start=rr_start, end=rr_end, settings=cfg.response_settings))
         return access.conceal(body, principal, min_group=cfg.min_group_size)
 
 
