@@ -176,6 +176,31 @@ class ResponseRate:
     answered: int | None
     low: bool
     threshold: float | None = None  # the rate under which ``low`` is set (the scorer's setting)
+    completion: Completion | None = None  # answers with a comment / answers
+
+
+@dataclass(frozen=True, slots=True)
+class Completion:
+    """Survey answers that came with a comment (the follow-up question), of all answers."""
+
+    rate: float
+    ci_low: float | None
+    ci_high: float | None
+    commented: int
+    answered: int
+
+
+def completion(body: Mapping[str, Any]) -> Completion | None:
+    raw = body.get("completion_rate")
+    if not isinstance(raw, dict) or as_float(raw.get("rate")) is None:
+        return None
+    return Completion(
+        rate=float(raw["rate"]),
+        ci_low=as_float(raw.get("ci_low")),
+        ci_high=as_float(raw.get("ci_high")),
+        commented=as_int(raw.get("commented")),
+        answered=as_int(raw.get("answered")),
+    )
 
 
 #: The scorer's drift detector states the Scores view words (others are not shown).
@@ -347,6 +372,7 @@ def response_rate(body: Mapping[str, Any]) -> ResponseRate | None:
         answered=as_int(raw["answered"]) if "answered" in raw else None,
         low=bool(raw.get("low") or body.get("low_response")),
         threshold=as_float(raw.get("threshold")),
+        completion=completion(body),
     )
 
 

@@ -101,6 +101,8 @@ def ratings(topic: str) -> list[OutgoingRecord]:
             channel="chat" if i % 5 < 3 else "web",
             # The first 100 answer survey invitations (``invitations``): 100 of 1,250 invited = 8 %.
             survey_id=f"inv-p-{i}" if i < SURVEY_ANSWERS else None,
+            # a quarter of those answered the follow-up question too: completion 25 %
+            comment="Quick and friendly" if i < SURVEY_ANSWERS and i % 4 == 0 else None,
         )
         for i, s in enumerate(PARIS_SCORES)
     ]
@@ -128,7 +130,8 @@ SURVEY_ANSWERS, SURVEY_INVITED = 100, 1250
 
 def invitations(topic: str) -> list[OutgoingRecord]:
     """paris-1's CSAT survey over the same 28 days: 1,250 invitations, answered by the first 100 of the
-    worked example's ratings (their ``survey_id``): a response rate of 8 %, under the 10 % threshold."""
+    worked example's ratings (their ``survey_id``, 25 with a comment): a response rate of 8 %, under the
+    10 % threshold, and a completion rate of 25 %."""
     now = datetime.now(UTC)
     out = []
     for i in range(SURVEY_INVITED):

@@ -159,6 +159,16 @@ def test_the_response_rate_tile_appears_only_when_the_scorer_reports_one(raw: An
     assert sv.tile(Metric.CSAT, body(response_rate=raw)).response_rate == expected
 
 
+def test_the_completion_rate_rides_with_the_response_rate() -> None:
+    rr = {"rate": 0.08, "invited": 1250, "answered": 100, "low": True}
+    done = {"rate": 0.25, "ci_low": 0.17, "ci_high": 0.34, "commented": 25, "answered": 100}
+    t = sv.tile(Metric.CSAT, body(response_rate=rr, completion_rate=done))
+    assert t.response_rate is not None
+    assert t.response_rate.completion == sv.Completion(0.25, 0.17, 0.34, 25, 100)
+    alone = sv.tile(Metric.CSAT, body(response_rate=rr, completion_rate=None)).response_rate
+    assert alone is not None and alone.completion is None
+
+
 def test_the_drift_detector_is_read_when_the_scorer_reports_it() -> None:
     detected = {
         "status": "drop_detected",

@@ -65,6 +65,7 @@ EN: dict[str, str] = {
     "scores.drift_drop": "{size} since {since}.",
     "scores.response_rate": "Survey response rate",
     "scores.rr_counts": "{answered} answered of {invited} invited",
+    "scores.rr_completion": "With a comment: {rate}, {commented} of {answered} answers",
     "scores.rr_low": "Low response: the people who answer may not speak for the others.",
     "scores.rr_low_under": (
         "Low response (under {threshold}): the people who answer may not speak for the others."
@@ -173,6 +174,7 @@ FR: dict[str, str] = {
     "scores.drift_drop": "{size} depuis le {since}.",
     "scores.response_rate": "Taux de réponse aux enquêtes",
     "scores.rr_counts": "{answered} réponses sur {invited} invitations",
+    "scores.rr_completion": "Avec un commentaire : {rate}, {commented} réponses sur {answered}",
     "scores.rr_low": "Peu de réponses : ceux qui répondent ne parlent peut-être pas pour les autres.",
     "scores.rr_low_under": (
         "Peu de réponses (moins de {threshold}) : ceux qui répondent ne parlent peut-être pas "
