@@ -177,7 +177,7 @@ async def commit_without_flush_wait(conn: AsyncConnection) -> None:
     commit loses all of them together (the WAL is replayed in order: a lost transaction takes every
     later one with it), and the scorer re-reads those records from Kafka from the surviving offsets
     and counts them once. A crash of the scorer alone loses nothing (the server still flushes the WAL;
-    tests/e2e/test_scorer_kill.py). Nothing leaves the process on the strength of this commit: dead
+    tests/faults/test_scorer_kill.py). Nothing leaves the process on the strength of this commit: dead
     letters are published before it. The score-event evaluator publishes from counters it read, then
     saves its state with a normal, synchronous commit, which flushes the WAL up to its own record and
     so every batch it could have read: a saved state never rests on counts a crash can take back. A
