@@ -9,7 +9,7 @@ over a window is the share of that window's invitations answered so far, exactly
 counts the answers that came with a comment (the completion rate: commented / answered).
 
 Revision ID: 0020_scorer_invitations
-Revises: 0019_rating_revisions
+Revises: 0022_survey_sms
 Create Date: 2026-12-05
 """
 
@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from alembic import op
 
 revision: str = "0020_scorer_invitations"
-down_revision: str | None = "0019_rating_revisions"
+down_revision: str | None = "0022_survey_sms"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
