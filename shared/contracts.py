@@ -79,6 +79,11 @@ EVENTS: tuple[EventDoc, ...] = (
         "HealthChanged",
         "An account's health score or band moved, with the contribution of each component.",
     ),
+    EventDoc(
+        ev.SURVEY_INVITED,
+        "SurveyInvited",
+        "A survey invitation went out; answers are ratings whose survey_id is its invitation_id.",
+    ),
 )
 
 
@@ -218,6 +223,17 @@ TOPICS: tuple[TopicDoc, ...] = (
         (),
         "Account health: one record each time a subject's score or band moves (not on every "
         "recomputation), with the explanation; `fell` says the band got worse.",
+    ),
+    TopicDoc(
+        "surveysInvited",
+        tp.SURVEYS_INVITED,
+        "customer id",
+        (ev.SURVEY_INVITED,),
+        "actions",
+        ("scorer",),
+        "One record per survey invitation sent (not per reminder), with its segment: the scorer counts "
+        "invitations and their answers (ratings carrying the invitation id as `survey_id`) into each "
+        "segment's response rate.",
     ),
 )
 

@@ -21,6 +21,7 @@ INTERACTION_RECORDED = "com.csat.interaction.recorded.v1"
 USAGE_OBSERVED = "com.csat.usage.observed.v1"
 CUSTOMER_ERASED = "com.csat.customer.erased.v1"
 HEALTH_CHANGED = "com.csat.health.changed.v1"
+SURVEY_INVITED = "com.csat.survey.invited.v1"
 
 
 class _Event(BaseModel):
@@ -370,6 +371,25 @@ class HealthChanged(_Event):
     components: list[HealthComponentOut] = Field(default_factory=list)
 
 
+class SurveyInvited(_Event):
+    """A survey invitation went out (its message was requested); keyed by customer id.
+
+    An answer is a rating whose ``survey_id`` is this ``invitation_id``: the scorer counts invitations and
+    answers per segment (the response rate in ``GET /v1/scores``). Published once per invitation (a
+    replay carries the same event id and invitation id); reminders are not invitations.
+    """
+
+    invitation_id: str = Field(description="The answers' survey_id; derived from survey and interaction")
+    survey_id: str = Field(description="The survey definition's id (post-delivery-csat)")
+    metric: Metric
+    scale: str
+    channel: str = Field(description="email, sms or in_app")
+    segment: dict[str, str] = Field(default_factory=dict, description="The interaction's, as the answers'")
+    invited_at: AwareDatetime = Field(description="When the message was requested")
+    expires_at: AwareDatetime = Field(description="Answers close then")
+    source: str | None = None
+
+
 EVENT_MODELS: dict[str, type[BaseModel]] = {
     RATING_SUBMITTED: RatingSubmitted,
     SCORE_CHANGED: ScoreChanged,
@@ -382,4 +402,5 @@ EVENT_MODELS: dict[str, type[BaseModel]] = {
     USAGE_OBSERVED: UsageObserved,
     CUSTOMER_ERASED: CustomerErased,
     HEALTH_CHANGED: HealthChanged,
+    SURVEY_INVITED: SurveyInvited,
 }

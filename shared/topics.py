@@ -17,6 +17,7 @@ INTERACTIONS = "csat.interactions.v1"
 USAGE = "csat.usage.v1"
 CUSTOMERS_ERASED = "csat.customers.erased.v1"
 HEALTH = "csat.health.changed.v1"
+SURVEYS_INVITED = "csat.surveys.invited.v1"
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +81,10 @@ class Topics:
     def health(self) -> str:
         return self._p(HEALTH)
 
+    @property
+    def surveys_invited(self) -> str:
+        return self._p(SURVEYS_INVITED)
+
     def all(self) -> list[str]:
         return [
             self.ratings,
@@ -95,4 +100,5 @@ class Topics:
             self.customers_erased,
             self.dlq_collector,
             self.health,
+            self.surveys_invited,
         ]

@@ -5,7 +5,7 @@ widget of the proven customer (a publishable key and the site's HMAC proof of th
 it and answers through that link, so the re-click and idempotency rules are the email link's.
 
 Revision ID: 0023_survey_inapp
-Revises: 0022_survey_sms
+Revises: 0020_scorer_invitations
 Create Date: 2026-12-05
 """
 
@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from alembic import op
 
 revision: str = "0023_survey_inapp"
-down_revision: str | None = "0022_survey_sms"
+down_revision: str | None = "0020_scorer_invitations"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -3,6 +3,7 @@ scheduler; ``create_app`` builds the FastAPI app with the routers. Only wiring, 
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 
@@ -25,6 +26,7 @@ from services.actions.rules import RuleSet, load_rules_file, parse_document
 from services.actions.scheduler import Scheduler
 from services.actions.settings import ActionsSettings
 from services.actions.survey_handler import LinkMaker, SurveyHandler
+from services.actions.survey_watch import SurveyWatch
 from services.actions.surveybook import SurveyBook
 from services.actions.surveys.definitions import load_surveys_text
 from services.actions.verbatims import Taxonomy, load_taxonomy_file
@@ -175,6 +177,7 @@ def create_app(settings: ActionsSettings | None = None) -> FastAPI:
         batch=cfg.timer_batch,
         surveys=surveys,
     )
+    watch = SurveyWatch(transactions=transactions, clock=utc_now)
     identity = PgIdentityStore(engine=runtime.engine, timeout_s=2.0)
     auth = service_authenticator(
         service="actions", identity=cfg, environment=cfg.environment, tokens=identity
@@ -194,7 +197,13 @@ def create_app(settings: ActionsSettings | None = None) -> FastAPI:
         await retention.start()
         if cfg.scheduler_enabled:
             await scheduler.start()
+        stop_watch = asyncio.Event()
+        watching = asyncio.create_task(
+            watch.run(stop_watch, interval_s=cfg.survey_watch_interval_s), name="actions-survey-watch"
+        )
         yield
+        stop_watch.set()
+        await asyncio.gather(watching, return_exceptions=True)
         await scheduler.stop()
         await retention.stop()
         await erasure.stop()

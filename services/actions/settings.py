@@ -67,6 +67,11 @@ class ActionsSettings(CommonSettings, IdentitySettings):
     timer_poll_s: float = Field(default=1.0, gt=0, le=60, description="How often due timers are looked for")
     timer_batch: int = Field(default=100, ge=1, le=10_000)
     scheduler_enabled: bool = True
+    survey_watch_interval_s: float = Field(
+        default=900.0,
+        gt=0,
+        description="How often the survey response-drop watch looks for a newly closed day (docs/surveys.md)",
+    )
     history_days: int = Field(default=90, ge=1, description="How far back the trend looks")
     history_limit: int = Field(default=50, ge=3, description="Ratings per customer read for history facts")
     trend_size: int = Field(default=5, ge=3, description="Ratings in the trend (slope) window")

@@ -34,7 +34,7 @@ from services.actions.surveys.decisions import (
 from services.actions.surveys.definitions import SurveyChannel, SurveyDef
 from shared import events as ev
 from shared.emaillinks import sign_claims
-from shared.envelope import OutgoingRecord
+from shared.envelope import OutgoingRecord, encode
 from shared.events import InteractionRecorded, NotificationOutcome, OutcomeStatus, RatingSubmitted
 from shared.topics import Topics
 from shared.vocabulary import SURVEY_TEMPLATE
@@ -201,6 +201,11 @@ class SurveyHandler:
             updates.append(update)
             if note is not None:
                 records.append(notification_record(self._topics, note, key=row.customer_id))
+            survey = current.get(row.survey_id)
+            if row.status == "scheduled" and update.status == "requested" and survey is not None:
+                # The invitation went out (in_app too: the widget asks): the scorer's response rate
+                # counts it, published before the commit like the request (a replay: same event id).
+                records.append(self._invited_record(row, survey, now=now))
         await stores.surveys.update(updates=updates, now=now)
         return len(due), records
 
@@ -244,6 +249,27 @@ class SurveyHandler:
             return InvitationUpdate(row.invitation_id, row.status, None, reminded=True), note
         next_at = row.reminder_at if survey.reminder is not None else None
         return InvitationUpdate(row.invitation_id, "requested", next_at, requested_at=now), note
+
+    def _invited_record(self, row: StoredInvitation, survey: SurveyDef, *, now: datetime) -> OutgoingRecord:
+        return encode(
+            topic=self._topics.surveys_invited,
+            event_type=ev.SURVEY_INVITED,
+            source="/actions",
+            event_id=f"survey-invited-{row.invitation_id}",
+            data=ev.SurveyInvited(
+                invitation_id=row.invitation_id,
+                survey_id=survey.id,
+                metric=survey.metric,
+                scale=survey.scale,
+                channel=row.channel,
+                segment=dict(row.segment),
+                invited_at=now,
+                expires_at=row.expires_at,
+                source=row.source,
+            ),
+            key=row.customer_id,
+            subject=row.invitation_id,
+        )
 
     def _request(
         self, row: StoredInvitation, survey: SurveyDef, *, reminder: bool, now: datetime

@@ -169,12 +169,38 @@ class Distribution:
 class ResponseRate:
     """Survey invitations answered; present only once the scorer reports it (surveys)."""
 
-    rate: float  # 0..1
+    rate: float  # 0..1: answered / invited
     ci_low: float | None
     ci_high: float | None
-    sent: int | None
+    invited: int | None
     answered: int | None
     low: bool
+    threshold: float | None = None  # the rate under which ``low`` is set (the scorer's setting)
+    completion: Completion | None = None  # answers with a comment / answers
+
+
+@dataclass(frozen=True, slots=True)
+class Completion:
+    """Survey answers that came with a comment (the follow-up question), of all answers."""
+
+    rate: float
+    ci_low: float | None
+    ci_high: float | None
+    commented: int
+    answered: int
+
+
+def completion(body: Mapping[str, Any]) -> Completion | None:
+    raw = body.get("completion_rate")
+    if not isinstance(raw, dict) or as_float(raw.get("rate")) is None:
+        return None
+    return Completion(
+        rate=float(raw["rate"]),
+        ci_low=as_float(raw.get("ci_low")),
+        ci_high=as_float(raw.get("ci_high")),
+        commented=as_int(raw.get("commented")),
+        answered=as_int(raw.get("answered")),
+    )
 
 
 #: The scorer's drift detector states the Scores view words (others are not shown).
@@ -330,19 +356,23 @@ def distribution(metric: Metric, body: Mapping[str, Any]) -> Distribution:
 
 def response_rate(body: Mapping[str, Any]) -> ResponseRate | None:
     """The surveys' response rate when the scorer reports one (``response_rate``: a ratio or an object
-    with ``rate``, ``ci_low``, ``ci_high`` as ratios, ``sent``, ``answered``, ``low``); else None."""
+    with ``rate``, ``ci_low``, ``ci_high`` as ratios, ``invited`` (``sent`` before), ``answered``,
+    ``low``, ``threshold``); else None."""
     raw = body.get("response_rate")
     if isinstance(raw, int | float) and not isinstance(raw, bool):
         return ResponseRate(float(raw), None, None, None, None, bool(body.get("low_response")))
     if not isinstance(raw, dict) or as_float(raw.get("rate")) is None:
         return None
+    invited = raw.get("invited", raw.get("sent"))
     return ResponseRate(
         rate=float(raw["rate"]),
         ci_low=as_float(raw.get("ci_low")),
         ci_high=as_float(raw.get("ci_high")),
-        sent=as_int(raw["sent"]) if "sent" in raw else None,
+        invited=as_int(invited) if invited is not None else None,
         answered=as_int(raw["answered"]) if "answered" in raw else None,
         low=bool(raw.get("low") or body.get("low_response")),
+        threshold=as_float(raw.get("threshold")),
+        completion=completion(body),
     )
 
 

@@ -20,7 +20,9 @@ from services.scorer.repository.events import PgScoreEvents
 from services.scorer.repository.maintenance import prune
 from services.scorer.repository.reads import PgReads
 from services.scorer.repository.registry import Registry
+from services.scorer.repository.responses import PgResponseCounter
 from services.scorer.repository.writes import PgRatingCounter
+from services.scorer.response_handler import in_turn, make_response_handler
 from services.scorer.routes import customers, drift, heatmap, scores, verbatims
 from services.scorer.settings import ScorerSettings
 from shared.envelope import OutgoingRecord
@@ -106,11 +108,16 @@ def create_app(settings: ScorerSettings | None = None) -> FastAPI:
     runtime = ConsumerRuntime(
         name="scorer",
         settings=cfg,
-        topics=[cfg.topics.ratings],
+        topics=[cfg.topics.ratings, cfg.topics.surveys_invited],
         group=cfg.consumer_group,
         dlq_topic=cfg.topics.dlq_scorer,
-        handler=make_handler(
-            store=PgRatingCounter(registry, counter_write=cfg.counter_write), tiers=cfg.tiers, clock=utcnow
+        handler=in_turn(
+            make_handler(
+                store=PgRatingCounter(registry, counter_write=cfg.counter_write),
+                tiers=cfg.tiers,
+                clock=utcnow,
+            ),
+            make_response_handler(store=PgResponseCounter(registry)),
         ),
         max_batch=cfg.max_batch,
         decoder=decode_record,

@@ -15,6 +15,7 @@ from datetime import date, datetime, timedelta
 from typing import NamedTuple, Protocol, TypeVar
 
 from services.scorer.drift import DriftState
+from services.scorer.responses import Answer, Counted, Invitation, ResponseCounts, ResponseIncrement
 from services.scorer.signals import SegmentState
 from services.scorer.windows import Span
 from shared.scales import Metric, Sentiment
@@ -289,6 +290,13 @@ class ScoreReader(Protocol):
         """Counts per step (aligned on the epoch) from a tier, or from the ratings when ``key`` is None."""
         ...
 
+    async def response_counts(
+        self, *, metric: str, key: str | None, attributes: Mapping[str, str], start: datetime, end: datetime
+    ) -> ResponseCounts:
+        """Invited, answered and commented of the invitations sent in ``[start, end)`` (whole hours) for a
+        segment: from its counters, or from the invitation rows when ``key`` is None (no counters)."""
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class HistoryRow:
@@ -371,3 +379,23 @@ class CustomerReader(Protocol):
 #: Opens a read session (one connection in PostgreSQL) for the length of one request.
 ScoreSessions = Callable[[], AbstractAsyncContextManager[ScoreReader]]
 CustomerSessions = Callable[[], AbstractAsyncContextManager[CustomerReader]]
+
+
+# ---- survey response rates (``responses``) ---------------------------------------------------------
+class ResponseCounter(Protocol[Tx]):
+    """The consumer's port for invitations and answers, in the batch's transaction."""
+
+    async def counted_all(self, tx: Tx, segments: Sequence[Mapping[str, str]]) -> list[CountedSegments]:
+        """Each segment's counters, registering new dimensions and values within the caps."""
+        ...
+
+    async def record_responses(
+        self, tx: Tx, *, invitations: Sequence[Invitation], answers: Mapping[str, Answer]
+    ) -> list[Counted]:
+        """Store invitations not stored yet and first answers (invitation id -> answer); the rows
+        that moved, to count once each (an answer before its invitation is kept until it comes)."""
+        ...
+
+    async def add_response_counts(self, tx: Tx, *, increments: Sequence[ResponseIncrement]) -> None:
+        """Add to the per-hour counters (``increments`` in key order)."""
+        ...

@@ -8,7 +8,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from services.scorer import domain
+from services.scorer import domain, responses
 from services.scorer.drift import DriftSettings
 from services.scorer.segments import normalise_combinations
 from services.scorer.windows import Tier, make_tiers
@@ -28,6 +28,15 @@ class ScorerSettings(CommonSettings, IdentitySettings):
         "in memory per counter row and sent as one composite array or by COPY (docs/scores.md)",
     )
     min_sample: int = Field(default=30, ge=1, description="Below this many responses a score is insufficient")
+    low_response_rate: float = Field(
+        default=responses.LOW_RESPONSE_RATE,
+        ge=0,
+        le=1,
+        description="Below this survey response rate a segment is flagged low_response (docs/scores.md)",
+    )
+    low_response_min_invited: int = Field(
+        default=responses.MIN_INVITED, ge=1, description="...on at least this many invitations"
+    )
     combinations: list[list[str]] = Field(
         default_factory=lambda: [["store", "channel"]],
         description="Segment combinations counted together, e.g. store x channel",
@@ -185,3 +194,9 @@ class ScorerSettings(CommonSettings, IdentitySettings):
     @property
     def drift_grace(self) -> timedelta:
         return timedelta(minutes=self.drift_grace_minutes)
+
+    @property
+    def response_settings(self) -> responses.ResponseSettings:
+        return responses.ResponseSettings(
+            threshold=self.low_response_rate, min_invited=self.low_response_min_invited
+        )

@@ -294,3 +294,10 @@ def test_surveys_from_interactions_to_response_rate(stack: Stack) -> None:
     late = httpx.post(expired, data={"score": "4"}, headers={"Accept": "application/json"}, timeout=30)
     assert late.status_code == 410
     assert csat()["responses"] == 300
+
+    # The scorer's response rate for the segment (csat.surveys.invited.v1 and the answers): answered /
+    # invited, exactly, with its interval; 300 of 400-odd is far above the low-response threshold.
+    scored = poll(csat, until=lambda b: (b.get("response_rate") or {}).get("invited") == len(invited))
+    rate = scored["response_rate"]
+    assert (rate["answered"], rate["rate"]) == (300, 300 / len(invited))
+    assert rate["ci_low"] < rate["rate"] < rate["ci_high"] and scored["low_response"] is False

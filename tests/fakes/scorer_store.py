@@ -38,6 +38,7 @@ from services.scorer.ports import (
     SegmentFacts,
     StateKey,
 )
+from services.scorer.responses import Answer, Counted, Invitation, ResponseCounts, ResponseIncrement
 from services.scorer.revisions import Held, plan, replacement
 from services.scorer.segments import KEY_SEPARATOR, counted_keys, plan_dimensions, plan_registration
 from services.scorer.signals import SegmentState
@@ -75,6 +76,7 @@ class MemoryScorerStore:
         self.drift_saved: dict[DriftKey, DriftRecord] = {}
         self.batches = 0  # batch transactions seen (one commit_without_flush_wait each)
         self.fail_saves = False  # the evaluator's save fails (a crash after publishing)
+        self.responses = MemoryResponses()
 
     # ---- ports.RatingCounter --------------------------------------------------------------------
     async def commit_without_flush_wait(self, tx: object) -> None:
@@ -423,12 +425,90 @@ class MemoryScorerStore:
             r.account.id for r in self._customer(customer_id, None) if r.account is not None and r.account.id
         )
 
+    # ---- ports.ResponseCounter and ScoreReader.response_counts ---------------------------------
+    async def record_responses(
+        self, tx: object, *, invitations: Sequence[Invitation], answers: Mapping[str, Answer]
+    ) -> list[Counted]:
+        return self.responses.record(invitations, answers)
+
+    async def add_response_counts(self, tx: object, *, increments: Sequence[ResponseIncrement]) -> None:
+        self.responses.add(increments)
+
+    async def response_counts(
+        self, *, metric: str, key: str | None, attributes: Mapping[str, str], start: datetime, end: datetime
+    ) -> ResponseCounts:
+        return self.responses.read(metric=metric, key=key, attributes=attributes, start=start, end=end)
+
     def _customer(self, customer_id: str, metric: str | None) -> list[Rating]:
         return [
             r
             for r in self.ratings.values()
             if r.customer.id == customer_id and (metric is None or r.metric.value == metric)
         ]
+
+
+@dataclass(slots=True)
+class ResponseRow:
+    """``scorer.survey_responses``: one invitation, whichever of it and its answer came first."""
+
+    metric: str | None = None
+    segment: Mapping[str, str] | None = None
+    keys: str | None = None
+    invited_at: datetime | None = None
+    answered_at: datetime | None = None
+    commented: bool = False
+
+
+class MemoryResponses:
+    """Invitation rows and per-hour counters with the adapter's semantics (each row counted once)."""
+
+    def __init__(self) -> None:
+        self.rows: dict[str, ResponseRow] = {}
+        self.counts: dict[tuple[str, str, datetime], list[int]] = {}
+
+    def record(self, invitations: Sequence[Invitation], answers: Mapping[str, Answer]) -> list[Counted]:
+        moved: list[Counted] = []
+        for i in invitations:
+            row = self.rows.setdefault(i.invitation_id, ResponseRow())
+            if row.invited_at is not None:
+                continue
+            row.metric, row.segment, row.keys, row.invited_at = i.metric, i.segment, i.keys, i.invited_at
+            answered = row.answered_at is not None
+            moved.append(Counted(i.metric, i.keys, i.invited_at, True, answered, row.commented))
+        for iid, answer in sorted(answers.items()):
+            row = self.rows.setdefault(iid, ResponseRow())
+            if row.answered_at is not None:
+                continue
+            row.answered_at, row.commented = answer.at, answer.commented
+            if row.invited_at is not None and row.metric is not None and row.keys is not None:
+                moved.append(Counted(row.metric, row.keys, row.invited_at, False, True, answer.commented))
+        return moved
+
+    def add(self, increments: Sequence[ResponseIncrement]) -> None:
+        for inc in increments:
+            total = self.counts.setdefault((inc.metric, inc.segment_key, inc.bucket_start), [0, 0, 0])
+            total[0] += inc.invited
+            total[1] += inc.answered
+            total[2] += inc.commented
+
+    def read(
+        self, *, metric: str, key: str | None, attributes: Mapping[str, str], start: datetime, end: datetime
+    ) -> ResponseCounts:
+        if key is not None:
+            found = [
+                v for (m, k, b), v in self.counts.items() if m == metric and k == key and start <= b < end
+            ]
+            return ResponseCounts(*(sum(v[i] for v in found) for i in range(3)))
+        rows = [
+            r
+            for r in self.rows.values()
+            if r.metric == metric
+            and r.invited_at is not None
+            and start <= r.invited_at < end
+            and all((r.segment or {}).get(d) == v for d, v in attributes.items())
+        ]
+        answered = [r for r in rows if r.answered_at is not None]
+        return ResponseCounts(len(rows), len(answered), sum(r.commented for r in answered))
 
 
 def _selected(key: str, where: KeyFilter) -> bool:

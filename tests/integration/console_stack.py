@@ -13,7 +13,7 @@ import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -21,18 +21,21 @@ import httpx
 from services.console.bootstrap import create_app as console_app
 from services.console.settings import ConsoleSettings
 from services.scorer.bootstrap import create_app as scorer_app
+from shared import events as ev
 from shared.db import make_engine
-from shared.envelope import OutgoingRecord
+from shared.envelope import OutgoingRecord, encode
 from shared.identity.accesstokens import AccessTokenIssuer, KeyRing, SigningKey
 from shared.identity.passwords import Passwords
 from shared.identity.ports import NewUser
 from shared.identity.principal import Principal, PrincipalKind, SegmentGrant
 from shared.identity.repository import PgIdentityStore
 from shared.identity.scopes import ROLE_SCOPES, Role
+from shared.scales import Metric
 from shared.topics import Topics
 from tests.helpers import make_settings, produce, serving, wait_for
 from tests.infra import Infra
 from tests.integration.test_scorer_queries import rating, scorer_settings, stored
+from tests.scorer_checks import fetch_value
 
 CHEAP = Passwords(time_cost=1, memory_cost=1024, parallelism=1)
 PASSWORD = "a long local password"
@@ -96,6 +99,10 @@ def ratings(topic: str) -> list[OutgoingRecord]:
             ago=timedelta(days=i % 28, hours=3),
             store="paris-1",
             channel="chat" if i % 5 < 3 else "web",
+            # The first 100 answer survey invitations (``invitations``): 100 of 1,250 invited = 8 %.
+            survey_id=f"inv-p-{i}" if i < SURVEY_ANSWERS else None,
+            # a quarter of those answered the follow-up question too: completion 25 %
+            comment="Quick and friendly" if i < SURVEY_ANSWERS and i % 4 == 0 else None,
         )
         for i, s in enumerate(PARIS_SCORES)
     ]
@@ -116,6 +123,49 @@ def ratings(topic: str) -> list[OutgoingRecord]:
     out += spread("li", [5] * 20 + [4] * 27 + [2] * 13, store="lille-4", channel="phone")
     out += spread("m", [5] * 12 + [1] * 8, store="marseille-5", channel="web")
     return out
+
+
+SURVEY_ANSWERS, SURVEY_INVITED = 100, 1250
+
+
+def invitations(topic: str) -> list[OutgoingRecord]:
+    """paris-1's CSAT survey over the same 28 days: 1,250 invitations, answered by the first 100 of the
+    worked example's ratings (their ``survey_id``, 25 with a comment): a response rate of 8 %, under the
+    10 % threshold, and a completion rate of 25 %."""
+    now = datetime.now(UTC)
+    out = []
+    for i in range(SURVEY_INVITED):
+        at = now - timedelta(days=i % 28, hours=4)
+        out.append(
+            encode(
+                topic=topic,
+                event_type=ev.SURVEY_INVITED,
+                source="/actions",
+                event_id=f"survey-invited-inv-p-{i}",
+                key=f"cus-p-{i}",
+                data=ev.SurveyInvited(
+                    invitation_id=f"inv-p-{i}",
+                    survey_id="post-visit",
+                    metric=Metric.CSAT,
+                    scale="1-5",
+                    channel="email",
+                    segment={"store": "paris-1", "channel": "chat" if i % 5 < 3 else "web"},
+                    invited_at=at,
+                    expires_at=at + timedelta(days=30),
+                ),
+            )
+        )
+    return out
+
+
+async def survey_figures(database_url: str) -> tuple[int, int]:
+    row = await fetch_value(
+        database_url,
+        "SELECT count(invited_at)::text || ',' || count(answered_at) FILTER (WHERE invited_at IS NOT NULL) "
+        "FROM scorer.survey_responses",
+    )
+    invited, answered = str(row).split(",")
+    return int(invited), int(answered)
 
 
 async def people(database_url: str) -> None:
@@ -145,12 +195,17 @@ async def scores_stack(infra: Infra, database_url: str, topics: Topics) -> Async
     public = json.dumps(KeyRing.of([key]).to_jwks())
     await people(database_url)
     records = ratings(topics.ratings)
-    await produce(infra.bootstrap, records)
+    await produce(infra.bootstrap, records + invitations(topics.surveys_invited))
     scorer_cfg = scorer_settings(
         infra, database_url, topics, score_event_interval_s=1, identity_public_keys=public, environment="test"
     )
     async with serving(scorer_app(scorer_cfg)) as scorer_url:
         await wait_for(lambda: stored(database_url), until=lambda n: n == len(records), timeout_s=90)
+        await wait_for(
+            lambda: survey_figures(database_url),
+            until=lambda f: f == (SURVEY_INVITED, SURVEY_ANSWERS),
+            timeout_s=60,
+        )
         cfg = make_settings(
             ConsoleSettings,
             environment="test",

@@ -47,10 +47,37 @@ async def test_the_worked_example_shows_70_percent_over_1000_answers_as_the_api_
             api = await stack.api("/v1/scores", metric=metric, window="30d", segment="store:paris-1")
             assert shown[metric][1:] == (api["score"], api["responses"]), metric
         assert "70.0%" in page.text and "1,000 answers" in page.text and "67.1% to 72.8%" in page.text
+        await _response_rate_as_the_api_says(stack, page.text)
         await _segments_equal_the_api(stack, maya)
         french = await maya.get("/scores", params={"segment": "store:paris-1", "lang": "fr"})
         assert "70,0\u00a0%" in french.text and "1\u202f000 réponses" in french.text
+        assert "100 réponses sur 1\u202f250 invitations" in french.text
+        assert "Peu de réponses (moins de 10,0\u00a0%)" in french.text
+        assert "Avec un commentaire : 25,0\u00a0%, 25 réponses sur 100" in french.text
+        lyon = await maya.get("/scores", params={"segment": "store:lyon-2", "window": "30d"})
+        assert 'data-metric="response-rate"' not in lyon.text  # no survey there: no tile
         await maya.aclose()
+
+
+async def _response_rate_as_the_api_says(stack: ScoresStack, page: str) -> None:
+    """paris-1's survey: 100 of 1,250 invitations answered, under the 10 % threshold."""
+    api = await stack.api("/v1/scores", metric="csat", window="30d", segment="store:paris-1")
+    rr = api["response_rate"]
+    assert (rr["invited"], rr["answered"], rr["rate"], api["low_response"]) == (1250, 100, 100 / 1250, True)
+    tile = re.search(
+        r'data-metric="response-rate" data-rate="([^"]+)" data-invited="(\d+)" data-answered="(\d+)" '
+        r'data-low="(\w+)"',
+        page,
+    )
+    assert tile is not None, page[:500]
+    assert (float(tile[1]), int(tile[2]), int(tile[3]), tile[4]) == (rr["rate"], 1250, 100, "true")
+    assert "8.0%" in page and "100 answered of 1,250 invited" in page
+    assert f"{rr['ci_low']:.1%} to {rr['ci_high']:.1%}" == "6.6% to 9.6%"
+    assert "6.6% to 9.6%" in page and "Low response (under 10.0%)" in page
+    done = api["completion_rate"]
+    assert (done["commented"], done["answered"], done["rate"]) == (25, 100, 0.25)
+    assert f'data-completion="{done["rate"]}"' in page
+    assert "With a comment: 25.0%, 25 of 100 answers" in page
 
 
 async def _segments_equal_the_api(stack: ScoresStack, client: httpx.AsyncClient) -> None:

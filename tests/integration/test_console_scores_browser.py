@@ -46,6 +46,12 @@ async def walk_scores(page: Page, stack: ScoresStack) -> None:
     csat = page.locator('li.tile[data-metric="csat"]')
     assert await csat.locator(".value").inner_text() == "70.0%"
     assert "1,000 answers" in await csat.inner_text()
+    # the survey's response rate beside it: 100 of 1,250 invited, flagged low (under 10 %)
+    rate = page.locator('li.tile[data-metric="response-rate"]')
+    assert await rate.locator(".value").inner_text() == "8.0%"
+    shown = await rate.inner_text()
+    assert "100 answered of 1,250 invited" in shown and "6.6% to 9.6%" in shown
+    assert "Low response (under 10.0%)" in shown and "With a comment: 25.0%, 25 of 100 answers" in shown
     await page.wait_for_selector("#trend-chart canvas")  # uPlot drew the trend
     await page.get_by_text("The trend as a table").click()
     assert await page.locator("details.alt-table tbody tr").count() == 30

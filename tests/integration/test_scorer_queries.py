@@ -56,10 +56,11 @@ def rating(
     scale: str = "1-5",
     comment: str | None = None,
     account: str | None = None,
+    survey_id: str | None = None,
     **segment: str,
 ) -> OutgoingRecord:
     now = datetime.now(UTC)
-    body = {
+    body: dict[str, Any] = {
         "rating_id": rid,
         "metric": metric,
         "scale": scale,
@@ -71,6 +72,8 @@ def rating(
     }
     if account is not None:
         body["account"] = {"id": account}
+    if survey_id is not None:
+        body["survey_id"] = survey_id
     return to_record(normalize(RatingIn.model_validate(body), received_at=now), topic=topic)
 
 

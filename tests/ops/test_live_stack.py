@@ -45,13 +45,15 @@ NOT_EMITTED_HERE = {
     "csat_segment_responses": "scorer gauges for CSAT_GAUGE_SEGMENTS (scorer issue)",
     "csat_segment_values_folded_total": "scorer segment cap (scorer issue)",
     "csat_collector_broker_errors_total": "only exists once a publish failed; the broker stays up here",
+    "csat_survey_response_dropped": "set once actions judged a closed day of invitations (test_survey_watch)",
 }
 #: Topics that may legitimately be empty in this test: nothing publishes score events here yet, and
 #: this stack's traffic sends no usage observations (their route comes with the Account health issue's
 #: wiring; remove it from here when the traffic sends them). The traffic posts one interaction.
 #: customersErased and dlqCollector: nobody is erased and nothing poisons the collector's erasure
 #: consumer here (tests/e2e/test_erasure.py and the fault suite's poison test cover them).
-MAY_BE_EMPTY = {"scores", "usage", "customersErased", "dlqCollector"}
+#: surveysInvited: the one interaction's survey is due hours later (tests/e2e/test_surveys.py sends them).
+MAY_BE_EMPTY = {"scores", "usage", "customersErased", "dlqCollector", "surveysInvited"}
 
 Record = Any  # aiokafka ConsumerRecord (untyped)
 

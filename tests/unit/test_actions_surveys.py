@@ -97,6 +97,8 @@ def received(events: Sequence[Any]) -> list[Received]:
 def notes(records: Sequence[OutgoingRecord]) -> list[ev.NotificationRequested]:
     out = []
     for r in records:
+        if r.topic == TOPICS.surveys_invited:
+            continue
         data = decode(headers=r.headers, key=r.key, value=r.value).data
         assert isinstance(data, ev.NotificationRequested)
         out.append(data)
@@ -210,6 +212,36 @@ async def test_an_in_app_invitation_goes_to_the_notifier_for_the_collector_and_g
     async with db.begin() as stores:
         _, reminders = await sv.fire(stores, now=NOW + timedelta(days=3, seconds=1), limit=500)
     assert notes(reminders) == []  # the widget shows it on every visit until it is answered
+
+
+def invited(records: Sequence[OutgoingRecord]) -> list[tuple[bytes | None, ev.SurveyInvited]]:
+    out = []
+    for r in records:
+        if r.topic == TOPICS.surveys_invited:
+            data = decode(headers=r.headers, key=r.key, value=r.value).data
+            assert isinstance(data, ev.SurveyInvited)
+            out.append((r.key, data))
+    return out
+
+
+async def test_each_invitation_sent_is_published_once_for_the_response_rate_and_reminders_are_not() -> None:
+    db, sv = MemoryActions(), surveys()
+    async with db.begin() as stores:
+        await sv.on_interactions(stores, [interaction(n, f"c{n}") for n in range(40)], NOW)
+        _, records = await sv.fire(stores, now=NOW, limit=500)
+    published = invited(records)
+    assert sorted(e.invitation_id for _, e in published) == sorted(db.tables.invitations)
+    for key, e in published:
+        row = db.tables.invitations[e.invitation_id]
+        assert key == row.customer_id.encode()
+        assert (e.survey_id, e.metric, e.scale, e.channel) == ("post-delivery", "csat", "1-5", "email")
+        assert e.segment == dict(row.segment) and e.invited_at == NOW and e.expires_at == row.expires_at
+    # The reminders three days later are messages, not invitations: nothing more to count.
+    async with db.begin() as stores:
+        for iid in db.tables.invitations:
+            await stores.surveys.mark_delivery(outcomes={iid: ("sent", NOW)})
+        _, later = await sv.fire(stores, now=NOW + timedelta(days=3, seconds=1), limit=500)
+    assert notes(later) and invited(later) == []
 
 
 async def test_reminder_goes_once_only_to_the_delivered_unanswered() -> None:

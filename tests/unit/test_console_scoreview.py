@@ -144,11 +144,29 @@ def test_nps_groups_and_ces_easy_share() -> None:
             {"rate": 0.08, "ci_low": 0.05, "ci_high": 0.12, "sent": 300, "answered": 24, "low": True},
             sv.ResponseRate(0.08, 0.05, 0.12, 300, 24, True),
         ),
+        (
+            {"rate": 0.08, "ci_low": 0.05, "ci_high": 0.12, "invited": 300, "answered": 24, "low": True},
+            sv.ResponseRate(0.08, 0.05, 0.12, 300, 24, True),
+        ),
+        (
+            {"rate": 0.3, "invited": 10, "answered": 3, "low": False, "threshold": 0.1},
+            sv.ResponseRate(0.3, None, None, 10, 3, False, 0.1),
+        ),
         ({"sent": 10}, None),  # no rate: nothing to show
     ],
 )
 def test_the_response_rate_tile_appears_only_when_the_scorer_reports_one(raw: Any, expected: Any) -> None:
     assert sv.tile(Metric.CSAT, body(response_rate=raw)).response_rate == expected
+
+
+def test_the_completion_rate_rides_with_the_response_rate() -> None:
+    rr = {"rate": 0.08, "invited": 1250, "answered": 100, "low": True}
+    done = {"rate": 0.25, "ci_low": 0.17, "ci_high": 0.34, "commented": 25, "answered": 100}
+    t = sv.tile(Metric.CSAT, body(response_rate=rr, completion_rate=done))
+    assert t.response_rate is not None
+    assert t.response_rate.completion == sv.Completion(0.25, 0.17, 0.34, 25, 100)
+    alone = sv.tile(Metric.CSAT, body(response_rate=rr, completion_rate=None)).response_rate
+    assert alone is not None and alone.completion is None
 
 
 def test_the_drift_detector_is_read_when_the_scorer_reports_it() -> None:

@@ -58,6 +58,7 @@ PURE_MODULES = frozenset(
         "services.scorer.history",
         "services.scorer.ports",
         "services.scorer.queries",
+        "services.scorer.responses",
         "services.scorer.revisions",
         "services.scorer.segments",
         "services.scorer.signals",

@@ -64,8 +64,12 @@ EN: dict[str, str] = {
     "scores.drift.not_monitored": "Drift monitor: this segment is not monitored.",
     "scores.drift_drop": "{size} since {since}.",
     "scores.response_rate": "Survey response rate",
-    "scores.rr_counts": "{answered} answered of {sent} sent",
+    "scores.rr_counts": "{answered} answered of {invited} invited",
+    "scores.rr_completion": "With a comment: {rate}, {commented} of {answered} answers",
     "scores.rr_low": "Low response: the people who answer may not speak for the others.",
+    "scores.rr_low_under": (
+        "Low response (under {threshold}): the people who answer may not speak for the others."
+    ),
     "scores.distribution": "How people answered: {metric}",
     "scores.distribution_hidden": "The distribution is hidden: with this few answers, counts per score could "
     "reveal one person's answer. The score and n stay visible; managers see the distribution.",
@@ -169,8 +173,13 @@ FR: dict[str, str] = {
     "scores.drift.not_monitored": "Détecteur de dérive : ce segment n'est pas surveillé.",
     "scores.drift_drop": "{size} depuis le {since}.",
     "scores.response_rate": "Taux de réponse aux enquêtes",
-    "scores.rr_counts": "{answered} réponses sur {sent} envois",
+    "scores.rr_counts": "{answered} réponses sur {invited} invitations",
+    "scores.rr_completion": "Avec un commentaire : {rate}, {commented} réponses sur {answered}",
     "scores.rr_low": "Peu de réponses : ceux qui répondent ne parlent peut-être pas pour les autres.",
+    "scores.rr_low_under": (
+        "Peu de réponses (moins de {threshold}) : ceux qui répondent ne parlent peut-être pas "
+        "pour les autres."
+    ),
     "scores.distribution": "Répartition des réponses : {metric}",
     "scores.distribution_hidden": "La répartition est masquée : avec si peu de réponses, les effectifs par "
     "note pourraient révéler la réponse d'une personne. Le score et n restent visibles ; les responsables "

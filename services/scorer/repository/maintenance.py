@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import structlog
 from sqlalchemy import text
@@ -39,7 +39,45 @@ async def prune(
         if total:
             sm.PRUNED_BUCKETS.labels(name).inc(total)
             log.info("pruned_buckets", tier=name, deleted=total, before=cutoff.isoformat())
+    total = 0
+    while True:
+        async with engine.begin() as conn:
+            if not await _try_lock_prune(conn):
+                return deleted
+            n = await prune_invitations(
+                conn,
+                invited_before=now - timedelta(days=settings.hour_retention_days),
+                unmatched_before=now - UNMATCHED_ANSWERS_KEPT,
+                limit=chunk,
+            )
+        total += n
+        if n < chunk:
+            break
+    deleted["invitations"] = total
+    if total:
+        log.info("pruned_invitations", deleted=total)
     return deleted
+
+
+#: An answer whose invitation never came (a rating naming a survey id that is no invitation: an email
+#: link sent by hand) is kept this long in case the invitation is only late: longer than any answer window.
+UNMATCHED_ANSWERS_KEPT = timedelta(days=120)
+
+
+async def prune_invitations(
+    conn: AsyncConnection, *, invited_before: datetime, unmatched_before: datetime, limit: int
+) -> int:
+    """Invitation rows the response counters no longer need: sent before the hour tier's retention (their
+    counts stay in ``scorer.response_counts``), or answers whose invitation never came."""
+    result = await conn.execute(
+        text(
+            "DELETE FROM scorer.survey_responses WHERE ctid = ANY(ARRAY("
+            "SELECT ctid FROM scorer.survey_responses WHERE invited_at < :invited "
+            "OR (invited_at IS NULL AND answered_at < :unmatched) LIMIT :n))"
+        ),
+        {"invited": invited_before, "unmatched": unmatched_before, "n": limit},
+    )
+    return int(result.rowcount or 0)
 
 
 async def _try_lock_prune(conn: AsyncConnection) -> bool:

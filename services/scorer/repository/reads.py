@@ -28,7 +28,9 @@ from services.scorer.ports import (
 )
 from services.scorer.repository.drift import drift_list, drift_records
 from services.scorer.repository.registry import registration
+from services.scorer.repository.responses import response_counts
 from services.scorer.repository.tables import TIER_TABLES
+from services.scorer.responses import ResponseCounts
 from services.scorer.windows import EPOCH
 
 
@@ -297,6 +299,13 @@ class PgReader:
             start=start,
             end=end,
             step=step,
+        )
+
+    async def response_counts(
+        self, *, metric: str, key: str | None, attributes: Mapping[str, str], start: datetime, end: datetime
+    ) -> ResponseCounts:
+        return await response_counts(
+            self._conn, metric=metric, key=key, attributes=attributes, start=start, end=end
         )
 
     async def customer_ratings(

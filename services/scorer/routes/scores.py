@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query
 
-from services.scorer import access, domain, queries
+from services.scorer import access, domain, queries, responses
 from services.scorer.deps import ScorerDeps
 from services.scorer.ports import KeyFilter
 from services.scorer.routes.problems import invalid, outside_grants
@@ -58,6 +58,14 @@ def _scores(api: APIRouter, deps: ScorerDeps) -> None:
             target = await queries.resolve_target(reader, attributes=attrs, combos=cfg.combos)
             counts = await queries.counts_for(reader, metric=metric, target=target, plans=plans)
             drift = await reader.drift(metric=metric.value, keys=[target.key]) if target.counted else {}
+            rr_start, rr_end = responses.window(comp.current.start, comp.current.end)
+            survey_counts = await reader.response_counts(
+                metric=metric.value,
+                key=target.key if target.counted else None,
+                attributes=target.attributes,
+                start=rr_start,
+                end=rr_end,
+            )
         body = queries.score_body(
             metric=metric,
             window=window,
@@ -70,6 +78,7 @@ def _scores(api: APIRouter, deps: ScorerDeps) -> None:
             drift_record=drift.get(target.key),
             drift_settings=cfg.drift,
         )
+        body.update(responses.body(survey_counts, start=rr_start, end=rr_end, settings=cfg.response_settings))
         return access.conceal(body, principal, min_group=cfg.min_group_size)
 
 
