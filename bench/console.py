@@ -178,13 +178,24 @@ async def seed(url: str, *, ratings: int, stores: int, chunk: int = 250_000) -> 
         indexes = await _secondary_indexes(conn)
         for name, _ in indexes:
             await conn.execute(f'DROP INDEX scorer."{name}"')
-        say(f"console: seeding {ratings:,} ratings over {SPREAD_DAYS} days, {stores:,} stores (dropped "
-            f"{len(indexes)} secondary indexes of scorer.ratings for the load)")
+        say(
+            f"console: seeding {ratings:,} ratings over {SPREAD_DAYS} days, {stores:,} stores (dropped "
+            f"{len(indexes)} secondary indexes of scorer.ratings for the load)"
+        )
         for lo in range(0, ratings, chunk):
             hi = min(ratings, lo + chunk)
             await conn.fetchval(
-                _RATINGS, lo, hi, stores, start, step_s, customers, _COMMENTS, COMMENT_EVERY,
-                cut["minute"], cut["hour"],
+                _RATINGS,
+                lo,
+                hi,
+                stores,
+                start,
+                step_s,
+                customers,
+                _COMMENTS,
+                COMMENT_EVERY,
+                cut["minute"],
+                cut["hour"],
             )
             rate = hi / (time.perf_counter() - began)
             say(f"console: {hi:,} / {ratings:,} ratings and their counters ({rate:,.0f} ratings/s)")
@@ -210,7 +221,9 @@ async def seed(url: str, *, ratings: int, stores: int, chunk: int = 250_000) -> 
             await conn.execute(f"VACUUM ANALYZE {table}")
         counts = {
             "ratings": int(await conn.fetchval("SELECT count(*) FROM scorer.ratings")),
-            "counter_rows_minute": int(await conn.fetchval("SELECT count(*) FROM scorer.score_counts_minute")),
+            "counter_rows_minute": int(
+                await conn.fetchval("SELECT count(*) FROM scorer.score_counts_minute")
+            ),
             "counter_rows_hour": int(await conn.fetchval("SELECT count(*) FROM scorer.score_counts")),
             "counter_rows_day": int(await conn.fetchval("SELECT count(*) FROM scorer.score_counts_day")),
             "stores": int(
@@ -222,10 +235,14 @@ async def seed(url: str, *, ratings: int, stores: int, chunk: int = 250_000) -> 
         }
         # The counters say what the ratings say: the whole's day tier sums to the ratings stored.
         counted = int(
-            await conn.fetchval("SELECT coalesce(sum(n), 0) FROM scorer.score_counts_day WHERE segment_key = '*'")
+            await conn.fetchval(
+                "SELECT coalesce(sum(n), 0) FROM scorer.score_counts_day WHERE segment_key = '*'"
+            )
         )
         if counted != counts["ratings"]:
-            raise RuntimeError(f"seeded counters count {counted:,} ratings, the table holds {counts['ratings']:,}")
+            raise RuntimeError(
+                f"seeded counters count {counted:,} ratings, the table holds {counts['ratings']:,}"
+            )
     finally:
         await conn.close()
     counts["load_s"] = loaded_s
@@ -277,13 +294,25 @@ def views() -> list[View]:
                     Call(
                         "scorer",
                         "/v1/scores/breakdown",
-                        [("metric", "csat"), *W, ("by", "store"), ("sort", "score"), ("order", "desc"),
-                         ("limit", "1000")],
+                        [
+                            ("metric", "csat"),
+                            *W,
+                            ("by", "store"),
+                            ("sort", "score"),
+                            ("order", "desc"),
+                            ("limit", "1000"),
+                        ],
                     ),
                     Call(
                         "scorer",
                         "/v1/scores/heatmap",
-                        [("metric", "csat"), *W, ("rows", "store"), ("columns", "channel"), ("limit_rows", "30")],
+                        [
+                            ("metric", "csat"),
+                            *W,
+                            ("rows", "store"),
+                            ("columns", "channel"),
+                            ("limit_rows", "30"),
+                        ],
                     ),
                 ),
             ),
@@ -430,7 +459,13 @@ async def measure(
 
 
 def run(
-    bs: BenchStack, *, ratings: int, stores: int, requests: int, budget_s: float, only: list[str] | None = None
+    bs: BenchStack,
+    *,
+    ratings: int,
+    stores: int,
+    requests: int,
+    budget_s: float,
+    only: list[str] | None = None,
 ) -> dict[str, Any]:
     seeded = asyncio.run(seed(bs.database_url, ratings=ratings, stores=stores))
     say(
@@ -446,7 +481,11 @@ def run(
             svc = bs.stack.services.pop(name, None)
             if svc is not None:
                 svc.stop()
-    return {"seeded": seeded, "views": views_out, "config": {"ratings": ratings, "stores": stores, "requests": requests}}
+    return {
+        "seeded": seeded,
+        "views": views_out,
+        "config": {"ratings": ratings, "stores": stores, "requests": requests},
+    }
 
 
 # --- the report ----------------------------------------------------------------------------------------
