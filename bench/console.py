@@ -80,10 +80,10 @@ WITH src AS MATERIALIZED (
 ), keyed AS MATERIALIZED (
     SELECT i.metric, k.segment_key, date_bin('1 minute', i.occurred_at, TIMESTAMPTZ 'epoch') AS b,
            i.scale, i.score, count(*) AS n
-    FROM ins i, LATERAL (VALUES ('*'), ('channel=' || (i.segment ->> 'channel')),
-                                ('store=' || (i.segment ->> 'store')),
-                                ('channel=' || (i.segment ->> 'channel') || '|store=' || (i.segment ->> 'store')))
-         AS k(segment_key)
+    FROM ins i,
+         LATERAL (SELECT i.segment ->> 'channel' AS ch, i.segment ->> 'store' AS st) AS a,
+         LATERAL (VALUES ('*'), ('channel=' || a.ch), ('store=' || a.st),
+                         ('channel=' || a.ch || '|store=' || a.st)) AS k(segment_key)
     GROUP BY 1, 2, 3, 4, 5
 ), mi AS (
     INSERT INTO scorer.score_counts_minute AS c (metric, segment_key, bucket_start, scale, score, n)
@@ -121,8 +121,8 @@ ON CONFLICT (customer_id) DO NOTHING
 """
 
 _ALERTS = """
-INSERT INTO actions.alerts (alert_id, rule_id, rating_id, customer_id, owner_email, owner_name, priority, status,
-    due_at, context, created_at)
+INSERT INTO actions.alerts (alert_id, rule_id, rating_id, customer_id, owner_email, owner_name, priority,
+    status, due_at, context, created_at)
 SELECT 'ba-' || a, 'detractor-callback', 'cb-' || r, 'cus-' || (r % $2),
        'csm-' || (a % 20) || '@example.com', 'CSM ' || (a % 20),
        (ARRAY['urgent', 'high', 'normal', 'low'])[1 + a % 4],
@@ -341,8 +341,9 @@ def views() -> list[View]:
                     Call("scorer", f"/v1/customers/{c}/history", [("limit", "50")]),
                     Call("actions", "/v1/alerts", [("customer_id", c), ("limit", "100")]),
                     Call("notifier", "/v1/deliveries", [("customer_id", c), ("limit", "100")]),
-                    Call("actions", f"/v1/customers/{c}/health", []),
                 ),
+                # then the health of the customer's account, or of the customer alone (none here: 404)
+                (Call("actions", f"/v1/accounts/{c}/health", [("kind", "customer")]),),
             ),
         ),
         View(
@@ -497,9 +498,11 @@ def section(c: dict[str, Any], *, stamp: str) -> list[str]:
         HEADING,
         "",
         f"Measured {stamp}; `BENCH_PARTS=console`, {s['ratings']:,} stored ratings over {SPREAD_DAYS} days "
-        f"({cfg['stores']:,} stores x 3 channels, {s['customers']:,} customers, one in {COMMENT_EVERY} with a "
+        f"({cfg['stores']:,} stores x 3 channels, {s['customers']:,} customers, one in {COMMENT_EVERY} "
+        "with a "
         f"comment; {s['counter_rows_day']:,} day, {s['counter_rows_hour']:,} hour and "
-        f"{s['counter_rows_minute']:,} minute counter rows computed from them), {s['alerts']:,} alerts, seeded "
+        f"{s['counter_rows_minute']:,} minute counter rows computed from them), {s['alerts']:,} alerts, "
+        "seeded "
         f"in SQL in {s['seed_s'] / 60:.1f} min. The scorer, actions, notifier and console run as their own "
         "processes. Each round times one page of the console (signed in as an admin) then, right after, the "
         "API calls that page makes (same paths and parameters, concurrent as the console makes them, with "

@@ -14,17 +14,47 @@ import secrets
 from typing import Any
 
 import httpx
+from fastapi import Request
 
 from services.console.apiclient import ApiError, Service
 from services.console.deps import ConsoleDeps
+from services.console.people import SERVICE
+from services.console.web import client_ip
 from shared import events as ev
 from shared.envelope import encode
+from shared.identity.accounts import audit_entry
+from shared.identity.ports import AuditAction, AuditOutcome
+from shared.identity.principal import Principal
 from shared.security.urls import fill_url_template
 
 #: The services that hold customer data and erase it on the event (each writes ops.erasures).
 ERASING: tuple[Service, ...] = ("collector", "scorer", "actions", "notifier")
 EXPORT_PATH = "/v1/gdpr/customers/{customer_id}/export"
 EXPORT_FORMAT = "csat-customer-export/1"
+
+
+async def audit(
+    deps: ConsoleDeps,
+    request: Request,
+    principal: Principal,
+    action: AuditAction,
+    *,
+    target: str,
+    outcome: AuditOutcome = AuditOutcome.OK,
+) -> None:
+    """An audit entry for an export (naming the customer) or an erasure (naming the erasure id only: the
+    audit log outlives the erasure)."""
+    await deps.identity.append_audit(
+        entry=audit_entry(
+            principal,
+            action,
+            service=SERVICE,
+            at=deps.clock(),
+            target=target,
+            outcome=outcome,
+            source_ip=client_ip(request, deps.settings.proxy_networks),
+        )
+    )
 
 
 def _authorization(credential: str | None) -> str:

@@ -17,11 +17,8 @@ from fastapi.responses import JSONResponse
 from services.console import gdpr
 from services.console.apiclient import ApiError
 from services.console.deps import ConsoleDeps
-from services.console.people import SERVICE
 from services.console.ports import EventsUnavailable
-from services.console.web import client_ip
 from shared.http import problem
-from shared.identity.accounts import audit_entry
 from shared.identity.ports import AuditAction, AuditOutcome
 from shared.identity.principal import Principal
 from shared.identity.scopes import Scope
@@ -42,20 +39,8 @@ def router(deps: ConsoleDeps) -> APIRouter:
         *,
         target: str,
         outcome: AuditOutcome = AuditOutcome.OK,
-        details: dict[str, Any] | None = None,
     ) -> None:
-        await deps.identity.append_audit(
-            entry=audit_entry(
-                principal,
-                action,
-                service=SERVICE,
-                at=deps.clock(),
-                target=target,
-                outcome=outcome,
-                source_ip=client_ip(request, deps.settings.proxy_networks),
-                details=details,
-            )
-        )
+        await gdpr.audit(deps, request, principal, action, target=target, outcome=outcome)
 
     @r.post(
         "/customers/{customer_id}/erase",
