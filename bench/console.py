@@ -219,7 +219,7 @@ async def seed(url: str, *, ratings: int, stores: int, chunk: int = 250_000) -> 
             "actions.alerts",
         ):
             await conn.execute(f"VACUUM ANALYZE {table}")
-        counts = {
+        counts: dict[str, Any] = {
             "ratings": int(await conn.fetchval("SELECT count(*) FROM scorer.ratings")),
             "counter_rows_minute": int(
                 await conn.fetchval("SELECT count(*) FROM scorer.score_counts_minute")
@@ -257,7 +257,7 @@ async def seed(url: str, *, ratings: int, stores: int, chunk: int = 250_000) -> 
 class Call:
     service: str
     path: str
-    params: list[tuple[str, str]]
+    params: list[tuple[str, str | int | float | bool | None]]
 
 
 @dataclass(frozen=True)
@@ -379,12 +379,12 @@ def _bearer(bs: BenchStack) -> Callable[[], str]:
     admin = Principal(
         subject="bench-admin", kind=PrincipalKind.PERSON, role=Role.ADMIN, scopes=ROLE_SCOPES[Role.ADMIN]
     )
-    minted = [0.0, ""]
+    minted: dict[str, Any] = {"at": 0.0, "token": ""}
 
     def current() -> str:
-        if time.monotonic() - float(minted[0]) > 120:
-            minted[0], minted[1] = time.monotonic(), issuer.mint(admin).token
-        return str(minted[1])
+        if time.monotonic() - minted["at"] > 120:
+            minted["at"], minted["token"] = time.monotonic(), issuer.mint(admin).token
+        return str(minted["token"])
 
     return current
 

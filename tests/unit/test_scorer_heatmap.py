@@ -141,7 +141,7 @@ def test_keeping_the_shown_pairs_first_gives_the_same_grid() -> None:
     """The route scores only the pairs ``heatmap.keep`` chooses from the counts; the grid must be the
     one it would draw from every pair scored (rows, columns, cells, totals), grants and a minimum of
     answers included, ties in the order of the values."""
-    from services.scorer.domain import segment_key
+    from services.scorer.domain import parse_segment_key, segment_key
 
     heat = heatmap.plan(rows_by="store", columns_by="channel", filters={}, combos=COMBOS)
     responses = {
@@ -158,7 +158,7 @@ def test_keeping_the_shown_pairs_first_gives_the_same_grid() -> None:
         rows = [
             {"segment": a, "segment_key": k, "responses": n, "score": n / 10, "value": "x", "rank": 1}
             for k, n in responses.items()
-            if n >= max(min_responses, 1) and visible(a := heatmap.domain.parse_segment_key(k))
+            if n >= max(min_responses, 1) and visible(a := parse_segment_key(k))
         ]
         full = heatmap.grid(rows, heat, limit_rows=7, limit_columns=3)
         kept = heatmap.keep(

@@ -121,7 +121,7 @@ class Translator:
         # What ``format_decimal`` does, with the locale and the pattern parsed once (a page of a thousand
         # alerts formats thousands of numbers: parsing them each time was most of its rendering).
         pattern = _number_pattern("#,##0" + ("." + "0" * digits if digits else ""))
-        return pattern.apply(value, _locale(self.locale))
+        return str(pattern.apply(value, _locale(self.locale)))
 
     def percent(self, value: float, *, digits: int = 1) -> str:
         """``value`` is a ratio (0.705 -> "70.5%" / "70,5 %")."""

@@ -187,12 +187,12 @@ def router(deps: ConsoleDeps) -> APIRouter:
         part: Annotated[str | None, Query(max_length=10)] = None,
         person: SignedIn = eraser,
     ) -> Response:
-        status = await gdpr.erasure_status(deps, erasure_id)
+        found = await gdpr.erasure_status(deps, erasure_id)
         return deps.pages.render(
             request,
             "_erasure_status.html" if part == "status" else "customer_erasure.html",
             customer_id=customer_id,
-            status=status,
+            erasure=found,
             here=request.url.path,
             cv=customerview,
             links=links(request, customer_id),
