@@ -2,12 +2,14 @@
 
 1,000 ``order.delivered`` interactions for 800 customers (20 of them opted out) with a survey sent at once
 (delay 0), sampling 50 %, throttle 30 days -> the invitations sent are exactly the deterministic
-expectation; 300 of them answered through the emailed links (some twice with the same answer) -> the
-expected CSAT and a response rate of answered / invited, exactly; the one reminder goes only to the
-unanswered; once the answer window has passed, the links answer 410.
+expectation; 300 of them answered through the emailed links (some twice with the same answer, some
+re-clicked with a different score within the re-click window) -> the expected CSAT from the last answers
+and a response rate of answered / invited, exactly; a different answer after the re-click window is
+refused (409); the one reminder goes only to the unanswered; once the answer window has passed, the
+links answer 410.
 
-The answer window is 150 seconds and the reminder goes 90 seconds after the invitation so that the test
-ends in about three minutes; nothing else is scaled down.
+The answer window is 150 seconds, the re-click window 30 seconds and the reminder goes 90 seconds after
+the invitation so that the test ends in about three minutes; nothing else is scaled down.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ SURVEY = "e2e-delivery"
 ADMIN = {"Authorization": "Bearer dev-admin-key"}
 REMINDER_S = 90
 WINDOW_S = 150
+RECLICK_S = 30
 SURVEYS_YAML = f"""
 version: 1
 surveys:
@@ -51,6 +54,7 @@ surveys:
     answer_window: {WINDOW_S}s
     reminder: {{after: {REMINDER_S}s}}
     max_age: 3d
+    reclick_window: {RECLICK_S}s
 """
 LINK = re.compile(r"(https?://\S+/v1/email/([A-Za-z0-9._-]+))\?score=(\d)")
 CAMPAIGN = f"surveys-{uuid.uuid4().hex[:8]}"
@@ -157,19 +161,29 @@ def test_surveys_from_interactions_to_response_rate(stack: Stack) -> None:
     assert set(sent) == invited
     assert 300 < len(invited) < 600  # sanity of the sample: about 0.5 + 0.25 of the repeat customers
 
-    # 300 answers through the links: 90 x 5, 120 x 4, 30 x 3, 60 x 2 -> CSAT 210 / 300 = 70 %.
+    # 300 answers through the links: 90 x 5, 120 x 4, 30 x 3, 60 x 2 -> CSAT 210 / 300 = 70 %. Every
+    # seventh person first clicks the wrong end of the scale, then their real score within the re-click
+    # window: the last answer counts (counted first, the CSAT would be far from 70 %).
     scores = [5] * 90 + [4] * 120 + [3] * 30 + [2] * 60
     answered = sorted(invited)[:300]
+    reclicked = [n for n in range(300) if n % 7 == 3]
+    first_answered: dict[int, float] = {}
 
     def answer(n: int) -> None:
         iid, score = answered[n], scores[n]
         url = links(sent[iid])[score]
+        comment = "Fast" if n % 3 == 0 else ""
         with httpx.Client(timeout=30) as http:
             page = http.get(f"{url}?score={score}")  # what a mail scanner does too: records nothing
             assert page.status_code == 200 and "<form" in page.text
-            comment = "Fast" if n % 3 == 0 else ""
+            if n in reclicked:
+                wrong = 1 if score >= 3 else 5
+                slip = http.post(url, data={"score": str(wrong), "comment": comment})
+                assert slip.status_code == 200, slip.text
+                first_answered[n] = time.monotonic()
             done = http.post(url, data={"score": str(score), "comment": comment})
             assert done.status_code == 200, done.text
+            first_answered.setdefault(n, time.monotonic())
             if n % 10 == 0:  # clicked twice: the same answer is recorded once
                 again = http.post(url, data={"score": str(score), "comment": comment})
                 assert again.status_code == 200, again.text
@@ -206,6 +220,19 @@ def test_surveys_from_interactions_to_response_rate(stack: Stack) -> None:
     )
     assert set(reminded) == unanswered  # one id per invitation's reminder: a second would be deduplicated
     assert all("Êtes-vous" in body or "How satisfied" in body for body in reminded.values())
+
+    # After the re-click window (from the first answer) a different answer is refused; the last stands.
+    n = reclicked[0]
+    time.sleep(max(0.0, first_answered[n] + RECLICK_S + 1 - time.monotonic()))  # a deadline, not a result
+    url = links(sent[answered[n]])[scores[n]]
+    refused = httpx.post(url, data={"score": "1"}, headers={"Accept": "application/json"}, timeout=30)
+    assert refused.status_code == 409, refused.text
+    assert refused.json()["type"] == "https://csat.dev/problems/already-answered"
+    assert (
+        httpx.post(url, data={"score": str(scores[n]), "comment": "Fast" if n % 3 == 0 else ""}).status_code
+        == 200
+    )
+    assert csat()["score"] == 70.0
 
     # Past the answer window, the links are gone (the token carries its expiry: no clock is mocked).
     last = sorted(unanswered)[0]
