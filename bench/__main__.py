@@ -10,12 +10,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import collector, e2e, health, knee, report, scorer
+from bench import collector, console, e2e, health, knee, report, scorer
 from bench.common import bench_stack, commit, machine, say
 from devstack.stack import ROOT
 from services.scorer.settings import ScorerSettings
 
-PARTS = ("collector", "segments", "e2e", "knee", "growth", "health")
+PARTS = ("collector", "segments", "e2e", "knee", "growth", "health", "console")
 
 
 def _ints(text: str) -> list[int]:
@@ -83,6 +83,22 @@ def main(argv: list[str] | None = None) -> int:
         default=int(env("BENCH_HEALTH_CONTACTS", "4")),
         help="contacts per account (one usage observation each)",
     )
+    p.add_argument(
+        "--console-ratings", type=int, default=int(float(env("BENCH_CONSOLE_RATINGS", "10000000")))
+    )
+    p.add_argument("--console-stores", type=int, default=int(float(env("BENCH_CONSOLE_STORES", "10000"))))
+    p.add_argument(
+        "--console-requests",
+        type=int,
+        default=int(env("BENCH_CONSOLE_REQUESTS", "100")),
+        help="rounds per view (one console page, then the API calls it makes)",
+    )
+    p.add_argument(
+        "--console-budget-s",
+        type=float,
+        default=float(env("BENCH_CONSOLE_BUDGET_S", "120")),
+        help="seconds per view after which it stops (at least 20 rounds)",
+    )
     p.add_argument("--query-count", type=int, default=int(env("BENCH_QUERY_COUNT", "200")))
     p.add_argument("--query-budget-s", type=float, default=float(env("BENCH_QUERY_BUDGET_S", "10")))
     p.add_argument("--output", default=env("BENCH_OUTPUT", str(ROOT / "docs" / "benchmarks.md")))
@@ -96,9 +112,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.render_only:
         last = json.loads(raw.read_text())
         text = report.render(last)
+        stamp = f"{last['date']}, commit `{last['commit']}`, load {last['machine']['loadavg'][0]:.1f}"
         if "health" in last:
-            stamp = f"{last['date']}, commit `{last['commit']}`, load {last['machine']['loadavg'][0]:.1f}"
             text = health.splice(text, health.section(last["health"], stamp=stamp))
+        if "console" in last:
+            text = console.splice(text, console.section(last["console"], stamp=stamp))
         Path(args.output).write_text(text)
         say(f"wrote {args.output} from {raw}")
         return 0
@@ -178,6 +196,18 @@ def main(argv: list[str] | None = None) -> int:
                 contacts=args.health_contacts,
                 scorer_ratings=args.health_scorer_ratings,
             )
+    if "console" in parts:
+        # Raise the per-dimension cap above the stores, as the segments part does: 10,000 stores are
+        # 10,000 segments.
+        cap = str(max(args.console_stores * 2, 1000))
+        with bench_stack("console", extra_env={"CSAT_MAX_VALUES_PER_DIMENSION": cap}) as bs:
+            results["console"] = console.run(
+                bs,
+                ratings=args.console_ratings,
+                stores=args.console_stores,
+                requests=args.console_requests,
+                budget_s=args.console_budget_s,
+            )
     results["elapsed_s"] = time.monotonic() - began
     raw.parent.mkdir(parents=True, exist_ok=True)
     raw.write_text(json.dumps(results, indent=1, default=str))
@@ -190,10 +220,15 @@ def main(argv: list[str] | None = None) -> int:
     elif parts == ["health"] and out.exists():
         # A health-only run rewrites the "Account health" section, and keeps the rest.
         out.write_text(health.splice(out.read_text(), health.section(results["health"], stamp=stamp)))
+    elif parts == ["console"] and out.exists():
+        # A console-only run rewrites the "Console" section, and keeps the rest.
+        out.write_text(console.splice(out.read_text(), console.section(results["console"], stamp=stamp)))
     else:
         text = report.render(results)
         if "health" in results:
             text = health.splice(text, health.section(results["health"], stamp=stamp))
+        if "console" in results:
+            text = console.splice(text, console.section(results["console"], stamp=stamp))
         out.write_text(text)
     say(f"wrote {out} (raw figures in {raw}) after {results['elapsed_s'] / 60:.1f} min")
     return 0

@@ -294,10 +294,12 @@ def render(results: dict[str, Any]) -> str:
         "",
         "```bash",
         "make bench                      # everything, defaults below; progress on the terminal",
-        "BENCH_PARTS=collector,e2e make bench   # a subset (collector, segments, e2e, knee, growth, health)",
+        "BENCH_PARTS=collector,e2e make bench   # a subset (collector, segments, e2e, knee, growth, health, console)",
         "BENCH_PARTS=collector make bench       # the collector alone: rewrites only its rows and section",
         "BENCH_COLLECTOR_VARIANTS=none BENCH_PARTS=collector make bench   # without the A/B variants",
         "BENCH_PARTS=health make bench          # account health alone: rewrites only its section",
+        "BENCH_PARTS=console make bench         # the console's views vs their APIs at 10M ratings: rewrites only its section "
+        "(BENCH_CONSOLE_RATINGS=200000 for a quick look; BENCH_CONSOLE_STORES, _REQUESTS)",
         "```",
         "",
         "Configuration used in this run (environment variables `BENCH_*`, see `python -m bench --help`):",

@@ -154,3 +154,90 @@ def readable_by(principal: Principal, page: CustomerPage) -> bool:
 
 def delivery_state(status: Any) -> str:
     return DELIVERY_STATES.get(str(status or ""), "unknown")
+
+
+# --- health ---------------------------------------------------------------------------------------------
+
+BANDS = ("healthy", "at_risk", "critical")
+
+
+def health_subject(customer_id: str, page: CustomerPage) -> tuple[str, str]:
+    """Whose health the page shows: the customer's account (its context's ``account_id``, else the one
+    its alerts name), else the customer alone (the actions service scores a customer in no account)."""
+    attributes = (page.context or {}).get("attributes")
+    account = attributes.get("account_id") if isinstance(attributes, Mapping) else None
+    if isinstance(account, str) and account:
+        return "account", account
+    named = sorted(page.account_ids)
+    if named:
+        return "account", named[0]
+    return "customer", customer_id
+
+
+@dataclass(frozen=True, slots=True)
+class HealthLine:
+    """One component of the explanation: what it read and the points it gave out of those it could."""
+
+    id: str
+    status: str
+    value: float | None
+    points: float | None
+    max_points: float | None
+    reason: str | None
+
+    @property
+    def name(self) -> str:
+        return self.id.replace("_", " ")
+
+
+@dataclass(frozen=True, slots=True)
+class Health:
+    kind: str  # account or customer
+    subject: str
+    score: float | None
+    band: str | None
+    since: datetime | None
+    delta_30d: float | None
+    lines: tuple[HealthLine, ...]
+
+
+def _float(value: Any) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def health_of(kind: str, subject: str, body: Mapping[str, Any] | None) -> Health | None:
+    """The actions service's ``GET /v1/accounts/{id}/health`` answer as the page shows it (None: none yet)."""
+    if not body:
+        return None
+    band = body.get("band")
+    explanation = body.get("explanation")
+    lines = tuple(
+        HealthLine(
+            id=str(c.get("id") or ""),
+            status=str(c.get("status") or ""),
+            value=_float(c.get("value")),
+            points=_float(c.get("points")),
+            max_points=_float(c.get("max_points")),
+            reason=str(c["reason"]) if c.get("reason") else None,
+        )
+        for c in (explanation if isinstance(explanation, list) else [])
+        if isinstance(c, Mapping)
+    )
+    return Health(
+        kind=kind,
+        subject=subject,
+        score=_float(body.get("score")),
+        band=str(band) if band in BANDS else None,
+        since=when(body.get("band_since")),
+        delta_30d=_float(body.get("delta_30d")),
+        lines=lines,
+    )
+
+
+# --- erasure: the typed confirmation ---------------------------------------------------------------
+
+
+def confirmed(customer_id: str, typed: str | None) -> bool:
+    """The erase form goes ahead only when the admin typed the customer's id exactly (spaces around
+    it aside): a slip of the mouse cannot erase anyone."""
+    return (typed or "").strip() == customer_id

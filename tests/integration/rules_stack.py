@@ -20,6 +20,8 @@ from sqlalchemy import text
 
 from services.actions.bootstrap import create_app as create_actions
 from services.actions.settings import ActionsSettings
+from services.collector.bootstrap import create_app as create_collector
+from services.collector.settings import CollectorSettings
 from services.console.bootstrap import create_app as create_console
 from services.console.settings import ConsoleSettings
 from services.notifier.bootstrap import create_app as create_notifier
@@ -42,6 +44,7 @@ ADMIN_KEY = ADMIN
 ACTIONS_URL = "http://actions.internal"
 NOTIFIER_URL = "http://notifier.internal"
 SCORER_URL = "http://scorer.internal"
+COLLECTOR_URL = "http://collector.internal"
 
 
 class KeyBridge(httpx.AsyncBaseTransport):
@@ -133,10 +136,13 @@ async def rules_stack(
     *,
     serve_console: bool = False,
     with_scorer: bool = False,
+    with_collector: bool = False,
     **console: Any,
 ) -> AsyncIterator[RulesStack]:
     """``serve_console``: the caller serves the console (uvicorn runs its lifespan), else it runs here.
-    ``with_scorer``: the scorer app too (it stores the ratings published; the Customer view reads it)."""
+    ``with_scorer``: the scorer app too (it stores the ratings published; the Customer view reads it).
+    ``with_collector``: the collector app too, and the console publishes on the test's topics: every
+    service that holds customer data answers the GDPR export and runs its erasure consumer."""
     common: dict[str, Any] = {
         "kafka_bootstrap": infra.bootstrap,
         "database_url": database_url,
@@ -151,6 +157,14 @@ async def rules_stack(
             scorer_settings(infra, database_url, topics, identity_public_keys=JWKS)
         )
         console = {"scorer_url": SCORER_URL, **console}
+    if with_collector:
+        apps["collector.internal"] = create_collector(make_settings(CollectorSettings, **common))
+        console = {
+            "collector_url": COLLECTOR_URL,
+            "kafka_bootstrap": infra.bootstrap,
+            "topic_prefix": topics.prefix,
+            **console,
+        }
     bridge = KeyBridge(apps)
     cfg = make_settings(
         ConsoleSettings,
@@ -169,6 +183,9 @@ async def rules_stack(
         if with_scorer:
             scorer = apps["scorer.internal"]
             await stack.enter_async_context(scorer.router.lifespan_context(scorer))
+        if with_collector:
+            collector = apps["collector.internal"]
+            await stack.enter_async_context(collector.router.lifespan_context(collector))
         if not serve_console:
             await stack.enter_async_context(app.router.lifespan_context(app))
         stack.push_async_callback(engine.dispose)

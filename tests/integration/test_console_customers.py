@@ -1,8 +1,9 @@
 """The Customer view on the real stack: the scorer, actions and notifier apps on PostgreSQL and the
 broker (ratings published as the collector does), the console in front. The page shows the scorer's
 history and trend, the comments, the actions service's alerts and context (tier, value, consent,
-opt-out), the notifier's deliveries; a CSM reads only the customers they own (another's is 404), a
-viewer has no access; French.
+opt-out), the notifier's deliveries, the account's health; a CSM reads only the customers they own
+(another's is 404), a viewer has no access; French. Export and erasure: only for ``gdpr:admin`` (the
+buttons and the routes), CSRF-protected, erasure only with the customer's id typed exactly.
 """
 
 from __future__ import annotations
@@ -34,16 +35,16 @@ from tests.integration.alerts_stack import (
     people,
     seed,
 )
-from tests.integration.rules_stack import ADMIN_KEY, PASSWORD, RulesStack, rules_stack
+from tests.integration.rules_stack import ADMIN_KEY, PASSWORD, RulesStack, rules_stack, topic_ends
 from tests.integration.test_actions import rating
-from tests.integration.test_console import sign_in
+from tests.integration.test_console import csrf_of, sign_in
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
 async def stack(infra: Infra, database_url: str, topics: Topics) -> AsyncIterator[RulesStack]:
-    async with rules_stack(infra, database_url, topics, with_scorer=True) as s:
+    async with rules_stack(infra, database_url, topics, with_scorer=True, with_collector=True) as s:
         await people(s, with_accounts=True)
         # cus-a rated before: 5 then 4, then the low 2 (with its comment) that raises the alert
         older = [
@@ -204,3 +205,85 @@ async def test_the_notifiers_customer_filter_is_for_who_owns_the_customer(stack:
         other = await client.get("/v1/deliveries", params={"customer_id": "cus-b"}, headers=carla)
         assert other.status_code == 404 and "cus-b" not in other.text
         assert (await client.get("/v1/deliveries", headers=carla)).status_code == 403
+
+
+ADMIN = "ada@example.com"
+
+
+async def test_the_page_shows_the_accounts_health_as_the_actions_service_computes_it(
+    stack: RulesStack,
+) -> None:
+    health = await wait_for(
+        lambda: actions_api(stack, "GET", f"/v1/accounts/{ACCOUNT_A}/health"),
+        until=lambda r: r.status_code == 200,
+        timeout_s=60,
+    )
+    body = health.json()
+    async with browser(stack, CSM_A) as carla:
+        page = await carla.get("/customers/cus-a")
+        found = re.search(r'<p data-fact="health">(.*?)</p>', page.text, re.S)
+        assert found
+        shown = " ".join(html.unescape(re.sub(r"<[^>]+>", " ", found.group(1))).split())
+        assert shown.startswith(f"Account {ACCOUNT_A}:"), shown
+        assert f"{body['score']:.1f} out of 100" in shown
+        band = {"healthy": "healthy", "at_risk": "at risk", "critical": "critical"}[body["band"]]
+        assert band in shown
+        ids = re.findall(r'<tr data-component="([^"]+)"', page.text)
+        assert ids == [c["id"] for c in body["explanation"]]
+        fr = await carla.get("/customers/cus-a?lang=fr")
+        assert f'<p data-fact="health">Compte {ACCOUNT_A} :' in fr.text
+
+
+async def test_export_and_erasure_are_for_gdpr_admins_only_and_need_the_typed_id(
+    stack: RulesStack, infra: Infra
+) -> None:
+    await stack.person(ADMIN, Role.ADMIN, "Ada Admin")
+    for email in (MANAGER, CSM_A):
+        async with browser(stack, email) as someone:
+            page = await someone.get("/customers/cus-a")
+            assert page.status_code == 200
+            assert 'id="gdpr"' not in page.text and "/export" not in page.text and "/erase" not in page.text
+            token = csrf_of(await someone.get("/customers"))  # their own valid token: the scope refuses
+            assert (await someone.get("/customers/cus-a/erase")).status_code == 403
+            export = await someone.post("/customers/cus-a/export", data={"csrf_token": token})
+            assert export.status_code == 403 and "cus-a" not in export.headers.get("content-disposition", "")
+            erase = await someone.post(
+                "/customers/cus-a/erase", data={"csrf_token": token, "confirm": "cus-a"}
+            )
+            assert erase.status_code == 403
+    before = await erased_end(infra, stack)
+    async with browser(stack, ADMIN) as ada:
+        page = await ada.get("/customers/cus-a")
+        assert 'data-action="export"' in page.text and 'href="/customers/cus-a/erase"' in page.text
+        token = csrf_of(page)
+        # no CSRF token, or a wrong one: refused before anything is read or published
+        assert (await ada.post("/customers/cus-a/export")).status_code == 403
+        assert (await ada.post("/customers/cus-a/erase", data={"confirm": "cus-a"})).status_code == 403
+        assert (
+            await ada.post("/customers/cus-a/erase", data={"csrf_token": "0" * 64, "confirm": "cus-a"})
+        ).status_code == 403
+        # the id mistyped: the form again, the error at the field, nothing published
+        wrong = await ada.post("/customers/cus-a/erase", data={"csrf_token": token, "confirm": "cus-b"})
+        assert wrong.status_code == 400
+        assert 'aria-invalid="true"' in wrong.text and 'id="confirm-error"' in wrong.text
+        assert "That is not the customer id" in text_of(wrong)
+        form = await ada.get("/customers/cus-a/erase?lang=fr")
+        assert "Saisissez l'identifiant du client (cus-a)" in text_of(form)
+        # export: the console's GDPR document, every service's part
+        export = await ada.post("/customers/cus-a/export", data={"csrf_token": token})
+        assert export.status_code == 200, export.text[:300]
+        assert export.headers["content-disposition"].startswith("attachment")
+        document = export.json()
+        assert document["customer_id"] == "cus-a" and set(document["services"]) == {
+            "collector",
+            "scorer",
+            "actions",
+            "notifier",
+        }
+        assert COMMENT_A in export.text
+    assert await erased_end(infra, stack) == before  # nothing was erased
+
+
+async def erased_end(infra: Infra, stack: RulesStack) -> int:
+    """Records ever published on the erasure topic (its end offsets summed)."""
+    return (await topic_ends(infra.bootstrap, stack.topics))[stack.topics.customers_erased]

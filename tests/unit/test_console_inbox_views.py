@@ -276,3 +276,42 @@ def test_the_history_chart_places_ratings_by_time_and_score() -> None:
         customerview.delivery_state("sending") == "waiting"
         and customerview.delivery_state("odd") == "unknown"
     )
+
+
+def test_whose_health_the_customer_page_shows() -> None:
+    in_context = page(context={"attributes": {"account_id": "acc-1"}})
+    by_alert = page(alerts=[alert("a", context={"customer": {"account_id": "acc-7"}})])
+    assert customerview.health_subject("cus-1", in_context) == ("account", "acc-1")
+    assert customerview.health_subject("cus-1", by_alert) == ("account", "acc-7")
+    assert customerview.health_subject("cus-1", page()) == ("customer", "cus-1")
+    body = {
+        "score": 46.3,
+        "band": "at_risk",
+        "band_since": "2026-12-01T10:00:00+00:00",
+        "delta_30d": -4.5,
+        "explanation": [
+            {"id": "csat_90d", "status": "counted", "value": 66.7, "points": 9.4, "max_points": 21.1},
+            {
+                "id": "trend",
+                "status": "skipped",
+                "value": None,
+                "points": 0.0,
+                "max_points": 0.0,
+                "reason": "few",
+            },
+        ],
+    }
+    health = customerview.health_of("account", "acc-1", body)
+    assert health is not None and health.score == 46.3 and health.band == "at_risk"
+    assert [(x.name, x.value, x.points, x.reason) for x in health.lines] == [
+        ("csat 90d", 66.7, 9.4, None),
+        ("trend", None, 0.0, "few"),
+    ]
+    assert customerview.health_of("account", "acc-1", None) is None
+    assert customerview.health_of("account", "acc-1", {**body, "band": "<script>"}).band is None  # type: ignore[union-attr]
+
+
+def test_the_erasure_goes_ahead_only_on_the_exact_customer_id() -> None:
+    assert customerview.confirmed("cus-1", "cus-1") and customerview.confirmed("cus-1", "  cus-1 ")
+    for typed in (None, "", "cus-2", "CUS-1", "cus-1x", "cus"):
+        assert not customerview.confirmed("cus-1", typed)

@@ -135,3 +135,38 @@ async def test_the_scores_api_tests_both_comparisons_both_ways(client: httpx.Asy
     # 8 of 10 against 10 of 10: z = -1.49, p = 0.068, not a significant drop at alpha 0.05
     assert (year["z"], year["p_value_drop"]) == (-1.491, 0.06802)
     assert (year["significant_drop"], year["significant_rise"]) == (False, False)
+
+
+def test_keeping_the_shown_pairs_first_gives_the_same_grid() -> None:
+    """The route scores only the pairs ``heatmap.keep`` chooses from the counts; the grid must be the
+    one it would draw from every pair scored (rows, columns, cells, totals), grants and a minimum of
+    answers included, ties in the order of the values."""
+    from services.scorer.domain import parse_segment_key, segment_key
+
+    heat = heatmap.plan(rows_by="store", columns_by="channel", filters={}, combos=COMBOS)
+    responses = {
+        segment_key({"store": f"s{i}", "channel": ch}): (i * 7 + j * 3) % 11
+        for i in range(40)
+        for j, ch in enumerate(("web", "chat", "phone", "mail"))
+    }
+    hidden = {"s3", "s17"}
+
+    def visible(attrs: Any) -> bool:
+        return attrs["store"] not in hidden
+
+    for min_responses in (0, 4):
+        rows = [
+            {"segment": a, "segment_key": k, "responses": n, "score": n / 10, "value": "x", "rank": 1}
+            for k, n in responses.items()
+            if n >= max(min_responses, 1) and visible(a := parse_segment_key(k))
+        ]
+        full = heatmap.grid(rows, heat, limit_rows=7, limit_columns=3)
+        kept = heatmap.keep(
+            responses, heat, limit_rows=7, limit_columns=3, min_responses=min_responses, visible=visible
+        )
+        narrowed = heatmap.grid(
+            [r for r in rows if r["segment_key"] in kept.keys], heat, limit_rows=7, limit_columns=3, kept=kept
+        )
+        assert narrowed == full
+        assert len(kept.keys) <= 7 * 3 < len(rows)
+        assert full["total_rows"] == 38 and full["total_columns"] == 4

@@ -1,5 +1,5 @@
 """Texts of the Customer view: account, consent and opt-out, rating history and trend, comments,
-alerts, messages and their delivery, the place kept for GDPR export and erasure."""
+alerts, messages and their delivery, health, GDPR export and erasure (admins)."""
 
 from __future__ import annotations
 
@@ -52,7 +52,45 @@ EN: dict[str, str] = {
     "customerpage.delivery.suppressed": "Not sent (suppressed)",
     "customerpage.delivery.unknown": "Unknown",
     "customerpage.gdpr": "Personal data (GDPR)",
-    "customerpage.gdpr_soon": "Export and erasure of this customer's data will be here.",
+    "customerpage.gdpr_hint": "Export downloads everything the platform holds about this customer (one JSON "
+    "file). Erase removes their personal data from every service; their ratings stay counted, anonymously.",
+    "customerpage.export": "Export this customer's data",
+    "customerpage.erase": "Erase this customer…",
+    "customerpage.health": "Health",
+    "customerpage.health_of.account": "Account {id}:",
+    "customerpage.health_of.customer": "This customer (in no account):",
+    "customerpage.health_score": "{score} out of 100",
+    "customerpage.band.healthy": "healthy",
+    "customerpage.band.at_risk": "at risk",
+    "customerpage.band.critical": "critical",
+    "customerpage.health_since": "in this band since {when}",
+    "customerpage.health_delta": "{delta} points over 30 days",
+    "customerpage.health.col.component": "Component",
+    "customerpage.health.col.value": "Read",
+    "customerpage.health.col.points": "Points (of)",
+    "customerpage.no_health": "No health computed yet for this customer or their account.",
+    "customererase.title": "Erase customer {id}",
+    "customererase.what": "Every service removes this customer's personal data: contact details, comments, "
+    "messages, the account context. Their ratings stay counted under a pseudonym; an opt-out is kept so "
+    "they are never contacted again.",
+    "customererase.final": "This cannot be undone. Export the customer's data first if they asked for it.",
+    "customererase.type": "Type the customer id ({id}) to confirm",
+    "customererase.hint": "Exactly as shown, so that no one is erased by a slip.",
+    "customererase.mismatch": "That is not the customer id: type {id} exactly. Nothing was erased.",
+    "customererase.submit": "Erase for good",
+    "customererase.cancel": "Cancel",
+    "customererasure.title": "Erasure",
+    "customererasure.intro": "The erasure {erasure} was requested; each service erases on its side and "
+    "reports here.",
+    "customererasure.status": "Status per service",
+    "customererasure.complete": "Complete: every service has erased the customer.",
+    "customererasure.pending": "In progress: this list refreshes by itself.",
+    "customererasure.col.service": "Service",
+    "customererasure.col.status": "Status",
+    "customererasure.col.when": "Erased at",
+    "customererasure.state.done": "Done",
+    "customererasure.state.pending": "Waiting",
+    "customererasure.back": "Back to customer {id}",
 }
 
 FR: dict[str, str] = {
@@ -105,5 +143,45 @@ FR: dict[str, str] = {
     "customerpage.delivery.suppressed": "Non envoyé (bloqué)",
     "customerpage.delivery.unknown": "Inconnu",
     "customerpage.gdpr": "Données personnelles (RGPD)",
-    "customerpage.gdpr_soon": "L'export et l'effacement des données de ce client seront ici.",
+    "customerpage.gdpr_hint": "L'export télécharge tout ce que la plateforme détient sur ce client "
+    "(un fichier JSON). L'effacement supprime ses données personnelles de chaque service ; "
+    "ses notes restent comptées, anonymement.",
+    "customerpage.export": "Exporter les données du client",
+    "customerpage.erase": "Effacer ce client…",
+    "customerpage.health": "Santé",
+    "customerpage.health_of.account": "Compte {id} :",
+    "customerpage.health_of.customer": "Ce client (sans compte) :",
+    "customerpage.health_score": "{score} sur 100",
+    "customerpage.band.healthy": "en bonne santé",
+    "customerpage.band.at_risk": "à risque",
+    "customerpage.band.critical": "critique",
+    "customerpage.health_since": "dans cet état depuis le {when}",
+    "customerpage.health_delta": "{delta} points sur 30 jours",
+    "customerpage.health.col.component": "Composante",
+    "customerpage.health.col.value": "Valeur lue",
+    "customerpage.health.col.points": "Points (sur)",
+    "customerpage.no_health": "Pas encore de santé calculée pour ce client ou son compte.",
+    "customererase.title": "Effacer le client {id}",
+    "customererase.what": "Chaque service supprime les données personnelles de ce client : coordonnées, "
+    "commentaires, messages, contexte du compte. Ses notes restent comptées sous un pseudonyme ; son "
+    "opposition est conservée pour qu'il ne soit plus jamais contacté.",
+    "customererase.final": "C'est définitif. Exportez d'abord les données du client s'il les a demandées.",
+    "customererase.type": "Saisissez l'identifiant du client ({id}) pour confirmer",
+    "customererase.hint": "Exactement tel qu'affiché, pour que personne ne soit effacé par mégarde.",
+    "customererase.mismatch": "Ce n'est pas l'identifiant du client : saisissez {id} exactement. "
+    "Rien n'a été effacé.",
+    "customererase.submit": "Effacer définitivement",
+    "customererase.cancel": "Annuler",
+    "customererasure.title": "Effacement",
+    "customererasure.intro": "L'effacement {erasure} est demandé ; chaque service efface de son côté et "
+    "l'indique ici.",
+    "customererasure.status": "État par service",
+    "customererasure.complete": "Terminé : chaque service a effacé le client.",
+    "customererasure.pending": "En cours : cette liste se met à jour toute seule.",
+    "customererasure.col.service": "Service",
+    "customererasure.col.status": "État",
+    "customererasure.col.when": "Effacé le",
+    "customererasure.state.done": "Fait",
+    "customererasure.state.pending": "En attente",
+    "customererasure.back": "Retour au client {id}",
 }

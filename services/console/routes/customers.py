@@ -12,17 +12,20 @@ from __future__ import annotations
 import asyncio
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path, Query, Request
-from fastapi.responses import RedirectResponse, Response
+from fastapi import APIRouter, Depends, Form, Path, Query, Request
+from fastapi.responses import JSONResponse, RedirectResponse, Response
 
-from services.console import alertview, customerview
+from services.console import alertview, customerview, gdpr
 from services.console.apiclient import ApiError, PersonApi, Service
 from services.console.deps import ConsoleDeps
 from services.console.guard import SignedIn
+from services.console.ports import EventsUnavailable
 from services.console.web import PageError, not_found
-from shared.identity.scopes import Role, Scope
+from shared.identity.ports import AuditAction, AuditOutcome
+from shared.identity.scopes import Scope
 
 CustomerId = Annotated[str, Path(min_length=1, max_length=customerview.CUSTOMER_ID_MAX)]
+ErasureId = Annotated[str, Path(pattern=r"^er_[0-9a-f]{32}$")]
 
 
 async def _optional(api: PersonApi, service: Service, path: str, **kw: Any) -> Any:
@@ -60,9 +63,37 @@ async def load(api: PersonApi, customer_id: str) -> customerview.CustomerPage:
     )
 
 
+async def load_health(api: PersonApi, customer_id: str, page: customerview.CustomerPage) -> Any:
+    """The health of the customer's account (or of the customer alone); None before any is computed."""
+    kind, subject = customerview.health_subject(customer_id, page)
+    body = await _optional(
+        api,
+        "actions",
+        "/v1/accounts/{account_id}/health",
+        path_params={"account_id": subject},
+        params={"kind": kind},
+    )
+    return customerview.health_of(kind, subject, body)
+
+
+def unavailable() -> PageError:
+    return PageError(503, "error.unavailable_title", "error.unavailable")
+
+
 def router(deps: ConsoleDeps) -> APIRouter:
     r = APIRouter(include_in_schema=False)
     reader = Depends(deps.gate.person(Scope.CUSTOMERS_READ))
+    # Export and erasure: the scope is checked here (a 403 page for anyone else) and again by each
+    # service, which receives the admin's own access token.
+    eraser = Depends(deps.gate.person(Scope.CUSTOMERS_READ, Scope.GDPR_ADMIN))
+    csrf = [Depends(deps.gate.csrf)]
+
+    def links(request: Request, customer_id: str) -> dict[str, str]:
+        page = request.url_for("customer", customer_id=customer_id).path
+        return {"customer": page, "export": page + "/export", "erase": page + "/erase"}
+
+    def credential(person: SignedIn) -> str:
+        return "Bearer " + deps.api.tokens.current(person.session_key, person.principal)
 
     @r.get("/customers")
     async def customers(
@@ -76,11 +107,104 @@ def router(deps: ConsoleDeps) -> APIRouter:
             return RedirectResponse(target, status_code=303)
         return deps.pages.render(request, "customers.html")
 
+    @r.post("/customers/{customer_id:path}/export", dependencies=csrf)
+    async def export(request: Request, customer_id: CustomerId, person: SignedIn = eraser) -> Response:
+        try:
+            document = await gdpr.export_document(deps, customer_id, credential(person))
+        except ApiError:
+            await gdpr.audit(
+                deps,
+                request,
+                person.principal,
+                AuditAction.GDPR_EXPORT,
+                target=customer_id,
+                outcome=AuditOutcome.FAILED,
+            )
+            raise unavailable() from None
+        await gdpr.audit(deps, request, person.principal, AuditAction.GDPR_EXPORT, target=customer_id)
+        return JSONResponse(
+            document,
+            headers={
+                "Cache-Control": "no-store",
+                "Content-Disposition": 'attachment; filename="customer-export.json"',
+            },
+        )
+
+    def erase_form(request: Request, customer_id: str, *, typed: str = "", wrong: bool = False) -> Response:
+        return deps.pages.render(
+            request,
+            "customer_erase.html",
+            status=400 if wrong else 200,
+            customer_id=customer_id,
+            typed=typed,
+            wrong=wrong,
+            links=links(request, customer_id),
+        )
+
+    @r.get("/customers/{customer_id:path}/erase", name="customer_erase")
+    async def erase_page(request: Request, customer_id: CustomerId, person: SignedIn = eraser) -> Response:
+        return erase_form(request, customer_id)
+
+    @r.post("/customers/{customer_id:path}/erase", dependencies=csrf)
+    async def erase(
+        request: Request,
+        customer_id: CustomerId,
+        confirm: Annotated[str, Form(max_length=customerview.CUSTOMER_ID_MAX + 20)] = "",
+        person: SignedIn = eraser,
+    ) -> Response:
+        if not customerview.confirmed(customer_id, confirm):
+            return erase_form(request, customer_id, typed=confirm, wrong=True)
+        erasure_id = gdpr.new_erasure_id()
+        try:
+            await gdpr.publish_erasure(
+                deps,
+                customer_id,
+                credential(person),
+                erasure_id=erasure_id,
+                requested_by=person.principal.log_name,
+            )
+        except ApiError:
+            raise unavailable() from None
+        except EventsUnavailable:
+            await gdpr.audit(
+                deps,
+                request,
+                person.principal,
+                AuditAction.GDPR_ERASE,
+                target=erasure_id,
+                outcome=AuditOutcome.FAILED,
+            )
+            raise unavailable() from None
+        await gdpr.audit(deps, request, person.principal, AuditAction.GDPR_ERASE, target=erasure_id)
+        target = request.url_for("customer_erasure", customer_id=customer_id, erasure_id=erasure_id).path
+        return RedirectResponse(target, status_code=303)
+
+    @r.get("/customers/{customer_id:path}/erasures/{erasure_id}", name="customer_erasure")
+    async def erasure(
+        request: Request,
+        customer_id: CustomerId,
+        erasure_id: ErasureId,
+        part: Annotated[str | None, Query(max_length=10)] = None,
+        person: SignedIn = eraser,
+    ) -> Response:
+        found = await gdpr.erasure_status(deps, erasure_id)
+        return deps.pages.render(
+            request,
+            "_erasure_status.html" if part == "status" else "customer_erasure.html",
+            customer_id=customer_id,
+            erasure=found,
+            here=request.url.path,
+            cv=customerview,
+            links=links(request, customer_id),
+        )
+
     @r.get("/customers/{customer_id:path}", name="customer")
     async def customer(request: Request, customer_id: CustomerId, person: SignedIn = reader) -> Response:
-        page = await load(deps.api.on_behalf_of(person), customer_id)
+        api = deps.api.on_behalf_of(person)
+        page = await load(api, customer_id)
         if not customerview.readable_by(person.principal, page):
             raise not_found()
+        health = await load_health(api, customer_id, page)
         return deps.pages.render(
             request,
             "customer.html",
@@ -88,8 +212,10 @@ def router(deps: ConsoleDeps) -> APIRouter:
             cv=customerview,
             av=alertview,
             chart=customerview.chart(page.ratings),
+            health=health,
+            links=links(request, page.customer_id),
             now=deps.clock(),
-            is_admin=person.user.role is Role.ADMIN,
+            can_erase=not person.principal.missing(frozenset({Scope.GDPR_ADMIN})),
         )
 
     return r

@@ -70,8 +70,13 @@ async def load_counts(
             f"SELECT r.label, c.segment_key, c.scale, c.score, sum(c.n)::bigint AS n FROM {table} c "  # noqa: S608 - table names are module constants; values are bound parameters
             f"JOIN unnest(CAST(:l{i} AS text[]), CAST(:s{i} AS timestamptz[]), CAST(:e{i} AS timestamptz[])) "
             f"AS r(label, s, e) ON c.bucket_start >= r.s AND c.bucket_start < r.e "
-            f"WHERE c.metric = :metric AND {condition} GROUP BY 1, 2, 3, 4"
+            f"WHERE c.metric = :metric AND {condition} "
+            # The spans' overall bounds as plain conditions: the time indexes (BRIN) then read only the
+            # window's pages, where the join alone scanned every bucket of the selected keys (all time).
+            f"AND c.bucket_start >= :lo{i} AND c.bucket_start < :hi{i} GROUP BY 1, 2, 3, 4"
         )
+        params[f"lo{i}"] = min(item.span.start for item in items)
+        params[f"hi{i}"] = max(item.span.end for item in items)
         params[f"l{i}"] = [item.label for item in items]
         params[f"s{i}"] = [item.span.start for item in items]
         params[f"e{i}"] = [item.span.end for item in items]

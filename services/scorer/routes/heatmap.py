@@ -58,7 +58,17 @@ def router(deps: ScorerDeps) -> APIRouter:
         comp = rolling(span, now=deps.clock(), tiers=cfg.tiers, year=year)
         async with deps.scores() as reader:
             loaded = await _pairs(reader, metric=metric, heat=heat, comp=comp)
-            drift = await reader.drift(metric=metric.value, keys=sorted({k.segment_key for k in loaded}))
+            # Only the pairs of the rows and columns shown are scored (and their drift read).
+            kept = heatmap.keep(
+                {k.segment_key: sum(c.values()) for k, c in loaded.items() if k.label == queries.CURRENT},
+                heat,
+                limit_rows=limit_rows,
+                limit_columns=limit_columns,
+                min_responses=min_responses,
+                visible=principal.segment_allowed,
+            )
+            loaded = {k: c for k, c in loaded.items() if k.segment_key in kept.keys}
+            drift = await reader.drift(metric=metric.value, keys=sorted(kept.keys))
         found = queries.breakdown_rows(
             metric,
             heat.dimensions,
@@ -84,7 +94,7 @@ def router(deps: ScorerDeps) -> APIRouter:
             "previous_from": comp.previous.start.isoformat(),
             "previous_to": comp.previous.end.isoformat(),
             "min_sample": cfg.min_sample,
-            **heatmap.grid(found, heat, limit_rows=limit_rows, limit_columns=limit_columns),
+            **heatmap.grid(found, heat, limit_rows=limit_rows, limit_columns=limit_columns, kept=kept),
         }
 
     return api
