@@ -12,7 +12,7 @@ stored ratings (the console bench, docs/benchmarks.md "Console").
   ratings with a comment are in it.
 
 Revision ID: 0021_console_finish
-Revises: 0019_rating_revisions (written on 0015_surveys; re-chained onto main's head 0019 when main was merged)
+Revises: 0023_survey_inapp
 Create Date: 2026-12-05
 """
 
@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from alembic import op
 
 revision: str = "0021_console_finish"
-down_revision: str | None = "0019_rating_revisions"
+down_revision: str | None = "0023_survey_inapp"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
