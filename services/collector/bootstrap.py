@@ -175,6 +175,7 @@ def build_deps(cfg: CollectorSettings, adapters: Adapters) -> CollectorDeps:
             group_claims=cfg.claim_group,
             claim_inflight=cfg.claim_group_inflight,
             fast_encode=cfg.fast_encode,
+            lean=cfg.lean_normalize,
         ),
         interactions=InteractionIntake(
             publisher=adapters.publisher,
