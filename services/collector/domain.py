@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 import uuid
@@ -160,13 +161,19 @@ def identity_secrets(
     """The source's identity secrets a proof may be signed with: the current version, and the previous
     one for ``grace`` after a rotation (pages already showing proofs keep working meanwhile)."""
     version = source.identity_version
-    found = [derive_identity_secret(platform_key=platform_key, source_id=source.source_id, version=version)]
     rotated = source.identity_rotated_at
     if version > 1 and rotated is not None and now - rotated < grace:
-        found.append(
-            derive_identity_secret(platform_key=platform_key, source_id=source.source_id, version=version - 1)
+        return _derived(platform_key, source.source_id, version) + _derived(
+            platform_key, source.source_id, version - 1
         )
-    return tuple(found)
+    return _derived(platform_key, source.source_id, version)
+
+
+@functools.lru_cache(maxsize=4096)
+def _derived(platform_key: str, source_id: str, version: int) -> tuple[str]:
+    """One source version's identity secret, derived once (an HMAC per request was a tenth of a
+    publishable-key rating's CPU); a pure function of the platform key, which is in memory anyway."""
+    return (derive_identity_secret(platform_key=platform_key, source_id=source_id, version=version),)
 
 
 _PROOF_REFUSALS = {
@@ -184,10 +191,10 @@ def provenance_of(rating: RatingIn, trust: Trust, *, now: datetime) -> Provenanc
     showing a stale or forged proof learns it at once instead of posting ratings nobody acts on.
     """
     if trust.key_kind is not KeyKind.PUBLISHABLE:
-        return Provenance(key_kind=trust.key_kind, identity=Identity.VERIFIED)
+        return _provenance(trust.key_kind, Identity.VERIFIED)
     proof = rating.customer.proof
     if proof is None:
-        return Provenance(key_kind=trust.key_kind, identity=Identity.CLAIMED)
+        return _provenance(trust.key_kind, Identity.CLAIMED)
     check = verify_customer_proof(
         identity_secrets=list(trust.identity_secrets),
         customer_id=rating.customer.id,
@@ -196,7 +203,13 @@ def provenance_of(rating: RatingIn, trust: Trust, *, now: datetime) -> Provenanc
     )
     if check is not ProofCheck.VALID:
         raise RatingRejected("customer.proof", _PROOF_REFUSALS[check])
-    return Provenance(key_kind=trust.key_kind, identity=Identity.VERIFIED)
+    return _provenance(trust.key_kind, Identity.VERIFIED)
+
+
+@functools.cache
+def _provenance(key_kind: KeyKind, identity: Identity) -> Provenance:
+    """One frozen ``Provenance`` per (kind, identity), shared: a model per rating cost a microsecond."""
+    return Provenance(key_kind=key_kind, identity=identity)
 
 
 def normalize(

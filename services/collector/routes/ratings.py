@@ -6,7 +6,7 @@ from typing import Annotated, Any, Literal
 
 import orjson
 from fastapi import APIRouter, Depends, Header, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 from fastapi.routing import APIRoute, request_response
 from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 
@@ -339,12 +339,13 @@ async def _submit(deps: CollectorDeps, submissions: list[AnySubmission]) -> list
         raise unavailable(exc.what, retry_after_s=deps.settings.retry_after_s) from exc
 
 
-def _answer(verdict: Verdict) -> JSONResponse:
+def _answer(verdict: Verdict) -> Response:
     """202 for a recorded rating (a replay says so in a header), else the 409 problem."""
     if verdict.recorded:
         headers = {"Idempotent-Replayed": "true"} if verdict.replayed else None
         body = {"rating_id": verdict.rating_id, "status": "accepted"}
-        return JSONResponse(body, status_code=202, headers=headers)
+        # orjson: the same compact bytes as JSONResponse's json.dumps, in a fraction of the time.
+        return Response(orjson.dumps(body), status_code=202, headers=headers, media_type="application/json")
     conflict = verdict.outcome is Outcome.CONFLICT
     raise ProblemError(
         409,
