@@ -375,7 +375,7 @@ class Intake:
                 metrics.reject(_REFUSAL_REASONS[outcome], item.source_id)
             verdicts.append(Verdict(rating_id=item.rating_id, outcome=outcome))
         for (metric, source), n in accepted.items():
-            metrics.ACCEPTED.labels(metric, source).inc(n)
+            metrics.accept(metric, source, n)
         return verdicts
 
     async def _publish_once(self, items: Sequence[Pending]) -> list[Outcome]:
