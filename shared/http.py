@@ -117,7 +117,7 @@ class RequestMetricsMiddleware:
         self.app = app
         self.service = service
         # Labelled children, looked up once each: ``labels()`` (a lock and its checks) ran twice a request.
-        self._counted: dict[tuple[str, str, str], Any] = {}
+        self._counted: dict[tuple[str, str, int], Any] = {}
         self._timed: dict[str, Any] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
