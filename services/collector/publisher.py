@@ -8,8 +8,9 @@ import time
 from collections.abc import Sequence
 
 import structlog
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
+from aiokafka.producer.message_accumulator import MessageAccumulator
 from prometheus_client import Counter, Histogram
 
 from services.collector.ports import BrokerUnavailable
@@ -28,6 +29,48 @@ BROKER_ERRORS = Counter(
     "Publishes that failed because the broker was unreachable or too slow, by kind",
     ["kind"],
 )
+
+
+#: ``_send_many`` reaches into aiokafka (0.14, pinned in uv.lock); if a release moves what it uses, the
+#: collector sends through the public ``send`` instead (tests/integration/test_collector_broker.py).
+_LEAN_SEND = all(hasattr(AIOKafkaProducer, name) for name in ("_partition", "_serialize")) and hasattr(
+    MessageAccumulator, "add_message"
+)
+
+
+async def _send_many(producer: AIOKafkaProducer, records: Sequence[OutgoingRecord]) -> None:
+    """``send_all`` for a batch's records: what ``producer.send`` does per record, minus what repeats.
+
+    The topic's metadata is awaited once, each record goes to the accumulator with the partition the
+    producer's own partitioner chooses (same keys, same partitions as ``send``) and the size check
+    ``send`` makes, and the acknowledgements are awaited in turn instead of through ``gather``: about a
+    quarter of aiokafka's CPU per record. Every record's acks=all acknowledgement is still awaited.
+    """
+    for topic in {r.topic for r in records}:
+        await producer.client._wait_on_metadata(topic)  # private: see _LEAN_SEND
+    accumulate = producer._message_accumulator.add_message  # private: see _LEAN_SEND
+    partition = producer._partition  # private: see _LEAN_SEND
+    serialize = producer._serialize  # private: see _LEAN_SEND
+    wait_s = producer._request_timeout_ms / 1000  # private: see _LEAN_SEND
+    futures: list[asyncio.Future[object]] = []
+    try:
+        for r in records:
+            key, value = serialize(r.key, r.value, r.headers)
+            tp = TopicPartition(r.topic, partition(r.topic, None, None, None, key, value))
+            futures.append(await accumulate(tp, key, value, wait_s, headers=r.headers))
+        for future in futures:
+            await future
+    finally:
+        for future in futures:  # after a failure, the others' outcomes are read (no "never retrieved")
+            if future.done() and not future.cancelled():
+                future.exception()
+            elif not future.done():
+                future.add_done_callback(_read_outcome)
+
+
+def _read_outcome(future: asyncio.Future[object]) -> None:
+    if not future.cancelled():
+        future.exception()
 
 
 class KafkaPublisher:
@@ -97,7 +140,10 @@ class KafkaPublisher:
             raise BrokerUnavailable("not connected to the broker yet")
         started = time.perf_counter()
         try:
-            await send_all(producer, records, timeout_s=self._timeout_s)
+            if len(records) > 1 and _LEAN_SEND:
+                await asyncio.wait_for(_send_many(producer, records), self._timeout_s)
+            else:
+                await send_all(producer, records, timeout_s=self._timeout_s)
         except TimeoutError as exc:
             BROKER_ERRORS.labels("timeout").inc()
             raise BrokerUnavailable("the broker did not acknowledge in time") from exc
