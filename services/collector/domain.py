@@ -25,7 +25,7 @@ from shared.events import (
     RatingSubmitted,
 )
 from shared.identity.sourcekeys import ProofCheck, derive_identity_secret, verify_customer_proof
-from shared.scales import Metric, ScaleError, Sentiment, get_scale, nps_class, parse_score
+from shared.scales import Metric, Scale, ScaleError, Sentiment, get_scale, nps_class, parse_score
 from shared.vocabulary import ContactIn
 
 _ID = r"^[A-Za-z0-9][A-Za-z0-9._:@/+=-]{0,127}$"
@@ -322,7 +322,18 @@ _EVENT_FIELDS = (
 )
 if tuple(RatingSubmitted.model_fields) != _EVENT_FIELDS:  # pragma: no cover - a guard for the next change
     raise RuntimeError("RatingSubmitted's fields changed: update normalize_encoded and _EVENT_FIELDS")
-_NOT_CONTENT = frozenset({"rating_id", "received_at", "occurred_at"})
+#: Scales by (metric, name as sent): a batch asks for the same few, and ``get_scale`` normalises the
+#: name each time. Only names that resolve are kept, and only so many (names come from clients).
+_SCALES: dict[tuple[Metric, str | None], Scale] = {}
+
+
+def _scale(metric: Metric, name: str | None) -> Scale:
+    scale = get_scale(metric, name)  # raises ScaleError for an unknown one
+    if len(_SCALES) < 1024:
+        _SCALES[metric, name] = scale
+    return scale
+
+
 _NO_CONSENT = {"contact": False, "review": False}
 _POSITIVE = Sentiment.POSITIVE
 _NPS = Metric.NPS
@@ -345,8 +356,9 @@ def normalize_encoded(
     the fingerprint the one ``fingerprint`` computes from it (tests/unit/test_collector_domain.py
     checks both over generated ratings).
     """
+    metric = rating.metric
     try:
-        scale = get_scale(rating.metric, rating.scale)
+        scale = _SCALES.get((metric, rating.scale)) or _scale(metric, rating.scale)
         score = parse_score(scale, rating.score)
     except ScaleError as exc:
         raise RatingRejected(exc.field, str(exc)) from exc
@@ -368,36 +380,64 @@ def normalize_encoded(
             claims = {"email": email, "phone": phone, "consent": consent, "account": account}
             email = phone = account = None
             consent = _NO_CONSENT
-    metric = rating.metric
     rid = rating.rating_id or rating_id or new_rating_id()
     comment = rating.comment
-    doc = {
-        "rating_id": rid,
-        "metric": metric,  # orjson writes a StrEnum as its value (no enum descriptor per access)
-        "scale": scale.name,
-        "score": score,
-        "normalized": scale.normalized(score),
-        "sentiment": sentiment,
-        "positive": sentiment is _POSITIVE,
-        "nps_class": nps_class(score) if metric is _NPS else None,
-        "customer": {"id": c.id, "email": email, "phone": phone, "locale": c.locale, "timezone": c.timezone},
-        "segment": {k: v.strip() for k, v in rating.segment.items()},
-        "touchpoint": rating.touchpoint,
-        "comment": (comment.strip() or None) if comment else None,
-        "account": account,
-        "consent": consent,
-        "source": source,
-        "survey_id": rating.survey_id,
-        "occurred_at": occurred,
-        "received_at": received_at,
-        "provenance": prov,
-        "claims": claims,
-    }
-    value = orjson.dumps(doc, option=orjson.OPT_UTC_Z)
+    customer = {"id": c.id, "email": email, "phone": phone, "locale": c.locale, "timezone": c.timezone}
+    segment = {k: v.strip() for k, v in rating.segment.items()}
+    normalized = scale.normalized(score)
+    positive = sentiment is _POSITIVE
+    nps = nps_class(score) if metric is _NPS else None
+    text = (comment.strip() or None) if comment else None
+    # orjson writes a StrEnum (metric, sentiment, nps class, kinds) as its value.
+    value = orjson.dumps(
+        {
+            "rating_id": rid,
+            "metric": metric,
+            "scale": scale.name,
+            "score": score,
+            "normalized": normalized,
+            "sentiment": sentiment,
+            "positive": positive,
+            "nps_class": nps,
+            "customer": customer,
+            "segment": segment,
+            "touchpoint": rating.touchpoint,
+            "comment": text,
+            "account": account,
+            "consent": consent,
+            "source": source,
+            "survey_id": rating.survey_id,
+            "occurred_at": occurred,
+            "received_at": received_at,
+            "provenance": prov,
+            "claims": claims,
+        },
+        option=orjson.OPT_UTC_Z,
+    )
     mark = None
     if keyed:
-        content = {k: v for k, v in doc.items() if k not in _NOT_CONTENT}
-        content["occurred_at"] = client_occurred.astimezone(UTC).isoformat() if client_occurred else None
+        # ``fingerprint``'s content: the event without its id and times, plus the client's occurred_at
+        # (key order does not matter: sorted).
+        content = {
+            "metric": metric,
+            "scale": scale.name,
+            "score": score,
+            "normalized": normalized,
+            "sentiment": sentiment,
+            "positive": positive,
+            "nps_class": nps,
+            "customer": customer,
+            "segment": segment,
+            "touchpoint": rating.touchpoint,
+            "comment": text,
+            "account": account,
+            "consent": consent,
+            "source": source,
+            "survey_id": rating.survey_id,
+            "provenance": prov,
+            "claims": claims,
+            "occurred_at": client_occurred.astimezone(UTC).isoformat() if client_occurred else None,
+        }
         mark = hashlib.sha256(orjson.dumps(content, option=orjson.OPT_SORT_KEYS)).digest()
     return EncodedRating(
         rating_id=rid,
