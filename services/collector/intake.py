@@ -233,24 +233,37 @@ def to_record_fast(rating: RatingSubmitted, *, topic: str) -> OutgoingRecord:
 def _ce_record(
     *, topic: str, rating_id: str, received_at: datetime, key: bytes, value: bytes
 ) -> OutgoingRecord:
-    """The binary-mode CloudEvent of a rating: the SDK's headers, in its order, written directly."""
-    stamp = received_at.isoformat()
-    if stamp.endswith("+00:00"):
-        stamp = stamp[:-6] + "Z"
+    """The binary-mode CloudEvent of a rating: the SDK's headers, in its order, written directly.
+
+    A batch's ratings share their receive time and span: their two headers are written once per batch
+    (the last ones are remembered), not once per rating.
+    """
+    global _last_time, _last_span  # one-entry memos (one event loop per process)
+    if _last_time[0] is not received_at:
+        stamp = received_at.isoformat()
+        if stamp.endswith("+00:00"):
+            stamp = stamp[:-6] + "Z"
+        _last_time = (received_at, ("ce_time", stamp.encode()))
     rid = rating_id.encode()
     headers = [
         ("ce_specversion", b"1.0"),
         ("ce_id", rid),
         ("ce_type", _CE_TYPE),
         ("ce_source", _CE_SOURCE),
-        ("ce_time", stamp.encode()),
+        _last_time[1],
         ("content-type", _JSON),
         ("ce_subject", rid),
     ]
     active = tracing.current()
     if active is not None:
-        headers.append(("ce_" + tracing.ATTRIBUTE, active.traceparent.encode()))
+        if _last_span[0] is not active:
+            _last_span = (active, ("ce_" + tracing.ATTRIBUTE, active.traceparent.encode()))
+        headers.append(_last_span[1])
     return OutgoingRecord(topic=topic, key=key, value=value, headers=headers)
+
+
+_last_time: tuple[datetime | None, tuple[str, bytes]] = (None, ("ce_time", b""))
+_last_span: tuple[tracing.SpanContext | None, tuple[str, bytes]] = (None, ("", b""))
 
 
 _REFUSAL_REASONS = {Outcome.CONFLICT: "idempotency_conflict", Outcome.IN_PROGRESS: "in_progress"}
