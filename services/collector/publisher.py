@@ -10,7 +10,6 @@ from collections.abc import Sequence
 import structlog
 from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
-from aiokafka.producer.message_accumulator import MessageAccumulator
 from prometheus_client import Counter, Histogram
 
 from services.collector.ports import BrokerUnavailable
@@ -31,32 +30,49 @@ BROKER_ERRORS = Counter(
 )
 
 
-#: ``_send_many`` reaches into aiokafka (0.14, pinned in uv.lock); if a release moves what it uses, the
-#: collector sends through the public ``send`` instead (tests/integration/test_collector_broker.py).
-_LEAN_SEND = all(hasattr(AIOKafkaProducer, name) for name in ("_partition", "_serialize")) and hasattr(
-    MessageAccumulator, "add_message"
-)
+#: What ``_send_many`` uses of aiokafka's internals (0.14, pinned in uv.lock): if a release moves any of
+#: it, the collector sends through the public ``send`` instead (tests/integration/test_collector_broker.py
+#: fails meanwhile, so the change is seen).
+_INTERNALS = ("_message_accumulator", "_metadata", "_partitioner", "_request_timeout_ms", "_serialize")
+
+
+def lean_send_possible(producer: AIOKafkaProducer) -> bool:
+    return all(hasattr(producer, name) for name in _INTERNALS) and hasattr(
+        producer._message_accumulator, "add_message"
+    )
 
 
 async def _send_many(producer: AIOKafkaProducer, records: Sequence[OutgoingRecord]) -> None:
     """``send_all`` for a batch's records: what ``producer.send`` does per record, minus what repeats.
 
-    The topic's metadata is awaited once, each record goes to the accumulator with the partition the
-    producer's own partitioner chooses (same keys, same partitions as ``send``) and the size check
-    ``send`` makes, and the acknowledgements are awaited in turn instead of through ``gather``: about a
-    quarter of aiokafka's CPU per record. Every record's acks=all acknowledgement is still awaited.
+    The topic's metadata is awaited and its partition lists read once, each record goes to the
+    accumulator with the partition the producer's own partitioner chooses from them (same keys, same
+    partitions as ``send``) after the size check ``send`` makes, and the acknowledgements are awaited in
+    turn instead of through ``gather``: about a quarter of aiokafka's CPU per record. Every record's
+    acks=all acknowledgement is still awaited.
     """
+    metadata = producer._metadata  # private: see _INTERNALS
+    partitions: dict[str, tuple[list[int], list[int]]] = {}
     for topic in {r.topic for r in records}:
-        await producer.client._wait_on_metadata(topic)  # private: see _LEAN_SEND
-    accumulate = producer._message_accumulator.add_message  # private: see _LEAN_SEND
-    partition = producer._partition  # private: see _LEAN_SEND
-    serialize = producer._serialize  # private: see _LEAN_SEND
-    wait_s = producer._request_timeout_ms / 1000  # private: see _LEAN_SEND
+        await producer.client._wait_on_metadata(topic)  # private: see _INTERNALS
+        partitions[topic] = (
+            list(metadata.partitions_for_topic(topic)),
+            list(metadata.available_partitions_for_topic(topic)),
+        )
+    accumulate = producer._message_accumulator.add_message  # private: see _INTERNALS
+    choose = producer._partitioner  # private: see _INTERNALS
+    serialize = producer._serialize  # private: see _INTERNALS
+    wait_s = producer._request_timeout_ms / 1000  # private: see _INTERNALS
+    tps: dict[tuple[str, int], TopicPartition] = {}
     futures: list[asyncio.Future[object]] = []
     try:
         for r in records:
             key, value = serialize(r.key, r.value, r.headers)
-            tp = TopicPartition(r.topic, partition(r.topic, None, None, None, key, value))
+            every, available = partitions[r.topic]
+            where = (r.topic, choose(key, every, available))
+            tp = tps.get(where)
+            if tp is None:
+                tp = tps[where] = TopicPartition(*where)
             futures.append(await accumulate(tp, key, value, wait_s, headers=r.headers))
         for future in futures:
             await future
@@ -91,6 +107,7 @@ class KafkaPublisher:
         self._request_timeout_s = request_timeout_s
         self._linger_ms = linger_ms
         self._producer: AIOKafkaProducer | None = None
+        self._lean = False  # ``_send_many`` for batches, once the connected producer is known to allow it
         self._connector: asyncio.Task[None] | None = None
         self._closing = False
 
@@ -120,7 +137,8 @@ class KafkaPublisher:
                 backoff = min(backoff * 2, 5)
                 continue
             self._producer = producer
-            log.info("producer_connected")
+            self._lean = lean_send_possible(producer)
+            log.info("producer_connected", lean_send=self._lean)
             return
 
     async def stop(self) -> None:
@@ -140,7 +158,7 @@ class KafkaPublisher:
             raise BrokerUnavailable("not connected to the broker yet")
         started = time.perf_counter()
         try:
-            if len(records) > 1 and _LEAN_SEND:
+            if len(records) > 1 and self._lean:
                 await asyncio.wait_for(_send_many(producer, records), self._timeout_s)
             else:
                 await send_all(producer, records, timeout_s=self._timeout_s)

@@ -11,8 +11,8 @@ from aiokafka.partitioner import DefaultPartitioner
 
 from devstack.broker import EmbeddedBroker
 from devstack.ports import free_port
-from services.collector import publisher as publisher_module
 from services.collector.bootstrap import create_app
+from services.collector.publisher import KafkaPublisher
 from services.collector.settings import CollectorSettings
 from shared.events import RatingSubmitted
 from shared.kafka import TopicSpec, ensure_topics
@@ -68,7 +68,12 @@ async def test_a_batch_lands_in_the_partitions_the_producers_partitioner_chooses
 ) -> None:
     """The batch path hands records to aiokafka's accumulator itself (``_send_many``): each must land
     where ``producer.send`` would put it (per-customer order), every one acknowledged."""
-    assert publisher_module._LEAN_SEND, "aiokafka moved what _send_many uses: the collector fell back"
+    probe = KafkaPublisher(bootstrap=infra.bootstrap, idempotence=False, timeout_s=10)
+    await probe.start()
+    try:
+        assert probe._lean, "aiokafka moved what _send_many uses: batches fell back to producer.send"
+    finally:
+        await probe.stop()
     app = create_app(_settings(infra.bootstrap, topics, database_url))
     ratings = [{**_rating(i), "customer": {"id": f"cus-{i}"}} for i in range(40)]
     async with running(app) as client:
