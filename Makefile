@@ -63,7 +63,7 @@ chromium: ## Install Debian's chromium for the widget's browser test, unless it 
 .PHONY: test
 test: install ops-tools chromium ## Lint, type-check, then unit, integration, e2e and operations tests (real broker and Postgres)
 	$(MAKE) --no-print-directory lint
-	$(PYTEST) -q -p no:cacheprovider tests/unit tests/integration tests/e2e tests/ops
+	$(PYTEST) -q -p no:cacheprovider --durations=25 tests/unit tests/integration tests/e2e tests/ops
 
 .PHONY: ops-tools
 ops-tools: $(OPS_VENV)/.installed $(NODE_TOOLS)/.installed-$(ASYNCAPI_VERSION) ## Install promtool/prometheus, kustomize check, kubernetes-validate, checkov, AsyncAPI CLI

@@ -111,6 +111,13 @@ class RatingSubmitted(_Event):
     received_at: AwareDatetime
     provenance: Provenance | None = None
     claims: Claims | None = None
+    revision: int = Field(
+        default=0,
+        ge=0,
+        description="0 for an answer's first publication; a survey re-click within its window publishes "
+        "the same rating_id again with revision + 1, which replaces the earlier answer (consumers apply "
+        "a revision only if it is newer than the one they hold)",
+    )
 
     @property
     def customer_verified(self) -> bool:

@@ -190,8 +190,16 @@ class ActionsHandler:
             for r in ratings
             if r.comment
         }
-        fresh_ids = await stores.ratings.insert_new(ratings=ratings, analyses=analyses)
-        fresh = [r for r in {r.rating_id: r for r in ratings}.values() if r.rating_id in fresh_ids]
+        latest: dict[str, RatingSubmitted] = {}
+        for r in ratings:  # the newest revision of each rating in the batch (a survey re-click)
+            held = latest.get(r.rating_id)
+            if held is None or r.revision > held.revision:
+                latest[r.rating_id] = r
+        fresh_ids = await stores.ratings.insert_new(ratings=list(latest.values()), analyses=analyses)
+        revised = [r for r in latest.values() if r.revision and r.rating_id not in fresh_ids]
+        if revised:
+            fresh_ids |= await stores.ratings.revise(ratings=revised, analyses=analyses)
+        fresh = [r for r in latest.values() if r.rating_id in fresh_ids]
         if not fresh:
             return []
         await self._rulebook.ensure_seeded(rule_sets=stores.rule_sets)
@@ -227,6 +235,8 @@ class ActionsHandler:
                 analysis=analyses.get(rating.rating_id),
                 health=health.get(rating.rating_id) if known else None,
             )
+            if rating.revision:
+                decisions = await self._first_per_rule(stores, rating, decisions)
             if known:
                 fatigue[cid] = after_decisions(before, decisions, now=now)
             outcomes.add(rating, decisions, now=now)
@@ -235,6 +245,18 @@ class ActionsHandler:
         )
         await stores.enrolments.enrol(enrolments=outcomes.enrolments, now=now)
         return outcomes.records
+
+    @staticmethod
+    async def _first_per_rule(
+        stores: Stores, rating: RatingSubmitted, decisions: Sequence[Decision]
+    ) -> list[Decision]:
+        """A re-click's newer answer is a new fact once, but each rule decides once per rating: only
+        rules that had not decided on an earlier answer act (a 5 corrected to 1 alerts; a 1 corrected
+        to 2 does not alert twice). Every id derives from (rule, rating, action), so this holds on replay.
+        """
+        ids = [decision_id(d.rule_id, rating.rating_id, d.index) for d in decisions]
+        done = await stores.decisions.existing(ids=ids)
+        return [d for d, i in zip(decisions, ids, strict=True) if i not in done]
 
     def _history_of(self, rating: RatingSubmitted, past: Sequence[PastRating]) -> History:
         return self._history.of(rating, past)

@@ -92,6 +92,13 @@ class RatingStore(Protocol):
         self, *, ratings: Sequence[RatingSubmitted], analyses: Mapping[str, Analysis]
     ) -> set[str]: ...
 
+    async def revise(
+        self, *, ratings: Sequence[RatingSubmitted], analyses: Mapping[str, Analysis]
+    ) -> set[str]:
+        """Survey re-clicks: store each rating's answer where its ``revision`` is newer than the one
+        held (score, sentiment, comment analysis); returns those ids (older or equal: a no-op)."""
+        ...
+
     async def batch_facts(
         self,
         *,
@@ -131,6 +138,10 @@ class CustomerStore(Protocol):
     """Customer context set through the API (contact, value, owner, consent, opt-out)."""
 
     async def contexts(self, *, customer_ids: Sequence[str]) -> dict[str, CustomerContext]: ...
+    async def erased(self, *, customer_ids: Sequence[str]) -> set[str]:
+        """The ids among these whose customer was erased (GDPR): no survey is decided or sent to them."""
+        ...
+
     async def upsert(self, *, customer_id: str, fields: dict[str, Any]) -> None: ...
     async def get(self, *, customer_id: str) -> dict[str, Any] | None: ...
 

@@ -91,9 +91,17 @@ class ActionsSettings(CommonSettings, IdentitySettings):
 
     @model_validator(mode="after")
     def _prod_secrets(self) -> ActionsSettings:
+        if self.environment == "prod" and not self.survey_link_base_url.startswith("https://"):
+            # Survey emails with http links are refused by the notifier's mail check in prod.
+            raise ValueError("CSAT_SURVEY_LINK_BASE_URL must be the collector's https address in prod")
         refuse_weak_secrets(environment=self.environment, checks=self.secret_checks())
         return self
 
     def secret_checks(self) -> list[SecretCheck]:
         """Every secret prod refuses missing, public or weak, named in one message."""
-        return self.identity_secret_checks(public_values=DEV_SECRETS)
+        public = [DEV_SIGNING_SECRET, *DEV_SECRETS]
+        return [
+            # Survey links signed with the public dev value never verify on a prod collector.
+            SecretCheck.of("CSAT_SIGNING_SECRET", self.signing_secret, public_values=public),
+            *self.identity_secret_checks(public_values=public),
+        ]

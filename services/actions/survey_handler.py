@@ -81,15 +81,19 @@ class LinkMaker:
             "l": row.locale,
             "t": row.channel,
             "q": survey.question.get(row.locale) or next(iter(survey.question.values())),
+            # The survey's re-click window travels with the link, like its scale: the collector holds
+            # no survey definitions.
+            "w": int(survey.reclick_window.total_seconds()),
         }
         if row.segment:
             claims["g"] = dict(row.segment)
         return f"{self.base_url.rstrip('/')}/v1/email/{sign_claims(self.secret, claims)}"
 
 
-def facts_of(ctx: CustomerContext | None) -> CustomerFacts | None:
+def facts_of(ctx: CustomerContext | None, *, erased: bool = False) -> CustomerFacts | None:
+    """The stored context as survey facts; ``erased``: the customer's erasure tombstone exists."""
     if ctx is None:
-        return None
+        return CustomerFacts(erased=True) if erased else None
     consent = ctx.consent or {}
     return CustomerFacts(
         email=ctx.email,
@@ -97,6 +101,7 @@ def facts_of(ctx: CustomerContext | None) -> CustomerFacts | None:
         locale=ctx.locale,
         timezone=ctx.timezone,
         opted_out=ctx.opted_out,
+        erased=erased,
         consent_contact=consent.get("contact"),
     )
 
@@ -131,6 +136,7 @@ class SurveyHandler:
             return 0
         cids = list(dict.fromkeys(i.customer.id for i in following))
         contexts = await stores.customers.contexts(customer_ids=cids)
+        erased = await stores.customers.erased(customer_ids=cids)
         longest = max((s.recontact_days for s in current.surveys.surveys), default=0)
         history = await stores.surveys.history(customer_ids=cids, since=now - timedelta(days=longest))
         new: list[NewInvitation] = []
@@ -141,7 +147,7 @@ class SurveyHandler:
                 interaction=interaction,
                 surveys=current.surveys,
                 history=history.get(cid, []),
-                customer=facts_of(ctx),
+                customer=facts_of(ctx, erased=cid in erased),
                 now=now,
             )
             for d in decisions:
@@ -183,11 +189,15 @@ class SurveyHandler:
         if not due:
             return 0, []
         current = await self._book.current(survey_sets=stores.survey_sets)
-        contexts = await stores.customers.contexts(customer_ids=list({r.customer_id for r in due}))
+        cids = list({r.customer_id for r in due})
+        contexts = await stores.customers.contexts(customer_ids=cids)
+        # An invitation decided while its customer was being erased escaped the erasure's update.
+        erased = await stores.customers.erased(customer_ids=cids)
         updates: list[InvitationUpdate] = []
         records: list[OutgoingRecord] = []
         for row in due:
-            update, note = self._fire_one(row, current, contexts.get(row.customer_id), now)
+            ctx = contexts.get(row.customer_id)
+            update, note = self._fire_one(row, current, ctx, now, erased=row.customer_id in erased)
             updates.append(update)
             if note is not None:
                 records.append(notification_record(self._topics, note, key=row.customer_id))
@@ -195,7 +205,13 @@ class SurveyHandler:
         return len(due), records
 
     def _fire_one(
-        self, row: StoredInvitation, current: CurrentSurveys, ctx: CustomerContext | None, now: datetime
+        self,
+        row: StoredInvitation,
+        current: CurrentSurveys,
+        ctx: CustomerContext | None,
+        now: datetime,
+        *,
+        erased: bool = False,
     ) -> tuple[InvitationUpdate, ev.NotificationRequested | None]:
         survey = current.get(row.survey_id)
         state = InvitationState(
@@ -212,7 +228,7 @@ class SurveyHandler:
         reminder = row.status != "scheduled"
         kind = "reminder" if reminder else "invitation"
         decided = (decide_reminder if reminder else decide_send)(
-            state, survey=survey, customer=facts_of(ctx), now=now
+            state, survey=survey, customer=facts_of(ctx, erased=erased), now=now
         )
         if not isinstance(decided, Go):
             if decided.reason == "not_delivered_pending" and now + OUTCOME_WAIT < row.expires_at:

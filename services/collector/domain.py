@@ -272,9 +272,10 @@ def fingerprint(rating: RatingSubmitted, *, client_occurred_at: datetime | None)
     """What makes two submissions "the same rating": the normalised content, not its spelling.
 
     ``"satisfied"`` and ``4`` on a 1-5 scale are the same answer; the receive time is not part of
-    it, and neither is ``occurred_at`` when the client left it to the server.
+    it, and neither is ``occurred_at`` when the client left it to the server, nor the ``revision`` a
+    re-click publishes it under.
     """
-    content = rating.model_dump(mode="json", exclude={"rating_id", "received_at", "occurred_at"})
+    content = rating.model_dump(mode="json", exclude={"rating_id", "received_at", "occurred_at", "revision"})
     content["occurred_at"] = client_occurred_at.astimezone(UTC).isoformat() if client_occurred_at else None
     return hashlib.sha256(orjson.dumps(content, option=orjson.OPT_SORT_KEYS)).digest()
 

@@ -38,6 +38,7 @@ from services.collector.ports import (
     Publisher,
     StoreUnavailable,
 )
+from services.collector.reclick import Answered, SecondAnswer, second_answer
 from shared import events as ev
 from shared import tracing
 from shared.envelope import OutgoingRecord, encode
@@ -155,6 +156,8 @@ class Verdict:
 
     rating_id: str
     outcome: Outcome
+    #: The answer's revision: > 0 when a survey re-click replaced an earlier answer (``answer_link``).
+    revision: int = 0
 
     @property
     def recorded(self) -> bool:
@@ -173,6 +176,11 @@ class Verdict:
         return f"rating_id {self.rating_id!r} is being recorded by a concurrent request; retry shortly"
 
 
+def _aware_ago(reference: datetime, seconds: float) -> datetime:
+    """``seconds`` before the wall clock, in ``reference``'s zone: the lease's edge."""
+    return datetime.now(reference.tzinfo) - timedelta(seconds=seconds)
+
+
 class IntakeUnavailable(RuntimeError):
     """The broker or the database could not take the ratings: nothing was recorded, retry later."""
 
@@ -181,13 +189,22 @@ class IntakeUnavailable(RuntimeError):
         self.what = what
 
 
+def event_id(rating: RatingSubmitted) -> str:
+    """The CloudEvent id: the rating id, and for a re-click's revision ``<rating_id>/r<revision>``.
+
+    A revision is another event about the same rating (the subject stays the rating id), so it needs
+    its own id: consumers that deduplicate by event id must not drop it as a retry.
+    """
+    return rating.rating_id if not rating.revision else f"{rating.rating_id}/r{rating.revision}"
+
+
 def to_record(rating: RatingSubmitted, *, topic: str) -> OutgoingRecord:
     """A rating as the CloudEvent published on the ratings topic (keyed by customer for ordering)."""
     return encode(
         topic=topic,
         event_type=ev.RATING_SUBMITTED,
         source="/collector",
-        event_id=rating.rating_id,
+        event_id=event_id(rating),
         data=rating,
         key=rating.customer.id,
         subject=rating.rating_id,
@@ -247,7 +264,7 @@ def _ce_record(
     rid = rating_id.encode()
     headers = [
         ("ce_specversion", b"1.0"),
-        ("ce_id", rid),
+        ("ce_id", rid if not rating.revision else event_id(rating).encode()),
         ("ce_type", _CE_TYPE),
         ("ce_source", _CE_SOURCE),
         _last_time[1],
@@ -390,6 +407,88 @@ class Intake:
         for (metric, source), n in accepted.items():
             metrics.accept(metric, source, n)
         return verdicts
+
+    async def answer_link(self, item: Submission, *, window: timedelta, now: datetime) -> Verdict:
+        """A survey link's answer: the first is published; a second is decided by ``reclick.second_answer``.
+
+        The same answer replays; a different one within ``window`` of the first answer is published
+        again under the same rating id with the next revision (claimed by compare-and-set on the
+        record, so two concurrent changes cannot publish the same revision); after the window it is
+        refused (``CONFLICT``). Raises ``IntakeUnavailable`` when nothing is safe.
+        """
+        assert item.fingerprint is not None, "a link answer is always keyed"
+        try:
+            outcome, revision = await self._answer_link(item, window=window, now=now)
+        except (BrokerUnavailable, StoreUnavailable) as exc:
+            broker = isinstance(exc, BrokerUnavailable)
+            log.warning("publish_failed" if broker else "idempotency_store_failed", error=str(exc), records=1)
+            what: Literal["broker", "database"] = "broker" if broker else "database"
+            metrics.reject(f"{what}_unavailable", item.source_id)
+            raise IntakeUnavailable(what) from exc
+        if outcome is Outcome.ACCEPTED:
+            metrics.ACCEPTED.labels(item.rating.metric.value, item.source_id).inc()
+        elif outcome in _REFUSAL_REASONS:
+            metrics.reject(_REFUSAL_REASONS[outcome], item.source_id)
+        return Verdict(rating_id=item.rating.rating_id, outcome=outcome, revision=revision)
+
+    async def _answer_link(
+        self, item: Submission, *, window: timedelta, now: datetime
+    ) -> tuple[Outcome, int]:
+        key, source, mark = item.key, item.source_id, item.fingerprint or b""
+        deadline = self._clock() + self.wait_s
+        while True:
+            states = await self.records.claim(
+                claims=[Claim(rating_id=key, source_id=source, fingerprint=mark)], lease_s=self.lease_s
+            )
+            state = states.get(key, ClaimState.PENDING)
+            if state is ClaimState.REPLAY:
+                found = await self.records.standing(rating_id=key)
+                return Outcome.REPLAYED, found.revision if found is not None else 0
+            if state is ClaimState.CLAIMED:
+                # A new answer (revision 0), or one taken over after a crash mid-replacement: the record
+                # holds the revision it was claimed for.
+                found = await self.records.standing(rating_id=key)
+                revision = found.revision if found is not None else 0
+                return await self._publish_answer(item, revision), revision
+            if state is ClaimState.CONFLICT:
+                found = await self.records.standing(rating_id=key)
+                if found is not None and found.source_id != source:
+                    return Outcome.CONFLICT, 0
+                expired = found is not None and found.claimed_at < _aware_ago(found.claimed_at, self.lease_s)
+                if found is not None and (found.state == "accepted" or expired):
+                    first = Answered(
+                        fingerprint=found.fingerprint,
+                        revision=found.revision,
+                        first_accepted_at=found.first_accepted_at or now,
+                    )
+                    verdict = second_answer(first=first, fingerprint=mark, now=now, window=window)
+                    if verdict.kind is SecondAnswer.REFUSE:
+                        return Outcome.CONFLICT, found.revision
+                    if verdict.kind is SecondAnswer.REPLACE and await self.records.revise(
+                        rating_id=key,
+                        source_id=source,
+                        from_revision=found.revision,
+                        fingerprint=mark,
+                        lease_s=self.lease_s,
+                    ):
+                        return await self._publish_answer(item, verdict.revision), verdict.revision
+                # Changed meanwhile (another click won the revision) or in flight: look again.
+            if self._clock() >= deadline:
+                return Outcome.IN_PROGRESS, 0
+            await self._sleep(self.poll_s)
+
+    async def _publish_answer(self, item: Submission, revision: int) -> Outcome:
+        rating = item.rating.model_copy(update={"revision": revision}) if revision else item.rating
+        try:
+            await self.publisher.publish([self.encode(rating, topic=self.topic)])
+        except Exception:
+            if revision == 0:
+                await self._release([item.key])
+            # A revision's claim is not given back (that would forget the first answer): its lease
+            # expires and the same answer again takes it over with the same revision.
+            raise
+        self.confirmer.add([item.key])
+        return Outcome.ACCEPTED
 
     async def _publish_once(self, items: Sequence[Pending]) -> list[Outcome]:
         """Claim the keyed ids, publish what is new in one round trip, answer the repeats."""

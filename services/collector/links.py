@@ -37,6 +37,9 @@ class EmailLink:
     touchpoint: str | None = None
     question: str | None = None
     segment: dict[str, str] = field(default_factory=dict)
+    #: The survey's re-click window in seconds (claim ``w``, set by actions from ``reclick_window``);
+    #: None on links minted without one: the collector's ``CSAT_RECLICK_WINDOW_S`` applies.
+    reclick_window_s: int | None = None
 
     @property
     def rating_id(self) -> str:
@@ -69,6 +72,8 @@ class EmailLink:
         }
         optional = {"l": self.locale, "t": self.touchpoint, "q": self.question, "g": self.segment or None}
         claims.update({k: v for k, v in optional.items() if v})
+        if self.reclick_window_s is not None:
+            claims["w"] = self.reclick_window_s
         return claims
 
     @classmethod
@@ -83,6 +88,7 @@ class EmailLink:
             touchpoint=claims.get("t"),
             question=claims.get("q"),
             segment=dict(claims.get("g") or {}),
+            reclick_window_s=None if claims.get("w") is None else max(0, int(claims["w"])),
         )
 
 

@@ -81,6 +81,18 @@ class Claim(NamedTuple):
 
 
 @dataclass(frozen=True, slots=True)
+class Standing:
+    """An idempotency record as a survey re-click reads it: the answer standing under a rating id."""
+
+    source_id: str
+    fingerprint: bytes
+    state: str  # 'pending' while a publish is in flight, then 'accepted'
+    revision: int
+    claimed_at: datetime
+    first_accepted_at: datetime | None  # when the first answer was accepted: the re-click window's start
+
+
+@dataclass(frozen=True, slots=True)
 class SmsSurvey:
     request_id: str
     customer_id: str
@@ -128,9 +140,22 @@ class IdempotencyRecords(Protocol):
     """One row per client-chosen rating_id: claimed before publishing, confirmed after the ack."""
 
     async def claim(self, *, claims: Sequence[Claim], lease_s: float) -> dict[str, ClaimState]: ...
-    async def confirm(self, *, rating_ids: Sequence[str]) -> None: ...
+    async def confirm(self, *, rating_ids: Sequence[str]) -> None:
+        """Mark published; the first confirmation also stamps ``first_accepted_at``."""
+        ...
+
     async def release(self, *, rating_ids: Sequence[str]) -> None: ...
     async def purge(self, *, older_than: datetime) -> int: ...
+    async def standing(self, *, rating_id: str) -> Standing | None:
+        """The record under a rating id, for a survey re-click's decision (``reclick.second_answer``)."""
+        ...
+
+    async def revise(
+        self, *, rating_id: str, source_id: str, from_revision: int, fingerprint: bytes, lease_s: float
+    ) -> bool:
+        """Claim the next revision (compare-and-set on ``from_revision``): the row becomes 'pending' with
+        the new fingerprint and ``from_revision + 1``; False when another request changed it first."""
+        ...
 
 
 class SmsSurveys(Protocol):

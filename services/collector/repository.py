@@ -21,6 +21,7 @@ from services.collector.ports import (
     SmsSurvey,
     Source,
     SourceExists,
+    Standing,
     StoreUnavailable,
 )
 from shared.events import CustomerErased, KeyKind
@@ -54,7 +55,20 @@ _CLAIM = """
     LEFT JOIN collector.idempotency e ON e.rating_id = i.rating_id
 """
 _CONFIRM = """
-    UPDATE collector.idempotency SET state = 'accepted', accepted_at = now() WHERE rating_id = ANY($1::text[])
+    UPDATE collector.idempotency SET state = 'accepted', accepted_at = now(),
+        first_accepted_at = COALESCE(first_accepted_at, now())
+    WHERE rating_id = ANY($1::text[])
+"""
+_STANDING = """
+    SELECT source_id, fingerprint, state, revision, claimed_at, first_accepted_at
+    FROM collector.idempotency WHERE rating_id = $1
+"""
+_REVISE = """
+    UPDATE collector.idempotency
+    SET fingerprint = $3, revision = revision + 1, state = 'pending', claimed_at = now()
+    WHERE rating_id = $1 AND source_id = $2 AND revision = $4
+      AND (state = 'accepted' OR claimed_at < now() - make_interval(secs => $5::float8))
+    RETURNING revision
 """
 _RELEASE = "DELETE FROM collector.idempotency WHERE rating_id = ANY($1::text[]) AND state = 'pending'"
 _PRINCIPAL = """
@@ -390,6 +404,29 @@ class PgStore:
     async def release(self, *, rating_ids: Sequence[str]) -> None:
         if rating_ids:
             await self._fast(lambda conn: conn.execute(_RELEASE, list(rating_ids)))
+
+    async def standing(self, *, rating_id: str) -> Standing | None:
+        row = await self._fast(lambda conn: conn.fetchrow(_STANDING, rating_id))
+        if row is None:
+            return None
+        return Standing(
+            source_id=row["source_id"],
+            fingerprint=bytes(row["fingerprint"]),
+            state=row["state"],
+            revision=row["revision"],
+            claimed_at=row["claimed_at"],
+            first_accepted_at=row["first_accepted_at"],
+        )
+
+    async def revise(
+        self, *, rating_id: str, source_id: str, from_revision: int, fingerprint: bytes, lease_s: float
+    ) -> bool:
+        got = await self._fast(
+            lambda conn: conn.fetchval(
+                _REVISE, rating_id, source_id, fingerprint, from_revision, float(lease_s)
+            )
+        )
+        return got is not None
 
     async def purge(self, *, older_than: datetime) -> int:
         async def q(conn: AsyncConnection) -> int:

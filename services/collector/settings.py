@@ -19,6 +19,13 @@ class CollectorSettings(CommonSettings, IdentitySettings):
     port: int = 8000
     publish_timeout_s: float = Field(default=5.0, gt=0, description="Longest wait for the broker's ack")
     retry_after_s: int = Field(default=5, ge=1, description="Retry-After sent with 503")
+    reclick_window_s: int = Field(
+        default=900,
+        ge=0,
+        le=86_400,
+        description="A second, different answer through an email link within this many seconds of the "
+        "first replaces it (0: the first answer stands); a link that carries its survey's window wins",
+    )
     max_batch_items: int = Field(default=500, ge=1)
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
     max_future_skew_s: int = Field(default=300, ge=0, description="How far in the future occurred_at may be")

@@ -77,6 +77,7 @@ class RatingRow(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     survey_id: str | None = None
     occurred_at: AwareDatetime
     received_at: AwareDatetime
+    revision: Annotated[int, msgspec.Meta(ge=0)] = 0
 
 
 _ROWS = msgspec.json.Decoder(RatingRow)

@@ -34,13 +34,25 @@ def make_handler(
             # RatingRow from the lean decoder; RatingSubmitted from the full path (lax inputs). The
             # exact type first: isinstance on a pydantic class goes through ABCMeta, per record.
             if type(data) is RatingRow or isinstance(data, RatingSubmitted):
-                unique.setdefault(data.rating_id, data)
+                held = unique.get(data.rating_id)
+                # The newest revision in the batch wins (a survey re-click); a plain repeat keeps the first.
+                if held is None or data.revision > held.revision:
+                    unique[data.rating_id] = data
         if not unique:
             return []
         await store.commit_without_flush_wait(tx)
-        ratings = list(unique.values())
-        counted = await store.counted_all(tx, [r.segment for r in ratings])
+        everything = list(unique.values())
+        counted_all = await store.counted_all(tx, [r.segment for r in everything])
         cutoff = prune_cutoffs(tiers, now=clock())
+        ratings, counted = [], []
+        revised, revised_keys = [], []
+        for r, c in zip(everything, counted_all, strict=True):
+            if r.revision:
+                revised.append(r)
+                revised_keys.append(c.keys)
+            else:
+                ratings.append(r)
+                counted.append(c)
         new = await store.apply_batch(
             tx,
             ratings=ratings,
@@ -48,6 +60,14 @@ def make_handler(
             minute_since=cutoff["minute"],
             hour_since=cutoff["hour"],
         )
+        if revised:
+            await store.apply_revisions(
+                tx,
+                ratings=revised,
+                keys=revised_keys,
+                minute_since=cutoff["minute"],
+                hour_since=cutoff["hour"],
+            )
         folds: Counter[str] = Counter()
         dropped = 0
         for r, c in zip(ratings, counted, strict=True):

@@ -69,6 +69,8 @@ class Rating(Protocol):
     def occurred_at(self) -> datetime: ...
     @property
     def received_at(self) -> datetime: ...
+    @property
+    def revision(self) -> int: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +107,20 @@ class RatingCounter(Protocol[Tx]):
         Minute and hour buckets before ``minute_since`` / ``hour_since`` are not written (retention
         would prune them); the touched segments are marked for the score-event evaluator.
         """
+        ...
+
+    async def apply_revisions(
+        self,
+        tx: Tx,
+        *,
+        ratings: Sequence[Rating],
+        keys: Sequence[str],
+        minute_since: datetime,
+        hour_since: datetime,
+    ) -> set[str]:
+        """Re-clicked ratings (``revision`` > 0, distinct ids): each newer than the revision held
+        replaces the stored answer and its counts (``revisions.plan``/``replacement``); one never
+        stored is stored and counted; older or equal ones change nothing. Returns the ids applied."""
         ...
 
 

@@ -2,12 +2,19 @@
 
 1,000 ``order.delivered`` interactions for 800 customers (20 of them opted out) with a survey sent at once
 (delay 0), sampling 50 %, throttle 30 days -> the invitations sent are exactly the deterministic
-expectation; 300 of them answered through the emailed links (some twice with the same answer) -> the
-expected CSAT and a response rate of answered / invited, exactly; the one reminder goes only to the
-unanswered; once the answer window has passed, the links answer 410.
+expectation; 300 of them answered through the emailed links (some twice with the same answer, some
+re-clicked with a different score within the re-click window) -> the expected CSAT from the last answers
+and a response rate of answered / invited, exactly; a different answer after the re-click window is
+refused (409); the one reminder goes only to the unanswered; once the answer window has passed, the
+links answer 410.
 
-The answer window is 150 seconds and the reminder goes 90 seconds after the invitation so that the test
-ends in about three minutes; nothing else is scaled down.
+The reminder goes 75 seconds after the invitation and the re-click window is 30 seconds, so that the test
+ends in under two minutes; nothing else is scaled down. The answer window is an hour, so that a
+slow machine cannot close it in the middle of the answers: expiry is shown by a second survey (on
+``chat.closed``, three other customers) whose one-minute window has long passed when the test looks. The
+reminder is judged against the clock: an invitation answered clearly before its reminder was due (with a
+margin for the pipeline's delay) must not get one; one never answered must get exactly one; one answered
+around the due time (only on a loaded machine) may get it or not.
 """
 
 from __future__ import annotations
@@ -32,8 +39,13 @@ pytestmark = pytest.mark.e2e
 
 SURVEY = "e2e-delivery"
 ADMIN = {"Authorization": "Bearer dev-admin-key"}
-REMINDER_S = 90
-WINDOW_S = 150
+REMINDER_S = 75
+RECLICK_S = 30
+EXPIRY_SURVEY = "e2e-expiry"
+EXPIRY_WINDOW_S = 60  # the shortest answer window a survey accepts
+#: An answer this long before its reminder was due must have stopped it (the rating still has to reach
+#: actions through the broker: seconds on a loaded machine, milliseconds on a quiet one).
+PIPELINE_MARGIN_S = 15
 SURVEYS_YAML = f"""
 version: 1
 surveys:
@@ -48,8 +60,22 @@ surveys:
     delay: 0s
     sampling: 50
     recontact_days: 30
-    answer_window: {WINDOW_S}s
+    answer_window: 1h
     reminder: {{after: {REMINDER_S}s}}
+    max_age: 3d
+    reclick_window: {RECLICK_S}s
+  - id: {EXPIRY_SURVEY}
+    on: [chat.closed]
+    metric: csat
+    scale: 1-5
+    question:
+      en: How was your chat?
+      fr: Comment s'est passée votre discussion ?
+    channels: [email]
+    delay: 0s
+    sampling: 100
+    recontact_days: 30
+    answer_window: {EXPIRY_WINDOW_S}s
     max_age: 3d
 """
 LINK = re.compile(r"(https?://\S+/v1/email/([A-Za-z0-9._-]+))\?score=(\d)")
@@ -135,6 +161,18 @@ def test_surveys_from_interactions_to_response_rate(stack: Stack) -> None:
         }
         for n in range(1000)
     ]
+    chats: list[dict[str, Any]] = [
+        {
+            "interaction_id": f"{CAMPAIGN}-chat-{n}",
+            "type": "chat.closed",
+            "customer": {"id": f"{CAMPAIGN}-chatter-{n}", "email": f"chatter{n}@example.com", "locale": "en"},
+            "segment": {"campaign": f"{CAMPAIGN}-chat"},
+        }
+        for n in range(3)
+    ]
+    r = httpx.post(f"{collector}/v1/interactions/batch", json={"interactions": chats}, timeout=60)
+    assert r.status_code == 202 and r.json()["accepted"] == 3, r.text
+    chat_invitations = {invitation_id(EXPIRY_SURVEY, str(c["interaction_id"])) for c in chats}
     for start in range(0, 1000, 500):
         r = httpx.post(
             f"{collector}/v1/interactions/batch",
@@ -153,29 +191,49 @@ def test_surveys_from_interactions_to_response_rate(stack: Stack) -> None:
             expected[cid] = invitation_id(SURVEY, item["interaction_id"])
     invited = set(expected.values())
 
-    sent = poll(lambda: outbox(stack, "survey-invite-"), until=lambda got: len(got) >= len(invited))
-    assert set(sent) == invited
+    sent = poll(
+        lambda: outbox(stack, "survey-invite-"),
+        until=lambda got: len(got) >= len(invited) + len(chat_invitations),
+    )
+    assert set(sent) == invited | chat_invitations
     assert 300 < len(invited) < 600  # sanity of the sample: about 0.5 + 0.25 of the repeat customers
 
-    # 300 answers through the links: 90 x 5, 120 x 4, 30 x 3, 60 x 2 -> CSAT 210 / 300 = 70 %.
+    # 300 answers through the links: 90 x 5, 120 x 4, 30 x 3, 60 x 2 -> CSAT 210 / 300 = 70 %. Every
+    # seventh person first clicks the wrong end of the scale, then their real score within the re-click
+    # window: the last answer counts (counted first, the CSAT would be far from 70 %).
     scores = [5] * 90 + [4] * 120 + [3] * 30 + [2] * 60
     answered = sorted(invited)[:300]
+    reclicked = [n for n in range(300) if n % 7 == 3]
+    first_answered: dict[int, float] = {}
+    answered_at: dict[
+        str, float
+    ] = {}  # wall clock when the last answer was recorded (202 from the collector)
 
     def answer(n: int) -> None:
         iid, score = answered[n], scores[n]
         url = links(sent[iid])[score]
+        comment = "Fast" if n % 3 == 0 else ""
         with httpx.Client(timeout=30) as http:
             page = http.get(f"{url}?score={score}")  # what a mail scanner does too: records nothing
             assert page.status_code == 200 and "<form" in page.text
-            comment = "Fast" if n % 3 == 0 else ""
+            if n in reclicked:
+                wrong = 1 if score >= 3 else 5
+                slip = http.post(url, data={"score": str(wrong), "comment": comment})
+                assert slip.status_code == 200, slip.text
+                first_answered[n] = time.monotonic()
             done = http.post(url, data={"score": str(score), "comment": comment})
             assert done.status_code == 200, done.text
+            first_answered.setdefault(n, time.monotonic())
+            answered_at[iid] = time.time()
             if n % 10 == 0:  # clicked twice: the same answer is recorded once
                 again = http.post(url, data={"score": str(score), "comment": comment})
                 assert again.status_code == 200, again.text
 
-    with ThreadPoolExecutor(max_workers=8) as pool:
-        list(pool.map(answer, range(300)))
+    def invited_at(iid: str) -> float:
+        return (stack.var_dir / "outbox" / f"survey-invite-{iid}.txt").stat().st_mtime
+
+    with ThreadPoolExecutor(max_workers=8) as pool:  # the earliest invited first, as people would
+        list(pool.map(answer, sorted(range(300), key=lambda n: invited_at(answered[n]))))
 
     def csat() -> Any:
         return httpx.get(
@@ -197,20 +255,39 @@ def test_surveys_from_interactions_to_response_rate(stack: Stack) -> None:
     assert figures["response_rate"]["value"] == 300 / len(invited)
     assert figures["answered_with_comment"] == 100
 
-    # The one reminder: to every invitation not answered, to none answered, once.
+    # The one reminder: to every invitation not answered, to none answered before it was due, once (one id
+    # per invitation's reminder: a second would be deduplicated, so the outbox holds one file per id).
     unanswered = invited - set(answered)
     reminded = poll(
         lambda: outbox(stack, "survey-reminder-"),
-        until=lambda got: len(got) >= len(unanswered),
+        until=lambda got: unanswered <= set(got),
         timeout_s=180,
     )
-    assert set(reminded) == unanswered  # one id per invitation's reminder: a second would be deduplicated
+    folder = stack.var_dir / "outbox"
+    due = {iid: invited_at(iid) + REMINDER_S for iid in invited}
+    clearly_before = {iid for iid, at in answered_at.items() if at < due[iid] - PIPELINE_MARGIN_S}
+    assert not set(reminded) & clearly_before
+    assert set(reminded) <= invited  # never to the other survey's invitations: it has no reminder
+    assert len(clearly_before) >= 100, "the machine was too slow to judge the reminder at all"
     assert all("Êtes-vous" in body or "How satisfied" in body for body in reminded.values())
 
+    # After the re-click window (from the first answer) a different answer is refused; the last stands.
+    n = reclicked[0]
+    time.sleep(max(0.0, first_answered[n] + RECLICK_S + 1 - time.monotonic()))  # a deadline, not a result
+    url = links(sent[answered[n]])[scores[n]]
+    refused = httpx.post(url, data={"score": "1"}, headers={"Accept": "application/json"}, timeout=30)
+    assert refused.status_code == 409, refused.text
+    assert refused.json()["type"] == "https://csat.dev/problems/already-answered"
+    assert (
+        httpx.post(url, data={"score": str(scores[n]), "comment": "Fast" if n % 3 == 0 else ""}).status_code
+        == 200
+    )
+    assert csat()["score"] == 70.0
+
     # Past the answer window, the links are gone (the token carries its expiry: no clock is mocked).
-    last = sorted(unanswered)[0]
-    sent_at = (stack.var_dir / "outbox" / f"survey-invite-{last}.txt").stat().st_mtime
-    time.sleep(max(0.0, sent_at + WINDOW_S + 1 - time.time()))  # waiting for a deadline, not for a result
+    last = sorted(chat_invitations)[0]
+    sent_at = (folder / f"survey-invite-{last}.txt").stat().st_mtime
+    time.sleep(max(0.0, sent_at + EXPIRY_WINDOW_S + 1 - time.time()))  # a deadline, not a result
     expired = links(sent[last])[4]
     gone = httpx.get(f"{expired}?score=4", headers={"Accept": "application/json"}, timeout=30)
     assert gone.status_code == 410

@@ -56,6 +56,7 @@ class RatingRow:
     metric: str = "csat"
     scale: str = "1-5"
     score: int = 0
+    revision: int = 0
 
 
 @dataclass
@@ -119,6 +120,7 @@ class EnrolmentRow:
 class Tables:
     ratings: dict[str, RatingRow] = field(default_factory=dict)
     customers: dict[str, dict[str, Any]] = field(default_factory=dict)
+    erased: set[str] = field(default_factory=set)  # ids of erased customers (the tombstones' hashes)
     decisions: dict[str, DecisionRow] = field(default_factory=dict)
     alerts: dict[str, AlertRow] = field(default_factory=dict)
     timers: dict[str, TimerRow] = field(default_factory=dict)
@@ -179,9 +181,27 @@ class FakeRatings:
                 metric=r.metric.value,
                 scale=r.scale,
                 score=r.score,
+                revision=r.revision,
             )
             fresh.add(r.rating_id)
         return fresh
+
+    async def revise(
+        self, *, ratings: Sequence[RatingSubmitted], analyses: Mapping[str, Analysis]
+    ) -> set[str]:
+        done: set[str] = set()
+        for r in ratings:
+            row = self._t.ratings.get(r.rating_id)
+            if row is None or row.revision >= r.revision:
+                continue
+            found = analyses.get(r.rating_id)
+            row.normalized, row.sentiment, row.score = r.normalized, r.sentiment.value, r.score
+            row.has_comment = bool(r.comment and r.comment.strip())
+            row.themes = list(found.themes) if found else []
+            row.comment_sentiment = found.sentiment if found and r.comment else None
+            row.revision = r.revision
+            done.add(r.rating_id)
+        return done
 
     async def batch_facts(
         self,
@@ -306,6 +326,9 @@ class FakeCustomers:
 
     async def contexts(self, *, customer_ids: Sequence[str]) -> dict[str, CustomerContext]:
         return {c: _context(c, self._t.customers[c]) for c in customer_ids if c in self._t.customers}
+
+    async def erased(self, *, customer_ids: Sequence[str]) -> set[str]:
+        return {c for c in customer_ids if c in self._t.erased}
 
     async def upsert(self, *, customer_id: str, fields: dict[str, Any]) -> None:
         self._t.customers[customer_id] = {**fields, "updated_at": datetime.now(UTC)}

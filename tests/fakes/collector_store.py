@@ -15,6 +15,7 @@ from services.collector.ports import (
     SmsSurvey,
     Source,
     SourceExists,
+    Standing,
     StoreUnavailable,
 )
 from shared.events import KeyKind
@@ -26,6 +27,8 @@ class _Idem:
     fingerprint: bytes
     state: str
     claimed_at: datetime
+    revision: int = 0
+    first_accepted_at: datetime | None = None
 
 
 class MemoryStore:
@@ -155,7 +158,32 @@ class MemoryStore:
     async def confirm(self, *, rating_ids: Sequence[str]) -> None:
         self._up()
         for rid in rating_ids:
-            self.idem[rid].state = "accepted"
+            row = self.idem[rid]
+            row.state = "accepted"
+            row.first_accepted_at = row.first_accepted_at or datetime.now(UTC)
+
+    async def standing(self, *, rating_id: str) -> Standing | None:
+        self._up()
+        row = self.idem.get(rating_id)
+        if row is None:
+            return None
+        return Standing(
+            row.source_id, row.fingerprint, row.state, row.revision, row.claimed_at, row.first_accepted_at
+        )
+
+    async def revise(
+        self, *, rating_id: str, source_id: str, from_revision: int, fingerprint: bytes, lease_s: float
+    ) -> bool:
+        self._up()
+        now = datetime.now(UTC)
+        row = self.idem.get(rating_id)
+        if row is None or row.source_id != source_id or row.revision != from_revision:
+            return False
+        if row.state != "accepted" and row.claimed_at >= now - timedelta(seconds=lease_s):
+            return False
+        row.fingerprint, row.revision = fingerprint, from_revision + 1
+        row.state, row.claimed_at = "pending", now
+        return True
 
     async def release(self, *, rating_ids: Sequence[str]) -> None:
         self._up()

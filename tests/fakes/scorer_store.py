@@ -17,6 +17,7 @@ from datetime import UTC, date, datetime, time, timedelta
 
 from services.scorer.domain import OTHER, parse_segment_key
 from services.scorer.drift import DriftState, status_of
+from services.scorer.increments import DAY_TIER, HOUR_TIER, MINUTE_TIER
 from services.scorer.ports import (
     CommentQuery,
     CommentRow,
@@ -37,6 +38,7 @@ from services.scorer.ports import (
     SegmentFacts,
     StateKey,
 )
+from services.scorer.revisions import Held, plan, replacement
 from services.scorer.segments import KEY_SEPARATOR, counted_keys, plan_dimensions, plan_registration
 from services.scorer.signals import SegmentState
 from services.scorer.windows import DAY, HOUR, MINUTE, floor_to
@@ -140,6 +142,52 @@ class MemoryScorerStore:
                 dirty = (rating.metric.value, key)
                 self.dirty[dirty] = self.dirty.get(dirty, 0) + 1
         return new
+
+    async def apply_revisions(
+        self,
+        tx: object,
+        *,
+        ratings: Sequence[Rating],
+        keys: Sequence[str],
+        minute_since: datetime,
+        hour_since: datetime,
+    ) -> set[str]:
+        held = {
+            r.rating_id: Held(
+                r.rating_id,
+                r.revision,
+                r.metric.value,
+                r.scale,
+                r.score,
+                r.occurred_at,
+                self._counted(r.segment).keys,
+            )
+            for r in (self.ratings.get(x.rating_id) for x in ratings)
+            if r is not None
+        }
+        todo = plan(ratings, held)
+        inserted = await self.apply_batch(
+            tx,
+            ratings=[ratings[i] for i in todo.insert],
+            keys=[keys[i] for i in todo.insert],
+            minute_since=minute_since,
+            hour_since=hour_since,
+        )
+        moves = replacement(
+            [ratings[i] for i, _ in todo.replace],
+            [keys[i] for i, _ in todo.replace],
+            [old for _, old in todo.replace],
+            minute_since=minute_since,
+            hour_since=hour_since,
+        )
+        tier_names = {MINUTE_TIER: "minute", HOUR_TIER: "hour", DAY_TIER: "day"}
+        for m in moves:
+            start = datetime.fromtimestamp(m.bucket_s, UTC)
+            self.tiers[tier_names[m.tier]][Bucket(m.metric, m.segment_key, start, m.scale, m.score)] += m.n
+            self.dirty[(m.metric, m.segment_key)] = self.dirty.get((m.metric, m.segment_key), 0) + 1
+        for i, _ in todo.replace:
+            self.ratings[ratings[i].rating_id] = ratings[i]
+        return inserted | {ratings[i].rating_id for i, _ in todo.replace}
 
     @staticmethod
     def _bucket(rating: Rating, key: str, start: datetime) -> Bucket:

@@ -4,6 +4,7 @@ across restarts and replicas, segment alerts, fatigue and verbatim routing."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import uuid
 from collections import Counter
@@ -17,6 +18,7 @@ from sqlalchemy import text
 from services.actions.bootstrap import create_app
 from services.actions.engine import Policy
 from services.actions.repository import PgTransactions
+from services.actions.repository.erasure import scrub_customer
 from services.actions.scheduler import Scheduler
 from services.actions.settings import ActionsSettings
 from services.collector.domain import RatingIn, normalize
@@ -240,7 +242,14 @@ async def test_webhook_and_slack_urls_are_refused_at_save_time_naming_the_field(
     key = "a-real-admin-key-for-the-prod-test"
     address_key = prod_secrets()["address_hash_key"]  # prod refuses to start without one
     prod = settings(
-        infra, database_url, topics, environment="prod", admin_api_key=key, address_hash_key=address_key
+        infra,
+        database_url,
+        topics,
+        environment="prod",
+        admin_api_key=key,
+        address_hash_key=address_key,
+        signing_secret=prod_secrets()["signing_secret"],
+        survey_link_base_url="https://collect.example.com",
     )
     async with running(create_app(prod)) as a:
         # In prod the bootstrap key only creates people and tokens; a manager edits the rules.
@@ -438,6 +447,119 @@ async def test_resurvey_timer_survives_a_restart_and_an_answer_cancels_it(
     # Nothing fires twice: the topic holds the two re-surveys and one callback.
     events = await read_events(infra.bootstrap, topics.notifications, count=4, timeout_s=3)
     assert Counter(n.template for n in notes(events)) == {"resurvey_open_question": 2, "support_callback": 1}
+
+
+# ---- survey re-clicks ------------------------------------------------------------------------------
+
+RECLICK_RULES = """
+rules:
+  - id: unhappy-to-desk
+    when: {sentiment: negative}
+    actions:
+      - {type: support_callback, to: desk@example.com}
+"""
+
+
+def reclick(rid: str, score: int, revision: int, *, topic: str, comment: str | None = None) -> OutgoingRecord:
+    body: dict[str, Any] = {
+        "rating_id": rid,
+        "metric": "csat",
+        "scale": "1-5",
+        "score": score,
+        "customer": {"id": f"cus-{rid}", "email": f"{rid}@example.com", "locale": "fr"},
+        "segment": {"store": "paris-1"},
+        **({"comment": comment} if comment else {}),
+    }
+    answer = normalize(RatingIn.model_validate(body), received_at=datetime.now(UTC))
+    return to_record(answer.model_copy(update={"revision": revision}), topic=topic)
+
+
+async def test_a_reclick_updates_the_rating_and_alerts_once_whatever_the_replays(
+    infra: Infra, database_url: str, topics: Topics, tmp_path: Path
+) -> None:
+    cfg = settings(infra, database_url, topics, rules_file=rules_file(tmp_path, RECLICK_RULES))
+    t = topics.ratings
+    async with running(create_app(cfg)):
+        await produce(infra.bootstrap, [rating("rc", 5, topic=t)])
+        # 5 corrected to 1 (with a comment), that revision replayed, the first answer late, then 1 -> 2.
+        await produce(
+            infra.bootstrap,
+            [
+                reclick("rc", 1, 1, topic=t, comment="Colis abîmé, livraison en retard"),
+                reclick("rc", 1, 1, topic=t, comment="Colis abîmé, livraison en retard"),
+                rating("rc", 5, topic=t),
+                reclick("rc", 2, 2, topic=t),
+            ],
+        )
+
+        async def stored() -> list[Any]:
+            return await sql(
+                database_url,
+                "SELECT score, sentiment, revision, has_comment FROM actions.ratings WHERE rating_id = 'rc'",
+            )
+
+        rows = await wait_for(stored, until=lambda rs: bool(rs) and rs[0].revision == 2, timeout_s=30)
+        assert [tuple(r) for r in rows] == [(2, "negative", 2, False)]
+        events = await read_events(infra.bootstrap, topics.notifications, count=2, timeout_s=3)
+    callbacks = [n for n in notes(events) if n.template == "support_callback"]
+    # Revisions 1 and 2 may share a batch (then the newest is decided): either way, one callback.
+    assert len(callbacks) == 1 and callbacks[0].context["rating"]["score"] in (1, 2)
+    decided = await sql(database_url, "SELECT rule_id FROM actions.decisions WHERE rating_id = 'rc'")
+    assert [r.rule_id for r in decided] == ["unhappy-to-desk"]
+
+
+async def test_an_erasure_stops_pending_invitations_and_reminders_and_keeps_only_a_hash(
+    infra: Infra, database_url: str
+) -> None:
+    now = datetime.now(UTC)
+    rows = [
+        # (invitation, customer, status, delivery, next_at): due later, reminder pending, done, someone else
+        ("inv-due", "cus-e", "scheduled", "pending", now + timedelta(hours=1)),
+        ("inv-remind", "cus-e", "requested", "sent", now + timedelta(days=3)),
+        ("inv-done", "cus-e", "requested", "sent", None),
+        ("inv-other", "cus-o", "scheduled", "pending", now + timedelta(hours=1)),
+    ]
+    for iid, cid, status, delivery, next_at in rows:
+        await sql(
+            database_url,
+            "INSERT INTO actions.survey_invitations (invitation_id, survey_id, interaction_id, customer_id, "
+            "channel, locale, recipient, due_at, expires_at, next_at, status, delivery) VALUES (:i, 's', :i, "
+            ":c, 'email', 'fr', CAST(:r AS jsonb), :now, :exp, :next, :st, :d)",
+            i=iid,
+            c=cid,
+            r=json.dumps({"email": f"{cid}@example.com"}),
+            now=now,
+            exp=now + timedelta(days=7),
+            next=next_at,
+            st=status,
+            d=delivery,
+        )
+    erased = ev.CustomerErased(erasure_id="er-1", customer_id="cus-e", pseudonym="anon-1", requested_at=now)
+    engine = make_engine(database_url)
+    try:
+        async with engine.begin() as conn:
+            removed = await scrub_customer(conn, erased)
+        async with engine.begin() as conn:
+            await scrub_customer(conn, erased)  # a replayed erasure changes nothing more
+        async with PgTransactions(engine).connect() as stores:
+            assert await stores.customers.erased(customer_ids=["cus-e", "cus-o", "anon-1"]) == {"cus-e"}
+    finally:
+        await engine.dispose()
+    assert removed["actions.survey_invitations"] == 3 and removed["actions.erased_customers"] == 1
+    after = await sql(
+        database_url,
+        "SELECT invitation_id, customer_id, status, next_at, stop_reason, recipient "
+        "FROM actions.survey_invitations ORDER BY invitation_id",
+    )
+    assert [(r.invitation_id, r.customer_id, r.status, r.next_at, r.stop_reason) for r in after] == [
+        ("inv-done", "anon-1", "requested", None, None),
+        ("inv-due", "anon-1", "stopped", None, "erased"),
+        ("inv-other", "cus-o", "scheduled", now + timedelta(hours=1), None),
+        ("inv-remind", "anon-1", "requested", None, "erased"),
+    ]
+    assert [r.recipient for r in after if r.customer_id == "anon-1"] == [{}, {}, {}]
+    hashes = await sql(database_url, "SELECT encode(customer_hash, 'hex') AS h FROM actions.erased_customers")
+    assert [r.h for r in hashes] == [hashlib.sha256(b"cus-e").hexdigest()]
 
 
 # ---- two schedulers, one database -----------------------------------------------------------------

@@ -47,7 +47,9 @@ async def prod_stack(
     apps = {
         "collector": create_collector(make_settings(CollectorSettings, **common)),
         "scorer": create_scorer(make_settings(ScorerSettings, **common)),
-        "actions": create_actions(make_settings(ActionsSettings, **common)),
+        "actions": create_actions(
+            make_settings(ActionsSettings, **common, survey_link_base_url="https://collect.example.com")
+        ),
         "notifier": create_notifier(
             make_settings(NotifierSettings, **common, public_base_url="https://notify.example.com")
         ),

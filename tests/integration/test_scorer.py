@@ -381,3 +381,76 @@ async def test_ratings_older_than_the_minute_tier_keeps_are_counted_in_hours_and
     assert sums["minute"] == {False: 40}
     assert sums["hour"] == {True: 40, False: 40}
     assert sums["day"] == {True: 40, False: 40}
+
+
+def revision(rid: str, score: int, rev: int, *, topic: str) -> OutgoingRecord:
+    """A survey re-click: the same rating id published again with a higher revision."""
+    body = {
+        "rating_id": rid,
+        "metric": "csat",
+        "scale": "1-5",
+        "score": score,
+        "customer": {"id": f"cus-{rid}"},
+        "segment": {"store": "s1", "channel": "chat"},
+    }
+    rating = normalize(RatingIn.model_validate(body), received_at=datetime.now(UTC))
+    return to_record(rating.model_copy(update={"revision": rev}), topic=topic)
+
+
+async def test_reclicks_replace_answers_exactly_through_replays_and_out_of_order_delivery(
+    infra: Infra, database_url: str, topics: Topics
+) -> None:
+    t = topics.ratings
+    first = [event(f"rv-{i}", 5, topic=t) for i in range(100)]
+    records = (
+        first
+        + [revision(f"rv-{i}", 1, 1, topic=t) for i in range(20)]  # 20 re-clicks: 5 -> 1
+        + [revision(f"rv-{i}", 1, 1, topic=t) for i in range(10)]  # the same revisions replayed
+        + first[:30]  # first answers redelivered after their revisions
+        + [revision(f"rv-{i}", 2, 2, topic=t) for i in range(20, 30)]  # revision 2 first...
+        + [revision(f"rv-{i}", 4, 1, topic=t) for i in range(20, 30)]  # ...then revision 1: stale
+        + [revision("nv-0", 3, 1, topic=t), event("nv-0", 5, topic=t)]  # a revision before its answer
+    )
+    await produce(infra.bootstrap, records)
+    cfg = settings(infra, database_url, topics)
+    engine = make_engine(database_url)
+
+    async def consumed() -> int:
+        async with engine.connect() as conn:
+            got = await conn.execute(
+                text(
+                    "SELECT coalesce(sum(next_offset), 0) FROM ops.consumer_offsets WHERE consumer_group = :g"
+                ),
+                {"g": cfg.consumer_group},
+            )
+            return int(got.scalar_one())
+
+    try:
+        async with running(create_app(cfg), headers=ADMIN) as client:
+            await wait_for(consumed, until=lambda n: n == len(records), timeout_s=60)
+            body = (await client.get("/v1/scores", params={"metric": "csat", "window": "30d"})).json()
+            # 70 answers of 5 stand; 20 became 1, 10 became 2, and nv-0 counts once, as 3.
+            assert body["responses"] == 101
+            assert body["positive"] == 70
+            store = (await client.get("/v1/scores", params={"segment": "store:s1", "window": "24h"})).json()
+            assert (store["responses"], store["positive"]) == (101, 70)
+        async with engine.connect() as conn:
+            counts: dict[str, dict[int, int]] = {}
+            for table in tables.TIER_TABLES.values():
+                query = (
+                    f"SELECT score, sum(n) FROM {table} WHERE segment_key = '*' "  # noqa: S608 - fixed table names
+                    "GROUP BY score HAVING sum(n) <> 0"
+                )
+                counts[table] = dict((await conn.execute(text(query))).all())
+            rows: dict[int, int] = dict(
+                (
+                    await conn.execute(
+                        text("SELECT revision, count(*) FROM scorer.ratings GROUP BY revision")
+                    )
+                ).all()
+            )
+    finally:
+        await engine.dispose()
+    for table, per_score in counts.items():  # every tier: minute, hour, day
+        assert per_score == {5: 70, 1: 20, 2: 10, 3: 1}, table
+    assert rows == {0: 70, 1: 21, 2: 10}

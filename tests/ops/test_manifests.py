@@ -227,7 +227,7 @@ def test_prod_settings() -> None:
     needs = {
         "collector": {"CSAT_SIGNING_SECRET", "CSAT_SOURCE_IDENTITY_KEY"},
         "scorer": set(),
-        "actions": set(),
+        "actions": {"CSAT_SIGNING_SECRET"},
         "notifier": {"CSAT_UNSUBSCRIBE_SECRET"},
         "console": {"CSAT_SESSION_SECRET", "CSAT_IDENTITY_SIGNING_KEY"},
     }
@@ -250,6 +250,43 @@ def test_prod_settings() -> None:
     (db,) = of_kind(items, "Cluster")
     assert db["spec"]["instances"] == 3 and "backup" in db["spec"]
     assert next(of_kind(items, "ScheduledBackup"))["spec"]["cluster"]["name"] == db["metadata"]["name"]
+
+
+def effective_env(items: list[dict[str, Any]], service: str) -> dict[str, str]:
+    """The plain values a service's container sees: the ConfigMaps it loads, then its own ``env``
+    (which wins), ``configMapKeyRef`` resolved; secrets left out."""
+    maps = {c["metadata"]["name"]: c.get("data", {}) for c in of_kind(items, "ConfigMap")}
+    deployment = next(d for d in of_kind(items, "Deployment") if d["metadata"]["name"] == f"csat-{service}")
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    out: dict[str, str] = {}
+    for source in container.get("envFrom", []):
+        out.update(maps[source["configMapRef"]["name"]])
+    for e in container.get("env", []):
+        if "value" in e:
+            out[e["name"]] = e["value"]
+        elif "configMapKeyRef" in e.get("valueFrom", {}):
+            ref = e["valueFrom"]["configMapKeyRef"]
+            out[e["name"]] = maps[ref["name"]][ref["key"]]
+    return out
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_public_addresses_reach_the_services_that_build_links(overlay: str) -> None:
+    items = docs(overlay)
+    actions, collector = effective_env(items, "actions"), effective_env(items, "collector")
+    notifier, console = effective_env(items, "notifier"), effective_env(items, "console")
+    # Survey emails link to the collector: actions signs them on the address the collector says is its own.
+    assert actions["CSAT_SURVEY_LINK_BASE_URL"] == collector["CSAT_PUBLIC_URL"]
+    assert collector["CSAT_PUBLIC_URL"] != console["CSAT_PUBLIC_URL"]  # not the console's address
+    links = (
+        actions["CSAT_SURVEY_LINK_BASE_URL"],
+        notifier["CSAT_PUBLIC_BASE_URL"],
+        console["CSAT_PUBLIC_URL"],
+    )
+    if overlay == "prod":  # the services refuse to start on http ones there
+        assert all(url.startswith("https://") for url in links), links
+    else:
+        assert all(url.startswith(("http://", "https://")) for url in links), links
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)

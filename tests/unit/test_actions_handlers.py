@@ -398,3 +398,42 @@ async def test_a_proven_customer_gets_the_playbook_with_the_crm_address_only() -
         "csm_alert": ("owner@example.com", "normal"),
         "low_score_followup": ("ana@example.com", "normal"),
     }
+
+
+def reclicked(rid: str, score: int, revision: int, **kw: object) -> ev.RatingSubmitted:
+    """A survey re-click: the same rating id, a new answer, the next revision."""
+    return rating(rid, score, **kw).model_copy(update={"revision": revision})  # type: ignore[arg-type]
+
+
+async def test_a_reclick_is_a_new_fact_once_and_each_rule_decides_once_per_rating() -> None:
+    db, clock = MemoryActions(), Clock()
+    use_case = handler(clock)
+    first = await consume(db, use_case, rating("r1", 5))
+    assert [n.template for n in notes(first)] == ["thank_you"]
+    before = set(outcomes(db, "r1"))
+    # 5 corrected to 1 within the window: the low-score rules had not decided on r1, so they act now.
+    clock.now = NOW + timedelta(minutes=2)
+    changed = await consume(db, use_case, reclicked("r1", 1, 1))
+    assert Counter(n.template for n in notes(changed)) == {"low_score_followup": 1, "csm_alert": 1}
+    assert set(outcomes(db, "r1")) - before == {
+        "low-score-customer-email",
+        "low-score-resurvey",
+        "low-score-csm-alert",
+        "low-value-education",
+    }
+    row = db.tables.ratings["r1"]
+    assert (row.score, row.revision, row.sentiment) == (1, 1, "negative")
+    decided = dict(db.tables.decisions)
+    # The same revision again (a replay), an older one late, and 1 corrected to 2 (the same rules
+    # again): nothing new is decided or sent; the stored answer follows the newest revision only.
+    assert await consume(db, use_case, reclicked("r1", 1, 1), rating("r1", 5)) == []
+    assert await consume(db, use_case, reclicked("r1", 2, 2)) == []
+    assert dict(db.tables.decisions) == decided
+    assert (db.tables.ratings["r1"].score, db.tables.ratings["r1"].revision) == (2, 2)
+
+
+async def test_a_batch_with_an_answer_and_its_reclick_decides_on_the_newest() -> None:
+    db, clock = MemoryActions(), Clock()
+    records = await consume(db, handler(clock), rating("r1", 5), reclicked("r1", 1, 1))
+    assert Counter(n.template for n in notes(records)) == {"low_score_followup": 1, "csm_alert": 1}
+    assert db.tables.ratings["r1"].revision == 1

@@ -6,6 +6,7 @@ the unanswered. The same on PostgreSQL and the real stack: tests/e2e/test_survey
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -220,3 +221,97 @@ async def test_reminder_goes_once_only_to_the_delivered_unanswered() -> None:
     rows = db.tables.invitations.values()
     assert sum(r.answered_at is not None for r in rows) == len(answered)
     assert sum(r.answered_with_comment for r in rows) == len(answered) // 2
+
+
+async def test_an_erased_customer_is_never_invited_and_pending_invitations_and_reminders_stop() -> None:
+    db, sv = MemoryActions(), surveys()
+    sampled = [n for n in range(200) if in_sample("post-delivery", f"order-{n}-delivered", 50)][:4]
+    db.tables.erased.add("gone")  # erased before the interaction came (or while it was decided)
+    async with db.begin() as stores:
+        added = await sv.on_interactions(
+            stores,
+            [
+                interaction(sampled[0], "gone"),
+                interaction(sampled[1], "later"),
+                interaction(sampled[2], "reminded"),
+                interaction(sampled[3], "kept"),
+            ],
+            NOW,
+        )
+    assert added == 3
+    by_customer = {r.customer_id: i for i, r in db.tables.invitations.items()}
+    assert set(by_customer) == {"later", "reminded", "kept"}
+    async with db.begin() as stores:
+        _, first = await sv.fire(stores, now=NOW, limit=500)
+    assert {n.customer_id for n in notes(first)} == {"later", "reminded", "kept"}
+    # "reminded" is delivered, then erased before the reminder; an invitation decided while "later"
+    # was being erased escaped the erasure's own update: the send-time check stops both.
+    for cid in ("reminded", "kept"):
+        iid = by_customer[cid]
+        db.tables.invitations[iid] = replace(db.tables.invitations[iid], delivery="sent")
+    db.tables.erased.add("reminded")
+    async with db.begin() as stores:
+        _, reminders = await sv.fire(stores, now=NOW + timedelta(days=3, seconds=1), limit=500)
+    assert [n.customer_id for n in notes(reminders)] == ["kept"]
+    assert db.tables.invitations[by_customer["reminded"]].stop_reason == "erased"
+    # An invitation stored while its customer was being erased (the erasure's update did not see it)
+    # is stopped when it comes due.
+    late = "late-invitation"
+    db.tables.invitations[late] = replace(
+        db.tables.invitations[by_customer["kept"]],
+        invitation_id=late,
+        customer_id="late",
+        status="scheduled",
+        delivery="pending",
+        stop_reason=None,
+    )
+    db.tables.next_at[late] = NOW
+    db.tables.erased.add("late")
+    async with db.begin() as stores:
+        _, sent = await sv.fire(stores, now=NOW + timedelta(days=3, seconds=2), limit=500)
+    assert notes(sent) == []
+    stopped = db.tables.invitations[late]
+    assert (stopped.status, stopped.stop_reason) == ("stopped", "erased")
+
+
+async def test_links_carry_the_reclick_window_and_a_reclick_answers_the_invitation_once() -> None:
+    db, clock, sv = MemoryActions(), Clock(), surveys()
+    h = handler(clock)
+    h._surveys = sv
+    async with db.begin() as stores:
+        await sv.on_interactions(stores, [interaction(n, f"c{n}") for n in range(10)], NOW)
+        _, records = await sv.fire(stores, now=NOW, limit=500)
+    note = notes(records)[0]
+    token = note.context["survey"]["answer_url"].removeprefix("https://c.example/v1/email/")
+    link = LinkSigner(secret=SECRET).verify(token, now=NOW)
+    assert link.reclick_window_s == 15 * 60  # the survey's reclick_window (default 15m)
+    iid = link.survey_id
+
+    def answer(score: int, revision: int, at: datetime) -> ev.RatingSubmitted:
+        return ev.RatingSubmitted.model_validate(
+            {
+                "rating_id": "email-x",
+                "metric": "csat",
+                "scale": "1-5",
+                "score": score,
+                "normalized": (score - 1) / 4,
+                "positive": score >= 4,
+                "sentiment": "positive" if score >= 4 else "negative",
+                "customer": {"id": link.customer_id},
+                "occurred_at": at,
+                "received_at": at,
+                "survey_id": iid,
+                "revision": revision,
+                **({"comment": "changed my mind"} if revision else {}),
+            }
+        )
+
+    first_at = NOW + timedelta(minutes=1)
+    async with db.begin() as stores:
+        await h(stores, received([answer(2, 0, first_at)]))
+    async with db.begin() as stores:
+        await h(stores, received([answer(5, 1, first_at + timedelta(minutes=3))]))
+    rows = [r for r in db.tables.invitations.values() if r.answered_at is not None]
+    assert len(rows) == 1 and rows[0].invitation_id == iid
+    # Answered once, at the first answer: the response rate and time to answer do not move with re-clicks.
+    assert rows[0].answered_at == first_at and not rows[0].answered_with_comment

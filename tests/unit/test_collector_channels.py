@@ -83,22 +83,107 @@ def test_get_shows_a_confirm_page_and_records_nothing(client: TestClient, fake: 
     assert fake.records == []
 
 
-def test_post_records_once_and_a_different_answer_is_refused(client: TestClient, fake: FakePublisher) -> None:
+def test_post_records_once_and_a_reclick_replaces_the_answer(client: TestClient, fake: FakePublisher) -> None:
     out = mint(client)
     path = local(out["confirm_url"])
     done = client.post(path, data={"score": "2", "comment": "  Livré en retard  "})
-    assert done.status_code == 200 and "Merci" in done.text
+    assert done.status_code == 200 and "enregistrée" in done.text
     again = client.post(path, data={"score": "2", "comment": "Livré en retard"})
-    assert again.status_code == 200  # a double submit is the same answer
-    other = client.post(path, data={"score": "5"})
-    assert other.status_code == 409 and "Déjà répondu" in other.text
+    assert again.status_code == 200  # a double submit is the same answer: nothing published again
+    assert len(fake.records) == 1
+    other = client.post(path, data={"score": "5"})  # within the window (default 15 min): replaces it
+    assert other.status_code == 200 and "modifiée" in other.text
+    assert client.post(path, data={"score": "5"}).status_code == 200  # the standing answer replays
+    assert client.post(path, data={"score": "3"}).status_code == 200  # a third change
     events = fake.events()
-    assert len(events) == 1
+    assert [(e.rating_id, e.score, e.revision) for e in events] == [
+        (out["rating_id"], 2, 0),
+        (out["rating_id"], 5, 1),
+        (out["rating_id"], 3, 2),
+    ]
+    ce_ids = [dict(r.headers)["ce_id"].decode() for r in fake.records]
+    assert ce_ids == [out["rating_id"], f"{out['rating_id']}/r1", f"{out['rating_id']}/r2"]
     e = events[0]
     assert (e.rating_id, e.score, e.sentiment.value, e.source) == (out["rating_id"], 2, "negative", "email")
     assert e.comment == "Livré en retard" and e.survey_id == "order-5512"
     assert e.segment == {"store": "paris-1"} and e.touchpoint == "email"
     assert e.customer.id == "cus_1042" and e.customer.email is None
+    assert events[1].comment is None and events[1].sentiment.value == "positive"
+
+
+def test_a_different_answer_after_the_window_is_refused_in_the_link_language(
+    client: TestClient, fake: FakePublisher, store: MemoryStore
+) -> None:
+    out = mint(client)
+    path = local(out["confirm_url"])
+    assert client.post(path, data={"score": "4"}).status_code == 200
+    assert client.post(path, data={"score": "2"}).status_code == 200  # revision 1, within the window
+    row = store.idem[out["rating_id"]]
+    assert row.first_accepted_at is not None and row.revision == 1
+    # The window runs from the FIRST answer: 15 minutes after it, the standing answer (2) stays.
+    row.first_accepted_at -= timedelta(minutes=15, seconds=1)
+    page = client.post(path, data={"score": "5"})
+    assert page.status_code == 409 and "Déjà répondu" in page.text
+    api = client.post(path, data={"score": "5"}, headers={"Accept": "application/problem+json"})
+    assert api.status_code == 409 and api.headers["content-type"].startswith("application/problem+json")
+    assert api.headers["content-language"] == "fr"
+    body = api.json()
+    assert body["type"] == "https://csat.dev/problems/already-answered" and body["title"] == "Déjà répondu"
+    assert body["errors"][0]["field"] == "score"
+    assert client.post(path, data={"score": "2"}).status_code == 200  # the standing answer still replays
+    assert [(e.score, e.revision) for e in fake.events()] == [(4, 0), (2, 1)]
+
+
+def signed_path(window_s: int | None, *, locale: str = "en") -> str:
+    link = EmailLink(
+        survey_id="inv-1",
+        customer_id="cus_9",
+        metric="csat",
+        scale="1-5",
+        expires_at=datetime.now(UTC) + timedelta(days=1),
+        locale=locale,
+        reclick_window_s=window_s,
+    )
+    return "/v1/email/" + LinkSigner(secret=DEV_SIGNING_SECRET).sign(link)
+
+
+def test_the_window_travels_with_the_link(
+    client: TestClient, fake: FakePublisher, store: MemoryStore
+) -> None:
+    closed = signed_path(0)  # a survey with reclick_window: 0: the first answer stands
+    assert client.post(closed, data={"score": "4"}).status_code == 200
+    refused = client.post(closed, data={"score": "1"})
+    assert refused.status_code == 409 and "Already answered" in refused.text
+    assert len(fake.records) == 1
+    store.idem.clear()
+    # A link's own window wins over the collector's default (15 min here): 30 s, then closed.
+    short = signed_path(30)
+    assert client.post(short, data={"score": "4"}).status_code == 200
+    assert client.post(short, data={"score": "1"}).status_code == 200
+    (row,) = store.idem.values()
+    assert row.first_accepted_at is not None
+    row.first_accepted_at -= timedelta(seconds=31)
+    assert client.post(short, data={"score": "3"}).status_code == 409
+    assert [e.score for e in fake.events()] == [4, 4, 1]
+
+
+def test_a_replacement_lost_to_a_broker_outage_is_published_by_the_retry(
+    client: TestClient, fake: FakePublisher, store: MemoryStore
+) -> None:
+    out = mint(client)
+    path = local(out["confirm_url"])
+    assert client.post(path, data={"score": "4"}).status_code == 200
+    fake.down = True
+    assert client.post(path, data={"score": "1"}).status_code == 503
+    fake.down = False
+    row = store.idem[out["rating_id"]]
+    # The revision stays claimed (giving it back would forget the first answer) until its lease ends.
+    assert (row.state, row.revision) == ("pending", 1)
+    row.claimed_at -= timedelta(minutes=5)
+    assert client.post(path, data={"score": "1"}).status_code == 200
+    assert [(e.score, e.revision) for e in fake.events()] == [(4, 0), (1, 1)]
+    assert client.post(path, data={"score": "1"}).status_code == 200  # replays
+    assert len(fake.records) == 2
 
 
 def test_post_without_a_valid_score_shows_the_form_again(client: TestClient, fake: FakePublisher) -> None:

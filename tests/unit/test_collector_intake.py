@@ -354,3 +354,51 @@ def test_the_hand_encoded_cloudevent_is_what_the_sdk_encodes_and_decodes_alike()
             assert ours.get_attributes() == theirs.get_attributes()
             assert ours.get_data() == theirs.get_data()
             assert decode(headers=fast.headers, key=fast.key, value=fast.value).data == r
+
+
+# ---- survey link answers: re-clicks -----------------------------------------------------------------
+WINDOW = timedelta(minutes=15)
+
+
+def revisions(pub: FakePublisher) -> list[tuple[int, int, str]]:
+    out = []
+    for r in pub.records:
+        e = decode(headers=r.headers, key=r.key, value=r.value)
+        out.append((e.data.score, e.data.revision, e.id))
+    return out
+
+
+async def test_two_concurrent_reclicks_publish_distinct_revisions_in_order() -> None:
+    pub, store, polls = GatedPublisher(), MemoryStore(), Polls(advance=False)
+    it = intake(pub, store, polls=polls)
+    pub.gate.set()
+    first = await it.answer_link(sub(it, score=4), window=WINDOW, now=NOW)
+    assert (first.outcome, first.revision) == (Outcome.ACCEPTED, 0)
+    await it.confirmer.flush()
+    store.idem["r-1"].first_accepted_at = NOW  # the fake stamps the wall clock; the test's is NOW
+    pub.gate.clear()
+    pub.entered.clear()
+    one = asyncio.create_task(it.answer_link(sub(it, score=1), window=WINDOW, now=NOW + timedelta(minutes=1)))
+    await pub.entered.wait()  # revision 1 is claimed and being published
+    two = asyncio.create_task(it.answer_link(sub(it, score=2), window=WINDOW, now=NOW + timedelta(minutes=2)))
+    await polls.polled.wait()  # the other change waits: it may not claim the same revision
+    assert not two.done()
+    pub.gate.set()
+    assert ((await one).outcome, (await one).revision) == (Outcome.ACCEPTED, 1)
+    assert ((await two).outcome, (await two).revision) == (Outcome.ACCEPTED, 2)
+    assert revisions(pub) == [(4, 0, "r-1"), (1, 1, "r-1/r1"), (2, 2, "r-1/r2")]
+    await it.confirmer.flush()
+    again = await it.answer_link(sub(it, score=2), window=WINDOW, now=NOW + timedelta(hours=1))
+    assert (again.outcome, again.revision) == (Outcome.REPLAYED, 2)  # the standing answer, any time
+    late = await it.answer_link(sub(it, score=5), window=WINDOW, now=NOW + timedelta(minutes=16))
+    assert (late.outcome, late.revision) == (Outcome.CONFLICT, 2)  # the window ran from the first answer
+    assert len(pub.records) == 3
+
+
+async def test_a_link_answer_from_another_source_is_refused_whatever_the_window() -> None:
+    pub, store = FakePublisher(), MemoryStore()
+    it = intake(pub, store)
+    await it.answer_link(sub(it, score=4), window=WINDOW, now=NOW)
+    await it.confirmer.flush()
+    other = await it.answer_link(sub(it, score=1, source="elsewhere"), window=WINDOW, now=NOW)
+    assert other.outcome is Outcome.CONFLICT and len(pub.records) == 1

@@ -57,6 +57,7 @@ PURE_MODULES = frozenset(
         "services.scorer.history",
         "services.scorer.ports",
         "services.scorer.queries",
+        "services.scorer.revisions",
         "services.scorer.segments",
         "services.scorer.signals",
         "services.scorer.trend",

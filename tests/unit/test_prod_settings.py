@@ -30,7 +30,11 @@ SERVICES: dict[str, tuple[type[BaseSettings], dict[str, Any], list[str]]] = {
         ],
     ),
     "scorer": (ScorerSettings, {}, IDENTITY),
-    "actions": (ActionsSettings, {}, IDENTITY),
+    "actions": (
+        ActionsSettings,
+        {"survey_link_base_url": "https://collect.example.com"},
+        ["CSAT_SIGNING_SECRET (the public development value)", *IDENTITY],
+    ),
     "notifier": (
         NotifierSettings,
         {"public_base_url": "https://notify.example.com"},
@@ -85,3 +89,8 @@ def test_the_generated_secrets_are_accepted(service: str) -> None:
     assert cfg.model_dump()["environment"] == "prod"
     without_bootstrap = {k: v for k, v in keygen_env_file().items() if k != "bootstrap_admin_key"}
     cls.model_validate({"environment": "prod", **needs, **without_bootstrap})  # optional once people exist
+
+
+def test_actions_refuses_survey_links_that_prod_mail_would_refuse() -> None:
+    with pytest.raises(ValidationError, match="CSAT_SURVEY_LINK_BASE_URL must be the collector's https"):
+        ActionsSettings.model_validate({"environment": "prod", **keygen_env_file()})

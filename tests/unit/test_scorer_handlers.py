@@ -295,3 +295,64 @@ async def test_a_segment_counted_again_while_evaluated_stays_dirty() -> None:
     change = decode(headers=sent[1][0].headers, key=sent[1][0].key, value=sent[1][0].value).data
     assert isinstance(change, ScoreChanged)
     assert (change.responses, change.score, change.previous) == (13, 92.31, None)
+
+
+# ---- survey re-clicks: a newer revision replaces the counted answer -------------------------------
+def revised(rating_id: str, score: int, revision: int, **kw: Any) -> RatingSubmitted:
+    return rating(rating_id, score, **kw).model_copy(update={"revision": revision})
+
+
+def scores_of(store: MemoryScorerStore, key: str, tier: str = "day") -> dict[int, int]:
+    """Ratings per score counted for one segment key (rows that went back to 0 left out)."""
+    out: dict[int, int] = {}
+    for b, n in store.tiers[tier].items():
+        if b.segment_key == key and n:
+            out[b.score] = out.get(b.score, 0) + n
+    return out
+
+
+@pytest.mark.parametrize("lean", [True, False])
+async def test_a_newer_revision_replaces_the_answer_in_every_tier(lean: bool) -> None:
+    store = MemoryScorerStore()
+    handle = handler_for(store)
+    paris = {"store": "paris-1"}
+    await handle(TX, [received(rating("r-1", 2, segment=paris)), received(rating("r-2", 5, segment=paris))])
+    await handle(TX, [received(revised("r-1", 4, 1, segment=paris), lean=lean)])
+    for tier in ("minute", "hour", "day"):
+        assert scores_of(store, "store=paris-1", tier) == {4: 1, 5: 1}, tier
+        assert scores_of(store, "*", tier) == {4: 1, 5: 1}, tier
+    assert store.ratings["r-1"].score == 4 and store.ratings["r-1"].revision == 1
+    # The same revision again (a replay) and the first answer delivered late change nothing.
+    await handle(
+        TX, [received(revised("r-1", 4, 1, segment=paris)), received(rating("r-1", 2, segment=paris))]
+    )
+    assert scores_of(store, "store=paris-1") == {4: 1, 5: 1}
+    # Two more re-clicks in one batch, newest first (out of order): the newest stands.
+    await handle(
+        TX, [received(revised("r-1", 1, 3, segment=paris)), received(revised("r-1", 3, 2, segment=paris))]
+    )
+    assert scores_of(store, "store=paris-1") == {1: 1, 5: 1}
+    assert store.ratings["r-1"].revision == 3
+    assert sum(day_counts(store).values()) == 4  # two ratings in two segment keys, never more
+
+
+async def test_a_revision_before_its_first_answer_is_counted_once() -> None:
+    store = MemoryScorerStore()
+    handle = handler_for(store)
+    await handle(TX, [received(revised("r-1", 5, 1))])  # the first answer arrives later (a redelivery)
+    await handle(TX, [received(rating("r-1", 1))])
+    assert scores_of(store, "*") == {5: 1}
+    # One batch holding both: the revision wins whatever the order.
+    await handle(TX, [received(rating("r-2", 1)), received(revised("r-2", 3, 1))])
+    assert scores_of(store, "*") == {5: 1, 3: 1}
+
+
+async def test_a_revision_moved_to_another_bucket_leaves_no_trace_in_the_old_one() -> None:
+    store = MemoryScorerStore()
+    handle = handler_for(store)
+    first_at = NOW - timedelta(hours=3)
+    await handle(TX, [received(rating("r-1", 2, at=first_at))])
+    await handle(TX, [received(revised("r-1", 2, 1, at=NOW - timedelta(hours=1), segment={"store": "s1"}))])
+    hours = {b.start: n for b, n in store.tiers["hour"].items() if b.segment_key == "*" and n}
+    assert hours == {(NOW - timedelta(hours=1)).replace(minute=0, second=0): 1}
+    assert scores_of(store, "store=s1") == {2: 1}

@@ -44,6 +44,18 @@ class PgCustomers:
             for r in rows
         }
 
+    async def erased(self, *, customer_ids: Sequence[str]) -> set[str]:
+        if not customer_ids:
+            return set()
+        rows = await self._conn.execute(
+            text(
+                "SELECT i.id FROM unnest(CAST(:ids AS text[])) AS i(id) "
+                "JOIN actions.erased_customers e ON e.customer_hash = sha256(convert_to(i.id, 'UTF8'))"
+            ),
+            {"ids": list(set(customer_ids))},
+        )
+        return {r.id for r in rows}
+
     async def upsert(self, *, customer_id: str, fields: dict[str, Any]) -> None:
         params = {"customer_id": customer_id, **fields}
         for key in ("consent", "attributes"):

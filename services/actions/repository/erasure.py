@@ -17,6 +17,13 @@ from shared.retention import Cutoffs
 
 _STEPS: tuple[tuple[str, str], ...] = (
     ("actions.customers", "DELETE FROM actions.customers WHERE customer_id = :c"),
+    (
+        # The survey stop condition ``erased``: only a hash of the id stays, so an interaction that
+        # arrives later (or an invitation decided concurrently) is never sent.
+        "actions.erased_customers",
+        "INSERT INTO actions.erased_customers (customer_hash) VALUES (sha256(convert_to(:c, 'UTF8'))) "
+        "ON CONFLICT DO NOTHING",
+    ),
     ("actions.ratings", "UPDATE actions.ratings SET customer_id = :p WHERE customer_id = :c"),
     ("actions.decisions", "UPDATE actions.decisions SET customer_id = :p WHERE customer_id = :c"),
     (

@@ -79,14 +79,15 @@ class PgRatings:
             text(
                 "INSERT INTO actions.ratings (rating_id, customer_id, metric, scale, score, normalized, "
                 "sentiment, occurred_at, has_comment, survey_id, themes, comment_sentiment, "
-                "customer_verified) "
+                "customer_verified, revision) "
                 "SELECT id, c, m, s, score, n, sent, t, hc, sv, "
-                "COALESCE(ARRAY(SELECT jsonb_array_elements_text(th)), '{}'), cs, cv "
+                "COALESCE(ARRAY(SELECT jsonb_array_elements_text(th)), '{}'), cs, cv, rev "
                 "FROM unnest(CAST(:id AS text[]), CAST(:c AS text[]), "
                 "CAST(:m AS text[]), CAST(:s AS text[]), CAST(:score AS smallint[]), CAST(:n AS real[]), "
                 "CAST(:sent AS text[]), CAST(:t AS timestamptz[]), CAST(:hc AS boolean[]), "
-                "CAST(:sv AS text[]), CAST(:th AS jsonb[]), CAST(:cs AS text[]), CAST(:cv AS boolean[])) "
-                "AS v(id, c, m, s, score, n, sent, t, hc, sv, th, cs, cv) "
+                "CAST(:sv AS text[]), CAST(:th AS jsonb[]), CAST(:cs AS text[]), CAST(:cv AS boolean[]), "
+                "CAST(:rev AS integer[])) "
+                "AS v(id, c, m, s, score, n, sent, t, hc, sv, th, cs, cv, rev) "
                 "ON CONFLICT DO NOTHING RETURNING rating_id"
             ),
             {
@@ -109,6 +110,42 @@ class PgRatings:
                     for r in rows
                 ],
                 "cv": [r.customer_verified for r in rows],
+                "rev": [r.revision for r in rows],
+            },
+        )
+        return {row.rating_id for row in result}
+
+    async def revise(
+        self, *, ratings: Sequence[RatingSubmitted], analyses: Mapping[str, Analysis]
+    ) -> set[str]:
+        """A newer revision replaces the stored answer; an older or equal one changes nothing."""
+        if not ratings:
+            return set()
+        result = await self._conn.execute(
+            text(
+                "UPDATE actions.ratings r SET score = v.score, normalized = v.n, sentiment = v.sent, "
+                "has_comment = v.hc, themes = COALESCE(ARRAY(SELECT jsonb_array_elements_text(v.th)), '{}'), "
+                "comment_sentiment = v.cs, revision = v.rev "
+                "FROM unnest(CAST(:id AS text[]), CAST(:score AS smallint[]), CAST(:n AS real[]), "
+                "CAST(:sent AS text[]), CAST(:hc AS boolean[]), CAST(:th AS jsonb[]), CAST(:cs AS text[]), "
+                "CAST(:rev AS integer[])) AS v(id, score, n, sent, hc, th, cs, rev) "
+                "WHERE r.rating_id = v.id AND r.revision < v.rev RETURNING r.rating_id"
+            ),
+            {
+                "id": [r.rating_id for r in ratings],
+                "score": [r.score for r in ratings],
+                "n": [r.normalized for r in ratings],
+                "sent": [r.sentiment.value for r in ratings],
+                "hc": [bool(r.comment and r.comment.strip()) for r in ratings],
+                "th": [
+                    json.dumps(list(analyses[r.rating_id].themes) if r.rating_id in analyses else [])
+                    for r in ratings
+                ],
+                "cs": [
+                    analyses[r.rating_id].sentiment if r.rating_id in analyses and r.comment else None
+                    for r in ratings
+                ],
+                "rev": [r.revision for r in ratings],
             },
         )
         return {row.rating_id for row in result}

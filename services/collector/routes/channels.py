@@ -1,7 +1,7 @@
 """Public channels, for people: the web widget and its demo page, one-click email links, SMS replies."""
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 import structlog
@@ -166,7 +166,8 @@ def _email_routes(routes: APIRouter, deps: CollectorDeps) -> None:
         tags=["email"],
         summary="Record the rating from an email link's confirm page",
         description="Once per (survey, customer): submitting again with the same answer shows the "
-        "thank-you page again; a different answer is refused with 409 (already answered).",
+        "thank-you page again; a different answer within the survey's re-click window (the link's, "
+        "else CSAT_RECLICK_WINDOW_S, 15 minutes) replaces the first; after it, 409 (already answered).",
         openapi_extra={
             "requestBody": {
                 "content": {
@@ -181,8 +182,9 @@ def _email_routes(routes: APIRouter, deps: CollectorDeps) -> None:
             **LINK_RESPONSES,
             200: {"content": {"text/html": {"example": "<h1>Thank you!</h1>"}}},
             409: {
-                "description": "This survey was already answered differently",
-                "content": {"text/html": {}},
+                "description": "This survey was already answered differently, and the re-click "
+                "window is over (or the answer is being recorded)",
+                "content": {"text/html": {}, "application/problem+json": {}},
             },
             422: {"description": "No or invalid score", "content": {"text/html": {}}},
             503: {
@@ -200,7 +202,9 @@ def _email_routes(routes: APIRouter, deps: CollectorDeps) -> None:
         opened = _open_link(deps, request, token)
         if isinstance(opened, Response):
             return opened
-        return await _record_email_answer(deps, opened.link, opened.pages, score=score, comment=comment)
+        return await _record_email_answer(
+            deps, request, opened.link, opened.pages, score=score, comment=comment
+        )
 
 
 def _sms_routes(routes: APIRouter, deps: CollectorDeps) -> None:
@@ -305,16 +309,27 @@ def _preselected(pages: SurveyPages, score: str | None) -> int | None:
 
 
 async def _record_email_answer(
-    deps: CollectorDeps, link: EmailLink, pages: SurveyPages, *, score: str | None, comment: str | None
+    deps: CollectorDeps,
+    request: Request,
+    link: EmailLink,
+    pages: SurveyPages,
+    *,
+    score: str | None,
+    comment: str | None,
 ) -> Response:
-    """The confirm form's POST: one rating per (survey, customer), answered with a page."""
+    """The confirm form's POST: one rating per (survey, customer), answered with a page.
+
+    A second, different answer within the re-click window replaces the first (the same rating id,
+    the next revision); after it, 409 (a page, or problem+json in the link's language for an API client).
+    """
     if score is None or not score.strip():
         metrics.reject("invalid_score", "email")
         return pages.form(422, selected=None, comment=comment, error=pages.text["pick"])
+    now = datetime.now(UTC)
     try:
         submission = deps.intake.prepare(
             link.answer(score, comment),
-            received_at=datetime.now(UTC),
+            received_at=now,
             source="email",
             rating_id=link.rating_id,
             keyed=True,
@@ -323,15 +338,30 @@ async def _record_email_answer(
     except (ValidationError, RatingRejected):
         metrics.reject("invalid_score", "email")
         return pages.form(422, selected=None, comment=comment, error=pages.text["pick"])
+    seconds = link.reclick_window_s
+    window = timedelta(seconds=deps.settings.reclick_window_s if seconds is None else seconds)
     try:
-        (verdict,) = await deps.intake.submit([submission])
+        verdict = await deps.intake.answer_link(submission, window=window, now=now)
     except IntakeUnavailable:
         down = pages.message(503, "down_title", "down")
         down.headers["Retry-After"] = str(deps.settings.retry_after_s)
         return down
     if verdict.recorded:
-        return pages.message(200, "thanks_title", "thanks")
-    return pages.message(409, "already_title", "already" if verdict.outcome is Outcome.CONFLICT else "busy")
+        return pages.message(200, "thanks_title", "updated" if verdict.revision else "thanks")
+    key = "already" if verdict.outcome is Outcome.CONFLICT else "busy"
+    if not wants_html(request):
+        refused = problem(
+            409,
+            pages.text["already_title"],
+            detail=pages.text[key],
+            type_="https://csat.dev/problems/already-answered"
+            if verdict.outcome is Outcome.CONFLICT
+            else "https://csat.dev/problems/in-progress",
+            errors=[{"field": "score", "message": pages.text[key]}],
+        )
+        refused.headers["Content-Language"] = pages.language
+        return refused
+    return pages.message(409, "already_title", key)
 
 
 # ---- SMS (Twilio inbound webhook) ----------------------------------------------------------------

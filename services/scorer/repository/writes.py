@@ -18,6 +18,7 @@ import orjson
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.scorer import increments as inc
+from services.scorer import revisions as rv
 from services.scorer.ports import CountedSegments, Rating
 from services.scorer.repository.registry import Registry
 from services.scorer.repository.tables import LIVE, CounterTables
@@ -176,7 +177,7 @@ async def commit_without_flush_wait(conn: AsyncConnection) -> None:
     commit loses all of them together (the WAL is replayed in order: a lost transaction takes every
     later one with it), and the scorer re-reads those records from Kafka from the surviving offsets
     and counts them once. A crash of the scorer alone loses nothing (the server still flushes the WAL;
-    tests/e2e/test_scorer_kill.py). Nothing leaves the process on the strength of this commit: dead
+    tests/faults/test_scorer_kill.py). Nothing leaves the process on the strength of this commit: dead
     letters are published before it. The score-event evaluator publishes from counters it read, then
     saves its state with a normal, synchronous commit, which flushes the WAL up to its own record and
     so every batch it could have read: a saved state never rests on counts a crash can take back. A
@@ -356,6 +357,106 @@ async def apply_stored(
     return int(count)
 
 
+_HELD = """
+    SELECT rating_id, revision, metric, scale, score, occurred_at, segment
+    FROM scorer.ratings WHERE rating_id = ANY($1::text[]) ORDER BY rating_id FOR UPDATE
+"""
+_SET_REVISION = """
+    UPDATE scorer.ratings r SET revision = v.revision
+    FROM unnest($1::text[], $2::int[]) AS v(rating_id, revision) WHERE r.rating_id = v.rating_id
+"""
+_REPLACE_ROWS = """
+    UPDATE scorer.ratings r SET metric = v.metric, scale = v.scale, score = v.score, sentiment = v.sentiment,
+        segment = v.segment::jsonb, touchpoint = v.touchpoint, comment = v.comment,
+        occurred_at = to_timestamp(v.occurred_s), received_at = to_timestamp(v.received_s),
+        revision = v.revision
+    FROM unnest($1::text[], $2::text[], $3::text[], $4::smallint[], $5::text[], $6::text[], $7::text[],
+        $8::text[], $9::float8[], $10::float8[], $11::int[])
+        AS v(rating_id, metric, scale, score, sentiment, segment, touchpoint, comment, occurred_s, received_s,
+             revision)
+    WHERE r.rating_id = v.rating_id
+"""
+
+
+def _segment(raw: Any) -> dict[str, str]:
+    """A stored segment (jsonb: text unless the connection has a JSON codec)."""
+    return dict(orjson.loads(raw) if isinstance(raw, str | bytes) else raw or {})
+
+
+async def apply_revisions(
+    conn: AsyncConnection,
+    registry: Registry,
+    ratings: Sequence[Rating],
+    keys: Sequence[str],
+    *,
+    minute_since: datetime,
+    hour_since: datetime,
+    counter_write: str = "statement",
+) -> set[str]:
+    """Survey re-clicks (``revisions``): lock the held rows, replace older answers in the rows and the
+    counters, store the never-seen ones; in the caller's transaction, so with the batch's offsets."""
+    if not ratings:
+        return set()
+    pg = await driver(conn)
+    rows = await pg.fetch(_HELD, [r.rating_id for r in ratings])
+    segments = [
+        orjson.loads(row["segment"]) if isinstance(row["segment"], str) else row["segment"] for row in rows
+    ]
+    old_keys = await registry.counted_all(conn, segments)
+    held = {
+        row["rating_id"]: rv.Held(
+            row["rating_id"],
+            row["revision"],
+            row["metric"],
+            row["scale"],
+            row["score"],
+            row["occurred_at"],
+            c.keys,
+        )
+        for row, c in zip(rows, old_keys, strict=True)
+    }
+    todo = rv.plan(ratings, held)
+    fresh = [ratings[i] for i in todo.insert]
+    inserted = await apply_batch(
+        conn,
+        fresh,
+        [keys[i] for i in todo.insert],
+        minute_since=minute_since,
+        hour_since=hour_since,
+        counter_write=counter_write,
+    )
+    if inserted:
+        mine = [r for r in fresh if r.rating_id in inserted]
+        await pg.execute(_SET_REVISION, [r.rating_id for r in mine], [r.revision for r in mine])
+    if not todo.replace:
+        return inserted
+    new = [ratings[i] for i, _ in todo.replace]
+    moves = rv.replacement(
+        new,
+        [keys[i] for i, _ in todo.replace],
+        [old for _, old in todo.replace],
+        minute_since=minute_since,
+        hour_since=hour_since,
+    )
+    if moves:
+        await pg.execute(_APPLY_INCREMENTS, sorted(moves))
+    await pg.execute(
+        _REPLACE_ROWS,
+        [r.rating_id for r in new],
+        [str(r.metric) for r in new],
+        [r.scale for r in new],
+        [r.score for r in new],
+        [str(r.sentiment) for r in new],
+        [orjson.dumps(r.segment).decode() for r in new],
+        [r.touchpoint for r in new],
+        [r.comment for r in new],
+        [r.occurred_at.timestamp() for r in new],
+        [r.received_at.timestamp() for r in new],
+        [r.revision for r in new],
+    )
+    return inserted | {r.rating_id for r in new}
+
+
 class PgRatingCounter:
     """The consumer's port (``ports.RatingCounter``) on PostgreSQL: one statement per batch, plus the
     segment registry's reads and registrations in the same transaction."""
@@ -385,6 +486,25 @@ class PgRatingCounter:
     ) -> set[str]:
         return await apply_batch(
             tx,
+            ratings,
+            keys,
+            minute_since=minute_since,
+            hour_since=hour_since,
+            counter_write=self.counter_write,
+        )
+
+    async def apply_revisions(
+        self,
+        tx: AsyncConnection,
+        *,
+        ratings: Sequence[Rating],
+        keys: Sequence[str],
+        minute_since: datetime,
+        hour_since: datetime,
+    ) -> set[str]:
+        return await apply_revisions(
+            tx,
+            self.registry,
             ratings,
             keys,
             minute_since=minute_since,
