@@ -320,6 +320,7 @@ _EVENT_FIELDS = (
     "received_at",
     "provenance",
     "claims",
+    "revision",
 )
 if tuple(RatingSubmitted.model_fields) != _EVENT_FIELDS:  # pragma: no cover - a guard for the next change
     raise RuntimeError("RatingSubmitted's fields changed: update normalize_encoded and _EVENT_FIELDS")
@@ -412,13 +413,14 @@ def normalize_encoded(
             "received_at": received_at,
             "provenance": prov,
             "claims": claims,
+            "revision": 0,  # the JSON API publishes first answers only (re-clicks: email links)
         },
         option=orjson.OPT_UTC_Z,
     )
     mark = None
     if keyed:
-        # ``fingerprint``'s content: the event without its id and times, plus the client's occurred_at
-        # (key order does not matter: sorted).
+        # ``fingerprint``'s content: the event without its id, times and revision, plus the client's
+        # occurred_at (key order does not matter: sorted).
         content = {
             "metric": metric,
             "scale": scale.name,

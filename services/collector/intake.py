@@ -244,11 +244,18 @@ def to_record_fast(rating: RatingSubmitted, *, topic: str) -> OutgoingRecord:
         received_at=rating.received_at,
         key=rating.customer.id.encode(),
         value=_dump_json(rating),
+        ce_id=event_id(rating).encode() if rating.revision else None,
     )
 
 
 def _ce_record(
-    *, topic: str, rating_id: str, received_at: datetime, key: bytes, value: bytes
+    *,
+    topic: str,
+    rating_id: str,
+    received_at: datetime,
+    key: bytes,
+    value: bytes,
+    ce_id: bytes | None = None,
 ) -> OutgoingRecord:
     """The binary-mode CloudEvent of a rating: the SDK's headers, in its order, written directly.
 
@@ -264,7 +271,7 @@ def _ce_record(
     rid = rating_id.encode()
     headers = [
         ("ce_specversion", b"1.0"),
-        ("ce_id", rid if not rating.revision else event_id(rating).encode()),
+        ("ce_id", ce_id or rid),  # a re-click's revision has its own event id (``event_id``)
         ("ce_type", _CE_TYPE),
         ("ce_source", _CE_SOURCE),
         _last_time[1],
