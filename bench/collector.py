@@ -1,13 +1,17 @@
-"""Collector vs a bare FastAPI endpoint: single-rating req/s and latency, batch ratings/s.
+"""Collector vs a bare FastAPI endpoint: single-rating req/s and latency, batch ratings/s, and the same
+for interactions (``POST /v1/interactions`` and its batch, issue 15) against the same baseline process.
 
 Every request carries its own ``Idempotency-Key`` (so every rating is claimed, as a client that
 retries safely posts them) and the stack's publishable demo key (so the key lookup, its cache and the
 claims marking are on the path). Besides the collector as configured, variants of it run in the same
 rounds with one optimisation switched off each (``VARIANTS``): the A/B of each change, same run.
+Interactions need a secret key (a publishable one is refused: they start surveys), so they carry a
+secret key of the demo source made for the run; they are measured on the collector and the baseline.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import statistics
@@ -15,11 +19,16 @@ import urllib.request
 import uuid
 from typing import Any
 
-from bench.common import bench_stack, rating_body, say
+from bench.common import bench_stack, interaction_body, rating_body, say
 from bench.scorer import _cpu_s
 from bench.wrk import WrkResult, run_wrk
 from devstack.ports import free_port
 from devstack.stack import ServiceProcess
+from services.collector.provision import DEMO_SOURCE
+from services.collector.repository import PgStore
+from shared.db import make_engine
+from shared.events import KeyKind
+from shared.identity.sourcekeys import SourceKeyKind, generate_source_key
 
 #: Collector variants measured beside the collector as configured: name -> (settings, what it shows).
 #: ``BENCH_COLLECTOR_VARIANTS=none`` skips them, or a comma list picks some.
@@ -85,6 +94,29 @@ def _stages(url: str) -> dict[str, float | None]:
     return out
 
 
+#: What each kind of round posts, and to which targets (interactions: the collector and the baseline).
+KINDS = ("single", "batch", "interactions_single", "interactions_batch")
+INTERACTION_TARGETS = ("collector", "baseline")
+
+
+async def _secret_key(database_url: str) -> str:
+    """A secret key for the demo source (the publishable demo key stays valid): what servers post with."""
+    engine = make_engine(database_url, pool_size=1, application_name="csat-bench")
+    store = PgStore(engine=engine, timeout_s=10)
+    try:
+        key = generate_source_key(SourceKeyKind.SECRET)
+        await store.add_key(
+            source_id=DEMO_SOURCE,
+            key_id=key.key_id,
+            key_hash=key.key_hash,
+            kind=KeyKind.SECRET,
+            expire_others_at=None,
+        )
+        return key.secret
+    finally:
+        await store.close()
+
+
 def _median(results: list[WrkResult]) -> WrkResult:
     """The round with the median throughput (its own latencies stay with it)."""
     ordered = sorted(results, key=lambda r: r.per_s)
@@ -105,6 +137,8 @@ def _chosen_variants() -> dict[str, tuple[dict[str, str], str]]:
 def run(*, seconds: float, rounds: int, connections: int, batch_size: int) -> dict[str, Any]:
     single = json.dumps(rating_body(1))
     batch = json.dumps({"ratings": [rating_body(i) for i in range(batch_size)]})
+    interaction = json.dumps(interaction_body(1))
+    interactions = json.dumps({"interactions": [interaction_body(i) for i in range(batch_size)]})
     variants = _chosen_variants()
     extra: list[ServiceProcess] = []
     with bench_stack("collector") as bs:
@@ -113,6 +147,8 @@ def run(*, seconds: float, rounds: int, connections: int, batch_size: int) -> di
         collector = stack.start_service("collector")
         collector.wait_ready()
         headers = {"Authorization": f"Bearer {stack.demo_key}"} if stack.demo_key else {}
+        assert stack.database_url is not None
+        secret = {"Authorization": f"Bearer {asyncio.run(_secret_key(stack.database_url))}"}
         try:
             for name, (env, _why) in variants.items():
                 svc = ServiceProcess(
@@ -143,35 +179,45 @@ def run(*, seconds: float, rounds: int, connections: int, batch_size: int) -> di
                 {name: svc.proc.pid if svc.proc else 0 for name, svc in zip(variants, extra, strict=False)}
             )
             pids["baseline"] = extra[-1].proc.pid if extra[-1].proc else 0
-            cpu: dict[str, dict[str, list[float]]] = {
-                kind: {name: [] for name in targets} for kind in ("single", "batch")
-            }
+            cpu: dict[str, dict[str, list[float]]] = {kind: {name: [] for name in targets} for kind in KINDS}
 
-            def measured(kind: str, name: str, path: str, body: str, conns: int) -> WrkResult:
+            def measured(
+                kind: str, name: str, path: str, body: str, conns: int, auth: dict[str, str] = headers
+            ) -> WrkResult:
                 """One round against one target, with the target process's CPU time per request."""
                 before = _cpu_s([pids[name]])
-                res = wrk(targets[name], path, body, seconds, conns)
+                res = wrk(targets[name], path, body, seconds, conns, auth)
                 used = _cpu_s([pids[name]]) - before
                 cpu[kind][name].append(used / res.requests * 1e6 if res.requests else 0.0)
                 return res
 
             runs: dict[str, dict[str, list[WrkResult]]] = {
-                kind: {name: [] for name in targets} for kind in ("single", "batch")
+                kind: {
+                    name: [] for name in targets if kind in ("single", "batch") or name in INTERACTION_TARGETS
+                }
+                for kind in KINDS
             }
 
-            def wrk(url: str, path: str, body: str, secs: float, conns: int) -> WrkResult:
+            def wrk(
+                url: str, path: str, body: str, secs: float, conns: int, auth: dict[str, str] = headers
+            ) -> WrkResult:
                 return run_wrk(
                     f"{url}{path}",
                     body=body,
                     seconds=secs,
                     connections=conns,
-                    headers=headers,
+                    headers=auth,
                     unique_key_prefix=uuid.uuid4().hex[:12],
                 )
 
             for url in targets.values():  # warm-up: first-request paths, connections, key cache
                 wrk(url, "/v1/ratings", single, 2, connections)
                 wrk(url, "/v1/ratings/batch", batch, 1, max(2, connections // 4))
+            for name in INTERACTION_TARGETS:
+                wrk(targets[name], "/v1/interactions", interaction, 2, connections, secret)
+                wrk(
+                    targets[name], "/v1/interactions/batch", interactions, 1, max(2, connections // 4), secret
+                )
             for r in range(rounds):
                 for name in targets:
                     res = measured("single", name, "/v1/ratings", single, connections)
@@ -186,6 +232,26 @@ def run(*, seconds: float, rounds: int, connections: int, batch_size: int) -> di
                     say(
                         f"collector: round {r + 1}/{rounds} batch  {name:14} {res.per_s * batch_size:8.0f} "
                         f"ratings/s p50 {res.p50_ms:.1f} ms p99 {res.p99_ms:.1f} ms non-2xx {res.non_2xx}"
+                    )
+                for name in INTERACTION_TARGETS:
+                    res = measured(
+                        "interactions_single", name, "/v1/interactions", interaction, connections, secret
+                    )
+                    runs["interactions_single"][name].append(res)
+                    say(
+                        f"collector: round {r + 1}/{rounds} interactions single {name:10} {res.per_s:8.0f} "
+                        f"req/s p50 {res.p50_ms:.2f} ms p99 {res.p99_ms:.2f} ms non-2xx {res.non_2xx}"
+                    )
+                for name in INTERACTION_TARGETS:
+                    conns = max(2, connections // 4)
+                    res = measured(
+                        "interactions_batch", name, "/v1/interactions/batch", interactions, conns, secret
+                    )
+                    runs["interactions_batch"][name].append(res)
+                    say(
+                        f"collector: round {r + 1}/{rounds} interactions batch  {name:10} "
+                        f"{res.per_s * batch_size:8.0f} interactions/s p50 {res.p50_ms:.1f} ms "
+                        f"p99 {res.p99_ms:.1f} ms non-2xx {res.non_2xx}"
                     )
             stages = {name: _stages(url) for name, url in targets.items() if name != "baseline"}
         finally:

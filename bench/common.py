@@ -187,6 +187,23 @@ def rating_body(
     return body
 
 
+def interaction_body(i: int, *, stores: int = 100) -> dict[str, Any]:
+    """One realistic interaction as a shop's server posts it (no interaction_id: the Idempotency-Key is
+    the client key), validated by both the collector and the baseline."""
+    return {
+        "type": "order.delivered",
+        "customer": {
+            "id": f"cus-{i}",
+            "email": f"buyer{i}@example.com",
+            "locale": "en",
+            "timezone": "Europe/Paris",
+        },
+        "attributes": {"order_id": str(5000 + i), "carrier": "dhl", "items": 1 + i % 4},
+        "segment": {"store": f"store-{i % stores}", "channel": CHANNELS[i % len(CHANNELS)]},
+        "account": {"id": f"acc-{i % 1000}", "tier": "gold", "value": 12000},
+    }
+
+
 def rating_event(
     i: int, *, topic: str, run: str, stores: int, now: datetime, spread_s: int = 86_400
 ) -> OutgoingRecord:

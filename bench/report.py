@@ -456,7 +456,26 @@ def collector_section(c: dict[str, Any], *, stamp: str | None = None) -> list[st
         f"and {_r(c.get('batch_collector_cpu_us'), c.get('batch_baseline_cpu_us'))} (batch).",
         "",
     ]
-    for kind in ("single", "batch"):
+    kinds = [
+        k for k in ("single", "batch", "interactions_single", "interactions_batch") if f"{k}_baseline" in c
+    ]
+    if "interactions_single_baseline" in c:
+        ic, ib = c["interactions_single_collector"], c["interactions_single_baseline"]
+        jc, jb = c["interactions_batch_collector"], c["interactions_batch_baseline"]
+        lines[-2:-2] = [
+            "Interactions (issue 15; `POST /v1/interactions` and its batch, rows `interactions ...`) run in the "
+            "same rounds against the same baseline process (`InteractionIn` behind the same bare route), with "
+            "a secret key of the demo source (a publishable key is refused: interactions start surveys) and "
+            f"their own `Idempotency-Key`: single req/s {_r(ic['per_s'], ib['per_s'])}, single p99 "
+            f"{_r(ic['p99_ms'], ib['p99_ms'])}, batch interactions/s {_r(jc['per_s'], jb['per_s'])} of the "
+            "baseline's; CPU per request "
+            f"{_r(c.get('interactions_single_collector_cpu_us'), c.get('interactions_single_baseline_cpu_us'))} "
+            f"(single) and "
+            f"{_r(c.get('interactions_batch_collector_cpu_us'), c.get('interactions_batch_baseline_cpu_us'))} "
+            "(batch).",
+            "",
+        ]
+    for kind in kinds:
         base = c[f"{kind}_baseline"]["per_s"]
         for name in names:
             x = c.get(f"{kind}_{name}")
@@ -466,7 +485,7 @@ def collector_section(c: dict[str, Any], *, stamp: str | None = None) -> list[st
             us, base_us = c.get(f"{kind}_{name}_cpu_us"), c.get(f"{kind}_baseline_cpu_us")
             cpu = f"{us:,.0f} us | {_r(us, base_us)}" if us and base_us else "- | -"
             lines.append(
-                f"| {kind} | {name} | {_n(x['per_s'])} ({rounds}) | {_r(x['per_s'], base)} | {cpu} | {_ms(x['p50_ms'])} | "
+                f"| {kind.replace('_', ' ')} | {name} | {_n(x['per_s'])} ({rounds}) | {_r(x['per_s'], base)} | {cpu} | {_ms(x['p50_ms'])} | "
                 f"{_ms(x['p90_ms'])} | {_ms(x['p99_ms'])} | {_ms(x['max_ms'])} | {x['non_2xx']} | {x['errors']} |"
             )
     lines.append("")
@@ -518,7 +537,7 @@ def summary_rows(c: dict[str, Any]) -> list[str]:
     bc, bb = c["batch_collector"], c["batch_baseline"]
     k = c["batch_size"]
     keyed = " with an Idempotency-Key" if c.get("keyed") else ""
-    return [
+    rows = [
         f"| collector `POST /v1/ratings`{keyed} req/s | {_n(sc['per_s'])} | {_n(sb['per_s'])} (bare FastAPI) | "
         f"{_r(sc['per_s'], sb['per_s'])} |",
         f"| collector single p50 | {_ms(sc['p50_ms'])} | {_ms(sb['p50_ms'])} | {_r(sc['p50_ms'], sb['p50_ms'])} |",
@@ -529,6 +548,19 @@ def summary_rows(c: dict[str, Any]) -> list[str]:
         f"{_ms(bb['p50_ms'])} / {_ms(bb['p99_ms'])} | {_r(bc['p50_ms'], bb['p50_ms'])} / "
         f"{_r(bc['p99_ms'], bb['p99_ms'])} |",
     ]
+    if "interactions_single_baseline" in c:
+        ic, ib = c["interactions_single_collector"], c["interactions_single_baseline"]
+        jc, jb = c["interactions_batch_collector"], c["interactions_batch_baseline"]
+        rows += [
+            f"| collector `POST /v1/interactions`{keyed} req/s | {_n(ic['per_s'])} | {_n(ib['per_s'])} "
+            f"(bare FastAPI) | {_r(ic['per_s'], ib['per_s'])} |",
+            f"| collector interactions single p50 / p99 | {_ms(ic['p50_ms'])} / {_ms(ic['p99_ms'])} | "
+            f"{_ms(ib['p50_ms'])} / {_ms(ib['p99_ms'])} | {_r(ic['p50_ms'], ib['p50_ms'])} / "
+            f"{_r(ic['p99_ms'], ib['p99_ms'])} |",
+            f"| collector `POST /v1/interactions/batch` interactions/s ({k}/batch) | {_n(jc['per_s'] * k)} | "
+            f"{_n(jb['per_s'] * k)} (bare FastAPI) | {_r(jc['per_s'], jb['per_s'])} |",
+        ]
+    return rows
 
 
 def splice_collector(text: str, c: dict[str, Any], *, stamp: str) -> str:

@@ -317,6 +317,11 @@ class Stack:
             env.setdefault(variable, value)
         if name == "collector" and self.demo_key and env["CSAT_ENVIRONMENT"] == "dev":
             env.setdefault("CSAT_DEMO_WIDGET_KEY", self.demo_key)
+        if name == "notifier" and env["CSAT_ENVIRONMENT"] != "prod" and "collector" in self.ports:
+            # Survey SMS are registered with the collector (used with CSAT_SMS_PROVIDER=twilio), with the
+            # dev key, which works outside prod only.
+            env.setdefault("CSAT_COLLECTOR_URL", f"http://127.0.0.1:{self.ports['collector']}")
+            env.setdefault("CSAT_COLLECTOR_TOKEN", "dev-admin-key")
         # Tansu assigns partitions about half a session timeout after a join: keep it short locally.
         env.setdefault("CSAT_KAFKA_SESSION_TIMEOUT_MS", "6000")
         env.setdefault("CSAT_KAFKA_HEARTBEAT_MS", "1000")

@@ -26,6 +26,12 @@ class LinkExpired(ValueError):
     """A genuine token whose validity has run out."""
 
 
+def survey_rating_id(survey_id: str, customer_id: str) -> str:
+    """The one rating id of a (survey, customer): an invitation's email link and its SMS reply share it."""
+    digest = hashlib.sha256(f"{survey_id}\x00{customer_id}".encode()).hexdigest()
+    return f"email-{digest[:32]}"
+
+
 @dataclass(frozen=True, slots=True)
 class EmailLink:
     survey_id: str
@@ -44,8 +50,7 @@ class EmailLink:
     @property
     def rating_id(self) -> str:
         """One answer per (survey, customer): every link and retry for the pair maps to this id."""
-        digest = hashlib.sha256(f"{self.survey_id}\x00{self.customer_id}".encode()).hexdigest()
-        return f"email-{digest[:32]}"
+        return survey_rating_id(self.survey_id, self.customer_id)
 
     def answer(self, score: str, comment: str | None) -> RatingIn:
         """The rating this link stands for, with the score and comment the person confirmed."""

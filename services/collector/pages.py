@@ -76,6 +76,7 @@ SMS_TEXT: dict[str, dict[str, str]] = {
     "en": {
         "thanks": "Thank you for your answer!",
         "already": "We already have your answer, thank you!",
+        "updated": "Your answer has been updated, thank you!",
         "none": "We have no survey waiting for your answer.",
         "unreadable": "Sorry, please reply with a number from {low} to {high}, "
         "optionally followed by a comment.",
@@ -84,6 +85,7 @@ SMS_TEXT: dict[str, dict[str, str]] = {
     "fr": {
         "thanks": "Merci pour votre réponse !",
         "already": "Nous avons déjà votre réponse, merci !",
+        "updated": "Votre réponse a été mise à jour, merci !",
         "none": "Aucune enquête n'attend votre réponse.",
         "unreadable": "Merci de répondre par un chiffre de {low} à {high}, "
         "suivi d'un commentaire si vous le souhaitez.",

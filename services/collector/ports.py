@@ -105,6 +105,11 @@ class SmsSurvey:
     segment: dict[str, str] = field(default_factory=dict)
     account: dict[str, Any] | None = None
     answered_at: datetime | None = None
+    #: Sent for a survey invitation (``survey_id`` is the invitation id): its answer takes the
+    #: invitation's rating id, and a second reply is matched like a second click.
+    invitation: bool = False
+    #: The invitation's re-click window in seconds (its link's claim ``w``); None: the collector's default.
+    reclick_window_s: int | None = None
 
 
 class SourceRegistry(Protocol):
@@ -163,7 +168,7 @@ class SmsSurveys(Protocol):
 
     async def add_sms_survey(self, *, survey: SmsSurvey, phone_hash: bytes) -> None: ...
     async def open_sms_survey(self, *, phone_hashes: Sequence[bytes], now: datetime) -> SmsSurvey | None:
-        """The newest open survey sent to a number, by any of its hashes (keys being rotated)."""
+        """The survey a reply from this number answers (``sms.pick_sms_survey``), by any of its hashes."""
         ...
 
     async def mark_sms_answered(self, *, request_id: str, rating_id: str, at: datetime) -> None: ...

@@ -24,6 +24,7 @@ from services.collector.ports import (
     Standing,
     StoreUnavailable,
 )
+from services.collector.sms import pick_sms_survey
 from shared.events import CustomerErased, KeyKind
 from shared.retention import Cutoffs
 
@@ -446,9 +447,11 @@ class PgStore:
             await conn.execute(
                 text(
                     "INSERT INTO collector.sms_surveys (request_id, phone_hash, customer_id, survey_id, "
-                    "metric, scale, locale, touchpoint, segment, account, expires_at) VALUES (:id, :ph, "
-                    ":customer, :survey, :metric, :scale, :locale, :touchpoint, CAST(:segment AS jsonb), "
-                    "CAST(:account AS jsonb), :expires)"
+                    "metric, scale, locale, touchpoint, segment, account, expires_at, invitation, "
+                    "reclick_window_s) VALUES (:id, :ph, :customer, :survey, :metric, :scale, :locale, "
+                    ":touchpoint, CAST(:segment AS jsonb), CAST(:account AS jsonb), :expires, :invitation, "
+                    ":window) "
+                    "ON CONFLICT (request_id) DO NOTHING"
                 ),
                 {
                     "id": survey.request_id,
@@ -462,41 +465,49 @@ class PgStore:
                     "segment": json.dumps(survey.segment),
                     "account": json.dumps(survey.account) if survey.account else None,
                     "expires": survey.expires_at,
+                    "invitation": survey.invitation,
+                    "window": survey.reclick_window_s,
                 },
             )
 
         await self._run(q)
 
     async def open_sms_survey(self, *, phone_hashes: Sequence[bytes], now: datetime) -> SmsSurvey | None:
-        """The newest unanswered, unexpired survey sent to this number (any of its hashes)."""
+        """The survey a reply from this number answers (any of its hashes), as ``pick_sms_survey`` decides
+        among the unexpired ones still open to a reply."""
 
         async def q(conn: AsyncConnection) -> SmsSurvey | None:
-            row = (
+            rows = (
                 await conn.execute(
                     text(
                         "SELECT request_id, customer_id, survey_id, metric, scale, locale, touchpoint, "
-                        "segment, account, expires_at, answered_at FROM collector.sms_surveys "
-                        "WHERE phone_hash = ANY(:ph) AND answered_at IS NULL AND expires_at > :now "
-                        "ORDER BY created_at DESC LIMIT 1"
+                        "segment, account, expires_at, answered_at, invitation, reclick_window_s "
+                        "FROM collector.sms_surveys "
+                        "WHERE phone_hash = ANY(:ph) AND (answered_at IS NULL OR invitation) "
+                        "AND expires_at > :now ORDER BY created_at DESC LIMIT 20"
                     ),
                     {"ph": list(phone_hashes), "now": now},
                 )
-            ).first()
-            if row is None:
-                return None
-            return SmsSurvey(
-                request_id=row.request_id,
-                customer_id=row.customer_id,
-                survey_id=row.survey_id,
-                metric=row.metric,
-                scale=row.scale,
-                locale=row.locale,
-                touchpoint=row.touchpoint,
-                segment=dict(row.segment or {}),
-                account=row.account,
-                expires_at=row.expires_at,
-                answered_at=row.answered_at,
-            )
+            ).all()
+            candidates = [
+                SmsSurvey(
+                    request_id=row.request_id,
+                    customer_id=row.customer_id,
+                    survey_id=row.survey_id,
+                    metric=row.metric,
+                    scale=row.scale,
+                    locale=row.locale,
+                    touchpoint=row.touchpoint,
+                    segment=dict(row.segment or {}),
+                    account=row.account,
+                    expires_at=row.expires_at,
+                    answered_at=row.answered_at,
+                    invitation=row.invitation,
+                    reclick_window_s=row.reclick_window_s,
+                )
+                for row in rows
+            ]
+            return pick_sms_survey(candidates, now=now)
 
         return await self._run(q, write=False)
 

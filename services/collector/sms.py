@@ -6,12 +6,14 @@ import base64
 import hashlib
 import hmac
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from urllib.parse import urlsplit, urlunsplit
 from xml.sax.saxutils import escape
 
 from services.collector.domain import RatingIn
+from services.collector.links import EmailLink, survey_rating_id
 from services.collector.ports import SmsSurvey
 from shared.scales import Scale, ScaleError, parse_score
 from shared.security.hashing import AddressHasher
@@ -106,6 +108,48 @@ def parse_reply(scale: Scale, body: str) -> Reply:
         if candidate.strip().lower() in scale.labels:
             return Reply(score=parse_score(scale, candidate), comment=comment.strip()[:5000] or None)
     raise ScaleError("Body", f"the reply does not start with a score from {scale.low} to {scale.high}")
+
+
+def pick_sms_survey(candidates: Sequence[SmsSurvey], *, now: datetime) -> SmsSurvey | None:
+    """The survey a reply answers, among those sent to the number (newest first): the newest one still
+    unanswered; else the newest answered invitation still open, so a second reply is a second click
+    (its answer is the invitation's rating again: the same answer replays, another one is refused).
+    A survey answered outside an invitation takes no second reply."""
+    live = [c for c in candidates if c.expires_at > now]
+    for c in live:
+        if c.answered_at is None:
+            return c
+    for c in live:
+        if c.invitation:
+            return c
+    return None
+
+
+def sms_rating_id(survey: SmsSurvey) -> str:
+    """An invitation's answer takes the invitation's rating id (the one its email link uses); any other
+    survey SMS gets its own."""
+    if survey.invitation and survey.survey_id:
+        return survey_rating_id(survey.survey_id, survey.customer_id)
+    return f"sms-{survey.request_id}"
+
+
+def invitation_sms_survey(link: EmailLink, *, locale: str | None = None) -> SmsSurvey:
+    """The SMS survey of an invitation, from its signed answer link: same survey, customer, scale, segment
+    and window. Its request id is derived from the invitation, so registering it again is a no-op."""
+    digest = hashlib.sha256(f"sms\x00{link.survey_id}\x00{link.customer_id}".encode()).hexdigest()
+    return SmsSurvey(
+        request_id=f"inv-{digest[:32]}",
+        customer_id=link.customer_id,
+        survey_id=link.survey_id,
+        metric=link.metric,
+        scale=link.scale,
+        locale=link.locale or locale,
+        touchpoint=link.touchpoint or "sms",
+        segment=dict(link.segment),
+        expires_at=link.expires_at,
+        invitation=True,
+        reclick_window_s=link.reclick_window_s,
+    )
 
 
 def survey_answer(survey: SmsSurvey, reply: Reply) -> RatingIn:

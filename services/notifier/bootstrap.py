@@ -26,6 +26,7 @@ from services.notifier.providers.outbox import OutboxProvider
 from services.notifier.providers.postmark import PostmarkProvider
 from services.notifier.providers.sendgrid import SendGridProvider
 from services.notifier.providers.slack import SlackProvider
+from services.notifier.providers.survey_sms import RegisteringSmsProvider, SurveySmsRegistrar
 from services.notifier.providers.twilio import TwilioProvider
 from services.notifier.providers.webhook import WebhookProvider
 from services.notifier.repository import PgDeliveries, PgNotifierStore
@@ -106,6 +107,12 @@ def build_providers(cfg: NotifierSettings, *, engine: AsyncEngine) -> dict[Chann
             messaging_service_sid=cfg.twilio_messaging_service_sid,
             timeout_s=timeout,
         )
+        if cfg.collector_url:
+            # Replies come back through Twilio to the collector: it must know each survey SMS first.
+            registrar = SurveySmsRegistrar(
+                base_url=cfg.collector_url, token=_secret(cfg.collector_token), timeout_s=timeout
+            )
+            sms = RegisteringSmsProvider(sms, registrar)
     policy = cfg.outbound_policy(cfg.environment)  # rule URLs are set by admins: the SSRF guard applies
     chat: Provider = outbox
     if cfg.chat_provider == "slack":

@@ -47,6 +47,14 @@ class NotifierSettings(CommonSettings, IdentitySettings):
     twilio_from: str | None = Field(default=None, description="E.164 sender number")
     twilio_messaging_service_sid: str | None = None
     twilio_base_url: str = "https://api.twilio.com"
+    collector_url: str | None = Field(
+        default=None,
+        description="The collector's internal listener: each survey SMS is registered there before it goes "
+        "out, so the reply to the Twilio webhook answers its invitation (unset: not registered)",
+    )
+    collector_token: SecretStr | None = Field(
+        default=None, description="An API token with surveys:admin, for CSAT_COLLECTOR_URL"
+    )
     slack_webhook_url: SecretStr | None = Field(
         default=None, description="Incoming webhook used when a rule names no URL; the URL is the secret"
     )
@@ -136,6 +144,8 @@ class NotifierSettings(CommonSettings, IdentitySettings):
             )
         if self.webhook_provider == "webhook":
             need.append((self.webhook_secret is not None, "CSAT_WEBHOOK_SECRET"))
+        if self.collector_url:
+            need.append((self.collector_token is not None, "CSAT_COLLECTOR_TOKEN"))
         missing = [name for ok, name in need if not ok]
         if missing:
             raise ValueError(f"missing provider credentials: {', '.join(missing)}")

@@ -18,6 +18,7 @@ from services.collector.ports import (
     Standing,
     StoreUnavailable,
 )
+from services.collector.sms import pick_sms_survey
 from shared.events import KeyKind
 
 
@@ -200,16 +201,18 @@ class MemoryStore:
 
     async def add_sms_survey(self, *, survey: SmsSurvey, phone_hash: bytes) -> None:
         self._up()
+        if any(s.request_id == survey.request_id for s, _d, _c in self.sms):
+            return
         self.sms.append((survey, phone_hash, datetime.now(UTC)))
 
     async def open_sms_survey(self, *, phone_hashes: Sequence[bytes], now: datetime) -> SmsSurvey | None:
         self._up()
-        open_ = [
-            (created, s)
-            for s, digest, created in self.sms
-            if digest in phone_hashes and s.answered_at is None and s.expires_at > now
-        ]
-        return max(open_, key=lambda x: x[0])[1] if open_ else None
+        sent = sorted(
+            ((created, s) for s, digest, created in self.sms if digest in phone_hashes),
+            key=lambda x: x[0],
+            reverse=True,
+        )
+        return pick_sms_survey([s for _c, s in sent], now=now)
 
     async def mark_sms_answered(self, *, request_id: str, rating_id: str, at: datetime) -> None:
         self._up()

@@ -6,12 +6,13 @@ import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
+from urllib.parse import unquote
 
 from fastapi import APIRouter, Depends, Path, Request
 from fastapi.responses import JSONResponse, Response
 
 from services.collector.deps import CollectorDeps
-from services.collector.links import EmailLink
+from services.collector.links import EmailLink, LinkExpired, LinkInvalid
 from services.collector.ports import SmsSurvey, SourceExists, StoreUnavailable
 from services.collector.problems import ProblemError
 from services.collector.routes.admin_models import (
@@ -30,14 +31,14 @@ from services.collector.routes.admin_models import (
     SourceOut,
     SourcePatch,
 )
-from services.collector.sms import normalize_phone, phone_hash
+from services.collector.sms import invitation_sms_survey, normalize_phone, phone_hash
 from shared.events import KeyKind
 from shared.identity.auditing import record_change
 from shared.identity.ports import AuditAction, AuditDetail
 from shared.identity.principal import Principal
 from shared.identity.scopes import Scope
 from shared.identity.sourcekeys import SourceKeyKind, derive_identity_secret, generate_source_key
-from shared.scales import ScaleError, get_scale
+from shared.scales import Metric, ScaleError, get_scale
 from shared.security.urls import quote_id
 
 Sid = Annotated[str, Path(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$", examples=["shop-web"])]
@@ -415,29 +416,52 @@ async def _add_sms_survey(deps: CollectorDeps, body: SmsSurveyRequest) -> SmsSur
         phone = normalize_phone(body.phone)
     except ValueError as exc:
         raise _invalid("phone", str(exc)) from exc
+    if body.answer_link is not None:
+        survey = _invitation_survey(deps, body)
+        scale = get_scale(Metric(survey.metric), survey.scale)
+    else:
+        try:
+            scale = get_scale(body.metric, body.scale)
+        except ScaleError as exc:
+            raise _invalid(exc.field, str(exc)) from exc
+        survey = _plain_survey(deps, body, scale_name=scale.name)
     try:
-        scale = get_scale(body.metric, body.scale)
-    except ScaleError as exc:
-        raise _invalid(exc.field, str(exc)) from exc
-    expires = body.expires_at or datetime.now(UTC) + timedelta(hours=cfg.sms_survey_ttl_h)
-    survey = SmsSurvey(
+        await deps.surveys.add_sms_survey(survey=survey, phone_hash=phone_hash(deps.phone_hasher, phone))
+    except StoreUnavailable as exc:
+        raise _db_down(cfg.retry_after_s) from exc
+    hint = f"Reply with a number from {scale.low} to {scale.high}, and a comment if you like."
+    return SmsSurveyOut(request_id=survey.request_id, expires_at=survey.expires_at, reply_hint=hint)
+
+
+def _invitation_survey(deps: CollectorDeps, body: SmsSurveyRequest) -> SmsSurvey:
+    """An invitation's SMS survey from its signed answer link; what the body also says must agree."""
+    assert body.answer_link is not None
+    token = unquote(body.answer_link.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1])
+    try:
+        link = deps.signer.verify(token, now=datetime.now(UTC))
+    except (LinkInvalid, LinkExpired) as exc:
+        raise _invalid("answer_link", str(exc)) from exc
+    if body.customer.id != link.customer_id:
+        raise _invalid("customer.id", "the answer link belongs to another customer")
+    if body.survey_id is not None and body.survey_id != link.survey_id:
+        raise _invalid("survey_id", "the answer link is for another survey invitation")
+    return invitation_sms_survey(link, locale=body.customer.locale)
+
+
+def _plain_survey(deps: CollectorDeps, body: SmsSurveyRequest, *, scale_name: str) -> SmsSurvey:
+    expires = body.expires_at or datetime.now(UTC) + timedelta(hours=deps.settings.sms_survey_ttl_h)
+    return SmsSurvey(
         request_id=uuid.uuid4().hex,
         customer_id=body.customer.id,
         survey_id=body.survey_id,
         metric=body.metric.value,
-        scale=scale.name,
+        scale=scale_name,
         locale=body.customer.locale,
         touchpoint=body.touchpoint,
         segment=dict(body.segment),
         account=body.account.model_dump(exclude_none=True) if body.account else None,
         expires_at=expires,
     )
-    try:
-        await deps.surveys.add_sms_survey(survey=survey, phone_hash=phone_hash(deps.phone_hasher, phone))
-    except StoreUnavailable as exc:
-        raise _db_down(cfg.retry_after_s) from exc
-    hint = f"Reply with a number from {scale.low} to {scale.high}, and a comment if you like."
-    return SmsSurveyOut(request_id=survey.request_id, expires_at=expires, reply_hint=hint)
 
 
 def _invalid(field: str, message: str) -> ProblemError:

@@ -250,6 +250,13 @@ class SmsSurveyRequest(BaseModel):
     touchpoint: Annotated[str, StringConstraints(max_length=100)] | None = None
     account: AccountIn | None = None
     expires_at: AwareDatetime | None = None
+    answer_link: Annotated[str, StringConstraints(max_length=4096)] | None = Field(
+        default=None,
+        description="For a survey invitation: its signed answer link (``.../v1/email/<token>``, as actions "
+        "puts it in the invitation, or the token alone). The survey, customer, scale, segment and end of "
+        "the answer window then come from the link (the other fields must agree or be left out), the "
+        "reply takes the invitation's rating id, and registering it again changes nothing.",
+    )
 
 
 class SmsSurveyOut(BaseModel):

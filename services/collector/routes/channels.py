@@ -23,6 +23,7 @@ from services.collector.sms import (
     parse_reply,
     phone_hashes,
     signature_valid,
+    sms_rating_id,
     survey_answer,
     twiml,
 )
@@ -422,16 +423,24 @@ async def _answer_sms(deps: CollectorDeps, *, sender: str, body: str) -> str | N
         survey_answer(survey, reply),
         received_at=now,
         source="sms",
-        rating_id=f"sms-{survey.request_id}",
+        rating_id=sms_rating_id(survey),
         keyed=True,
         trust=Trust(key_kind=KeyKind.SMS),
     )
     try:
-        (verdict,) = await deps.intake.submit([submission])
+        if survey.invitation:
+            # An invitation's reply is a click on its link: a second one may replace the first.
+            seconds = survey.reclick_window_s
+            window = timedelta(seconds=deps.settings.reclick_window_s if seconds is None else seconds)
+            verdict = await deps.intake.answer_link(submission, window=window, now=now)
+        else:
+            (verdict,) = await deps.intake.submit([submission])
     except IntakeUnavailable:
         return texts["down"]
     if not verdict.recorded:
         return texts["already"]
+    if verdict.revision:
+        return texts["updated"]
     try:
         await deps.surveys.mark_sms_answered(
             request_id=survey.request_id, rating_id=verdict.rating_id, at=now
