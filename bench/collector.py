@@ -41,8 +41,14 @@ VARIANTS: dict[str, tuple[dict[str, str], str]] = {
             "CSAT_PUBLISH_LINGER_MS": "2",
             "CSAT_GC_FREEZE": "false",
             "CSAT_DB_RESET_SESSIONS": "true",
+            "CSAT_LEAN_NORMALIZE": "false",
         },
-        "every change below switched off (the collector before issue 17)",
+        "every change with a setting switched off (the collector before issue 17, less the unflagged "
+        'changes: see docs/collector.md, "The hot path")',
+    ),
+    "no-lean": (
+        {"CSAT_LEAN_NORMALIZE": "false"},
+        "each rating normalised into the event model, then serialised (event, fingerprint) from it",
     ),
     "no-fast-path": ({"CSAT_FAST_PATH": "false"}, "FastAPI solves the dependencies of every request"),
     "no-gc-freeze": (

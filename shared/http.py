@@ -116,6 +116,9 @@ class RequestMetricsMiddleware:
     def __init__(self, app: ASGIApp, *, service: str) -> None:
         self.app = app
         self.service = service
+        # Labelled children, looked up once each: ``labels()`` (a lock and its checks) ran twice a request.
+        self._counted: dict[tuple[str, str, int], Any] = {}
+        self._timed: dict[str, Any] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -136,8 +139,16 @@ class RequestMetricsMiddleware:
             template = getattr(route, "path", None) or "unmatched"
             status = status_holder["status"]
             elapsed = time.perf_counter() - started
-            HTTP_REQUESTS.labels(self.service, template, scope["method"], str(status)).inc()
-            HTTP_DURATION.labels(self.service, template).observe(elapsed)
+            method = scope["method"]
+            counted = self._counted.get((template, method, status))
+            if counted is None:
+                counted = HTTP_REQUESTS.labels(self.service, template, method, str(status))
+                self._counted[template, method, status] = counted
+            counted.inc()
+            timed = self._timed.get(template)
+            if timed is None:
+                timed = self._timed[template] = HTTP_DURATION.labels(self.service, template)
+            timed.observe(elapsed)
             if status >= 500:
                 log.warning(
                     "http_request",

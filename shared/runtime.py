@@ -34,8 +34,12 @@ class ConsumerRuntime:
         engine: AsyncEngine | None = None,
         decoder: Decoder | None = None,
         top_up: bool = False,
+        fetch_max_wait_ms: int = 10,
     ) -> None:
         self.name = name
+        #: How long the broker may hold an empty fetch: short for the pipeline's latency; a rare topic's
+        #: side consumer (erasure) waits longer and so does not poll the broker a hundred times a second.
+        self._fetch_max_wait_ms = fetch_max_wait_ms
         self.settings = settings
         self.engine = engine or make_engine(
             settings.database_url,
@@ -97,6 +101,7 @@ class ConsumerRuntime:
                 group_id=self._group,
                 client_id=f"csat-{self.name}",
                 max_poll_records=self._max_batch,
+                fetch_max_wait_ms=self._fetch_max_wait_ms,
                 session_timeout_ms=s.kafka_session_timeout_ms,
                 heartbeat_ms=s.kafka_heartbeat_ms,
             ),

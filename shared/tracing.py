@@ -86,15 +86,27 @@ def current() -> SpanContext | None:
     return _current.get()
 
 
-@contextlib.contextmanager
-def span(ctx: SpanContext) -> Iterator[SpanContext]:
-    """Make ``ctx`` current (records encoded meanwhile carry it) and tag log lines with its ids."""
-    token = _current.set(ctx)
-    try:
-        with structlog.contextvars.bound_contextvars(trace_id=ctx.trace_id, span_id=ctx.span_id):
-            yield ctx
-    finally:
-        _current.reset(token)
+class span:  # lower case: used as ``with span(ctx):``, like the function it replaced
+    """Make ``ctx`` current (records encoded meanwhile carry it) and tag log lines with its ids.
+
+    A class rather than a generator context manager, and the log ids reset by their tokens rather than
+    through structlog's ``bound_contextvars`` (which copies the whole context): it runs per request.
+    """
+
+    __slots__ = ("_ctx", "_logged", "_token")
+
+    def __init__(self, ctx: SpanContext) -> None:
+        self._ctx = ctx
+
+    def __enter__(self) -> SpanContext:
+        ctx = self._ctx
+        self._token = _current.set(ctx)
+        self._logged = structlog.contextvars.bind_contextvars(trace_id=ctx.trace_id, span_id=ctx.span_id)
+        return ctx
+
+    def __exit__(self, *exc: object) -> None:
+        structlog.contextvars.reset_contextvars(**self._logged)
+        _current.reset(self._token)
 
 
 _batch: ContextVar[Mapping[int, Mapping[str, Any]] | None] = ContextVar("csat_batch_traces", default=None)

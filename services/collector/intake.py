@@ -19,7 +19,15 @@ from typing import Literal, Protocol
 import structlog
 
 from services.collector import metrics
-from services.collector.domain import RatingIn, Trust, fingerprint, normalize, provenance_of
+from services.collector.domain import (
+    EncodedRating,
+    RatingIn,
+    Trust,
+    fingerprint,
+    normalize,
+    normalize_encoded,
+    provenance_of,
+)
 from services.collector.interactions import InteractionIn, normalize_interaction
 from services.collector.interactions import fingerprint as interaction_fingerprint
 from services.collector.ports import (
@@ -68,8 +76,60 @@ class Submission:
     def key(self) -> str:
         return self.rating.rating_id
 
+    @property
+    def rating_id(self) -> str:
+        return self.rating.rating_id
+
+    @property
+    def metric(self) -> str:
+        return self.rating.metric.value
+
     def record(self, topic: str) -> OutgoingRecord:
         return to_record(self.rating, topic=topic)
+
+
+class EncodedSubmission:
+    """A rating normalised straight to its event's bytes (``normalize_encoded``): no model on the way.
+
+    What ``Intake.submit`` needs of a ``Submission`` (id, metric, fingerprint, the record), for the
+    JSON API's hot path; a plain class with slots because one is made per rating.
+    """
+
+    __slots__ = ("encoded", "source_id")
+
+    def __init__(self, encoded: EncodedRating, source_id: str) -> None:
+        self.encoded = encoded
+        self.source_id = source_id
+
+    @property
+    def fingerprint(self) -> bytes | None:
+        return self.encoded.fingerprint
+
+    @property
+    def key(self) -> str:
+        return self.encoded.rating_id
+
+    @property
+    def rating_id(self) -> str:
+        return self.encoded.rating_id
+
+    @property
+    def metric(self) -> str:
+        return self.encoded.metric.value
+
+    def record(self, topic: str) -> OutgoingRecord:
+        enc = self.encoded
+        return _ce_record(
+            topic=topic,
+            rating_id=enc.rating_id,
+            received_at=enc.received_at,
+            key=enc.customer_id.encode(),
+            value=enc.value,
+        )
+
+
+#: What the intake takes: a rating as a model (every channel) or as its encoded event (the JSON API).
+AnySubmission = Submission | EncodedSubmission
 
 
 #: Interactions share the idempotency table with ratings; their keys live in their own namespace.
@@ -178,25 +238,56 @@ def to_record_fast(rating: RatingSubmitted, *, topic: str) -> OutgoingRecord:
     The hot path of every rating; ``to_record`` (the SDK) stays the reference, and a test checks the
     SDK decodes both alike.
     """
-    stamp = rating.received_at.isoformat()
-    if stamp.endswith("+00:00"):
-        stamp = stamp[:-6] + "Z"
-    rid = rating.rating_id.encode()
+    return _ce_record(
+        topic=topic,
+        rating_id=rating.rating_id,
+        received_at=rating.received_at,
+        key=rating.customer.id.encode(),
+        value=_dump_json(rating),
+        ce_id=event_id(rating).encode() if rating.revision else None,
+    )
+
+
+def _ce_record(
+    *,
+    topic: str,
+    rating_id: str,
+    received_at: datetime,
+    key: bytes,
+    value: bytes,
+    ce_id: bytes | None = None,
+) -> OutgoingRecord:
+    """The binary-mode CloudEvent of a rating: the SDK's headers, in its order, written directly.
+
+    A batch's ratings share their receive time and span: their two headers are written once per batch
+    (the last ones are remembered), not once per rating.
+    """
+    global _last_time, _last_span  # one-entry memos (one event loop per process)
+    if _last_time[0] is not received_at:
+        stamp = received_at.isoformat()
+        if stamp.endswith("+00:00"):
+            stamp = stamp[:-6] + "Z"
+        _last_time = (received_at, ("ce_time", stamp.encode()))
+    rid = rating_id.encode()
     headers = [
         ("ce_specversion", b"1.0"),
-        ("ce_id", rid if not rating.revision else event_id(rating).encode()),
+        ("ce_id", ce_id or rid),  # a re-click's revision has its own event id (``event_id``)
         ("ce_type", _CE_TYPE),
         ("ce_source", _CE_SOURCE),
-        ("ce_time", stamp.encode()),
+        _last_time[1],
         ("content-type", _JSON),
         ("ce_subject", rid),
     ]
     active = tracing.current()
     if active is not None:
-        headers.append(("ce_" + tracing.ATTRIBUTE, active.traceparent.encode()))
-    return OutgoingRecord(
-        topic=topic, key=rating.customer.id.encode(), value=_dump_json(rating), headers=headers
-    )
+        if _last_span[0] is not active:
+            _last_span = (active, ("ce_" + tracing.ATTRIBUTE, active.traceparent.encode()))
+        headers.append(_last_span[1])
+    return OutgoingRecord(topic=topic, key=key, value=value, headers=headers)
+
+
+_last_time: tuple[datetime | None, tuple[str, bytes]] = (None, ("ce_time", b""))
+_last_span: tuple[tracing.SpanContext | None, tuple[str, bytes]] = (None, ("", b""))
 
 
 _REFUSAL_REASONS = {Outcome.CONFLICT: "idempotency_conflict", Outcome.IN_PROGRESS: "in_progress"}
@@ -224,6 +315,7 @@ class Intake:
         group_claims: bool = True,
         claim_inflight: int = 1,
         fast_encode: bool = True,
+        lean: bool = True,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -239,6 +331,7 @@ class Intake:
         self._clock = clock
         self.confirmer = Confirmer(records=records)
         self.encode = to_record_fast if fast_encode else to_record
+        self.lean = lean and fast_encode
         self.claims = ClaimGroup(records=records, max_inflight=claim_inflight) if group_claims else None
 
     def prepare(
@@ -267,7 +360,37 @@ class Intake:
         mark = fingerprint(event, client_occurred_at=rating.occurred_at) if keyed else None
         return Submission(rating=event, source_id=source, fingerprint=mark)
 
-    async def submit(self, items: Sequence[Submission]) -> list[Verdict]:
+    def prepare_encoded(
+        self,
+        rating: RatingIn,
+        *,
+        received_at: datetime,
+        source: str,
+        rating_id: str | None,
+        keyed: bool,
+        trust: Trust,
+    ) -> AnySubmission:
+        """``prepare`` for the JSON API's hot path: the event's bytes without building its model.
+
+        The same checks, refusals, bytes and fingerprint (``normalize_encoded``); ``prepare`` when the
+        intake is not ``lean`` (``CSAT_LEAN_NORMALIZE=false``, or the SDK encoder asked for).
+        """
+        if not self.lean:
+            return self.prepare(
+                rating, received_at=received_at, source=source, rating_id=rating_id, keyed=keyed, trust=trust
+            )
+        encoded = normalize_encoded(
+            rating,
+            received_at=received_at,
+            rating_id=rating_id,
+            source=source,
+            max_future_skew=self.max_future_skew,
+            provenance=provenance_of(rating, trust, now=received_at),
+            keyed=keyed,
+        )
+        return EncodedSubmission(encoded, source)
+
+    async def submit(self, items: Sequence[AnySubmission]) -> list[Verdict]:
         """One verdict per item, counted in the metrics; raises ``IntakeUnavailable`` when nothing is safe."""
         try:
             outcomes = await self._publish_once(items)
@@ -284,12 +407,12 @@ class Intake:
         accepted: Counter[tuple[str, str]] = Counter()  # counted once per label pair, not per rating
         for item, outcome in zip(items, outcomes, strict=True):
             if outcome is Outcome.ACCEPTED:
-                accepted[item.rating.metric.value, item.source_id] += 1
+                accepted[item.metric, item.source_id] += 1
             elif outcome in _REFUSAL_REASONS:
                 metrics.reject(_REFUSAL_REASONS[outcome], item.source_id)
-            verdicts.append(Verdict(rating_id=item.rating.rating_id, outcome=outcome))
+            verdicts.append(Verdict(rating_id=item.rating_id, outcome=outcome))
         for (metric, source), n in accepted.items():
-            metrics.ACCEPTED.labels(metric, source).inc(n)
+            metrics.accept(metric, source, n)
         return verdicts
 
     async def answer_link(self, item: Submission, *, window: timedelta, now: datetime) -> Verdict:

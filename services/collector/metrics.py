@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import Counter, Histogram
 
 ACCEPTED = Counter(
@@ -50,6 +52,16 @@ REASONS = frozenset(
 )
 
 UNKNOWN_SOURCE = "unknown"
+
+_accepted: dict[tuple[str, str], Any] = {}
+
+
+def accept(metric: str, source: str, n: int = 1) -> None:
+    """Count accepted ratings; each (metric, source) child is looked up once, not per request."""
+    child = _accepted.get((metric, source))
+    if child is None:
+        child = _accepted[metric, source] = ACCEPTED.labels(metric, source)
+    child.inc(n)
 
 
 def reject(reason: str, source: str | None, n: int = 1) -> None:

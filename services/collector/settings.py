@@ -79,6 +79,11 @@ class CollectorSettings(CommonSettings, IdentitySettings):
         default=True,
         description="Encode the rating CloudEvent by hand (off: via the SDK; the same bytes either way)",
     )
+    lean_normalize: bool = Field(
+        default=True,
+        description="Normalise JSON API ratings straight to the event's bytes and fingerprint, without "
+        "building the event model (off: the model path; the same bytes either way)",
+    )
     idempotency_when_db_down: Literal["accept", "refuse"] = Field(
         default="accept",
         description="accept: publish keyed ratings unchecked while PostgreSQL is away (consumers dedupe on "

@@ -7,15 +7,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiokafka.partitioner import DefaultPartitioner
 
 from devstack.broker import EmbeddedBroker
 from devstack.ports import free_port
 from services.collector.bootstrap import create_app
+from services.collector.publisher import KafkaPublisher
 from services.collector.settings import CollectorSettings
 from shared.events import RatingSubmitted
 from shared.kafka import TopicSpec, ensure_topics
 from shared.topics import Topics
-from tests.helpers import make_settings, read_events, running
+from tests.helpers import make_settings, read_events, read_topic, running
 from tests.infra import Infra
 
 pytestmark = pytest.mark.integration
@@ -59,6 +61,30 @@ async def test_accepted_ratings_are_on_the_topic_keyed_by_customer(
         assert isinstance(e.data, RatingSubmitted)
         assert e.key == e.data.customer.id
         assert e.type == "com.csat.rating.submitted.v1"
+
+
+async def test_a_batch_lands_in_the_partitions_the_producers_partitioner_chooses(
+    infra: Infra, topics: Topics, database_url: str
+) -> None:
+    """The batch path hands records to aiokafka's accumulator itself (``_send_many``): each must land
+    where ``producer.send`` would put it (per-customer order), every one acknowledged."""
+    probe = KafkaPublisher(bootstrap=infra.bootstrap, idempotence=False, timeout_s=10)
+    await probe.start()
+    try:
+        assert probe._lean, "aiokafka moved what _send_many uses: batches fell back to producer.send"
+    finally:
+        await probe.stop()
+    app = create_app(_settings(infra.bootstrap, topics, database_url))
+    ratings = [{**_rating(i), "customer": {"id": f"cus-{i}"}} for i in range(40)]
+    async with running(app) as client:
+        batch = await client.post("/v1/ratings/batch", json={"ratings": ratings})
+        assert batch.status_code == 202 and batch.json()["accepted"] == 40
+    raw = await read_topic(infra.bootstrap, topics.ratings, count=40)
+    assert sorted(r.key for r in raw) == sorted(f"cus-{i}".encode() for i in range(40))
+    partitions = [0, 1, 2]  # the test topics' (tests/infra.py new_topics)
+    choose = DefaultPartitioner()
+    assert all(r.partition == choose(r.key, partitions, partitions) for r in raw)
+    assert len({r.partition for r in raw}) > 1  # a real spread, not everything on one partition
 
 
 async def test_unreachable_broker_gives_503_without_hanging(topics: Topics, database_url: str) -> None:

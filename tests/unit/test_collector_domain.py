@@ -8,7 +8,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from itsdangerous import URLSafeSerializer
+from pydantic import ValidationError
 
 from services.collector.access import client_ip
 from services.collector.domain import (
@@ -18,6 +21,7 @@ from services.collector.domain import (
     fingerprint,
     identity_secrets,
     normalize,
+    normalize_encoded,
     provenance_of,
 )
 from services.collector.links import EmailLink, LinkExpired, LinkInvalid, LinkSigner
@@ -25,7 +29,7 @@ from services.collector.ports import Source
 from services.collector.ratelimit import KeyedLimiter, retry_after
 from services.collector.settings import CollectorSettings
 from services.collector.sms import compute_signature, normalize_phone, parse_reply, signature_valid, twiml
-from shared.events import Identity, KeyKind, Provenance
+from shared.events import Identity, KeyKind, Provenance, RatingSubmitted
 from shared.identity.sourcekeys import derive_identity_secret, sign_customer
 from shared.scales import SCALES, Metric, ScaleError, get_scale
 
@@ -378,3 +382,103 @@ def test_the_documented_server_side_proof_verifies() -> None:
     body = rating(customer={"id": "cus_1042", "proof": proof})
     now = datetime.now(UTC)
     assert provenance_of(body, Trust(KeyKind.PUBLISHABLE, (SECRET,)), now=now).identity is Identity.VERIFIED
+
+
+# --- normalize_encoded: the JSON API's hot path writes the event's bytes without building the model ---
+
+_text = st.text(min_size=1, max_size=12)
+_ENCODED_INPUTS = st.fixed_dictionaries(
+    {
+        "metric": st.sampled_from(["csat", "nps", "ces"]),
+        "score": st.one_of(
+            st.integers(min_value=-1, max_value=11),
+            st.sampled_from(["satisfied", "very satisfied", "9", " 3 ", "happy", "yes", "great"]),
+            st.booleans(),
+            st.sampled_from([4.0, 2.5]),
+        ),
+        "customer": st.fixed_dictionaries(
+            {"id": st.sampled_from(["c1", " spaced ", "cüs-ü"])},
+            optional={
+                "email": st.sampled_from(["ana@example.com", "Bo@Example.org"]),
+                "phone": st.just("+33612345678"),
+                "locale": st.sampled_from(["fr", "en-GB"]),
+                "timezone": st.just("Europe/Paris"),
+            },
+        ),
+    },
+    optional={
+        "rating_id": st.sampled_from(["chat-1", "x.y:z"]),
+        "scale": st.sampled_from(["1-5", "1-3", "yes-no", "0-10", "1-7", "smileys", "stars"]),
+        "segment": st.dictionaries(st.sampled_from(["store", "channel", "agent"]), _text, max_size=3),
+        "touchpoint": _text,
+        "comment": st.one_of(st.just("   "), st.text(max_size=30)),
+        "account": st.fixed_dictionaries(
+            {},
+            optional={
+                "id": _text,
+                "tier": st.sampled_from(["Gold", "strategic"]),
+                "value": st.one_of(
+                    st.integers(min_value=0, max_value=10**20), st.floats(min_value=0, allow_nan=False)
+                ),
+            },
+        ),
+        "occurred_at": st.sampled_from(
+            [
+                "2026-11-23T09:30:00Z",
+                "2026-11-23T11:00:00.5+02:00",
+                "2026-11-23T10:04:00Z",
+                "2025-01-01T00:00:00Z",
+            ]
+        ),
+        "consent": st.fixed_dictionaries({}, optional={"contact": st.booleans(), "review": st.booleans()}),
+        "survey_id": _text,
+    },
+)
+_TRUSTS = [
+    None,
+    Trust(KeyKind.SECRET),
+    Trust(KeyKind.PUBLISHABLE, identity_secrets=("s" * 64,)),
+    Trust(KeyKind.EMAIL_LINK),
+]
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    body=_ENCODED_INPUTS,
+    trust=st.sampled_from(_TRUSTS),
+    keyed=st.booleans(),
+    received=st.sampled_from([NOW, NOW.replace(microsecond=123400), NOW + timedelta(microseconds=1)]),
+)
+def test_normalize_encoded_writes_the_model_paths_bytes_and_fingerprint(
+    body: dict[str, Any], trust: Trust | None, keyed: bool, received: datetime
+) -> None:
+    try:
+        parsed = RatingIn.model_validate(body)
+    except ValidationError:
+        return  # refused before normalisation, the same for both paths
+    prov = provenance_of(parsed, trust, now=received) if trust is not None else None
+    args: dict[str, Any] = {"received_at": received, "rating_id": "k-1", "source": "shop", "provenance": prov}
+    try:
+        event = normalize(parsed, **args)
+    except RatingRejected as exc:
+        refused = (exc.field, exc.message)
+        with pytest.raises(RatingRejected) as lean:
+            normalize_encoded(parsed, keyed=keyed, **args)
+        assert (lean.value.field, lean.value.message) == refused
+        return
+    encoded = normalize_encoded(parsed, keyed=keyed, **args)
+    assert encoded.value == RatingSubmitted.__pydantic_serializer__.to_json(event)
+    assert (encoded.rating_id, encoded.metric, encoded.customer_id) == (
+        event.rating_id,
+        event.metric,
+        event.customer.id,
+    )
+    expected = fingerprint(event, client_occurred_at=parsed.occurred_at) if keyed else None
+    assert encoded.fingerprint == expected
+
+
+def test_normalize_encoded_without_an_id_draws_a_fresh_one() -> None:
+    a = normalize_encoded(rating(), received_at=NOW, keyed=False)
+    b = normalize_encoded(rating(), received_at=NOW, keyed=False)
+    assert a.rating_id != b.rating_id and a.fingerprint is None
+    assert RatingSubmitted.model_validate_json(a.value).rating_id == a.rating_id

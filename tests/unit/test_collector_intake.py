@@ -328,6 +328,7 @@ def test_the_hand_encoded_cloudevent_is_what_the_sdk_encodes_and_decodes_alike()
     it = intake(FakePublisher(), MemoryStore())
     ratings = [
         sub(it, rid="enc-1").rating,
+        sub(it, rid="enc-2").rating.model_copy(update={"revision": 2}),  # a re-click: its own event id
         it.prepare(
             rating(comment='Très bien — ünïcødé "quoted"', segment={"store": "paris-1"}),
             received_at=NOW.replace(microsecond=0),

@@ -6,14 +6,14 @@ from typing import Annotated, Any, Literal
 
 import orjson
 from fastapi import APIRouter, Depends, Header, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 from fastapi.routing import APIRoute, request_response
 from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 
 from services.collector import metrics
 from services.collector.deps import CollectorDeps
 from services.collector.domain import RatingId, RatingIn, RatingRejected, Trust
-from services.collector.intake import Intake, IntakeUnavailable, Outcome, Submission, Verdict
+from services.collector.intake import AnySubmission, Intake, IntakeUnavailable, Outcome, Verdict
 from services.collector.ports import Principal
 from services.collector.problems import ProblemError, invalid_rating, problem_example, unavailable
 from services.collector.routes.guard import _api_key, _bearer, source_guard, trust_of
@@ -209,7 +209,7 @@ def add_routes(routes: APIRouter, deps: CollectorDeps) -> None:
             raise invalid_rating("rating_id", "rating_id and the Idempotency-Key header differ", source)
         now = datetime.now(UTC)
         try:
-            submission = deps.intake.prepare(
+            submission = deps.intake.prepare_encoded(
                 body,
                 received_at=now,
                 source=source,
@@ -259,7 +259,7 @@ def add_routes(routes: APIRouter, deps: CollectorDeps) -> None:
         # Plain dicts shaped as ``ItemResult`` (the declared schema), written once with orjson: a
         # model per item and the standard library's encoder cost more than the item's own checks.
         results: list[dict[str, Any]] = []
-        submissions: list[Submission] = []
+        submissions: list[AnySubmission] = []
         pending: list[dict[str, Any]] = []  # the results of ``submissions``, in the same order
         for index, raw in enumerate(body.ratings):
             checked = _batch_item(
@@ -269,7 +269,7 @@ def add_routes(routes: APIRouter, deps: CollectorDeps) -> None:
                 results.append(checked)
                 continue
             submissions.append(checked)
-            pending.append({"index": index, "status": "accepted", "rating_id": checked.rating.rating_id})
+            pending.append({"index": index, "status": "accepted", "rating_id": checked.rating_id})
             results.append(pending[-1])
         if submissions:
             for result, verdict in zip(pending, await _submit(deps, submissions), strict=True):
@@ -331,7 +331,7 @@ def _fast_path(routes: APIRouter, path: str, fast: _FastHandler) -> None:
     route.app = request_response(handler)
 
 
-async def _submit(deps: CollectorDeps, submissions: list[Submission]) -> list[Verdict]:
+async def _submit(deps: CollectorDeps, submissions: list[AnySubmission]) -> list[Verdict]:
     """The intake's verdicts; a broker or database outage is the 503 problem (nothing was recorded)."""
     try:
         return await deps.intake.submit(submissions)
@@ -339,12 +339,13 @@ async def _submit(deps: CollectorDeps, submissions: list[Submission]) -> list[Ve
         raise unavailable(exc.what, retry_after_s=deps.settings.retry_after_s) from exc
 
 
-def _answer(verdict: Verdict) -> JSONResponse:
+def _answer(verdict: Verdict) -> Response:
     """202 for a recorded rating (a replay says so in a header), else the 409 problem."""
     if verdict.recorded:
         headers = {"Idempotent-Replayed": "true"} if verdict.replayed else None
         body = {"rating_id": verdict.rating_id, "status": "accepted"}
-        return JSONResponse(body, status_code=202, headers=headers)
+        # orjson: the same compact bytes as JSONResponse's json.dumps, in a fraction of the time.
+        return Response(orjson.dumps(body), status_code=202, headers=headers, media_type="application/json")
     conflict = verdict.outcome is Outcome.CONFLICT
     raise ProblemError(
         409,
@@ -365,7 +366,7 @@ def _batch_item(
     source: str,
     now: datetime,
     trust: Trust,
-) -> Submission | dict[str, Any]:
+) -> AnySubmission | dict[str, Any]:
     """One batch item validated on its own: its submission, or its rejection (an ``ItemResult``)
     naming each field."""
     prefix = f"ratings[{index}]"
@@ -374,7 +375,7 @@ def _batch_item(
         derived = f"{key}-{index}" if key and not item.rating_id else None
         if derived is not None and len(derived) > 128:
             raise RatingRejected("rating_id", "Idempotency-Key too long to derive item ids")
-        return intake.prepare(
+        return intake.prepare_encoded(
             item,
             received_at=now,
             source=source,
