@@ -203,7 +203,9 @@ async def test_rate_limits_answer_429_and_record_nothing(
 async def test_email_link_tampering_is_refused_and_the_genuine_link_records_once(
     infra: Infra, topics: Topics, database_url: str
 ) -> None:
-    async with running(create_app(settings(infra.bootstrap, topics, database_url))) as client:
+    # No re-click window: a second, different answer is refused at once (re-clicks: test_collector_channels).
+    cfg = settings(infra.bootstrap, topics, database_url, reclick_window_s=0)
+    async with running(create_app(cfg)) as client:
         minted = await client.post(
             "/v1/email-links",
             json={
