@@ -88,6 +88,11 @@ SESSION_PAGES = {
     ("POST", "/alerts/{alert_id}/assign"),
     ("GET", "/customers"),
     ("GET", "/customers/{customer_id:path}"),
+    # The Customer page's GDPR flow (gdpr:admin, checked server-side: tests/integration/test_console_customers.py).
+    ("POST", "/customers/{customer_id:path}/export"),
+    ("GET", "/customers/{customer_id:path}/erase"),
+    ("POST", "/customers/{customer_id:path}/erase"),
+    ("GET", "/customers/{customer_id:path}/erasures/{erasure_id}"),
     ("GET", "/scores"),
     ("GET", "/scores/panel"),
     ("GET", "/segments"),
