@@ -88,7 +88,7 @@ SESSION_PAGES = {
     ("POST", "/alerts/{alert_id}/assign"),
     ("GET", "/customers"),
     ("GET", "/customers/{customer_id:path}"),
-    # The Customer page's GDPR flow (gdpr:admin, checked server-side: tests/integration/test_console_customers.py).
+    # The Customer page's GDPR flow (gdpr:admin checked server-side: test_console_customers.py).
     ("POST", "/customers/{customer_id:path}/export"),
     ("GET", "/customers/{customer_id:path}/erase"),
     ("POST", "/customers/{customer_id:path}/erase"),
