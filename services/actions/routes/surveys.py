@@ -154,7 +154,9 @@ def router(deps: ActionsDeps) -> APIRouter:
     reader = Depends(deps.auth.require(Scope.RULES_READ))
     editor = Depends(deps.auth.require(Scope.SURVEYS_ADMIN))
     _set_routes(api, deps, reader=reader, editor=editor)
-    _survey_routes(api, deps, reader=reader, editor=editor)
+    _get_survey_route(api, deps, reader=reader)
+    _put_survey_route(api, deps, editor=editor)
+    _delete_survey_route(api, deps, editor=editor)
     _stats_route(api, deps, reader=reader)
     return api
 
@@ -213,8 +215,8 @@ def _set_routes(api: APIRouter, deps: ActionsDeps, *, reader: Any, editor: Any) 
         return JSONResponse(_body(current), headers=_etag(current))
 
 
-def _survey_routes(api: APIRouter, deps: ActionsDeps, *, reader: Any, editor: Any) -> None:
-    """One survey of the set: read, create or replace, delete (each edit a new revision of the set)."""
+def _get_survey_route(api: APIRouter, deps: ActionsDeps, *, reader: Any) -> None:
+    """One survey of the set in force."""
     book, tx = deps.surveybook, deps.transactions
 
     @api.get("/v1/surveys/{survey_id}", summary="One survey")
@@ -225,6 +227,11 @@ def _survey_routes(api: APIRouter, deps: ActionsDeps, *, reader: Any, editor: An
             if isinstance(item, dict) and item.get("id") == survey_id:
                 return JSONResponse({"revision": current.version, "survey": item}, headers=_etag(current))
         return problem(404, "Not Found", detail=f"no survey {survey_id!r}")
+
+
+def _put_survey_route(api: APIRouter, deps: ActionsDeps, *, editor: Any) -> None:
+    """Create or replace one survey: a new revision of the whole set."""
+    book, tx = deps.surveybook, deps.transactions
 
     @api.put("/v1/surveys/{survey_id}", summary="Create or replace one survey")
     async def put_survey(
@@ -267,6 +274,11 @@ def _survey_routes(api: APIRouter, deps: ActionsDeps, *, reader: Any, editor: An
             status_code=201 if created else 200,
             headers=_etag(current),
         )
+
+
+def _delete_survey_route(api: APIRouter, deps: ActionsDeps, *, editor: Any) -> None:
+    """Delete one survey: a new revision of the whole set."""
+    book, tx = deps.surveybook, deps.transactions
 
     @api.delete("/v1/surveys/{survey_id}", summary="Delete one survey")
     async def delete_survey(
