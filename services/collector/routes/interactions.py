@@ -3,6 +3,7 @@ customers, the input surveys start from. Servers only (a secret key or a token w
 same intake as ratings: claim the id, publish with acks=all, answer 202.
 """
 
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
@@ -111,11 +112,21 @@ def invalid_interaction(field: str, message: str) -> ProblemError:
 _INTERACTION_ID = TypeAdapter(InteractionId)
 
 
+_Guard = Callable[..., Awaitable[Principal]]
+
+
 def add_routes(routes: APIRouter, deps: CollectorDeps) -> None:
     """Register the interaction routes on ``routes`` (bootstrap passes the app's own router: the fast
     path patches the routes the app dispatches with); a publishable key is refused (interactions start
     surveys)."""
     guard = source_guard(deps, scope=Scope.INTERACTIONS_WRITE, secret_only=True)
+    _single(routes, deps, guard)
+    _batch(routes, deps, guard)
+    _webhooks(routes, deps, guard)
+
+
+def _single(routes: APIRouter, deps: CollectorDeps, guard: _Guard) -> None:
+    """``POST /v1/interactions``, with its fast path."""
     Guard = Annotated[Principal, Depends(guard)]
     intake = deps.interactions
 
@@ -151,6 +162,12 @@ def add_routes(routes: APIRouter, deps: CollectorDeps) -> None:
 
     if deps.settings.fast_path:
         fast_path(routes, "/v1/interactions", fast_interaction, key=_INTERACTION_ID)
+
+
+def _batch(routes: APIRouter, deps: CollectorDeps, guard: _Guard) -> None:
+    """``POST /v1/interactions/batch``, with its fast path: one result per item, in order."""
+    Guard = Annotated[Principal, Depends(guard)]
+    intake = deps.interactions
 
     @routes.post(
         "/v1/interactions/batch",
@@ -204,6 +221,12 @@ def add_routes(routes: APIRouter, deps: CollectorDeps) -> None:
 
     if deps.settings.fast_path:
         fast_path(routes, "/v1/interactions/batch", fast_batch, key=_INTERACTION_ID)
+
+
+def _webhooks(routes: APIRouter, deps: CollectorDeps, guard: _Guard) -> None:
+    """``POST /v1/webhooks/{provider}``: a helpdesk's event mapped to an interaction."""
+    Guard = Annotated[Principal, Depends(guard)]
+    intake = deps.interactions
 
     @routes.post(
         "/v1/webhooks/{provider}",
