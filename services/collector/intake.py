@@ -28,7 +28,12 @@ from services.collector.domain import (
     normalize_encoded,
     provenance_of,
 )
-from services.collector.interactions import InteractionIn, normalize_interaction
+from services.collector.interactions import (
+    EncodedInteraction,
+    InteractionIn,
+    normalize_interaction,
+    normalize_interaction_encoded,
+)
 from services.collector.interactions import fingerprint as interaction_fingerprint
 from services.collector.ports import (
     BrokerUnavailable,
@@ -146,8 +151,53 @@ class InteractionSubmission:
     def key(self) -> str:
         return INTERACTION_KEY_PREFIX + self.interaction.interaction_id
 
+    @property
+    def interaction_id(self) -> str:
+        return self.interaction.interaction_id
+
     def record(self, topic: str) -> OutgoingRecord:
         return interaction_record(self.interaction, topic=topic)
+
+
+class EncodedInteractionSubmission:
+    """An interaction normalised straight to its event's bytes (``normalize_interaction_encoded``).
+
+    What the intake needs of an ``InteractionSubmission`` (key, fingerprint, the record) for the hot
+    path of ``POST /v1/interactions`` and its batch; a plain class with slots, one per interaction.
+    """
+
+    __slots__ = ("encoded", "source_id")
+
+    def __init__(self, encoded: EncodedInteraction, source_id: str) -> None:
+        self.encoded = encoded
+        self.source_id = source_id
+
+    @property
+    def fingerprint(self) -> bytes | None:
+        return self.encoded.fingerprint
+
+    @property
+    def key(self) -> str:
+        return INTERACTION_KEY_PREFIX + self.encoded.interaction_id
+
+    @property
+    def interaction_id(self) -> str:
+        return self.encoded.interaction_id
+
+    def record(self, topic: str) -> OutgoingRecord:
+        enc = self.encoded
+        return _ce_record(
+            topic=topic,
+            rating_id=enc.interaction_id,
+            received_at=enc.received_at,
+            key=enc.customer_id.encode(),
+            value=enc.value,
+            ce_type=_CE_INTERACTION_TYPE,
+        )
+
+
+#: What the interaction intake takes: the event as a model, or as its bytes (the lean path).
+AnyInteractionSubmission = InteractionSubmission | EncodedInteractionSubmission
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,6 +277,7 @@ def interaction_record(interaction: InteractionRecorded, *, topic: str) -> Outgo
 
 
 _CE_TYPE = ev.RATING_SUBMITTED.encode()
+_CE_INTERACTION_TYPE = ev.INTERACTION_RECORDED.encode()
 _CE_SOURCE = b"/collector"
 _JSON = b"application/json"
 _dump_json = RatingSubmitted.__pydantic_serializer__.to_json
@@ -256,8 +307,10 @@ def _ce_record(
     key: bytes,
     value: bytes,
     ce_id: bytes | None = None,
+    ce_type: bytes = _CE_TYPE,
 ) -> OutgoingRecord:
-    """The binary-mode CloudEvent of a rating: the SDK's headers, in its order, written directly.
+    """The binary-mode CloudEvent of a rating (or, with ``ce_type``, an interaction): the SDK's headers,
+    in its order, written directly; ``rating_id`` is the event's id and subject.
 
     A batch's ratings share their receive time and span: their two headers are written once per batch
     (the last ones are remembered), not once per rating.
@@ -272,7 +325,7 @@ def _ce_record(
     headers = [
         ("ce_specversion", b"1.0"),
         ("ce_id", ce_id or rid),  # a re-click's revision has its own event id (``event_id``)
-        ("ce_type", _CE_TYPE),
+        ("ce_type", ce_type),
         ("ce_source", _CE_SOURCE),
         _last_time[1],
         ("content-type", _JSON),
@@ -771,7 +824,37 @@ class InteractionIntake(Intake):
         mark = interaction_fingerprint(event, client_occurred_at=interaction.occurred_at) if keyed else None
         return InteractionSubmission(interaction=event, source_id=source, fingerprint=mark)
 
-    async def submit_interactions(self, items: Sequence[InteractionSubmission]) -> list[Verdict]:
+    def prepare_interaction_encoded(
+        self,
+        interaction: InteractionIn,
+        *,
+        received_at: datetime,
+        source: str,
+        interaction_id: str | None,
+        origin: str | None = None,
+    ) -> AnyInteractionSubmission:
+        """``prepare_interaction`` for the hot path: the event's bytes without building its model.
+
+        The same check, refusal, bytes and fingerprint (``normalize_interaction_encoded``); the model
+        path when the intake is not ``lean`` (``CSAT_LEAN_NORMALIZE=false`` or the SDK encoder asked
+        for) or for a value the lean writer leaves to it.
+        """
+        if self.lean:
+            encoded = normalize_interaction_encoded(
+                interaction,
+                received_at=received_at,
+                interaction_id=interaction_id,
+                source=origin or source,
+                max_future_skew=self.max_future_skew,
+                keyed=bool(interaction.interaction_id or interaction_id),
+            )
+            if encoded is not None:
+                return EncodedInteractionSubmission(encoded, source)
+        return self.prepare_interaction(
+            interaction, received_at=received_at, source=source, interaction_id=interaction_id, origin=origin
+        )
+
+    async def submit_interactions(self, items: Sequence[AnyInteractionSubmission]) -> list[Verdict]:
         """One verdict per interaction (its ``rating_id`` is the interaction id); or ``IntakeUnavailable``."""
         try:
             outcomes = await self._publish_once(items)
@@ -781,9 +864,12 @@ class InteractionIntake(Intake):
                 "publish_failed" if broker else "idempotency_store_failed", error=str(exc), records=len(items)
             )
             raise IntakeUnavailable("broker" if broker else "database") from exc
+        counted: Counter[tuple[str, str]] = Counter()  # one ``labels()`` lookup per pair, not per item
         for item, outcome in zip(items, outcomes, strict=True):
-            metrics.INTERACTIONS.labels(outcome.value, item.source_id).inc()
+            counted[outcome.value, item.source_id] += 1
+        for (outcome_name, source), n in counted.items():
+            metrics.INTERACTIONS.labels(outcome_name, source).inc(n)
         return [
-            Verdict(rating_id=item.interaction.interaction_id, outcome=outcome)
+            Verdict(rating_id=item.interaction_id, outcome=outcome)
             for item, outcome in zip(items, outcomes, strict=True)
         ]

@@ -54,8 +54,8 @@ class CollectorSettings(CommonSettings, IdentitySettings):
     )
     fast_path: bool = Field(
         default=True,
-        description="Serve well-formed rating requests without FastAPI's dependency solving (off: FastAPI's "
-        "handler for every request; the answers are the same)",
+        description="Serve well-formed rating and interaction requests without FastAPI's dependency solving "
+        "(off: FastAPI's handler for every request; the answers are the same)",
     )
     db_reset_sessions: bool = Field(
         default=False,
@@ -77,12 +77,13 @@ class CollectorSettings(CommonSettings, IdentitySettings):
     )
     fast_encode: bool = Field(
         default=True,
-        description="Encode the rating CloudEvent by hand (off: via the SDK; the same bytes either way)",
+        description="Encode the rating and interaction CloudEvents by hand (off: via the SDK; the same bytes "
+        "either way)",
     )
     lean_normalize: bool = Field(
         default=True,
-        description="Normalise JSON API ratings straight to the event's bytes and fingerprint, without "
-        "building the event model (off: the model path; the same bytes either way)",
+        description="Normalise JSON API ratings and interactions straight to the event's bytes and "
+        "fingerprint, without building the event model (off: the model path; the same bytes either way)",
     )
     idempotency_when_db_down: Literal["accept", "refuse"] = Field(
         default="accept",

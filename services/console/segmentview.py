@@ -20,7 +20,15 @@ from dataclasses import dataclass, replace
 from typing import Any, Literal
 from urllib.parse import urlencode
 
-from services.console.scoreview import FilterError, Filters, as_float, as_int, mapping
+from services.console.scoreview import (
+    FilterError,
+    Filters,
+    ResponseRate,
+    as_float,
+    as_int,
+    mapping,
+    response_rate,
+)
 from shared.identity.principal import Principal
 from shared.scales import Metric
 
@@ -58,6 +66,8 @@ class Row:
     significant_drop: bool
     below_whole: bool
     folded: bool  # the "other" value the cap folds new values into
+    #: The segment's survey response rate as the scorer gives it (None: no invitation in the window).
+    response_rate: ResponseRate | None = None
 
 
 def compared_value(metric: Metric, body: Mapping[str, Any]) -> float | None:
@@ -114,6 +124,7 @@ def rows_from(
                     ci_high=ci_high, responses=responses, whole=whole, min_sample=min_sample
                 ),
                 folded=item.get("folded") is True,
+                response_rate=response_rate(item),
             )
         )
     return out

@@ -297,6 +297,13 @@ class ScoreReader(Protocol):
         segment: from its counters, or from the invitation rows when ``key`` is None (no counters)."""
         ...
 
+    async def response_counts_by_key(
+        self, *, metric: str, keys: Sequence[str], start: datetime, end: datetime
+    ) -> dict[str, ResponseCounts]:
+        """``response_counts`` of many counted segment keys at once (a breakdown's rows), from their
+        counters; a key without invitations in ``[start, end)`` is absent."""
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class HistoryRow:

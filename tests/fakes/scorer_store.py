@@ -439,6 +439,15 @@ class MemoryScorerStore:
     ) -> ResponseCounts:
         return self.responses.read(metric=metric, key=key, attributes=attributes, start=start, end=end)
 
+    async def response_counts_by_key(
+        self, *, metric: str, keys: Sequence[str], start: datetime, end: datetime
+    ) -> dict[str, ResponseCounts]:
+        found = {
+            key: self.responses.read(metric=metric, key=key, attributes={}, start=start, end=end)
+            for key in keys
+        }
+        return {key: counts for key, counts in found.items() if counts.invited}
+
     def _customer(self, customer_id: str, metric: str | None) -> list[Rating]:
         return [
             r

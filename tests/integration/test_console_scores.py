@@ -80,6 +80,40 @@ async def _response_rate_as_the_api_says(stack: ScoresStack, page: str) -> None:
     assert "With a comment: 25.0%, 25 of 100 answers" in page
 
 
+async def _response_rate_column_equals_the_api(
+    client: httpx.AsyncClient, page: str, breakdown: dict[str, Any]
+) -> None:
+    """The ranking's response-rate column shows each row's ``response_rate`` from the breakdown API:
+    paris-1's survey (100 of 1,250 invitations, under the 10 % threshold), no survey elsewhere."""
+    api = {s["value"]: s for s in breakdown["segments"]}
+    assert [v for v, s in api.items() if s["response_rate"] is not None] == ["paris-1"]
+    paris = api["paris-1"]["response_rate"]
+    assert (paris["invited"], paris["answered"], paris["rate"], api["paris-1"]["low_response"]) == (
+        1250,
+        100,
+        100 / 1250,
+        True,
+    )
+    assert '<th scope="col">Response rate</th>' in page
+    rows = dict(re.findall(r'<tr class="[^"]*" data-value="([^"]+)"(.*?)</tr>', page, re.S))
+    assert set(rows) == set(api)
+    for value, row in rows.items():
+        cell = re.search(r'<td class="num response-rate"([^>]*)>(.*?)</td>', row, re.S)
+        assert cell is not None, row
+        rr = api[value]["response_rate"]
+        if rr is None:
+            assert "data-rate" not in cell[1] and "no survey invitation" in cell[2], value
+            continue
+        attrs = dict(re.findall(r'data-([a-z]+)="([^"]*)"', cell[1]))
+        assert (float(attrs["rate"]), attrs["low"]) == (rr["rate"], "true")
+        assert f'<data value="{rr["rate"]}">8.0%</data>' in cell[2]
+        assert "100 of 1,250 invited" in cell[2] and "low response" in cell[2]
+    french = await client.get("/segments", params={"by": "store", "window": "30d", "lang": "fr"})
+    assert '<th scope="col">Taux de réponse</th>' in french.text
+    assert "8,0\u00a0%" in french.text and "100 sur 1\u202f250 invitations" in french.text
+    assert "taux de réponse bas" in french.text and "aucune invitation à une enquête" in french.text
+
+
 async def _segments_equal_the_api(stack: ScoresStack, client: httpx.AsyncClient) -> None:
     params = {"by": "store", "window": "30d"}
     page = await client.get("/segments", params=params)
@@ -94,6 +128,7 @@ async def _segments_equal_the_api(stack: ScoresStack, client: httpx.AsyncClient)
     ]
     assert shown == api_rows and len(shown) == 5
     assert [v for v, _, _ in shown] == ["nice-3", "lille-4", "paris-1", "marseille-5", "lyon-2"]
+    await _response_rate_column_equals_the_api(client, page.text, breakdown)
     exported = csv_lines(await client.get("/segments.csv", params=params))
     assert [(r["value"], float(r["score"]), int(r["responses"])) for r in exported] == api_rows
     whole = await stack.api("/v1/scores", window="30d")

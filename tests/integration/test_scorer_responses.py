@@ -61,7 +61,14 @@ def invitation(topics: Topics, n: int, segment: dict[str, str], at: datetime) ->
 
 
 def answer(
-    topics: Topics, n: int, score: int, segment: dict[str, str], at: datetime, comment: str | None = None
+    topics: Topics,
+    n: int,
+    score: int,
+    segment: dict[str, str],
+    at: datetime,
+    comment: str | None = None,
+    *,
+    invited: bool = True,
 ) -> OutgoingRecord:
     scale = SCALES[(Metric.CSAT, "1-5")]
     rating = ev.RatingSubmitted(
@@ -74,7 +81,7 @@ def answer(
         positive=scale.sentiment(score) is Sentiment.POSITIVE,
         customer=ev.CustomerRef(id=f"cus-{n}"),
         segment=segment,
-        survey_id=f"inv-{n}",
+        survey_id=f"inv-{n}" if invited else None,
         comment=comment,
         occurred_at=at,
         received_at=at,
@@ -198,3 +205,75 @@ async def test_retention_drops_invitation_rows_the_counters_no_longer_need(
     finally:
         await engine.dispose()
     assert await table_counts(database_url) == (4 * 2, 4 * 1)  # the counts stay
+
+
+async def test_breakdown_rows_carry_each_segments_response_rate(
+    infra: Infra, database_url: str, topics: Topics
+) -> None:
+    """GET /v1/scores/breakdown gives each row the response rate GET /v1/scores gives its segment:
+    answered / invited with its Wilson interval, the completion rate and the low-response flag (under
+    10 % on at least 30 invitations), and none for a segment no survey invited."""
+    now = datetime.now(UTC)
+    sent = now - timedelta(hours=3)
+    marseille = {"store": "marseille-3", "channel": "email"}
+    nice = {"store": "nice-4", "channel": "web"}
+    records = [invitation(topics, n, PARIS, sent) for n in range(120)]
+    records += [invitation(topics, 1000 + n, LYON, sent) for n in range(50)]
+    records += [invitation(topics, 2000 + n, marseille, sent) for n in range(20)]
+    records += [
+        answer(topics, n, 5, PARIS, now - timedelta(hours=1), "Quick" if n % 26 == 0 else None)
+        for n in range(0, 120, 13)
+    ]
+    records += [answer(topics, 1000 + n, 4, LYON, now - timedelta(hours=1)) for n in range(20)]
+    records += [answer(topics, 2000, 2, marseille, now - timedelta(hours=1), "Slow")]
+    # Nice: a rating that answers no invitation (the widget): a row without a response rate.
+    records.append(answer(topics, 3000, 4, nice, now - timedelta(hours=1), invited=False))
+    await produce(infra.bootstrap, records)
+    async with running(create_app(settings(infra, database_url, topics)), headers=ADMIN) as client:
+
+        async def breakdown(by: str) -> Any:
+            r = await client.get("/v1/scores/breakdown", params={"by": by, "window": "7d"})
+            assert r.status_code == 200, r.text
+            return r.json()
+
+        def ready(body: Any) -> bool:
+            rows = {row["value"]: row for row in body["segments"]}
+            answered = {v: (row["response_rate"] or {}).get("answered") for v, row in rows.items()}
+            return answered == {"paris-1": 10, "lyon-2": 20, "marseille-3": 1, "nice-4": None}
+
+        body = await wait_for(lambda: breakdown("store"), until=ready, timeout_s=60)
+        rows = {row["value"]: row for row in body["segments"]}
+        expected = {"paris-1": (120, 10, True), "lyon-2": (50, 20, False), "marseille-3": (20, 1, False)}
+        for value, (invited, answered, low) in expected.items():
+            rr = rows[value]["response_rate"]
+            assert (rr["invited"], rr["answered"], rr["rate"]) == (invited, answered, answered / invited)
+            assert (rr["ci_low"], rr["ci_high"]) == wilson_interval(answered, invited)
+            assert rr["low"] is rows[value]["low_response"] is low, value
+            assert (rr["threshold"], rr["min_invited"]) == (0.10, 30)
+        # Marseille: 5 % but on 20 invitations, too few to call it low.
+        assert rows["marseille-3"]["response_rate"]["rate"] == 0.05
+        done = rows["paris-1"]["completion_rate"]
+        assert (done["answered"], done["commented"], done["rate"]) == (10, 5, 0.5)
+        assert (done["ci_low"], done["ci_high"]) == wilson_interval(5, 10)
+        assert rows["lyon-2"]["completion_rate"]["commented"] == 0
+        assert rows["marseille-3"]["completion_rate"]["rate"] == 1.0
+        nice_row = rows["nice-4"]
+        assert (nice_row["response_rate"], nice_row["completion_rate"], nice_row["low_response"]) == (
+            None,
+            None,
+            False,
+        )
+        # Each row says what GET /v1/scores says of its segment.
+        single = (await client.get("/v1/scores", params={"window": "7d", "segment": "store:paris-1"})).json()
+        paris_row = rows["paris-1"]
+        for field in ("response_rate", "completion_rate", "low_response"):
+            assert paris_row[field] == single[field], field
+        # Another dimension of the same invitations.
+        channels = {row["value"]: row for row in (await breakdown("channel"))["segments"]}
+        email = channels["email"]["response_rate"]
+        assert (email["invited"], email["answered"], email["rate"]) == (190, 31, 31 / 190)
+        assert channels["web"]["response_rate"] is None
+        # The schema documents the new fields.
+        doc = (await client.get("/openapi.json")).json()
+        row_schema = doc["components"]["schemas"]["BreakdownRowOut"]["properties"]
+        assert {"response_rate", "completion_rate", "low_response"} <= set(row_schema)

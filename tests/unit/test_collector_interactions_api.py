@@ -7,6 +7,7 @@ published once, the same id with other content 409, 503 when the broker is away,
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -167,3 +168,154 @@ def test_webhook_unknown_provider_and_bad_payload(client: TestClient) -> None:
     assert client.post("/v1/webhooks/servicenow", json={}).status_code == 404
     bad = client.post("/v1/webhooks/freshdesk", json={"freshdesk_webhook": {"ticket_status": "Resolved"}})
     assert bad.status_code == 422 and bad.json()["field"]
+
+
+# --- the hot path: FastAPI's dependency solving skipped, the event written without its model ----------
+_PLAIN = {k: v for k, v in GOOD.items() if k != "interaction_id"}
+_UNICODE = {
+    **_PLAIN,
+    "customer": {"id": "cüs-客户", "email": "ana@example.com", "timezone": "Europe/Paris"},
+    "attributes": {"note": ' Très bien — ünïcødé "quoted" 😀 ', "total": 42.5, "ok": True, "none": None},
+    "account": {"id": "acc_77", "tier": "Gold", "value": 12000},
+    "consent": {"contact": True},
+}
+_FAST_CASES: list[tuple[str, dict[str, Any]]] = [
+    ("/v1/interactions", {"json": _PLAIN, "headers": {"Idempotency-Key": "same-1"}}),
+    ("/v1/interactions", {"json": _PLAIN, "headers": {"Idempotency-Key": "same-1"}}),  # the replay
+    (
+        "/v1/interactions",
+        {"json": {**_PLAIN, "type": "order.returned"}, "headers": {"Idempotency-Key": "same-1"}},
+    ),
+    ("/v1/interactions", {"json": _PLAIN, "headers": {"Idempotency-Key": "bad key!"}}),
+    ("/v1/interactions", {"json": {**GOOD, "type": "Order Delivered"}}),
+    ("/v1/interactions", {"json": {**GOOD, "customer": {}}}),
+    ("/v1/interactions", {"json": [GOOD]}),
+    ("/v1/interactions", {"content": b'{"type": "order.', "headers": {"Content-Type": "application/json"}}),
+    (
+        "/v1/interactions",
+        {"content": b"type=x", "headers": {"Content-Type": "application/x-www-form-urlencoded"}},
+    ),
+    ("/v1/interactions", {"json": GOOD, "headers": {"Idempotency-Key": "other"}}),
+    ("/v1/interactions", {"json": GOOD, "headers": {"Authorization": "Bearer sk_live_unknown"}}),
+    ("/v1/interactions", {"json": {**GOOD, "occurred_at": "2099-01-01T00:00:00Z"}}),
+    ("/v1/interactions", {"json": {**GOOD, "occurred_at": "0001-01-01T00:00:00+01:00"}}),
+    ("/v1/interactions", {"json": {**GOOD, "attributes": {"order_id": 2**64}}}),
+    ("/v1/interactions", {"json": {**GOOD, "attributes": {"order_id": -(2**63) - 1}}}),
+    ("/v1/interactions", {"json": _UNICODE, "headers": {"Idempotency-Key": "uni-1"}}),
+    ("/v1/interactions", {"json": _UNICODE}),
+    (
+        "/v1/interactions/batch",
+        {
+            "json": {
+                "interactions": [
+                    _UNICODE,
+                    {**_PLAIN, "type": "x y"},
+                    {"type": "chat.closed"},
+                    {**_PLAIN, "occurred_at": "2099-01-01T00:00:00Z"},
+                ]
+            }
+        },
+    ),
+    (
+        "/v1/interactions/batch",
+        {"json": {"interactions": [_PLAIN, _UNICODE]}, "headers": {"Idempotency-Key": "bk"}},
+    ),
+    (
+        "/v1/interactions/batch",
+        {"json": {"interactions": [_PLAIN, _UNICODE]}, "headers": {"Idempotency-Key": "bk"}},
+    ),
+    ("/v1/interactions/batch", {"json": {"interactions": [GOOD, {**GOOD, "type": "order.returned"}]}}),
+    (
+        "/v1/interactions/batch",
+        {"json": {"interactions": [_UNICODE, {**_PLAIN, "attributes": {"n": 2**70}}]}},
+    ),
+    ("/v1/interactions/batch", {"json": {"interactions": []}}),
+    ("/v1/interactions/batch", {"json": {"items": [GOOD]}}),
+]
+
+
+_DRAWN = re.compile(r"[0-9a-f]{32}")
+
+
+def _interaction_answers(**settings: Any) -> tuple[list[tuple[int, Any, str | None, str | None]], list[Any]]:
+    """Every case's answer (server-chosen ids removed) and the events published (without receive times)."""
+    fake = FakePublisher()
+    client = make_client(fake, MemoryStore(), **settings)
+    out = []
+    for path, kw in _FAST_CASES:
+        r = client.post(path, **kw)
+        body = r.json()
+        if r.status_code == 202:
+            for item in [body, *body.get("results", [])]:
+                if _DRAWN.fullmatch(item.get("interaction_id") or ""):
+                    del item["interaction_id"]  # drawn by the server: differs from run to run
+        out.append((r.status_code, body, r.headers.get("content-type"), r.headers.get("idempotent-replayed")))
+    events = []
+    for record in fake.records:
+        event = decode(headers=record.headers, key=record.key, value=record.value)
+        assert isinstance(event.data, InteractionRecorded) and record.topic == "csat.interactions.v1"
+        dumped = event.data.model_dump(mode="json", exclude={"received_at"})
+        if event.data.occurred_at == event.data.received_at:
+            dumped.pop("occurred_at")  # the server's clock
+        if _DRAWN.fullmatch(event.data.interaction_id):
+            dumped.pop("interaction_id")
+        events.append((record.key, event.type, event.subject == event.id, dumped))
+    return out, events
+
+
+def test_the_interaction_fast_path_answers_and_publishes_exactly_as_the_model_path() -> None:
+    """Well-formed interactions skip FastAPI's dependency solving and are written without their model;
+    every answer (202, replay, 409, 401, 422 naming the field, batch results) and every published event
+    is the same as with FastAPI's own handler and the model path (``CSAT_FAST_PATH``,
+    ``CSAT_LEAN_NORMALIZE`` off)."""
+    fast, fast_events = _interaction_answers()
+    standard, standard_events = _interaction_answers(fast_path=False, lean_normalize=False)
+    assert [a[0] for a in fast] == [
+        202, 202, 409, 422, 422, 422, 422, 422, 422, 422, 401, 422, 422, 422, 422, 202,
+        202, 202, 202, 202, 202, 202, 422, 422,
+    ]  # fmt: skip
+    assert fast == standard
+    assert fast_events == standard_events and len(fast_events) == 8
+    assert fast[3][1]["errors"][0]["field"] == "Idempotency-Key"
+    assert fast[11][1]["field"] == "occurred_at" and fast[12][1]["field"] == "occurred_at"
+    assert fast[13][1]["errors"][0]["field"] == fast[14][1]["errors"][0]["field"] == "attributes"
+    assert fast[1][3] == "true" and fast[19][1]["results"][1]["replayed"] is True
+    batch = fast[17][1]
+    assert (batch["accepted"], batch["rejected"]) == (1, 3)
+    assert [e["field"] for r in batch["results"][1:] for e in r["errors"]][:2] == [
+        "interactions[1].type",
+        "interactions[2].customer",
+    ]
+    assert batch["results"][3]["errors"] == [
+        {"field": "interactions[3].occurred_at", "message": "occurred_at is in the future"}
+    ]
+    conflict = fast[20][1]["results"]
+    assert conflict[1]["status"] == "rejected" and conflict[1]["errors"][0]["field"] == (
+        "interactions[1].interaction_id"
+    )
+    assert fast[21][1]["results"][1]["errors"][0]["field"] == "interactions[1].attributes"
+    # Mixed settings give the same too: the lean writer behind FastAPI's handler, and the reverse.
+    assert _interaction_answers(fast_path=False)[0] == fast
+    assert _interaction_answers(lean_normalize=False)[0] == fast
+
+
+@pytest.mark.parametrize("fast_path", [True, False])
+def test_a_well_formed_interaction_skips_fastapis_dependency_solving(
+    fast_path: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import fastapi.routing
+
+    solved: list[str] = []
+    original = fastapi.routing.solve_dependencies  # type: ignore[attr-defined] # what the handler calls
+
+    async def counting(*args: Any, **kwargs: Any) -> Any:
+        solved.append(kwargs["request"].url.path)
+        return await original(*args, **kwargs)
+
+    monkeypatch.setattr(fastapi.routing, "solve_dependencies", counting)
+    client = make_client(FakePublisher(), MemoryStore(), fast_path=fast_path)
+    assert client.post("/v1/interactions", json=GOOD).status_code == 202
+    assert client.post("/v1/interactions/batch", json={"interactions": [_PLAIN]}).status_code == 202
+    assert client.post("/v1/interactions", json={**GOOD, "customer": {}}).status_code == 422  # FastAPI's
+    expected = ["/v1/interactions", "/v1/interactions/batch", "/v1/interactions"]
+    assert solved == (expected[2:] if fast_path else expected)

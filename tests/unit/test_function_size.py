@@ -29,9 +29,6 @@ ALLOWED: dict[str, str] = {
     ),
     "services/console/routes/alerts.py::router": "the alert inbox is being reworked; split with that work",
     "services/actions/routes/alerts.py::router": "the alert inbox API is being reworked; split with it",
-    "services/collector/routes/interactions.py::router": (
-        "the interaction routes are being changed (survey channels); split with that work"
-    ),
     "services/collector/routes/ratings.py::add_routes": (
         "the rating routes are being changed (survey channels); split with that work"
     ),

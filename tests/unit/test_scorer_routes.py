@@ -13,9 +13,11 @@ import pytest
 from fastapi import FastAPI
 
 from services.scorer.deps import ScorerDeps
+from services.scorer.responses import ResponseIncrement
 from services.scorer.routes import customers, drift, scores
 from services.scorer.settings import ScorerSettings
 from shared.settings import DEV_ADMIN_KEY
+from shared.stats import wilson_interval
 from tests.credentials import ADMIN, authenticator
 from tests.fakes.scorer_store import MemoryScorerStore
 from tests.unit.test_scorer_drift_step import DAYS, START, Broker, midnight, run_daily, two_stores
@@ -167,3 +169,47 @@ async def test_the_breakdown_and_the_listing_carry_the_drift_status(drift_client
     assert bad.status_code == 422
     bad = await drift_client.get("/v1/drift", params={"cursor": "nope"})
     assert bad.status_code == 422 and bad.json()["errors"][0]["field"] == "cursor"
+
+
+async def test_breakdown_rows_carry_the_response_rate_of_their_segment() -> None:
+    """Each row of the rows returned gets ``response_rate``, ``completion_rate`` and ``low_response`` from
+    its segment key's counters, as GET /v1/scores computes them; none for a segment no survey invited."""
+    cfg = ScorerSettings.model_validate({"environment": "test", "min_sample": 5})
+    store = MemoryScorerStore(combinations=cfg.combos)
+    ratings = [rating(f"p-{i}", 5, segment=PARIS) for i in range(10)]
+    ratings += [rating(f"l-{i}", 4, segment=LYON) for i in range(6)]
+    await handler_for(store, cfg)(TX, batch(*ratings))
+    hour = (NOW - timedelta(hours=2)).replace(minute=0, second=0, microsecond=0)
+    store.responses.add(
+        [
+            ResponseIncrement("csat", "store=paris-1", hour, 120, 10, 5),  # 8.3 % of 120: low
+            ResponseIncrement("csat", "store=paris-1", hour - timedelta(days=30), 99, 99, 0),  # outside
+            ResponseIncrement("nps", "store=lyon-2", hour, 10, 1, 0),  # another metric
+        ]
+    )
+    deps = ScorerDeps(
+        settings=cfg,
+        scores=store.session,
+        customers=store.session,
+        clock=lambda: NOW,
+        auth=authenticator("scorer"),
+    )
+    app = FastAPI()
+    app.include_router(scores.router(deps))
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://scorer", headers=ADMIN
+    ) as client:
+        body = (await client.get("/v1/scores/breakdown", params={"by": "store", "window": "7d"})).json()
+        rows = {r["value"]: r for r in body["segments"]}
+        paris = rows["paris-1"]["response_rate"]
+        assert (paris["invited"], paris["answered"], paris["rate"], paris["low"]) == (120, 10, 10 / 120, True)
+        assert (paris["ci_low"], paris["ci_high"]) == wilson_interval(10, 120)
+        assert rows["paris-1"]["low_response"] is True
+        assert rows["paris-1"]["completion_rate"]["rate"] == 0.5
+        assert (rows["lyon-2"]["response_rate"], rows["lyon-2"]["low_response"]) == (None, False)
+        single = (await client.get("/v1/scores", params={"window": "7d", "segment": "store:paris-1"})).json()
+        for field in ("response_rate", "completion_rate", "low_response"):
+            assert rows["paris-1"][field] == single[field], field
+        first = (await client.get("/v1/scores/breakdown", params={"by": "store", "limit": 1})).json()
+        assert [r["value"] for r in first["segments"]] == ["paris-1"] and first["total"] == 2
+        assert first["segments"][0]["response_rate"]["invited"] == 120

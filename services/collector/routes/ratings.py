@@ -1,13 +1,11 @@
 """``POST /v1/ratings`` and ``POST /v1/ratings/batch``: ratings from clients holding a source key."""
 
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 import orjson
 from fastapi import APIRouter, Depends, Header, Request
 from fastapi.responses import Response
-from fastapi.routing import APIRoute, request_response
 from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 
 from services.collector import metrics
@@ -16,6 +14,7 @@ from services.collector.domain import RatingId, RatingIn, RatingRejected, Trust
 from services.collector.intake import AnySubmission, Intake, IntakeUnavailable, Outcome, Verdict
 from services.collector.ports import Principal
 from services.collector.problems import ProblemError, invalid_rating, problem_example, unavailable
+from services.collector.routes.fastpath import fast_path
 from services.collector.routes.guard import _api_key, _bearer, source_guard, trust_of
 from shared.http import field_path
 
@@ -232,7 +231,7 @@ def add_routes(routes: APIRouter, deps: CollectorDeps) -> None:
         return answer
 
     if deps.settings.fast_path:
-        _fast_path(routes, "/v1/ratings", fast_rating)
+        fast_path(routes, "/v1/ratings", fast_rating, key=_RATING_ID)
 
     @routes.post(
         "/v1/ratings/batch",
@@ -288,47 +287,10 @@ def add_routes(routes: APIRouter, deps: CollectorDeps) -> None:
         return answer
 
     if deps.settings.fast_path:
-        _fast_path(routes, "/v1/ratings/batch", fast_batch)
+        fast_path(routes, "/v1/ratings/batch", fast_batch, key=_RATING_ID)
 
 
-_FastHandler = Callable[[Request, dict[str, Any], str | None], Awaitable[Response | None]]
 _RATING_ID = TypeAdapter(RatingId)
-
-
-def _fast_path(routes: APIRouter, path: str, fast: _FastHandler) -> None:
-    """Serve a well-formed request of ``path`` without FastAPI's per-request dependency solving.
-
-    The route stays declared as usual (OpenAPI, and the answer to anything unusual): a JSON object body
-    that validates, with a valid ``Idempotency-Key`` if any, goes straight to the same endpoint with the
-    same guard; everything else (another content type, unreadable JSON, an invalid field or header) is
-    handed to FastAPI's own handler, which words the problem exactly as before. Solving the guard, the
-    two credential headers, the key header and the body was about a fifth of the collector's CPU per
-    request (the ``no-fast-path`` variant in docs/benchmarks.md).
-    """
-    route = next(
-        r
-        for r in routes.routes
-        if isinstance(r, APIRoute) and r.path == path and "POST" in (r.methods or set())
-    )
-    standard = route.get_route_handler()
-
-    async def handler(request: Request) -> Response:
-        content_type = request.headers.get("content-type", "")
-        key = request.headers.get("idempotency-key")
-        if content_type.startswith("application/json"):
-            try:
-                parsed = orjson.loads(await request.body())
-                if key is not None:
-                    _RATING_ID.validate_python(key)
-            except (orjson.JSONDecodeError, ValidationError):
-                parsed = None
-            if isinstance(parsed, dict):
-                answer = await fast(request, parsed, key)
-                if answer is not None:
-                    return answer
-        return await standard(request)
-
-    route.app = request_response(handler)
 
 
 async def _submit(deps: CollectorDeps, submissions: list[AnySubmission]) -> list[Verdict]:

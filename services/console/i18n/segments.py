@@ -30,6 +30,7 @@ EN: dict[str, str] = {
     "segments.col.rank": "Rank",
     "segments.col.change": "Change",
     "segments.col.vs_whole": "Against the whole",
+    "segments.col.response_rate": "Response rate",
     "segments.col.open": "Details",
     "segments.folded": "values beyond the cap",
     "segments.few": "(few answers)",
@@ -66,6 +67,9 @@ EN: dict[str, str] = {
     "segments.level_few": "too few answers to read",
     "segments.no_answers": "no answers",
     "segments.cell_n": "n = {n}",
+    "segments.rr_counts": "{answered} of {invited} invited",
+    "segments.rr_low": "low response",
+    "segments.rr_none": "no survey invitation",
 }
 
 FR: dict[str, str] = {
@@ -97,6 +101,7 @@ FR: dict[str, str] = {
     "segments.col.rank": "Rang",
     "segments.col.change": "Évolution",
     "segments.col.vs_whole": "Par rapport à l'ensemble",
+    "segments.col.response_rate": "Taux de réponse",
     "segments.col.open": "Détails",
     "segments.folded": "valeurs au-delà du plafond",
     "segments.few": "(peu de réponses)",
@@ -134,4 +139,7 @@ FR: dict[str, str] = {
     "segments.level_few": "trop peu de réponses pour lire",
     "segments.no_answers": "aucune réponse",
     "segments.cell_n": "n = {n}",
+    "segments.rr_counts": "{answered} sur {invited} invitations",
+    "segments.rr_low": "taux de réponse bas",
+    "segments.rr_none": "aucune invitation à une enquête",
 }

@@ -28,7 +28,7 @@ from services.scorer.ports import (
 )
 from services.scorer.repository.drift import drift_list, drift_records
 from services.scorer.repository.registry import registration
-from services.scorer.repository.responses import response_counts
+from services.scorer.repository.responses import response_counts, response_counts_by_key
 from services.scorer.repository.tables import TIER_TABLES
 from services.scorer.responses import ResponseCounts
 from services.scorer.windows import EPOCH
@@ -312,6 +312,11 @@ class PgReader:
         return await response_counts(
             self._conn, metric=metric, key=key, attributes=attributes, start=start, end=end
         )
+
+    async def response_counts_by_key(
+        self, *, metric: str, keys: Sequence[str], start: datetime, end: datetime
+    ) -> dict[str, ResponseCounts]:
+        return await response_counts_by_key(self._conn, metric=metric, keys=keys, start=start, end=end)
 
     async def customer_ratings(
         self, *, customer_id: str, metric: str | None, before: HistoryCursor | None, limit: int

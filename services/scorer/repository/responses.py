@@ -137,3 +137,21 @@ async def response_counts(
         }
     row = (await conn.execute(text(sql), params)).one()
     return ResponseCounts(int(row[0]), int(row[1]), int(row[2]))
+
+
+async def response_counts_by_key(
+    conn: AsyncConnection, *, metric: str, keys: Sequence[str], start: datetime, end: datetime
+) -> dict[str, ResponseCounts]:
+    """Invited, answered, commented in ``[start, end)`` per segment key (a breakdown's rows), from the
+    counters; keys without invitations are left out."""
+    if not keys:
+        return {}
+    sql = (
+        "SELECT segment_key, sum(invited), sum(answered), sum(commented) FROM scorer.response_counts "
+        "WHERE metric = :metric AND segment_key = ANY(:keys) "
+        "AND bucket_start >= :start AND bucket_start < :end "
+        "GROUP BY segment_key"
+    )
+    params = {"metric": metric, "keys": list(keys), "start": start, "end": end}
+    found = await conn.execute(text(sql), params)
+    return {str(r[0]): ResponseCounts(int(r[1]), int(r[2]), int(r[3])) for r in found}

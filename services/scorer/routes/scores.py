@@ -6,6 +6,7 @@ from datetime import timedelta
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query
+from pydantic import BaseModel, ConfigDict, Field
 
 from services.scorer import access, domain, queries, responses
 from services.scorer.deps import ScorerDeps
@@ -17,6 +18,80 @@ from shared.identity.scopes import Scope
 from shared.scales import Metric
 
 SegmentParam = Annotated[list[str] | None, Query(description="dimension:value, repeatable (store:paris-1)")]
+
+
+class ResponseRateOut(BaseModel):
+    """A segment's survey response rate: of the invitations sent in ``[from, to)`` (whole hours), the
+    share answered, with its 95 % Wilson interval (docs/scores.md, "Survey response rate")."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    rate: float = Field(description="answered / invited, a ratio (0.083 = 8.3 %)")
+    ci_low: float
+    ci_high: float
+    invited: int
+    answered: int = Field(description="Invitations whose first answer came (a re-click counts once)")
+    low: bool = Field(description="rate below threshold on at least min_invited invitations")
+    threshold: float = Field(description="CSAT_LOW_RESPONSE_RATE (0.10)")
+    min_invited: int = Field(description="CSAT_LOW_RESPONSE_MIN_INVITED (30)")
+    from_: str = Field(alias="from")
+    to: str
+
+
+class CompletionRateOut(BaseModel):
+    """Of the answers counted in the response rate, the share that came with a comment."""
+
+    rate: float
+    ci_low: float
+    ci_high: float
+    answered: int
+    commented: int
+
+
+class BreakdownRowOut(BaseModel):
+    """One value of the dimension: its score fields (as ``GET /v1/scores``), its rank and change, and
+    its survey response rate. Other score fields (distribution, z, p values...) come too."""
+
+    model_config = ConfigDict(extra="allow")
+
+    rank: int
+    value: str = Field(description="The dimension's value (paris-1), or a combination's values joined by ','")
+    segment: dict[str, str]
+    segment_key: str
+    folded: bool = Field(description="the 'other' value the cap folds new values into")
+    score: float | None
+    responses: int
+    ci_low: float | None
+    ci_high: float | None
+    insufficient: bool
+    previous: float | None
+    previous_responses: int
+    delta: float | None
+    significant_drop: bool
+    drift_status: str
+    response_rate: ResponseRateOut | None = Field(
+        description="None: no survey invitation for this segment in the window"
+    )
+    completion_rate: CompletionRateOut | None = Field(description="None: no answer to an invitation")
+    low_response: bool = Field(description="response_rate.low, or false without invitations")
+
+
+class BreakdownOut(BaseModel):
+    """``GET /v1/scores/breakdown``: the rows of a dimension, ranked."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    metric: Metric
+    window: str
+    by: str
+    from_: str = Field(alias="from")
+    to: str
+    previous_from: str
+    previous_to: str
+    sort: str
+    order: Literal["desc", "asc"]
+    total: int = Field(description="Rows before the limit")
+    segments: list[BreakdownRowOut]
 
 
 def router(deps: ScorerDeps) -> APIRouter:
@@ -91,6 +166,9 @@ def _breakdown(api: APIRouter, deps: ScorerDeps) -> None:
         "/v1/scores/breakdown",
         tags=["scores"],
         summary="Every value of a dimension (or configured combination), ranked, with intervals",
+        responses={
+            200: {"model": BreakdownOut, "description": "The rows, ranked, each with its response rate"}
+        },
     )
     async def get_breakdown(
         by: Annotated[
@@ -133,6 +211,16 @@ def _breakdown(api: APIRouter, deps: ScorerDeps) -> None:
             for r in access.visible_rows(rows, principal)
         ]
         ranked = queries.rank(rows, sort=sort, descending=order == "desc")
+        shown = ranked[:limit]
+        # Survey response rates of the rows shown, as GET /v1/scores gives them per segment.
+        rr_start, rr_end = responses.window(comp.current.start, comp.current.end)
+        async with deps.scores() as reader:
+            survey_counts = await reader.response_counts_by_key(
+                metric=metric.value, keys=[r["segment_key"] for r in shown], start=rr_start, end=rr_end
+            )
+        for row in shown:
+            counts = survey_counts.get(row["segment_key"], responses.ResponseCounts())
+            row.update(responses.body(counts, start=rr_start, end=rr_end, settings=cfg.response_settings))
         return {
             "metric": metric.value,
             "window": window,
@@ -144,7 +232,7 @@ def _breakdown(api: APIRouter, deps: ScorerDeps) -> None:
             "sort": sort,
             "order": order,
             "total": len(ranked),
-            "segments": ranked[:limit],
+            "segments": shown,
         }
 
 
