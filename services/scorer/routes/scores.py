@@ -102,6 +102,7 @@ def _breakdown(api: APIRouter, deps: ScorerDeps) -> None:
         order: Literal["desc", "asc"] = "desc",
         min_responses: Annotated[int, Query(ge=0)] = 0,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+        offset: Annotated[int, Query(ge=0, description="rows of the ranking to skip (paging)")] = 0,
         principal: Principal = reader_scope,
     ) -> Any:
         try:
@@ -144,7 +145,8 @@ def _breakdown(api: APIRouter, deps: ScorerDeps) -> None:
             "sort": sort,
             "order": order,
             "total": len(ranked),
-            "segments": ranked[:limit],
+            "offset": offset,
+            "segments": ranked[offset : offset + limit],
         }
 
 
