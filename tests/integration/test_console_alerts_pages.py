@@ -16,6 +16,7 @@ import html
 import json
 import re
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -97,11 +98,12 @@ async def site(infra: Infra, database_url: str, topics: Topics) -> AsyncIterator
         yield Site(stack, users, now)
 
 
-async def browser(site: Site, email: str) -> httpx.AsyncClient:
+@asynccontextmanager
+async def browser(site: Site, email: str) -> AsyncIterator[httpx.AsyncClient]:
     transport = httpx.ASGITransport(app=site.stack.console, client=("192.0.2.10", 50000))
-    client = httpx.AsyncClient(transport=transport, base_url="https://console.test")
-    assert (await sign_in(client, email, PASSWORD)).status_code == 303
-    return client
+    async with httpx.AsyncClient(transport=transport, base_url="https://console.test") as client:
+        assert (await sign_in(client, email, PASSWORD)).status_code == 303
+        yield client
 
 
 def listed(page: httpx.Response) -> list[str]:
@@ -139,8 +141,7 @@ async def walk(client: httpx.AsyncClient, first: str) -> list[httpx.Response]:
 async def test_a_manager_walks_every_alert_once_in_working_order_and_back(site: Site) -> None:
     want = await expected(site, MANAGER, "all")
     assert len(want) == ALERTS
-    maya = await browser(site, MANAGER)
-    async with maya:
+    async with browser(site, MANAGER) as maya:
         pages = await walk(maya, "/alerts?status=all")
         ids = [i for p in pages for i in listed(p)]
         assert len(pages) == 5 and all(len(listed(p)) == alertview.PAGE_SIZE for p in pages)
@@ -167,8 +168,7 @@ async def test_a_manager_walks_every_alert_once_in_working_order_and_back(site: 
 async def test_a_csm_sees_only_their_alerts_on_every_page(site: Site) -> None:
     for email, account in ((CSM_A, ACCOUNT_A), (CSM_B, ACCOUNT_B)):
         want = await expected(site, email, "active")
-        client = await browser(site, email)
-        async with client:
+        async with browser(site, email) as client:
             pages = await walk(client, "/alerts")
             ids = [i for p in pages for i in listed(p)]
         assert len(pages) > 1 and len(ids) == len(set(ids)) == len(want)
@@ -182,8 +182,7 @@ async def test_a_csm_sees_only_their_alerts_on_every_page(site: Site) -> None:
 
 
 async def test_a_new_alert_lands_on_the_first_page_and_the_second_keeps_its_rows(site: Site) -> None:
-    maya = await browser(site, MANAGER)
-    async with maya:
+    async with browser(site, MANAGER) as maya:
         first = await maya.get("/alerts")
         second_url = link(first, "next")
         assert second_url is not None
@@ -200,8 +199,7 @@ async def test_a_new_alert_lands_on_the_first_page_and_the_second_keeps_its_rows
 
 
 async def test_an_edited_cursor_is_refused_by_field(site: Site) -> None:
-    maya = await browser(site, MANAGER)
-    async with maya:
+    async with browser(site, MANAGER) as maya:
         assert (await maya.get("/alerts?after=not*a*cursor")).status_code == 400
         assert (await maya.get("/alerts?after=bm90LWpzb24")).status_code == 400  # base64 of "not-json"
     answer = await actions_api(

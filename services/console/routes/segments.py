@@ -26,6 +26,9 @@ from services.console.web import not_found
 from shared.identity.principal import Principal
 from shared.identity.scopes import Scope
 
+# Module level: under ``from __future__ import annotations`` FastAPI resolves them by name.
+Limit = Annotated[int | None, Query()]
+PageNumber = Annotated[int | None, Query()]
 _FILE_PART = re.compile(r"[^A-Za-z0-9_.-]+")
 
 
@@ -169,8 +172,6 @@ def page(
 def router(deps: ConsoleDeps) -> APIRouter:
     r = APIRouter(include_in_schema=False)
     reader = Depends(deps.gate.person(Scope.SCORES_READ))
-    Limit = Annotated[int | None, Query()]
-    PageNumber = Annotated[int | None, Query()]
 
     @r.get("/segments")
     async def segments(
