@@ -10,8 +10,9 @@ from fastapi import APIRouter, Depends, Query
 from services.scorer import access, domain, queries, responses
 from services.scorer.deps import ScorerDeps
 from services.scorer.ports import KeyFilter
+from services.scorer.rankcache import RankCache
 from services.scorer.routes.problems import invalid, outside_grants
-from services.scorer.windows import plan_series, rolling
+from services.scorer.windows import Comparison, plan_series, rolling
 from shared.identity.principal import Principal
 from shared.identity.scopes import Scope
 from shared.scales import Metric
@@ -85,6 +86,7 @@ def _scores(api: APIRouter, deps: ScorerDeps) -> None:
 def _breakdown(api: APIRouter, deps: ScorerDeps) -> None:
     cfg = deps.settings
     year = timedelta(days=cfg.year_ago_days)
+    rankings: RankCache[tuple[Comparison, list[dict[str, Any]]]] = RankCache(ttl_s=cfg.breakdown_cache_s)
     reader_scope = Depends(deps.auth.require(Scope.SCORES_READ))
 
     @api.get(
@@ -113,27 +115,35 @@ def _breakdown(api: APIRouter, deps: ScorerDeps) -> None:
         if not dims or (len(dims) > 1 and dims not in cfg.combos):
             combos = ", ".join(",".join(c) for c in cfg.combos) or "none"
             return invalid("by", f"by must be one dimension or a configured combination ({combos})")
-        comp = rolling(span, now=deps.clock(), tiers=cfg.tiers, year=year)
-        spans = queries.plan_spans({queries.CURRENT: comp.current, queries.PREVIOUS: comp.previous})
-        async with deps.scores() as reader:
-            loaded = await reader.load_counts(
-                metric=metric.value, where=KeyFilter(dimensions=dims), spans=spans
+
+        async def compute() -> tuple[Comparison, list[dict[str, Any]]]:
+            comp = rolling(span, now=deps.clock(), tiers=cfg.tiers, year=year)
+            spans = queries.plan_spans({queries.CURRENT: comp.current, queries.PREVIOUS: comp.previous})
+            async with deps.scores() as reader:
+                loaded = await reader.load_counts(
+                    metric=metric.value, where=KeyFilter(dimensions=dims), spans=spans
+                )
+                drift = await reader.drift(metric=metric.value, keys=sorted({k.segment_key for k in loaded}))
+            rows = queries.breakdown_rows(
+                metric,
+                dims,
+                loaded,
+                min_responses=min_responses,
+                min_sample=cfg.min_sample,
+                alpha=cfg.alert_alpha,
+                drift_records=drift,
             )
-            drift = await reader.drift(metric=metric.value, keys=sorted({k.segment_key for k in loaded}))
-        rows = queries.breakdown_rows(
-            metric,
-            dims,
-            loaded,
-            min_responses=min_responses,
-            min_sample=cfg.min_sample,
-            alpha=cfg.alert_alpha,
-            drift_records=drift,
-        )
-        rows = [
+            return comp, rows
+
+        # Every row is scored (the ranking needs them all) at most once per ``breakdown_cache_s``; each
+        # request keeps what its caller may see, ranks copies, and conceals the page it answers.
+        comp, every = await rankings.get((metric.value, window, dims, min_responses), compute)
+        visible = [dict(r) for r in access.visible_rows(every, principal)]
+        ranked = queries.rank(visible, sort=sort, descending=order == "desc")
+        page = [
             access.conceal(r, principal, min_group=cfg.min_group_size)
-            for r in access.visible_rows(rows, principal)
+            for r in ranked[offset : offset + limit]
         ]
-        ranked = queries.rank(rows, sort=sort, descending=order == "desc")
         return {
             "metric": metric.value,
             "window": window,
@@ -146,7 +156,7 @@ def _breakdown(api: APIRouter, deps: ScorerDeps) -> None:
             "order": order,
             "total": len(ranked),
             "offset": offset,
-            "segments": ranked[offset : offset + limit],
+            "segments": page,
         }
 
 
