@@ -504,13 +504,14 @@ async def measure(
                         per_call.setdefault(name, []).append(ms)
                 if rounds >= GIVE_UP_AFTER and not console_ms and not api_ms:
                     break  # failing every time: say so and go on to the next view
-            res = {
+            failed = console_failed + api_failed
+            res: dict[str, Any] = {
                 "path": v.path,
                 "calls": [f"{c.service} {c.path}" for step in v.steps for c in step],
                 "n": rounds,
                 "console_failed": len(console_failed),
                 "api_failed": len(api_failed),
-                "failure": (console_failed or api_failed or [None])[0],
+                "failure": failed[0] if failed else None,
                 "console_p50_ms": percentile(console_ms, 50) if console_ms else None,
                 "console_p95_ms": percentile(console_ms, 95) if console_ms else None,
                 "api_p50_ms": percentile(api_ms, 50) if api_ms else None,

@@ -91,7 +91,8 @@ def _alerts(n: int) -> list[dict[str, Any]]:
 def test_pages_cover_every_alert_once_forwards_and_backwards(size: int) -> None:
     alerts = _alerts(103)
     want = [a["alert_id"] for a in sorted(alerts, key=lambda a: alertpages.key_of("work", a))]
-    pages, after = [], None
+    pages: list[alertpages.AlertPage] = []
+    after: alertpages.Key | None = None
     while True:
         page = alertpages.page_of(PageQuery(limit=size, after=after), alerts, now=NOW)
         assert page.offset == sum(len(p.alerts) for p in pages)

@@ -50,7 +50,7 @@ async def test_concurrent_requests_wait_for_one_computation() -> None:
     await started.wait()
     second = asyncio.create_task(cache.get("k", compute))
     release.set()
-    assert await asyncio.gather(first, second) == ["rows", "rows"] and calls == 1
+    assert list(await asyncio.gather(first, second)) == ["rows", "rows"] and calls == 1
 
 
 async def test_a_failure_is_not_remembered_and_zero_turns_it_off() -> None:
