@@ -577,7 +577,12 @@ def section(c: dict[str, Any], *, stamp: str) -> list[str]:
         "the same kind of access token): both columns come from the same run and the same load. Times are "
         "wall clock on loopback, sequential requests. A view that answers an error is counted, named in "
         "the table, and the run goes on to the next. The slowest call is the API call with the highest p95 "
-        "of the view's (they run concurrently where the console makes them concurrently).",
+        "of the view's (they run concurrently where the console makes them concurrently). The heat map of "
+        "the 30 busiest stores x channels is part of the segments page (its `/v1/scores/heatmap` call); the "
+        "heat map row is a heat-map row's link, one store's channels against the store. The scorer reuses a "
+        "breakdown's whole ranking and an unfiltered heat map's answers per pair for `CSAT_BREAKDOWN_CACHE_S` "
+        "(30 s, docs/scores.md): the p50 of those views is mostly a reuse, their p95 includes the "
+        "recomputations (one every 30 s, whichever of the page or the API call comes first).",
         "",
         "| view | rounds | failures (console / API) | console p50 ms | console p95 ms | API p50 ms "
         "| API p95 ms | console / API (p95) | added p95 ms | slowest API call (p95 ms) | API calls |",
@@ -599,6 +604,14 @@ def section(c: dict[str, Any], *, stamp: str) -> list[str]:
             f"| {slow_text} | {len(v['calls'])} |"
         )
     lines.append("")
+    detail = [
+        f"{name}: "
+        + ", ".join(f"`{call}` {ms:,.1f}" for call, ms in sorted((v.get("calls_p95_ms") or {}).items()))
+        for name, v in c["views"].items()
+        if len(v.get("calls_p95_ms") or {}) > 1
+    ]
+    if detail:
+        lines += ["Each API call's own p95 (ms) where a view makes several: " + "; ".join(detail) + ".", ""]
     return lines
 
 

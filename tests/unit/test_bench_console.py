@@ -61,6 +61,8 @@ def test_a_failing_view_keeps_its_row_with_the_reason_and_no_figures() -> None:
     assert "| 5 / 0: console answered 503 |" in row
     assert "| - | - | 900.0 | 1,200.0 | - | - |" in row
     assert "`scorer /v1/scores/breakdown` 1,100.0" in row
+    detail = next(x for x in lines if x.startswith("Each API call's own p95"))
+    assert "segments: `scorer /v1/scores` 40.0, `scorer /v1/scores/breakdown` 1,100.0" in detail
     assert any(x.startswith("| scores") for x in lines)
 
 
