@@ -580,9 +580,10 @@ def section(c: dict[str, Any], *, stamp: str) -> list[str]:
         "of the view's (they run concurrently where the console makes them concurrently). The heat map of "
         "the 30 busiest stores x channels is part of the segments page (its `/v1/scores/heatmap` call); the "
         "heat map row is a heat-map row's link, one store's channels against the store. The scorer reuses a "
-        "breakdown's whole ranking and an unfiltered heat map's answers per pair for `CSAT_BREAKDOWN_CACHE_S` "
-        "(30 s, docs/scores.md): the p50 of those views is mostly a reuse, their p95 includes the "
-        "recomputations (one every 30 s, whichever of the page or the API call comes first).",
+        "breakdown's whole ranking and an unfiltered heat map's answers per pair for "
+        "`CSAT_BREAKDOWN_CACHE_S` (30 s, docs/scores.md): the p50 of those views is mostly a reuse, "
+        "their p95 includes the recomputations (one every 30 s, whichever of the page or the API call "
+        "comes first).",
         "",
         "| view | rounds | failures (console / API) | console p50 ms | console p95 ms | API p50 ms "
         "| API p95 ms | console / API (p95) | added p95 ms | slowest API call (p95 ms) | API calls |",
