@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Query
 
 from services.scorer import access, domain, heatmap, queries
 from services.scorer.deps import ScorerDeps
-from services.scorer.ports import Counts, CountsKey, KeyFilter, ScoreReader
+from services.scorer.ports import Counts, CountsKey, DriftRecord, KeyFilter, ScoreReader
 from services.scorer.rankcache import RankCache
 from services.scorer.routes.problems import invalid
 from services.scorer.windows import Comparison, rolling
@@ -58,21 +58,7 @@ def router(deps: ScorerDeps) -> APIRouter:
         except heatmap.HeatmapError as exc:
             return invalid(exc.field, str(exc))
         comp = rolling(span, now=deps.clock(), tiers=cfg.tiers, year=year)
-        both = queries.plan_spans({queries.CURRENT: comp.current, queries.PREVIOUS: comp.previous})
-
-        async def pair_answers() -> dict[str, int]:
-            """Every pair's answers over the current window, to choose the busiest rows and columns."""
-            async with deps.scores() as reader:
-                loaded = await _pairs(reader, metric=metric, heat=heat, comp=comp)
-            return {k.segment_key: sum(c.values()) for k, c in loaded.items() if k.label == queries.CURRENT}
-
-        # Without a filter that is every pair (30,000 at 10,000 stores x 3 channels): reused for
-        # ``breakdown_cache_s``, as a breakdown's ranking is; a drill-down reads its few pairs each time.
-        answers = (
-            await busiest.get((metric.value, window, heat.dimensions), pair_answers)
-            if not heat.fixed
-            else await pair_answers()
-        )
+        answers = await _answers(deps, busiest, metric=metric, window=window, heat=heat, comp=comp)
         # Only the pairs of the rows and columns shown are scored (and their drift read).
         kept = heatmap.keep(
             answers,
@@ -82,15 +68,7 @@ def router(deps: ScorerDeps) -> APIRouter:
             min_responses=min_responses,
             visible=principal.segment_allowed,
         )
-        async with deps.scores() as reader:
-            loaded = (
-                await reader.load_counts(
-                    metric=metric.value, where=KeyFilter(keys=sorted(kept.keys)), spans=both
-                )
-                if kept.keys
-                else {}
-            )
-            drift = await reader.drift(metric=metric.value, keys=sorted(kept.keys))
+        loaded, drift = await _kept_counts(deps, metric=metric, keys=sorted(kept.keys), comp=comp)
         found = queries.breakdown_rows(
             metric,
             heat.dimensions,
@@ -120,6 +98,44 @@ def router(deps: ScorerDeps) -> APIRouter:
         }
 
     return api
+
+
+async def _answers(
+    deps: ScorerDeps,
+    busiest: RankCache[dict[str, int]],
+    *,
+    metric: Metric,
+    window: str,
+    heat: heatmap.HeatmapPlan,
+    comp: Comparison,
+) -> dict[str, int]:
+    """Every pair's answers over the current window, to choose the busiest rows and columns. Without a
+    filter that is every pair (30,000 at 10,000 stores x 3 channels): reused for ``breakdown_cache_s``,
+    as a breakdown's ranking is; a drill-down reads its few pairs each time."""
+
+    async def read() -> dict[str, int]:
+        async with deps.scores() as reader:
+            loaded = await _pairs(reader, metric=metric, heat=heat, comp=comp)
+        return {k.segment_key: sum(c.values()) for k, c in loaded.items() if k.label == queries.CURRENT}
+
+    return (
+        await busiest.get((metric.value, window, heat.dimensions), read) if not heat.fixed else await read()
+    )
+
+
+async def _kept_counts(
+    deps: ScorerDeps, *, metric: Metric, keys: list[str], comp: Comparison
+) -> tuple[dict[CountsKey, Counts], dict[str, DriftRecord]]:
+    """Both windows' counters and the drift states of the pairs kept (90 of 30,000 at 10,000 stores)."""
+    both = queries.plan_spans({queries.CURRENT: comp.current, queries.PREVIOUS: comp.previous})
+    async with deps.scores() as reader:
+        loaded = (
+            await reader.load_counts(metric=metric.value, where=KeyFilter(keys=keys), spans=both)
+            if keys
+            else {}
+        )
+        drift = await reader.drift(metric=metric.value, keys=keys)
+    return loaded, drift
 
 
 async def _pairs(
