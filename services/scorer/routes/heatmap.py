@@ -58,7 +58,7 @@ def router(deps: ScorerDeps) -> APIRouter:
         except heatmap.HeatmapError as exc:
             return invalid(exc.field, str(exc))
         comp = rolling(span, now=deps.clock(), tiers=cfg.tiers, year=year)
-        answers = await _answers(deps, busiest, metric=metric, window=window, heat=heat, comp=comp)
+        answers, pairs = await _answers(deps, busiest, metric=metric, window=window, heat=heat, comp=comp)
         # Only the pairs of the rows and columns shown are scored (and their drift read).
         kept = heatmap.keep(
             answers,
@@ -68,7 +68,7 @@ def router(deps: ScorerDeps) -> APIRouter:
             min_responses=min_responses,
             visible=principal.segment_allowed,
         )
-        loaded, drift = await _kept_counts(deps, metric=metric, keys=sorted(kept.keys), comp=comp)
+        loaded, drift = await _kept_counts(deps, metric=metric, keys=sorted(kept.keys), comp=comp, read=pairs)
         found = queries.breakdown_rows(
             metric,
             heat.dimensions,
@@ -108,32 +108,48 @@ async def _answers(
     window: str,
     heat: heatmap.HeatmapPlan,
     comp: Comparison,
-) -> dict[str, int]:
+) -> tuple[dict[str, int], dict[CountsKey, Counts] | None]:
     """Every pair's answers over the current window, to choose the busiest rows and columns. Without a
-    filter that is every pair (30,000 at 10,000 stores x 3 channels): reused for ``breakdown_cache_s``,
-    as a breakdown's ranking is; a drill-down reads its few pairs each time."""
+    filter that is every pair (30,000 at 10,000 stores x 3 channels), read over the current window only
+    and reused for ``breakdown_cache_s``, as a breakdown's ranking is; a drill-down reads its few pairs
+    over both windows each time (and hands them on: nothing more to read)."""
 
-    async def read() -> dict[str, int]:
-        async with deps.scores() as reader:
-            loaded = await _pairs(reader, metric=metric, heat=heat, comp=comp)
+    def current(loaded: dict[CountsKey, Counts]) -> dict[str, int]:
         return {k.segment_key: sum(c.values()) for k, c in loaded.items() if k.label == queries.CURRENT}
 
-    return (
-        await busiest.get((metric.value, window, heat.dimensions), read) if not heat.fixed else await read()
-    )
+    async def read() -> dict[CountsKey, Counts]:
+        async with deps.scores() as reader:
+            return await _pairs(reader, metric=metric, heat=heat, comp=comp)
+
+    if heat.fixed:
+        pairs = await read()
+        return current(pairs), pairs
+
+    async def every() -> dict[str, int]:
+        return current(await read())
+
+    return await busiest.get((metric.value, window, heat.dimensions), every), None
 
 
 async def _kept_counts(
-    deps: ScorerDeps, *, metric: Metric, keys: list[str], comp: Comparison
+    deps: ScorerDeps,
+    *,
+    metric: Metric,
+    keys: list[str],
+    comp: Comparison,
+    read: dict[CountsKey, Counts] | None,
 ) -> tuple[dict[CountsKey, Counts], dict[str, DriftRecord]]:
-    """Both windows' counters and the drift states of the pairs kept (90 of 30,000 at 10,000 stores)."""
+    """Both windows' counters (already ``read``, or read now) and the drift states of the pairs kept
+    (90 of 30,000 at 10,000 stores)."""
     both = queries.plan_spans({queries.CURRENT: comp.current, queries.PREVIOUS: comp.previous})
+    kept = set(keys)
     async with deps.scores() as reader:
-        loaded = (
-            await reader.load_counts(metric=metric.value, where=KeyFilter(keys=keys), spans=both)
-            if keys
-            else {}
-        )
+        if read is not None:
+            loaded = {k: c for k, c in read.items() if k.segment_key in kept}
+        elif keys:
+            loaded = await reader.load_counts(metric=metric.value, where=KeyFilter(keys=keys), spans=both)
+        else:
+            loaded = {}
         drift = await reader.drift(metric=metric.value, keys=keys)
     return loaded, drift
 
@@ -141,17 +157,18 @@ async def _kept_counts(
 async def _pairs(
     reader: ScoreReader, *, metric: Metric, heat: heatmap.HeatmapPlan, comp: Comparison
 ) -> dict[CountsKey, Counts]:
-    """The pairs' counters over the current window (the caller reads both windows of the pairs it
-    keeps): every pair, or (one dimension fixed) the free one's values first, then only those pairs,
-    so a drill-down into one store never reads the other stores' pairs."""
-    spans = queries.plan_spans({queries.CURRENT: comp.current})
+    """The pairs' counters: every pair over the current window alone (the caller reads both windows
+    of the pairs it keeps), or (one dimension fixed) the free one's values first, then only those pairs
+    over both windows, so a drill-down into one store never reads the other stores' pairs."""
+    current = queries.plan_spans({queries.CURRENT: comp.current})
+    spans = queries.plan_spans({queries.CURRENT: comp.current, queries.PREVIOUS: comp.previous})
     if not heat.fixed:
         return await reader.load_counts(
-            metric=metric.value, where=KeyFilter(dimensions=heat.dimensions), spans=spans
+            metric=metric.value, where=KeyFilter(dimensions=heat.dimensions), spans=current
         )
     if len(heat.free) == 1:
         singles = await reader.load_counts(
-            metric=metric.value, where=KeyFilter(dimensions=heat.free), spans=spans
+            metric=metric.value, where=KeyFilter(dimensions=heat.free), spans=current
         )
         values = sorted({domain.parse_segment_key(k.segment_key)[heat.free[0]] for k in singles})
         keys = heat.keys_for(values)
