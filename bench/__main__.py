@@ -97,7 +97,12 @@ def main(argv: list[str] | None = None) -> int:
         "--console-budget-s",
         type=float,
         default=float(env("BENCH_CONSOLE_BUDGET_S", "120")),
-        help="seconds per view after which it stops (at least 20 rounds)",
+        help="seconds per view after which it stops (at least 10 rounds)",
+    )
+    p.add_argument(
+        "--console-views",
+        default=env("BENCH_CONSOLE_VIEWS", ""),
+        help="comma list of the console views to time (default: all; names as in bench/console.py)",
     )
     p.add_argument("--query-count", type=int, default=int(env("BENCH_QUERY_COUNT", "200")))
     p.add_argument("--query-budget-s", type=float, default=float(env("BENCH_QUERY_BUDGET_S", "10")))
@@ -207,6 +212,7 @@ def main(argv: list[str] | None = None) -> int:
                 stores=args.console_stores,
                 requests=args.console_requests,
                 budget_s=args.console_budget_s,
+                only=[v.strip() for v in args.console_views.split(",") if v.strip()] or None,
             )
     results["elapsed_s"] = time.monotonic() - began
     raw.parent.mkdir(parents=True, exist_ok=True)

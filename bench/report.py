@@ -299,7 +299,8 @@ def render(results: dict[str, Any]) -> str:
         "BENCH_COLLECTOR_VARIANTS=none BENCH_PARTS=collector make bench   # without the A/B variants",
         "BENCH_PARTS=health make bench          # account health alone: rewrites only its section",
         "BENCH_PARTS=console make bench         # the console's views vs their APIs at 10M ratings: rewrites only its section "
-        "(BENCH_CONSOLE_RATINGS=200000 for a quick look; BENCH_CONSOLE_STORES, _REQUESTS)",
+        "(BENCH_CONSOLE_RATINGS=200000 for a quick look; BENCH_CONSOLE_STORES, _REQUESTS, _BUDGET_S, "
+        "_VIEWS=segments,alerts for some views)",
         "```",
         "",
         "Configuration used in this run (environment variables `BENCH_*`, see `python -m bench --help`):",

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NamedTuple, Protocol
 
+from services.actions.alertpages import AlertPage, PageQuery
 from services.actions.engine import AlertDraft, EnrolmentDraft, Fatigue, TimerDraft
 from services.actions.facts import CustomerContext, PastRating
 from services.actions.health.evidence import Evidence
@@ -178,6 +179,10 @@ class AlertStore(Protocol):
         reach: Reach | None = None,
     ) -> list[dict[str, Any]]:
         """Newest first; ``reach`` (a CSM's) keeps only their own alerts, None keeps every one."""
+        ...
+
+    async def page(self, *, query: PageQuery, reach: Reach | None, now: datetime) -> AlertPage:
+        """One page of the filter in its order (``alertpages``), with the filter's counts at ``now``."""
         ...
 
     async def get(self, *, alert_id: str) -> dict[str, Any] | None: ...

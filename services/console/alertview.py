@@ -9,6 +9,7 @@ runs out first (alerts without an SLA after those with one), then the newest.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -25,6 +26,10 @@ _PRIORITY_RANK = {p: i for i, p in enumerate(PRIORITIES)}
 DUE_SOON = timedelta(hours=2)
 #: How many alerts the inbox asks the actions service for (the newest first).
 FETCH_LIMIT = 500
+#: Alerts per page of the inbox (the actions service pages them in working order).
+PAGE_SIZE = 50
+#: A page cursor is the actions service's, opaque here: base64url, bounded.
+_CURSOR = re.compile(r"^[A-Za-z0-9_-]{1,400}$")
 
 
 class FilterError(ValueError):
@@ -40,9 +45,20 @@ class InboxQuery:
     status: str = "active"
     priority: str | None = None
     escalated: bool = False
+    after: str | None = None  # the page starts after this alert (the actions service's cursor)
+    before: str | None = None  # the page ends before this one (the previous page)
 
     def params(self) -> list[tuple[str, str]]:
-        """The address's query for this filter (only what differs from the default)."""
+        """The address's query for this filter and page (only what differs from the default)."""
+        out = self.filter_params()
+        if self.after:
+            out.append(("after", self.after))
+        elif self.before:
+            out.append(("before", self.before))
+        return out
+
+    def filter_params(self) -> list[tuple[str, str]]:
+        """The filters alone: the first page of the same filter."""
         out: list[tuple[str, str]] = []
         if self.status != "active":
             out.append(("status", self.status))
@@ -52,13 +68,43 @@ class InboxQuery:
             out.append(("escalated", "1"))
         return out
 
+    def api_params(self) -> dict[str, Any]:
+        """``GET /v1/alerts`` for this page: working order, the statuses, filters, the cursor."""
+        statuses: list[str] = []
+        if self.status == "active":
+            statuses = ["open", "acknowledged"]
+        elif self.api_status is not None:
+            statuses = [self.api_status]
+        out: dict[str, Any] = {"order": "work", "limit": PAGE_SIZE}
+        if statuses:
+            out["status"] = statuses
+        if self.priority:
+            out["priority"] = self.priority
+        if self.escalated:
+            out["escalated"] = "true"
+        if self.after:
+            out["after"] = self.after
+        elif self.before:
+            out["before"] = self.before
+        return out
+
     @property
     def api_status(self) -> str | None:
         """The one status the actions API is asked for (None: every status, filtered here)."""
         return self.status if self.status in STATUSES else None
 
 
-def parse_query(*, status: str | None, priority: str | None, escalated: str | None) -> InboxQuery:
+def parse_query(
+    *,
+    status: str | None,
+    priority: str | None,
+    escalated: str | None,
+    after: str | None = None,
+    before: str | None = None,
+) -> InboxQuery:
+    for cursor in (after, before):
+        if cursor and not _CURSOR.match(cursor):
+            raise FilterError("page")
     status = (status or "active").strip().lower()
     if status not in STATUS_FILTERS:
         raise FilterError("status")
@@ -68,7 +114,13 @@ def parse_query(*, status: str | None, priority: str | None, escalated: str | No
     flag = (escalated or "").strip().lower()
     if flag not in ("", "0", "1", "true", "false", "yes", "no"):
         raise FilterError("escalated")
-    return InboxQuery(status=status, priority=prio, escalated=flag in ("1", "true", "yes"))
+    return InboxQuery(
+        status=status,
+        priority=prio,
+        escalated=flag in ("1", "true", "yes"),
+        after=after or None,
+        before=None if after else before or None,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -261,6 +313,55 @@ def counts(rows: Iterable[AlertRow], now: datetime) -> Counts:
         overdue=sum(1 for r in listed if r.sla(now).state == "overdue"),
         escalated=sum(1 for r in listed if r.escalated and r.active),
     )
+
+
+@dataclass(frozen=True, slots=True)
+class InboxPage:
+    """One page of the inbox: its rows in working order, where it stands, and the filter's counts."""
+
+    rows: list[AlertRow]
+    total: int
+    offset: int
+    counts: Counts
+    next_cursor: str | None
+    prev_cursor: str | None
+
+    @property
+    def first(self) -> int:
+        """The 1-based position of the page's first alert (0 when the page is empty)."""
+        return self.offset + 1 if self.rows else 0
+
+    @property
+    def last(self) -> int:
+        return self.offset + len(self.rows)
+
+
+def page_of(principal: Principal, q: InboxQuery, body: Mapping[str, Any]) -> InboxPage:
+    """A page of ``GET /v1/alerts?order=work``: the service's order kept, and its rows checked again
+    (ownership, the filter) as every row the console shows is."""
+    rows = [row_of(b) for b in body.get("alerts") or [] if isinstance(b, Mapping)]
+    kept = [r for r in rows if visible_to(principal, r) and matches(q, r)]
+    found = _mapping(body.get("counts"))
+
+    def number(value: Any) -> int:
+        return _int(value) or 0
+
+    return InboxPage(
+        rows=kept,
+        total=number(body.get("total")),
+        offset=number(body.get("offset")),
+        counts=Counts(
+            open=number(found.get("open")),
+            overdue=number(found.get("overdue")),
+            escalated=number(found.get("escalated")),
+        ),
+        next_cursor=_cursor(body.get("next_cursor")),
+        prev_cursor=_cursor(body.get("prev_cursor")),
+    )
+
+
+def _cursor(value: Any) -> str | None:
+    return value if isinstance(value, str) and _CURSOR.match(value) else None
 
 
 def duration_parts(left: timedelta) -> tuple[int, int, int]:

@@ -36,6 +36,7 @@ Sort = Literal["score", "responses", "ci_low", "ci_high", "delta"]
 SORTS: tuple[Sort, ...] = ("score", "responses", "ci_low", "ci_high", "delta")
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
+MAX_PAGE = 100_000
 HEATMAP_ROWS = 30
 
 _DIMENSION = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
@@ -325,10 +326,15 @@ class SegmentsQuery:
     sort: Sort
     descending: bool
     limit: int
+    page: int = 1  # of the ranking, ``limit`` rows a page (the scorer pages it: ``offset``)
 
     @property
     def drilled(self) -> bool:
         return bool(self.filters.segment)
+
+    @property
+    def offset(self) -> int:
+        return (self.page - 1) * self.limit
 
     def query(
         self,
@@ -337,8 +343,10 @@ class SegmentsQuery:
         segment: Sequence[str] | None = None,
         sort: str | None = None,
         order: str | None = None,
+        page: int | None = None,
     ) -> str:
-        """This address's query string with some parts changed (``segment=[]``: no filter)."""
+        """This address's query string with some parts changed (``segment=[]``: no filter); the page
+        only when asked (``page=q.page``): any other change starts from the first page."""
         items: list[tuple[str, str]] = [
             ("by", by or self.by),
             ("metric", self.filters.metric.value),
@@ -350,6 +358,8 @@ class SegmentsQuery:
             items.append(("across", self.across))
         if self.limit != DEFAULT_LIMIT:
             items.append(("limit", str(self.limit)))
+        if page is not None and page > 1:
+            items.append(("page", str(page)))
         return urlencode(items)
 
 
@@ -361,6 +371,7 @@ def parse_query(
     sort: str | None,
     order: str | None,
     limit: int | None,
+    page: int | None = None,
 ) -> SegmentsQuery:
     dimension = parse_dimension(by, default="store")
     if dimension is None or dimension in filters.attributes:
@@ -376,7 +387,10 @@ def parse_query(
     size = DEFAULT_LIMIT if limit is None else limit
     if not 1 <= size <= MAX_LIMIT:
         raise FilterError("limit", f"limit is between 1 and {MAX_LIMIT}")
-    return SegmentsQuery(filters, dimension, second, chosen, order != "asc", size)
+    number = 1 if page is None else page
+    if not 1 <= number <= MAX_PAGE:
+        raise FilterError("page", f"page is a whole number from 1 to {MAX_PAGE}")
+    return SegmentsQuery(filters, dimension, second, chosen, order != "asc", size, number)
 
 
 @dataclass(frozen=True, slots=True)
@@ -389,6 +403,23 @@ class SegmentsPage:
     heatmap: Heatmap | None
     drill_unavailable: bool  # by x the filter is not a counted combination
     heatmap_unavailable: bool
+    offset: int = 0  # rows of the ranking before this page
+
+    @property
+    def first(self) -> int:
+        return self.offset + 1 if self.rows else 0
+
+    @property
+    def last(self) -> int:
+        return self.offset + len(self.rows)
+
+    @property
+    def has_previous(self) -> bool:
+        return self.offset > 0
+
+    @property
+    def has_next(self) -> bool:
+        return self.offset + len(self.rows) < self.total
 
     @property
     def marked(self) -> int:

@@ -59,6 +59,11 @@ class ScorerSettings(CommonSettings, IdentitySettings):
     max_window_days: int = Field(default=800, ge=1, description="Longest window= the API accepts")
     year_ago_days: int = Field(default=364, ge=1, description="Shift of the year-ago comparison")
     prune_interval_s: float = Field(default=600.0, gt=0)
+    breakdown_cache_s: float = Field(
+        default=30.0,
+        ge=0,
+        description="A breakdown's whole ranking is reused this long (paging through it); 0: never",
+    )
 
     # Score-changed and segment-alert events.
     event_windows: list[str] = Field(default_factory=lambda: ["24h", "7d", "30d"])

@@ -15,6 +15,8 @@ from dataclasses import fields as dataclass_fields
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from services.actions import alertpages
+from services.actions.alertpages import AlertPage, PageQuery
 from services.actions.engine import AlertDraft, EnrolmentDraft, Fatigue, TimerDraft
 from services.actions.facts import CustomerContext, PastRating
 from services.actions.health.evidence import Evidence, Observation, RatingPoint
@@ -415,6 +417,19 @@ class FakeAlerts:
         rows.sort(key=lambda a: a.draft.alert_id)
         rows.sort(key=lambda a: a.created_at, reverse=True)
         return [a.as_json() for a in rows[:limit]]
+
+    async def page(self, *, query: PageQuery, reach: Reach | None, now: datetime) -> AlertPage:
+        rows = [
+            a.as_json()
+            for a in self._t.alerts.values()
+            if (not query.statuses or a.status in query.statuses)
+            and (query.owner is None or a.draft.owner_email.lower() == query.owner.lower())
+            and query.customer_id in (None, a.draft.customer_id)
+            and query.priority in (None, a.draft.priority)
+            and (query.escalated is None or (a.escalated_at is not None) == query.escalated)
+            and (reach is None or _within(reach, a.draft.owner_email, a.draft.context))
+        ]
+        return alertpages.page_of(query, rows, now=now)
 
     async def get(self, *, alert_id: str) -> dict[str, Any] | None:
         row = self._t.alerts.get(alert_id)

@@ -117,7 +117,7 @@ async def test_the_inbox_and_the_alert_show_what_the_actions_service_says(site: 
     async with browser(site, MANAGER) as maya:
         inbox = text_of(await maya.get("/alerts"))
         assert "cus-a: 2 on 1-5 (CSAT)" in inbox and "cus-b: 1 on 1-5 (CSAT)" in inbox
-        assert "2 alert(s) shown: 2 open, 0 past their SLA, 0 escalated." in inbox
+        assert "Alerts 1 to 2 of 2: 2 open, 0 past their SLA, 0 escalated." in inbox
         assert "High" in inbox and "Normal" in inbox and "No SLA" in inbox
         assert re.search(r"2[34] h \d+ min left", inbox), inbox  # the 24 h SLA, counting down
         page = await maya.get(f"/alerts/{site.a}")
@@ -129,7 +129,7 @@ async def test_the_inbox_and_the_alert_show_what_the_actions_service_says(site: 
         assert "strategic-account-alert" in body
         fr = text_of(await maya.get("/alerts?lang=fr"))
         assert "cus-a : 2 sur 1-5 (CSAT)" in fr and "Haute" in fr and "Sans délai" in fr
-        assert "2 alerte(s) affichée(s) : 2 ouverte(s), 0 hors délai, 0 escaladée(s)." in fr
+        assert "Alertes 1 à 2 sur 2 : 2 ouverte(s), 0 hors délai, 0 escaladée(s)." in fr
         assert "120 000" in text_of(await maya.get(f"/alerts/{site.a}?lang=fr")).replace("\u202f", " ")
 
 

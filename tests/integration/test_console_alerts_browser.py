@@ -1,14 +1,17 @@
 """The Alerts view in a real browser (Debian chromium via Playwright) on the real stack: a CSM works the
 inbox with the keyboard only (j/k and the arrows move a visible focus, Enter opens), acknowledges and
-resolves an alert with a note, and sees a new alert arrive without reloading; axe-core finds no serious
-or critical violation on the inbox and an alert at 390 px and 1280 px; no Content-Security-Policy
-violation. Screenshots go to ``$CSAT_TEST_ARTEFACTS`` (docs/images/console/) or a temporary directory.
+resolves an alert with a note, and sees a new alert arrive without reloading; a manager walks to the
+second page of 120 alerts by the keyboard (End, Tab to "Next alerts", Enter); axe-core finds no
+serious or critical violation on the inbox, its second page and an alert at 390 px and 1280 px; no
+Content-Security-Policy violation. Screenshots go to ``$CSAT_TEST_ARTEFACTS`` (docs/images/console/) or
+a temporary directory.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +24,8 @@ from tests.helpers import serving
 from tests.infra import Infra
 from tests.integration.alerts_stack import CSM_A, MANAGER, alerts_of, customer, low_rating, people, seed
 from tests.integration.rules_stack import RulesStack, rules_stack
+from tests.integration.test_console_alerts_pages import _alert as paged_alert
+from tests.integration.test_console_alerts_pages import insert
 from tests.integration.test_console_browser import (  # noqa: F401 - fixtures used by name
     PHONE,
     artefacts,
@@ -173,4 +178,83 @@ async def test_alert_pages_at_390_px_and_desktop_pass_axe(
     await check("alerts-fr")
     await context.close()
     print("FIGURES alerts axe serious/critical:", json.dumps({k: len(v) for k, v in found.items()}))
+    assert found == {k: [] for k in found}
+
+
+@pytest.fixture
+async def paged_site(infra: Infra, database_url: str, topics: Topics) -> AsyncIterator[Site]:
+    """120 alerts written straight to the actions tables (as test_console_alerts_pages.py does)."""
+    port = free_port()
+    async with rules_stack(
+        infra,
+        database_url,
+        topics,
+        serve_console=True,
+        cookie_secure=False,
+        public_url=f"http://127.0.0.1:{port}",
+        alerts_poll_s=1,
+    ) as stack:
+        await people(stack)
+        now = datetime.now(UTC)
+        await insert(stack, [paged_alert(i, now) for i in range(120)])
+        async with serving(stack.console, port=port) as url:
+            yield Site(url, stack, infra, topics, {})
+
+
+async def test_the_keyboard_walks_to_the_second_page_which_passes_axe(
+    paged_site: Site,
+    browser: Browser,  # noqa: F811 - the console browser test's fixture, by name
+) -> None:
+    site = paged_site
+    context = await browser.new_context(locale="en-GB")
+    page, problems = await watched_page(context, site.url)
+    await local_sign_in(page, site.url, MANAGER)
+    await page.goto(f"{site.url}/alerts?status=all")
+    rows = page.locator("#inbox tr[data-alert-id]")
+    await expect(rows).to_have_count(50)
+    first_page = [await r.get_attribute("data-alert-id") for r in await rows.all()]
+    await expect(page.locator("#inbox-counts")).to_contain_text("Alerts 1 to 50 of 120:")
+    pager = page.get_by_role("navigation", name="Pages of alerts")
+    await expect(pager.get_by_role("link")).to_have_count(1)  # no previous page from the first
+    # keyboard only: j to the first alert, End to the last of the page, Tab to "Next alerts", Enter
+    await page.keyboard.press("j")
+    await page.keyboard.press("End")
+    assert await focused_alert(page) == first_page[-1]
+    await page.keyboard.press("Tab")
+    assert await page.evaluate("document.activeElement.getAttribute('rel')") == "next"
+    assert await page.evaluate("document.activeElement.textContent.trim()") == "Next alerts"
+    ring = await focus_ring(page)
+    assert not ring.startswith("none") and not ring.endswith(" 0px"), ring
+    await page.keyboard.press("Enter")
+    await page.wait_for_url(lambda url: "after=" in url and "status=all" in url)
+    await expect(page.locator("#inbox-counts")).to_contain_text("Alerts 51 to 100 of 120:")
+    second_page = [await r.get_attribute("data-alert-id") for r in await rows.all()]
+    assert len(second_page) == 50 and not set(second_page) & set(first_page)
+    # the page polls its own page's rows (every 1 s here): after a poll, the same rows, and the focus
+    # still on the page link it was on
+    await page.get_by_role("link", name="Previous alerts").focus()
+    await page.evaluate("window.__notReloaded = true")
+    async with page.expect_response(lambda r: "/alerts/rows?" in r.url and "after=" in r.url) as polled:
+        pass
+    assert (await polled.value).ok
+    await expect(page.locator("#inbox a[data-pager='prev']")).to_be_focused()
+    assert [await r.get_attribute("data-alert-id") for r in await rows.all()] == second_page
+    assert await page.evaluate("window.__notReloaded === true")
+    assert problems == []
+    await context.close()
+    # axe on the second page, at 1280 px and on a phone (its own context: axe needs the CSP bypassed)
+    context = await browser.new_context(viewport=PHONE, bypass_csp=True, locale="en-GB")
+    page = await context.new_page()
+    await local_sign_in(page, site.url, MANAGER)
+    await page.goto(f"{site.url}/alerts?status=all")
+    await page.get_by_role("link", name="Next alerts").click()
+    await page.wait_for_url(lambda url: "after=" in url)
+    assert await overflow(page) == 0
+    found = {"phone": await axe(page)}
+    await page.set_viewport_size({"width": 1280, "height": 900})
+    found["desktop"] = await axe(page)
+    await page.goto(page.url + "&lang=fr")
+    found["fr"] = await axe(page)
+    await context.close()
+    print("FIGURES alerts page 2 axe serious/critical:", json.dumps({k: len(v) for k, v in found.items()}))
     assert found == {k: [] for k in found}

@@ -41,6 +41,31 @@ def test_the_section_has_a_row_per_view_with_its_ratio() -> None:
     assert "10,000,000 stored ratings" in lines[2]
 
 
+def test_a_failing_view_keeps_its_row_with_the_reason_and_no_figures() -> None:
+    run = _run()
+    run["views"]["segments"] = {
+        "path": "/segments?by=store&metric=csat&window=30d",
+        "calls": ["scorer /v1/scores", "scorer /v1/scores/breakdown", "scorer /v1/scores/heatmap"],
+        "n": 5,
+        "console_failed": 5,
+        "api_failed": 0,
+        "failure": "console answered 503",
+        "console_p50_ms": None,
+        "console_p95_ms": None,
+        "api_p50_ms": 900.0,
+        "api_p95_ms": 1200.0,
+        "calls_p95_ms": {"scorer /v1/scores/breakdown": 1100.0, "scorer /v1/scores": 40.0},
+    }
+    lines = console.section(run, stamp="s")
+    row = next(x for x in lines if x.startswith("| segments"))
+    assert "| 5 / 0: console answered 503 |" in row
+    assert "| - | - | 900.0 | 1,200.0 | - | - |" in row
+    assert "`scorer /v1/scores/breakdown` 1,100.0" in row
+    detail = next(x for x in lines if x.startswith("Each API call's own p95"))
+    assert "segments: `scorer /v1/scores` 40.0, `scorer /v1/scores/breakdown` 1,100.0" in detail
+    assert any(x.startswith("| scores") for x in lines)
+
+
 def test_the_splice_replaces_only_its_section_or_goes_before_reproduce() -> None:
     lines = console.section(_run(), stamp="s")
     doc = "# Benchmarks\n\n## Account health\n\nkept\n\n## Reproduce\n\nhow"
@@ -53,7 +78,15 @@ def test_the_splice_replaces_only_its_section_or_goes_before_reproduce() -> None
 
 def test_each_view_is_a_console_page_with_its_api_calls() -> None:
     views = console.views()
-    assert [v.name for v in views] == ["scores", "segments", "verbatims", "alerts", "customer", "rules"]
+    assert [v.name for v in views] == [
+        "scores",
+        "segments",
+        "heat map",
+        "verbatims",
+        "alerts",
+        "customer",
+        "rules",
+    ]
     for v in views:
         assert v.path.startswith("/") and v.steps and all(step for step in v.steps)
         assert all(c.service in ("scorer", "actions", "notifier") for step in v.steps for c in step)

@@ -202,3 +202,27 @@ async def test_the_ranking_marks_what_is_significantly_below_and_exports_it(site
     drill = await client.get("/segments", params={"by": "channel", "segment": "store:lyon-2", "window": "7d"})
     assert re.findall(r'data-value="([^"]+)"', drill.text) == ["chat", "web"]
     assert "store:lyon-2 as a whole" in drill.text
+
+
+async def test_the_ranking_pages_through_the_scorer_and_keeps_the_address(site: Site) -> None:
+    client = await signed_in(site, "manager@example.com")
+    params = {"by": "store", "window": "7d", "limit": "1"}
+    first = await client.get("/segments", params=params)
+    assert re.findall(r'data-value="([^"]+)" data-score', first.text) == ["paris-1"]
+    assert "1 to 1 of 2." in first.text
+    nxt = re.search(r'<a href="/segments\?([^"]+)" rel="next">Next 1</a>', first.text)
+    assert nxt is not None and 'rel="prev"' not in first.text
+    assert "limit=1" in nxt.group(1) and "page=2" in nxt.group(1) and "window=7d" in nxt.group(1)
+    second = await client.get("/segments?" + nxt.group(1).replace("&amp;", "&"))
+    assert re.findall(r'data-value="([^"]+)" data-score', second.text) == ["lyon-2"]
+    assert "2 to 2 of 2." in second.text and 'rel="prev"' in second.text and 'rel="next"' not in second.text
+    # the rank is the place in the whole ranking; the CSV is the page shown
+    exported = await client.get("/segments.csv", params={**params, "page": "2"})
+    lines = list(csv.DictReader(io.StringIO(exported.content.decode("utf-8-sig"))))
+    assert [(r["rank"], r["value"]) for r in lines] == [("2", "lyon-2")]
+    past = await client.get("/segments", params={**params, "page": "3"})
+    assert past.status_code == 200 and "past the end of the ranking (2 rows)" in past.text
+    for bad in ("0", "100001"):
+        assert (await client.get("/segments", params={**params, "page": bad})).status_code == 400
+    fr = await client.get("/segments", params={**params, "lang": "fr"})
+    assert "1 à 1 sur 2." in fr.text and "1 suivants" in fr.text

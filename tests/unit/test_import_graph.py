@@ -64,6 +64,7 @@ PURE_MODULES = frozenset(
         "services.scorer.signals",
         "services.scorer.trend",
         "services.scorer.windows",
+        "services.actions.alertpages",
         "services.actions.dryrun",
         "services.actions.engine",
         "services.actions.facts",

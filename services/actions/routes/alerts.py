@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, ConfigDict, EmailStr, Field
 
+from services.actions import alertpages
 from services.actions.deps import ActionsDeps
 from services.actions.ports import AlertTransition, Reach
 from services.actions.routes.auditing import record
@@ -65,25 +66,86 @@ def owns_alert(principal: Principal, alert: Mapping[str, Any]) -> bool:
     )
 
 
+def bad_cursor(name: str, message: str) -> Any:
+    return problem(422, "Unprocessable Content", detail=message, errors=[{"field": name, "message": message}])
+
+
 def router(deps: ActionsDeps) -> APIRouter:
     tx = deps.transactions
     api = APIRouter(tags=["alerts"])
     reader = Depends(deps.auth.require(Scope.ALERTS_READ))
     writer = Depends(deps.auth.require(Scope.ALERTS_WRITE))
 
-    @api.get("/v1/alerts", summary="CSM alerts, newest first (a CSM's own only)")
+    @api.get("/v1/alerts", summary="CSM alerts, newest first or in working order, a page at a time")
     async def get_alerts(
-        status: Literal["open", "acknowledged", "resolved"] | None = None,
+        status: Annotated[
+            list[Literal["open", "acknowledged", "resolved"]] | None,
+            Query(description="repeatable: status=open&status=acknowledged"),
+        ] = None,
         owner: str | None = None,
         customer_id: str | None = None,
+        priority: Literal["urgent", "high", "normal", "low"] | None = None,
+        escalated: bool | None = None,
+        order: Annotated[
+            Literal["newest", "work"] | None,
+            Query(description="newest (the default) or work: the order a CSM works in; answers a page"),
+        ] = None,
+        after: Annotated[str | None, Query(max_length=alertpages.MAX_CURSOR_CHARS)] = None,
+        before: Annotated[str | None, Query(max_length=alertpages.MAX_CURSOR_CHARS)] = None,
         limit: Annotated[int, Query(ge=1, le=500)] = 50,
         principal: Principal = reader,
     ) -> Any:
+        statuses = tuple(dict.fromkeys(status or ()))
+        paged = (order, after, before, priority, escalated) != (None, None, None, None, None)
+        if not paged and len(statuses) <= 1:  # the historical answer: the newest alerts, no page fields
+            async with tx.connect() as stores:
+                items = await stores.alerts.search(
+                    status=statuses[0] if statuses else None,
+                    owner=owner,
+                    customer_id=customer_id,
+                    limit=limit,
+                    reach=reach_of(principal),
+                )
+            return {"alerts": items}
+        chosen = order or "newest"
+        if after is not None and before is not None:
+            return bad_cursor("before", "give after or before, not both")
+        try:
+            after_key = alertpages.decode(chosen, after) if after is not None else None
+        except alertpages.CursorError as exc:
+            return bad_cursor("after", str(exc))
+        try:
+            before_key = alertpages.decode(chosen, before) if before is not None else None
+        except alertpages.CursorError as exc:
+            return bad_cursor("before", str(exc))
+        query = alertpages.PageQuery(
+            order=chosen,
+            statuses=statuses,
+            owner=owner,
+            customer_id=customer_id,
+            priority=priority,
+            escalated=escalated,
+            limit=limit,
+            after=after_key,
+            before=before_key,
+        )
         async with tx.connect() as stores:
-            items = await stores.alerts.search(
-                status=status, owner=owner, customer_id=customer_id, limit=limit, reach=reach_of(principal)
-            )
-        return {"alerts": items}
+            page = await stores.alerts.page(query=query, reach=reach_of(principal), now=deps.clock())
+        nxt, prev = page.next_key, page.prev_key
+        return {
+            "alerts": page.alerts,
+            "order": chosen,
+            "limit": limit,
+            "total": page.counts.total,
+            "offset": page.offset,
+            "counts": {
+                "open": page.counts.open,
+                "overdue": page.counts.overdue,
+                "escalated": page.counts.escalated,
+            },
+            "next_cursor": alertpages.encode(chosen, nxt) if nxt is not None else None,
+            "prev_cursor": alertpages.encode(chosen, prev) if prev is not None else None,
+        }
 
     @api.get("/v1/alerts/{alert_id}", summary="One alert")
     async def get_alert(alert_id: str, principal: Principal = reader) -> Any:

@@ -10,7 +10,6 @@ person's (``alertview.visible_to``); an alert that is not answers 404, as if abs
 
 from __future__ import annotations
 
-import asyncio
 from typing import Annotated, Any
 
 import structlog
@@ -18,7 +17,7 @@ from fastapi import APIRouter, Depends, Form, Path, Request
 from fastapi.responses import RedirectResponse, Response
 
 from services.console import alertview
-from services.console.alertview import AlertRow, FilterError, InboxQuery
+from services.console.alertview import AlertRow, FilterError, InboxPage, InboxQuery
 from services.console.apiclient import ApiError, PersonApi
 from services.console.deps import ConsoleDeps
 from services.console.guard import SignedIn
@@ -46,31 +45,36 @@ def bad_filter(field: str) -> PageError:
     return PageError(400, "alerts.bad_filter_title", f"alerts.bad_filter.{field}")
 
 
-def parse(status: str | None, priority: str | None, escalated: str | None) -> InboxQuery:
+def parse(
+    status: str | None,
+    priority: str | None,
+    escalated: str | None,
+    after: str | None = None,
+    before: str | None = None,
+) -> InboxQuery:
     try:
-        return alertview.parse_query(status=status, priority=priority, escalated=escalated)
+        return alertview.parse_query(
+            status=status, priority=priority, escalated=escalated, after=after, before=before
+        )
     except FilterError as exc:
         raise bad_filter(exc.field) from None
 
 
-async def load_inbox(api: PersonApi, person: SignedIn, q: InboxQuery) -> list[AlertRow]:
-    """Ask the actions service for this filter's statuses (only the person's own for a CSM who owns
-    accounts by address alone), then keep what this person sees, in working order."""
+async def load_inbox(api: PersonApi, person: SignedIn, q: InboxQuery) -> InboxPage:
+    """One page of this filter in working order from the actions service (only the person's own for a
+    CSM who owns accounts by address alone; the service applies the person's reach anyway), each row
+    checked again here."""
     principal = person.principal
-    statuses = ["open", "acknowledged"] if q.status == "active" else [q.api_status]
-    base: dict[str, Any] = {"limit": alertview.FETCH_LIMIT}
+    params = q.api_params()
     if not principal.sees_all_accounts and not principal.accounts and principal.owner_email:
-        base["owner"] = principal.owner_email
-    calls = [
-        api.get_json("actions", "/v1/alerts", params={**base, **({"status": s} if s else {})})
-        for s in statuses
-    ]
+        params["owner"] = principal.owner_email
     try:
-        answers = await asyncio.gather(*calls)
+        answer = await api.get_json("actions", "/v1/alerts", params=params)
     except ApiError as exc:
+        if exc.status == 422:  # a cursor edited by hand, or for another order
+            raise bad_filter("page") from None
         raise unavailable(exc) from None
-    bodies = [a for answer in answers for a in (answer or {}).get("alerts") or []]
-    return alertview.inbox(principal, q, bodies)
+    return alertview.page_of(principal, q, answer or {})
 
 
 async def load_alert(api: PersonApi, person: SignedIn, alert_id: str) -> AlertRow:
@@ -109,16 +113,17 @@ def router(deps: ConsoleDeps) -> APIRouter:
     writer = Depends(deps.gate.person(Scope.ALERTS_WRITE))
     csrf = [Depends(deps.gate.csrf)]
 
-    def inbox_values(request: Request, q: InboxQuery, rows: list[AlertRow]) -> dict[str, Any]:
-        now = deps.clock()
+    def inbox_values(request: Request, q: InboxQuery, page: InboxPage) -> dict[str, Any]:
         return {
             "q": q,
-            "rows": rows,
-            "now": now,
-            "counts": alertview.counts(rows, now),
+            "rows": page.rows,
+            "page": page,
+            "now": deps.clock(),
+            "counts": page.counts,
             "av": alertview,
             "poll_s": deps.settings.alerts_poll_s,
             "query": q.params(),
+            "filters": q.filter_params(),
         }
 
     @r.get("/alerts")
@@ -127,11 +132,13 @@ def router(deps: ConsoleDeps) -> APIRouter:
         status: str | None = None,
         priority: str | None = None,
         escalated: str | None = None,
+        after: str | None = None,
+        before: str | None = None,
         person: SignedIn = reader,
     ) -> Response:
-        q = parse(status, priority, escalated)
-        rows = await load_inbox(deps.api.on_behalf_of(person), person, q)
-        return deps.pages.render(request, "alerts.html", **inbox_values(request, q, rows))
+        q = parse(status, priority, escalated, after, before)
+        page = await load_inbox(deps.api.on_behalf_of(person), person, q)
+        return deps.pages.render(request, "alerts.html", **inbox_values(request, q, page))
 
     @r.get("/alerts/rows")
     async def alert_rows(
@@ -139,11 +146,13 @@ def router(deps: ConsoleDeps) -> APIRouter:
         status: str | None = None,
         priority: str | None = None,
         escalated: str | None = None,
+        after: str | None = None,
+        before: str | None = None,
         person: SignedIn = reader,
     ) -> Response:
-        q = parse(status, priority, escalated)
-        rows = await load_inbox(deps.api.on_behalf_of(person), person, q)
-        return deps.pages.render(request, "_alert_rows.html", **inbox_values(request, q, rows))
+        q = parse(status, priority, escalated, after, before)
+        page = await load_inbox(deps.api.on_behalf_of(person), person, q)
+        return deps.pages.render(request, "_alert_rows.html", **inbox_values(request, q, page))
 
     @r.get("/alerts/{alert_id}")
     async def alert(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from dataclasses import replace
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -25,6 +26,9 @@ from services.console.web import not_found
 from shared.identity.principal import Principal
 from shared.identity.scopes import Scope
 
+# Module level: under ``from __future__ import annotations`` FastAPI resolves them by name.
+Limit = Annotated[int | None, Query()]
+PageNumber = Annotated[int | None, Query()]
 _FILE_PART = re.compile(r"[^A-Za-z0-9_.-]+")
 
 
@@ -39,11 +43,14 @@ def parse(
     order: str | None,
     across: str | None,
     limit: int | None,
+    page: int | None = None,
 ) -> SegmentsQuery:
     """The address, if this person may read it: a drill-down only within a granted segment."""
     try:
         filters = scoreview.parse_filters(metric=metric, window=window, segment=segment)
-        query = segmentview.parse_query(filters, by=by, across=across, sort=sort, order=order, limit=limit)
+        query = segmentview.parse_query(
+            filters, by=by, across=across, sort=sort, order=order, limit=limit, page=page
+        )
     except FilterError:
         raise bad_filter() from None
     if query.drilled and not person.principal.segment_allowed(filters.attributes):
@@ -99,7 +106,9 @@ async def load(api: PersonApi, principal: Principal, q: SegmentsQuery) -> Segmen
                 "by": q.by,
                 "sort": q.sort,
                 "order": "desc" if q.descending else "asc",
-                "limit": 1000,
+                # One page of the ranking: the scorer ranks every value and answers this slice only.
+                "limit": q.limit,
+                "offset": q.offset,
             },
         )
         heat_call = _optional(
@@ -136,26 +145,33 @@ def page(
     found = (rows_body or {}).get("cells" if q.drilled else "segments") or []
     rows = segmentview.rows_from(metric, found, dimension=q.by, whole=whole, min_sample=min_sample)
     shown = segmentview.visible(rows, principal, dimension=q.by, drilled=q.drilled)
-    ranked = segmentview.rank(shown, sort=q.sort, descending=q.descending, limit=q.limit)
+    total, offset = len(shown), 0
+    if q.drilled:
+        ranked = segmentview.rank(shown, sort=q.sort, descending=q.descending, limit=q.limit)
+    else:
+        # The scorer ranked every value this person may see and sent one page, in order.
+        total = scoreview.as_int((rows_body or {}).get("total")) or len(shown)
+        offset = q.offset
+        ranked = [replace(r, rank=offset + i) for i, r in enumerate(shown, start=1)]
     heat = None
     if heat_body is not None and q.across != q.by:
         heat = segmentview.heatmap(metric, heat_body, principal)
     return SegmentsPage(
         query=q,
         rows=tuple(ranked),
-        total=len(shown),
+        total=total,
         whole=whole,
         min_sample=min_sample,
         heatmap=heat,
         drill_unavailable=q.drilled and rows_body is None,
         heatmap_unavailable=not q.drilled and heat_body is None,
+        offset=offset,
     )
 
 
 def router(deps: ConsoleDeps) -> APIRouter:
     r = APIRouter(include_in_schema=False)
     reader = Depends(deps.gate.person(Scope.SCORES_READ))
-    Limit = Annotated[int | None, Query()]
 
     @r.get("/segments")
     async def segments(
@@ -168,6 +184,7 @@ def router(deps: ConsoleDeps) -> APIRouter:
         order: str | None = None,
         across: str | None = None,
         limit: Limit = None,
+        page: PageNumber = None,
         person: SignedIn = reader,
     ) -> Response:
         q = parse(
@@ -180,6 +197,7 @@ def router(deps: ConsoleDeps) -> APIRouter:
             order=order,
             across=across,
             limit=limit,
+            page=page,
         )
         view = await load(deps.api.on_behalf_of(person), person.principal, q)
         return deps.pages.render(
@@ -205,6 +223,7 @@ def router(deps: ConsoleDeps) -> APIRouter:
         order: str | None = None,
         across: str | None = None,
         limit: Limit = None,
+        page: PageNumber = None,
         person: SignedIn = reader,
     ) -> Response:
         q = parse(
@@ -217,6 +236,7 @@ def router(deps: ConsoleDeps) -> APIRouter:
             order=order,
             across=across,
             limit=limit,
+            page=page,
         )
         view = await load(deps.api.on_behalf_of(person), person.principal, q)
         lines = segmentview.csv_rows(view.rows, dimension=q.by, filters=q.filters, whole=view.whole)

@@ -1,6 +1,7 @@
 /* The Alerts inbox in the browser: keyboard moves (j / ArrowDown next, k / ArrowUp previous, Home, End;
    Enter opens the focused alert, as any link) and a short poll that brings new alerts without a reload.
-   The rows come from /alerts/rows (the same checks as the page); focus stays on the alert it was on.
+   The rows come from /alerts/rows (the same checks and the same page: its cursor is in the address);
+   focus stays on the alert, or the page link, it was on.
    No inline script, no eval. */
 (function () {
   "use strict";
@@ -54,7 +55,13 @@
         .then(function (html) {
           if (html === null || html === undefined) return;
           var focused = holder.contains(document.activeElement) ? idOf(document.activeElement) : null;
+          var pager = holder.contains(document.activeElement) && document.activeElement.dataset
+            ? document.activeElement.dataset.pager : null;
           holder.innerHTML = html; // parsed, never run (no script in it)
+          if (pager) {
+            var link = holder.querySelector('a[data-pager="' + pager + '"]');
+            if (link) link.focus();
+          }
           var fresh = 0;
           links().forEach(function (a) {
             var id = idOf(a);

@@ -9,7 +9,8 @@ from fastapi import APIRouter, Depends, Query
 
 from services.scorer import access, domain, heatmap, queries
 from services.scorer.deps import ScorerDeps
-from services.scorer.ports import Counts, CountsKey, KeyFilter, ScoreReader
+from services.scorer.ports import Counts, CountsKey, DriftRecord, KeyFilter, ScoreReader
+from services.scorer.rankcache import RankCache
 from services.scorer.routes.problems import invalid
 from services.scorer.windows import Comparison, rolling
 from shared.identity.principal import Principal
@@ -26,6 +27,7 @@ def router(deps: ScorerDeps) -> APIRouter:
     cfg = deps.settings
     year = timedelta(days=cfg.year_ago_days)
     reader_scope = Depends(deps.auth.require(Scope.SCORES_READ))
+    busiest: RankCache[dict[str, int]] = RankCache(ttl_s=cfg.breakdown_cache_s)
 
     @api.get(
         "/v1/scores/heatmap",
@@ -56,19 +58,17 @@ def router(deps: ScorerDeps) -> APIRouter:
         except heatmap.HeatmapError as exc:
             return invalid(exc.field, str(exc))
         comp = rolling(span, now=deps.clock(), tiers=cfg.tiers, year=year)
-        async with deps.scores() as reader:
-            loaded = await _pairs(reader, metric=metric, heat=heat, comp=comp)
-            # Only the pairs of the rows and columns shown are scored (and their drift read).
-            kept = heatmap.keep(
-                {k.segment_key: sum(c.values()) for k, c in loaded.items() if k.label == queries.CURRENT},
-                heat,
-                limit_rows=limit_rows,
-                limit_columns=limit_columns,
-                min_responses=min_responses,
-                visible=principal.segment_allowed,
-            )
-            loaded = {k: c for k, c in loaded.items() if k.segment_key in kept.keys}
-            drift = await reader.drift(metric=metric.value, keys=sorted(kept.keys))
+        answers, pairs = await _answers(deps, busiest, metric=metric, window=window, heat=heat, comp=comp)
+        # Only the pairs of the rows and columns shown are scored (and their drift read).
+        kept = heatmap.keep(
+            answers,
+            heat,
+            limit_rows=limit_rows,
+            limit_columns=limit_columns,
+            min_responses=min_responses,
+            visible=principal.segment_allowed,
+        )
+        loaded, drift = await _kept_counts(deps, metric=metric, keys=sorted(kept.keys), comp=comp, read=pairs)
         found = queries.breakdown_rows(
             metric,
             heat.dimensions,
@@ -100,18 +100,73 @@ def router(deps: ScorerDeps) -> APIRouter:
     return api
 
 
+async def _answers(
+    deps: ScorerDeps,
+    busiest: RankCache[dict[str, int]],
+    *,
+    metric: Metric,
+    window: str,
+    heat: heatmap.HeatmapPlan,
+    comp: Comparison,
+) -> tuple[dict[str, int], dict[CountsKey, Counts] | None]:
+    """Every pair's answers over the current window, to choose the busiest rows and columns. Without a
+    filter that is every pair (30,000 at 10,000 stores x 3 channels), read over the current window only
+    and reused for ``breakdown_cache_s``, as a breakdown's ranking is; a drill-down reads its few pairs
+    over both windows each time (and hands them on: nothing more to read)."""
+
+    def current(loaded: dict[CountsKey, Counts]) -> dict[str, int]:
+        return {k.segment_key: sum(c.values()) for k, c in loaded.items() if k.label == queries.CURRENT}
+
+    async def read() -> dict[CountsKey, Counts]:
+        async with deps.scores() as reader:
+            return await _pairs(reader, metric=metric, heat=heat, comp=comp)
+
+    if heat.fixed:
+        pairs = await read()
+        return current(pairs), pairs
+
+    async def every() -> dict[str, int]:
+        return current(await read())
+
+    return await busiest.get((metric.value, window, heat.dimensions), every), None
+
+
+async def _kept_counts(
+    deps: ScorerDeps,
+    *,
+    metric: Metric,
+    keys: list[str],
+    comp: Comparison,
+    read: dict[CountsKey, Counts] | None,
+) -> tuple[dict[CountsKey, Counts], dict[str, DriftRecord]]:
+    """Both windows' counters (already ``read``, or read now) and the drift states of the pairs kept
+    (90 of 30,000 at 10,000 stores)."""
+    both = queries.plan_spans({queries.CURRENT: comp.current, queries.PREVIOUS: comp.previous})
+    kept = set(keys)
+    async with deps.scores() as reader:
+        if read is not None:
+            loaded = {k: c for k, c in read.items() if k.segment_key in kept}
+        elif keys:
+            loaded = await reader.load_counts(metric=metric.value, where=KeyFilter(keys=keys), spans=both)
+        else:
+            loaded = {}
+        drift = await reader.drift(metric=metric.value, keys=keys)
+    return loaded, drift
+
+
 async def _pairs(
     reader: ScoreReader, *, metric: Metric, heat: heatmap.HeatmapPlan, comp: Comparison
 ) -> dict[CountsKey, Counts]:
-    """The pairs' counters: all of them, or (one dimension fixed) the free one's values first, then
-    only those pairs, so a drill-down into one store never reads the other stores' pairs."""
+    """The pairs' counters: every pair over the current window alone (the caller reads both windows
+    of the pairs it keeps), or (one dimension fixed) the free one's values first, then only those pairs
+    over both windows, so a drill-down into one store never reads the other stores' pairs."""
+    current = queries.plan_spans({queries.CURRENT: comp.current})
     spans = queries.plan_spans({queries.CURRENT: comp.current, queries.PREVIOUS: comp.previous})
     if not heat.fixed:
         return await reader.load_counts(
-            metric=metric.value, where=KeyFilter(dimensions=heat.dimensions), spans=spans
+            metric=metric.value, where=KeyFilter(dimensions=heat.dimensions), spans=current
         )
     if len(heat.free) == 1:
-        current = queries.plan_spans({queries.CURRENT: comp.current})
         singles = await reader.load_counts(
             metric=metric.value, where=KeyFilter(dimensions=heat.free), spans=current
         )

@@ -11,8 +11,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from services.scorer import access, domain, queries, responses
 from services.scorer.deps import ScorerDeps
 from services.scorer.ports import KeyFilter
+from services.scorer.rankcache import RankCache
 from services.scorer.routes.problems import invalid, outside_grants
-from services.scorer.windows import plan_series, rolling
+from services.scorer.windows import Comparison, plan_series, rolling
 from shared.identity.principal import Principal
 from shared.identity.scopes import Scope
 from shared.scales import Metric
@@ -157,9 +158,26 @@ def _scores(api: APIRouter, deps: ScorerDeps) -> None:
         return access.conceal(body, principal, min_group=cfg.min_group_size)
 
 
+async def _add_response_rates(
+    deps: ScorerDeps, metric: Metric, comp: Comparison, page: list[dict[str, Any]]
+) -> None:
+    """Survey response rates of the rows shown, as GET /v1/scores gives them per segment (never cached)."""
+    rr_start, rr_end = responses.window(comp.current.start, comp.current.end)
+    async with deps.scores() as reader:
+        survey_counts = await reader.response_counts_by_key(
+            metric=metric.value, keys=[r["segment_key"] for r in page], start=rr_start, end=rr_end
+        )
+    for row in page:
+        counts = survey_counts.get(row["segment_key"], responses.ResponseCounts())
+        row.update(
+            responses.body(counts, start=rr_start, end=rr_end, settings=deps.settings.response_settings)
+        )
+
+
 def _breakdown(api: APIRouter, deps: ScorerDeps) -> None:
     cfg = deps.settings
     year = timedelta(days=cfg.year_ago_days)
+    rankings: RankCache[tuple[Comparison, list[dict[str, Any]]]] = RankCache(ttl_s=cfg.breakdown_cache_s)
     reader_scope = Depends(deps.auth.require(Scope.SCORES_READ))
 
     @api.get(
@@ -180,6 +198,7 @@ def _breakdown(api: APIRouter, deps: ScorerDeps) -> None:
         order: Literal["desc", "asc"] = "desc",
         min_responses: Annotated[int, Query(ge=0)] = 0,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+        offset: Annotated[int, Query(ge=0, description="rows of the ranking to skip (paging)")] = 0,
         principal: Principal = reader_scope,
     ) -> Any:
         try:
@@ -190,37 +209,36 @@ def _breakdown(api: APIRouter, deps: ScorerDeps) -> None:
         if not dims or (len(dims) > 1 and dims not in cfg.combos):
             combos = ", ".join(",".join(c) for c in cfg.combos) or "none"
             return invalid("by", f"by must be one dimension or a configured combination ({combos})")
-        comp = rolling(span, now=deps.clock(), tiers=cfg.tiers, year=year)
-        spans = queries.plan_spans({queries.CURRENT: comp.current, queries.PREVIOUS: comp.previous})
-        async with deps.scores() as reader:
-            loaded = await reader.load_counts(
-                metric=metric.value, where=KeyFilter(dimensions=dims), spans=spans
+
+        async def compute() -> tuple[Comparison, list[dict[str, Any]]]:
+            comp = rolling(span, now=deps.clock(), tiers=cfg.tiers, year=year)
+            spans = queries.plan_spans({queries.CURRENT: comp.current, queries.PREVIOUS: comp.previous})
+            async with deps.scores() as reader:
+                loaded = await reader.load_counts(
+                    metric=metric.value, where=KeyFilter(dimensions=dims), spans=spans
+                )
+                drift = await reader.drift(metric=metric.value, keys=sorted({k.segment_key for k in loaded}))
+            rows = queries.breakdown_rows(
+                metric,
+                dims,
+                loaded,
+                min_responses=min_responses,
+                min_sample=cfg.min_sample,
+                alpha=cfg.alert_alpha,
+                drift_records=drift,
             )
-            drift = await reader.drift(metric=metric.value, keys=sorted({k.segment_key for k in loaded}))
-        rows = queries.breakdown_rows(
-            metric,
-            dims,
-            loaded,
-            min_responses=min_responses,
-            min_sample=cfg.min_sample,
-            alpha=cfg.alert_alpha,
-            drift_records=drift,
-        )
-        rows = [
+            return comp, rows
+
+        # Every row is scored (the ranking needs them all) at most once per ``breakdown_cache_s``; each
+        # request keeps what its caller may see, ranks copies, and conceals the page it answers.
+        comp, every = await rankings.get((metric.value, window, dims, min_responses), compute)
+        visible = [dict(r) for r in access.visible_rows(every, principal)]
+        ranked = queries.rank(visible, sort=sort, descending=order == "desc")
+        page = [
             access.conceal(r, principal, min_group=cfg.min_group_size)
-            for r in access.visible_rows(rows, principal)
+            for r in ranked[offset : offset + limit]
         ]
-        ranked = queries.rank(rows, sort=sort, descending=order == "desc")
-        shown = ranked[:limit]
-        # Survey response rates of the rows shown, as GET /v1/scores gives them per segment.
-        rr_start, rr_end = responses.window(comp.current.start, comp.current.end)
-        async with deps.scores() as reader:
-            survey_counts = await reader.response_counts_by_key(
-                metric=metric.value, keys=[r["segment_key"] for r in shown], start=rr_start, end=rr_end
-            )
-        for row in shown:
-            counts = survey_counts.get(row["segment_key"], responses.ResponseCounts())
-            row.update(responses.body(counts, start=rr_start, end=rr_end, settings=cfg.response_settings))
+        await _add_response_rates(deps, metric, comp, page)
         return {
             "metric": metric.value,
             "window": window,
@@ -232,7 +250,8 @@ def _breakdown(api: APIRouter, deps: ScorerDeps) -> None:
             "sort": sort,
             "order": order,
             "total": len(ranked),
-            "segments": shown,
+            "offset": offset,
+            "segments": page,
         }
 
 
