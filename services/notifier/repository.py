@@ -311,8 +311,9 @@ class PgDeliveries:
                 "UPDATE notifier.deliveries SET reconcile_token = :token, reconcile_at = :until "
                 "WHERE notification_id IN (SELECT notification_id FROM notifier.deliveries "
                 "WHERE status = 'unknown' AND provider = ANY(CAST(:providers AS text[])) "
-                "AND created_at >= :now - make_interval(secs => :max_age) "
-                "AND COALESCE(reconcile_at, updated_at + make_interval(secs => :settle)) <= :now "
+                "AND created_at >= CAST(:now AS timestamptz) - make_interval(secs => :max_age) "
+                "AND COALESCE(reconcile_at, updated_at + make_interval(secs => :settle)) "
+                "<= CAST(:now AS timestamptz) "
                 "ORDER BY created_at LIMIT :limit FOR UPDATE SKIP LOCKED) "
                 f"RETURNING {_COLUMNS}, absent_at"
             ),

@@ -10,11 +10,18 @@ Without the Email Activity add-on (403) the row stays ``unknown`` and says why.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
 
 from services.notifier.bootstrap import create_app
+from services.notifier.providers.sendgrid import SendGridProvider
+from services.notifier.reconcile import ReconcileConfig
+from services.notifier.reconciler import Reconciler
+from services.notifier.repository import PgNotifierStore
+from services.notifier.transitions import DispatchConfig
+from shared.db import make_engine
 from shared.events import Channel
 from shared.topics import Topics
 from tests.fakes.base import Step
@@ -28,7 +35,7 @@ pytestmark = pytest.mark.integration
 SETTLE_S = 1.0
 
 
-def _settings(infra: Infra, database_url: str, topics: Topics, fake: FakeSendGrid) -> Any:
+def _settings(infra: Infra, database_url: str, topics: Topics, fake: FakeSendGrid, **more: Any) -> Any:
     return notifier_settings(
         infra,
         database_url,
@@ -39,6 +46,7 @@ def _settings(infra: Infra, database_url: str, topics: Topics, fake: FakeSendGri
         reconcile_settle_s=SETTLE_S,
         reconcile_interval_s=0.2,
         reconcile_lookups_per_minute=600,
+        **more,
     )
 
 
@@ -114,3 +122,55 @@ async def test_without_the_activity_add_on_the_row_stays_unknown_and_says_why(
         assert stuck["status"] == "unknown" and stuck["reconciled"] is None
         assert fake.lookups and all(lk.status == 403 for lk in fake.lookups)
         assert fake.calls == 1 and len(fake.accepted) == 1  # never resent
+
+
+async def test_two_replicas_share_the_looks_and_resend_once(
+    infra: Infra, database_url: str, topics: Topics
+) -> None:
+    """Two reconcilers (two replicas) on one unknown row: each pass only one of them looks (the claim,
+    SKIP LOCKED), and "absent twice" puts the row back once: SendGrid receives it exactly once."""
+    with FakeSendGrid() as fake:
+        fake.on("twin@example.com", Step(status=500, delay_s=3.0))  # never received; answer too late
+        note = request("rc-twin", channel=Channel.EMAIL, to="twin@example.com", template="thank_you")
+        # The app's own reconciler is off: the two below are the replicas under test.
+        cfg = _settings(infra, database_url, topics, fake, reconcile_unknown=False)
+        engine = make_engine(database_url)
+        provider = SendGridProvider(
+            api_key=fake.api_key, base_url=fake.url, from_email="f@example.com", from_name="C", timeout_s=2
+        )
+        twins = [
+            Reconciler(
+                store=PgNotifierStore(engine),
+                providers={Channel.EMAIL: provider},
+                topics=topics,
+                dispatch=DispatchConfig(),
+                config=ReconcileConfig(settle_s=0.5, lookups_per_minute=600),
+            )
+            for _ in range(2)
+        ]
+        try:
+            async with running(create_app(cfg)):
+                await produce(infra.bootstrap, records(topics, [note]))
+
+                async def status() -> Any:
+                    return (await deliveries(database_url)).get("rc-twin", {}).get("status")
+
+                await wait_for(status, until=lambda s: s == "unknown", timeout_s=30)
+                passes: list[list[int]] = []
+
+                async def both() -> Any:
+                    looked = list(await asyncio.gather(*(t.reconcile() for t in twins)))
+                    passes.append(looked)
+                    return await status()
+
+                await wait_for(both, until=lambda s: s != "unknown", timeout_s=30, every_s=0.05)
+                done = await wait_for(status, until=lambda s: s == "sent", timeout_s=30)
+            assert done == "sent"
+            assert all(sum(p) <= 1 for p in passes), passes  # never both on the row at once
+            looks = [lk for lk in fake.lookups if '"rc-twin"' in lk.query]
+            assert len(looks) == sum(map(sum, passes)) >= 2
+            assert len(fake.accepted_for("twin@example.com")) == 1
+            assert [c.status for c in fake.requests_for("twin@example.com")] == [500, 202]
+        finally:
+            await provider.aclose()
+            await engine.dispose()
