@@ -30,8 +30,8 @@ from services.notifier.providers import CannotTell, LookupProvider, LookupResult
 from services.notifier.reconcile import (
     Budget,
     GiveUp,
-    Looked,
     LookAgain,
+    Looked,
     MarkSent,
     ReconcileConfig,
     Requeue,
@@ -136,7 +136,7 @@ class Reconciler:
             )
         except TimeoutError:
             return CannotTell("timeout", f"{provider.name} lookup timed out")
-        except Exception as exc:  # noqa: BLE001 - an adapter bug must not stop reconciling the others
+        except Exception as exc:
             log.exception("lookup_crashed", provider=provider.name)
             return CannotTell("adapter", f"{provider.name} lookup failed: {type(exc).__name__}")
 

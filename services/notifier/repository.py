@@ -308,7 +308,7 @@ class PgDeliveries:
             return []
         rows = await self.conn.execute(
             text(
-                "UPDATE notifier.deliveries SET reconcile_token = :token, reconcile_at = :until "
+                "UPDATE notifier.deliveries SET reconcile_token = :token, reconcile_at = :until "  # noqa: S608 - constant columns
                 "WHERE notification_id IN (SELECT notification_id FROM notifier.deliveries "
                 "WHERE status = 'unknown' AND provider = ANY(CAST(:providers AS text[])) "
                 "AND created_at >= CAST(:now AS timestamptz) - make_interval(secs => :max_age) "

@@ -13,8 +13,8 @@ from services.notifier.providers.sendgrid import SendGridProvider
 from services.notifier.reconcile import (
     Budget,
     GiveUp,
-    Looked,
     LookAgain,
+    Looked,
     MarkSent,
     ReconcileConfig,
     Requeue,
