@@ -30,6 +30,8 @@ from services.notifier.providers.survey_inapp import InAppProvider
 from services.notifier.providers.survey_sms import RegisteringSmsProvider, SurveySmsRegistrar
 from services.notifier.providers.twilio import TwilioProvider
 from services.notifier.providers.webhook import WebhookProvider
+from services.notifier.reconcile import ReconcileConfig
+from services.notifier.reconciler import Reconciler
 from services.notifier.repository import PgDeliveries, PgNotifierStore
 from services.notifier.routes import deliveries, outbox, suppressions, unsubscribe
 from services.notifier.routes import templates as previews
@@ -169,6 +171,16 @@ def dispatch_config(cfg: NotifierSettings) -> DispatchConfig:
     )
 
 
+def reconcile_config(cfg: NotifierSettings) -> ReconcileConfig:
+    return ReconcileConfig(
+        enabled=cfg.reconcile_unknown,
+        settle_s=cfg.reconcile_settle_s,
+        interval_s=cfg.reconcile_interval_s,
+        lookups_per_minute=cfg.reconcile_lookups_per_minute,
+        max_age_s=cfg.reconcile_max_age_s,
+    )
+
+
 def consumer_handler(intake: Intake) -> Handler:
     """The intake on the consumer's transaction (which also stores the offsets)."""
 
@@ -182,6 +194,7 @@ def _lifespan(
     *,
     runtime: ConsumerRuntime,
     dispatcher: Dispatcher,
+    reconciler: Reconciler,
     listener: WakeListener | None,
     providers: dict[Channel, Provider],
     auth: Authenticator,
@@ -196,11 +209,13 @@ def _lifespan(
         await erasure.start()
         await retention.start()
         await dispatcher.start()
+        await reconciler.start()
         if listener is not None:
             await listener.start()
         yield
         if listener is not None:
             await listener.stop()
+        await reconciler.stop()
         await dispatcher.stop()
         await retention.stop()
         await erasure.stop()
@@ -272,6 +287,13 @@ def create_app(settings: NotifierSettings | None = None) -> FastAPI:
         default_addresses=default_addresses(cfg, providers),
         config=dispatcher_cfg,
     )
+    reconciler = Reconciler(
+        store=store,
+        providers=providers,
+        topics=cfg.topics,
+        dispatch=dispatcher_cfg,
+        config=reconcile_config(cfg),
+    )
     listener = (
         WakeListener(database_url=cfg.database_url, wake=dispatcher.wake) if cfg.dispatch_listen else None
     )
@@ -285,6 +307,7 @@ def create_app(settings: NotifierSettings | None = None) -> FastAPI:
         lifespan=_lifespan(
             runtime=runtime,
             dispatcher=dispatcher,
+            reconciler=reconciler,
             listener=listener,
             providers=providers,
             auth=auth,

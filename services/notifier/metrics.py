@@ -16,3 +16,9 @@ PROVIDER_ATTEMPTS = Counter(
     "timeout_after_send, rejected, recipient_opted_out)",
     ["provider", "result"],
 )
+RECONCILED = Counter(
+    "csat_notifier_reconciled_total",
+    "Lookups of 'unknown' deliveries at their provider, by provider and result (found: recorded sent; "
+    "absent: first look; absent_confirmed: sent again, or failed without attempts left; cannot_tell)",
+    ["provider", "result"],
+)

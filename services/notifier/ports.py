@@ -218,6 +218,57 @@ class Deliveries(IntakeStore, Protocol):
     async def delete_events(self, *, ids: Sequence[int]) -> None: ...
 
 
+@dataclass(frozen=True, slots=True)
+class UnknownRow:
+    """An ``unknown`` delivery claimed for reconciliation, with when the provider first said absent."""
+
+    row: DeliveryRow
+    absent_at: datetime | None
+
+
+class UnknownDeliveries(Deliveries, Protocol):
+    """The reconciler's transaction: unknown rows of providers that can be asked about a message."""
+
+    async def claim_unknown(
+        self,
+        *,
+        providers: Sequence[str],
+        now: datetime,
+        settle_s: float,
+        max_age_s: float,
+        limit: int,
+        token: str,
+        until: datetime,
+    ) -> list[UnknownRow]:
+        """Take up to ``limit`` unknown rows due for a look (SKIP LOCKED): ``token`` marks them this
+        replica's until ``until``, committed before the provider is asked."""
+        ...
+
+    async def held_unknown(self, *, notification_id: str, token: str) -> UnknownRow | None:
+        """Lock the row if it is still unknown and still this look's (``token``); None otherwise."""
+        ...
+
+    async def look_again(
+        self, *, notification_id: str, at: datetime, absent_at: datetime | None, note: str | None
+    ) -> None:
+        """Still unknown: the next look at ``at``, the first "absent" answer, why (``note``)."""
+        ...
+
+    async def requeue_unknown(self, *, notification_id: str, at: datetime) -> bool:
+        """unknown -> pending at ``at`` (the provider never got it): the dispatcher sends it again."""
+        ...
+
+    async def mark_reconciled(self, *, notification_id: str, result: str) -> None:
+        """What reconciliation found (``found``, ``absent``), kept on the row; the look is over."""
+        ...
+
+
+class UnknownStore(Protocol):
+    """Where the reconciler opens its transactions."""
+
+    def begin(self) -> AbstractAsyncContextManager[UnknownDeliveries]: ...
+
+
 class DeliveryStore(Protocol):
     """Where the dispatcher opens its transactions."""
 

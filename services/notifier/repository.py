@@ -28,6 +28,7 @@ from services.notifier.ports import (
     Sent,
     SuppressionEntry,
     SuppressionLookup,
+    UnknownRow,
 )
 from services.notifier.providers import InTransactionProvider, Message, SendResult
 from shared.envelope import OutgoingRecord
@@ -288,6 +289,89 @@ class PgDeliveries:
             },
         )
         return bool(result.rowcount)
+
+    # ---- reconciling unknown deliveries ---------------------------------------------------------------
+    async def claim_unknown(
+        self,
+        *,
+        providers: Sequence[str],
+        now: datetime,
+        settle_s: float,
+        max_age_s: float,
+        limit: int,
+        token: str,
+        until: datetime,
+    ) -> list[UnknownRow]:
+        """Unknown rows due for a look (first look: a settle delay after they became unknown), marked
+        this look's until ``until`` in one statement; SKIP LOCKED shares them between replicas."""
+        if not providers or limit <= 0:
+            return []
+        rows = await self.conn.execute(
+            text(
+                "UPDATE notifier.deliveries SET reconcile_token = :token, reconcile_at = :until "  # noqa: S608 - constant columns
+                "WHERE notification_id IN (SELECT notification_id FROM notifier.deliveries "
+                "WHERE status = 'unknown' AND provider = ANY(CAST(:providers AS text[])) "
+                "AND created_at >= CAST(:now AS timestamptz) - make_interval(secs => :max_age) "
+                "AND COALESCE(reconcile_at, updated_at + make_interval(secs => :settle)) "
+                "<= CAST(:now AS timestamptz) "
+                "ORDER BY created_at LIMIT :limit FOR UPDATE SKIP LOCKED) "
+                f"RETURNING {_COLUMNS}, absent_at"
+            ),
+            {
+                "token": token,
+                "until": until,
+                "providers": list(providers),
+                "now": now,
+                "max_age": max_age_s,
+                "settle": settle_s,
+                "limit": limit,
+            },
+        )
+        return [UnknownRow(row=_row(r), absent_at=r.absent_at) for r in rows]
+
+    async def held_unknown(self, *, notification_id: str, token: str) -> UnknownRow | None:
+        rows = await self.conn.execute(
+            text(
+                f"SELECT {_COLUMNS}, absent_at FROM notifier.deliveries "  # noqa: S608 - constant columns
+                "WHERE notification_id = :id AND status = 'unknown' AND reconcile_token = :token FOR UPDATE"
+            ),
+            {"id": notification_id, "token": token},
+        )
+        r = rows.first()
+        return None if r is None else UnknownRow(row=_row(r), absent_at=r.absent_at)
+
+    async def look_again(
+        self, *, notification_id: str, at: datetime, absent_at: datetime | None, note: str | None
+    ) -> None:
+        await self.conn.execute(
+            text(
+                "UPDATE notifier.deliveries SET reconcile_at = :at, absent_at = :absent, "
+                "reconcile_token = NULL, last_error = COALESCE(:note, last_error) "
+                "WHERE notification_id = :id AND status = 'unknown'"
+            ),
+            {"id": notification_id, "at": at, "absent": absent_at, "note": note},
+        )
+
+    async def requeue_unknown(self, *, notification_id: str, at: datetime) -> bool:
+        result = await self.conn.execute(
+            text(
+                "UPDATE notifier.deliveries SET status = 'pending', next_attempt_at = :at, "
+                "reason = 'reconciled_absent', claim_token = NULL, lease_until = NULL, "
+                "reconcile_token = NULL, reconcile_at = NULL, absent_at = NULL, reconciled = 'absent', "
+                "updated_at = now() WHERE notification_id = :id AND status = 'unknown'"
+            ),
+            {"id": notification_id, "at": at},
+        )
+        return bool(result.rowcount)
+
+    async def mark_reconciled(self, *, notification_id: str, result: str) -> None:
+        await self.conn.execute(
+            text(
+                "UPDATE notifier.deliveries SET reconciled = :result, reconcile_token = NULL, "
+                "reconcile_at = NULL, absent_at = NULL WHERE notification_id = :id"
+            ),
+            {"id": notification_id, "result": result},
+        )
 
     # ---- suppression list -----------------------------------------------------------------------------
     async def suppressions_for(self, *, lookups: Sequence[SuppressionLookup]) -> dict[str, str]:

@@ -78,6 +78,29 @@ class NotifierSettings(CommonSettings, IdentitySettings):
     lease_grace_s: float = Field(
         default=30.0, ge=0, description="Past an attempt's deadline, a 'sending' record is presumed crashed"
     )
+    reconcile_unknown: bool = Field(
+        default=True,
+        description="Ask providers that can tell (SendGrid's Email Activity API) whether an 'unknown' "
+        "delivery went out: found -> sent, absent twice -> sent again",
+    )
+    reconcile_settle_s: float = Field(
+        default=600.0,
+        gt=0,
+        description="Age of an unknown attempt before the provider is asked, and the gap between the two "
+        "'absent' answers that allow a resend (the provider's indexing delay)",
+    )
+    reconcile_interval_s: float = Field(
+        default=30.0, gt=0, description="How often unknown rows are looked for"
+    )
+    reconcile_lookups_per_minute: float = Field(
+        default=5.0, gt=0, description="Per replica; SendGrid allows 6 Email Activity requests per minute"
+    )
+    reconcile_max_age_s: float = Field(
+        default=86_400.0,
+        gt=0,
+        description="Unknown deliveries older than this are left to a person (the provider's history "
+        "may no longer hold them)",
+    )
 
     # ---- consent and fatigue (customer-facing messages only) -----------------------------------------
     public_base_url: str = Field(default="http://127.0.0.1:8003", description="Base of unsubscribe links")

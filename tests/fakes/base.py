@@ -117,6 +117,10 @@ class FakeServer:
     def error(self, step: Step, request: Request, payload: dict[str, Any]) -> Response:
         raise NotImplementedError
 
+    def extra_routes(self) -> list[Route]:
+        """Endpoints besides the sending one (e.g. SendGrid's Email Activity API); not counted as sends."""
+        return []
+
     def refuse_recipient(self, request: Request, payload: dict[str, Any]) -> Response | None:
         """A provider-side opt-out (Twilio STOP, Postmark inactive); None to deliver."""
         return None
@@ -165,6 +169,7 @@ class FakeServer:
 
     def __enter__(self) -> Self:
         routes = [Route(path, self._handle, methods=list(methods)) for path, methods in self.routes_for()]
+        routes += self.extra_routes()
         app = Starlette(routes=routes)
         config = uvicorn.Config(
             app,

@@ -8,13 +8,14 @@ expected invitation is counted where it lands, by its dedupe key (``survey-invit
 
 - ``outbox``: the embedded provider, written in the claiming transaction: each expected invitation is
   in ``notifier.outbox`` exactly once and recorded ``sent``: none lost, none twice.
-- ``sendgrid``: a fake SendGrid on a loopback port, a provider without an idempotency key: no
-  invitation reaches it twice (counted by ``custom_args.notification_id`` on every accepted request),
-  none is received that was not expected, and every expected invitation ends ``sent`` or, when the
-  kill fell between the committed claim and the provider's answer, ``unknown`` (never resent: a second
-  email is the worse failure). How many of those the provider did receive is in the figures
-  (``unknown_received``, ``unknown_not_received``: the fake knows what a real provider would not tell);
-  ``lost`` counts invitations missing at the provider without being flagged, and must be 0.
+- ``sendgrid``: a fake SendGrid on a loopback port, a provider without an idempotency key, whose
+  Email Activity API the notifier asks about every delivery left ``unknown`` (the kill fell between the
+  committed claim and SendGrid's answer): found -> ``sent``, absent twice a settle delay apart -> sent
+  again. Every expected invitation is received by SendGrid exactly once (counted by
+  ``custom_args.notification_id`` on every accepted request), none is received that was not expected,
+  and every one ends ``sent``: none lost, none twice, none left ``unknown``. The fake indexes a message
+  for the activity API only 0.5 s after accepting it, and the notifier waits 2 s (``SETTLE_S``) before
+  its first look and between the two "absent" answers (10 minutes by default, for SendGrid's own lag).
 
 Each kill is taken while invitations are still owed (``kills_mid_send`` counts the kills that found
 acknowledged invitations not yet at the provider).
@@ -47,6 +48,8 @@ SEED = int(os.environ.get("CSAT_FAULT_SEED", str(int(time.time()))))
 SURVEY = "fault-invite"
 SAMPLING = 50
 PREFIX = "survey-invite-"
+#: The reconciler's settle delay in the SendGrid variant (the fake's indexing delay is 0.5 s).
+SETTLE_S = 2.0
 SURVEYS_YAML = f"""
 version: 1
 surveys:
@@ -159,6 +162,20 @@ async def _outbox(database_url: str) -> dict[str, int]:
     return {r["notification_id"]: int(r["n"]) for r in rows}
 
 
+async def _reconciled(database_url: str) -> dict[str, int]:
+    """What the reconciler found for the invitations it looked at: found (sent) or absent (sent again)."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        rows = await conn.fetch(
+            "SELECT reconciled, count(*) AS n FROM notifier.deliveries WHERE notification_id LIKE $1 "
+            "AND reconciled IS NOT NULL GROUP BY reconciled",
+            PREFIX + "%",
+        )
+    finally:
+        await conn.close()
+    return {r["reconciled"]: int(r["n"]) for r in rows}
+
+
 def _sendgrid_counts(sendgrid: FakeSendGrid) -> dict[str, int]:
     """Every message SendGrid accepted, by the notification id it carries."""
     received: dict[str, int] = {}
@@ -176,12 +193,15 @@ async def test_notifier_killed_while_sending_invitations(fault_dir: Path, provid
     root.mkdir(parents=True, exist_ok=True)
     (root / "surveys.yaml").write_text(SURVEYS_YAML, encoding="utf-8")
     env = {"CSAT_SURVEYS_FILE": str(root / "surveys.yaml"), "CSAT_TIMER_POLL_S": "0.5"}
-    with FakeSendGrid() as sendgrid:
+    with FakeSendGrid(indexing_delay_s=0.5) as sendgrid:
         if provider == "sendgrid":
             env |= {
                 "CSAT_EMAIL_PROVIDER": "sendgrid",
                 "CSAT_SENDGRID_API_KEY": sendgrid.api_key,
                 "CSAT_SENDGRID_BASE_URL": sendgrid.url,
+                "CSAT_RECONCILE_SETTLE_S": str(SETTLE_S),
+                "CSAT_RECONCILE_INTERVAL_S": "0.5",
+                "CSAT_RECONCILE_LOOKUPS_PER_MINUTE": "6000",
             }
         async with fault_stack(root, services=("collector", "actions", "notifier"), extra_env=env) as fs:
 
@@ -190,11 +210,15 @@ async def test_notifier_killed_while_sending_invitations(fault_dir: Path, provid
                     return _sendgrid_counts(sendgrid)
                 return await _outbox(fs.database_url)
 
-            figures = await _rounds(fs, rng, sink)
+            figures = await _rounds(fs, rng, sink, reconciled=provider == "sendgrid")
+            figures["reconciled"] = await _reconciled(fs.database_url)
+            figures["lookups"] = len(sendgrid.lookups)
     _check(provider, sendgrid_seen=provider == "sendgrid", **figures)
 
 
-async def _rounds(fs: Any, rng: random.Random, sink: Callable[[], Any]) -> dict[str, Any]:
+async def _rounds(
+    fs: Any, rng: random.Random, sink: Callable[[], Any], *, reconciled: bool
+) -> dict[str, Any]:
     notifier = fs.stack.services["notifier"]
     stream = InteractionStream(fs.url["collector"], per_second=20)
     stream.start()
@@ -221,11 +245,13 @@ async def _rounds(fs: Any, rng: random.Random, sink: Callable[[], Any]) -> dict[
     chaos_s = time.monotonic() - began
     expected = stream.expected()
 
-    # Wait until every expected invitation has a final record (sent, or unknown after a crash).
+    # Wait until every expected invitation has a final record: sent, or (outbox: never) unknown after a
+    # crash. With reconciliation an unknown one is not final: it is looked up, then sent or sent again.
+    finals = ("sent",) if reconciled else ("sent", "unknown")
     deadline = time.monotonic() + 240
     deliveries = await _deliveries(fs.database_url)
     while time.monotonic() < deadline:
-        final = {n for n in expected if deliveries.get(n) in ("sent", "unknown")}
+        final = {n for n in expected if deliveries.get(n) in finals}
         if len(final) == len(expected):
             break
         await asyncio.sleep(0.5)
@@ -255,6 +281,8 @@ def _check(
     seconds: float,
     interactions_sent: int,
     interactions_acknowledged: int,
+    reconciled: dict[str, int],
+    lookups: int,
 ) -> None:
     status = {n: deliveries.get(n) for n in expected}
     sent = {n for n, s in status.items() if s == "sent"}
@@ -284,6 +312,9 @@ def _check(
         unknown_received=len(unknown & set(received)),
         unknown_not_received=len(unknown & not_received),
         without_final_record=len(missing_record),
+        reconciled_found=reconciled.get("found", 0),
+        reconciled_absent=reconciled.get("absent", 0),
+        activity_lookups=lookups,
     )
     assert interactions_acknowledged == interactions_sent, "the collector refused interactions"
     assert kills == ROUNDS and mid_send >= ROUNDS // 2, "the kills did not land while invitations were owed"
@@ -293,6 +324,12 @@ def _check(
     assert not missing_record, f"{len(missing_record)} invitations have no final delivery record"
     assert sent <= set(received), "an invitation recorded sent never reached the provider"
     assert lost == 0, f"{lost} invitations never reached the provider and are not flagged unknown"
-    if not sendgrid_seen:
-        # The embedded provider writes in the claiming transaction: exactly once, nothing unknown.
-        assert not not_received and not unknown
+    # The embedded provider writes in the claiming transaction; SendGrid's unknown deliveries are
+    # reconciled (found: sent; absent twice: sent again). Either way: exactly once, nothing unknown.
+    assert not unknown, f"{len(unknown)} invitations left unknown"
+    assert not not_received, f"{len(not_received)} invitations never reached the provider"
+    assert set(received) == expected and all(c == 1 for c in received.values())
+    if sendgrid_seen:
+        assert sent == expected
+    else:
+        assert not reconciled, "the outbox has nothing to reconcile"

@@ -116,6 +116,7 @@ PURE_MODULES = frozenset(
         "services.notifier.ports",
         "services.notifier.providers",
         "services.notifier.recorder",
+        "services.notifier.reconcile",
         "services.notifier.mailsafe",
         "services.notifier.signing",
         "services.notifier.survey_messages",

@@ -73,6 +73,44 @@ class Provider(Protocol):
     async def aclose(self) -> None: ...
 
 
+@dataclass(frozen=True, slots=True)
+class Found:
+    """The provider has the message: it went out (``provider_message_id`` is the provider's own id)."""
+
+    provider_message_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Absent:
+    """The provider answered that it has no message with this notification id (yet: see its delay)."""
+
+
+@dataclass(frozen=True, slots=True)
+class CannotTell:
+    """No answer worth acting on. ``lasting``: asking again soon will not help (the feature is not
+    available to this account or key); otherwise (rate limit, outage) the next look may answer."""
+
+    reason: str
+    detail: str
+    lasting: bool = False
+
+
+LookupResult = Found | Absent | CannotTell
+
+
+@runtime_checkable
+class LookupProvider(Protocol):
+    """A provider that can say whether it received a message, by the notification id it carried.
+
+    Lets the notifier reconcile an ``unknown`` delivery (the answer never came) instead of leaving it
+    for a person: found -> sent; absent, twice, well after the attempt -> sent again.
+    """
+
+    name: str
+
+    async def lookup(self, notification_id: str) -> LookupResult: ...
+
+
 @runtime_checkable
 class InTransactionProvider(Protocol[Conn_contra]):
     """A provider that delivers by writing to the notifier's own database (the embedded outbox).
