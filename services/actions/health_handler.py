@@ -20,7 +20,7 @@ from typing import Any
 from services.actions.health.model import Band, HealthModel, parse_health_model
 from services.actions.health.score import HealthResult
 from services.actions.health.transitions import Step, recompute
-from services.actions.ports import HealthAlert, Stores, Subject
+from services.actions.ports import HealthAlert, HealthSave, Stores, Subject
 from shared import events as ev
 from shared.envelope import OutgoingRecord, encode
 from shared.events import HealthChanged, HealthComponentOut, RatingSubmitted, UsageObserved
@@ -103,12 +103,10 @@ class HealthHandler:
                     subjects.update(Subject("account", a) for a in accounts[cid])
                 else:
                     subjects.add(Subject("customer", cid))
-        out: list[OutgoingRecord] = []
-        if subjects:
-            await self._current_model(stores)
-        for subject in sorted(subjects, key=lambda s: (s.kind, s.id)):
-            out += await self.recompute(stores, subject, now=now)
-        return out
+        if not subjects:
+            return []
+        await self._current_model(stores)
+        return await self.recompute(stores, sorted(subjects, key=lambda s: (s.kind, s.id)), now=now)
 
     async def on_alert_change(
         self, stores: Stores, *, customer_id: str, now: datetime
@@ -120,10 +118,7 @@ class HealthHandler:
             [Subject("account", a) for a in accounts] if accounts else [Subject("customer", customer_id)]
         )
         await self._current_model(stores)
-        out: list[OutgoingRecord] = []
-        for subject in subjects:
-            out += await self.recompute(stores, subject, now=now)
-        return out
+        return await self.recompute(stores, subjects, now=now)
 
     async def rule_facts(
         self, stores: Stores, ratings: Sequence[RatingSubmitted]
@@ -145,38 +140,53 @@ class HealthHandler:
         facts = await stores.health.rule_facts(subjects=list(subject_of.values()))
         return {rid: facts[s] for rid, s in subject_of.items() if s in facts}
 
-    async def recompute(self, stores: Stores, subject: Subject, *, now: datetime) -> list[OutgoingRecord]:
-        """Recompute one subject; returns the health-changed record when its score or band moved."""
+    async def recompute(
+        self, stores: Stores, subjects: Sequence[Subject], *, now: datetime
+    ) -> list[OutgoingRecord]:
+        """Recompute the subjects (in this order); returns a health-changed record for each whose score or
+        band moved. Reads and writes are one statement each for all of them: a subject's recomputation
+        reads nothing another one writes (the health's own alerts are no input)."""
         health = stores.health
-        evidence = await health.evidence(subject=subject)
-        times = [r.occurred_at for r in evidence.ratings] + [o.observed_at for o in evidence.observations]
-        if not times:
+        evidence = await health.evidence(subjects=subjects)
+        moved = [s for s in subjects if evidence[s].ratings or evidence[s].observations]
+        if not moved:
             return []
-        state, history = await health.state(subject=subject)
-        as_of = max(times)
-        if state is not None and as_of < state.at:
-            as_of = state.at  # an alert changed, not the data: recompute as of the last instant
-        step = recompute(self._model, evidence, as_of=as_of, state=state, history=history)
-        await health.save(
-            subject=subject,
-            state=step.state,
-            point=step.point,
-            delta_30d=step.delta_30d,
-            model_version=self._model_version,
-            explanation=explanation(step.result),
-        )
-        if (
-            subject.kind == "account"
-            and step.change is not None
-            and step.change.fell
-            and step.change.band in ALERTING_BANDS
-        ):
-            # Accounts only: a lone customer's health often rests on their open alerts alone, so the
-            # rules' own alert on a bad answer would be doubled by a health alert.
+        states = await health.states(subjects=moved)
+        saves: list[HealthSave] = []
+        falls: list[tuple[Subject, Step]] = []
+        out: list[OutgoingRecord] = []
+        for subject in moved:
+            found = evidence[subject]
+            state, history = states.get(subject, (None, []))
+            as_of = max([r.occurred_at for r in found.ratings] + [o.observed_at for o in found.observations])
+            if state is not None and as_of < state.at:
+                as_of = state.at  # an alert changed, not the data: recompute as of the last instant
+            step = recompute(self._model, found, as_of=as_of, state=state, history=history)
+            saves.append(
+                HealthSave(
+                    subject=subject,
+                    state=step.state,
+                    point=step.point,
+                    delta_30d=step.delta_30d,
+                    model_version=self._model_version,
+                    explanation=explanation(step.result),
+                )
+            )
+            if (
+                subject.kind == "account"
+                and step.change is not None
+                and step.change.fell
+                and step.change.band in ALERTING_BANDS
+            ):
+                # Accounts only: a lone customer's health often rests on their open alerts alone, so the
+                # rules' own alert on a bad answer would be doubled by a health alert.
+                falls.append((subject, step))
+            if step.point is not None or step.change is not None:
+                out.append(self._record(subject, step, state_score=state.score if state else None))
+        await health.save(saves=saves)
+        for subject, step in falls:
             await self._alert(stores, subject, step, now=now)
-        if step.point is None and step.change is None:
-            return []
-        return [self._record(subject, step, state_score=state.score if state else None)]
+        return out
 
     async def _alert(self, stores: Stores, subject: Subject, step: Step, *, now: datetime) -> None:
         change = step.change
