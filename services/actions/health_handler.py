@@ -13,7 +13,6 @@ recomputation or a replay never opens a second one).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict
 from datetime import datetime
 from typing import Any
 
@@ -33,8 +32,23 @@ ALERTING_BANDS = frozenset({Band.AT_RISK, Band.CRITICAL})
 
 
 def explanation(result: HealthResult) -> list[dict[str, object]]:
-    """The explanation as stored and served: one dict per component, points adding up to the score."""
-    return [{**asdict(c), "detail": dict(c.detail)} for c in result.components]
+    """The explanation as stored and served: one dict per component, points adding up to the score.
+    Field by field (what ``dataclasses.asdict`` gave, without its recursive deep copy: once per
+    recomputation, it was about 7% of a batch's CPU)."""
+    return [
+        {
+            "id": c.id,
+            "status": c.status,
+            "value": c.value,
+            "normalised": c.normalised,
+            "weight": c.weight,
+            "max_points": c.max_points,
+            "points": c.points,
+            "reason": c.reason,
+            "detail": dict(c.detail),
+        }
+        for c in result.components
+    ]
 
 
 def health_alert_id(subject: Subject, seq: int) -> str:
