@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass
 
 import structlog
 from fastapi import Depends, FastAPI
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.actions.deps import ActionsDeps
 from services.actions.dryrun import DryRunner
@@ -35,6 +37,7 @@ from shared.db import make_engine
 from shared.envelope import OutgoingRecord
 from shared.erasure import SqlExport, erasure_runtime, export_router
 from shared.http import install_common
+from shared.identity.guard import Authenticator
 from shared.identity.repository import PgIdentityStore
 from shared.identity.scopes import Scope
 from shared.identity.wiring import service_authenticator
@@ -120,9 +123,36 @@ def build_runtime(cfg: ActionsSettings, handler: ActionsHandler) -> ConsumerRunt
     )
 
 
-def create_app(settings: ActionsSettings | None = None) -> FastAPI:
-    cfg = settings or ActionsSettings()
-    configure_logging(service="actions", level=cfg.log_level, fmt=cfg.log_format)
+@dataclass(frozen=True, slots=True)
+class Decisions:
+    """What decides on each record: the files in force, the policy, and the handlers built from them."""
+
+    file_rules: RuleSet
+    rulebook: RuleBook
+    taxonomy: Taxonomy
+    policy: Policy
+    history: HistoryWindow
+    surveybook: SurveyBook
+    surveys: SurveyHandler
+    health: HealthHandler
+    handler: ActionsHandler
+
+
+@dataclass(frozen=True, slots=True)
+class Loops:
+    """The consumers, jobs and authenticator the lifespan starts and stops, and the stores they share."""
+
+    runtime: ConsumerRuntime
+    erasure: ConsumerRuntime
+    retention: RetentionJob
+    scheduler: Scheduler
+    watch: SurveyWatch
+    transactions: PgTransactions
+    auth: Authenticator
+
+
+def build_decisions(cfg: ActionsSettings) -> Decisions:
+    """Load the rules, taxonomy, surveys and health model (a broken file stops the service here)."""
     file_rules = load_rules_file(cfg.rules_file)  # a broken file stops the service here
     rulebook = build_rulebook(cfg, file_rules)
     taxonomy = load_taxonomy_file(cfg.themes_file)
@@ -154,7 +184,22 @@ def create_app(settings: ActionsSettings | None = None) -> FastAPI:
         surveys=surveys,
         health=health,
     )
-    runtime = build_runtime(cfg, handler)
+    return Decisions(
+        file_rules=file_rules,
+        rulebook=rulebook,
+        taxonomy=taxonomy,
+        policy=policy,
+        history=history,
+        surveybook=surveybook,
+        surveys=surveys,
+        health=health,
+        handler=handler,
+    )
+
+
+def build_loops(cfg: ActionsSettings, decisions: Decisions) -> Loops:
+    """The main and erasure consumers, retention, timer scheduler, survey watch and authenticator."""
+    runtime = build_runtime(cfg, decisions.handler)
     erasure = erasure_runtime(
         service="actions",
         settings=cfg,
@@ -172,53 +217,65 @@ def create_app(settings: ActionsSettings | None = None) -> FastAPI:
         transactions=transactions,
         producer=lambda: runtime.producer,
         topics=cfg.topics,
-        policy=policy,
+        policy=decisions.policy,
         poll_s=cfg.timer_poll_s,
         batch=cfg.timer_batch,
-        surveys=surveys,
+        surveys=decisions.surveys,
     )
     watch = SurveyWatch(transactions=transactions, clock=utc_now)
     identity = PgIdentityStore(engine=runtime.engine, timeout_s=2.0)
     auth = service_authenticator(
         service="actions", identity=cfg, environment=cfg.environment, tokens=identity
     )
+    return Loops(
+        runtime=runtime,
+        erasure=erasure,
+        retention=retention,
+        scheduler=scheduler,
+        watch=watch,
+        transactions=transactions,
+        auth=auth,
+    )
+
+
+def lifespan(
+    cfg: ActionsSettings, decisions: Decisions, loops: Loops
+) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
+    """Start the consumers, authenticator, jobs and survey watch; stop them in reverse order."""
 
     @asynccontextmanager
-    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+    async def run(_app: FastAPI) -> AsyncIterator[None]:
         log.info(
             "rules_file",
             file=str(cfg.rules_file),
-            rules=len(file_rules.rules),
-            themes=len(taxonomy.theme_ids),
+            rules=len(decisions.file_rules.rules),
+            themes=len(decisions.taxonomy.theme_ids),
         )
-        await runtime.start()
-        await auth.start()
-        await erasure.start()
-        await retention.start()
+        await loops.runtime.start()
+        await loops.auth.start()
+        await loops.erasure.start()
+        await loops.retention.start()
         if cfg.scheduler_enabled:
-            await scheduler.start()
+            await loops.scheduler.start()
         stop_watch = asyncio.Event()
         watching = asyncio.create_task(
-            watch.run(stop_watch, interval_s=cfg.survey_watch_interval_s), name="actions-survey-watch"
+            loops.watch.run(stop_watch, interval_s=cfg.survey_watch_interval_s), name="actions-survey-watch"
         )
         yield
         stop_watch.set()
         await asyncio.gather(watching, return_exceptions=True)
-        await scheduler.stop()
-        await retention.stop()
-        await erasure.stop()
-        await auth.stop()
-        await runtime.stop()
+        await loops.scheduler.stop()
+        await loops.retention.stop()
+        await loops.erasure.stop()
+        await loops.auth.stop()
+        await loops.runtime.stop()
 
-    app = FastAPI(
-        title="CSAT actions",
-        version="1.0.0",
-        lifespan=lifespan,
-        description="Follow-up rules on every rating and segment alert; CSM alerts; durable timers.",
-    )
-    app.state.runtime = runtime
-    app.state.scheduler = scheduler
-    app.state.retention = retention
+    return run
+
+
+def install_plumbing(app: FastAPI, cfg: ActionsSettings, loops: Loops) -> None:
+    """Body limits, probes (database, consumer, scheduler), metrics and documents."""
+    runtime, scheduler = loops.runtime, loops.scheduler
     # Added first, so the size limit (added next, outermost) answers before a body is buffered here.
     app.add_middleware(JsonTextGuard, max_bytes=cfg.max_body_bytes)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=cfg.max_body_bytes)
@@ -238,26 +295,41 @@ def create_app(settings: ActionsSettings | None = None) -> FastAPI:
             "scheduler": check_scheduler,
         },
     )
-    dry_run = DryRunner(rulebook=rulebook, taxonomy=taxonomy, policy=policy, history=history, clock=utc_now)
+
+
+def build_deps(cfg: ActionsSettings, decisions: Decisions, loops: Loops) -> ActionsDeps:
+    """What the routes use: the stores, the books in force, the dry runner, auth, audit and publishing."""
+    runtime = loops.runtime
+    dry_run = DryRunner(
+        rulebook=decisions.rulebook,
+        taxonomy=decisions.taxonomy,
+        policy=decisions.policy,
+        history=decisions.history,
+        clock=utc_now,
+    )
 
     async def publish(records: Sequence[OutgoingRecord]) -> None:
         if runtime.producer is not None:
             await send_all(runtime.producer, records, timeout_s=10.0)  # as the timer scheduler
 
-    deps = ActionsDeps(
+    return ActionsDeps(
         settings=cfg,
-        transactions=transactions,
-        rulebook=rulebook,
+        transactions=loops.transactions,
+        rulebook=decisions.rulebook,
         clock=utc_now,
         dry_run=dry_run,
-        surveybook=surveybook,
-        auth=auth,
+        surveybook=decisions.surveybook,
+        auth=loops.auth,
         # Appended after the change committed: a slow database delays the answer rather than losing it.
         audit=PgIdentityStore(engine=runtime.engine, timeout_s=AUDIT_TIMEOUT_S),
         customer_ref=customer_ref(cfg),
-        health=health,
+        health=decisions.health,
         publish=publish,
     )
+
+
+def mount_routers(app: FastAPI, deps: ActionsDeps, engine: AsyncEngine) -> None:
+    """Every audience's router, then the GDPR export."""
     for audience in (
         rules,
         revisions,
@@ -272,5 +344,24 @@ def create_app(settings: ActionsSettings | None = None) -> FastAPI:
         app.include_router(audience.router(deps))
     # GDPR export: gdpr:admin (admin role only), checked by this service's own Authenticator.
     guard = Depends(deps.auth.require(Scope.GDPR_ADMIN))
-    app.include_router(export_router(SqlExport(runtime.engine, export_customer), guard))
+    app.include_router(export_router(SqlExport(engine, export_customer), guard))
+
+
+def create_app(settings: ActionsSettings | None = None) -> FastAPI:
+    """Settings -> decisions -> consumers and jobs -> the app with its plumbing and routers."""
+    cfg = settings or ActionsSettings()
+    configure_logging(service="actions", level=cfg.log_level, fmt=cfg.log_format)
+    decisions = build_decisions(cfg)
+    loops = build_loops(cfg, decisions)
+    app = FastAPI(
+        title="CSAT actions",
+        version="1.0.0",
+        lifespan=lifespan(cfg, decisions, loops),
+        description="Follow-up rules on every rating and segment alert; CSM alerts; durable timers.",
+    )
+    app.state.runtime = loops.runtime
+    app.state.scheduler = loops.scheduler
+    app.state.retention = loops.retention
+    install_plumbing(app, cfg, loops)
+    mount_routers(app, build_deps(cfg, decisions, loops), loops.runtime.engine)
     return app

@@ -341,6 +341,7 @@ _POSITIVE = Sentiment.POSITIVE
 _NPS = Metric.NPS
 
 
+# Whole on purpose: the rating hot path, flat, every field of the event and its fingerprint in view.
 def normalize_encoded(
     rating: RatingIn,
     *,

@@ -9,10 +9,11 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import UTC, datetime
 
 from fastapi import Depends, FastAPI
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.scorer.decoding import decode_record
 from services.scorer.deps import ScorerDeps
-from services.scorer.evaluator import ScoreEvaluator
+from services.scorer.evaluator import Publish, ScoreEvaluator
 from services.scorer.handlers import make_handler
 from services.scorer.jobs import every, refresh_gauges
 from services.scorer.repository.erasure import export_customer, purge_expired, scrub_customer
@@ -97,15 +98,14 @@ def _lifespan(
     return lifespan
 
 
-def create_app(settings: ScorerSettings | None = None) -> FastAPI:
-    cfg = settings or ScorerSettings()
-    configure_logging(service="scorer", level=cfg.log_level, fmt=cfg.log_format)
+def build_runtime(cfg: ScorerSettings) -> ConsumerRuntime:
+    """The consumer of ratings and survey invitations, counting both into the segment registry."""
     registry = Registry(
         max_values=cfg.max_values_per_dimension,
         max_dimensions=cfg.max_dimensions,
         combinations=cfg.combos,
     )
-    runtime = ConsumerRuntime(
+    return ConsumerRuntime(
         name="scorer",
         settings=cfg,
         topics=[cfg.topics.ratings, cfg.topics.surveys_invited],
@@ -123,6 +123,10 @@ def create_app(settings: ScorerSettings | None = None) -> FastAPI:
         decoder=decode_record,
     )
 
+
+def publisher(cfg: ScorerSettings, runtime: ConsumerRuntime) -> Publish:
+    """How score events reach the broker: through the consumer's producer, once it is connected."""
+
     async def publish(records: list[OutgoingRecord]) -> None:
         if not records:
             return
@@ -131,6 +135,27 @@ def create_app(settings: ScorerSettings | None = None) -> FastAPI:
             raise RuntimeError("producer not connected yet")
         await send_all(producer, records, timeout_s=cfg.kafka_request_timeout_s * 2)
 
+    return publish
+
+
+def mount_routers(app: FastAPI, deps: ScorerDeps, engine: AsyncEngine) -> None:
+    """Every audience's router, then the GDPR export."""
+    app.include_router(scores.router(deps))
+    app.include_router(heatmap.router(deps))
+    app.include_router(customers.router(deps))
+    app.include_router(verbatims.router(deps))
+    app.include_router(drift.router(deps))
+    # GDPR export: gdpr:admin (admin role only), checked by this service's own Authenticator.
+    guard = Depends(deps.auth.require(Scope.GDPR_ADMIN))
+    app.include_router(export_router(SqlExport(engine, export_customer), guard))
+
+
+def create_app(settings: ScorerSettings | None = None) -> FastAPI:
+    """Settings -> consumer, erasure, retention, score events and auth -> the app with its routers."""
+    cfg = settings or ScorerSettings()
+    configure_logging(service="scorer", level=cfg.log_level, fmt=cfg.log_format)
+    runtime = build_runtime(cfg)
+    publish = publisher(cfg, runtime)
     erasure = erasure_runtime(
         service="scorer",
         settings=cfg,
@@ -175,12 +200,5 @@ def create_app(settings: ScorerSettings | None = None) -> FastAPI:
         taxonomy=load_taxonomy_file(cfg.themes_file),
         auth=auth,
     )
-    app.include_router(scores.router(deps))
-    app.include_router(heatmap.router(deps))
-    app.include_router(customers.router(deps))
-    app.include_router(verbatims.router(deps))
-    app.include_router(drift.router(deps))
-    # GDPR export: gdpr:admin (admin role only), checked by this service's own Authenticator.
-    guard = Depends(deps.auth.require(Scope.GDPR_ADMIN))
-    app.include_router(export_router(SqlExport(runtime.engine, export_customer), guard))
+    mount_routers(app, deps, runtime.engine)
     return app

@@ -124,13 +124,46 @@ def _figures(funnel: Funnel) -> dict[str, Any]:
     }
 
 
+def _with_survey(document: dict[str, Any], item: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+    """The document with ``item`` added or put in place of the survey with its id; whether it was added."""
+    items = list(document.get("surveys") or [])
+    ids = [s.get("id") if isinstance(s, dict) else None for s in items]
+    created = item["id"] not in ids
+    if created:
+        items.append(item)
+    else:
+        items[ids.index(item["id"])] = item
+    return {**document, "surveys": items}, created
+
+
+def _without_survey(document: dict[str, Any], survey_id: str) -> dict[str, Any] | None:
+    """The document without the survey ``survey_id``; None when it holds no such survey."""
+    items = [
+        s for s in document.get("surveys") or [] if not (isinstance(s, dict) and s.get("id") == survey_id)
+    ]
+    if len(items) == len(document.get("surveys") or []):
+        return None
+    return {**document, "surveys": items}
+
+
 def router(deps: ActionsDeps) -> APIRouter:
+    """The survey routes, registered in this order (``/v1/surveys/versions`` before ``/{survey_id}``)."""
     api = APIRouter(tags=["surveys"])
-    book, tx = deps.surveybook, deps.transactions
     # Survey definitions sit beside the rules: whoever may read the rules reads them (managers, admins);
     # changing them is surveys:admin. Their figures are aggregates over every segment, for the same people.
     reader = Depends(deps.auth.require(Scope.RULES_READ))
     editor = Depends(deps.auth.require(Scope.SURVEYS_ADMIN))
+    _set_routes(api, deps, reader=reader, editor=editor)
+    _get_survey_route(api, deps, reader=reader)
+    _put_survey_route(api, deps, editor=editor)
+    _delete_survey_route(api, deps, editor=editor)
+    _stats_route(api, deps, reader=reader)
+    return api
+
+
+def _set_routes(api: APIRouter, deps: ActionsDeps, *, reader: Any, editor: Any) -> None:
+    """The whole survey set: read, history, validate, replace."""
+    book, tx = deps.surveybook, deps.transactions
 
     @api.get("/v1/surveys", summary="The survey set in force")
     async def get_surveys(principal: Principal = reader) -> Any:
@@ -181,6 +214,11 @@ def router(deps: ActionsDeps) -> APIRouter:
         )
         return JSONResponse(_body(current), headers=_etag(current))
 
+
+def _get_survey_route(api: APIRouter, deps: ActionsDeps, *, reader: Any) -> None:
+    """One survey of the set in force."""
+    book, tx = deps.surveybook, deps.transactions
+
     @api.get("/v1/surveys/{survey_id}", summary="One survey")
     async def get_survey(survey_id: SurveyId, principal: Principal = reader) -> Any:
         async with tx.begin() as stores:
@@ -189,6 +227,11 @@ def router(deps: ActionsDeps) -> APIRouter:
             if isinstance(item, dict) and item.get("id") == survey_id:
                 return JSONResponse({"revision": current.version, "survey": item}, headers=_etag(current))
         return problem(404, "Not Found", detail=f"no survey {survey_id!r}")
+
+
+def _put_survey_route(api: APIRouter, deps: ActionsDeps, *, editor: Any) -> None:
+    """Create or replace one survey: a new revision of the whole set."""
+    book, tx = deps.surveybook, deps.transactions
 
     @api.put("/v1/surveys/{survey_id}", summary="Create or replace one survey")
     async def put_survey(
@@ -206,15 +249,7 @@ def router(deps: ActionsDeps) -> APIRouter:
             item = {**item, "id": survey_id}
             async with tx.begin() as stores:
                 now = await book.current(survey_sets=stores.survey_sets)
-                document = json.loads(json.dumps(now.document, default=str))
-                items = list(document.get("surveys") or [])
-                ids = [s.get("id") if isinstance(s, dict) else None for s in items]
-                created = survey_id not in ids
-                if created:
-                    items.append(item)
-                else:
-                    items[ids.index(survey_id)] = item
-                document["surveys"] = items
+                document, created = _with_survey(json.loads(json.dumps(now.document, default=str)), item)
                 current = await book.replace(
                     survey_sets=stores.survey_sets,
                     document=document,
@@ -240,6 +275,11 @@ def router(deps: ActionsDeps) -> APIRouter:
             headers=_etag(current),
         )
 
+
+def _delete_survey_route(api: APIRouter, deps: ActionsDeps, *, editor: Any) -> None:
+    """Delete one survey: a new revision of the whole set."""
+    book, tx = deps.surveybook, deps.transactions
+
     @api.delete("/v1/surveys/{survey_id}", summary="Delete one survey")
     async def delete_survey(
         request: Request,
@@ -250,15 +290,9 @@ def router(deps: ActionsDeps) -> APIRouter:
         try:
             async with tx.begin() as stores:
                 now = await book.current(survey_sets=stores.survey_sets)
-                document = json.loads(json.dumps(now.document, default=str))
-                items = [
-                    s
-                    for s in document.get("surveys") or []
-                    if not (isinstance(s, dict) and s.get("id") == survey_id)
-                ]
-                if len(items) == len(document.get("surveys") or []):
+                document = _without_survey(json.loads(json.dumps(now.document, default=str)), survey_id)
+                if document is None:
                     return problem(404, "Not Found", detail=f"no survey {survey_id!r}")
-                document["surveys"] = items
                 current = await book.replace(
                     survey_sets=stores.survey_sets,
                     document=document,
@@ -279,6 +313,11 @@ def router(deps: ActionsDeps) -> APIRouter:
             details={"revision": current.version},
         )
         return {"revision": current.version, "deleted": survey_id}
+
+
+def _stats_route(api: APIRouter, deps: ActionsDeps, *, reader: Any) -> None:
+    """Each survey's funnel and rates, overall and by the groups asked for."""
+    tx = deps.transactions
 
     @api.get(
         "/v1/surveys/{survey_id}/stats",
@@ -314,5 +353,3 @@ def router(deps: ActionsDeps) -> APIRouter:
                 for g, f in sorted(grouped.items(), key=lambda kv: str(kv[0]))
             ],
         }
-
-    return api

@@ -95,6 +95,7 @@ def router(deps: CollectorDeps) -> APIRouter:
     sources_admin = Depends(deps.auth.require(Scope.SOURCES_ADMIN))
     surveys_admin = Depends(deps.auth.require(Scope.SURVEYS_ADMIN))
     sources = APIRouter(dependencies=[sources_admin], responses=ADMIN_PROBLEMS)
+    _create_source_route(sources, deps, sources_admin)
     _source_routes(sources, deps, sources_admin)
     _key_routes(sources, deps, sources_admin)
     _identity_routes(sources, deps, sources_admin)
@@ -106,7 +107,8 @@ def router(deps: CollectorDeps) -> APIRouter:
     return routes
 
 
-def _source_routes(routes: APIRouter, deps: CollectorDeps, admin: Any) -> None:
+def _create_source_route(routes: APIRouter, deps: CollectorDeps, admin: Any) -> None:
+    """A new source with its first key (both audited)."""
     retry_after_s = deps.settings.retry_after_s
 
     @routes.post(
@@ -141,6 +143,11 @@ def _source_routes(routes: APIRouter, deps: CollectorDeps, admin: Any) -> None:
         return JSONResponse(
             SourceCreated(source=SourceOut.of(created), key=key).model_dump(mode="json"), status_code=201
         )
+
+
+def _source_routes(routes: APIRouter, deps: CollectorDeps, admin: Any) -> None:
+    """List, read, change and delete sources (changes forget the cached source and are audited)."""
+    retry_after_s = deps.settings.retry_after_s
 
     @routes.get("/v1/sources", tags=["admin"], summary="List sources")
     async def list_sources() -> dict[str, list[SourceOut]]:

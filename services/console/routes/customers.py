@@ -80,20 +80,37 @@ def unavailable() -> PageError:
     return PageError(503, "error.unavailable_title", "error.unavailable")
 
 
+def _links(request: Request, customer_id: str) -> dict[str, str]:
+    page = request.url_for("customer", customer_id=customer_id).path
+    return {"customer": page, "export": page + "/export", "erase": page + "/erase"}
+
+
+def _credential(deps: ConsoleDeps, person: SignedIn) -> str:
+    return "Bearer " + deps.api.tokens.current(person.session_key, person.principal)
+
+
+def _erase_form(
+    deps: ConsoleDeps, request: Request, customer_id: str, *, typed: str = "", wrong: bool = False
+) -> Response:
+    return deps.pages.render(
+        request,
+        "customer_erase.html",
+        status=400 if wrong else 200,
+        customer_id=customer_id,
+        typed=typed,
+        wrong=wrong,
+        links=_links(request, customer_id),
+    )
+
+
 def router(deps: ConsoleDeps) -> APIRouter:
+    """The search form, the GDPR routes, then the page, last: its ``{customer_id:path}`` matches theirs."""
     r = APIRouter(include_in_schema=False)
     reader = Depends(deps.gate.person(Scope.CUSTOMERS_READ))
     # Export and erasure: the scope is checked here (a 403 page for anyone else) and again by each
     # service, which receives the admin's own access token.
     eraser = Depends(deps.gate.person(Scope.CUSTOMERS_READ, Scope.GDPR_ADMIN))
     csrf = [Depends(deps.gate.csrf)]
-
-    def links(request: Request, customer_id: str) -> dict[str, str]:
-        page = request.url_for("customer", customer_id=customer_id).path
-        return {"customer": page, "export": page + "/export", "erase": page + "/erase"}
-
-    def credential(person: SignedIn) -> str:
-        return "Bearer " + deps.api.tokens.current(person.session_key, person.principal)
 
     @r.get("/customers")
     async def customers(
@@ -107,10 +124,39 @@ def router(deps: ConsoleDeps) -> APIRouter:
             return RedirectResponse(target, status_code=303)
         return deps.pages.render(request, "customers.html")
 
+    _export_route(r, deps, eraser=eraser, csrf=csrf)
+    _erasure_routes(r, deps, eraser=eraser, csrf=csrf)
+
+    @r.get("/customers/{customer_id:path}", name="customer")
+    async def customer(request: Request, customer_id: CustomerId, person: SignedIn = reader) -> Response:
+        api = deps.api.on_behalf_of(person)
+        page = await load(api, customer_id)
+        if not customerview.readable_by(person.principal, page):
+            raise not_found()
+        health = await load_health(api, customer_id, page)
+        return deps.pages.render(
+            request,
+            "customer.html",
+            c=page,
+            cv=customerview,
+            av=alertview,
+            chart=customerview.chart(page.ratings),
+            health=health,
+            links=_links(request, page.customer_id),
+            now=deps.clock(),
+            can_erase=not person.principal.missing(frozenset({Scope.GDPR_ADMIN})),
+        )
+
+    return r
+
+
+def _export_route(r: APIRouter, deps: ConsoleDeps, *, eraser: Any, csrf: list[Any]) -> None:
+    """The customer's data as one JSON download, audited (done or failed)."""
+
     @r.post("/customers/{customer_id:path}/export", dependencies=csrf)
     async def export(request: Request, customer_id: CustomerId, person: SignedIn = eraser) -> Response:
         try:
-            document = await gdpr.export_document(deps, customer_id, credential(person))
+            document = await gdpr.export_document(deps, customer_id, _credential(deps, person))
         except ApiError:
             await gdpr.audit(
                 deps,
@@ -130,20 +176,13 @@ def router(deps: ConsoleDeps) -> APIRouter:
             },
         )
 
-    def erase_form(request: Request, customer_id: str, *, typed: str = "", wrong: bool = False) -> Response:
-        return deps.pages.render(
-            request,
-            "customer_erase.html",
-            status=400 if wrong else 200,
-            customer_id=customer_id,
-            typed=typed,
-            wrong=wrong,
-            links=links(request, customer_id),
-        )
+
+def _erasure_routes(r: APIRouter, deps: ConsoleDeps, *, eraser: Any, csrf: list[Any]) -> None:
+    """The erasure form, the request (typed confirmation, audited) and its progress page."""
 
     @r.get("/customers/{customer_id:path}/erase", name="customer_erase")
     async def erase_page(request: Request, customer_id: CustomerId, person: SignedIn = eraser) -> Response:
-        return erase_form(request, customer_id)
+        return _erase_form(deps, request, customer_id)
 
     @r.post("/customers/{customer_id:path}/erase", dependencies=csrf)
     async def erase(
@@ -153,13 +192,13 @@ def router(deps: ConsoleDeps) -> APIRouter:
         person: SignedIn = eraser,
     ) -> Response:
         if not customerview.confirmed(customer_id, confirm):
-            return erase_form(request, customer_id, typed=confirm, wrong=True)
+            return _erase_form(deps, request, customer_id, typed=confirm, wrong=True)
         erasure_id = gdpr.new_erasure_id()
         try:
             await gdpr.publish_erasure(
                 deps,
                 customer_id,
-                credential(person),
+                _credential(deps, person),
                 erasure_id=erasure_id,
                 requested_by=person.principal.log_name,
             )
@@ -195,27 +234,5 @@ def router(deps: ConsoleDeps) -> APIRouter:
             erasure=found,
             here=request.url.path,
             cv=customerview,
-            links=links(request, customer_id),
+            links=_links(request, customer_id),
         )
-
-    @r.get("/customers/{customer_id:path}", name="customer")
-    async def customer(request: Request, customer_id: CustomerId, person: SignedIn = reader) -> Response:
-        api = deps.api.on_behalf_of(person)
-        page = await load(api, customer_id)
-        if not customerview.readable_by(person.principal, page):
-            raise not_found()
-        health = await load_health(api, customer_id, page)
-        return deps.pages.render(
-            request,
-            "customer.html",
-            c=page,
-            cv=customerview,
-            av=alertview,
-            chart=customerview.chart(page.ratings),
-            health=health,
-            links=links(request, page.customer_id),
-            now=deps.clock(),
-            can_erase=not person.principal.missing(frozenset({Scope.GDPR_ADMIN})),
-        )
-
-    return r

@@ -54,34 +54,34 @@ def entries(
     return out
 
 
+async def _audited(
+    deps: NotifierDeps,
+    request: Request,
+    principal: Principal,
+    action: AuditAction,
+    customer_id: str | None,
+    **kinds: bool | int,
+) -> None:
+    """Which kinds of entry changed and how many, never the addresses (nor the customer's id)."""
+    target = (
+        "suppressions" if not customer_id else f"customer#{deps.address_keys.hasher.customer(customer_id)}"
+    )
+    await record_change(
+        deps.audit,
+        request,
+        principal,
+        action,
+        service="notifier",
+        at=datetime.now(UTC),
+        target=target,
+        details=kinds,
+    )
+
+
 def router(deps: NotifierDeps) -> APIRouter:
+    """Read the list, then add and lift entries (all ``customers:admin``)."""
     routes = APIRouter()
     admin = [Depends(deps.auth.require(Scope.CUSTOMERS_ADMIN))]
-    changer = Depends(deps.auth.require(Scope.CUSTOMERS_ADMIN))
-
-    async def audited(
-        request: Request,
-        principal: Principal,
-        action: AuditAction,
-        customer_id: str | None,
-        **kinds: bool | int,
-    ) -> None:
-        """Which kinds of entry changed and how many, never the addresses (nor the customer's id)."""
-        target = (
-            "suppressions"
-            if not customer_id
-            else f"customer#{deps.address_keys.hasher.customer(customer_id)}"
-        )
-        await record_change(
-            deps.audit,
-            request,
-            principal,
-            action,
-            service="notifier",
-            at=datetime.now(UTC),
-            target=target,
-            details=kinds,
-        )
 
     @routes.get("/v1/suppressions", tags=["suppressions"], dependencies=admin, summary="The suppression list")
     async def list_suppressions(
@@ -93,6 +93,14 @@ def router(deps: NotifierDeps) -> APIRouter:
         wanted = entries(deps.address_keys, customer_id, email, phone)
         items = await deps.suppressions.suppressions(entries=wanted, limit=limit)
         return {"suppressions": items}
+
+    _change_routes(routes, deps)
+    return routes
+
+
+def _change_routes(routes: APIRouter, deps: NotifierDeps) -> None:
+    """Add and lift suppressions, each change in the audit log."""
+    changer = Depends(deps.auth.require(Scope.CUSTOMERS_ADMIN))
 
     @routes.post(
         "/v1/suppressions",
@@ -110,7 +118,8 @@ def router(deps: NotifierDeps) -> APIRouter:
             customer_id=body.customer_id,
             notification_id=None,
         )
-        await audited(
+        await _audited(
+            deps,
             request,
             principal,
             AuditAction.SUPPRESSION_ADD,
@@ -142,7 +151,8 @@ def router(deps: NotifierDeps) -> APIRouter:
                 errors=[{"field": "customer_id", "message": "give a customer_id, an email or a phone"}],
             )
         removed = await deps.suppressions.remove_suppressions(entries=wanted)
-        await audited(
+        await _audited(
+            deps,
             request,
             principal,
             AuditAction.SUPPRESSION_REMOVE,
@@ -152,5 +162,3 @@ def router(deps: NotifierDeps) -> APIRouter:
             removed=removed,
         )
         return {"removed": removed}
-
-    return routes

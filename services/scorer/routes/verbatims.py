@@ -38,6 +38,7 @@ def visible(rows: list[CommentRow], principal: Principal) -> list[CommentRow]:
     return [row for row in rows if principal.segment_allowed(row.segment)]
 
 
+# Whole on purpose: one route, its 14 query parameters are the declaration; validate, read, answer.
 def router(deps: ScorerDeps) -> APIRouter:
     api = APIRouter()
     cfg = deps.settings
