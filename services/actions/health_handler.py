@@ -198,36 +198,40 @@ class HealthHandler:
             if step.point is not None or step.change is not None:
                 out.append(self._record(subject, step, state_score=state.score if state else None))
         await health.save(saves=saves)
-        for subject, step in falls:
-            await self._alert(stores, subject, step, now=now)
+        if falls:
+            await self._alert(stores, falls, now=now)
         return out
 
-    async def _alert(self, stores: Stores, subject: Subject, step: Step, *, now: datetime) -> None:
-        change = step.change
-        assert change is not None
-        account = await stores.health.account(account_id=subject.id) if subject.kind == "account" else None
-        owner = (account or {}).get("owner_email") or self._default_owner
-        await stores.health.open_alert(
-            alert=HealthAlert(
-                alert_id=health_alert_id(subject, change.seq),
-                subject=subject,
-                owner_email=owner,
-                owner_name=(account or {}).get("owner_name"),
-                priority="high" if change.band is Band.CRITICAL else "normal",
-                context={
-                    "kind": "health",
-                    "subject_kind": subject.kind,
-                    "subject_id": subject.id,
-                    "score": change.score,
-                    "band": change.band,
-                    "previous_band": change.previous_band,
-                    "previous_score": change.previous_score,
-                    "delta_30d": change.delta_30d,
-                    "components": explanation(step.result),
-                },
-            ),
-            now=now,
-        )
+    async def _alert(self, stores: Stores, falls: Sequence[tuple[Subject, Step]], *, now: datetime) -> None:
+        """One CSM alert per fall, the accounts' owners read and the alerts written once for the batch."""
+        accounts = await stores.health.accounts(account_ids=[s.id for s, _ in falls if s.kind == "account"])
+        alerts: list[HealthAlert] = []
+        for subject, step in falls:
+            change = step.change
+            assert change is not None
+            account = accounts.get(subject.id) if subject.kind == "account" else None
+            owner = (account or {}).get("owner_email") or self._default_owner
+            alerts.append(
+                HealthAlert(
+                    alert_id=health_alert_id(subject, change.seq),
+                    subject=subject,
+                    owner_email=owner,
+                    owner_name=(account or {}).get("owner_name"),
+                    priority="high" if change.band is Band.CRITICAL else "normal",
+                    context={
+                        "kind": "health",
+                        "subject_kind": subject.kind,
+                        "subject_id": subject.id,
+                        "score": change.score,
+                        "band": change.band,
+                        "previous_band": change.previous_band,
+                        "previous_score": change.previous_score,
+                        "delta_30d": change.delta_30d,
+                        "components": explanation(step.result),
+                    },
+                )
+            )
+        await stores.health.open_alerts(alerts=alerts, now=now)
 
     def _record(self, subject: Subject, step: Step, *, state_score: float | None) -> OutgoingRecord:
         change = step.change

@@ -386,8 +386,16 @@ class HealthStore(Protocol):
 
     async def account(self, *, account_id: str) -> dict[str, Any] | None: ...
     async def upsert_account(self, *, account_id: str, fields: dict[str, Any]) -> dict[str, Any]: ...
+    async def accounts(self, *, account_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """The stored accounts among ``account_ids``, by id (what ``account`` gives for each)."""
+        ...
+
     async def open_alert(self, *, alert: HealthAlert, now: datetime) -> bool:
         """Insert the alert unless it exists (once per transition); True when inserted."""
+        ...
+
+    async def open_alerts(self, *, alerts: Sequence[HealthAlert], now: datetime) -> set[str]:
+        """``open_alert`` for several in one statement; returns the ids inserted."""
         ...
 
     async def at_risk(

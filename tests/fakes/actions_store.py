@@ -718,6 +718,9 @@ class FakeHealth:
         row = self._t.accounts.get(account_id)
         return {"account_id": account_id, **row} if row is not None else None
 
+    async def accounts(self, *, account_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        return {a: {"account_id": a, **self._t.accounts[a]} for a in account_ids if a in self._t.accounts}
+
     async def upsert_account(self, *, account_id: str, fields: dict[str, Any]) -> dict[str, Any]:
         self._t.accounts[account_id] = dict(fields)
         return {"account_id": account_id, **fields}
@@ -738,6 +741,9 @@ class FakeHealth:
         )
         self._t.alerts[alert.alert_id] = AlertRow(draft=draft, created_at=now)
         return True
+
+    async def open_alerts(self, *, alerts: Sequence[HealthAlert], now: datetime) -> set[str]:
+        return {a.alert_id for a in alerts if await self.open_alert(alert=a, now=now)}
 
     async def owner_of(self, *, subject: Subject) -> str | None:
         table = self._t.accounts if subject.kind == "account" else self._t.customers

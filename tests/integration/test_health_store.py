@@ -167,6 +167,24 @@ async def test_a_batch_of_subjects_reads_and_writes_each_subjects_own_health(dat
             alert = HealthAlert("health:account:acc-1:2", ACC, "csm@example.com", None, "normal", {})
             assert await stores.health.open_alert(alert=alert, now=_at(6))
             assert (await stores.health.evidence(subjects=[ACC]))[ACC].open_alerts == 1
+            # a batch's falls: the owners read at once, the alerts written at once (a replay adds none)
+            await stores.health.upsert_account(account_id="acc-2", fields={"owner_email": "bo@example.com"})
+            owners = await stores.health.accounts(account_ids=["acc-2", "acc-missing"])
+            assert list(owners) == ["acc-2"] and owners["acc-2"]["owner_email"] == "bo@example.com"
+            falls = [
+                HealthAlert(
+                    "health:account:acc-2:1", OTHER, "bo@example.com", None, "high", {"band": "critical"}
+                ),
+                HealthAlert("health:customer:c9:1", LONE, "csm@example.com", "Ana", "normal", {}),
+                alert,
+            ]
+            assert await stores.health.open_alerts(alerts=falls, now=_at(7)) == {
+                "health:account:acc-2:1",
+                "health:customer:c9:1",
+            }
+            assert await stores.health.open_alerts(alerts=falls, now=_at(8)) == set()
+            # the health's own alerts stay out of the lone customer's evidence too
+            assert (await stores.health.evidence(subjects=[LONE]))[LONE].open_alerts == 2
         async with PgTransactions(engine).connect() as stores:
             stored = await stores.health.health(subject=ACC)
         assert stored is not None and stored["explanation"] == [] and len(stored["history"]) == 2

@@ -262,6 +262,18 @@ class PgHealth:
         )
         return jsonable(row) if row else None
 
+    async def accounts(self, *, account_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        if not account_ids:
+            return {}
+        rows = await self._conn.execute(
+            text(
+                "SELECT account_id, name, owner_email, owner_name, value, tier, updated_at "
+                "FROM actions.accounts WHERE account_id = ANY(:a)"
+            ),
+            {"a": sorted(set(account_ids))},
+        )
+        return {r["account_id"]: jsonable(r) for r in rows.mappings()}
+
     async def upsert_account(self, *, account_id: str, fields: dict[str, Any]) -> dict[str, Any]:
         await self._conn.execute(
             text(
@@ -302,6 +314,31 @@ class PgHealth:
             },
         )
         return rows.first() is not None
+
+    async def open_alerts(self, *, alerts: Sequence[HealthAlert], now: datetime) -> set[str]:
+        if not alerts:
+            return set()
+        rows = await self._conn.execute(
+            text(
+                "INSERT INTO actions.alerts (alert_id, rule_id, customer_id, owner_email, owner_name, "
+                "priority, context, created_at) SELECT id, :rule, c, oe, onm, p, CAST(ctx AS jsonb), :now "
+                "FROM unnest(CAST(:id AS text[]), CAST(:c AS text[]), CAST(:oe AS text[]), "
+                "CAST(:onm AS text[]), CAST(:p AS text[]), CAST(:ctx AS text[])) "
+                "AS v(id, c, oe, onm, p, ctx) "
+                "ON CONFLICT (alert_id) DO NOTHING RETURNING alert_id"
+            ),
+            {
+                "rule": _HEALTH_RULE,
+                "id": [a.alert_id for a in alerts],
+                "c": [a.subject.id if a.subject.kind == "customer" else None for a in alerts],
+                "oe": [a.owner_email for a in alerts],
+                "onm": [a.owner_name for a in alerts],
+                "p": [a.priority for a in alerts],
+                "ctx": [json.dumps(a.context, default=str) for a in alerts],
+                "now": now,
+            },
+        )
+        return {r.alert_id for r in rows}
 
     async def owner_of(self, *, subject: Subject) -> str | None:
         query = (
