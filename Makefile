@@ -32,9 +32,10 @@ ASYNCAPI_VERSION := 6.2.0
 NODE_TOOLS := $(TOOLS)/node
 ASYNCAPI := $(NODE_TOOLS)/node_modules/.bin/asyncapi
 
-$(OPS_VENV)/.installed: deploy/tools/requirements.txt
-	$(PY) -m venv $(OPS_VENV)
-	$(OPS_VENV)/bin/pip install --quiet --disable-pip-version-check -r deploy/tools/requirements.txt
+# uv rather than pip: checkov's ~90 dependencies took 45 s with pip and take ~3 s with uv's cache.
+$(OPS_VENV)/.installed: deploy/tools/requirements.txt | $(UV)
+	$(UV) venv --quiet --allow-existing --python $(PY) $(OPS_VENV)
+	$(UV) pip install --quiet --python $(OPS_VENV)/bin/python -r deploy/tools/requirements.txt
 	@touch $@
 
 $(NODE_TOOLS)/.installed-$(ASYNCAPI_VERSION):
