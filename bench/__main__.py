@@ -223,6 +223,9 @@ def main(argv: list[str] | None = None) -> int:
     if parts == ["collector"] and out.exists():
         # A collector-only run rewrites the collector's rows and section, and keeps the rest.
         out.write_text(report.splice_collector(out.read_text(), results["collector"], stamp=stamp))
+    elif parts == ["knee"] and out.exists():
+        # A knee-only run rewrites "The pipeline's knee" section, and keeps the rest.
+        out.write_text(report.splice_knee(out.read_text(), results["knee"], stamp=stamp))
     elif parts == ["health"] and out.exists():
         # A health-only run rewrites the "Account health" section, and keeps the rest.
         out.write_text(health.splice(out.read_text(), health.section(results["health"], stamp=stamp)))

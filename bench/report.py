@@ -298,6 +298,8 @@ def render(results: dict[str, Any]) -> str:
         "BENCH_PARTS=collector make bench       # the collector alone: rewrites only its rows and section",
         "BENCH_COLLECTOR_VARIANTS=none BENCH_PARTS=collector make bench   # without the A/B variants",
         "BENCH_PARTS=health make bench          # account health alone: rewrites only its section",
+        "BENCH_PARTS=knee make bench            # the pipeline's knee alone: rewrites only its section "
+        "(BENCH_KNEE_RATES, BENCH_KNEE_SECONDS)",
         "BENCH_PARTS=console make bench         # the console's views vs their APIs at 10M ratings: rewrites only its section "
         "(BENCH_CONSOLE_RATINGS=200000 for a quick look; BENCH_CONSOLE_STORES, _REQUESTS, _BUDGET_S, "
         "_VIEWS=segments,alerts for some views)",
@@ -343,15 +345,23 @@ def _median_round(rounds: list[dict[str, Any]]) -> dict[str, Any]:
     return ranked[(len(ranked) - 1) // 2]
 
 
-def _knee_lines(k: dict[str, Any] | None) -> list[str]:
+KNEE_HEADING = "## The pipeline's knee"
+
+
+def _knee_lines(k: dict[str, Any] | None, *, stamp: str | None = None) -> list[str]:
     """The ramp of ``bench.knee``: latency, what is missing, and CPU per rating of every process."""
     if not k or not k.get("levels"):
         return []
     levels = k["levels"]
     procs = list(levels[0]["cpu_us_per_rating"])
     lines = [
-        "## The pipeline's knee",
+        KNEE_HEADING,
         "",
+        *(
+            [f"Measured {stamp}; `BENCH_PARTS=knee` alone (the other sections come from their own runs).", ""]
+            if stamp
+            else []
+        ),
         "The same open-loop load as above, ramped: "
         + ", ".join(f"{r:.0f}" for r in k.get("rates", [x["rate"] for x in levels]))
         + f" ratings/s, {k['seconds']:.0f} s each after a 5 s warm-up, on one stack; the ramp stops after the "
@@ -564,6 +574,25 @@ def summary_rows(c: dict[str, Any]) -> list[str]:
             f"{_n(jb['per_s'] * k)} (bare FastAPI) | {_r(jc['per_s'], jb['per_s'])} |",
         ]
     return rows
+
+
+def splice_knee(text: str, k: dict[str, Any], *, stamp: str) -> str:
+    """``text`` (a whole docs/benchmarks.md) with the knee's section replaced, or inserted before
+    "## How cost grows with stored ratings" (else "## Reproduce", else at the end): a knee-only run
+    (``BENCH_PARTS=knee``) keeps every other part's figures."""
+    lines = text.split("\n")
+    new = _knee_lines(k, stamp=stamp)
+    if new and not new[-1]:
+        new = new[:-1]  # the next heading's blank line is already there
+    if KNEE_HEADING in lines:
+        start = lines.index(KNEE_HEADING)
+        end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
+        lines[start:end] = [*new, ""]
+    else:
+        heads = ("## How cost grows with stored ratings", "## Reproduce")
+        at = next((lines.index(h) for h in heads if h in lines), len(lines))
+        lines[at:at] = [*new, ""]
+    return "\n".join(lines)
 
 
 def splice_collector(text: str, c: dict[str, Any], *, stamp: str) -> str:

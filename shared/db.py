@@ -88,48 +88,74 @@ class OffsetStore:
         return {int(r.partition): int(r.next_offset) for r in rows}
 
     async def lock(self, conn: AsyncConnection, *, topic: str, partitions: Iterable[int]) -> dict[int, int]:
-        """Read and row-lock the stored offsets, fencing a consumer that lost the partition meanwhile.
+        """``lock_many`` for one topic."""
+        locked = await self.lock_many(conn, partitions={topic: partitions})
+        return {p: off for (_, p), off in locked.items()}
+
+    async def lock_many(
+        self, conn: AsyncConnection, *, partitions: Mapping[str, Iterable[int]]
+    ) -> dict[tuple[str, int], int]:
+        """Read and row-lock the stored offsets of every (topic, partition) of a batch in one statement,
+        fencing a consumer that lost a partition meanwhile.
 
         The rows exist after a partition's first batch, so the lock is tried first and the missing
-        rows are created only when some are absent (one round trip per batch instead of two).
+        rows are created only when some are absent (one round trip per batch, whatever its topics).
         """
-        parts = sorted(set(partitions))
-        locked = await self._lock_rows(conn, topic=topic, parts=parts)
-        if len(locked) == len(parts):
+        keys = sorted({(t, p) for t, parts in partitions.items() for p in parts})
+        if not keys:
+            return {}
+        locked = await self._lock_rows(conn, keys)
+        if len(locked) == len(keys):
             return locked
         await conn.execute(
             text(
                 "INSERT INTO ops.consumer_offsets (consumer_group, topic, partition, next_offset) "
-                "SELECT :g, :t, p, 0 FROM unnest(CAST(:p AS int[])) AS p "
+                "SELECT :g, t, p, 0 FROM unnest(CAST(:t AS text[]), CAST(:p AS int[])) AS k(t, p) "
                 "ON CONFLICT DO NOTHING"
             ),
-            {"g": self.group, "t": topic, "p": parts},
+            {"g": self.group, "t": [t for t, _ in keys], "p": [p for _, p in keys]},
         )
-        return await self._lock_rows(conn, topic=topic, parts=parts)
+        return await self._lock_rows(conn, keys)
 
-    async def _lock_rows(self, conn: AsyncConnection, *, topic: str, parts: list[int]) -> dict[int, int]:
+    async def _lock_rows(
+        self, conn: AsyncConnection, keys: list[tuple[str, int]]
+    ) -> dict[tuple[str, int], int]:
         rows = await conn.execute(
             text(
-                "SELECT partition, next_offset FROM ops.consumer_offsets "
-                "WHERE consumer_group = :g AND topic = :t AND partition = ANY(:p) "
-                "ORDER BY partition FOR UPDATE"
+                "SELECT o.topic, o.partition, o.next_offset FROM ops.consumer_offsets o "
+                "JOIN unnest(CAST(:t AS text[]), CAST(:p AS int[])) AS k(topic, partition) "
+                "ON o.topic = k.topic AND o.partition = k.partition "
+                "WHERE o.consumer_group = :g ORDER BY o.topic, o.partition FOR UPDATE OF o"
             ),
-            {"g": self.group, "t": topic, "p": parts},
+            {"g": self.group, "t": [t for t, _ in keys], "p": [p for _, p in keys]},
         )
-        return {int(r.partition): int(r.next_offset) for r in rows}
+        return {(str(r.topic), int(r.partition)): int(r.next_offset) for r in rows}
 
     async def store(self, conn: AsyncConnection, *, topic: str, next_offsets: Mapping[int, int]) -> None:
-        if not next_offsets:
+        """``store_many`` for one topic."""
+        await self.store_many(conn, next_offsets={topic: next_offsets})
+
+    async def store_many(
+        self, conn: AsyncConnection, *, next_offsets: Mapping[str, Mapping[int, int]]
+    ) -> None:
+        """Every topic's next offsets of a batch in one statement (never moving one back)."""
+        rows = [(t, p, off) for t, offs in next_offsets.items() for p, off in offs.items()]
+        if not rows:
             return
-        parts = list(next_offsets)
         await conn.execute(
             text(
                 "UPDATE ops.consumer_offsets AS o SET next_offset = v.next_offset, updated_at = now() "
-                "FROM unnest(CAST(:p AS int[]), CAST(:o AS bigint[])) AS v(partition, next_offset) "
-                "WHERE o.consumer_group = :g AND o.topic = :t AND o.partition = v.partition "
+                "FROM unnest(CAST(:t AS text[]), CAST(:p AS int[]), CAST(:o AS bigint[])) "
+                "AS v(topic, partition, next_offset) "
+                "WHERE o.consumer_group = :g AND o.topic = v.topic AND o.partition = v.partition "
                 "AND v.next_offset > o.next_offset"
             ),
-            {"g": self.group, "t": topic, "p": parts, "o": [next_offsets[p] for p in parts]},
+            {
+                "g": self.group,
+                "t": [r[0] for r in rows],
+                "p": [r[1] for r in rows],
+                "o": [r[2] for r in rows],
+            },
         )
 
     async def reset(self, conn: AsyncConnection, *, topic: str, partition: int, next_offset: int = 0) -> None:

@@ -347,6 +347,18 @@ class HealthAlert:
     context: dict[str, Any]
 
 
+@dataclass(frozen=True, slots=True)
+class HealthSave:
+    """One recomputation to store: the new state, the history point (if the health moved) and why."""
+
+    subject: Subject
+    state: HealthState
+    point: HealthPoint | None
+    delta_30d: float | None
+    model_version: int | None
+    explanation: list[dict[str, Any]]
+
+
 class HealthStore(Protocol):
     """Accounts, their contacts, the inputs the health model reads, and the health it computed."""
 
@@ -363,22 +375,32 @@ class HealthStore(Protocol):
         ...
 
     async def accounts_of(self, *, customer_ids: Sequence[str]) -> dict[str, list[str]]: ...
-    async def evidence(self, *, subject: Subject) -> Evidence: ...
-    async def state(self, *, subject: Subject) -> tuple[HealthState | None, list[HealthPoint]]: ...
-    async def save(
-        self,
-        *,
-        subject: Subject,
-        state: HealthState,
-        point: HealthPoint | None,
-        delta_30d: float | None,
-        model_version: int | None,
-        explanation: list[dict[str, Any]],
-    ) -> None: ...
+    async def evidence(self, *, subjects: Sequence[Subject]) -> dict[Subject, Evidence]:
+        """Each subject's evidence (an account's contacts pooled), read for all of them at once."""
+        ...
+
+    async def states(
+        self, *, subjects: Sequence[Subject]
+    ) -> dict[Subject, tuple[HealthState | None, list[HealthPoint]]]:
+        """Each subject's stored state (row-locked until commit) and history, for all of them at once."""
+        ...
+
+    async def save(self, *, saves: Sequence[HealthSave]) -> None:
+        """Write recomputed healths (each subject once) and their history points, in one statement."""
+        ...
+
     async def account(self, *, account_id: str) -> dict[str, Any] | None: ...
     async def upsert_account(self, *, account_id: str, fields: dict[str, Any]) -> dict[str, Any]: ...
+    async def accounts(self, *, account_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """The stored accounts among ``account_ids``, by id (what ``account`` gives for each)."""
+        ...
+
     async def open_alert(self, *, alert: HealthAlert, now: datetime) -> bool:
         """Insert the alert unless it exists (once per transition); True when inserted."""
+        ...
+
+    async def open_alerts(self, *, alerts: Sequence[HealthAlert], now: datetime) -> set[str]:
+        """``open_alert`` for several in one statement; returns the ids inserted."""
         ...
 
     async def at_risk(

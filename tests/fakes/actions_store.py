@@ -28,6 +28,7 @@ from services.actions.ports import (
     CustomerFacts,
     Enrolled,
     HealthAlert,
+    HealthSave,
     InvitationUpdate,
     NewInvitation,
     Reach,
@@ -681,7 +682,7 @@ class FakeHealth:
             return {subject.id}
         return {c for a, c in self._t.members if a == subject.id}
 
-    async def evidence(self, *, subject: Subject) -> Evidence:
+    def _evidence(self, subject: Subject) -> Evidence:
         contacts = self._contacts(subject)
         ratings = tuple(
             sorted(
@@ -704,34 +705,36 @@ class FakeHealth:
         )
         return Evidence(ratings, observations, alerts)
 
-    async def state(self, *, subject: Subject) -> tuple[HealthState | None, list[HealthPoint]]:
-        row = self._t.health_current.get(subject)
-        state = row["state"] if row else None
-        return state, list(self._t.health_history.get(subject, []))
+    async def evidence(self, *, subjects: Sequence[Subject]) -> dict[Subject, Evidence]:
+        return {s: self._evidence(s) for s in subjects}
 
-    async def save(
-        self,
-        *,
-        subject: Subject,
-        state: HealthState,
-        point: HealthPoint | None,
-        delta_30d: float | None,
-        model_version: int | None,
-        explanation: list[dict[str, Any]],
-    ) -> None:
-        self._t.health_current[subject] = {
-            "state": state,
-            "delta_30d": delta_30d,
-            "model_version": model_version,
-            "explanation": explanation,
-        }
-        if point is not None:
-            history = [p for p in self._t.health_history.get(subject, []) if p.at != point.at]
-            self._t.health_history[subject] = sorted([*history, point], key=lambda p: p.at)
+    async def states(
+        self, *, subjects: Sequence[Subject]
+    ) -> dict[Subject, tuple[HealthState | None, list[HealthPoint]]]:
+        out: dict[Subject, tuple[HealthState | None, list[HealthPoint]]] = {}
+        for subject in subjects:
+            row = self._t.health_current.get(subject)
+            out[subject] = (row["state"] if row else None, list(self._t.health_history.get(subject, [])))
+        return out
+
+    async def save(self, *, saves: Sequence[HealthSave]) -> None:
+        for x in saves:
+            self._t.health_current[x.subject] = {
+                "state": x.state,
+                "delta_30d": x.delta_30d,
+                "model_version": x.model_version,
+                "explanation": x.explanation,
+            }
+            if (point := x.point) is not None:
+                history = [p for p in self._t.health_history.get(x.subject, []) if p.at != point.at]
+                self._t.health_history[x.subject] = sorted([*history, point], key=lambda p: p.at)
 
     async def account(self, *, account_id: str) -> dict[str, Any] | None:
         row = self._t.accounts.get(account_id)
         return {"account_id": account_id, **row} if row is not None else None
+
+    async def accounts(self, *, account_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        return {a: {"account_id": a, **self._t.accounts[a]} for a in account_ids if a in self._t.accounts}
 
     async def upsert_account(self, *, account_id: str, fields: dict[str, Any]) -> dict[str, Any]:
         self._t.accounts[account_id] = dict(fields)
@@ -753,6 +756,9 @@ class FakeHealth:
         )
         self._t.alerts[alert.alert_id] = AlertRow(draft=draft, created_at=now)
         return True
+
+    async def open_alerts(self, *, alerts: Sequence[HealthAlert], now: datetime) -> set[str]:
+        return {a.alert_id for a in alerts if await self.open_alert(alert=a, now=now)}
 
     async def owner_of(self, *, subject: Subject) -> str | None:
         table = self._t.accounts if subject.kind == "account" else self._t.customers

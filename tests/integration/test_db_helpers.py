@@ -34,6 +34,44 @@ async def test_offsets_are_locked_in_one_statement_once_they_exist(database_url:
         await engine.dispose()
 
 
+async def test_a_batch_of_several_topics_locks_and_stores_its_offsets_in_one_statement_each(
+    database_url: str,
+) -> None:
+    engine = make_engine(database_url)
+    store = OffsetStore(group="g")
+    mine = OffsetStore(group="other")
+    try:
+        async with engine.begin() as conn:
+            await mine.store(conn, topic="a", next_offsets={0: 99})  # no row yet: nothing to move
+            assert await mine.lock(conn, topic="a", partitions=[0]) == {0: 0}
+            await mine.store(conn, topic="a", next_offsets={0: 99})
+            assert await store.lock_many(conn, partitions={"b": [1, 0], "a": [0]}) == {
+                ("a", 0): 0,
+                ("b", 0): 0,
+                ("b", 1): 0,
+            }
+            await store.store_many(conn, next_offsets={"a": {0: 7}, "b": {1: 3}})
+        async with engine.begin() as conn:
+            # a new partition joins; an offset never moves back; another group's rows are its own
+            assert await store.lock_many(conn, partitions={"a": [0, 1], "b": [1]}) == {
+                ("a", 0): 7,
+                ("a", 1): 0,
+                ("b", 1): 3,
+            }
+            await store.store_many(conn, next_offsets={"a": {0: 5, 1: 2}, "b": {1: 4}})
+        async with engine.begin() as conn:
+            assert await store.lock_many(conn, partitions={"a": [0, 1], "b": [0, 1]}) == {
+                ("a", 0): 7,
+                ("a", 1): 2,
+                ("b", 0): 0,
+                ("b", 1): 4,
+            }
+            assert await mine.lock(conn, topic="a", partitions=[0]) == {0: 99}
+            assert await store.lock_many(conn, partitions={}) == {}
+    finally:
+        await engine.dispose()
+
+
 @pytest.mark.parametrize("ping_idle_s", [0.0, None])
 async def test_a_connection_killed_while_idle_is_replaced_before_use(
     database_url: str, ping_idle_s: float | None

@@ -4,12 +4,13 @@ paths on PostgreSQL and the broker: tests/integration/test_health.py."""
 
 from __future__ import annotations
 
+from dataclasses import asdict, fields
 from datetime import UTC, datetime, timedelta
 
 from services.actions.health.evidence import Evidence, Observation, RatingPoint, pool
 from services.actions.health.model import Band, load_health_file
 from services.actions.health.score import evaluate
-from services.actions.health_handler import HealthHandler, health_alert_id
+from services.actions.health_handler import HealthHandler, explanation, health_alert_id
 from services.actions.ports import Subject
 from services.actions.settings import DEFAULT_HEALTH
 from services.collector.domain import RatingIn, normalize
@@ -242,3 +243,18 @@ async def test_a_customer_in_no_account_gets_a_health_but_no_fall_alert() -> Non
     fell = await feed(db, h, observations=[usage("o2", "solo", None, NOW, logins_7d=0, features_used=0)])
     assert fell[0].fell
     assert db.tables.alerts == {}
+
+
+def test_the_stored_explanation_is_every_field_of_every_component_in_order() -> None:
+    t0 = NOW - timedelta(days=1)
+    ratings = [rating("r1", 5, "c1", "acc", t0), rating("r2", 1, "c2", "acc", t0 + timedelta(hours=1))]
+    obs = [usage("o1", "c1", "acc", t0, logins_7d=6, features_used=4, tickets_open=1)]
+    result = evaluate(
+        MODEL,
+        Evidence(tuple(RatingPoint.of(r) for r in ratings), tuple(Observation.of(o) for o in obs), 2),
+        as_of=t0 + timedelta(hours=2),
+    )
+    got = explanation(result)
+    assert got == [{**asdict(c), "detail": dict(c.detail)} for c in result.components]
+    assert [list(x) for x in got] == [[f.name for f in fields(c)] for c in result.components]
+    assert any(x["detail"] for x in got)

@@ -49,3 +49,20 @@ def test_the_report_names_the_knee_and_the_cpu_per_rating_of_each_process() -> N
     assert "| 100/s | 1,000 |" in text and "**no**" in text
     assert "CPU/rating collector" in text and "900 us" in text
     assert "collector above idle" in text and "450 us" in text
+
+
+def test_a_knee_only_run_replaces_only_its_section_or_inserts_it_before_the_growth_section() -> None:
+    levels = [_level(50, p99=40)]
+    levels[0]["holds"] = True
+    k = {"levels": levels, "knee": 50.0, "p99_limit_ms": knee.P99_LIMIT_MS, "seconds": 10.0}
+    page = "\n".join(
+        ["# B", "", "## End to end", "", "e2e", "", report.KNEE_HEADING, "", "old knee", "", "## Growth", "g"]
+    )
+    out = report.splice_knee(page, k, stamp="2026-12-05 13:00 UTC").split("\n")
+    assert "old knee" not in out and "e2e" in out and out[-2:] == ["## Growth", "g"]
+    assert out.count(report.KNEE_HEADING) == 1
+    assert any(line.startswith("Measured 2026-12-05 13:00 UTC") for line in out)
+    assert out[out.index("## Growth") - 1] == "" and out[out.index("## Growth") - 2] != ""
+    bare = "\n".join(["# B", "", "## How cost grows with stored ratings", "g", "", "## Reproduce", "r"])
+    out = report.splice_knee(bare, k, stamp="now").split("\n")
+    assert out.index(report.KNEE_HEADING) < out.index("## How cost grows with stored ratings")

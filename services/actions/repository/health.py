@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections import defaultdict
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -13,13 +14,81 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from services.actions.health.evidence import Evidence, Observation, RatingPoint
 from services.actions.health.model import Band
 from services.actions.health.transitions import HealthPoint, HealthState
-from services.actions.ports import HealthAlert, Reach, Subject
+from services.actions.ports import HealthAlert, HealthSave, Reach, Subject
 from services.actions.repository.rows import jsonable
 from shared.events import RatingSubmitted, UsageObserved
 from shared.scales import Metric
 
 #: Alerts of this rule are not inputs of the health (the health raised them).
 _HEALTH_RULE = "health_falls"
+
+
+# Every subject's evidence in one round trip (it was three or four per subject): ratings of its
+# contacts, observations of its contacts and (an account's) of the account itself, open alerts of its
+# contacts other than the health's own. Each list keeps the order the per-subject queries had.
+_EVIDENCE = text(
+    # The subjects numbered in the caller's order (n), and each one's contacts: an account's members, or
+    # the customer alone.
+    "WITH s AS (SELECT * FROM unnest(CAST(:k AS text[]), CAST(:i AS text[])) WITH ORDINALITY "
+    " AS s(kind, id, n)), "
+    "c AS (SELECT s.n, m.customer_id FROM s JOIN actions.account_members m "
+    " ON s.kind = 'account' AND m.account_id = s.id "
+    " UNION ALL SELECT s.n, s.id FROM s WHERE s.kind = 'customer') "
+    "SELECT "
+    "(SELECT array_agg(ROW(c.n, r.rating_id, r.customer_id, r.metric, r.score, r.normalized, r.positive, "
+    " r.occurred_at) ORDER BY c.n, r.occurred_at, r.rating_id) "
+    " FROM c JOIN actions.health_ratings r ON r.customer_id = c.customer_id) AS ratings, "
+    "(SELECT array_agg(ROW(x.n, x.observation_id, x.customer_id, x.observed_at, x.signals) "
+    " ORDER BY x.n, x.observed_at, x.observation_id) FROM ("
+    " SELECT c.n, o.observation_id, o.customer_id, o.observed_at, CAST(o.signals AS text) AS signals "
+    " FROM c JOIN actions.usage_observations o ON o.customer_id = c.customer_id "
+    " UNION ALL SELECT s.n, o.observation_id, o.customer_id, o.observed_at, CAST(o.signals AS text) "
+    " FROM s JOIN actions.usage_observations o ON s.kind = 'account' AND o.account_id = s.id "
+    " AND o.customer_id IS NULL) AS x) AS observations, "
+    "(SELECT array_agg(ROW(y.n, y.open)) FROM (SELECT c.n, count(*) AS open FROM c "
+    " JOIN actions.alerts a ON a.customer_id = c.customer_id "
+    " WHERE a.status <> 'resolved' AND a.rule_id <> :rule GROUP BY c.n) AS y) AS alerts"
+)
+# The batch's stored states, row-locked in key order until commit, and each subject's history.
+_STATES = text(
+    "WITH s AS (SELECT * FROM unnest(CAST(:k AS text[]), CAST(:i AS text[])) AS s(kind, id)), "
+    "locked AS MATERIALIZED (SELECT h.subject_kind, h.subject_id, h.at, h.score, h.band, h.band_since, "
+    " h.transitions FROM actions.health_current h JOIN s ON h.subject_kind = s.kind AND h.subject_id = s.id "
+    " ORDER BY h.subject_kind, h.subject_id FOR UPDATE OF h) "
+    "SELECT s.kind, s.id, l.at, l.score, l.band, l.band_since, l.transitions, "
+    "(SELECT array_agg(ROW(p.at, p.score, p.band) ORDER BY p.at) FROM actions.health_history p "
+    " WHERE p.subject_kind = s.kind AND p.subject_id = s.id) AS history "
+    "FROM s LEFT JOIN locked l ON l.subject_kind = s.kind AND l.subject_id = s.id"
+)
+# The batch's recomputed healths and history points (each subject at most once), one statement.
+_SAVE = text(
+    "WITH cur AS (INSERT INTO actions.health_current (subject_kind, subject_id, at, score, band, "
+    " band_since, transitions, delta_30d, model_version, explanation, updated_at) "
+    " SELECT k, i, at, score, band, since, n, d, v, CAST(e AS jsonb), now() FROM unnest("
+    " CAST(:k AS text[]), CAST(:i AS text[]), CAST(:at AS timestamptz[]), "
+    " CAST(:score AS double precision[]), CAST(:band AS text[]), CAST(:since AS timestamptz[]), "
+    " CAST(:n AS integer[]), CAST(:d AS double precision[]), CAST(:v AS integer[]), CAST(:e AS text[])) "
+    " AS v(k, i, at, score, band, since, n, d, v, e) "
+    " ON CONFLICT (subject_kind, subject_id) DO UPDATE SET at = EXCLUDED.at, "
+    " score = EXCLUDED.score, band = EXCLUDED.band, band_since = EXCLUDED.band_since, "
+    " transitions = EXCLUDED.transitions, delta_30d = EXCLUDED.delta_30d, "
+    " model_version = EXCLUDED.model_version, explanation = EXCLUDED.explanation, "
+    " updated_at = now() RETURNING 1), "
+    "hist AS (INSERT INTO actions.health_history (subject_kind, subject_id, at, score, band) "
+    " SELECT * FROM unnest(CAST(:pk AS text[]), CAST(:pi AS text[]), CAST(:pat AS timestamptz[]), "
+    " CAST(:pscore AS double precision[]), CAST(:pband AS text[])) "
+    " ON CONFLICT (subject_kind, subject_id, at) DO UPDATE SET score = EXCLUDED.score, band = EXCLUDED.band "
+    " RETURNING 1) "
+    "SELECT (SELECT count(*) FROM cur), (SELECT count(*) FROM hist)"
+)
+# The rules' health.* facts of a batch's subjects, one statement (it was one per subject).
+_RULE_FACTS = text(
+    "SELECT h.subject_kind, h.subject_id, h.score, h.band, h.delta_30d, (SELECT p.band "
+    "FROM actions.health_history p WHERE p.subject_kind = h.subject_kind AND p.subject_id = h.subject_id "
+    "AND p.band IS DISTINCT FROM h.band ORDER BY p.at DESC LIMIT 1) AS previous_band "
+    "FROM actions.health_current h JOIN unnest(CAST(:k AS text[]), CAST(:i AS text[])) AS s(kind, id) "
+    "ON h.subject_kind = s.kind AND h.subject_id = s.id"
+)
 
 
 def _band(value: str | None) -> Band | None:
@@ -107,131 +176,75 @@ class PgHealth:
             out.setdefault(r.customer_id, []).append(r.account_id)
         return out
 
-    async def _contacts(self, subject: Subject) -> list[str]:
-        if subject.kind == "customer":
-            return [subject.id]
-        rows = await self._conn.execute(
-            text("SELECT customer_id FROM actions.account_members WHERE account_id = :a"), {"a": subject.id}
-        )
-        return [r.customer_id for r in rows]
-
-    async def evidence(self, *, subject: Subject) -> Evidence:
-        contacts = await self._contacts(subject)
-        ratings = await self._conn.execute(
-            text(
-                "SELECT rating_id, customer_id, metric, score, normalized, positive, occurred_at "
-                "FROM actions.health_ratings WHERE customer_id = ANY(:c) ORDER BY occurred_at, rating_id"
-            ),
-            {"c": contacts},
-        )
-        points = tuple(
-            RatingPoint(
-                r.rating_id, r.customer_id, Metric(r.metric), r.score, r.normalized, r.positive, r.occurred_at
-            )
-            for r in ratings
-        )
-        account = subject.id if subject.kind == "account" else None
-        obs = await self._conn.execute(
-            text(
-                "SELECT observation_id, account_id, customer_id, observed_at, signals "
-                "FROM actions.usage_observations "
-                "WHERE (customer_id = ANY(:c)) OR (CAST(:a AS text) IS NOT NULL AND account_id = :a "
-                "AND customer_id IS NULL) ORDER BY observed_at, observation_id"
-            ),
-            {"c": contacts, "a": account},
-        )
-        observations = tuple(
-            Observation(
-                o.observation_id,
-                o.customer_id,
-                o.observed_at,
-                {k: float(v) for k, v in (o.signals or {}).items()},
-            )
-            for o in obs
-        )
-        alerts = await self._conn.execute(
-            text(
-                "SELECT count(*) FROM actions.alerts WHERE customer_id = ANY(:c) "
-                "AND status <> 'resolved' AND rule_id <> :rule"
-            ),
-            {"c": contacts, "rule": _HEALTH_RULE},
-        )
-        return Evidence(points, observations, int(alerts.scalar_one()))
-
-    async def state(self, *, subject: Subject) -> tuple[HealthState | None, list[HealthPoint]]:
-        key = {"k": subject.kind, "i": subject.id}
+    async def evidence(self, *, subjects: Sequence[Subject]) -> dict[Subject, Evidence]:
+        """One statement for the whole batch: every subject's ratings, observations and open alerts,
+        each list in the order PostgreSQL sorts it (as the former per-subject queries did)."""
+        keys = list(dict.fromkeys(subjects))
+        if not keys:
+            return {}
         row = (
             await self._conn.execute(
-                text(
-                    "SELECT at, score, band, band_since, transitions FROM actions.health_current "
-                    "WHERE subject_kind = :k AND subject_id = :i FOR UPDATE"
-                ),
-                key,
+                _EVIDENCE,
+                {"k": [s.kind for s in keys], "i": [s.id for s in keys], "rule": _HEALTH_RULE},
             )
-        ).first()
-        state = (
-            HealthState(row.at, row.score, _band(row.band), row.band_since, row.transitions)
-            if row is not None
-            else None
-        )
-        rows = await self._conn.execute(
-            text(
-                "SELECT at, score, band FROM actions.health_history "
-                "WHERE subject_kind = :k AND subject_id = :i ORDER BY at"
-            ),
-            key,
-        )
-        return state, [HealthPoint(r.at, r.score, _band(r.band)) for r in rows]
+        ).one()
+        ratings: dict[int, list[RatingPoint]] = defaultdict(list)
+        for r in row.ratings or ():
+            ratings[r[0]].append(RatingPoint(r[1], r[2], Metric(r[3]), r[4], r[5], r[6], r[7]))
+        observations: dict[int, list[Observation]] = defaultdict(list)
+        for o in row.observations or ():
+            signals = json.loads(o[4]) if o[4] is not None else {}
+            observations[o[0]].append(
+                Observation(o[1], o[2], o[3], {k: float(v) for k, v in (signals or {}).items()})
+            )
+        alerts = {a[0]: int(a[1]) for a in row.alerts or ()}
+        return {
+            s: Evidence(tuple(ratings.get(n, ())), tuple(observations.get(n, ())), alerts.get(n, 0))
+            for n, s in enumerate(keys, start=1)
+        }
 
-    async def save(
-        self,
-        *,
-        subject: Subject,
-        state: HealthState,
-        point: HealthPoint | None,
-        delta_30d: float | None,
-        model_version: int | None,
-        explanation: list[dict[str, Any]],
-    ) -> None:
+    async def states(
+        self, *, subjects: Sequence[Subject]
+    ) -> dict[Subject, tuple[HealthState | None, list[HealthPoint]]]:
+        keys = list(dict.fromkeys(subjects))
+        if not keys:
+            return {}
+        rows = await self._conn.execute(_STATES, {"k": [s.kind for s in keys], "i": [s.id for s in keys]})
+        out: dict[Subject, tuple[HealthState | None, list[HealthPoint]]] = {}
+        for r in rows:
+            state = (
+                HealthState(r.at, r.score, _band(r.band), r.band_since, r.transitions)
+                if r.at is not None
+                else None
+            )
+            history = [HealthPoint(p[0], p[1], _band(p[2])) for p in r.history or ()]
+            out[Subject(r.kind, r.id)] = (state, history)
+        return out
+
+    async def save(self, *, saves: Sequence[HealthSave]) -> None:
+        if not saves:
+            return
+        points = [(x.subject, point) for x in saves if (point := x.point) is not None]
         await self._conn.execute(
-            text(
-                "INSERT INTO actions.health_current (subject_kind, subject_id, at, score, band, band_since, "
-                "transitions, delta_30d, model_version, explanation, updated_at) "
-                "VALUES (:k, :i, :at, :score, :band, :since, :n, :d, :v, CAST(:e AS jsonb), now()) "
-                "ON CONFLICT (subject_kind, subject_id) DO UPDATE SET at = EXCLUDED.at, "
-                "score = EXCLUDED.score, band = EXCLUDED.band, band_since = EXCLUDED.band_since, "
-                "transitions = EXCLUDED.transitions, delta_30d = EXCLUDED.delta_30d, "
-                "model_version = EXCLUDED.model_version, explanation = EXCLUDED.explanation, "
-                "updated_at = now()"
-            ),
+            _SAVE,
             {
-                "k": subject.kind,
-                "i": subject.id,
-                "at": state.at,
-                "score": state.score,
-                "band": state.band.value if state.band else None,
-                "since": state.band_since,
-                "n": state.transitions,
-                "d": delta_30d,
-                "v": model_version,
-                "e": json.dumps(explanation, default=str),
+                "k": [x.subject.kind for x in saves],
+                "i": [x.subject.id for x in saves],
+                "at": [x.state.at for x in saves],
+                "score": [x.state.score for x in saves],
+                "band": [x.state.band.value if x.state.band else None for x in saves],
+                "since": [x.state.band_since for x in saves],
+                "n": [x.state.transitions for x in saves],
+                "d": [x.delta_30d for x in saves],
+                "v": [x.model_version for x in saves],
+                "e": [json.dumps(x.explanation, default=str) for x in saves],
+                "pk": [s.kind for s, _ in points],
+                "pi": [s.id for s, _ in points],
+                "pat": [p.at for _, p in points],
+                "pscore": [p.score for _, p in points],
+                "pband": [p.band.value if p.band else None for _, p in points],
             },
         )
-        if point is not None:
-            await self._conn.execute(
-                text(
-                    "INSERT INTO actions.health_history (subject_kind, subject_id, at, score, band) "
-                    "VALUES (:k, :i, :at, :score, :band) ON CONFLICT (subject_kind, subject_id, at) "
-                    "DO UPDATE SET score = EXCLUDED.score, band = EXCLUDED.band"
-                ),
-                {
-                    "k": subject.kind,
-                    "i": subject.id,
-                    "at": point.at,
-                    "score": point.score,
-                    "band": point.band.value if point.band else None,
-                },
-            )
 
     async def account(self, *, account_id: str) -> dict[str, Any] | None:
         row = (
@@ -248,6 +261,18 @@ class PgHealth:
             .first()
         )
         return jsonable(row) if row else None
+
+    async def accounts(self, *, account_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        if not account_ids:
+            return {}
+        rows = await self._conn.execute(
+            text(
+                "SELECT account_id, name, owner_email, owner_name, value, tier, updated_at "
+                "FROM actions.accounts WHERE account_id = ANY(:a)"
+            ),
+            {"a": sorted(set(account_ids))},
+        )
+        return {r["account_id"]: jsonable(r) for r in rows.mappings()}
 
     async def upsert_account(self, *, account_id: str, fields: dict[str, Any]) -> dict[str, Any]:
         await self._conn.execute(
@@ -289,6 +314,31 @@ class PgHealth:
             },
         )
         return rows.first() is not None
+
+    async def open_alerts(self, *, alerts: Sequence[HealthAlert], now: datetime) -> set[str]:
+        if not alerts:
+            return set()
+        rows = await self._conn.execute(
+            text(
+                "INSERT INTO actions.alerts (alert_id, rule_id, customer_id, owner_email, owner_name, "
+                "priority, context, created_at) SELECT id, :rule, c, oe, onm, p, CAST(ctx AS jsonb), :now "
+                "FROM unnest(CAST(:id AS text[]), CAST(:c AS text[]), CAST(:oe AS text[]), "
+                "CAST(:onm AS text[]), CAST(:p AS text[]), CAST(:ctx AS text[])) "
+                "AS v(id, c, oe, onm, p, ctx) "
+                "ON CONFLICT (alert_id) DO NOTHING RETURNING alert_id"
+            ),
+            {
+                "rule": _HEALTH_RULE,
+                "id": [a.alert_id for a in alerts],
+                "c": [a.subject.id if a.subject.kind == "customer" else None for a in alerts],
+                "oe": [a.owner_email for a in alerts],
+                "onm": [a.owner_name for a in alerts],
+                "p": [a.priority for a in alerts],
+                "ctx": [json.dumps(a.context, default=str) for a in alerts],
+                "now": now,
+            },
+        )
+        return {r.alert_id for r in rows}
 
     async def owner_of(self, *, subject: Subject) -> str | None:
         query = (
@@ -356,27 +406,19 @@ class PgHealth:
         return {**jsonable(row), "history": [jsonable(h) for h in history.mappings()]}
 
     async def rule_facts(self, *, subjects: Sequence[Subject]) -> dict[Subject, dict[str, Any]]:
-        out: dict[Subject, dict[str, Any]] = {}
-        for subject in dict.fromkeys(subjects):
-            row = (
-                await self._conn.execute(
-                    text(
-                        "SELECT h.score, h.band, h.delta_30d, (SELECT p.band FROM actions.health_history p "
-                        "WHERE p.subject_kind = h.subject_kind AND p.subject_id = h.subject_id "
-                        "AND p.band IS DISTINCT FROM h.band ORDER BY p.at DESC LIMIT 1) AS previous_band "
-                        "FROM actions.health_current h WHERE h.subject_kind = :k AND h.subject_id = :i"
-                    ),
-                    {"k": subject.kind, "i": subject.id},
-                )
-            ).first()
-            if row is not None:
-                out[subject] = {
-                    "score": row.score,
-                    "band": row.band,
-                    "previous_band": row.previous_band,
-                    "delta_30d": row.delta_30d,
-                }
-        return out
+        keys = list(dict.fromkeys(subjects))
+        if not keys:
+            return {}
+        rows = await self._conn.execute(_RULE_FACTS, {"k": [s.kind for s in keys], "i": [s.id for s in keys]})
+        return {
+            Subject(r.subject_kind, r.subject_id): {
+                "score": r.score,
+                "band": r.band,
+                "previous_band": r.previous_band,
+                "delta_30d": r.delta_30d,
+            }
+            for r in rows
+        }
 
     async def latest_model(self) -> tuple[int, Any] | None:
         row = (
