@@ -64,7 +64,11 @@ chromium: ## Install Debian's chromium for the widget's browser test, unless it 
 .PHONY: test
 test: install ops-tools chromium ## Lint, type-check, then unit, integration, e2e and operations tests (real broker and Postgres)
 	$(MAKE) --no-print-directory lint
-	$(PYTEST) -q -p no:cacheprovider --durations=25 tests/unit tests/integration tests/e2e tests/ops
+	$(PYTEST) -q -p no:cacheprovider --durations=25 -m "not slow" tests/unit tests/integration tests/e2e tests/ops
+
+.PHONY: test-slow
+test-slow: install ## The long end-to-end scenarios kept out of make test: surveys from interactions to response rate (~80 s of real waits), make run's launcher under Ctrl-C/SIGTERM/SIGKILL (~50 s)
+	$(PYTEST) -q -p no:cacheprovider --durations=10 -m slow tests/e2e
 
 .PHONY: ops-tools
 ops-tools: $(OPS_VENV)/.installed $(NODE_TOOLS)/.installed-$(ASYNCAPI_VERSION) ## Install promtool/prometheus, kustomize check, kubernetes-validate, checkov, AsyncAPI CLI

@@ -23,7 +23,7 @@ from devstack.ports import free_port, owns_listener
 from devstack.stack import ROOT, RUN_PORT_VARIABLES, SERVICES
 from tests.proctree import Proc, descendants, kill_all, leftovers
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 READY_TIMEOUT_S = 240.0  # embedded PostgreSQL's initdb, migrations and five services on a shared machine
 GONE_TIMEOUT_S = 30.0  # services' graceful shutdown is bounded at 15 s, then SIGKILL

@@ -35,7 +35,7 @@ from devstack.stack import SERVICES, Stack
 from services.actions.surveys.decisions import in_sample, invitation_id
 from tests.infra import Infra, drop_database, new_database, new_topics
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 SURVEY = "e2e-delivery"
 ADMIN = {"Authorization": "Bearer dev-admin-key"}
