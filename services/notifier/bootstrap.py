@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -227,20 +228,27 @@ def _lifespan(
     return lifespan
 
 
-def create_app(settings: NotifierSettings | None = None) -> FastAPI:
-    cfg = settings or NotifierSettings()
-    configure_logging(service="notifier", level=cfg.log_level, fmt=cfg.log_format)
-    engine = make_engine(
-        cfg.database_url,
-        pool_size=cfg.db_pool_size,
-        application_name="csat-notifier",
-        ping_idle_s=cfg.db_ping_idle_s,
-    )
-    store = PgNotifierStore(engine)
-    providers = build_providers(cfg, engine=engine)
-    tokens = UnsubscribeTokens(cfg.unsubscribe_secrets, accept_sha1=cfg.unsubscribe_accept_sha1)
-    intake = Intake(provider_names={ch: p.name for ch, p in providers.items()})
-    dispatcher_cfg = dispatch_config(cfg)
+@dataclass(frozen=True)
+class Loops:
+    """The background loops besides sending: the notification consumer, retention and erasure."""
+
+    runtime: ConsumerRuntime
+    retention: RetentionJob
+    erasure: ConsumerRuntime
+
+
+@dataclass(frozen=True)
+class Sending:
+    """What sends and re-checks messages, and what the routes share with it."""
+
+    dispatcher: Dispatcher
+    reconciler: Reconciler
+    listener: WakeListener | None
+    templates: Templates
+    tokens: UnsubscribeTokens
+
+
+def build_loops(cfg: NotifierSettings, *, engine: AsyncEngine, intake: Intake, keys: AddressKeys) -> Loops:
     runtime = ConsumerRuntime(
         name="notifier",
         settings=cfg,
@@ -252,8 +260,7 @@ def create_app(settings: NotifierSettings | None = None) -> FastAPI:
         top_up=True,
         engine=engine,
     )
-
-    privacy = NotifierErasure(keys=dispatcher_cfg.address_keys, outbox_dir=cfg.outbox_dir)
+    privacy = NotifierErasure(keys=keys, outbox_dir=cfg.outbox_dir)
     retention = RetentionJob(
         service="notifier",
         engine=engine,
@@ -270,13 +277,24 @@ def create_app(settings: NotifierSettings | None = None) -> FastAPI:
         scrub=privacy.scrub,
         engine=engine,
     )
+    return Loops(runtime=runtime, retention=retention, erasure=erasure)
 
+
+def build_sending(
+    cfg: NotifierSettings,
+    *,
+    store: PgNotifierStore,
+    providers: dict[Channel, Provider],
+    runtime: ConsumerRuntime,
+    dispatch: DispatchConfig,
+) -> Sending:
     async def publish(records: Sequence[OutgoingRecord]) -> None:
         if runtime.producer is None:
             raise PublisherUnavailable("producer not connected yet")
         await send_all(runtime.producer, records, timeout_s=cfg.kafka_request_timeout_s * 2)
 
     templates = Templates()
+    tokens = UnsubscribeTokens(cfg.unsubscribe_secrets, accept_sha1=cfg.unsubscribe_accept_sha1)
     dispatcher = Dispatcher(
         store=store,
         providers=providers,
@@ -285,18 +303,59 @@ def create_app(settings: NotifierSettings | None = None) -> FastAPI:
         topics=cfg.topics,
         publish=publish,
         default_addresses=default_addresses(cfg, providers),
-        config=dispatcher_cfg,
+        config=dispatch,
     )
     reconciler = Reconciler(
-        store=store,
-        providers=providers,
-        topics=cfg.topics,
-        dispatch=dispatcher_cfg,
-        config=reconcile_config(cfg),
+        store=store, providers=providers, topics=cfg.topics, dispatch=dispatch, config=reconcile_config(cfg)
     )
     listener = (
         WakeListener(database_url=cfg.database_url, wake=dispatcher.wake) if cfg.dispatch_listen else None
     )
+    return Sending(dispatcher, reconciler, listener, templates, tokens)
+
+
+def mount_routes(
+    app: FastAPI,
+    cfg: NotifierSettings,
+    *,
+    engine: AsyncEngine,
+    store: PgNotifierStore,
+    sending: Sending,
+    auth: Authenticator,
+    keys: AddressKeys,
+) -> None:
+    deps = NotifierDeps(
+        deliveries=store,
+        suppressions=store,
+        tokens=sending.tokens,
+        auth=auth,
+        audit=PgIdentityStore(engine=engine, timeout_s=10.0),  # after the change: wait rather than lose it
+        address_keys=keys,
+        templates=sending.templates,
+        public_base_url=cfg.public_base_url,
+    )
+    for routes in (unsubscribe, outbox, deliveries, suppressions, previews):
+        app.include_router(routes.router(deps))
+    # GDPR export: gdpr:admin (admin role only), checked by this service's own Authenticator.
+    guard = Depends(deps.auth.require(Scope.GDPR_ADMIN))
+    app.include_router(export_router(SqlExport(engine, export_customer), guard))
+
+
+def create_app(settings: NotifierSettings | None = None) -> FastAPI:
+    cfg = settings or NotifierSettings()
+    configure_logging(service="notifier", level=cfg.log_level, fmt=cfg.log_format)
+    engine = make_engine(
+        cfg.database_url,
+        pool_size=cfg.db_pool_size,
+        application_name="csat-notifier",
+        ping_idle_s=cfg.db_ping_idle_s,
+    )
+    store = PgNotifierStore(engine)
+    providers = build_providers(cfg, engine=engine)
+    intake = Intake(provider_names={ch: p.name for ch, p in providers.items()})
+    dispatch = dispatch_config(cfg)
+    loops = build_loops(cfg, engine=engine, intake=intake, keys=dispatch.address_keys)
+    sending = build_sending(cfg, store=store, providers=providers, runtime=loops.runtime, dispatch=dispatch)
     identity = PgIdentityStore(engine=engine, timeout_s=2.0)
     auth = service_authenticator(
         service="notifier", identity=cfg, environment=cfg.environment, tokens=identity
@@ -305,25 +364,25 @@ def create_app(settings: NotifierSettings | None = None) -> FastAPI:
         title="CSAT notifier",
         version="1.0.0",
         lifespan=_lifespan(
-            runtime=runtime,
-            dispatcher=dispatcher,
-            reconciler=reconciler,
-            listener=listener,
+            runtime=loops.runtime,
+            dispatcher=sending.dispatcher,
+            reconciler=sending.reconciler,
+            listener=sending.listener,
             providers=providers,
             auth=auth,
-            erasure=erasure,
-            retention=retention,
+            erasure=loops.erasure,
+            retention=loops.retention,
         ),
         description="Sends email, SMS and chat messages once per notification, through providers.",
     )
-    app.state.runtime = runtime
-    app.state.retention = retention
+    app.state.runtime = loops.runtime
+    app.state.retention = loops.retention
     app.add_middleware(JsonTextGuard)  # suppressions and previews: no NUL or lone surrogate reaches them
 
     async def check_dispatcher() -> None:
-        dispatcher.check()
+        sending.dispatcher.check()
 
-    checks = {"database": runtime.check_database, "consumer": runtime.check_consumer}
+    checks = {"database": loops.runtime.check_database, "consumer": loops.runtime.check_consumer}
     install_common(
         app,
         service="notifier",
@@ -331,19 +390,5 @@ def create_app(settings: NotifierSettings | None = None) -> FastAPI:
         internal_port=cfg.internal_port,
         documents_public=cfg.environment != "prod",
     )
-    deps = NotifierDeps(
-        deliveries=store,
-        suppressions=store,
-        tokens=tokens,
-        auth=auth,
-        audit=PgIdentityStore(engine=engine, timeout_s=10.0),  # after the change: wait rather than lose it
-        address_keys=dispatcher_cfg.address_keys,
-        templates=templates,
-        public_base_url=cfg.public_base_url,
-    )
-    for routes in (unsubscribe, outbox, deliveries, suppressions, previews):
-        app.include_router(routes.router(deps))
-    # GDPR export: gdpr:admin (admin role only), checked by this service's own Authenticator.
-    guard = Depends(deps.auth.require(Scope.GDPR_ADMIN))
-    app.include_router(export_router(SqlExport(engine, export_customer), guard))
+    mount_routes(app, cfg, engine=engine, store=store, sending=sending, auth=auth, keys=dispatch.address_keys)
     return app

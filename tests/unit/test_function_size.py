@@ -24,9 +24,6 @@ ALLOWED: dict[str, str] = {
         "one route whose 14 query parameters are its declaration; the body reads validate, read, answer"
     ),
     "services/scorer/routes/verbatims.py::router.get_verbatims": "the same route (see router)",
-    "services/notifier/bootstrap.py::create_app": (
-        "waits for the notifier background-task work in progress there; to split into named steps after"
-    ),
     "services/console/routes/alerts.py::router": "the alert inbox is being reworked; split with that work",
     "services/actions/routes/alerts.py::router": "the alert inbox API is being reworked; split with it",
     "services/collector/routes/ratings.py::add_routes": (
