@@ -152,11 +152,13 @@ class ActionsHandler:
         """Interactions become invitations (sent by the scheduler); answers and outcomes update them and
         return their outcome events, published with the batch's other records before its commit."""
         out: list[OutgoingRecord] = []
-        if ratings:
-            out += await surveys.on_answers(stores, ratings, now)
+        # Outcomes before answers: the notifier reports an outcome right after sending, minutes before
+        # anyone answers, so a batch holding both ends as if they came in two batches, in that order.
         outcomes = [r.envelope.data for r in batch if isinstance(r.envelope.data, NotificationOutcome)]
         if outcomes:
             out += await surveys.on_outcomes(stores, outcomes, now)
+        if ratings:
+            out += await surveys.on_answers(stores, ratings, now)
         interactions = [r.envelope.data for r in batch if isinstance(r.envelope.data, InteractionRecorded)]
         if interactions:
             await surveys.on_interactions(stores, interactions, now)
