@@ -128,6 +128,12 @@ async def test_outcomes_are_published_once_per_change_and_a_replay_publishes_not
     surveys_file = tmp_path / "surveys.yaml"
     surveys_file.write_text(SURVEYS, encoding="utf-8")
     cfg = settings(infra, database_url, topics, surveys_file=surveys_file)
+
+    async def consumed() -> int:
+        """Records of the outcomes and ratings topics the service applied (its stored next offsets)."""
+        offsets = await stored_offsets(database_url, cfg.consumer_group, [topics.outcomes, topics.ratings])
+        return sum(offsets.values())
+
     async with running(create_app(cfg)):
         await produce(infra.bootstrap, [interaction(c, topic=topics.interactions) for c in CUSTOMERS])
         requested = await read_events(
@@ -169,6 +175,8 @@ async def test_outcomes_are_published_once_per_change_and_a_replay_publishes_not
         events = await wait_for(published, until=lambda es: len(es) >= sum(expected.values()), timeout_s=45)
         # The early answers' outcomes come late (the notifier was slow): nothing changes, nothing is added.
         await produce(infra.bootstrap, [outcome(inv[c], c, sent, topic=topics.outcomes) for c in early])
+        # Read once the service has applied every outcome and answer produced so far.
+        await wait_for(consumed, until=lambda n: n == len(first) + len(answers) + len(early), timeout_s=30)
         events = await read_outcomes(infra, topics, count=sum(expected.values()) + 1, timeout_s=4)
         assert Counter(e.id for e in events) == expected
         by_id = {e.id: e.data for e in events}
@@ -203,13 +211,6 @@ async def test_outcomes_are_published_once_per_change_and_a_replay_publishes_not
         # Upstream replays: every outcome and answer published again.
         await produce(infra.bootstrap, first + answers)
         total = 2 * (len(first) + len(answers)) + len(early)  # records on the outcomes and ratings topics
-
-        async def consumed() -> int:
-            offsets = await stored_offsets(
-                database_url, cfg.consumer_group, [topics.outcomes, topics.ratings]
-            )
-            return sum(offsets.values())
-
         await wait_for(consumed, until=lambda n: n == total, timeout_s=30)
     # The whole of both topics once more: stored offsets rewound, the service restarted.
     await sql(
