@@ -84,6 +84,11 @@ EVENTS: tuple[EventDoc, ...] = (
         "SurveyInvited",
         "A survey invitation went out; answers are ratings whose survey_id is its invitation_id.",
     ),
+    EventDoc(
+        ev.SURVEY_OUTCOME,
+        "SurveyOutcome",
+        "What became of a survey invitation: sent, failed, suppressed, or answered (first answer only).",
+    ),
 )
 
 
@@ -234,6 +239,20 @@ TOPICS: tuple[TopicDoc, ...] = (
         "One record per survey invitation sent (not per reminder), with its segment: the scorer counts "
         "invitations and their answers (ratings carrying the invitation id as `survey_id`) into each "
         "segment's response rate.",
+    ),
+    TopicDoc(
+        "surveysOutcomes",
+        tp.SURVEYS_OUTCOMES,
+        "customer id (an invitation's outcomes stay in order)",
+        (ev.SURVEY_OUTCOME,),
+        "actions",
+        (),
+        "What became of each survey invitation: `sent`, `failed` or `suppressed` (the notifier's outcome of "
+        "the invitation's message, not its reminder's) and `answered` (the first answer only; a re-click "
+        "publishes nothing). One record per (invitation, outcome), published only when the invitation's "
+        "state changed; the event id `survey-outcome-<invitation_id>-<outcome>` is deterministic, so "
+        "deduplicate on it. An answer before the delivery outcome publishes `sent` (inferred) then "
+        "`answered`.",
     ),
 )
 

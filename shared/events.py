@@ -22,6 +22,7 @@ USAGE_OBSERVED = "com.csat.usage.observed.v1"
 CUSTOMER_ERASED = "com.csat.customer.erased.v1"
 HEALTH_CHANGED = "com.csat.health.changed.v1"
 SURVEY_INVITED = "com.csat.survey.invited.v1"
+SURVEY_OUTCOME = "com.csat.survey.outcome.v1"
 
 
 class _Event(BaseModel):
@@ -390,6 +391,48 @@ class SurveyInvited(_Event):
     source: str | None = None
 
 
+class SurveyOutcomeKind(StrEnum):
+    """What became of an invitation, as published on ``csat.surveys.outcomes.v1``."""
+
+    SENT = "sent"
+    FAILED = "failed"
+    SUPPRESSED = "suppressed"
+    ANSWERED = "answered"
+
+
+class SurveyOutcome(_Event):
+    """What became of a survey invitation: its message sent, failed or suppressed, or its first answer.
+
+    Keyed by customer id, like ``SurveyInvited``. Published once per (invitation, outcome), only when the
+    invitation's stored state changed; the CloudEvent id is ``survey-outcome-<invitation_id>-<outcome>``,
+    so a replay after a crash carries the same id (deduplicate on it). An answer arriving before the
+    notifier's outcome proves the message went out: ``sent`` (``inferred``) is published before
+    ``answered``. ``expired`` is not published (answers close at ``expires_at`` of the invited event).
+    """
+
+    invitation_id: str = Field(description="The invited event's invitation_id (the answers' survey_id)")
+    survey_id: str = Field(description="The survey definition's id (post-delivery-csat)")
+    customer_id: str = Field(description="The invitation's customer id (also the record's key)")
+    channel: str = Field(description="email, sms or in_app")
+    segment: dict[str, str] = Field(default_factory=dict, description="The interaction's, as the answers'")
+    outcome: SurveyOutcomeKind = Field(description="sent, failed, suppressed or answered")
+    occurred_at: AwareDatetime = Field(
+        description="sent, failed, suppressed: the notifier's outcome time (an inferred sent: when the "
+        "message was requested); answered: when the first answer was received"
+    )
+    reason: str | None = Field(
+        default=None,
+        description="failed and suppressed: the notifier's bounded reason code (rejected, opted_out...)",
+    )
+    has_comment: bool | None = Field(
+        default=None, description="answered only: the first answer carried a comment (the follow-up)"
+    )
+    inferred: bool = Field(
+        default=False,
+        description="sent only: no delivery outcome had come yet; the answer proves the message went out",
+    )
+
+
 EVENT_MODELS: dict[str, type[BaseModel]] = {
     RATING_SUBMITTED: RatingSubmitted,
     SCORE_CHANGED: ScoreChanged,
@@ -403,4 +446,5 @@ EVENT_MODELS: dict[str, type[BaseModel]] = {
     CUSTOMER_ERASED: CustomerErased,
     HEALTH_CHANGED: HealthChanged,
     SURVEY_INVITED: SurveyInvited,
+    SURVEY_OUTCOME: SurveyOutcome,
 }

@@ -18,6 +18,7 @@ USAGE = "csat.usage.v1"
 CUSTOMERS_ERASED = "csat.customers.erased.v1"
 HEALTH = "csat.health.changed.v1"
 SURVEYS_INVITED = "csat.surveys.invited.v1"
+SURVEYS_OUTCOMES = "csat.surveys.outcomes.v1"
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +86,10 @@ class Topics:
     def surveys_invited(self) -> str:
         return self._p(SURVEYS_INVITED)
 
+    @property
+    def surveys_outcomes(self) -> str:
+        return self._p(SURVEYS_OUTCOMES)
+
     def all(self) -> list[str]:
         return [
             self.ratings,
@@ -101,4 +106,5 @@ class Topics:
             self.dlq_collector,
             self.health,
             self.surveys_invited,
+            self.surveys_outcomes,
         ]

@@ -134,7 +134,7 @@ class ActionsHandler:
         if ratings:
             out += await self._on_ratings(stores, ratings, now)
         if self._surveys is not None:
-            await self._on_surveys(stores, self._surveys, batch, ratings, now)
+            out += await self._on_surveys(stores, self._surveys, batch, ratings, now)
         usage = [r.envelope.data for r in batch if isinstance(r.envelope.data, UsageObserved)]
         if self._health is not None and (ratings or usage):
             # After the rules: the alerts a rating opened count in its account's health.
@@ -148,16 +148,21 @@ class ActionsHandler:
         batch: Sequence[Received],
         ratings: list[RatingSubmitted],
         now: datetime,
-    ) -> None:
-        """Interactions become invitations (sent by the scheduler); answers and outcomes update them."""
-        if ratings:
-            await surveys.on_answers(stores, ratings)
+    ) -> list[OutgoingRecord]:
+        """Interactions become invitations (sent by the scheduler); answers and outcomes update them and
+        return their outcome events, published with the batch's other records before its commit."""
+        out: list[OutgoingRecord] = []
+        # Outcomes before answers: the notifier reports an outcome right after sending, minutes before
+        # anyone answers, so a batch holding both ends as if they came in two batches, in that order.
         outcomes = [r.envelope.data for r in batch if isinstance(r.envelope.data, NotificationOutcome)]
         if outcomes:
-            await surveys.on_outcomes(stores, outcomes)
+            out += await surveys.on_outcomes(stores, outcomes, now)
+        if ratings:
+            out += await surveys.on_answers(stores, ratings, now)
         interactions = [r.envelope.data for r in batch if isinstance(r.envelope.data, InteractionRecorded)]
         if interactions:
             await surveys.on_interactions(stores, interactions, now)
+        return out
 
     async def _on_segment_alerts(
         self, stores: Stores, alerts: list[SegmentAlert], now: datetime

@@ -20,6 +20,7 @@ from services.actions.health.evidence import Evidence
 from services.actions.health.transitions import HealthPoint, HealthState
 from services.actions.outcomes import DecisionRow
 from services.actions.surveys.decisions import PastInvitation as PastInvite
+from services.actions.surveys.outcome_events import MarkedInvitation
 from services.actions.timers import AlertState, DueTimer
 from services.actions.verbatims import Analysis
 from shared.events import RatingSubmitted, UsageObserved
@@ -290,12 +291,15 @@ class SurveyStore(Protocol):
         ...
 
     async def update(self, *, updates: Sequence[InvitationUpdate], now: datetime) -> None: ...
-    async def mark_answered(self, *, answers: Mapping[str, tuple[datetime, bool]]) -> int:
-        """First answers by invitation id (when, with a comment); later answers change nothing."""
+    async def mark_answered(self, *, answers: Mapping[str, tuple[datetime, bool]]) -> list[MarkedInvitation]:
+        """First answers by invitation id (when, with a comment); later answers change nothing. An answer
+        proves the message went out: a ``pending`` or ``unknown`` delivery becomes ``sent``. Returns the
+        invitations this call answered (with their delivery before it), and only those."""
         ...
 
-    async def mark_delivery(self, *, outcomes: Mapping[str, tuple[str, datetime]]) -> None:
-        """The notifier's outcome of an invitation's first message (sent, failed, suppressed...)."""
+    async def mark_delivery(self, *, outcomes: Mapping[str, tuple[str, datetime]]) -> list[MarkedInvitation]:
+        """The notifier's outcome of an invitation's first message (sent, failed, suppressed...), taken
+        while the delivery is ``pending`` or ``unknown``. Returns the invitations this call changed."""
         ...
 
     async def list(self, *, survey_id: str | None, since: datetime | None) -> list[StoredInvitation]: ...

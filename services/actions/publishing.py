@@ -1,8 +1,9 @@
-"""The records the actions service publishes: notification requests and decision events."""
+"""The records the actions service publishes: notification requests, decision events and survey outcomes."""
 
 from __future__ import annotations
 
 from services.actions.outcomes import DecisionRow
+from services.actions.surveys.outcome_events import outcome_event_id
 from shared import events as ev
 from shared.envelope import OutgoingRecord, encode
 from shared.topics import Topics
@@ -39,4 +40,17 @@ def decided_record(topics: Topics, row: DecisionRow, *, key: str | None) -> Outg
             decided_at=row.created_at,
         ),
         key=key,
+    )
+
+
+def survey_outcome_record(topics: Topics, outcome: ev.SurveyOutcome) -> OutgoingRecord:
+    """Keyed by customer like the invited event, so an invitation's events stay in order."""
+    return encode(
+        topic=topics.surveys_outcomes,
+        event_type=ev.SURVEY_OUTCOME,
+        source="/actions",
+        event_id=outcome_event_id(outcome.invitation_id, outcome.outcome),
+        data=outcome,
+        key=outcome.customer_id,
+        subject=outcome.invitation_id,
     )

@@ -1,6 +1,7 @@
 """The surveys' use cases on the stores: interactions in -> invitations decided and stored; due invitations
 -> notification requests (the invitation, its one reminder); answers and the notifier's outcomes -> the
-invitation's state. The decisions are the pure ``surveys.decisions``'; the caller owns the transaction.
+invitation's state and its outcome events (``surveys.outcome_events``). The decisions are the pure
+``surveys.decisions``'; the caller owns the transaction.
 
 Sending is always the scheduler's, also with ``delay: 0``: the invitation row is the durable timer, so a
 crash between deciding and sending loses nothing and a replayed interaction finds its row (same id).
@@ -17,7 +18,7 @@ from prometheus_client import Counter
 
 from services.actions.facts import CustomerContext
 from services.actions.ports import InvitationUpdate, NewInvitation, StoredInvitation, Stores
-from services.actions.publishing import notification_record
+from services.actions.publishing import notification_record, survey_outcome_record
 from services.actions.surveybook import CurrentSurveys, SurveyBook
 from services.actions.surveys.decisions import (
     CustomerFacts,
@@ -32,6 +33,7 @@ from services.actions.surveys.decisions import (
     decide_send,
 )
 from services.actions.surveys.definitions import SurveyChannel, SurveyDef
+from services.actions.surveys.outcome_events import all_outcome_events
 from shared import events as ev
 from shared.emaillinks import sign_claims
 from shared.envelope import OutgoingRecord, encode
@@ -48,6 +50,11 @@ SURVEY_MESSAGES = Counter(
     "csat_survey_messages_total",
     "Due survey invitations and reminders, by kind and outcome (requested or the stop reason)",
     ["kind", "outcome"],
+)
+SURVEY_OUTCOMES = Counter(
+    "csat_survey_outcomes_total",
+    "Survey invitation outcome events published (sent, failed, suppressed, answered)",
+    ["outcome"],
 )
 
 INVITE_PREFIX = "survey-invite-"
@@ -163,24 +170,43 @@ class SurveyHandler:
         return len(await stores.surveys.insert(invitations=new))
 
     # ---- answers and outcomes ------------------------------------------------------------------
-    async def on_answers(self, stores: Stores, ratings: Sequence[RatingSubmitted]) -> None:
-        """A rating whose survey id is an invitation's answers it (the first answer counts)."""
+    async def on_answers(
+        self, stores: Stores, ratings: Sequence[RatingSubmitted], now: datetime
+    ) -> list[OutgoingRecord]:
+        """A rating whose survey id is an invitation's answers it (the first answer counts); the outcome
+        events of the invitations it answered (``sent`` first when the answer proves the sending)."""
         answers: dict[str, tuple[datetime, bool]] = {}
         for r in ratings:
             if r.survey_id and r.survey_id not in answers:
                 answers[r.survey_id] = (r.received_at, bool(r.comment))
-        if answers:
-            await stores.surveys.mark_answered(answers=answers)
+        if not answers:
+            return []
+        marked = await stores.surveys.mark_answered(answers=answers)
+        return self._outcome_records(all_outcome_events(marked, default_at=now))
 
-    async def on_outcomes(self, stores: Stores, outcomes: Sequence[NotificationOutcome]) -> None:
-        """The invitation message's outcome (not the reminder's): a reminder needs it delivered."""
+    async def on_outcomes(
+        self, stores: Stores, outcomes: Sequence[NotificationOutcome], now: datetime
+    ) -> list[OutgoingRecord]:
+        """The invitation message's outcome (not the reminder's): a reminder needs it delivered. Returns
+        the outcome events of the invitations whose delivery it changed."""
         found: dict[str, tuple[str, datetime]] = {}
+        reasons: dict[str, str | None] = {}
         for o in outcomes:
             delivery = _DELIVERY.get(o.status)
             if delivery is not None and o.notification_id.startswith(INVITE_PREFIX):
-                found[o.notification_id.removeprefix(INVITE_PREFIX)] = (delivery.value, o.at)
-        if found:
-            await stores.surveys.mark_delivery(outcomes=found)
+                iid = o.notification_id.removeprefix(INVITE_PREFIX)
+                found[iid] = (delivery.value, o.at)
+                reasons[iid] = o.reason
+        if not found:
+            return []
+        marked = await stores.surveys.mark_delivery(outcomes=found)
+        at = {iid: when for iid, (_, when) in found.items()}
+        return self._outcome_records(all_outcome_events(marked, at=at, reasons=reasons, default_at=now))
+
+    def _outcome_records(self, outcomes: Sequence[ev.SurveyOutcome]) -> list[OutgoingRecord]:
+        for o in outcomes:
+            SURVEY_OUTCOMES.labels(o.outcome.value).inc()
+        return [survey_outcome_record(self._topics, o) for o in outcomes]
 
     # ---- due invitations -> messages -----------------------------------------------------------
     async def fire(self, stores: Stores, *, now: datetime, limit: int) -> tuple[int, list[OutgoingRecord]]:

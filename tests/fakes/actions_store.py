@@ -38,7 +38,8 @@ from services.actions.ports import (
     Stores,
     Subject,
 )
-from services.actions.surveys.decisions import PastInvitation
+from services.actions.surveys.decisions import Delivery, PastInvitation
+from services.actions.surveys.outcome_events import MarkedInvitation
 from services.actions.timers import AlertState, DueTimer
 from services.actions.verbatims import Analysis
 from shared.events import RatingSubmitted, UsageObserved
@@ -567,6 +568,22 @@ class FakeRuleSets:
         ]
 
 
+def _marked(row: StoredInvitation, *, before: str, answered: bool) -> MarkedInvitation:
+    return MarkedInvitation(
+        invitation_id=row.invitation_id,
+        survey_id=row.survey_id,
+        customer_id=row.customer_id,
+        channel=row.channel,
+        segment=dict(row.segment),
+        delivery=Delivery(row.delivery),
+        delivery_before=Delivery(before),
+        sent_at=row.sent_at,
+        answered=answered,
+        answered_at=row.answered_at,
+        answered_with_comment=row.answered_with_comment,
+    )
+
+
 class FakeSurveys:
     """Survey invitations in memory; ``next_at`` kept beside each row, as the table's column."""
 
@@ -614,8 +631,8 @@ class FakeSurveys:
             )
             self._t.next_at[u.invitation_id] = u.next_at
 
-    async def mark_answered(self, *, answers: Mapping[str, tuple[datetime, bool]]) -> int:
-        n = 0
+    async def mark_answered(self, *, answers: Mapping[str, tuple[datetime, bool]]) -> list[MarkedInvitation]:
+        marked = []
         for key, (at, comment) in answers.items():
             row = self._t.invitations.get(key)
             if row is None or row.answered_at is not None:
@@ -625,18 +642,21 @@ class FakeSurveys:
                 answered_at=at,
                 answered_with_comment=comment,
                 sent_at=row.sent_at or row.requested_at,
-                delivery="sent" if row.delivery == "pending" else row.delivery,
+                delivery="sent" if row.delivery in ("pending", "unknown") else row.delivery,
             )
-            n += 1
-        return n
+            marked.append(_marked(self._t.invitations[key], before=row.delivery, answered=True))
+        return marked
 
-    async def mark_delivery(self, *, outcomes: Mapping[str, tuple[str, datetime]]) -> None:
+    async def mark_delivery(self, *, outcomes: Mapping[str, tuple[str, datetime]]) -> list[MarkedInvitation]:
+        marked = []
         for key, (delivery, at) in outcomes.items():
             row = self._t.invitations.get(key)
             if row is None or row.delivery not in ("pending", "unknown"):
                 continue
             sent_at = (row.sent_at or at) if delivery == "sent" else row.sent_at
             self._t.invitations[key] = replace(row, delivery=delivery, sent_at=sent_at)
+            marked.append(_marked(self._t.invitations[key], before=row.delivery, answered=False))
+        return marked
 
     async def list(self, *, survey_id: str | None, since: datetime | None) -> list[StoredInvitation]:
         return [

@@ -52,8 +52,10 @@ NOT_EMITTED_HERE = {
 #: wiring; remove it from here when the traffic sends them). The traffic posts one interaction.
 #: customersErased and dlqCollector: nobody is erased and nothing poisons the collector's erasure
 #: consumer here (tests/e2e/test_erasure.py and the fault suite's poison test cover them).
-#: surveysInvited: the one interaction's survey is due hours later (tests/e2e/test_surveys.py sends them).
-MAY_BE_EMPTY = {"scores", "usage", "customersErased", "dlqCollector", "surveysInvited"}
+#: surveysInvited and surveysOutcomes: the one interaction's survey is due hours later, so nothing is sent
+#: or answered here (tests/e2e/test_surveys.py sends them, tests/integration/test_survey_outcomes.py
+#: publishes every outcome).
+MAY_BE_EMPTY = {"scores", "usage", "customersErased", "dlqCollector", "surveysInvited", "surveysOutcomes"}
 
 Record = Any  # aiokafka ConsumerRecord (untyped)
 

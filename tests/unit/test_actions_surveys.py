@@ -391,3 +391,109 @@ async def test_links_carry_the_reclick_window_and_a_reclick_answers_the_invitati
     assert len(rows) == 1 and rows[0].invitation_id == iid
     # Answered once, at the first answer: the response rate and time to answer do not move with re-clicks.
     assert rows[0].answered_at == first_at and not rows[0].answered_with_comment
+
+
+def outcome_events(records: Sequence[OutgoingRecord]) -> list[tuple[str, ev.SurveyOutcome]]:
+    """(event id, payload) of the survey outcome records among a batch's output."""
+    out = []
+    for r in records:
+        if r.topic == TOPICS.surveys_outcomes:
+            envelope = decode(headers=r.headers, key=r.key, value=r.value)
+            assert isinstance(envelope.data, ev.SurveyOutcome)
+            assert r.key == envelope.data.customer_id.encode()
+            out.append((envelope.id, envelope.data))
+    return out
+
+
+def survey_answer(iid: str, customer: str, *, at: datetime, revision: int = 0, comment: bool = False) -> Any:
+    return ev.RatingSubmitted.model_validate(
+        {
+            "rating_id": f"email-{iid}",
+            "metric": "csat",
+            "scale": "1-5",
+            "score": 4 + revision % 2,
+            "normalized": 0.75,
+            "positive": True,
+            "sentiment": "positive",
+            "customer": {"id": customer},
+            "occurred_at": at,
+            "received_at": at,
+            "survey_id": iid,
+            "revision": revision,
+            **({"comment": "rapide"} if comment else {}),
+        }
+    )
+
+
+def delivery(iid: str, status: ev.OutcomeStatus, *, reason: str | None = None) -> ev.NotificationOutcome:
+    return ev.NotificationOutcome(
+        notification_id=INVITE_PREFIX + iid,
+        status=status,
+        channel=ev.Channel.EMAIL,
+        provider="outbox",
+        attempts=1,
+        at=NOW + timedelta(seconds=5),
+        reason=reason,
+    )
+
+
+async def test_outcome_events_are_published_once_per_state_change_whatever_the_replays() -> None:
+    db, sv = MemoryActions(), surveys()
+    h = handler(Clock())
+    h._surveys = sv
+    async with db.begin() as stores:
+        await sv.on_interactions(stores, [interaction(n, f"c{n}") for n in range(40)], NOW)
+        await sv.fire(stores, now=NOW, limit=500)
+    ids = sorted(db.tables.invitations)
+    cid = {i: db.tables.invitations[i].customer_id for i in ids}
+    delivered, failed, suppressed, early = ids[:6], ids[6], ids[7], ids[8:10]
+    at = NOW + timedelta(minutes=2)
+    first = [
+        *(delivery(i, ev.OutcomeStatus.SENT) for i in delivered),
+        delivery(failed, ev.OutcomeStatus.FAILED, reason="rejected"),
+        delivery(suppressed, ev.OutcomeStatus.SUPPRESSED, reason="opted_out"),
+        delivery(ids[10], ev.OutcomeStatus.UNKNOWN),  # not final: nothing published
+        # answered before their outcome came (one with a comment), and a delivered one answered
+        survey_answer(early[0], cid[early[0]], at=at, comment=True),
+        survey_answer(early[1], cid[early[1]], at=at),
+        survey_answer(delivered[0], cid[delivered[0]], at=at),
+    ]
+    async with db.begin() as stores:
+        published = outcome_events(await h(stores, received(first)))
+    expected = {
+        **{f"survey-outcome-{i}-sent": "sent" for i in [*delivered, *early]},
+        f"survey-outcome-{failed}-failed": "failed",
+        f"survey-outcome-{suppressed}-suppressed": "suppressed",
+        **{f"survey-outcome-{i}-answered": "answered" for i in [*early, delivered[0]]},
+    }
+    assert {eid: e.outcome.value for eid, e in published} == expected
+    assert len(published) == len(expected)  # each once
+    by_id = dict(published)
+    for i in early:  # the answer proves the sending: sent (inferred) comes before answered
+        order = [eid for eid, _ in published if eid.startswith(f"survey-outcome-{i}-")]
+        assert order == [f"survey-outcome-{i}-sent", f"survey-outcome-{i}-answered"]
+        assert by_id[order[0]].inferred and by_id[order[1]].occurred_at == at
+    assert by_id[f"survey-outcome-{early[0]}-answered"].has_comment is True
+    assert by_id[f"survey-outcome-{early[1]}-answered"].has_comment is False
+    assert by_id[f"survey-outcome-{failed}-failed"].reason == "rejected"
+    assert not by_id[f"survey-outcome-{delivered[0]}-sent"].inferred
+    sent = by_id[f"survey-outcome-{delivered[1]}-sent"]
+    assert (sent.survey_id, sent.channel, sent.segment) == (
+        "post-delivery",
+        "email",
+        dict(db.tables.invitations[delivered[1]].segment),
+    )
+    # The same batch again, the late outcomes of the early answers, a re-click and a failure after
+    # sending: nothing changes, nothing is published.
+    later = [
+        *first,
+        *(delivery(i, ev.OutcomeStatus.SENT) for i in early),
+        survey_answer(early[0], cid[early[0]], at=at + timedelta(minutes=1), revision=1),
+        delivery(delivered[1], ev.OutcomeStatus.FAILED),
+    ]
+    async with db.begin() as stores:
+        assert outcome_events(await h(stores, received(later))) == []
+    # The unknown one reconciled to sent later: published then.
+    async with db.begin() as stores:
+        last = outcome_events(await h(stores, received([delivery(ids[10], ev.OutcomeStatus.SENT)])))
+    assert [eid for eid, _ in last] == [f"survey-outcome-{ids[10]}-sent"]

@@ -16,13 +16,30 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.actions.ports import InvitationUpdate, NewInvitation, StoredInvitation, StoredRuleSet
 from services.actions.repository.rows import jsonable
-from services.actions.surveys.decisions import PastInvitation
+from services.actions.surveys.decisions import Delivery, PastInvitation
+from services.actions.surveys.outcome_events import MarkedInvitation
 
 _COLUMNS = (
     "invitation_id, survey_id, interaction_id, customer_id, channel, locale, segment, recipient, source, "
     "due_at, expires_at, reminder_at, status, delivery, reminders_sent, requested_at, sent_at, "
     "answered_at, answered_with_comment, stop_reason"
 )
+
+
+def _marked(r: Any, *, before: str, answered: bool) -> MarkedInvitation:
+    return MarkedInvitation(
+        invitation_id=r.invitation_id,
+        survey_id=r.survey_id,
+        customer_id=r.customer_id,
+        channel=r.channel,
+        segment=dict(r.segment or {}),
+        delivery=Delivery(r.delivery),
+        delivery_before=Delivery(before),
+        sent_at=r.sent_at,
+        answered=answered,
+        answered_at=r.answered_at,
+        answered_with_comment=bool(r.answered_with_comment),
+    )
 
 
 def _stored(r: Any) -> StoredInvitation:
@@ -190,18 +207,24 @@ class PgSurveys:
                 },
             )
 
-    async def mark_answered(self, *, answers: Mapping[str, tuple[datetime, bool]]) -> int:
+    async def mark_answered(self, *, answers: Mapping[str, tuple[datetime, bool]]) -> list[MarkedInvitation]:
         if not answers:
-            return 0
-        result = await self._conn.execute(
+            return []
+        # The rows are locked (in id order) by the sub-select, which also keeps their delivery before
+        # this change: RETURNING sees only the new one, and the outcome events need both.
+        rows = await self._conn.execute(
             text(
-                "UPDATE actions.survey_invitations i SET answered_at = x.at, "
-                "answered_with_comment = x.comment, "
+                "UPDATE actions.survey_invitations i SET answered_at = p.at, "
+                "answered_with_comment = p.comment, "
                 "sent_at = COALESCE(i.sent_at, i.requested_at), "
-                "delivery = CASE WHEN i.delivery = 'pending' THEN 'sent' ELSE i.delivery END "
-                "FROM jsonb_to_recordset(CAST(:rows AS jsonb)) "
-                "AS x(id text, at timestamptz, comment boolean) "
-                "WHERE i.invitation_id = x.id AND i.answered_at IS NULL"
+                "delivery = CASE WHEN i.delivery IN ('pending', 'unknown') THEN 'sent' ELSE i.delivery END "
+                "FROM (SELECT o.invitation_id, o.delivery AS was_delivery, x.at, x.comment "
+                "FROM actions.survey_invitations o JOIN jsonb_to_recordset(CAST(:rows AS jsonb)) "
+                "AS x(id text, at timestamptz, comment boolean) ON o.invitation_id = x.id "
+                "WHERE o.answered_at IS NULL ORDER BY o.invitation_id FOR UPDATE OF o) AS p "
+                "WHERE i.invitation_id = p.invitation_id AND i.answered_at IS NULL "
+                "RETURNING i.invitation_id, i.survey_id, i.customer_id, i.channel, i.segment, i.delivery, "
+                "i.sent_at, i.answered_at, i.answered_with_comment, p.was_delivery"
             ),
             {
                 "rows": json.dumps(
@@ -209,17 +232,22 @@ class PgSurveys:
                 )
             },
         )
-        return int(result.rowcount or 0)
+        return [_marked(r, before=r.was_delivery, answered=True) for r in rows]
 
-    async def mark_delivery(self, *, outcomes: Mapping[str, tuple[str, datetime]]) -> None:
+    async def mark_delivery(self, *, outcomes: Mapping[str, tuple[str, datetime]]) -> list[MarkedInvitation]:
         if not outcomes:
-            return
-        await self._conn.execute(
+            return []
+        rows = await self._conn.execute(
             text(
-                "UPDATE actions.survey_invitations i SET delivery = x.delivery, "
-                "sent_at = CASE WHEN x.delivery = 'sent' THEN COALESCE(i.sent_at, x.at) ELSE i.sent_at END "
-                "FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS x(id text, delivery text, at timestamptz) "
-                "WHERE i.invitation_id = x.id AND i.delivery IN ('pending', 'unknown')"
+                "UPDATE actions.survey_invitations i SET delivery = p.delivery, "
+                "sent_at = CASE WHEN p.delivery = 'sent' THEN COALESCE(i.sent_at, p.at) ELSE i.sent_at END "
+                "FROM (SELECT o.invitation_id, o.delivery AS was_delivery, x.delivery, x.at "
+                "FROM actions.survey_invitations o JOIN jsonb_to_recordset(CAST(:rows AS jsonb)) "
+                "AS x(id text, delivery text, at timestamptz) ON o.invitation_id = x.id "
+                "WHERE o.delivery IN ('pending', 'unknown') ORDER BY o.invitation_id FOR UPDATE OF o) AS p "
+                "WHERE i.invitation_id = p.invitation_id AND i.delivery IN ('pending', 'unknown') "
+                "RETURNING i.invitation_id, i.survey_id, i.customer_id, i.channel, i.segment, i.delivery, "
+                "i.sent_at, i.answered_at, i.answered_with_comment, p.was_delivery"
             ),
             {
                 "rows": json.dumps(
@@ -227,6 +255,7 @@ class PgSurveys:
                 )
             },
         )
+        return [_marked(r, before=r.was_delivery, answered=False) for r in rows]
 
     async def list(self, *, survey_id: str | None, since: datetime | None) -> list[StoredInvitation]:
         rows = await self._conn.execute(
