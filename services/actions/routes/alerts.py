@@ -67,7 +67,7 @@ def owns_alert(principal: Principal, alert: Mapping[str, Any]) -> bool:
     )
 
 
-def bad_cursor(name: str, message: str) -> Any:
+def bad_cursor(name: str, message: str) -> JSONResponse:
     return problem(422, "Unprocessable Content", detail=message, errors=[{"field": name, "message": message}])
 
 
