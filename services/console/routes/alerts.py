@@ -108,23 +108,18 @@ async def names_of(deps: ConsoleDeps, row: AlertRow) -> dict[str, str]:
 
 
 def router(deps: ConsoleDeps) -> APIRouter:
+    """The Alerts pages, registered in this order (``/alerts/rows`` before ``/alerts/{alert_id}``)."""
     r = APIRouter(include_in_schema=False)
     reader = Depends(deps.gate.person(Scope.ALERTS_READ))
     writer = Depends(deps.gate.person(Scope.ALERTS_WRITE))
-    csrf = [Depends(deps.gate.csrf)]
+    _inbox_routes(r, deps, reader=reader)
+    _alert_route(r, deps, reader=reader)
+    _action_routes(r, deps, writer=writer, csrf=[Depends(deps.gate.csrf)])
+    return r
 
-    def inbox_values(request: Request, q: InboxQuery, page: InboxPage) -> dict[str, Any]:
-        return {
-            "q": q,
-            "rows": page.rows,
-            "page": page,
-            "now": deps.clock(),
-            "counts": page.counts,
-            "av": alertview,
-            "poll_s": deps.settings.alerts_poll_s,
-            "query": q.params(),
-            "filters": q.filter_params(),
-        }
+
+def _inbox_routes(r: APIRouter, deps: ConsoleDeps, *, reader: Any) -> None:
+    """The inbox page, and its table body alone (what ``static/alerts.js`` polls)."""
 
     @r.get("/alerts")
     async def alerts(
@@ -138,7 +133,7 @@ def router(deps: ConsoleDeps) -> APIRouter:
     ) -> Response:
         q = parse(status, priority, escalated, after, before)
         page = await load_inbox(deps.api.on_behalf_of(person), person, q)
-        return deps.pages.render(request, "alerts.html", **inbox_values(request, q, page))
+        return deps.pages.render(request, "alerts.html", **_inbox_values(deps, q, page))
 
     @r.get("/alerts/rows")
     async def alert_rows(
@@ -152,7 +147,26 @@ def router(deps: ConsoleDeps) -> APIRouter:
     ) -> Response:
         q = parse(status, priority, escalated, after, before)
         page = await load_inbox(deps.api.on_behalf_of(person), person, q)
-        return deps.pages.render(request, "_alert_rows.html", **inbox_values(request, q, page))
+        return deps.pages.render(request, "_alert_rows.html", **_inbox_values(deps, q, page))
+
+
+def _inbox_values(deps: ConsoleDeps, q: InboxQuery, page: InboxPage) -> dict[str, Any]:
+    """What the inbox templates (the page and its polled rows) are rendered with."""
+    return {
+        "q": q,
+        "rows": page.rows,
+        "page": page,
+        "now": deps.clock(),
+        "counts": page.counts,
+        "av": alertview,
+        "poll_s": deps.settings.alerts_poll_s,
+        "query": q.params(),
+        "filters": q.filter_params(),
+    }
+
+
+def _alert_route(r: APIRouter, deps: ConsoleDeps, *, reader: Any) -> None:
+    """One alert in its context, with the people it may be assigned to when the person may act."""
 
     @r.get("/alerts/{alert_id}")
     async def alert(
@@ -173,29 +187,13 @@ def router(deps: ConsoleDeps) -> APIRouter:
             can_write=person.principal.can(Scope.ALERTS_WRITE),
         )
 
-    async def act(
-        person: SignedIn, alert_id: str, verb: str, body: dict[str, Any], *, checked: bool = False
-    ) -> Response:
-        api = deps.api.on_behalf_of(person)
-        if not checked:
-            await load_alert(api, person, alert_id)  # owned, or 404 before anything changes
-        answer = await api.request(
-            "POST",
-            "actions",
-            f"/v1/alerts/{{alert_id}}/{verb}",
-            path_params={"alert_id": alert_id},
-            json=body,
-        )
-        if answer.status_code == 409:
-            raise PageError(409, "alerts.conflict_title", "alerts.conflict")
-        if answer.status_code >= 400:
-            raise unavailable(ApiError(service="actions", status=answer.status_code))
-        log.info("alert_changed", alert=alert_id, action=verb, principal=person.principal.log_name)
-        return RedirectResponse(f"/alerts/{alert_id}?done={verb}", status_code=303)
+
+def _action_routes(r: APIRouter, deps: ConsoleDeps, *, writer: Any, csrf: list[Any]) -> None:
+    """Acknowledge, resolve (with a note) and assign: forms posted with the CSRF token."""
 
     @r.post("/alerts/{alert_id}/ack", dependencies=csrf)
     async def acknowledge(alert_id: AlertId, person: SignedIn = writer) -> Response:
-        return await act(person, alert_id, "ack", {"by": person.principal.log_name})
+        return await _act(deps, person, alert_id, "ack", {"by": person.principal.log_name})
 
     @r.post("/alerts/{alert_id}/resolve", dependencies=csrf)
     async def resolve(
@@ -204,7 +202,7 @@ def router(deps: ConsoleDeps) -> APIRouter:
         person: SignedIn = writer,
     ) -> Response:
         body = {"by": person.principal.log_name, "note": note.strip() or None}
-        return await act(person, alert_id, "resolve", body)
+        return await _act(deps, person, alert_id, "resolve", body)
 
     @r.post("/alerts/{alert_id}/assign", dependencies=csrf)
     async def assign(
@@ -221,6 +219,33 @@ def router(deps: ConsoleDeps) -> APIRouter:
             "owner_name": chosen.display_name,
             "by": person.principal.log_name,
         }
-        return await act(person, alert_id, "assign", body, checked=True)
+        return await _act(deps, person, alert_id, "assign", body, checked=True)
 
-    return r
+
+async def _act(
+    deps: ConsoleDeps,
+    person: SignedIn,
+    alert_id: str,
+    verb: str,
+    body: dict[str, Any],
+    *,
+    checked: bool = False,
+) -> Response:
+    """Ask the actions service to ``verb`` the alert (owned, or 404 first unless ``checked``); back to
+    the alert's page, or the page error that says why not."""
+    api = deps.api.on_behalf_of(person)
+    if not checked:
+        await load_alert(api, person, alert_id)  # owned, or 404 before anything changes
+    answer = await api.request(
+        "POST",
+        "actions",
+        f"/v1/alerts/{{alert_id}}/{verb}",
+        path_params={"alert_id": alert_id},
+        json=body,
+    )
+    if answer.status_code == 409:
+        raise PageError(409, "alerts.conflict_title", "alerts.conflict")
+    if answer.status_code >= 400:
+        raise unavailable(ApiError(service="actions", status=answer.status_code))
+    log.info("alert_changed", alert=alert_id, action=verb, principal=person.principal.log_name)
+    return RedirectResponse(f"/alerts/{alert_id}?done={verb}", status_code=303)

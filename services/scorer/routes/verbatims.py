@@ -7,12 +7,14 @@ its data; and only comments whose segment a grant covers are counted and trended
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import date
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query
+from fastapi.responses import JSONResponse
 
 from services.scorer import comments, domain
 from services.scorer.deps import ScorerDeps
@@ -38,8 +40,9 @@ def visible(rows: list[CommentRow], principal: Principal) -> list[CommentRow]:
     return [row for row in rows if principal.segment_allowed(row.segment)]
 
 
-# Whole on purpose: one route, its 14 query parameters are the declaration; validate, read, answer.
 def router(deps: ScorerDeps) -> APIRouter:
+    """``GET /v1/verbatims``: its query parameters are its declaration; the body reads validate, read,
+    answer."""
     api = APIRouter()
     cfg = deps.settings
     reader_scope = Depends(deps.auth.require(Scope.VERBATIMS_READ))
@@ -69,63 +72,126 @@ def router(deps: ScorerDeps) -> APIRouter:
         per_page: Annotated[int, Query(ge=1, le=200)] = 50,
         principal: Principal = reader_scope,
     ) -> Any:
-        try:
-            span = domain.parse_window(window, max_window=cfg.max_window)
-        except domain.WindowError as exc:
-            return invalid("window", str(exc))
-        try:
-            attrs = domain.parse_segment_params(segment or [])
-        except ValueError as exc:
-            return invalid("segment", str(exc))
-        if not principal.segment_allowed(attrs):
-            return outside_grants()
-        if score_min is not None and score_max is not None and score_min > score_max:
-            return invalid("score_min", "score_min must not exceed score_max")
-        filters = comments.TextFilters(
-            theme=theme or None, sentiment=sentiment or None, language=language or None
+        asked = _validate(
+            deps,
+            taxonomy,
+            principal,
+            metric=metric,
+            window=window,
+            since=since,
+            until=until,
+            segment=segment,
+            score_min=score_min,
+            score_max=score_max,
+            text=comments.TextFilters(
+                theme=theme or None, sentiment=sentiment or None, language=language or None
+            ),
+            q=q,
         )
-        try:
-            r = comments.date_range(window=span, since=since, until=until, now=deps.clock())
-            comments.check_text_filters(filters, taxonomy)
-        except comments.VerbatimFilterError as exc:
-            return invalid(exc.field, str(exc))
-        text = " ".join((q or "").split()) or None
-
-        def query(at: comments.Range) -> CommentQuery:
-            return CommentQuery(
-                start=at.start,
-                end=at.end,
-                metric=metric.value if metric else None,
-                segment=attrs,
-                score_min=score_min,
-                score_max=score_max,
-                text=text,
-                limit=cfg.verbatims_scan_limit,
-            )
-
+        if isinstance(asked, JSONResponse):
+            return asked
+        limit = cfg.verbatims_scan_limit
         async with deps.customers() as reader:
-            current = visible(await reader.comments(query=query(r)), principal)
-            previous = visible(await reader.comments(query=query(r.previous)), principal)
+            current = visible(await reader.comments(query=asked.query(asked.r, limit=limit)), principal)
+            previous = visible(
+                await reader.comments(query=asked.query(asked.r.previous, limit=limit)), principal
+            )
         return comments.body(
             current=current,
             previous=previous,
             taxonomy=taxonomy,
-            filters=filters,
-            r=r,
+            filters=asked.filters,
+            r=asked.r,
             page=page,
             per_page=per_page,
-            scan_limit=cfg.verbatims_scan_limit,
-            echo={
-                "metric": metric.value if metric else None,
-                "window": window if since is None and until is None else None,
-                "segment": [f"{k}:{v}" for k, v in sorted(attrs.items())],
-                "score_min": score_min,
-                "score_max": score_max,
-                "theme": filters.theme,
-                "sentiment": filters.sentiment,
-                "language": filters.language,
-                "q": text,
-            },
+            scan_limit=limit,
+            echo=asked.echo(),
         )
 
     return api
+
+
+@dataclass(frozen=True, slots=True)
+class _Asked:
+    """One call's filters, validated: the date range, what SQL filters on, what is read from the text."""
+
+    metric: Metric | None
+    window: str | None  # echoed only when no from/to replaced it
+    r: comments.Range
+    attrs: dict[str, str]
+    score_min: int | None
+    score_max: int | None
+    filters: comments.TextFilters
+    text: str | None
+
+    def query(self, at: comments.Range, *, limit: int) -> CommentQuery:
+        """The comments to read over ``at`` (the range itself, or the previous one for the trend)."""
+        return CommentQuery(
+            start=at.start,
+            end=at.end,
+            metric=self.metric.value if self.metric else None,
+            segment=self.attrs,
+            score_min=self.score_min,
+            score_max=self.score_max,
+            text=self.text,
+            limit=limit,
+        )
+
+    def echo(self) -> dict[str, Any]:
+        """The filters as applied, returned with the answer."""
+        return {
+            "metric": self.metric.value if self.metric else None,
+            "window": self.window,
+            "segment": [f"{k}:{v}" for k, v in sorted(self.attrs.items())],
+            "score_min": self.score_min,
+            "score_max": self.score_max,
+            "theme": self.filters.theme,
+            "sentiment": self.filters.sentiment,
+            "language": self.filters.language,
+            "q": self.text,
+        }
+
+
+def _validate(
+    deps: ScorerDeps,
+    taxonomy: Taxonomy,
+    principal: Principal,
+    *,
+    metric: Metric | None,
+    window: str,
+    since: date | None,
+    until: date | None,
+    segment: list[str] | None,
+    score_min: int | None,
+    score_max: int | None,
+    text: comments.TextFilters,
+    q: str | None,
+) -> _Asked | JSONResponse:
+    """The call's filters, or the problem naming the first one at fault (404 outside the grants)."""
+    try:
+        span = domain.parse_window(window, max_window=deps.settings.max_window)
+    except domain.WindowError as exc:
+        return invalid("window", str(exc))
+    try:
+        attrs = domain.parse_segment_params(segment or [])
+    except ValueError as exc:
+        return invalid("segment", str(exc))
+    if not principal.segment_allowed(attrs):
+        return outside_grants()
+    if score_min is not None and score_max is not None and score_min > score_max:
+        return invalid("score_min", "score_min must not exceed score_max")
+    try:
+        r = comments.date_range(window=span, since=since, until=until, now=deps.clock())
+        comments.check_text_filters(text, taxonomy)
+    except comments.VerbatimFilterError as exc:
+        return invalid(exc.field, str(exc))
+    return _Asked(
+        metric=metric,
+        window=window if since is None and until is None else None,
+        r=r,
+        attrs=attrs,
+        score_min=score_min,
+        score_max=score_max,
+        filters=text,
+        text=" ".join((q or "").split()) or None,
+    )
