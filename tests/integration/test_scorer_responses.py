@@ -149,8 +149,14 @@ async def test_response_rate_counted_once_across_topics_replays_and_a_restart(
         infra.bootstrap, lyon[25:] + lyon_answers[10:] + paris[:40] + paris_answers + lyon_answers[:5]
     )
     async with running(create_app(settings(infra, database_url, topics)), headers=ADMIN) as client:
+        # Both topics caught up: the answers alone can reach 30 before Lyon's last invitations count.
         body = await wait_for(
-            rate, until=lambda b: (b["response_rate"] or {}).get("answered") == 30, timeout_s=60
+            rate,
+            until=lambda b: (
+                ((b["response_rate"] or {}).get("invited"), (b["response_rate"] or {}).get("answered"))
+                == (170, 30)
+            ),
+            timeout_s=60,
         )
         rr = body["response_rate"]
         assert (rr["invited"], rr["answered"], rr["rate"]) == (170, 30, 30 / 170)
@@ -236,12 +242,25 @@ async def test_breakdown_rows_carry_each_segments_response_rate(
             assert r.status_code == 200, r.text
             return r.json()
 
-        def ready(body: Any) -> bool:
-            rows = {row["value"]: row for row in body["segments"]}
-            answered = {v: (row["response_rate"] or {}).get("answered") for v, row in rows.items()}
-            return answered == {"paris-1": 10, "lyon-2": 20, "marseille-3": 1, "nice-4": None}
+        # Wait on GET /v1/scores, which computes every time: a breakdown polled before the scorer has
+        # caught up would keep serving its cached ranking for CSAT_BREAKDOWN_CACHE_S (30 s).
+        async def counted() -> dict[str, tuple[int, int | None, int | None]]:
+            out = {}
+            for store in ("paris-1", "lyon-2", "marseille-3", "nice-4"):
+                r = await client.get("/v1/scores", params={"window": "7d", "segment": f"store:{store}"})
+                assert r.status_code == 200, r.text
+                body, rr = r.json(), r.json()["response_rate"] or {}
+                out[store] = (body["responses"], rr.get("invited"), rr.get("answered"))
+            return out
 
-        body = await wait_for(lambda: breakdown("store"), until=ready, timeout_s=60)
+        caught_up = {
+            "paris-1": (10, 120, 10),
+            "lyon-2": (20, 50, 20),
+            "marseille-3": (1, 20, 1),
+            "nice-4": (1, None, None),
+        }
+        await wait_for(counted, until=lambda c: c == caught_up, timeout_s=60)
+        body = await breakdown("store")
         rows = {row["value"]: row for row in body["segments"]}
         expected = {"paris-1": (120, 10, True), "lyon-2": (50, 20, False), "marseille-3": (20, 1, False)}
         for value, (invited, answered, low) in expected.items():
