@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 
 import httpx
 import uvicorn
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from fastapi import FastAPI
 from pydantic_settings import BaseSettings
 
@@ -122,6 +122,55 @@ async def read_topic(bootstrap: str, topic: str, *, count: int, timeout_s: float
 
 async def read_events(bootstrap: str, topic: str, *, count: int, timeout_s: float = 20.0) -> list[Envelope]:
     raw = await read_topic(bootstrap, topic, count=count, timeout_s=timeout_s)
+    return [decode(headers=r.headers, key=r.key, value=r.value) for r in raw]
+
+
+async def read_to_end(bootstrap: str, topic: str, *, timeout_s: float = 20.0) -> list[Any]:
+    """Every raw record ``topic`` holds now: read until each partition's position reaches the high
+    watermark of a fetch answered after the call (Tansu's ListOffsets answers wrong end offsets; its
+    fetch responses carry the right one).
+
+    For "nothing more was published" checks once the producer is known to be done (e.g. its stored
+    offsets cover every input): exact at once, where reading ``count + 1`` with a timeout always waited
+    the whole timeout and still only covered that window.
+    """
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap,
+        group_id=None,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        fetch_max_wait_ms=10,
+    )
+    await consumer.start()
+    out: list[Any] = []
+    try:
+        await consumer.topics()  # the metadata of every topic, this one's partitions with it
+        ids = consumer.partitions_for_topic(topic)
+        assert ids, f"topic {topic} has no partitions"
+        partitions = [TopicPartition(topic, p) for p in sorted(ids)]
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        deadline = time.monotonic() + timeout_s
+        while True:
+            behind = []
+            for tp in partitions:
+                high = consumer.highwater(tp)
+                if high is None or await consumer.position(tp) < high:
+                    behind.append(tp)
+            if not behind:
+                return out
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{topic}: partitions {behind} not read to their end in {timeout_s}s")
+            batch = await consumer.getmany(*behind, timeout_ms=200)
+            for records in batch.values():
+                out.extend(records)
+    finally:
+        await consumer.stop()
+
+
+async def events_to_end(bootstrap: str, topic: str, *, timeout_s: float = 20.0) -> list[Envelope]:
+    """Every event ``topic`` holds now (see ``read_to_end``)."""
+    raw = await read_to_end(bootstrap, topic, timeout_s=timeout_s)
     return [decode(headers=r.headers, key=r.key, value=r.value) for r in raw]
 
 
