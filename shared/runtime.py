@@ -112,6 +112,8 @@ class ConsumerRuntime:
             decoder=self._decoder,
             top_up=self._top_up,
         )
+        if self._closing.is_set():  # stopped while the producer connected: stop() had no consumer to tell
+            await self.consumer.stop()
         try:
             await self.consumer.run()
         except Exception:
