@@ -35,6 +35,7 @@ class ConsumerRuntime:
         decoder: Decoder | None = None,
         top_up: bool = False,
         fetch_max_wait_ms: int = 10,
+        min_batch_interval_ms: int = 0,
     ) -> None:
         self.name = name
         #: How long the broker may hold an empty fetch: short for the pipeline's latency; a rare topic's
@@ -57,6 +58,7 @@ class ConsumerRuntime:
         self._max_batch = max_batch
         self._decoder = decoder
         self._top_up = top_up
+        self._min_batch_interval_ms = min_batch_interval_ms
         self.consumer: TransactionalConsumer | None = None
         self._task: asyncio.Task[None] | None = None
         self._closing = asyncio.Event()
@@ -111,6 +113,7 @@ class ConsumerRuntime:
             max_batch=self._max_batch,
             decoder=self._decoder,
             top_up=self._top_up,
+            min_batch_interval_s=self._min_batch_interval_ms / 1000,
         )
         try:
             await self.consumer.run()

@@ -22,6 +22,12 @@ class ScorerSettings(CommonSettings, IdentitySettings):
     port: int = 8001
     consumer_group: str = "csat-scorer"
     max_batch: int = Field(default=5000, ge=1, description="Records per micro-batch (one transaction)")
+    min_batch_interval_ms: int = Field(
+        default=100,
+        ge=0,
+        description="Least time between two batches' starts: under load a batch takes what arrived meanwhile "
+        "(scores are read seconds later; fewer, bigger transactions leave the CPU to the alert path)",
+    )
     counter_write: Literal["statement", "composite", "copy"] = Field(
         default="statement",
         description="How a batch's counters reach PostgreSQL: counted in the batch statement, or added up "
