@@ -103,7 +103,9 @@ class ConsumerRuntime:
                 group_id=self._group,
                 client_id=f"csat-{self.name}",
                 max_poll_records=self._max_batch,
-                fetch_max_wait_ms=self._fetch_max_wait_ms,
+                # A consumer that starts a batch at most once per interval need not ask the broker
+                # for records more often (each empty fetch costs the broker and this process CPU).
+                fetch_max_wait_ms=max(self._fetch_max_wait_ms, self._min_batch_interval_ms),
                 session_timeout_ms=s.kafka_session_timeout_ms,
                 heartbeat_ms=s.kafka_heartbeat_ms,
             ),
