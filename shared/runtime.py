@@ -31,11 +31,11 @@ class ConsumerRuntime:
         dlq_topic: str,
         handler: Handler,
         max_batch: int = 1000,
+        min_batch_interval_ms: int = 0,
         engine: AsyncEngine | None = None,
         decoder: Decoder | None = None,
         top_up: bool = False,
         fetch_max_wait_ms: int = 10,
-        min_batch_interval_ms: int = 0,
     ) -> None:
         self.name = name
         #: How long the broker may hold an empty fetch: short for the pipeline's latency; a rare topic's
