@@ -120,8 +120,8 @@ def build_runtime(cfg: ScorerSettings) -> ConsumerRuntime:
             make_response_handler(store=PgResponseCounter(registry)),
         ),
         max_batch=cfg.max_batch,
-        min_batch_interval_ms=cfg.min_batch_interval_ms,
         decoder=decode_record,
+        min_batch_interval_ms=cfg.min_batch_interval_ms,
     )
 
 

@@ -22,16 +22,16 @@ class ScorerSettings(CommonSettings, IdentitySettings):
     port: int = 8001
     consumer_group: str = "csat-scorer"
     max_batch: int = Field(default=5000, ge=1, description="Records per micro-batch (one transaction)")
+    counter_write: Literal["statement", "composite", "copy"] = Field(
+        default="statement",
+        description="How a batch's counters reach PostgreSQL: counted in the batch statement, or added up "
+        "in memory per counter row and sent as one composite array or by COPY (docs/scores.md)",
+    )
     min_batch_interval_ms: int = Field(
         default=100,
         ge=0,
         description="Least time between two batches' starts: under load a batch takes what arrived meanwhile "
         "(scores are read seconds later; fewer, bigger transactions leave the CPU to the alert path)",
-    )
-    counter_write: Literal["statement", "composite", "copy"] = Field(
-        default="statement",
-        description="How a batch's counters reach PostgreSQL: counted in the batch statement, or added up "
-        "in memory per counter row and sent as one composite array or by COPY (docs/scores.md)",
     )
     min_sample: int = Field(default=30, ge=1, description="Below this many responses a score is insufficient")
     low_response_rate: float = Field(
