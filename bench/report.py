@@ -398,7 +398,8 @@ def _knee_lines(k: dict[str, Any] | None, *, stamp: str | None = None) -> list[s
         lines += [
             "",
             "Most of that at low rates is what each process spends with no load at all (consumer polls with "
-            "a 10 ms fetch wait, timers, heartbeats, the console's live feed), spread over few ratings. Idle "
+            "a 10 ms fetch wait on the alert path and the pacing interval in the scorer and notifier, timers, "
+            "heartbeats, the console's live feed), spread over few ratings. Idle "
             "CPU, measured for 5 s before the ramp, in ms per second: "
             + ", ".join(f"{p} {v:.0f}" for p, v in idle.items())
             + ". The cost the ratings add, net of that idle spend over the same window:",
