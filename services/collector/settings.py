@@ -76,11 +76,12 @@ class CollectorSettings(CommonSettings, IdentitySettings):
         default=1, ge=1, le=8, description="Claim statements running at once when grouping"
     )
     confirm_delay_ms: int = Field(
-        default=5,
+        default=20,
         ge=0,
         le=1000,
         description="How long accepted ids wait to be confirmed together in one statement (off the request's "
-        "path); a retry meanwhile sees its id pending and waits for it (CSAT_IDEMPOTENCY_WAIT_S)",
+        "path; each statement is a write to PostgreSQL the collector pays for); a retry meanwhile sees its "
+        "id pending and waits for it (CSAT_IDEMPOTENCY_WAIT_S)",
     )
     fast_encode: bool = Field(
         default=True,
