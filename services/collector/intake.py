@@ -367,7 +367,7 @@ class Intake:
         poll_s: float = 0.05,
         group_claims: bool = True,
         claim_inflight: int = 1,
-        confirm_delay_s: float = 0.02,
+        confirm_delay_s: float = 0.005,
         fast_encode: bool = True,
         lean: bool = True,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,

@@ -76,7 +76,7 @@ class CollectorSettings(CommonSettings, IdentitySettings):
         default=1, ge=1, le=8, description="Claim statements running at once when grouping"
     )
     confirm_delay_ms: int = Field(
-        default=20,
+        default=5,
         ge=0,
         le=1000,
         description="How long accepted ids wait to be confirmed together in one statement (off the request's "
