@@ -298,6 +298,9 @@ def render(results: dict[str, Any]) -> str:
         "rewrites only its parts' summary rows and sections, each marked as from a partial run",
         "BENCH_PARTS=collector make bench       # the collector alone: rewrites only its rows and section",
         "BENCH_COLLECTOR_VARIANTS=none BENCH_PARTS=collector make bench   # without the A/B variants",
+        "BENCH_COLLECTOR_VARIANTS=no-group BENCH_COLLECTOR_INTERACTIONS=false BENCH_PARTS=collector "
+        "BENCH_OUTPUT=/tmp/ab.md make bench   # one variant, ratings only (no interactions): a quick A/B, "
+        "written aside",
         "BENCH_PARTS=health make bench          # account health alone: rewrites only its section",
         "BENCH_PARTS=knee make bench            # the pipeline's knee alone: rewrites only its section "
         "(BENCH_KNEE_RATES, BENCH_KNEE_SECONDS)",
