@@ -16,6 +16,8 @@ from devstack.stack import ROOT
 from services.scorer.settings import ScorerSettings
 
 PARTS = ("collector", "segments", "e2e", "knee", "growth", "health", "console")
+# Parts whose sections carry their own "Measured ..." stamp, so they can be kept across full runs.
+STAMPED_PARTS = {"health", "console"}
 
 
 def _ints(text: str) -> list[int]:
@@ -238,6 +240,16 @@ def main(argv: list[str] | None = None) -> int:
             text = health.splice(text, health.section(results["health"], stamp=stamp))
         if "console" in results:
             text = console.splice(text, console.section(results["console"], stamp=stamp))
+        skipped = [x for x in PARTS if x not in parts]
+        if skipped and out.exists():
+            if set(skipped) <= STAMPED_PARTS:
+                # Everything but the separately stamped sections (health, console: their own long runs):
+                # a new page that keeps those sections, each still saying when it was measured.
+                text = report.splice_parts(text, out.read_text(), skipped, stamp=stamp)
+            else:
+                # Any other subset (e.g. BENCH_PARTS=e2e or collector,e2e) rewrites only its own summary
+                # rows and sections, and keeps the figures of the parts it did not run.
+                text = report.splice_parts(out.read_text(), text, parts, stamp=stamp)
         out.write_text(text)
     say(f"wrote {out} (raw figures in {raw}) after {results['elapsed_s'] / 60:.1f} min")
     return 0

@@ -62,6 +62,18 @@ VARIANTS: dict[str, tuple[dict[str, str], str]] = {
     "linger-2ms": ({"CSAT_PUBLISH_LINGER_MS": "2"}, "the producer lingers 2 ms (the former default)"),
     "no-group": ({"CSAT_CLAIM_GROUP": "false"}, "one claim statement per request instead of group commit"),
     "sdk-encode": ({"CSAT_FAST_ENCODE": "false"}, "the CloudEvents SDK encodes each record"),
+    "confirm-20ms": (
+        {"CSAT_CONFIRM_DELAY_MS": "20"},
+        "accepted ids are confirmed in one statement per 20 ms instead of per 5 ms (fewer writes to "
+        "PostgreSQL; a retry meanwhile waits for its id a little longer)",
+    ),
+}
+
+
+#: Run only when named in ``BENCH_COLLECTOR_VARIANTS``: the collector as configured in a process of its own
+#: (an A/A check: how far two identical collectors differ in one run, e.g. by their place in the order).
+CONTROL: dict[str, tuple[dict[str, str], str]] = {
+    "control": ({}, "the collector as configured, in a process of its own: an A/A check of the bench"),
 }
 
 
@@ -128,13 +140,15 @@ def _chosen_variants() -> dict[str, tuple[dict[str, str], str]]:
     if wanted == "all":
         return dict(VARIANTS)
     names = {x.strip() for x in wanted.split(",") if x.strip() and x.strip() != "none"}
-    unknown = names - set(VARIANTS)
+    unknown = names - set(VARIANTS) - set(CONTROL)
     if unknown:
         raise SystemExit(f"unknown collector variants: {', '.join(sorted(unknown))}")
-    return {k: v for k, v in VARIANTS.items() if k in names}
+    return {k: v for k, v in {**VARIANTS, **CONTROL}.items() if k in names}
 
 
 def run(*, seconds: float, rounds: int, connections: int, batch_size: int) -> dict[str, Any]:
+    # ``BENCH_COLLECTOR_INTERACTIONS=false``: ratings only (a shorter run to A/B the ratings' path).
+    kinds = KINDS if os.environ.get("BENCH_COLLECTOR_INTERACTIONS", "true") != "false" else KINDS[:2]
     single = json.dumps(rating_body(1))
     batch = json.dumps({"ratings": [rating_body(i) for i in range(batch_size)]})
     interaction = json.dumps(interaction_body(1))
@@ -179,7 +193,7 @@ def run(*, seconds: float, rounds: int, connections: int, batch_size: int) -> di
                 {name: svc.proc.pid if svc.proc else 0 for name, svc in zip(variants, extra, strict=False)}
             )
             pids["baseline"] = extra[-1].proc.pid if extra[-1].proc else 0
-            cpu: dict[str, dict[str, list[float]]] = {kind: {name: [] for name in targets} for kind in KINDS}
+            cpu: dict[str, dict[str, list[float]]] = {kind: {name: [] for name in targets} for kind in kinds}
 
             def measured(
                 kind: str, name: str, path: str, body: str, conns: int, auth: dict[str, str] = headers
@@ -195,7 +209,7 @@ def run(*, seconds: float, rounds: int, connections: int, batch_size: int) -> di
                 kind: {
                     name: [] for name in targets if kind in ("single", "batch") or name in INTERACTION_TARGETS
                 }
-                for kind in KINDS
+                for kind in kinds
             }
 
             def wrk(
@@ -213,7 +227,7 @@ def run(*, seconds: float, rounds: int, connections: int, batch_size: int) -> di
             for url in targets.values():  # warm-up: first-request paths, connections, key cache
                 wrk(url, "/v1/ratings", single, 2, connections)
                 wrk(url, "/v1/ratings/batch", batch, 1, max(2, connections // 4))
-            for name in INTERACTION_TARGETS:
+            for name in INTERACTION_TARGETS if "interactions_single" in kinds else ():
                 wrk(targets[name], "/v1/interactions", interaction, 2, connections, secret)
                 wrk(
                     targets[name], "/v1/interactions/batch", interactions, 1, max(2, connections // 4), secret
@@ -233,7 +247,7 @@ def run(*, seconds: float, rounds: int, connections: int, batch_size: int) -> di
                         f"collector: round {r + 1}/{rounds} batch  {name:14} {res.per_s * batch_size:8.0f} "
                         f"ratings/s p50 {res.p50_ms:.1f} ms p99 {res.p99_ms:.1f} ms non-2xx {res.non_2xx}"
                     )
-                for name in INTERACTION_TARGETS:
+                for name in INTERACTION_TARGETS if "interactions_single" in kinds else ():
                     res = measured(
                         "interactions_single", name, "/v1/interactions", interaction, connections, secret
                     )
@@ -242,7 +256,7 @@ def run(*, seconds: float, rounds: int, connections: int, batch_size: int) -> di
                         f"collector: round {r + 1}/{rounds} interactions single {name:10} {res.per_s:8.0f} "
                         f"req/s p50 {res.p50_ms:.2f} ms p99 {res.p99_ms:.2f} ms non-2xx {res.non_2xx}"
                     )
-                for name in INTERACTION_TARGETS:
+                for name in INTERACTION_TARGETS if "interactions_batch" in kinds else ():
                     conns = max(2, connections // 4)
                     res = measured(
                         "interactions_batch", name, "/v1/interactions/batch", interactions, conns, secret

@@ -294,9 +294,13 @@ def render(results: dict[str, Any]) -> str:
         "",
         "```bash",
         "make bench                      # everything, defaults below; progress on the terminal",
-        "BENCH_PARTS=collector,e2e make bench   # a subset (collector, segments, e2e, knee, growth, health, console)",
+        "BENCH_PARTS=collector,e2e make bench   # a subset (collector, segments, e2e, knee, growth, health, console): "
+        "rewrites only its parts' summary rows and sections, each marked as from a partial run",
         "BENCH_PARTS=collector make bench       # the collector alone: rewrites only its rows and section",
         "BENCH_COLLECTOR_VARIANTS=none BENCH_PARTS=collector make bench   # without the A/B variants",
+        "BENCH_COLLECTOR_VARIANTS=no-group BENCH_COLLECTOR_INTERACTIONS=false BENCH_PARTS=collector "
+        "BENCH_OUTPUT=/tmp/ab.md make bench   # one variant, ratings only (no interactions): a quick A/B, "
+        "written aside",
         "BENCH_PARTS=health make bench          # account health alone: rewrites only its section",
         "BENCH_PARTS=knee make bench            # the pipeline's knee alone: rewrites only its section "
         "(BENCH_KNEE_RATES, BENCH_KNEE_SECONDS)",
@@ -397,7 +401,8 @@ def _knee_lines(k: dict[str, Any] | None, *, stamp: str | None = None) -> list[s
         lines += [
             "",
             "Most of that at low rates is what each process spends with no load at all (consumer polls with "
-            "a 10 ms fetch wait, timers, heartbeats, the console's live feed), spread over few ratings. Idle "
+            "a 10 ms fetch wait on the alert path and the pacing interval in the scorer and notifier, timers, "
+            "heartbeats, the console's live feed), spread over few ratings. Idle "
             "CPU, measured for 5 s before the ramp, in ms per second: "
             + ", ".join(f"{p} {v:.0f}" for p, v in idle.items())
             + ". The cost the ratings add, net of that idle spend over the same window:",
@@ -610,3 +615,79 @@ def splice_collector(text: str, c: dict[str, Any], *, stamp: str) -> str:
     end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
     lines[start:end] = collector_section(c, stamp=stamp)
     return "\n".join(lines)
+
+
+# Where each part's figures live in docs/benchmarks.md: its rows of the summary table (by prefix) and its
+# sections (by heading). A partial run replaces exactly these and keeps everything else.
+PART_SUMMARY_PREFIXES: dict[str, tuple[str, ...]] = {
+    "collector": ("| collector ",),
+    "segments": ("| scorer ",),
+    "e2e": ("| e2e ",),
+}
+PART_HEADINGS: dict[str, tuple[str, ...]] = {
+    "collector": ("## Collector",),
+    "segments": ("## Scorer, and how its cost grows with segments",),
+    "e2e": ("## End to end",),
+    "knee": (KNEE_HEADING,),
+    "growth": ("## How cost grows with stored ratings",),
+    "health": ("## Account health",),
+    "console": ("## Console",),
+}
+
+
+def _section_span(lines: list[str], heading: str) -> tuple[int, int] | None:
+    if heading not in lines:
+        return None
+    start = lines.index(heading)
+    end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
+    return start, end
+
+
+def _table_rows(lines: list[str], prefixes: tuple[str, ...]) -> list[int]:
+    span = _section_span(lines, "## Summary")
+    if span is None:
+        return []
+    return [i for i in range(*span) if lines[i].startswith(prefixes)]
+
+
+def splice_parts(text: str, fresh: str, parts: list[str], *, stamp: str) -> str:
+    """``text`` (the whole docs/benchmarks.md) with the summary rows and sections of ``parts`` taken from
+    ``fresh`` (the page rendered from this partial run), every other part's figures kept as they were.
+
+    A section this run produced but the page lacks is inserted before "## Reproduce" (else at the end);
+    a part this run did not produce (e.g. a section rendered only under some condition) is left alone.
+    Each replaced section says it came from a partial run, so the page never passes off figures of
+    different runs as one."""
+    old, new = text.split("\n"), fresh.split("\n")
+    names = ",".join(parts)
+    for part in parts:
+        prefixes = PART_SUMMARY_PREFIXES.get(part)
+        if prefixes:
+            rows_new = [new[i] for i in _table_rows(new, prefixes)]
+            rows_old = _table_rows(old, prefixes)
+            if rows_new and rows_old:
+                old[rows_old[0] : rows_old[-1] + 1] = rows_new
+            elif rows_new and (span := _section_span(old, "## Summary")) is not None:
+                last = max((i for i in range(*span) if old[i].startswith("|")), default=span[0])
+                old[last + 1 : last + 1] = rows_new
+        for heading in PART_HEADINGS.get(part, ()):
+            got = _section_span(new, heading)
+            if got is None:
+                continue
+            section = new[got[0] : got[1]]
+            if not any(
+                line.startswith(("Measured ", "_This section was regenerated")) for line in section[:3]
+            ):
+                section[1:1] = [
+                    "",
+                    f"_This section was regenerated in a partial run (`BENCH_PARTS={names}`, {stamp})._",
+                ]
+            if section and section[-1]:
+                section.append("")
+            at = _section_span(old, heading)
+            if at is not None:
+                old[at[0] : at[1]] = section
+            else:
+                pos = old.index("## Reproduce") if "## Reproduce" in old else len(old)
+                old[pos:pos] = section
+    return "\n".join(old)

@@ -175,6 +175,7 @@ class TransactionalConsumer:
         kafka_commit_interval_s: float = 1.0,
         decoder: Decoder | None = None,
         top_up: bool = False,
+        min_batch_interval_s: float = 0.0,
     ) -> None:
         self.name = name
         self.topics = list(topics)
@@ -191,6 +192,8 @@ class TransactionalConsumer:
         self._offsets = OffsetStore(group=group)
         self._kafka_commit_interval_s = kafka_commit_interval_s
         self._top_up = top_up
+        self._min_batch_interval_s = min_batch_interval_s
+        self._batch_started = 0.0
         self._kafka_progress: dict[TopicPartition, int] = {}
         self._kafka_committed_at = 0.0
         self._stopping = asyncio.Event()
@@ -344,6 +347,8 @@ class TransactionalConsumer:
                         records += more
                         decoded += [self._decoder(r) for r in more]
                 if records:
+                    await self._pace(consumer, records, decoded)
+                    self._batch_started = time.monotonic()
                     inflight = asyncio.create_task(self._process_with_retry(records, decoded))
                     inflight_records = records
                 self.last_batch_at = time.monotonic()
@@ -369,6 +374,23 @@ class TransactionalConsumer:
             if not more:
                 return
             records.extend(r for rs in more.values() for r in rs)
+
+    async def _pace(
+        self, consumer: AIOKafkaConsumer, records: list[RawRecord], decoded: list[Envelope | str]
+    ) -> None:
+        """Start batches at most once per ``min_batch_interval_s``; what arrives meanwhile joins this one.
+
+        A record after a quiet spell starts its batch at once (the last one started long ago); under
+        load the transactions per second are capped, so each batch holds ``rate x interval`` records
+        or more and what a batch costs (its round trips, its commit) is shared by more records.
+        """
+        wait = self._batch_started + self._min_batch_interval_s - time.monotonic()
+        if wait <= 0 or len(records) >= self._max_batch:
+            return
+        await self._sleep(wait)
+        more = await self._fetch_now(consumer, self._max_batch - len(records))
+        records += more
+        decoded += [self._decoder(r) for r in more]
 
     async def _fetch_now(self, consumer: AIOKafkaConsumer, limit: int) -> list[RawRecord]:
         """Records already fetched, without waiting (empty if the broker is away)."""

@@ -31,6 +31,7 @@ class ConsumerRuntime:
         dlq_topic: str,
         handler: Handler,
         max_batch: int = 1000,
+        min_batch_interval_ms: int = 0,
         engine: AsyncEngine | None = None,
         decoder: Decoder | None = None,
         top_up: bool = False,
@@ -57,6 +58,7 @@ class ConsumerRuntime:
         self._max_batch = max_batch
         self._decoder = decoder
         self._top_up = top_up
+        self._min_batch_interval_ms = min_batch_interval_ms
         self.consumer: TransactionalConsumer | None = None
         self._task: asyncio.Task[None] | None = None
         self._closing = asyncio.Event()
@@ -101,7 +103,9 @@ class ConsumerRuntime:
                 group_id=self._group,
                 client_id=f"csat-{self.name}",
                 max_poll_records=self._max_batch,
-                fetch_max_wait_ms=self._fetch_max_wait_ms,
+                # A consumer that starts a batch at most once per interval need not ask the broker
+                # for records more often (each empty fetch costs the broker and this process CPU).
+                fetch_max_wait_ms=max(self._fetch_max_wait_ms, self._min_batch_interval_ms),
                 session_timeout_ms=s.kafka_session_timeout_ms,
                 heartbeat_ms=s.kafka_heartbeat_ms,
             ),
@@ -111,6 +115,7 @@ class ConsumerRuntime:
             max_batch=self._max_batch,
             decoder=self._decoder,
             top_up=self._top_up,
+            min_batch_interval_s=self._min_batch_interval_ms / 1000,
         )
         if self._closing.is_set():  # stopped while the producer connected: stop() had no consumer to tell
             await self.consumer.stop()

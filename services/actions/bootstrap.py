@@ -113,6 +113,7 @@ def build_runtime(cfg: ActionsSettings, handler: ActionsHandler) -> ConsumerRunt
         dlq_topic=cfg.topics.dlq_actions,
         handler=consumer_handler(handler),
         max_batch=cfg.max_batch,
+        min_batch_interval_ms=cfg.min_batch_interval_ms,
         top_up=True,
         engine=make_engine(
             cfg.database_url,

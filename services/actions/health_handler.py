@@ -92,12 +92,11 @@ class HealthHandler:
         health = stores.health
         fresh_obs = await health.add_observations(observations=observations)
         # A claimed customer id (publishable key) is anyone's to type: it does not move a health.
+        # Also joins each fresh rating's customer to its account, in the same statement.
         fresh_ratings = await health.add_ratings(ratings=[r for r in ratings if r.customer_verified])
-        members = [(o.account_id, o.customer_id) for o in fresh_obs if o.account_id and o.customer_id]
-        members += [
-            (r.account.id, r.customer.id) for r in fresh_ratings if r.account is not None and r.account.id
-        ]
-        await health.join(members=members)
+        await health.join(
+            members=[(o.account_id, o.customer_id) for o in fresh_obs if o.account_id and o.customer_id]
+        )
         subjects: set[Subject] = set()
         loose: set[str] = set()
         for o in fresh_obs:

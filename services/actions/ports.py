@@ -371,7 +371,8 @@ class HealthStore(Protocol):
         ...
 
     async def add_ratings(self, *, ratings: Sequence[RatingSubmitted]) -> list[RatingSubmitted]:
-        """Store the answers the model reads; returns the ones not seen before."""
+        """Store the answers the model reads and join each new one's customer to its account (one round
+        trip); returns the ones not seen before."""
         ...
 
     async def join(self, *, members: Sequence[tuple[str, str]]) -> None:

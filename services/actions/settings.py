@@ -21,6 +21,11 @@ class ActionsSettings(CommonSettings, IdentitySettings):
     port: int = 8002
     consumer_group: str = "csat-actions"
     max_batch: int = Field(default=500, ge=1)
+    min_batch_interval_ms: int = Field(
+        default=0,
+        ge=0,
+        description="Least time between two batches' starts (0: a batch starts as soon as the last one ends)",
+    )
     max_body_bytes: int = Field(
         default=256 * 1024, ge=1024, description="Rules documents and customer bodies"
     )

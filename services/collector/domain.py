@@ -394,58 +394,38 @@ def normalize_encoded(
     positive = sentiment is _POSITIVE
     nps = nps_class(score) if metric is _NPS else None
     text = (comment.strip() or None) if comment else None
+    event = {
+        "rating_id": rid,
+        "metric": metric,
+        "scale": scale.name,
+        "score": score,
+        "normalized": normalized,
+        "sentiment": sentiment,
+        "positive": positive,
+        "nps_class": nps,
+        "customer": customer,
+        "segment": segment,
+        "touchpoint": rating.touchpoint,
+        "comment": text,
+        "account": account,
+        "consent": consent,
+        "source": source,
+        "survey_id": rating.survey_id,
+        "occurred_at": occurred,
+        "received_at": received_at,
+        "provenance": prov,
+        "claims": claims,
+        "revision": 0,  # the JSON API publishes first answers only (re-clicks: email links)
+    }
     # orjson writes a StrEnum (metric, sentiment, nps class, kinds) as its value.
-    value = orjson.dumps(
-        {
-            "rating_id": rid,
-            "metric": metric,
-            "scale": scale.name,
-            "score": score,
-            "normalized": normalized,
-            "sentiment": sentiment,
-            "positive": positive,
-            "nps_class": nps,
-            "customer": customer,
-            "segment": segment,
-            "touchpoint": rating.touchpoint,
-            "comment": text,
-            "account": account,
-            "consent": consent,
-            "source": source,
-            "survey_id": rating.survey_id,
-            "occurred_at": occurred,
-            "received_at": received_at,
-            "provenance": prov,
-            "claims": claims,
-            "revision": 0,  # the JSON API publishes first answers only (re-clicks: email links)
-        },
-        option=orjson.OPT_UTC_Z,
-    )
+    value = orjson.dumps(event, option=orjson.OPT_UTC_Z)
     mark = None
     if keyed:
-        # ``fingerprint``'s content: the event without its id, times and revision, plus the client's
-        # occurred_at (key order does not matter: sorted).
-        content = {
-            "metric": metric,
-            "scale": scale.name,
-            "score": score,
-            "normalized": normalized,
-            "sentiment": sentiment,
-            "positive": positive,
-            "nps_class": nps,
-            "customer": customer,
-            "segment": segment,
-            "touchpoint": rating.touchpoint,
-            "comment": text,
-            "account": account,
-            "consent": consent,
-            "source": source,
-            "survey_id": rating.survey_id,
-            "provenance": prov,
-            "claims": claims,
-            "occurred_at": client_occurred.astimezone(UTC).isoformat() if client_occurred else None,
-        }
-        mark = hashlib.sha256(orjson.dumps(content, option=orjson.OPT_SORT_KEYS)).digest()
+        # ``fingerprint``'s content: the same dict, less the event's id, times and revision, plus the
+        # client's occurred_at (keys sorted, so their order does not matter); no second dict per rating.
+        del event["rating_id"], event["received_at"], event["revision"]
+        event["occurred_at"] = client_occurred.astimezone(UTC).isoformat() if client_occurred else None
+        mark = hashlib.sha256(orjson.dumps(event, option=orjson.OPT_SORT_KEYS)).digest()
     return EncodedRating(
         rating_id=rid,
         metric=metric,

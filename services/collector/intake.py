@@ -367,6 +367,7 @@ class Intake:
         poll_s: float = 0.05,
         group_claims: bool = True,
         claim_inflight: int = 1,
+        confirm_delay_s: float = 0.005,
         fast_encode: bool = True,
         lean: bool = True,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
@@ -382,7 +383,7 @@ class Intake:
         self.poll_s = poll_s
         self._sleep = sleep
         self._clock = clock
-        self.confirmer = Confirmer(records=records)
+        self.confirmer = Confirmer(records=records, delay_s=confirm_delay_s)
         self.encode = to_record_fast if fast_encode else to_record
         self.lean = lean and fast_encode
         self.claims = ClaimGroup(records=records, max_inflight=claim_inflight) if group_claims else None
@@ -457,10 +458,12 @@ class Intake:
                 metrics.reject(f"{what}_unavailable", source, n)
             raise IntakeUnavailable(what) from exc
         verdicts = []
-        accepted: Counter[tuple[str, str]] = Counter()  # counted once per label pair, not per rating
+        # Counted once per label pair, not per rating (a plain dict: a ``Counter`` per request cost more).
+        accepted: dict[tuple[str, str], int] = {}
         for item, outcome in zip(items, outcomes, strict=True):
             if outcome is Outcome.ACCEPTED:
-                accepted[item.metric, item.source_id] += 1
+                pair = (item.metric, item.source_id)
+                accepted[pair] = accepted.get(pair, 0) + 1
             elif outcome in _REFUSAL_REASONS:
                 metrics.reject(_REFUSAL_REASONS[outcome], item.source_id)
             verdicts.append(Verdict(rating_id=item.rating_id, outcome=outcome))

@@ -107,7 +107,7 @@ class KafkaPublisher:
         self._request_timeout_s = request_timeout_s
         self._linger_ms = linger_ms
         self._producer: AIOKafkaProducer | None = None
-        self._lean = False  # ``_send_many`` for batches, once the connected producer is known to allow it
+        self._lean = False  # ``_send_many``, once the connected producer is known to allow it
         self._connector: asyncio.Task[None] | None = None
         self._closing = False
 
@@ -158,8 +158,11 @@ class KafkaPublisher:
             raise BrokerUnavailable("not connected to the broker yet")
         started = time.perf_counter()
         try:
-            if len(records) > 1 and self._lean:
-                await asyncio.wait_for(_send_many(producer, records), self._timeout_s)
+            if self._lean:
+                # In the request's own task (``asyncio.timeout``): ``wait_for`` and ``send_all``'s
+                # ``gather`` each added a task or a future per publish, for one record as for many.
+                async with asyncio.timeout(self._timeout_s):
+                    await _send_many(producer, records)
             else:
                 await send_all(producer, records, timeout_s=self._timeout_s)
         except TimeoutError as exc:

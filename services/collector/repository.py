@@ -150,13 +150,13 @@ class PgStore:
         database crash only means a retry is published again, which consumers dedupe on rating_id.
         """
 
-        async def go() -> T:
-            pool = await self._get_pool()
-            async with pool.acquire() as conn:
-                return await work(conn)
-
         try:
-            return await asyncio.wait_for(go(), self.timeout_s)
+            # ``asyncio.timeout`` bounds the statement in the request's own task: ``wait_for`` ran it
+            # in a task of its own (one more task, its scheduling and a waiter per statement).
+            async with asyncio.timeout(self.timeout_s):
+                pool = await self._get_pool()
+                async with pool.acquire() as conn:
+                    return await work(conn)
         except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             raise StoreUnavailable(f"database unavailable: {type(exc).__name__}") from exc
 

@@ -75,6 +75,14 @@ class CollectorSettings(CommonSettings, IdentitySettings):
     claim_group_inflight: int = Field(
         default=1, ge=1, le=8, description="Claim statements running at once when grouping"
     )
+    confirm_delay_ms: int = Field(
+        default=5,
+        ge=0,
+        le=1000,
+        description="How long accepted ids wait to be confirmed together in one statement (off the request's "
+        "path; each statement is a write to PostgreSQL the collector pays for); a retry meanwhile sees its "
+        "id pending and waits for it (CSAT_IDEMPOTENCY_WAIT_S)",
+    )
     fast_encode: bool = Field(
         default=True,
         description="Encode the rating and interaction CloudEvents by hand (off: via the SDK; the same bytes "

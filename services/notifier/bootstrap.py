@@ -257,6 +257,7 @@ def build_loops(cfg: NotifierSettings, *, engine: AsyncEngine, intake: Intake, k
         dlq_topic=cfg.topics.dlq_notifier,
         handler=consumer_handler(intake),
         max_batch=cfg.max_batch,
+        min_batch_interval_ms=cfg.min_batch_interval_ms,
         top_up=True,
         engine=engine,
     )

@@ -21,6 +21,12 @@ class NotifierSettings(CommonSettings, IdentitySettings):
     port: int = 8003
     consumer_group: str = "csat-notifier"
     max_batch: int = Field(default=200, ge=1)
+    min_batch_interval_ms: int = Field(
+        default=50,
+        ge=0,
+        description="Least time between two batches' starts (each also wakes a send): under load a batch "
+        "takes what arrived meanwhile",
+    )
 
     # ---- providers per channel ----------------------------------------------------------------------
     email_provider: Literal["outbox", "sendgrid", "mailgun", "postmark"] = "outbox"

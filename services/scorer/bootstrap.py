@@ -121,6 +121,7 @@ def build_runtime(cfg: ScorerSettings) -> ConsumerRuntime:
         ),
         max_batch=cfg.max_batch,
         decoder=decode_record,
+        min_batch_interval_ms=cfg.min_batch_interval_ms,
     )
 
 

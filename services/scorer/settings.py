@@ -27,6 +27,12 @@ class ScorerSettings(CommonSettings, IdentitySettings):
         description="How a batch's counters reach PostgreSQL: counted in the batch statement, or added up "
         "in memory per counter row and sent as one composite array or by COPY (docs/scores.md)",
     )
+    min_batch_interval_ms: int = Field(
+        default=100,
+        ge=0,
+        description="Least time between two batches' starts: under load a batch takes what arrived meanwhile "
+        "(scores are read seconds later; fewer, bigger transactions leave the CPU to the alert path)",
+    )
     min_sample: int = Field(default=30, ge=1, description="Below this many responses a score is insufficient")
     low_response_rate: float = Field(
         default=responses.LOW_RESPONSE_RATE,

@@ -685,6 +685,9 @@ class FakeHealth:
             if r.rating_id not in self._t.health_ratings:
                 self._t.health_ratings[r.rating_id] = RatingPoint.of(r)
                 fresh[r.rating_id] = r
+        self._t.members.update(
+            (r.account.id, r.customer.id) for r in fresh.values() if r.account is not None and r.account.id
+        )
         return list(fresh.values())
 
     async def join(self, *, members: Sequence[tuple[str, str]]) -> None:

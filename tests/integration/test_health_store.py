@@ -18,6 +18,7 @@ from services.actions.ports import HealthAlert, HealthSave, Subject
 from services.actions.repository import PgTransactions
 from shared.db import make_engine
 from shared.scales import Metric
+from tests.unit.test_actions_health_handler import rating
 
 pytestmark = pytest.mark.integration
 
@@ -188,5 +189,30 @@ async def test_a_batch_of_subjects_reads_and_writes_each_subjects_own_health(dat
         async with PgTransactions(engine).connect() as stores:
             stored = await stores.health.health(subject=ACC)
         assert stored is not None and stored["explanation"] == [] and len(stored["history"]) == 2
+    finally:
+        await engine.dispose()
+
+
+async def test_new_answers_join_their_customers_to_their_accounts_in_the_same_statement(
+    database_url: str,
+) -> None:
+    engine = make_engine(database_url)
+    tx = PgTransactions(engine)
+    try:
+        first = [
+            rating("j1", 2, "cj1", "acc-j", _at(1)),
+            rating("j2", 4, "cj2", "acc-j", _at(2)),
+            rating("j3", 1, "cj3", None, _at(3)),  # no account: stored, joins nothing
+        ]
+        async with tx.begin() as stores:
+            fresh = await stores.health.add_ratings(ratings=first)
+            assert [r.rating_id for r in fresh] == ["j1", "j2", "j3"]
+            joined = await stores.health.accounts_of(customer_ids=["cj1", "cj2", "cj3"])
+        assert joined == {"cj1": ["acc-j"], "cj2": ["acc-j"]}
+        # A replay of j1 with another account is not new: it changes no membership.
+        async with tx.begin() as stores:
+            again = await stores.health.add_ratings(ratings=[rating("j1", 2, "cj1", "acc-other", _at(1))])
+            assert again == []
+            assert await stores.health.accounts_of(customer_ids=["cj1"]) == {"cj1": ["acc-j"]}
     finally:
         await engine.dispose()

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from bench.report import collector_section, splice_collector, summary_rows
 
 
@@ -69,3 +71,17 @@ def test_a_collector_only_run_replaces_its_rows_and_keeps_the_rest() -> None:
     assert sum(1 for line in out if line.startswith("| collector ")) == 8
     assert "| scorer events/s | 1 | 2 | 0.50x |" in out
     assert "old section" not in out and out[-2:] == ["## Scorer", "kept"]
+
+
+def test_the_control_variant_runs_only_when_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    from bench.collector import VARIANTS, _chosen_variants
+
+    monkeypatch.setenv("BENCH_COLLECTOR_VARIANTS", "all")
+    assert set(_chosen_variants()) == set(VARIANTS) and "control" not in VARIANTS
+    monkeypatch.setenv("BENCH_COLLECTOR_VARIANTS", "control,confirm-20ms")
+    chosen = _chosen_variants()
+    assert set(chosen) == {"control", "confirm-20ms"}
+    assert chosen["control"][0] == {}  # the collector as configured: nothing switched
+    monkeypatch.setenv("BENCH_COLLECTOR_VARIANTS", "nonsense")
+    with pytest.raises(SystemExit):
+        _chosen_variants()

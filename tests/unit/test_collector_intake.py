@@ -256,6 +256,18 @@ async def test_confirmations_land_in_batches_off_the_request_and_at_close() -> N
     assert store.idem["c-3"].state == "pending"
 
 
+async def test_confirmations_take_the_configured_delay_and_land_together() -> None:
+    pub, store = FakePublisher(), MemoryStore()
+    it = Intake(publisher=pub, records=store, topic="t", wait_s=1, lease_s=30, confirm_delay_s=0.2)
+    assert it.confirmer.delay_s == 0.2  # CSAT_CONFIRM_DELAY_MS reaches the confirmer
+    await it.submit([sub(it, rid="d-1")])
+    first = it.confirmer._task
+    await it.submit([sub(it, rid="d-2")])
+    assert first is not None and it.confirmer._task is first  # one pending flush for both ids
+    await first
+    assert {rid: r.state for rid, r in store.idem.items()} == {"d-1": "accepted", "d-2": "accepted"}
+
+
 class GatedStore(MemoryStore):
     """Holds each claim statement until ``gate`` opens; records the ids of every statement."""
 

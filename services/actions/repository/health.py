@@ -91,6 +91,21 @@ _RULE_FACTS = text(
 )
 
 
+# A batch's new answers, and (the same round trip) their customers joined to their accounts: only for
+# the answers not seen before, the pairs in sorted order (the lock order of every writer of members).
+_ADD_RATINGS = text(
+    "WITH ins AS (INSERT INTO actions.health_ratings "
+    " (rating_id, customer_id, metric, score, normalized, positive, occurred_at) "
+    " SELECT * FROM unnest(CAST(:id AS text[]), CAST(:c AS text[]), CAST(:m AS text[]), "
+    " CAST(:s AS integer[]), CAST(:n AS double precision[]), CAST(:p AS boolean[]), "
+    " CAST(:t AS timestamptz[])) ON CONFLICT DO NOTHING RETURNING rating_id), "
+    "joined AS (INSERT INTO actions.account_members (account_id, customer_id) "
+    " SELECT DISTINCT m.a, m.c FROM unnest(CAST(:ma AS text[]), CAST(:mc AS text[]), CAST(:mr AS text[])) "
+    " AS m(a, c, r) JOIN ins ON ins.rating_id = m.r ORDER BY m.a, m.c ON CONFLICT DO NOTHING) "
+    "SELECT rating_id FROM ins"
+)
+
+
 def _band(value: str | None) -> Band | None:
     return Band(value) if value is not None else None
 
@@ -128,15 +143,15 @@ class PgHealth:
         if not ratings:
             return []
         unique = {r.rating_id: r for r in ratings}
+        members = sorted(
+            {(r.account.id, r.customer.id, rid) for rid, r in unique.items() if r.account and r.account.id}
+        )
         rows = await self._conn.execute(
-            text(
-                "INSERT INTO actions.health_ratings "
-                "(rating_id, customer_id, metric, score, normalized, positive, occurred_at) "
-                "SELECT * FROM unnest(CAST(:id AS text[]), CAST(:c AS text[]), CAST(:m AS text[]), "
-                "CAST(:s AS integer[]), CAST(:n AS double precision[]), CAST(:p AS boolean[]), "
-                "CAST(:t AS timestamptz[])) ON CONFLICT DO NOTHING RETURNING rating_id"
-            ),
+            _ADD_RATINGS,
             {
+                "ma": [a for a, _, _ in members],
+                "mc": [c for _, c, _ in members],
+                "mr": [rid for _, _, rid in members],
                 "id": list(unique),
                 "c": [r.customer.id for r in unique.values()],
                 "m": [r.metric.value for r in unique.values()],
