@@ -117,6 +117,8 @@ class ConsumerRuntime:
             top_up=self._top_up,
             min_batch_interval_s=self._min_batch_interval_ms / 1000,
         )
+        if self._closing.is_set():  # stopped while the producer connected: stop() had no consumer to tell
+            await self.consumer.stop()
         try:
             await self.consumer.run()
         except Exception:

@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 
 import httpx
 import uvicorn
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from fastapi import FastAPI
 from pydantic_settings import BaseSettings
 
@@ -125,7 +125,70 @@ async def read_events(bootstrap: str, topic: str, *, count: int, timeout_s: floa
     return [decode(headers=r.headers, key=r.key, value=r.value) for r in raw]
 
 
-TEST_KAFKA_ENV: dict[str, Any] = {"kafka_session_timeout_ms": 3000, "kafka_heartbeat_ms": 500}
+async def read_to_end(bootstrap: str, topic: str, *, timeout_s: float = 20.0) -> list[Any]:
+    """Every raw record ``topic`` holds now: read until each partition's position reaches the high
+    watermark of a fetch answered after the call (Tansu's ListOffsets answers wrong end offsets; its
+    fetch responses carry the right one).
+
+    For "nothing more was published" checks once the producer is known to be done (e.g. its stored
+    offsets cover every input): exact at once, where reading ``count + 1`` with a timeout always waited
+    the whole timeout and still only covered that window.
+    """
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap,
+        group_id=None,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        fetch_max_wait_ms=10,
+    )
+    await consumer.start()
+    out: list[Any] = []
+    try:
+        await consumer.topics()  # the metadata of every topic, this one's partitions with it
+        ids = consumer.partitions_for_topic(topic)
+        assert ids, f"topic {topic} has no partitions"
+        partitions = [TopicPartition(topic, p) for p in sorted(ids)]
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        deadline = time.monotonic() + timeout_s
+        while True:
+            behind = []
+            for tp in partitions:
+                high = consumer.highwater(tp)
+                if high is None or await consumer.position(tp) < high:
+                    behind.append(tp)
+            if not behind:
+                return out
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{topic}: partitions {behind} not read to their end in {timeout_s}s")
+            batch = await consumer.getmany(*behind, timeout_ms=200)
+            for records in batch.values():
+                out.extend(records)
+    finally:
+        await consumer.stop()
+
+
+async def events_to_end(bootstrap: str, topic: str, *, timeout_s: float = 20.0) -> list[Envelope]:
+    """Every event ``topic`` holds now (see ``read_to_end``)."""
+    raw = await read_to_end(bootstrap, topic, timeout_s=timeout_s)
+    return [decode(headers=r.headers, key=r.key, value=r.value) for r in raw]
+
+
+#: Consumer group session for tests. Tansu answers a JoinGroup after the session timeout's half rounded
+#: up to whole seconds (measured: 3000 ms -> 2.0 s, 2000/1500/1000 ms -> 1.0 s, 2500 ms -> 2.0 s), and
+#: every service start joins at least one group: 2000 ms is the shortest join. Tansu did not revoke a
+#: member whose event loop stalled 4 s at 2000 ms, so a loaded machine does not rebalance the tests.
+TEST_SESSION_TIMEOUT_MS = 2000
+TEST_HEARTBEAT_MS = 500
+TEST_KAFKA_ENV: dict[str, Any] = {
+    "kafka_session_timeout_ms": TEST_SESSION_TIMEOUT_MS,
+    "kafka_heartbeat_ms": TEST_HEARTBEAT_MS,
+}
+#: The same for services started as processes (environment variables).
+TEST_KAFKA_PROCESS_ENV: dict[str, str] = {
+    "CSAT_KAFKA_SESSION_TIMEOUT_MS": str(TEST_SESSION_TIMEOUT_MS),
+    "CSAT_KAFKA_HEARTBEAT_MS": str(TEST_HEARTBEAT_MS),
+}
 
 S = TypeVar("S", bound=BaseSettings)
 

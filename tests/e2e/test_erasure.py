@@ -34,6 +34,7 @@ from shared.identity.repository import PgIdentityStore
 from shared.identity.scopes import Role, Scope
 from shared.settings import DEV_ADMIN_KEY
 from shared.topics import Topics
+from tests.helpers import TEST_KAFKA_PROCESS_ENV
 from tests.infra import Infra, drop_database, new_database, new_topics
 
 pytestmark = pytest.mark.e2e
@@ -53,8 +54,7 @@ def erasure_stack(infra: Infra, tmp_path_factory: pytest.TempPathFactory) -> Ite
         topic_prefix=topics.prefix,
         ports={svc: free_port() for svc in SERVICES},
         extra_env={
-            "CSAT_KAFKA_SESSION_TIMEOUT_MS": "3000",
-            "CSAT_KAFKA_HEARTBEAT_MS": "500",
+            **TEST_KAFKA_PROCESS_ENV,
             "CSAT_LOG_FORMAT": "json",
         },
     )

@@ -34,7 +34,7 @@ from services.scorer.settings import ScorerSettings
 from shared.events import NotificationRequested
 from shared.identity.sourcekeys import sign_customer
 from shared.topics import Topics
-from tests.helpers import make_settings, read_events, running, wait_for
+from tests.helpers import events_to_end, make_settings, read_events, running, wait_for
 from tests.infra import Infra
 from tests.integration.notifier_support import FINAL, query
 
@@ -167,7 +167,8 @@ async def test_a_publishable_key_reaches_nobody_and_the_proven_customer_gets_the
         attack_s = time.monotonic() - started
 
         # -- the attack: counted, and nothing else ------------------------------------------------------
-        requests = await read_events(infra.bootstrap, topics.notifications, count=1, timeout_s=3)
+        # Every rating decided, each with its requests published before its offsets were stored: complete.
+        requests = await events_to_end(infra.bootstrap, topics.notifications)
         alerts = await _count(s, "SELECT count(*) AS n FROM actions.alerts")
         high = await _count(s, "SELECT count(*) AS n FROM actions.alerts WHERE priority = 'high'")
         timers = await _count(s, "SELECT count(*) AS n FROM actions.timers")

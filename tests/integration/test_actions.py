@@ -33,7 +33,7 @@ from shared.kafka import make_producer
 from shared.scales import Metric
 from shared.topics import Topics
 from tests.credentials import ADMIN, JWKS, FreshBearer, bearer, person, prod_secrets
-from tests.helpers import make_settings, produce, read_events, running, wait_for
+from tests.helpers import events_to_end, make_settings, produce, read_events, running, wait_for
 from tests.infra import Infra
 
 pytestmark = pytest.mark.integration
@@ -105,6 +105,25 @@ async def sql(url: str, query: str, **params: Any) -> list[Any]:
             return list(result.all()) if result.returns_rows else []
     finally:
         await engine.dispose()
+
+
+async def applied(database_url: str, group: str, topic: str) -> int:
+    """Records of ``topic`` the consumer group applied: the next offsets it stored with their effects."""
+    rows = await sql(
+        database_url,
+        "SELECT next_offset FROM ops.consumer_offsets WHERE consumer_group = :g AND topic = :t",
+        g=group,
+        t=topic,
+    )
+    return sum(int(r.next_offset) for r in rows)
+
+
+async def past(moment: str | datetime, *, ticks: float = 1.0) -> None:
+    """Wait until ``ticks`` seconds after ``moment`` (a deadline the behaviour sets, not a result):
+    at the tests' ``timer_poll_s`` of 0.2 s, five timer ticks, in which a timer that should not fire would.
+    """
+    at = datetime.fromisoformat(moment) if isinstance(moment, str) else moment
+    await asyncio.sleep(max(0.0, (at - datetime.now(UTC)).total_seconds() + ticks))
 
 
 # ---- rules admin API ------------------------------------------------------------------------------
@@ -331,9 +350,10 @@ async def test_sla_escalates_an_unacknowledged_alert_and_not_an_acknowledged_one
         assert escalations[0].recipient.email == "manager@example.com"
         assert escalations[0].context["alert"]["id"] == alerts["cus-late"]["alert_id"]
 
-        # Well past the acknowledged alert's due time: still one escalation only.
-        await asyncio.sleep(2)
-        events = await read_events(infra.bootstrap, topics.notifications, count=4, timeout_s=3)
+        # Past the acknowledged alert's due time (and five timer ticks): still one escalation only. The
+        # scheduler publishes before it commits, so the topic holds whatever it fired.
+        await past(quick["due_at"])
+        events = await events_to_end(infra.bootstrap, topics.notifications)
         assert Counter(n.template for n in notes(events)) == {"csm_alert": 2, "sla_escalation": 1}
         timers = {
             r.ref: (r.status, r.outcome)
@@ -426,7 +446,10 @@ async def test_resurvey_timer_survives_a_restart_and_an_answer_cancels_it(
             survey["cus-talker"]: ("cancelled", "answered"),
         }
     # The service is down when the timer comes due.
-    await asyncio.sleep(4.5)
+    (due,) = await sql(
+        database_url, "SELECT due_at FROM actions.timers WHERE ref = :s", s=survey["cus-silent"]
+    )
+    await past(due.due_at, ticks=0.5)
     assert [
         r.status
         for r in await sql(
@@ -440,12 +463,13 @@ async def test_resurvey_timer_survives_a_restart_and_an_answer_cancels_it(
             return [n for n in notes(events) if n.template == "support_callback"]
 
         found = await wait_for(callbacks, until=lambda c: len(c) >= 1, timeout_s=30)
+        # Nothing fires twice: five more timer ticks, then the topic holds two re-surveys and one callback.
+        await past(datetime.now(UTC))
+        events = await events_to_end(infra.bootstrap, topics.notifications)
     assert len(found) == 1
     (callback,) = found
     assert callback.customer_id == "cus-silent" and callback.recipient.email == "callbacks@example.com"
     assert callback.transactional and callback.context["customer"]["email"] == "silent@example.com"
-    # Nothing fires twice: the topic holds the two re-surveys and one callback.
-    events = await read_events(infra.bootstrap, topics.notifications, count=4, timeout_s=3)
     assert Counter(n.template for n in notes(events)) == {"resurvey_open_question": 2, "support_callback": 1}
 
 
@@ -500,7 +524,9 @@ async def test_a_reclick_updates_the_rating_and_alerts_once_whatever_the_replays
 
         rows = await wait_for(stored, until=lambda rs: bool(rs) and rs[0].revision == 2, timeout_s=30)
         assert [tuple(r) for r in rows] == [(2, "negative", 2, False)]
-        events = await read_events(infra.bootstrap, topics.notifications, count=2, timeout_s=3)
+        # Every answer applied (their decisions published before each batch's offsets were stored).
+        await wait_for(lambda: applied(database_url, cfg.consumer_group, t), until=lambda n: n == 5)
+        events = await events_to_end(infra.bootstrap, topics.notifications)
     callbacks = [n for n in notes(events) if n.template == "support_callback"]
     # Revisions 1 and 2 may share a batch (then the newest is decided): either way, one callback.
     assert len(callbacks) == 1 and callbacks[0].context["rating"]["score"] in (1, 2)
@@ -621,7 +647,7 @@ async def test_two_schedulers_fire_each_timer_exactly_once(
         ).all()
     await engine.dispose()
     assert [tuple(s) for s in states] == [("fired", 60)]
-    events = await read_events(infra.bootstrap, topics.notifications, count=61, timeout_s=5)
+    events = await events_to_end(infra.bootstrap, topics.notifications)  # published before each commit
     ids = [n.notification_id for n in notes(events)]
     assert len(ids) == 60 and len(set(ids)) == 60
 
@@ -688,12 +714,16 @@ async def test_segment_alert_notifies_the_segment_owner_once_and_score_changes_a
 
         found = await wait_for(decisions, until=lambda d: len(d) == 2)
         assert sorted(d["outcome"] for d in found) == ["notified", "skipped_no_recipient"]
-        events = await read_events(infra.bootstrap, topics.notifications, count=2, timeout_s=3)
+        # All four records applied, the duplicate too (published before their offsets were stored).
+        await wait_for(
+            lambda: applied(database_url, cfg.consumer_group, topics.scores), until=lambda n: n == 4
+        )
+        events = await events_to_end(infra.bootstrap, topics.notifications)
         (note,) = notes(events)
         assert note.template == "segment_alert" and note.recipient.email == "paris1-manager@example.com"
         assert note.context["segment"]["previous"] == 81.0 and note.transactional
         assert events[0].key == "store=paris-1"
-        assert await read_events(infra.bootstrap, topics.dlq_actions, count=1, timeout_s=1) == []
+        assert await events_to_end(infra.bootstrap, topics.dlq_actions) == []
 
 
 # ---- fatigue, opt-out, nurture and verbatims ------------------------------------------------------
@@ -755,7 +785,9 @@ async def test_daily_cap_opt_out_nurture_steps_and_theme_routing(
         out = await decisions("cus-out")
         assert sorted(d["outcome"] for d in out) == ["skipped_opted_out", "skipped_opted_out"]
 
-        events = await read_events(infra.bootstrap, topics.notifications, count=4, timeout_s=5)
+        await past(datetime.now(UTC))  # five more timer ticks: the capped step stays unsent
+        events = await events_to_end(infra.bootstrap, topics.notifications)
+        assert len(events) == 3
         by_template = {n.template: n for n in notes(events)}
         assert set(by_template) == {"low_score_followup", "nurture_education", "theme_alert"}
         assert by_template["theme_alert"].recipient.email == "logistics@example.com"

@@ -15,6 +15,7 @@ from shared.envelope import OutgoingRecord
 from shared.events import Channel
 from shared.kafka import make_consumer
 from shared.topics import Topics
+from tests.helpers import TEST_HEARTBEAT_MS, TEST_SESSION_TIMEOUT_MS
 from tests.infra import Infra
 from tests.integration.notifier_support import records, request
 
@@ -47,8 +48,8 @@ async def test_records_arriving_during_a_transaction_join_the_next_batch(
             bootstrap=infra.bootstrap,
             group_id="top-up",
             client_id="t",
-            heartbeat_ms=500,
-            session_timeout_ms=3000,
+            heartbeat_ms=TEST_HEARTBEAT_MS,
+            session_timeout_ms=TEST_SESSION_TIMEOUT_MS,
         ),
         producer=producer,
         dlq_topic=topics.dlq_notifier,

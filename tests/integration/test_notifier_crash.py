@@ -20,7 +20,7 @@ from shared.topics import Topics
 from tests.fakes.base import FakeServer, Step
 from tests.fakes.sendgrid import FakeSendGrid
 from tests.fakes.webhook import FakeWebhookReceiver
-from tests.helpers import produce, read_events, wait_for
+from tests.helpers import TEST_KAFKA_PROCESS_ENV, produce, read_events, wait_for
 from tests.infra import Infra
 from tests.integration.notifier_support import FINAL, deliveries, records, request
 
@@ -42,8 +42,7 @@ def _process(
         "CSAT_TOPIC_PREFIX": topics.prefix,
         "CSAT_ENVIRONMENT": "test",
         "CSAT_LOG_FORMAT": "json",
-        "CSAT_KAFKA_SESSION_TIMEOUT_MS": "3000",
-        "CSAT_KAFKA_HEARTBEAT_MS": "500",
+        **TEST_KAFKA_PROCESS_ENV,
         "CSAT_EMAIL_PROVIDER": "sendgrid",
         "CSAT_SENDGRID_API_KEY": sendgrid.api_key,
         "CSAT_SENDGRID_BASE_URL": sendgrid.url,

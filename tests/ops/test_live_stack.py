@@ -29,6 +29,7 @@ from devstack.ports import free_port
 from devstack.stack import SERVICES, Stack
 from shared import tracing
 from shared.topics import Topics
+from tests.helpers import TEST_KAFKA_PROCESS_ENV
 from tests.infra import Infra, drop_database, new_database, new_topics
 from tests.ops.tools import ROOT, tool
 
@@ -82,8 +83,7 @@ def stack(infra: Infra, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tu
         topic_prefix=topics.prefix,
         ports={svc: free_port() for svc in SERVICES},
         extra_env={
-            "CSAT_KAFKA_SESSION_TIMEOUT_MS": "3000",
-            "CSAT_KAFKA_HEARTBEAT_MS": "500",
+            **TEST_KAFKA_PROCESS_ENV,
             "CSAT_LOG_FORMAT": "json",
         },
     )

@@ -13,8 +13,10 @@ TOOLS = ROOT / ".tools"
 _LOCAL = {
     "kubernetes-validate": TOOLS / "ops" / "bin" / "kubernetes-validate",
     "checkov": TOOLS / "ops" / "bin" / "checkov",
-    "asyncapi": TOOLS / "node" / "node_modules" / ".bin" / "asyncapi",
 }
+
+#: Where `make ops-tools` installs the AsyncAPI parser (deploy/tools/asyncapi/package-lock.json).
+NODE_MODULES = TOOLS / "node" / "node_modules"
 
 
 def tool(name: str) -> str:
