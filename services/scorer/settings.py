@@ -22,6 +22,12 @@ class ScorerSettings(CommonSettings, IdentitySettings):
     port: int = 8001
     consumer_group: str = "csat-scorer"
     max_batch: int = Field(default=5000, ge=1, description="Records per micro-batch (one transaction)")
+    fetch_partition_bytes: int = Field(
+        default=1_048_576,
+        ge=65_536,
+        description="Bytes one fetch may bring per partition: a batch holds at most what the fetcher has, "
+        "so big catch-up batches need more than aiokafka's 1 MiB (docs/scores.md, Throughput)",
+    )
     counter_write: Literal["statement", "composite", "copy"] = Field(
         default="statement",
         description="How a batch's counters reach PostgreSQL: counted in the batch statement, or added up "
