@@ -50,6 +50,7 @@ def make_consumer(
     fetch_max_wait_ms: int = 10,
     session_timeout_ms: int = 10_000,
     heartbeat_ms: int = 3_000,
+    max_partition_fetch_bytes: int = 1_048_576,
 ) -> AIOKafkaConsumer:
     """A consumer that never commits on its own and starts from the beginning of a new partition."""
     return AIOKafkaConsumer(
@@ -63,6 +64,7 @@ def make_consumer(
         isolation_level="read_committed",
         session_timeout_ms=session_timeout_ms,
         heartbeat_interval_ms=heartbeat_ms,
+        max_partition_fetch_bytes=max_partition_fetch_bytes,
     )
 
 

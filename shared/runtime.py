@@ -36,11 +36,15 @@ class ConsumerRuntime:
         decoder: Decoder | None = None,
         top_up: bool = False,
         fetch_max_wait_ms: int = 10,
+        max_partition_fetch_bytes: int = 1_048_576,
     ) -> None:
         self.name = name
         #: How long the broker may hold an empty fetch: short for the pipeline's latency; a rare topic's
         #: side consumer (erasure) waits longer and so does not poll the broker a hundred times a second.
         self._fetch_max_wait_ms = fetch_max_wait_ms
+        #: What one fetch may bring per partition: a batch can only be as big as what the fetcher holds,
+        #: so a consumer with big catch-up batches (the scorer) needs more than aiokafka's 1 MiB.
+        self._max_partition_fetch_bytes = max_partition_fetch_bytes
         self.settings = settings
         self.engine = engine or make_engine(
             settings.database_url,
@@ -108,6 +112,7 @@ class ConsumerRuntime:
                 fetch_max_wait_ms=max(self._fetch_max_wait_ms, self._min_batch_interval_ms),
                 session_timeout_ms=s.kafka_session_timeout_ms,
                 heartbeat_ms=s.kafka_heartbeat_ms,
+                max_partition_fetch_bytes=self._max_partition_fetch_bytes,
             ),
             producer=producer,
             dlq_topic=self._dlq_topic,

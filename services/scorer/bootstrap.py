@@ -120,6 +120,7 @@ def build_runtime(cfg: ScorerSettings) -> ConsumerRuntime:
             make_response_handler(store=PgResponseCounter(registry)),
         ),
         max_batch=cfg.max_batch,
+        max_partition_fetch_bytes=cfg.fetch_partition_bytes,
         decoder=decode_record,
         min_batch_interval_ms=cfg.min_batch_interval_ms,
     )
