@@ -471,16 +471,24 @@ class TransactionalConsumer:
         decoded: Sequence[Envelope | str],
         stored: Mapping[tuple[str, int], int],
     ) -> _Batch:
-        """Sort a batch against the stored offsets: applied already, undecodable, or to handle."""
+        """Sort a batch against the stored offsets: applied already, undecodable, or to handle.
+
+        A record the batch holds twice is handled once: aiokafka can hand a partition's records a second
+        time from a fetch answered while they were being taken (seen with Tansu when a batch waited out
+        its pacing interval: one wave of records twice in the same batch), and the stored offsets only
+        fence what earlier transactions applied, not a repeat inside this one.
+        """
         fresh: list[Received] = []
         dead: list[OutgoingRecord] = []
         skipped = 0
         last: dict[tuple[str, int], int] = {}
+        taken: set[tuple[str, int, int]] = set()
         for r, env in zip(records, decoded, strict=True):
             topic, part, offset = r.topic, r.partition, r.offset
-            if offset < stored.get((topic, part), 0):
+            if offset < stored.get((topic, part), 0) or (topic, part, offset) in taken:
                 skipped += 1
                 continue
+            taken.add((topic, part, offset))
             tp = (topic, part)
             last[tp] = max(last.get(tp, -1), offset)
             if isinstance(env, str):
