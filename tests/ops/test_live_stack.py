@@ -392,7 +392,8 @@ def prometheus(traffic: Traffic, tmp_path_factory: pytest.TempPathFactory) -> It
         "scrape_configs": [{"job_name": "csat", "static_configs": [{"targets": targets}]}],
     }
     (work / "prometheus.yml").write_text(yaml.safe_dump(config))
-    log = (work / "prometheus.log").open("wb")
+    log_path = work / "prometheus.log"
+    log = log_path.open("wb")
     proc = subprocess.Popen(
         [
             tool("prometheus"),
@@ -408,9 +409,15 @@ def prometheus(traffic: Traffic, tmp_path_factory: pytest.TempPathFactory) -> It
     try:
 
         def scraped() -> int:
+            # While its TSDB opens, Prometheus answers 503 with a plain-text body (not JSON): that
+            # is "not yet", like a refused connection. A Prometheus that exited (its port taken
+            # between free_port() and its bind) fails at once with its log, not after the timeout.
+            assert proc.poll() is None, log_path.read_text(errors="replace")[-2000:]
             try:
+                if httpx.get(f"{url}/-/ready").status_code != 200:
+                    return 0
                 result = _query(url, 'count(count_over_time(up{job="csat"}[1m]) >= 5)')
-            except (httpx.HTTPError, AssertionError, KeyError):
+            except (httpx.HTTPError, AssertionError, KeyError, ValueError):
                 return 0
             return int(float(result[0]["value"][1])) if result else 0
 
