@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--e2e-seconds", type=float, default=float(env("BENCH_E2E_SECONDS", "30")))
     p.add_argument(
         "--knee-rates",
-        default=env("BENCH_KNEE_RATES", "50,100,250,500,750"),
+        default=env("BENCH_KNEE_RATES", "50,100,150,200,250,300,400,500"),
         help="offered ratings/s of the knee's ramp, lowest first (it stops after the first that fails)",
     )
     p.add_argument("--knee-seconds", type=float, default=float(env("BENCH_KNEE_SECONDS", "15")))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 
@@ -524,6 +525,7 @@ def collector_section(c: dict[str, Any], *, stamp: str | None = None) -> list[st
             cpu_batch = _r(c.get(f"batch_{name}_cpu_us"), c.get("batch_collector_cpu_us"))
             lines.append(f"| {name} | {env} | {v['why']} | {single} | {batch} | {cpu_single} | {cpu_batch} |")
         lines.append("")
+    lines += _machine_budget(c)
     stages: dict[str, dict[str, Any]] = c.get("stages", {})
     if stages:
         lines += [
@@ -546,6 +548,53 @@ def collector_section(c: dict[str, Any], *, stamp: str | None = None) -> list[st
                 f"{_ms(st['publish_ms']) if st.get('publish_ms') is not None else '-'} |"
             )
         lines.append("")
+    return lines
+
+
+#: The collector's targets (issue 17): ratio of the baseline's req/s, for the single and batch rounds.
+_COLLECTOR_TARGETS = {"single": 0.6, "batch": 0.5}
+_BUDGET_PARTS = ("target", "broker", "postgres", "wrk", "bench")
+
+
+def _machine_budget(c: dict[str, Any]) -> list[str]:
+    """What one request costs the whole machine, and whether the target ratio fits in its cores."""
+    kinds = [k for k in _COLLECTOR_TARGETS if f"{k}_collector_machine_us" in c and f"{k}_baseline" in c]
+    if not kinds:
+        return []
+    cores = os.cpu_count() or 2
+    lines = [
+        "The machine budget: the CPU every process on the machine spends per request in the same rounds "
+        "(the target, the broker, PostgreSQL's server processes, `wrk`, this bench's own process; medians "
+        f"of the rounds). Whatever the code, req/s cannot exceed {cores} cores divided by that sum; the "
+        "last columns give the req/s the target ratio asks for and what the collector process itself "
+        "could spend per request at that rate once the others are paid (negative: the target does not "
+        "fit in this machine even with a collector that costs nothing).",
+        "",
+        "| endpoint | target | "
+        + " | ".join(f"CPU/request {p}" for p in _BUDGET_PARTS)
+        + " | all processes | cores at the measured req/s | target ratio req/s | collector CPU left per request |",
+        "|---|---|" + "---|" * (len(_BUDGET_PARTS) + 4),
+    ]
+    for kind in kinds:
+        base = c[f"{kind}_baseline"]["per_s"]
+        goal = _COLLECTOR_TARGETS[kind] * base
+        for name in ("collector", "baseline"):
+            m: dict[str, float] = c[f"{kind}_{name}_machine_us"]
+            total = sum(m.get(p, 0.0) for p in _BUDGET_PARTS)
+            used = total * c[f"{kind}_{name}"]["per_s"] / 1e6
+            others = total - m.get("target", 0.0)
+            left = cores * 1e6 / goal - others if goal else 0.0
+            lines.append(
+                f"| {kind} | {name} | "
+                + " | ".join(f"{m.get(p, 0.0):,.0f} us" for p in _BUDGET_PARTS)
+                + f" | {total:,.0f} us | {used:.2f} | "
+                + (
+                    f"{_n(goal)} ({_COLLECTOR_TARGETS[kind]:.2f}x) | {left:,.0f} us |"
+                    if name == "collector"
+                    else "- | - |"
+                )
+            )
+    lines.append("")
     return lines
 
 

@@ -85,3 +85,26 @@ def test_the_control_variant_runs_only_when_named(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setenv("BENCH_COLLECTOR_VARIANTS", "nonsense")
     with pytest.raises(SystemExit):
         _chosen_variants()
+
+
+def test_the_machine_budget_sums_every_process_and_says_what_the_target_leaves(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    c = _figures(interactions=False)
+    parts = {"target": 300.0, "broker": 50.0, "postgres": 150.0, "wrk": 20.0, "bench": 0.0}
+    c["single_collector_machine_us"] = parts
+    c["single_baseline_machine_us"] = {**dict.fromkeys(parts, 0.0), "target": 100.0, "wrk": 20.0}
+    section = "\n".join(collector_section(c))
+    # 520 us per request in all; 900 req/s use 0.47 of the cores. The target, 0.6 x 2,000 = 1,200
+    # req/s, leaves 2e6 / 1,200 - 220 = 1,447 us per request for the collector process itself.
+    assert (
+        "| single | collector | 300 us | 50 us | 150 us | 20 us | 0 us | 520 us | 0.47 | 1,200 (0.60x) | 1,447 us |"
+        in section
+    )
+    assert "| single | baseline | 100 us | 0 us | 0 us | 20 us | 0 us | 120 us | 0.24 | - | - |" in section
+    assert "| batch |" not in section.split("The machine budget")[1].split("\n\n")[1]  # no figures, no row
+
+
+def test_no_machine_figures_no_budget_table() -> None:
+    assert "The machine budget" not in "\n".join(collector_section(_figures(interactions=False)))
