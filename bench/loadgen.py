@@ -25,7 +25,7 @@ import os
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 from urllib.parse import urlsplit
 
 import httpx
@@ -185,8 +185,8 @@ class _Conn(asyncio.Protocol):
         self.open = True
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # uvloop's TCPTransport is no asyncio.Transport subclass (an isinstance check fails under it).
+        self.transport = cast(asyncio.Transport, transport)
 
     def send(self, p: _Pending) -> None:
         assert self.transport is not None

@@ -197,6 +197,27 @@ async def test_a_cut_answer_refused_connection_and_timeout_are_counted_by_name()
     assert gen.result.statuses == {"ConnectError": 1}
 
 
+def test_the_load_runs_on_uvloop_as_on_asyncio(monkeypatch: pytest.MonkeyPatch) -> None:
+    """uvloop's transports are not ``asyncio.Transport`` subclasses: the same requests must get through."""
+
+    async def load() -> loadgen.LoadResult:
+        server = _Server(lambda n: ACCEPTED)
+        server.release.set()
+        async with _served(server) as url:
+            gen = loadgen.LeanLoad(url, _requests(3))
+            for i in range(3):
+                gen.all_done.clear()
+                gen.start(i)
+                await gen.all_done.wait()
+            gen.close()
+        return gen.result
+
+    for loop in ("uvloop", "asyncio"):
+        monkeypatch.setenv("BENCH_LOADGEN_LOOP", loop)
+        result = loadgen.run_loop(load())
+        assert result.statuses == {"202": 3} and result.connections == 1, loop
+
+
 async def test_the_schedule_starts_every_request_once_in_order() -> None:
     started: list[int] = []
     result = loadgen.LoadResult()
