@@ -16,7 +16,8 @@ import asyncpg
 import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from bench.common import BenchStack, percentile, rating_body, say
+from bench import loadgen
+from bench.common import BenchStack, percentile, say
 from shared.envelope import DecodeError, decode
 from shared.events import NotificationRequested
 
@@ -113,43 +114,6 @@ class NotificationWatch:
         await asyncio.wait_for(self._consumer.stop(), 10)
 
 
-async def _load(
-    url: str, *, run: str, rate: float, seconds: float
-) -> tuple[dict[str, float], dict[str, int], list[float]]:
-    """POST low ratings on schedule; returns send time per accepted id, status counts, answer times (ms)."""
-    sent: dict[str, float] = {}
-    statuses: dict[str, int] = {}
-    answers: list[float] = []
-    total = int(rate * seconds)
-    limits = httpx.Limits(max_connections=256, max_keepalive_connections=256)
-    async with httpx.AsyncClient(base_url=url, timeout=30, limits=limits) as client:
-
-        async def one(i: int) -> None:
-            rating_id = f"{run}-{i}"
-            body = rating_body(i, score=1, rating_id=rating_id)
-            body["customer"]["id"] = f"{run}-cus-{i}"
-            started = time.time()
-            try:
-                r = await client.post("/v1/ratings", json=body)
-                code = str(r.status_code)
-            except httpx.HTTPError as exc:
-                code = type(exc).__name__
-            statuses[code] = statuses.get(code, 0) + 1
-            answers.append((time.time() - started) * 1000)
-            if code == "202":
-                sent[rating_id] = started
-
-        began = time.monotonic()
-        tasks = []
-        for i in range(total):
-            delay = began + i / rate - time.monotonic()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            tasks.append(asyncio.create_task(one(i)))
-        await asyncio.gather(*tasks)
-    return sent, statuses, answers
-
-
 async def _outbox_times(database_url: str, ids: list[str]) -> dict[str, float]:
     conn = await asyncpg.connect(database_url)
     try:
@@ -177,9 +141,8 @@ async def _pipeline(
     before = await asyncio.to_thread(_consumer_sums, consumers)
     await watch.start()
     try:
-        sent, statuses, answers = await _load(
-            stack.services["collector"].url, run=run, rate=rate, seconds=seconds
-        )
+        loaded = await loadgen.load(stack.services["collector"].url, run=run, rate=rate, seconds=seconds)
+        sent = loaded.sent
         deadline = time.monotonic() + drain_s
         while time.monotonic() < deadline and not set(sent) <= set(watch.arrived):  # noqa: ASYNC110 - polls a dict
             await asyncio.sleep(0.2)
@@ -204,9 +167,16 @@ async def _pipeline(
     return {
         "rate": rate,
         "seconds": seconds,
-        "statuses": statuses,
+        "statuses": loaded.statuses,
         "accepted": len(sent),
-        "answer": _stats(answers),
+        "answer": _stats(loaded.answers),
+        # The load generator: which one, requests it started over LATE_MS behind schedule, connections.
+        "loadgen": {
+            "kind": loadgen.kind(),
+            "late": loaded.late,
+            "max_lag_ms": loaded.max_lag_ms,
+            "connections": loaded.connections,
+        },
         # Alerts in the outbox per second, from the first POST to the last row: below the offered rate
         # when the pipeline cannot keep up (then latencies grow with the backlog).
         "delivered_per_s": len(done) / span if span > 0 else 0.0,
@@ -268,10 +238,10 @@ def run(bs: BenchStack, *, rate: float, seconds: float, drain_s: float = 120) ->
     stack.start_services()
     out: dict[str, Any] = {}
     say("e2e: warm-up (5 s, not counted)")
-    asyncio.run(_pipeline(bs, run=f"warm-{uuid.uuid4().hex[:6]}", rate=rate, seconds=5, drain_s=60))
+    loadgen.run_loop(_pipeline(bs, run=f"warm-{uuid.uuid4().hex[:6]}", rate=rate, seconds=5, drain_s=60))
     for label, r in (("steady", rate), ("double", 2 * rate)):
         say(f"e2e: {label} load, {r:.0f} ratings/s for {seconds:.0f} s")
-        out[label] = asyncio.run(
+        out[label] = loadgen.run_loop(
             _pipeline(bs, run=f"{label}-{uuid.uuid4().hex[:6]}", rate=r, seconds=seconds, drain_s=drain_s)
         )
         res = out[label]

@@ -10,12 +10,12 @@ spoil every later level).
 
 from __future__ import annotations
 
-import asyncio
 import os
 import time
 import uuid
 from typing import Any
 
+from bench import loadgen
 from bench.common import BenchStack, say
 from bench.e2e import _pipeline
 from bench.scorer import _children, _cpu_s
@@ -55,7 +55,9 @@ def run(bs: BenchStack, *, rates: list[float], seconds: float, drain_s: float = 
         say("knee: starting the four services")
         stack.start_services()
     say("knee: warm-up (5 s at the first rate, not counted)")
-    asyncio.run(_pipeline(bs, run=f"kwarm-{uuid.uuid4().hex[:6]}", rate=rates[0], seconds=5, drain_s=drain_s))
+    loadgen.run_loop(
+        _pipeline(bs, run=f"kwarm-{uuid.uuid4().hex[:6]}", rate=rates[0], seconds=5, drain_s=drain_s)
+    )
     # What each process spends with no load at all (polling, timers, heartbeats): at low rates most of
     # the CPU per rating is this, spread over few ratings.
     say(f"knee: idle CPU over {IDLE_S:.0f} s")
@@ -69,7 +71,7 @@ def run(bs: BenchStack, *, rates: list[float], seconds: float, drain_s: float = 
     for rate in rates:
         say(f"knee: {rate:.0f} ratings/s for {seconds:.0f} s")
         before, began = _cpu(bs), time.monotonic()
-        res = asyncio.run(
+        res = loadgen.run_loop(
             _pipeline(
                 bs, run=f"knee{rate:.0f}-{uuid.uuid4().hex[:6]}", rate=rate, seconds=seconds, drain_s=drain_s
             )
@@ -90,7 +92,9 @@ def run(bs: BenchStack, *, rates: list[float], seconds: float, drain_s: float = 
             f"knee: {rate:.0f}/s: POST->request p50 {res['to_request']['p50_ms']:.0f} ms "
             f"p99 {res['to_request']['p99_ms']:.0f} ms, missing {res['missing_requests']} requests / "
             f"{res['missing_outbox']} outbox rows, accepted {res['accepted']}: "
-            f"{'holds' if res['holds'] else 'FAILS'}; CPU per rating: {cpu}; load {res['loadavg'][0]:.1f}"
+            f"{'holds' if res['holds'] else 'FAILS'}; POST answer p50 {res['answer']['p50_ms']:.1f} ms "
+            f"p99 {res['answer']['p99_ms']:.1f} ms; CPU per rating: {cpu}; load {res['loadavg'][0]:.1f}; "
+            f"load generator {res['loadgen']}"
         )
         if not res["holds"]:
             break

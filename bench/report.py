@@ -207,7 +207,10 @@ def render(results: dict[str, Any]) -> str:
             "`notifier.outbox.created_at` (PostgreSQL `now()`, the start of the notifier's transaction). "
             f"{e['steady']['seconds']:.0f} s per rate after a 5 s warm-up. The baseline is one bare broker hop "
             "(aiokafka producer acks=all -> consumer, same broker, same rate); the pipeline has three hops "
-            "(collector -> actions -> notifier) plus the database transactions.",
+            "(collector -> actions -> notifier) plus the database transactions. The load generator "
+            "(`bench/loadgen.py`, in the bench process) sends requests encoded before the timed window over "
+            "raw HTTP/1.1 keep-alive connections, opening one more whenever all are busy, at about a quarter "
+            "of the CPU per rating of the httpx client it replaced (`BENCH_LOADGEN=httpx` runs that one).",
             "",
             "| load | accepted | 202 answer p50 / p99 | POST -> request p50 / p99 | POST -> outbox p50 / p99 | "
             "alerts delivered/s | broker hop p50 / p99 | outbox p50 vs steady | missing |",
@@ -304,7 +307,8 @@ def render(results: dict[str, Any]) -> str:
         "written aside",
         "BENCH_PARTS=health make bench          # account health alone: rewrites only its section",
         "BENCH_PARTS=knee make bench            # the pipeline's knee alone: rewrites only its section "
-        "(BENCH_KNEE_RATES, BENCH_KNEE_SECONDS)",
+        "(BENCH_KNEE_RATES, BENCH_KNEE_SECONDS; BENCH_LOADGEN=httpx for the previous load generator, "
+        "BENCH_LOADGEN_LOOP=asyncio for the plain event loop)",
         "BENCH_PARTS=console make bench         # the console's views vs their APIs at 10M ratings: rewrites only its section "
         "(BENCH_CONSOLE_RATINGS=200000 for a quick look; BENCH_CONSOLE_STORES, _REQUESTS, _BUDGET_S, "
         "_VIEWS=segments,alerts for some views)",
