@@ -72,9 +72,9 @@ class HealthHandler:
         self._default_owner = default_owner
         self._model_version = model_version
 
-    async def _current_model(self, stores: Stores) -> None:
-        """The newest model saved through the admin API (validated when saved), else the file's."""
-        latest = await stores.health.latest_model()
+    def _use_model(self, latest: tuple[int, Any | None] | None) -> None:
+        """The newest model saved through the admin API (validated when saved), else the file's; read with
+        the batch's evidence (``HealthStore.inputs``), its document only when its version is new to us."""
         if latest is None:
             self._model, self._model_version = self._file_model, None
         elif latest[0] != self._model_version:
@@ -118,7 +118,6 @@ class HealthHandler:
                     subjects.add(Subject("customer", cid))
         if not subjects:
             return []
-        await self._current_model(stores)
         return await self.recompute(stores, sorted(subjects, key=lambda s: (s.kind, s.id)), now=now)
 
     async def on_alert_change(
@@ -130,7 +129,6 @@ class HealthHandler:
         subjects = (
             [Subject("account", a) for a in accounts] if accounts else [Subject("customer", customer_id)]
         )
-        await self._current_model(stores)
         return await self.recompute(stores, subjects, now=now)
 
     async def rule_facts(
@@ -157,14 +155,15 @@ class HealthHandler:
         self, stores: Stores, subjects: Sequence[Subject], *, now: datetime
     ) -> list[OutgoingRecord]:
         """Recompute the subjects (in this order); returns a health-changed record for each whose score or
-        band moved. Reads and writes are one statement each for all of them: a subject's recomputation
-        reads nothing another one writes (the health's own alerts are no input)."""
+        band moved. Reads (with the current model) and writes are one statement each for all of them: a
+        subject's recomputation reads nothing another one writes (the health's own alerts are no input)."""
         health = stores.health
-        evidence = await health.evidence(subjects=subjects)
+        inputs = await health.inputs(subjects=subjects, known_version=self._model_version)
+        self._use_model(inputs.model)
+        evidence, states = inputs.evidence, inputs.states
         moved = [s for s in subjects if evidence[s].ratings or evidence[s].observations]
         if not moved:
             return []
-        states = await health.states(subjects=moved)
         saves: list[HealthSave] = []
         falls: list[tuple[Subject, Step]] = []
         out: list[OutgoingRecord] = []

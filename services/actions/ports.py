@@ -363,6 +363,18 @@ class HealthSave:
     explanation: list[dict[str, Any]]
 
 
+@dataclass(frozen=True, slots=True)
+class HealthInputs:
+    """What a recomputation reads, in one round trip: the newest saved model, each subject's evidence,
+    and the stored state and history of each subject with any evidence."""
+
+    #: (version, document) of the newest saved model, the document None when it is the version the
+    #: caller holds already; None when no model was saved (the file's model applies).
+    model: tuple[int, Any | None] | None
+    evidence: dict[Subject, Evidence]
+    states: dict[Subject, tuple[HealthState | None, list[HealthPoint]]]
+
+
 class HealthStore(Protocol):
     """Accounts, their contacts, the inputs the health model reads, and the health it computed."""
 
@@ -388,6 +400,11 @@ class HealthStore(Protocol):
         self, *, subjects: Sequence[Subject]
     ) -> dict[Subject, tuple[HealthState | None, list[HealthPoint]]]:
         """Each subject's stored state (row-locked until commit) and history, for all of them at once."""
+        ...
+
+    async def inputs(self, *, subjects: Sequence[Subject], known_version: int | None) -> HealthInputs:
+        """``latest_model``, ``evidence`` of the subjects and ``states`` (row-locked until commit) of those
+        with any ratings or observations, in one statement (they were three round trips a batch)."""
         ...
 
     async def save(self, *, saves: Sequence[HealthSave]) -> None:

@@ -28,6 +28,7 @@ from services.actions.ports import (
     CustomerFacts,
     Enrolled,
     HealthAlert,
+    HealthInputs,
     HealthSave,
     InvitationUpdate,
     NewInvitation,
@@ -739,6 +740,13 @@ class FakeHealth:
             row = self._t.health_current.get(subject)
             out[subject] = (row["state"] if row else None, list(self._t.health_history.get(subject, [])))
         return out
+
+    async def inputs(self, *, subjects: Sequence[Subject], known_version: int | None) -> HealthInputs:
+        latest = await self.latest_model()
+        model = None if latest is None else (latest[0], None if latest[0] == known_version else latest[1])
+        evidence = await self.evidence(subjects=subjects)
+        moved = [s for s in subjects if evidence[s].ratings or evidence[s].observations]
+        return HealthInputs(model=model, evidence=evidence, states=await self.states(subjects=moved))
 
     async def save(self, *, saves: Sequence[HealthSave]) -> None:
         for x in saves:
