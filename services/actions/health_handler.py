@@ -108,17 +108,13 @@ class HealthHandler:
             if r.account is not None and r.account.id:
                 subjects.add(Subject("account", r.account.id))
             loose.add(r.customer.id)
-        if loose:
-            # Ratings also open CSM alerts (the rules): their customers' accounts count them.
-            accounts = await health.accounts_of(customer_ids=sorted(loose))
-            for cid in loose:
-                if accounts.get(cid):
-                    subjects.update(Subject("account", a) for a in accounts[cid])
-                else:
-                    subjects.add(Subject("customer", cid))
-        if not subjects:
+        if not subjects and not loose:
             return []
-        return await self.recompute(stores, sorted(subjects, key=lambda s: (s.kind, s.id)), now=now)
+        # Ratings also open CSM alerts (the rules): their customers' accounts count them. The loose
+        # customers' subjects (their accounts, else themselves) are resolved in the recomputation's read.
+        return await self.recompute(
+            stores, sorted(subjects, key=lambda s: (s.kind, s.id)), customers=sorted(loose), now=now
+        )
 
     async def on_alert_change(
         self, stores: Stores, *, customer_id: str, now: datetime
@@ -152,15 +148,20 @@ class HealthHandler:
         return {rid: facts[s] for rid, s in subject_of.items() if s in facts}
 
     async def recompute(
-        self, stores: Stores, subjects: Sequence[Subject], *, now: datetime
+        self, stores: Stores, subjects: Sequence[Subject], *, customers: Sequence[str] = (), now: datetime
     ) -> list[OutgoingRecord]:
-        """Recompute the subjects (in this order); returns a health-changed record for each whose score or
-        band moved. Reads (with the current model) and writes are one statement each for all of them: a
-        subject's recomputation reads nothing another one writes (the health's own alerts are no input)."""
+        """Recompute the subjects (in this order; with ``customers``, theirs too and all in (kind, id)
+        order); returns a health-changed record for each whose score or band moved. Reads (with the
+        current model) and writes are one statement each for all of them: a subject's recomputation reads
+        nothing another one writes (the health's own alerts are no input)."""
         health = stores.health
-        inputs = await health.inputs(subjects=subjects, known_version=self._model_version)
+        inputs = await health.inputs(
+            subjects=subjects, customers=customers, known_version=self._model_version
+        )
         self._use_model(inputs.model)
         evidence, states = inputs.evidence, inputs.states
+        if customers:
+            subjects = sorted(evidence, key=lambda s: (s.kind, s.id))
         moved = [s for s in subjects if evidence[s].ratings or evidence[s].observations]
         if not moved:
             return []

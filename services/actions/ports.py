@@ -402,9 +402,13 @@ class HealthStore(Protocol):
         """Each subject's stored state (row-locked until commit) and history, for all of them at once."""
         ...
 
-    async def inputs(self, *, subjects: Sequence[Subject], known_version: int | None) -> HealthInputs:
+    async def inputs(
+        self, *, subjects: Sequence[Subject], customers: Sequence[str] = (), known_version: int | None
+    ) -> HealthInputs:
         """``latest_model``, ``evidence`` of the subjects and ``states`` (row-locked until commit) of those
-        with any ratings or observations, in one statement (they were three round trips a batch)."""
+        with any ratings or observations, in one statement (they were four round trips a batch). The
+        subjects are those given, then those of ``customers`` (``accounts_of``: each one's accounts, else
+        the customer) not among them; ``evidence`` holds each subject once, in that order."""
         ...
 
     async def save(self, *, saves: Sequence[HealthSave]) -> None:

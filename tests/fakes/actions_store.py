@@ -741,11 +741,19 @@ class FakeHealth:
             out[subject] = (row["state"] if row else None, list(self._t.health_history.get(subject, [])))
         return out
 
-    async def inputs(self, *, subjects: Sequence[Subject], known_version: int | None) -> HealthInputs:
+    async def inputs(
+        self, *, subjects: Sequence[Subject], customers: Sequence[str] = (), known_version: int | None
+    ) -> HealthInputs:
         latest = await self.latest_model()
         model = None if latest is None else (latest[0], None if latest[0] == known_version else latest[1])
-        evidence = await self.evidence(subjects=subjects)
-        moved = [s for s in subjects if evidence[s].ratings or evidence[s].observations]
+        accounts = await self.accounts_of(customer_ids=customers)
+        found = sorted(
+            {Subject("account", a) for c in customers for a in accounts.get(c, [])}
+            | {Subject("customer", c) for c in customers if not accounts.get(c)},
+            key=lambda s: (s.kind, s.id),
+        )
+        evidence = await self.evidence(subjects=list(dict.fromkeys([*subjects, *found])))
+        moved = [s for s, e in evidence.items() if e.ratings or e.observations]
         return HealthInputs(model=model, evidence=evidence, states=await self.states(subjects=moved))
 
     async def save(self, *, saves: Sequence[HealthSave]) -> None:

@@ -253,6 +253,14 @@ async def test_a_recomputations_reads_in_one_statement_are_the_separate_reads_ro
                 [HealthPoint(_at(3), 71.5, Band.HEALTHY)],
             )
             assert got.states[OTHER] == (None, [])
+            # customers stand for their accounts (c1, c2: acc-1; c3: acc-2), or themselves without one
+            # (c-none); one already given (c9: LONE) comes once
+            both = await stores.health.inputs(
+                subjects=[LONE], customers=["c3", "c1", "c-none", "c2", "c9"], known_version=None
+            )
+            assert list(both.evidence) == [LONE, ACC, OTHER, EMPTY]
+            assert both.evidence == await stores.health.evidence(subjects=[LONE, ACC, OTHER, EMPTY])
+            assert both.states == got.states
             nothing = await stores.health.inputs(subjects=[EMPTY], known_version=None)
             assert nothing.states == {} and nothing.evidence == {EMPTY: Evidence()}
             v1 = await stores.health.save_model(document={"a": 1}, origin="test", author=None)

@@ -65,8 +65,17 @@ _STATES = text(
 # evidence as ``_EVIDENCE`` reads it, and, of the subjects with any ratings or observations (``moved``),
 # the stored state row-locked in key order until commit and the history, as ``_STATES`` reads them.
 _INPUTS = text(
-    "WITH s AS (SELECT * FROM unnest(CAST(:k AS text[]), CAST(:i AS text[])) WITH ORDINALITY "
-    " AS s(kind, id, n)), "
+    # The subjects given, numbered in the caller's order, then those of the customers given (``accounts_of``:
+    # each customer's accounts, or the customer alone when it has none) that are not among them.
+    "WITH g AS (SELECT * FROM unnest(CAST(:k AS text[]), CAST(:i AS text[])) WITH ORDINALITY "
+    " AS g(kind, id, n)), "
+    "lc AS (SELECT 'account' AS kind, m.account_id AS id FROM actions.account_members m "
+    " WHERE m.customer_id = ANY(CAST(:loose AS text[])) "
+    " UNION SELECT 'customer', l.c FROM unnest(CAST(:loose AS text[])) AS l(c) "
+    " WHERE NOT EXISTS (SELECT 1 FROM actions.account_members m WHERE m.customer_id = l.c)), "
+    "s AS (SELECT kind, id, n FROM g UNION ALL SELECT lc.kind, lc.id, "
+    " (SELECT count(*) FROM g) + row_number() OVER (ORDER BY lc.kind, lc.id) FROM lc "
+    " WHERE NOT EXISTS (SELECT 1 FROM g WHERE g.kind = lc.kind AND g.id = lc.id)), "
     "c AS (SELECT s.n, m.customer_id FROM s JOIN actions.account_members m "
     " ON s.kind = 'account' AND m.account_id = s.id "
     " UNION ALL SELECT s.n, s.id FROM s WHERE s.kind = 'customer'), "
@@ -94,6 +103,7 @@ _INPUTS = text(
     "(SELECT array_agg(ROW(moved.n, p.at, p.score, p.band) ORDER BY moved.n, p.at) FROM moved "
     " JOIN actions.health_history p ON p.subject_kind = moved.kind AND p.subject_id = moved.id) AS history, "
     "(SELECT array_agg(moved.n) FROM moved) AS moved, "
+    "(SELECT array_agg(ROW(s.kind, s.id) ORDER BY s.n) FROM s) AS subjects, "
     "(SELECT ROW(m.version, CASE WHEN m.version IS DISTINCT FROM CAST(:v AS integer) "
     " THEN CAST(m.document AS text) END) FROM actions.health_models m ORDER BY m.version DESC LIMIT 1) "
     " AS model"
@@ -262,19 +272,23 @@ class PgHealth:
         ).one()
         return _evidence_of(keys, row)
 
-    async def inputs(self, *, subjects: Sequence[Subject], known_version: int | None) -> HealthInputs:
-        keys = list(dict.fromkeys(subjects))
+    async def inputs(
+        self, *, subjects: Sequence[Subject], customers: Sequence[str] = (), known_version: int | None
+    ) -> HealthInputs:
+        given = list(dict.fromkeys(subjects))
         row = (
             await self._conn.execute(
                 _INPUTS,
                 {
-                    "k": [s.kind for s in keys],
-                    "i": [s.id for s in keys],
+                    "k": [s.kind for s in given],
+                    "i": [s.id for s in given],
+                    "loose": sorted(set(customers)),
                     "rule": _HEALTH_RULE,
                     "v": known_version,
                 },
             )
         ).one()
+        keys = [Subject(k, i) for k, i in row.subjects or ()]
         evidence = _evidence_of(keys, row) if keys else {}
         states: dict[int, tuple[HealthState | None, list[HealthPoint]]] = {
             n: (None, []) for n in row.moved or ()
