@@ -1,11 +1,11 @@
 """The consumer loop every service uses: micro-batches, results and offsets in one DB transaction.
 
-Per batch: lock this group's stored offsets (fencing), skip records already applied, decode the rest
+Per batch: lock this group's stored offsets (fencing) and move them past the batch in the same
+statement, skip records already applied (against the offsets from before the move), decode the rest
 (undecodable ones go to the dead-letter topic with their reason), let the handler write its results
-in the same transaction and return the events to publish, publish them (acks=all), store the next
-offsets, commit. A crash anywhere before the commit leaves nothing behind; a crash after leaves
-results and offsets together. Published events are at-least-once with deterministic ids, so
-consumers downstream dedupe them.
+in the same transaction and return the events to publish, publish them (acks=all), commit. A crash
+anywhere before the commit leaves nothing behind; a crash after leaves results and offsets together.
+Published events are at-least-once with deterministic ids, so consumers downstream dedupe them.
 """
 
 from __future__ import annotations
