@@ -12,7 +12,7 @@ recomputation or a replay never opens a second one).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -198,24 +198,30 @@ class HealthHandler:
                 out.append(self._record(subject, step, state_score=state.score if state else None))
         await health.save(saves=saves)
         if falls:
-            await self._alert(stores, falls, now=now)
+            await self._alert(stores, falls, owners=inputs.owners, now=now)
         return out
 
-    async def _alert(self, stores: Stores, falls: Sequence[tuple[Subject, Step]], *, now: datetime) -> None:
-        """One CSM alert per fall, the accounts' owners read and the alerts written once for the batch."""
-        accounts = await stores.health.accounts(account_ids=[s.id for s, _ in falls if s.kind == "account"])
+    async def _alert(
+        self,
+        stores: Stores,
+        falls: Sequence[tuple[Subject, Step]],
+        *,
+        owners: Mapping[str, tuple[str | None, str | None]],
+        now: datetime,
+    ) -> None:
+        """One CSM alert per fall, to its account's owner (read with the inputs), written once for the
+        batch."""
         alerts: list[HealthAlert] = []
         for subject, step in falls:
             change = step.change
             assert change is not None
-            account = accounts.get(subject.id) if subject.kind == "account" else None
-            owner = (account or {}).get("owner_email") or self._default_owner
+            email, name = owners.get(subject.id, (None, None)) if subject.kind == "account" else (None, None)
             alerts.append(
                 HealthAlert(
                     alert_id=health_alert_id(subject, change.seq),
                     subject=subject,
-                    owner_email=owner,
-                    owner_name=(account or {}).get("owner_name"),
+                    owner_email=email or self._default_owner,
+                    owner_name=name,
                     priority="high" if change.band is Band.CRITICAL else "normal",
                     context={
                         "kind": "health",

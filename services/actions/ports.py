@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, NamedTuple, Protocol
 
@@ -373,6 +373,8 @@ class HealthInputs:
     model: tuple[int, Any | None] | None
     evidence: dict[Subject, Evidence]
     states: dict[Subject, tuple[HealthState | None, list[HealthPoint]]]
+    #: (owner_email, owner_name) of each stored account among the subjects with evidence (``accounts``)
+    owners: dict[str, tuple[str | None, str | None]] = field(default_factory=dict)
 
 
 class HealthStore(Protocol):

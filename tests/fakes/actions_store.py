@@ -754,7 +754,13 @@ class FakeHealth:
         )
         evidence = await self.evidence(subjects=list(dict.fromkeys([*subjects, *found])))
         moved = [s for s, e in evidence.items() if e.ratings or e.observations]
-        return HealthInputs(model=model, evidence=evidence, states=await self.states(subjects=moved))
+        stored = await self.accounts(account_ids=[s.id for s in moved if s.kind == "account"])
+        return HealthInputs(
+            model=model,
+            evidence=evidence,
+            states=await self.states(subjects=moved),
+            owners={a: (row.get("owner_email"), row.get("owner_name")) for a, row in stored.items()},
+        )
 
     async def save(self, *, saves: Sequence[HealthSave]) -> None:
         for x in saves:

@@ -261,6 +261,13 @@ async def test_a_recomputations_reads_in_one_statement_are_the_separate_reads_ro
             assert list(both.evidence) == [LONE, ACC, OTHER, EMPTY]
             assert both.evidence == await stores.health.evidence(subjects=[LONE, ACC, OTHER, EMPTY])
             assert both.states == got.states
+            # the owners of the stored accounts among the subjects with evidence (what ``accounts`` gives)
+            assert got.owners == {}
+            await stores.health.upsert_account(
+                account_id="acc-1", fields={"owner_email": "olga@example.com", "owner_name": "Olga"}
+            )
+            owned = await stores.health.inputs(subjects=[ACC, OTHER, LONE], known_version=None)
+            assert owned.owners == {"acc-1": ("olga@example.com", "Olga")}
             nothing = await stores.health.inputs(subjects=[EMPTY], known_version=None)
             assert nothing.states == {} and nothing.evidence == {EMPTY: Evidence()}
             v1 = await stores.health.save_model(document={"a": 1}, origin="test", author=None)

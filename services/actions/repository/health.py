@@ -63,7 +63,8 @@ _STATES = text(
 # A recomputation's reads in one round trip (they were three: the model, ``_EVIDENCE``, ``_STATES``):
 # the newest model's version (its document only when the caller does not hold that version yet), the
 # evidence as ``_EVIDENCE`` reads it, and, of the subjects with any ratings or observations (``moved``),
-# the stored state row-locked in key order until commit and the history, as ``_STATES`` reads them.
+# the stored state row-locked in key order until commit and the history, as ``_STATES`` reads them, and
+# the owners of those that are accounts (what a fall's alert is addressed to).
 _INPUTS = text(
     # The subjects given, numbered in the caller's order, then those of the customers given (``accounts_of``:
     # each customer's accounts, or the customer alone when it has none) that are not among them.
@@ -104,6 +105,8 @@ _INPUTS = text(
     " JOIN actions.health_history p ON p.subject_kind = moved.kind AND p.subject_id = moved.id) AS history, "
     "(SELECT array_agg(moved.n) FROM moved) AS moved, "
     "(SELECT array_agg(ROW(s.kind, s.id) ORDER BY s.n) FROM s) AS subjects, "
+    "(SELECT array_agg(ROW(a.account_id, a.owner_email, a.owner_name)) FROM moved "
+    " JOIN actions.accounts a ON moved.kind = 'account' AND a.account_id = moved.id) AS owners, "
     "(SELECT ROW(m.version, CASE WHEN m.version IS DISTINCT FROM CAST(:v AS integer) "
     " THEN CAST(m.document AS text) END) FROM actions.health_models m ORDER BY m.version DESC LIMIT 1) "
     " AS model"
@@ -302,6 +305,7 @@ class PgHealth:
             model=None if model is None else (int(model[0]), json.loads(model[1]) if model[1] else None),
             evidence=evidence,
             states={keys[n - 1]: states[n] for n in sorted(states)},
+            owners={a: (email, name) for a, email, name in row.owners or ()},
         )
 
     async def states(
