@@ -1,11 +1,11 @@
 """The consumer loop every service uses: micro-batches, results and offsets in one DB transaction.
 
-Per batch: lock this group's stored offsets (fencing), skip records already applied, decode the rest
+Per batch: lock this group's stored offsets (fencing) and move them past the batch in the same
+statement, skip records already applied (against the offsets from before the move), decode the rest
 (undecodable ones go to the dead-letter topic with their reason), let the handler write its results
-in the same transaction and return the events to publish, publish them (acks=all), store the next
-offsets, commit. A crash anywhere before the commit leaves nothing behind; a crash after leaves
-results and offsets together. Published events are at-least-once with deterministic ids, so
-consumers downstream dedupe them.
+in the same transaction and return the events to publish, publish them (acks=all), commit. A crash
+anywhere before the commit leaves nothing behind; a crash after leaves results and offsets together.
+Published events are at-least-once with deterministic ids, so consumers downstream dedupe them.
 """
 
 from __future__ import annotations
@@ -451,19 +451,21 @@ class TransactionalConsumer:
             batch = self._triage(records, decoded, stored)
             outgoing = await self._handle(conn, records, batch, isolate=isolate)
             await send_all(self._producer, [*batch.dead, *outgoing], timeout_s=self._publish_timeout_s)
-            await self._offsets.store_many(conn, next_offsets=batch.next_offsets)
         self._observe(batch, size=len(records), elapsed=time.perf_counter() - started)
         self.processed += len(batch.fresh)
 
     async def _lock_offsets(
         self, conn: AsyncConnection, records: Sequence[RawRecord]
     ) -> dict[tuple[str, int], int]:
-        """Stored next offsets of the batch's partitions, row-locked until commit: fences a stale member.
-        One statement for all the batch's topics (the actions consumer's batches mix five)."""
-        by_topic: dict[str, set[int]] = defaultdict(set)
+        """Stored next offsets of the batch's partitions, row-locked until commit (fences a stale member)
+        and moved past the batch's last record in the same statement, whatever its topics (the actions
+        consumer's batches mix five): the move commits with the effects or not at all. The value moved to
+        is what ``_triage``'s ``next_offsets`` gives (the last record not applied already, + 1)."""
+        ends: dict[str, dict[int, int]] = defaultdict(dict)
         for r in records:
-            by_topic[r.topic].add(r.partition)
-        return await self._offsets.lock_many(conn, partitions=by_topic)
+            held = ends[r.topic].get(r.partition, 0)
+            ends[r.topic][r.partition] = max(held, r.offset + 1)
+        return await self._offsets.lock_and_advance(conn, next_offsets=ends)
 
     def _triage(
         self,

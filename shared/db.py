@@ -67,6 +67,27 @@ async def ping(engine: AsyncEngine) -> None:
         await conn.execute(text("SELECT 1"))
 
 
+_CREATE_OFFSETS = text(
+    "INSERT INTO ops.consumer_offsets (consumer_group, topic, partition, next_offset) "
+    "SELECT :g, t, p, 0 FROM unnest(CAST(:t AS text[]), CAST(:p AS int[])) AS k(t, p) "
+    "ON CONFLICT DO NOTHING"
+)
+# The rows locked in key order (as ``_lock_rows``), then moved up in the same statement; the outer
+# SELECT gives the locked values, i.e. those from before the move.
+_LOCK_AND_ADVANCE = text(
+    "WITH k AS (SELECT * FROM unnest(CAST(:t AS text[]), CAST(:p AS int[]), CAST(:o AS bigint[])) "
+    " AS k(topic, partition, next_offset)), "
+    "old AS MATERIALIZED (SELECT o.topic, o.partition, o.next_offset FROM ops.consumer_offsets o "
+    " JOIN k ON o.topic = k.topic AND o.partition = k.partition "
+    " WHERE o.consumer_group = :g ORDER BY o.topic, o.partition FOR UPDATE OF o), "
+    "moved AS (UPDATE ops.consumer_offsets AS o SET next_offset = k.next_offset, updated_at = now() "
+    " FROM old JOIN k ON old.topic = k.topic AND old.partition = k.partition "
+    " WHERE o.consumer_group = :g AND o.topic = old.topic AND o.partition = old.partition "
+    " AND k.next_offset > old.next_offset RETURNING o.topic) "
+    "SELECT topic, partition, next_offset FROM old"
+)
+
+
 class OffsetStore:
     """Offsets of one consumer group stored in ``ops.consumer_offsets``, written in the caller's transaction.
 
@@ -129,6 +150,36 @@ class OffsetStore:
             ),
             {"g": self.group, "t": [t for t, _ in keys], "p": [p for _, p in keys]},
         )
+        return {(str(r.topic), int(r.partition)): int(r.next_offset) for r in rows}
+
+    async def lock_and_advance(
+        self, conn: AsyncConnection, *, next_offsets: Mapping[str, Mapping[int, int]]
+    ) -> dict[tuple[str, int], int]:
+        """``lock_many`` and ``store_many`` of a batch in one statement: row-locks each (topic, partition),
+        moves its stored next offset up to the one given (never back) and returns the offsets stored
+        *before*, which the caller sorts the batch against. Both in the caller's transaction, so the
+        move commits with the batch's effects or not at all, as when it was stored last (one round trip
+        fewer per batch for every consumer)."""
+        rows = sorted((t, p, off) for t, offs in next_offsets.items() for p, off in offs.items())
+        if not rows:
+            return {}
+        params = {
+            "g": self.group,
+            "t": [r[0] for r in rows],
+            "p": [r[1] for r in rows],
+            "o": [r[2] for r in rows],
+        }
+        locked = await self._lock_and_advance(conn, params)
+        if len(locked) == len(rows):
+            return locked
+        await conn.execute(_CREATE_OFFSETS, params)
+        # The rows found the first time were moved already: their values from before are the first ones.
+        return {**await self._lock_and_advance(conn, params), **locked}
+
+    async def _lock_and_advance(
+        self, conn: AsyncConnection, params: dict[str, Any]
+    ) -> dict[tuple[str, int], int]:
+        rows = await conn.execute(_LOCK_AND_ADVANCE, params)
         return {(str(r.topic), int(r.partition)): int(r.next_offset) for r in rows}
 
     async def store(self, conn: AsyncConnection, *, topic: str, next_offsets: Mapping[int, int]) -> None:

@@ -12,7 +12,7 @@ recomputation or a replay never opens a second one).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -72,9 +72,9 @@ class HealthHandler:
         self._default_owner = default_owner
         self._model_version = model_version
 
-    async def _current_model(self, stores: Stores) -> None:
-        """The newest model saved through the admin API (validated when saved), else the file's."""
-        latest = await stores.health.latest_model()
+    def _use_model(self, latest: tuple[int, Any | None] | None) -> None:
+        """The newest model saved through the admin API (validated when saved), else the file's; read with
+        the batch's evidence (``HealthStore.inputs``), its document only when its version is new to us."""
         if latest is None:
             self._model, self._model_version = self._file_model, None
         elif latest[0] != self._model_version:
@@ -108,18 +108,13 @@ class HealthHandler:
             if r.account is not None and r.account.id:
                 subjects.add(Subject("account", r.account.id))
             loose.add(r.customer.id)
-        if loose:
-            # Ratings also open CSM alerts (the rules): their customers' accounts count them.
-            accounts = await health.accounts_of(customer_ids=sorted(loose))
-            for cid in loose:
-                if accounts.get(cid):
-                    subjects.update(Subject("account", a) for a in accounts[cid])
-                else:
-                    subjects.add(Subject("customer", cid))
-        if not subjects:
+        if not subjects and not loose:
             return []
-        await self._current_model(stores)
-        return await self.recompute(stores, sorted(subjects, key=lambda s: (s.kind, s.id)), now=now)
+        # Ratings also open CSM alerts (the rules): their customers' accounts count them. The loose
+        # customers' subjects (their accounts, else themselves) are resolved in the recomputation's read.
+        return await self.recompute(
+            stores, sorted(subjects, key=lambda s: (s.kind, s.id)), customers=sorted(loose), now=now
+        )
 
     async def on_alert_change(
         self, stores: Stores, *, customer_id: str, now: datetime
@@ -130,7 +125,6 @@ class HealthHandler:
         subjects = (
             [Subject("account", a) for a in accounts] if accounts else [Subject("customer", customer_id)]
         )
-        await self._current_model(stores)
         return await self.recompute(stores, subjects, now=now)
 
     async def rule_facts(
@@ -154,17 +148,23 @@ class HealthHandler:
         return {rid: facts[s] for rid, s in subject_of.items() if s in facts}
 
     async def recompute(
-        self, stores: Stores, subjects: Sequence[Subject], *, now: datetime
+        self, stores: Stores, subjects: Sequence[Subject], *, customers: Sequence[str] = (), now: datetime
     ) -> list[OutgoingRecord]:
-        """Recompute the subjects (in this order); returns a health-changed record for each whose score or
-        band moved. Reads and writes are one statement each for all of them: a subject's recomputation
-        reads nothing another one writes (the health's own alerts are no input)."""
+        """Recompute the subjects (in this order; with ``customers``, theirs too and all in (kind, id)
+        order); returns a health-changed record for each whose score or band moved. Reads (with the
+        current model) and writes are one statement each for all of them: a subject's recomputation reads
+        nothing another one writes (the health's own alerts are no input)."""
         health = stores.health
-        evidence = await health.evidence(subjects=subjects)
+        inputs = await health.inputs(
+            subjects=subjects, customers=customers, known_version=self._model_version
+        )
+        self._use_model(inputs.model)
+        evidence, states = inputs.evidence, inputs.states
+        if customers:
+            subjects = sorted(evidence, key=lambda s: (s.kind, s.id))
         moved = [s for s in subjects if evidence[s].ratings or evidence[s].observations]
         if not moved:
             return []
-        states = await health.states(subjects=moved)
         saves: list[HealthSave] = []
         falls: list[tuple[Subject, Step]] = []
         out: list[OutgoingRecord] = []
@@ -198,24 +198,30 @@ class HealthHandler:
                 out.append(self._record(subject, step, state_score=state.score if state else None))
         await health.save(saves=saves)
         if falls:
-            await self._alert(stores, falls, now=now)
+            await self._alert(stores, falls, owners=inputs.owners, now=now)
         return out
 
-    async def _alert(self, stores: Stores, falls: Sequence[tuple[Subject, Step]], *, now: datetime) -> None:
-        """One CSM alert per fall, the accounts' owners read and the alerts written once for the batch."""
-        accounts = await stores.health.accounts(account_ids=[s.id for s, _ in falls if s.kind == "account"])
+    async def _alert(
+        self,
+        stores: Stores,
+        falls: Sequence[tuple[Subject, Step]],
+        *,
+        owners: Mapping[str, tuple[str | None, str | None]],
+        now: datetime,
+    ) -> None:
+        """One CSM alert per fall, to its account's owner (read with the inputs), written once for the
+        batch."""
         alerts: list[HealthAlert] = []
         for subject, step in falls:
             change = step.change
             assert change is not None
-            account = accounts.get(subject.id) if subject.kind == "account" else None
-            owner = (account or {}).get("owner_email") or self._default_owner
+            email, name = owners.get(subject.id, (None, None)) if subject.kind == "account" else (None, None)
             alerts.append(
                 HealthAlert(
                     alert_id=health_alert_id(subject, change.seq),
                     subject=subject,
-                    owner_email=owner,
-                    owner_name=(account or {}).get("owner_name"),
+                    owner_email=email or self._default_owner,
+                    owner_name=name,
                     priority="high" if change.band is Band.CRITICAL else "normal",
                     context={
                         "kind": "health",

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, NamedTuple, Protocol
 
@@ -363,6 +363,20 @@ class HealthSave:
     explanation: list[dict[str, Any]]
 
 
+@dataclass(frozen=True, slots=True)
+class HealthInputs:
+    """What a recomputation reads, in one round trip: the newest saved model, each subject's evidence,
+    and the stored state and history of each subject with any evidence."""
+
+    #: (version, document) of the newest saved model, the document None when it is the version the
+    #: caller holds already; None when no model was saved (the file's model applies).
+    model: tuple[int, Any | None] | None
+    evidence: dict[Subject, Evidence]
+    states: dict[Subject, tuple[HealthState | None, list[HealthPoint]]]
+    #: (owner_email, owner_name) of each stored account among the subjects with evidence (``accounts``)
+    owners: dict[str, tuple[str | None, str | None]] = field(default_factory=dict)
+
+
 class HealthStore(Protocol):
     """Accounts, their contacts, the inputs the health model reads, and the health it computed."""
 
@@ -388,6 +402,15 @@ class HealthStore(Protocol):
         self, *, subjects: Sequence[Subject]
     ) -> dict[Subject, tuple[HealthState | None, list[HealthPoint]]]:
         """Each subject's stored state (row-locked until commit) and history, for all of them at once."""
+        ...
+
+    async def inputs(
+        self, *, subjects: Sequence[Subject], customers: Sequence[str] = (), known_version: int | None
+    ) -> HealthInputs:
+        """``latest_model``, ``evidence`` of the subjects and ``states`` (row-locked until commit) of those
+        with any ratings or observations, in one statement (they were four round trips a batch). The
+        subjects are those given, then those of ``customers`` (``accounts_of``: each one's accounts, else
+        the customer) not among them; ``evidence`` holds each subject once, in that order."""
         ...
 
     async def save(self, *, saves: Sequence[HealthSave]) -> None:

@@ -28,6 +28,7 @@ from services.actions.ports import (
     CustomerFacts,
     Enrolled,
     HealthAlert,
+    HealthInputs,
     HealthSave,
     InvitationUpdate,
     NewInvitation,
@@ -739,6 +740,27 @@ class FakeHealth:
             row = self._t.health_current.get(subject)
             out[subject] = (row["state"] if row else None, list(self._t.health_history.get(subject, [])))
         return out
+
+    async def inputs(
+        self, *, subjects: Sequence[Subject], customers: Sequence[str] = (), known_version: int | None
+    ) -> HealthInputs:
+        latest = await self.latest_model()
+        model = None if latest is None else (latest[0], None if latest[0] == known_version else latest[1])
+        accounts = await self.accounts_of(customer_ids=customers)
+        found = sorted(
+            {Subject("account", a) for c in customers for a in accounts.get(c, [])}
+            | {Subject("customer", c) for c in customers if not accounts.get(c)},
+            key=lambda s: (s.kind, s.id),
+        )
+        evidence = await self.evidence(subjects=list(dict.fromkeys([*subjects, *found])))
+        moved = [s for s, e in evidence.items() if e.ratings or e.observations]
+        stored = await self.accounts(account_ids=[s.id for s in moved if s.kind == "account"])
+        return HealthInputs(
+            model=model,
+            evidence=evidence,
+            states=await self.states(subjects=moved),
+            owners={a: (row.get("owner_email"), row.get("owner_name")) for a, row in stored.items()},
+        )
 
     async def save(self, *, saves: Sequence[HealthSave]) -> None:
         for x in saves:

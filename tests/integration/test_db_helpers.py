@@ -72,6 +72,51 @@ async def test_a_batch_of_several_topics_locks_and_stores_its_offsets_in_one_sta
         await engine.dispose()
 
 
+async def test_a_batch_locks_and_moves_its_offsets_in_one_statement_and_sees_the_ones_before(
+    database_url: str,
+) -> None:
+    engine = make_engine(database_url)
+    store = OffsetStore(group="g")
+    mine = OffsetStore(group="other")
+    try:
+        async with engine.begin() as conn:
+            # rows created on first sight; the values returned are those before the move
+            assert await store.lock_and_advance(conn, next_offsets={"b": {1: 3}, "a": {0: 7}}) == {
+                ("a", 0): 0,
+                ("b", 1): 0,
+            }
+            assert await mine.lock_and_advance(conn, next_offsets={"a": {0: 99}}) == {("a", 0): 0}
+        async with engine.begin() as conn:
+            # a replayed batch (all below the stored offset) moves nothing back; a new partition joins
+            assert await store.lock_and_advance(conn, next_offsets={"a": {0: 5, 1: 2}, "b": {1: 4}}) == {
+                ("a", 0): 7,
+                ("a", 1): 0,
+                ("b", 1): 3,
+            }
+        async with engine.begin() as conn:
+            assert await store.lock_many(conn, partitions={"a": [0, 1], "b": [1]}) == {
+                ("a", 0): 7,
+                ("a", 1): 2,
+                ("b", 1): 4,
+            }
+            assert await mine.lock(conn, topic="a", partitions=[0]) == {0: 99}
+            assert await store.lock_and_advance(conn, next_offsets={}) == {}
+        async with engine.begin() as conn:
+            # the move is the transaction's: rolled back with the batch's effects
+            await store.lock_and_advance(conn, next_offsets={"a": {0: 50}})
+            await conn.rollback()
+        async with engine.begin() as conn:
+            assert await store.lock(conn, topic="a", partitions=[0]) == {0: 7}
+            # and it fences a competing member like lock_many
+            async with engine.connect() as other:
+                await other.execute(text("SET lock_timeout = '200ms'"))
+                with pytest.raises(Exception, match="lock"):
+                    await store.lock_and_advance(other, next_offsets={"a": {0: 8}})
+                await other.rollback()
+    finally:
+        await engine.dispose()
+
+
 @pytest.mark.parametrize("ping_idle_s", [0.0, None])
 async def test_a_connection_killed_while_idle_is_replaced_before_use(
     database_url: str, ping_idle_s: float | None

@@ -216,3 +216,68 @@ async def test_new_answers_join_their_customers_to_their_accounts_in_the_same_st
             assert await stores.health.accounts_of(customer_ids=["cj1"]) == {"cj1": ["acc-j"]}
     finally:
         await engine.dispose()
+
+
+async def test_a_recomputations_reads_in_one_statement_are_the_separate_reads_rows(database_url: str) -> None:
+    """``inputs`` (the consumer's one round trip) gives what ``latest_model``, ``evidence`` and ``states``
+    of the subjects with any evidence give, and leaves out a model document the caller holds already."""
+    await _seed(database_url)
+    engine = make_engine(database_url)
+    try:
+        async with PgTransactions(engine).begin() as stores:
+            await stores.health.save(
+                saves=[
+                    HealthSave(
+                        ACC,
+                        HealthState(_at(3), 71.5, Band.HEALTHY, _at(3), 1),
+                        HealthPoint(_at(3), 71.5, Band.HEALTHY),
+                        None,
+                        None,
+                        [],
+                    ),
+                    HealthSave(
+                        LONE, HealthState(_at(4), 30.0, Band.AT_RISK, _at(4), 1), None, -5.0, None, []
+                    ),
+                ]
+            )
+        async with PgTransactions(engine).begin() as stores:
+            subjects = [LONE, EMPTY, ACC, OTHER]
+            got = await stores.health.inputs(subjects=subjects, known_version=None)
+            assert got.model is None
+            assert list(got.evidence) == subjects
+            assert got.evidence == await stores.health.evidence(subjects=subjects)
+            # EMPTY has no ratings or observations: no state read (nor locked) for it
+            assert got.states == await stores.health.states(subjects=[LONE, ACC, OTHER])
+            assert got.states[ACC] == (
+                HealthState(_at(3), 71.5, Band.HEALTHY, _at(3), 1),
+                [HealthPoint(_at(3), 71.5, Band.HEALTHY)],
+            )
+            assert got.states[OTHER] == (None, [])
+            # customers stand for their accounts (c1, c2: acc-1; c3: acc-2), or themselves without one
+            # (c-none); one already given (c9: LONE) comes once
+            both = await stores.health.inputs(
+                subjects=[LONE], customers=["c3", "c1", "c-none", "c2", "c9"], known_version=None
+            )
+            assert list(both.evidence) == [LONE, ACC, OTHER, EMPTY]
+            assert both.evidence == await stores.health.evidence(subjects=[LONE, ACC, OTHER, EMPTY])
+            assert both.states == got.states
+            # the owners of the stored accounts among the subjects with evidence (what ``accounts`` gives)
+            assert got.owners == {}
+            await stores.health.upsert_account(
+                account_id="acc-1", fields={"owner_email": "olga@example.com", "owner_name": "Olga"}
+            )
+            owned = await stores.health.inputs(subjects=[ACC, OTHER, LONE], known_version=None)
+            assert owned.owners == {"acc-1": ("olga@example.com", "Olga")}
+            nothing = await stores.health.inputs(subjects=[EMPTY], known_version=None)
+            assert nothing.states == {} and nothing.evidence == {EMPTY: Evidence()}
+            v1 = await stores.health.save_model(document={"a": 1}, origin="test", author=None)
+            v2 = await stores.health.save_model(document={"b": [1.5, "x"]}, origin="test", author=None)
+            assert await stores.health.latest_model() == (v2, {"b": [1.5, "x"]})
+            for known, model in (
+                (None, (v2, {"b": [1.5, "x"]})),
+                (v1, (v2, {"b": [1.5, "x"]})),
+                (v2, (v2, None)),
+            ):
+                assert (await stores.health.inputs(subjects=[ACC], known_version=known)).model == model
+    finally:
+        await engine.dispose()

@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from services.actions.health.evidence import Evidence, Observation, RatingPoint
 from services.actions.health.model import Band
 from services.actions.health.transitions import HealthPoint, HealthState
-from services.actions.ports import HealthAlert, HealthSave, Reach, Subject
+from services.actions.ports import HealthAlert, HealthInputs, HealthSave, Reach, Subject
 from services.actions.repository.rows import jsonable
 from shared.events import RatingSubmitted, UsageObserved
 from shared.scales import Metric
@@ -60,6 +60,57 @@ _STATES = text(
     " WHERE p.subject_kind = s.kind AND p.subject_id = s.id) AS history "
     "FROM s LEFT JOIN locked l ON l.subject_kind = s.kind AND l.subject_id = s.id"
 )
+# A recomputation's reads in one round trip (they were three: the model, ``_EVIDENCE``, ``_STATES``):
+# the newest model's version (its document only when the caller does not hold that version yet), the
+# evidence as ``_EVIDENCE`` reads it, and, of the subjects with any ratings or observations (``moved``),
+# the stored state row-locked in key order until commit and the history, as ``_STATES`` reads them, and
+# the owners of those that are accounts (what a fall's alert is addressed to).
+_INPUTS = text(
+    # The subjects given, numbered in the caller's order, then those of the customers given (``accounts_of``:
+    # each customer's accounts, or the customer alone when it has none) that are not among them.
+    "WITH g AS (SELECT * FROM unnest(CAST(:k AS text[]), CAST(:i AS text[])) WITH ORDINALITY "
+    " AS g(kind, id, n)), "
+    "lc AS (SELECT 'account' AS kind, m.account_id AS id FROM actions.account_members m "
+    " WHERE m.customer_id = ANY(CAST(:loose AS text[])) "
+    " UNION SELECT 'customer', l.c FROM unnest(CAST(:loose AS text[])) AS l(c) "
+    " WHERE NOT EXISTS (SELECT 1 FROM actions.account_members m WHERE m.customer_id = l.c)), "
+    "s AS (SELECT kind, id, n FROM g UNION ALL SELECT lc.kind, lc.id, "
+    " (SELECT count(*) FROM g) + row_number() OVER (ORDER BY lc.kind, lc.id) FROM lc "
+    " WHERE NOT EXISTS (SELECT 1 FROM g WHERE g.kind = lc.kind AND g.id = lc.id)), "
+    "c AS (SELECT s.n, m.customer_id FROM s JOIN actions.account_members m "
+    " ON s.kind = 'account' AND m.account_id = s.id "
+    " UNION ALL SELECT s.n, s.id FROM s WHERE s.kind = 'customer'), "
+    "r AS (SELECT c.n, r.rating_id, r.customer_id, r.metric, r.score, r.normalized, r.positive, "
+    " r.occurred_at FROM c JOIN actions.health_ratings r ON r.customer_id = c.customer_id), "
+    "x AS (SELECT c.n, o.observation_id, o.customer_id, o.observed_at, CAST(o.signals AS text) AS signals "
+    " FROM c JOIN actions.usage_observations o ON o.customer_id = c.customer_id "
+    " UNION ALL SELECT s.n, o.observation_id, o.customer_id, o.observed_at, CAST(o.signals AS text) "
+    " FROM s JOIN actions.usage_observations o ON s.kind = 'account' AND o.account_id = s.id "
+    " AND o.customer_id IS NULL), "
+    "moved AS (SELECT s.* FROM s WHERE s.n IN (SELECT n FROM r UNION SELECT n FROM x)), "
+    "locked AS MATERIALIZED (SELECT moved.n, h.at, h.score, h.band, h.band_since, h.transitions "
+    " FROM actions.health_current h JOIN moved ON h.subject_kind = moved.kind AND h.subject_id = moved.id "
+    " ORDER BY h.subject_kind, h.subject_id FOR UPDATE OF h) "
+    "SELECT "
+    "(SELECT array_agg(ROW(r.n, r.rating_id, r.customer_id, r.metric, r.score, r.normalized, r.positive, "
+    " r.occurred_at) ORDER BY r.n, r.occurred_at, r.rating_id) FROM r) AS ratings, "
+    "(SELECT array_agg(ROW(x.n, x.observation_id, x.customer_id, x.observed_at, x.signals) "
+    " ORDER BY x.n, x.observed_at, x.observation_id) FROM x) AS observations, "
+    "(SELECT array_agg(ROW(y.n, y.open)) FROM (SELECT c.n, count(*) AS open FROM c "
+    " JOIN actions.alerts a ON a.customer_id = c.customer_id "
+    " WHERE a.status <> 'resolved' AND a.rule_id <> :rule GROUP BY c.n) AS y) AS alerts, "
+    "(SELECT array_agg(ROW(l.n, l.at, l.score, l.band, l.band_since, l.transitions)) FROM locked l) "
+    " AS states, "
+    "(SELECT array_agg(ROW(moved.n, p.at, p.score, p.band) ORDER BY moved.n, p.at) FROM moved "
+    " JOIN actions.health_history p ON p.subject_kind = moved.kind AND p.subject_id = moved.id) AS history, "
+    "(SELECT array_agg(moved.n) FROM moved) AS moved, "
+    "(SELECT array_agg(ROW(s.kind, s.id) ORDER BY s.n) FROM s) AS subjects, "
+    "(SELECT array_agg(ROW(a.account_id, a.owner_email, a.owner_name)) FROM moved "
+    " JOIN actions.accounts a ON moved.kind = 'account' AND a.account_id = moved.id) AS owners, "
+    "(SELECT ROW(m.version, CASE WHEN m.version IS DISTINCT FROM CAST(:v AS integer) "
+    " THEN CAST(m.document AS text) END) FROM actions.health_models m ORDER BY m.version DESC LIMIT 1) "
+    " AS model"
+)
 # The batch's recomputed healths and history points (each subject at most once), one statement.
 _SAVE = text(
     "WITH cur AS (INSERT INTO actions.health_current (subject_kind, subject_id, at, score, band, "
@@ -104,6 +155,25 @@ _ADD_RATINGS = text(
     " AS m(a, c, r) JOIN ins ON ins.rating_id = m.r ORDER BY m.a, m.c ON CONFLICT DO NOTHING) "
     "SELECT rating_id FROM ins"
 )
+
+
+def _evidence_of(keys: Sequence[Subject], row: Any) -> dict[Subject, Evidence]:
+    """The ``ratings``, ``observations`` and ``alerts`` arrays of ``_EVIDENCE`` / ``_INPUTS``, by subject
+    (``n`` numbers ``keys`` from 1)."""
+    ratings: dict[int, list[RatingPoint]] = defaultdict(list)
+    for r in row.ratings or ():
+        ratings[r[0]].append(RatingPoint(r[1], r[2], Metric(r[3]), r[4], r[5], r[6], r[7]))
+    observations: dict[int, list[Observation]] = defaultdict(list)
+    for o in row.observations or ():
+        signals = json.loads(o[4]) if o[4] is not None else {}
+        observations[o[0]].append(
+            Observation(o[1], o[2], o[3], {k: float(v) for k, v in (signals or {}).items()})
+        )
+    alerts = {a[0]: int(a[1]) for a in row.alerts or ()}
+    return {
+        s: Evidence(tuple(ratings.get(n, ())), tuple(observations.get(n, ())), alerts.get(n, 0))
+        for n, s in enumerate(keys, start=1)
+    }
 
 
 def _band(value: str | None) -> Band | None:
@@ -203,20 +273,40 @@ class PgHealth:
                 {"k": [s.kind for s in keys], "i": [s.id for s in keys], "rule": _HEALTH_RULE},
             )
         ).one()
-        ratings: dict[int, list[RatingPoint]] = defaultdict(list)
-        for r in row.ratings or ():
-            ratings[r[0]].append(RatingPoint(r[1], r[2], Metric(r[3]), r[4], r[5], r[6], r[7]))
-        observations: dict[int, list[Observation]] = defaultdict(list)
-        for o in row.observations or ():
-            signals = json.loads(o[4]) if o[4] is not None else {}
-            observations[o[0]].append(
-                Observation(o[1], o[2], o[3], {k: float(v) for k, v in (signals or {}).items()})
+        return _evidence_of(keys, row)
+
+    async def inputs(
+        self, *, subjects: Sequence[Subject], customers: Sequence[str] = (), known_version: int | None
+    ) -> HealthInputs:
+        given = list(dict.fromkeys(subjects))
+        row = (
+            await self._conn.execute(
+                _INPUTS,
+                {
+                    "k": [s.kind for s in given],
+                    "i": [s.id for s in given],
+                    "loose": sorted(set(customers)),
+                    "rule": _HEALTH_RULE,
+                    "v": known_version,
+                },
             )
-        alerts = {a[0]: int(a[1]) for a in row.alerts or ()}
-        return {
-            s: Evidence(tuple(ratings.get(n, ())), tuple(observations.get(n, ())), alerts.get(n, 0))
-            for n, s in enumerate(keys, start=1)
+        ).one()
+        keys = [Subject(k, i) for k, i in row.subjects or ()]
+        evidence = _evidence_of(keys, row) if keys else {}
+        states: dict[int, tuple[HealthState | None, list[HealthPoint]]] = {
+            n: (None, []) for n in row.moved or ()
         }
+        for n, at, score, band, since, transitions in row.states or ():
+            states[n] = (HealthState(at, score, _band(band), since, transitions), states[n][1])
+        for n, at, score, band in row.history or ():
+            states[n][1].append(HealthPoint(at, score, _band(band)))
+        model = row.model
+        return HealthInputs(
+            model=None if model is None else (int(model[0]), json.loads(model[1]) if model[1] else None),
+            evidence=evidence,
+            states={keys[n - 1]: states[n] for n in sorted(states)},
+            owners={a: (email, name) for a, email, name in row.owners or ()},
+        )
 
     async def states(
         self, *, subjects: Sequence[Subject]
