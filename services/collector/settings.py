@@ -83,6 +83,12 @@ class CollectorSettings(CommonSettings, IdentitySettings):
         "path; each statement is a write to PostgreSQL the collector pays for); a retry meanwhile sees its "
         "id pending and waits for it (CSAT_IDEMPOTENCY_WAIT_S)",
     )
+    confirm_with_claim: bool = Field(
+        default=True,
+        description="Confirmations ride on the next group claim statement (one transaction for both; a "
+        "statement of their own only when no claim comes within CSAT_CONFIRM_DELAY_MS); off: a separate "
+        "confirmation statement per delay. Needs CSAT_CLAIM_GROUP",
+    )
     fast_encode: bool = Field(
         default=True,
         description="Encode the rating and interaction CloudEvents by hand (off: via the SDK; the same bytes "
