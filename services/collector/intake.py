@@ -8,7 +8,6 @@ batch API). A 202 is only ever given for a rating the broker acknowledged (acks=
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Container, Sequence
@@ -390,7 +389,9 @@ class Intake:
         self.encode = to_record_fast if fast_encode else to_record
         self.lean = lean and fast_encode
         self.claims = (
-            ClaimGroup(records=records, max_inflight=claim_inflight, confirmer=self.confirmer if ride else None)
+            ClaimGroup(
+                records=records, max_inflight=claim_inflight, confirmer=self.confirmer if ride else None
+            )
             if group_claims
             else None
         )
@@ -800,7 +801,12 @@ class Confirmer:
     """
 
     def __init__(
-        self, *, records: IdempotencyRecords, delay_s: float = 0.005, max_batch: int = 2000, ride: bool = False
+        self,
+        *,
+        records: IdempotencyRecords,
+        delay_s: float = 0.005,
+        max_batch: int = 2000,
+        ride: bool = False,
     ) -> None:
         self.records = records
         self.delay_s = delay_s
@@ -808,7 +814,7 @@ class Confirmer:
         self.ride = ride
         self._pending: list[str] = []
         self._since = 0.0  # loop time the oldest queued id was added at
-        self._waiting = False  # the flush task is waiting out its delay (not yet in a statement)
+        self._flushing = False  # the flush task is past its delay, in its statements
         self._task: asyncio.Task[None] | None = None
 
     def add(self, rating_ids: Sequence[str]) -> None:
@@ -833,19 +839,19 @@ class Confirmer:
 
     async def _flush_soon(self) -> None:
         delay = self.delay_s
-        self._waiting = True
+        while True:
+            await asyncio.sleep(delay)
+            if not self.ride or not self._pending:
+                break
+            # Claim statements took the earlier ids: wait out the delay of the oldest still queued.
+            delay = self._since + self.delay_s - asyncio.get_running_loop().time()
+            if delay <= 0:
+                break
+        self._flushing = True
         try:
-            while True:
-                await asyncio.sleep(delay)
-                if not self.ride or not self._pending:
-                    break
-                # Claim statements took the earlier ids: wait out the delay of the oldest still queued.
-                delay = self._since + self.delay_s - asyncio.get_running_loop().time()
-                if delay <= 0:
-                    break
+            await self.flush()
         finally:
-            self._waiting = False
-        await self.flush()
+            self._flushing = False
 
     async def flush(self) -> None:
         while self._pending:
@@ -858,10 +864,9 @@ class Confirmer:
     async def close(self) -> None:
         """Land what is queued now: a flush still waiting out its delay is cut short, one under way ends."""
         if self._task is not None and not self._task.done():
-            if self._waiting:
+            if not self._flushing:
                 self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await asyncio.wait([self._task])  # its end, without raising its cancellation into close
         await self.flush()
 
 

@@ -66,8 +66,7 @@ _CLAIM = "WITH" + _CLAIM_BODY
 #: PostgreSQL runs a data-modifying WITH to completion whether or not the query reads it. The caller
 #: keeps every id it claims out of $5 (a row modified twice in one statement is an error or ignored).
 _CLAIM_CONFIRM = (
-    "WITH confirmed AS (" + _CONFIRM_SET + "    WHERE rating_id = ANY($5::text[])\n    ),"  # noqa: S608 - fixed text
-    + _CLAIM_BODY
+    "WITH confirmed AS (" + _CONFIRM_SET + "    WHERE rating_id = ANY($5::text[])\n    )," + _CLAIM_BODY
 )
 _STANDING = """
     SELECT source_id, fingerprint, state, revision, claimed_at, first_accepted_at

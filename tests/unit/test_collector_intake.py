@@ -374,7 +374,7 @@ async def test_a_statement_never_confirms_an_id_it_claims_the_confirmation_waits
     await it.close()
 
 
-async def test_a_failed_claim_statement_fails_its_requests_and_leaves_its_confirmations_to_the_lease() -> None:
+async def test_a_failed_claim_statement_fails_its_requests_and_drops_its_confirmations_to_the_lease() -> None:
     pub, store = FakePublisher(), GatedStore()
     store.gate.set()
     it = intake(pub, store, degrade=False, confirm_delay_s=60)
