@@ -64,6 +64,11 @@ VARIANTS: dict[str, tuple[dict[str, str], str]] = {
     "linger-2ms": ({"CSAT_PUBLISH_LINGER_MS": "2"}, "the producer lingers 2 ms (the former default)"),
     "no-group": ({"CSAT_CLAIM_GROUP": "false"}, "one claim statement per request instead of group commit"),
     "sdk-encode": ({"CSAT_FAST_ENCODE": "false"}, "the CloudEvents SDK encodes each record"),
+    "generic-plans": (
+        {"CSAT_DB_CUSTOM_PLANS": "false"},
+        "PostgreSQL's cached generic plans for the claim statements (a collector started on a young table "
+        "keeps sequential scans until the next ANALYZE: start it first to see it)",
+    ),
     "confirm-apart": (
         {"CSAT_CONFIRM_WITH_CLAIM": "false"},
         "accepted ids are confirmed by a statement of their own every 5 ms instead of riding on the next "
