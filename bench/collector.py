@@ -43,6 +43,7 @@ VARIANTS: dict[str, tuple[dict[str, str], str]] = {
             "CSAT_GC_FREEZE": "false",
             "CSAT_DB_RESET_SESSIONS": "true",
             "CSAT_LEAN_NORMALIZE": "false",
+            "CSAT_CONFIRM_WITH_CLAIM": "false",
         },
         "every change with a setting switched off (the collector before issue 17, less the unflagged "
         'changes: see docs/collector.md, "The hot path")',
@@ -63,6 +64,16 @@ VARIANTS: dict[str, tuple[dict[str, str], str]] = {
     "linger-2ms": ({"CSAT_PUBLISH_LINGER_MS": "2"}, "the producer lingers 2 ms (the former default)"),
     "no-group": ({"CSAT_CLAIM_GROUP": "false"}, "one claim statement per request instead of group commit"),
     "sdk-encode": ({"CSAT_FAST_ENCODE": "false"}, "the CloudEvents SDK encodes each record"),
+    "generic-plans": (
+        {"CSAT_DB_CUSTOM_PLANS": "false"},
+        "PostgreSQL's cached generic plans for the claim statements (a collector started on a young table "
+        "keeps sequential scans until the next ANALYZE: start it first to see it)",
+    ),
+    "confirm-apart": (
+        {"CSAT_CONFIRM_WITH_CLAIM": "false"},
+        "accepted ids are confirmed by a statement of their own every 5 ms instead of riding on the next "
+        "claim statement (one more transaction and WAL flush per group of confirmations)",
+    ),
     "confirm-20ms": (
         {"CSAT_CONFIRM_DELAY_MS": "20"},
         "accepted ids are confirmed in one statement per 20 ms instead of per 5 ms (fewer writes to "

@@ -160,7 +160,10 @@ def connect(
     if store is None:
         engine = make_engine(cfg.database_url, pool_size=cfg.db_pool_size, application_name="csat-collector")
         store = owned_store = PgStore(
-            engine=engine, timeout_s=cfg.db_timeout_s, reset_sessions=cfg.db_reset_sessions
+            engine=engine,
+            timeout_s=cfg.db_timeout_s,
+            reset_sessions=cfg.db_reset_sessions,
+            custom_plans=cfg.db_custom_plans,
         )
         tokens = tokens or PgIdentityStore(engine=engine, timeout_s=cfg.db_timeout_s)
         audit = PgIdentityStore(engine=engine, timeout_s=10.0)  # after the change: wait rather than lose it
@@ -191,6 +194,7 @@ def build_deps(cfg: CollectorSettings, adapters: Adapters) -> CollectorDeps:
             group_claims=cfg.claim_group,
             claim_inflight=cfg.claim_group_inflight,
             confirm_delay_s=cfg.confirm_delay_ms / 1000,
+            confirm_with_claim=cfg.confirm_with_claim,
             fast_encode=cfg.fast_encode,
             lean=cfg.lean_normalize,
         ),
@@ -205,6 +209,7 @@ def build_deps(cfg: CollectorSettings, adapters: Adapters) -> CollectorDeps:
             group_claims=cfg.claim_group,
             claim_inflight=cfg.claim_group_inflight,
             confirm_delay_s=cfg.confirm_delay_ms / 1000,
+            confirm_with_claim=cfg.confirm_with_claim,
             fast_encode=cfg.fast_encode,
             lean=cfg.lean_normalize,
         ),

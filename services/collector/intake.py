@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Container, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -368,6 +368,7 @@ class Intake:
         group_claims: bool = True,
         claim_inflight: int = 1,
         confirm_delay_s: float = 0.005,
+        confirm_with_claim: bool = True,
         fast_encode: bool = True,
         lean: bool = True,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
@@ -383,10 +384,17 @@ class Intake:
         self.poll_s = poll_s
         self._sleep = sleep
         self._clock = clock
-        self.confirmer = Confirmer(records=records, delay_s=confirm_delay_s)
+        ride = confirm_with_claim and group_claims
+        self.confirmer = Confirmer(records=records, delay_s=confirm_delay_s, ride=ride)
         self.encode = to_record_fast if fast_encode else to_record
         self.lean = lean and fast_encode
-        self.claims = ClaimGroup(records=records, max_inflight=claim_inflight) if group_claims else None
+        self.claims = (
+            ClaimGroup(
+                records=records, max_inflight=claim_inflight, confirmer=self.confirmer if ride else None
+            )
+            if group_claims
+            else None
+        )
 
     def prepare(
         self,
@@ -685,10 +693,22 @@ class ClaimGroup:
     ids, so what a claim means is unchanged: when two requests in one group bring the same id, only the
     first takes part and the other hears "pending" and looks again, as it would against a concurrent
     statement.
+
+    With a ``confirmer``, each statement also carries the confirmations queued since the last one (the
+    ids of this statement's own claims stay queued for the next): under load confirming costs no
+    statement, no transaction and no WAL flush of its own.
     """
 
-    def __init__(self, *, records: IdempotencyRecords, max_inflight: int = 1, max_batch: int = 5000) -> None:
+    def __init__(
+        self,
+        *,
+        records: IdempotencyRecords,
+        max_inflight: int = 1,
+        max_batch: int = 5000,
+        confirmer: Confirmer | None = None,
+    ) -> None:
         self.records = records
+        self.confirmer = confirmer
         self.max_inflight = max(1, max_inflight)
         self.max_batch = max_batch
         self._queue: list[_Waiting] = []
@@ -738,12 +758,21 @@ class ClaimGroup:
             for waiting in group:
                 for c in waiting.claims:
                     unique.setdefault(c.rating_id, c)
+            confirm = self.confirmer.take(exclude=unique) if self.confirmer is not None else []
             started = time.perf_counter()
             try:
-                states = await self.records.claim(claims=list(unique.values()), lease_s=group[0].lease_s)
+                if confirm:
+                    states = await self.records.claim(
+                        claims=list(unique.values()), lease_s=group[0].lease_s, confirm=confirm
+                    )
+                else:
+                    states = await self.records.claim(claims=list(unique.values()), lease_s=group[0].lease_s)
                 metrics.CLAIM_SECONDS.observe(time.perf_counter() - started)
                 metrics.CLAIM_GROUP_SIZE.observe(len(unique))
             except Exception as exc:  # noqa: BLE001 - every request of the group hears the same failure
+                if confirm:
+                    # As a failed confirmation statement: the lease settles them (a retry republishes).
+                    log.warning("idempotency_confirm_failed", ratings=len(confirm), error=str(exc))
                 for waiting in group:
                     if not waiting.answer.done():
                         waiting.answer.set_exception(exc)
@@ -767,23 +796,62 @@ class Confirmer:
 
     Until its batch lands a retry sees the id as pending and waits for it (``Intake.wait_s``); if
     the process dies first, the claim expires and a retry republishes, which consumers dedupe.
+    ``ride``: the next claim statement takes the queued ids along (``take``); a statement of their own
+    goes only when none took them within ``delay_s`` of the oldest one (quiet traffic).
     """
 
-    def __init__(self, *, records: IdempotencyRecords, delay_s: float = 0.005, max_batch: int = 2000) -> None:
+    def __init__(
+        self,
+        *,
+        records: IdempotencyRecords,
+        delay_s: float = 0.005,
+        max_batch: int = 2000,
+        ride: bool = False,
+    ) -> None:
         self.records = records
         self.delay_s = delay_s
         self.max_batch = max_batch
+        self.ride = ride
         self._pending: list[str] = []
+        self._since = 0.0  # loop time the oldest queued id was added at
+        self._flushing = False  # the flush task is past its delay, in its statements
         self._task: asyncio.Task[None] | None = None
 
     def add(self, rating_ids: Sequence[str]) -> None:
+        loop = asyncio.get_running_loop()
+        if not self._pending:
+            self._since = loop.time()
         self._pending.extend(rating_ids)
         if self._task is None or self._task.done():
-            self._task = asyncio.create_task(self._flush_soon(), name="idempotency-confirm")
+            self._task = loop.create_task(self._flush_soon(), name="idempotency-confirm")
+
+    def take(self, *, exclude: Container[str]) -> list[str]:
+        """The queued ids (up to ``max_batch``) for a claim statement to carry, less those it claims: a
+        row is changed once per statement; those stay queued for the next one."""
+        if not self._pending:
+            return []
+        taken: list[str] = []
+        kept: list[str] = []
+        for rid in self._pending:
+            (kept if rid in exclude or len(taken) >= self.max_batch else taken).append(rid)
+        self._pending = kept
+        return taken
 
     async def _flush_soon(self) -> None:
-        await asyncio.sleep(self.delay_s)
-        await self.flush()
+        delay = self.delay_s
+        while True:
+            await asyncio.sleep(delay)
+            if not self.ride or not self._pending:
+                break
+            # Claim statements took the earlier ids: wait out the delay of the oldest still queued.
+            delay = self._since + self.delay_s - asyncio.get_running_loop().time()
+            if delay <= 0:
+                break
+        self._flushing = True
+        try:
+            await self.flush()
+        finally:
+            self._flushing = False
 
     async def flush(self) -> None:
         while self._pending:
@@ -794,8 +862,11 @@ class Confirmer:
                 log.warning("idempotency_confirm_failed", ratings=len(batch), error=str(exc))
 
     async def close(self) -> None:
+        """Land what is queued now: a flush still waiting out its delay is cut short, one under way ends."""
         if self._task is not None and not self._task.done():
-            await self._task
+            if not self._flushing:
+                self._task.cancel()
+            await asyncio.wait([self._task])  # its end, without raising its cancellation into close
         await self.flush()
 
 

@@ -158,7 +158,13 @@ class SourceRegistry(Protocol):
 class IdempotencyRecords(Protocol):
     """One row per client-chosen rating_id: claimed before publishing, confirmed after the ack."""
 
-    async def claim(self, *, claims: Sequence[Claim], lease_s: float) -> dict[str, ClaimState]: ...
+    async def claim(
+        self, *, claims: Sequence[Claim], lease_s: float, confirm: Sequence[str] = ()
+    ) -> dict[str, ClaimState]:
+        """Claim ``claims``; in the same statement (one transaction) confirm ``confirm``, which must name
+        none of the claimed ids."""
+        ...
+
     async def confirm(self, *, rating_ids: Sequence[str]) -> None:
         """Mark published; the first confirmation also stamps ``first_accepted_at``."""
         ...

@@ -62,6 +62,12 @@ class CollectorSettings(CommonSettings, IdentitySettings):
         description="asyncpg's session reset each time a claim connection goes back to its pool (one more "
         "statement per claim; the claims leave no session state): only to compare",
     )
+    db_custom_plans: bool = Field(
+        default=True,
+        description="Plan the claim statements for the table as it is at each execution "
+        "(plan_cache_mode=force_custom_plan on their connections); off: PostgreSQL's cached generic plan, "
+        "which, made while the table was small, scans the whole table on every claim until the next ANALYZE",
+    )
     gc_freeze: bool = Field(
         default=True,
         description="Move the objects built at startup out of the garbage collector's sight (gc.freeze), so "
@@ -82,6 +88,12 @@ class CollectorSettings(CommonSettings, IdentitySettings):
         description="How long accepted ids wait to be confirmed together in one statement (off the request's "
         "path; each statement is a write to PostgreSQL the collector pays for); a retry meanwhile sees its "
         "id pending and waits for it (CSAT_IDEMPOTENCY_WAIT_S)",
+    )
+    confirm_with_claim: bool = Field(
+        default=True,
+        description="Confirmations ride on the next group claim statement (one transaction for both; a "
+        "statement of their own only when no claim comes within CSAT_CONFIRM_DELAY_MS); off: a separate "
+        "confirmation statement per delay. Needs CSAT_CLAIM_GROUP",
     )
     fast_encode: bool = Field(
         default=True,

@@ -137,8 +137,14 @@ class MemoryStore:
         )
         return self.sources[source_id]
 
-    async def claim(self, *, claims: Sequence[Claim], lease_s: float) -> dict[str, ClaimState]:
+    async def claim(
+        self, *, claims: Sequence[Claim], lease_s: float, confirm: Sequence[str] = ()
+    ) -> dict[str, ClaimState]:
         self._up()
+        # PostgreSQL refuses or ignores a second change of one row in one statement: so does the fake.
+        assert not set(confirm) & {c.rating_id for c in claims}, "an id both claimed and confirmed"
+        if confirm:
+            await self.confirm(rating_ids=confirm)
         now = datetime.now(UTC)
         out: dict[str, ClaimState] = {}
         for c in claims:

@@ -276,12 +276,16 @@ class GatedStore(MemoryStore):
         self.gate = asyncio.Event()
         self.entered = asyncio.Event()
         self.statements: list[list[str]] = []
+        self.confirmed_with: list[list[str]] = []  # the confirmations each claim statement carried
 
-    async def claim(self, *, claims: Sequence[Claim], lease_s: float) -> dict[str, ClaimState]:
+    async def claim(
+        self, *, claims: Sequence[Claim], lease_s: float, confirm: Sequence[str] = ()
+    ) -> dict[str, ClaimState]:
         self.statements.append([c.rating_id for c in claims])
+        self.confirmed_with.append(list(confirm))
         self.entered.set()
         await self.gate.wait()
-        return await super().claim(claims=claims, lease_s=lease_s)
+        return await super().claim(claims=claims, lease_s=lease_s, confirm=confirm)
 
 
 async def test_concurrent_requests_share_one_claim_statement_while_one_is_running() -> None:
@@ -334,6 +338,67 @@ async def test_a_failed_group_statement_reaches_every_request_in_it() -> None:
         with pytest.raises(IntakeUnavailable):
             await task
     assert pub.records == []
+
+
+async def test_confirmations_ride_on_the_next_claim_statement() -> None:
+    pub, store = FakePublisher(), GatedStore()
+    store.gate.set()
+    it = intake(pub, store, confirm_delay_s=60)  # no confirmation statement of its own within the test
+    await it.submit([sub(it, rid="a-1"), sub(it, rid="a-2")])
+    assert {r.state for r in store.idem.values()} == {"pending"}
+    await it.submit([sub(it, rid="a-3")])
+    assert store.confirmed_with == [[], ["a-1", "a-2"]]  # one statement: a-3 claimed, a-1 and a-2 confirmed
+    assert {rid: r.state for rid, r in store.idem.items()} == {
+        "a-1": "accepted",
+        "a-2": "accepted",
+        "a-3": "pending",
+    }
+    await it.close()  # the last confirmation, queued with no claim after it, lands at close
+    assert store.idem["a-3"].state == "accepted"
+
+
+async def test_a_statement_never_confirms_an_id_it_claims_the_confirmation_waits_for_the_next() -> None:
+    pub, store = FakePublisher(), GatedStore()
+    store.gate.set()
+    it = intake(pub, store, wait_s=0.02, confirm_delay_s=60)
+    await it.submit([sub(it, rid="x")])
+    # The retry's statement claims x while x's confirmation is queued: x stays queued, the retry waits.
+    (retry, fresh) = await it.submit([sub(it, rid="x"), sub(it, rid="y")])
+    assert (retry.outcome, fresh.outcome) == (Outcome.IN_PROGRESS, Outcome.ACCEPTED)
+    assert all("x" not in carried for carried in store.confirmed_with)
+    assert store.idem["x"].state == "pending"
+    await it.submit([sub(it, rid="z")])  # the next statement without x carries it (and y's)
+    assert sorted(store.confirmed_with[-1]) == ["x", "y"]
+    assert [v.outcome for v in await it.submit([sub(it, rid="x")])] == [Outcome.REPLAYED]
+    assert len(pub.records) == 3  # x, y and z once each
+    await it.close()
+
+
+async def test_a_failed_claim_statement_fails_its_requests_and_drops_its_confirmations_to_the_lease() -> None:
+    pub, store = FakePublisher(), GatedStore()
+    store.gate.set()
+    it = intake(pub, store, degrade=False, confirm_delay_s=60)
+    await it.submit([sub(it, rid="k-1")])
+    store.down = True
+    with pytest.raises(IntakeUnavailable):
+        await it.submit([sub(it, rid="k-2")])
+    assert store.confirmed_with[-1] == ["k-1"]  # the failed statement carried k-1's confirmation
+    store.down = False
+    await it.close()  # as a failed confirmation statement: not sent again, the lease settles it
+    assert store.idem["k-1"].state == "pending" and "k-2" not in store.idem
+    assert len(pub.records) == 1
+
+
+async def test_confirmations_apart_from_claims_when_switched_off() -> None:
+    pub, store = FakePublisher(), GatedStore()
+    store.gate.set()
+    it = intake(pub, store, confirm_with_claim=False, confirm_delay_s=60)
+    await it.submit([sub(it, rid="o-1")])
+    await it.submit([sub(it, rid="o-2")])
+    assert store.confirmed_with == [[], []]
+    assert {r.state for r in store.idem.values()} == {"pending"}
+    await it.close()
+    assert {r.state for r in store.idem.values()} == {"accepted"}
 
 
 def test_the_hand_encoded_cloudevent_is_what_the_sdk_encodes_and_decodes_alike() -> None:
