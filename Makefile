@@ -104,7 +104,7 @@ test-faults: install ## Fault suite: broker frozen/cut, kills (also while sendin
 	CSAT_FAULT_REPORT=docs/faults.md $(BIN)/pytest -q -p no:cacheprovider tests/faults
 
 .PHONY: bench
-bench: install ## Benchmarks against same-run baselines; rewrites docs/benchmarks.md (~25 min; BENCH_* to tune)
+bench: install ## Benchmarks against same-run baselines; rewrites docs/benchmarks.md (~40 min; BENCH_* to tune)
 	$(BIN)/python -m bench
 
 .PHONY: stats

@@ -86,6 +86,8 @@ VARIANTS: dict[str, tuple[dict[str, str], str]] = {
 #: (an A/A check: how far two identical collectors differ in one run, e.g. by their place in the order).
 CONTROL: dict[str, tuple[dict[str, str], str]] = {
     "control": ({}, "the collector as configured, in a process of its own: an A/A check of the bench"),
+    "inflight-2": ({"CSAT_CLAIM_GROUP_INFLIGHT": "2"}, "two claim statements at once"),
+    "inflight-3": ({"CSAT_CLAIM_GROUP_INFLIGHT": "3"}, "three claim statements at once"),
 }
 
 

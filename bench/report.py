@@ -418,6 +418,7 @@ def _knee_lines(k: dict[str, Any] | None, *, stamp: str | None = None) -> list[s
         for x in levels:
             net = x["cpu_us_per_rating_above_idle"]
             lines.append(f"| {x['rate']:.0f}/s | " + " | ".join(f"{net[p]:,.0f} us" for p in procs) + " |")
+        lines += _knee_budget(k, idle)
     stages = [x for x in levels if x.get("stages")]
     if stages:
         lines += [
@@ -433,8 +434,46 @@ def _knee_lines(k: dict[str, Any] | None, *, stamp: str | None = None) -> list[s
                     f"| {x['rate']:.0f}/s | {name} | {st['batches']:,} | {st['records_per_batch']:.1f} | "
                     f"{_ms(st['batch_ms'])} | {st['busy_s']:.1f} s |"
                 )
-    lines.append("")
+    lines += [
+        "",
+        "What each capacity change did, measured A/B, and what bounds the rest: [capacity.md](capacity.md).",
+        "",
+    ]
     return lines
+
+
+#: The pipeline's target (issue 17): ten times the e2e bench's steady rate, with the load generator on
+#: the same machine.
+KNEE_TARGET_PER_S = 500.0
+
+
+def _knee_budget(k: dict[str, Any], idle: dict[str, float]) -> list[str]:
+    """What the target rate would cost this machine at the per-rating costs measured at the knee."""
+    levels = k["levels"]
+    held = [x for x in levels if x["holds"]]
+    at = held[-1] if held else levels[0]
+    net: dict[str, float] = at["cpu_us_per_rating_above_idle"]
+    per_rating = sum(net.values())
+    idle_cores = sum(idle.values()) / 1000
+    cores = os.cpu_count() or 2
+    need = per_rating * KNEE_TARGET_PER_S / 1e6 + idle_cores
+    fixed = net.get("broker", 0.0) + net.get("load generator", 0.0)
+    biggest = sorted(net.items(), key=lambda kv: -kv[1])[:3]
+    return [
+        "",
+        f"The budget at {KNEE_TARGET_PER_S:.0f} ratings/s (issue 17's target): at {at['rate']:.0f}/s "
+        f"({'the knee' if held else 'the first rate'}) the ratings add {per_rating / 1000:.1f} ms of CPU each "
+        f"above idle, all processes together (the largest: "
+        + ", ".join(f"{p} {v / 1000:.1f} ms" for p, v in biggest)
+        + f"); at {KNEE_TARGET_PER_S:.0f}/s that is {per_rating * KNEE_TARGET_PER_S / 1e6:.1f} cores, plus "
+        f"{idle_cores:.2f} core idle: **{need:.1f} cores of this machine's {cores}**"
+        + (
+            f". The broker and the load generator alone would take {fixed * KNEE_TARGET_PER_S / 1e6:.1f} "
+            "cores before any service runs."
+            if need > cores
+            else "."
+        ),
+    ]
 
 
 def collector_section(c: dict[str, Any], *, stamp: str | None = None) -> list[str]:

@@ -66,3 +66,25 @@ def test_a_knee_only_run_replaces_only_its_section_or_inserts_it_before_the_grow
     bare = "\n".join(["# B", "", "## How cost grows with stored ratings", "g", "", "## Reproduce", "r"])
     out = report.splice_knee(bare, k, stamp="now").split("\n")
     assert out.index(report.KNEE_HEADING) < out.index("## How cost grows with stored ratings")
+
+
+def test_the_budget_prices_the_target_rate_at_the_knees_cost_per_rating(monkeypatch: Any) -> None:
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    levels = [_level(50, p99=40), _level(100, p99=60), _level(150, p99=900)]
+    for x in levels:
+        x["holds"] = knee.holds(x)
+    levels[1]["cpu_us_per_rating_above_idle"] = {
+        "collector": 900.0,
+        "broker": 1500.0,
+        "load generator": 600.0,
+    }
+    idle = {"collector": 30.0, "broker": 170.0}
+    text = "\n".join(report._knee_budget({"levels": levels}, idle))
+    # 3.0 ms per rating at the knee (100/s) x 500/s = 1.5 cores, + 0.2 core idle = 1.7 of 2: it fits.
+    assert "at 100/s (the knee) the ratings add 3.0 ms" in text
+    assert "broker 1.5 ms, collector 0.9 ms, load generator 0.6 ms" in text
+    assert "**1.7 cores of this machine's 2**." in text
+    levels[1]["cpu_us_per_rating_above_idle"]["broker"] = 3000.0
+    text = "\n".join(report._knee_budget({"levels": levels}, idle))
+    assert "**2.5 cores of this machine's 2**" in text
+    assert "The broker and the load generator alone would take 1.8 cores" in text
