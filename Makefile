@@ -100,7 +100,7 @@ test-e2e: install ## End-to-end tests: the four services as processes
 	$(PYTEST) -q tests/e2e
 
 .PHONY: test-faults
-test-faults: install ## Fault suite: broker frozen/cut, kills (also while sending survey invitations), Postgres down 60 s, poison, fuzzing, auth fuzzing, log scan (~9 min)
+test-faults: install ## Fault suite: broker frozen/cut, kills (also while sending survey invitations), Postgres down 60 s, poison, fuzzing, auth fuzzing, log scan (~20 min)
 	CSAT_FAULT_REPORT=docs/faults.md $(BIN)/pytest -q -p no:cacheprovider tests/faults
 
 .PHONY: bench
