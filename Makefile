@@ -16,6 +16,10 @@ export UV_LINK_MODE := copy
 # One base directory per checkout instead (pytest empties it at the start of each run).
 PYTEST_BASETEMP := /tmp/csat-pytest-$(shell echo "$(CURDIR)" | md5sum | cut -c1-10)
 PYTEST := $(BIN)/pytest --basetemp=$(PYTEST_BASETEMP)
+# make test runs its files in this many pytest-xdist workers (each its own broker and PostgreSQL;
+# one file stays in one worker, so module fixtures start once). Most of the suite waits on the
+# broker, PostgreSQL, browsers and subprocesses, so two workers keep two cores busier; 0 runs the suite in one process.
+TEST_WORKERS ?= 2
 
 $(UV):
 	$(PY) -m venv $(TOOLS)
@@ -66,7 +70,7 @@ chromium: ## Install Debian's chromium for the widget's browser test, unless it 
 .PHONY: test
 test: install ops-tools chromium ## Lint, type-check, then unit, integration, e2e and operations tests (real broker and Postgres)
 	$(MAKE) --no-print-directory lint
-	$(PYTEST) -q -p no:cacheprovider --durations=25 -m "not slow" tests/unit tests/integration tests/e2e tests/ops
+	$(PYTEST) -q -p no:cacheprovider --durations=25 -n $(TEST_WORKERS) --dist loadfile -m "not slow" tests/unit tests/integration tests/e2e tests/ops
 
 .PHONY: test-slow
 test-slow: install ## The long end-to-end scenarios kept out of make test: surveys from interactions to response rate (~80 s of real waits), make run's launcher under Ctrl-C/SIGTERM/SIGKILL (~50 s)
