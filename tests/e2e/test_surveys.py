@@ -19,6 +19,7 @@ around the due time (only on a loaded machine) may get it or not.
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 import uuid
@@ -27,12 +28,15 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from devstack.ports import free_port
 from devstack.stack import SERVICES, Stack
 from services.actions.surveys.decisions import in_sample, invitation_id
+from shared.topics import Topics
 from tests.helpers import TEST_KAFKA_PROCESS_ENV
 from tests.infra import Infra, drop_database, new_database, new_topics
 
@@ -120,6 +124,45 @@ def poll(fn: Any, until: Any, timeout_s: float = 120.0) -> Any:
         time.sleep(0.5)
         value = fn()
     return value
+
+
+def scorer_caught_up(stack: Stack, timeout_s: float = 60.0) -> None:
+    """Wait until the scorer has stored offsets at the ratings topic's end as it is now: every rating
+    published so far is counted (the scorer commits its offsets with its counts). Reaching the expected
+    number of responses is not enough: a re-click's corrected answer can sit in the scorer's next batch
+    after its first answer made the count complete."""
+    assert stack.kafka_bootstrap is not None and stack.database_url is not None
+    topic = Topics(stack.topic_prefix).ratings
+
+    async def ends() -> dict[int, int]:
+        consumer = AIOKafkaConsumer(bootstrap_servers=stack.kafka_bootstrap)
+        await consumer.start()
+        try:
+            await consumer.topics()
+            parts = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+            return {tp.partition: off for tp, off in (await consumer.end_offsets(parts)).items()}
+        finally:
+            await consumer.stop()
+
+    async def stored() -> dict[int, int]:
+        conn = await asyncpg.connect(stack.database_url)
+        try:
+            rows = await conn.fetch(
+                "SELECT partition, next_offset FROM ops.consumer_offsets"
+                " WHERE consumer_group = 'csat-scorer' AND topic = $1",
+                topic,
+            )
+        finally:
+            await conn.close()
+        return {int(r["partition"]): int(r["next_offset"]) for r in rows}
+
+    target = asyncio.run(ends())
+    assert target and sum(target.values()) > 0
+    poll(
+        lambda: asyncio.run(stored()),
+        until=lambda got: all(got.get(p, 0) >= end for p, end in target.items()),
+        timeout_s=timeout_s,
+    )
 
 
 def outbox(stack: Stack, prefix: str) -> dict[str, str]:
@@ -243,8 +286,9 @@ def test_surveys_from_interactions_to_response_rate(stack: Stack) -> None:
             timeout=30,
         ).json()
 
-    body = poll(csat, until=lambda b: b.get("responses") == 300)
-    assert body["score"] == 70.0 and body["positive"] == 210
+    scorer_caught_up(stack)  # every answer, re-clicks included, is in the broker once the POSTs are done
+    body = csat()
+    assert body["responses"] == 300 and body["score"] == 70.0 and body["positive"] == 210, body
 
     def stats() -> Any:
         return httpx.get(f"{actions}/v1/surveys/{SURVEY}/stats", headers=ADMIN, timeout=30).json()
