@@ -281,3 +281,30 @@ async def test_a_recomputations_reads_in_one_statement_are_the_separate_reads_ro
                 assert (await stores.health.inputs(subjects=[ACC], known_version=known)).model == model
     finally:
         await engine.dispose()
+
+
+async def test_a_read_only_session_reads_one_snapshot(database_url: str) -> None:
+    """GET /v1/accounts/{id}/health reads the health, the account and its owner in three statements of
+    one read-only session: a reassignment committed between them is not seen half-way."""
+    engine = make_engine(database_url)
+    owner = "UPDATE actions.accounts SET owner_email = :o WHERE account_id = 'acc-s'"
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(
+                text(
+                    "INSERT INTO actions.accounts (account_id, owner_email) "
+                    "VALUES ('acc-s', 'ana@example.com')"
+                )
+            )
+        tx = PgTransactions(engine)
+        async with tx.read_only() as stores:
+            first = await stores.health.account(account_id="acc-s")
+            async with engine.begin() as conn:
+                await conn.execute(text(owner), {"o": "bob@example.com"})
+            again = await stores.health.account(account_id="acc-s")
+            assert first is not None and again == first and first["owner_email"] == "ana@example.com"
+        async with tx.read_only() as stores:
+            later = await stores.health.account(account_id="acc-s")
+            assert later is not None and later["owner_email"] == "bob@example.com"
+    finally:
+        await engine.dispose()

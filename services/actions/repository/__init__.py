@@ -58,9 +58,12 @@ class PgTransactions:
 
     @asynccontextmanager
     async def read_only(self) -> AsyncIterator[Stores]:
-        """A READ ONLY transaction, rolled back at the end: PostgreSQL refuses any write inside it."""
+        """A READ ONLY transaction, rolled back at the end: PostgreSQL refuses any write inside it. It is
+        REPEATABLE READ, so its statements share one snapshot: an answer read in several statements (a
+        health, its account, its owner) never mixes states before and after a batch committed between
+        them (a read-only transaction at this level never fails to serialise)."""
         async with self._engine.connect() as conn:
-            await conn.execute(text("SET TRANSACTION READ ONLY"))
+            await conn.execute(text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY"))
             try:
                 yield pg_stores(conn)
             finally:

@@ -73,7 +73,7 @@ def router(deps: ActionsDeps) -> APIRouter:
         kind: Literal["account", "customer"] = "account",
         principal: Principal = reader,
     ) -> Any:
-        async with tx.connect() as stores:
+        async with tx.read_only() as stores:  # one snapshot: the health, its account and its owner
             found = await stores.health.health(subject=Subject(kind, account_id))
             account = await stores.health.account(account_id=account_id) if kind == "account" else None
             owner = await stores.health.owner_of(subject=Subject(kind, account_id))

@@ -343,10 +343,17 @@ class PgReader:
 
 
 class PgReads:
-    """Opens read sessions: one connection per request, not per query (a checkout pings the server)."""
+    """Opens read sessions: one connection per request, not per query (a checkout pings the server).
+
+    A session is one read-only REPEATABLE READ transaction, so every statement of a request sees the
+    same snapshot: an answer assembled from several reads (a score's counts, then its response rate)
+    never mixes the states before and after a scorer batch that committed in between (under READ
+    COMMITTED each statement took its own snapshot, and GET /v1/scores once said 30 answered beside 20
+    responses). A read-only transaction at this level cannot fail to serialise, and it holds its snapshot
+    only for the request."""
 
     def __init__(self, engine: AsyncEngine) -> None:
-        self._engine = engine
+        self._engine = engine.execution_options(isolation_level="REPEATABLE READ", postgresql_readonly=True)
 
     @asynccontextmanager
     async def session(self) -> AsyncIterator[PgReader]:
