@@ -62,6 +62,15 @@ def _ping_when_idle(engine: AsyncEngine, idle_s: float) -> None:
     event.listen(engine.sync_engine, "checkout", checkout)
 
 
+def snapshot_reads(engine: AsyncEngine) -> AsyncEngine:
+    """``engine``'s pool, each transaction READ ONLY and REPEATABLE READ: every statement of a read
+    sees the snapshot of its first, so an answer assembled from several statements (rows, then their
+    counts) never mixes the states before and after a consumer's batch that committed in between. A
+    read-only transaction at this level never fails to serialise; the pool resets the level on return,
+    so the engine's other connections keep READ COMMITTED."""
+    return engine.execution_options(isolation_level="REPEATABLE READ", postgresql_readonly=True)
+
+
 async def ping(engine: AsyncEngine) -> None:
     async with engine.connect() as conn:
         await conn.execute(text("SELECT 1"))

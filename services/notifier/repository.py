@@ -31,6 +31,7 @@ from services.notifier.ports import (
     UnknownRow,
 )
 from services.notifier.providers import InTransactionProvider, Message, SendResult
+from shared.db import snapshot_reads
 from shared.envelope import OutgoingRecord
 
 _COLUMNS = (
@@ -535,6 +536,7 @@ class PgNotifierStore:
 
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
+        self._reads = snapshot_reads(engine)  # a page's rows and its counts from one snapshot
 
     @asynccontextmanager
     async def begin(self) -> AsyncIterator[PgDeliveries]:
@@ -572,7 +574,7 @@ class PgNotifierStore:
     ) -> DeliveryPage:
         """Newest first; ``customer_id`` narrows rows and counts to one customer's messages."""
         who = "(CAST(:customer AS text) IS NULL OR customer_id = :customer)"
-        async with self.engine.connect() as conn:
+        async with self._reads.connect() as conn:
             rows = await conn.execute(
                 text(
                     f"SELECT {_DELIVERY_COLUMNS} FROM notifier.deliveries "  # noqa: S608 - constant columns

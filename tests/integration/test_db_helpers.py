@@ -1,4 +1,5 @@
-"""shared.db on the real PostgreSQL: offset locking creates missing rows; idle-only pings still heal."""
+"""shared.db on the real PostgreSQL: offset locking creates missing rows; idle-only pings still heal;
+snapshot reads are read-only REPEATABLE READ and leave the pool's connections as they were."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 
-from shared.db import OffsetStore, make_engine
+from shared.db import OffsetStore, make_engine, snapshot_reads
 
 pytestmark = pytest.mark.integration
 
@@ -155,5 +156,24 @@ async def test_only_connections_idle_longer_than_the_threshold_are_pinged(
             async with engine.connect() as conn:
                 assert (await conn.execute(text("SELECT 1"))).scalar_one() == 1
         assert len(calls) == pings
+    finally:
+        await engine.dispose()
+
+
+async def test_snapshot_reads_are_repeatable_read_only_and_leave_the_pool_read_committed(
+    database_url: str,
+) -> None:
+    engine = make_engine(database_url, pool_size=1)
+    settings = text(
+        "SELECT pg_backend_pid(), current_setting('transaction_isolation'), "
+        "current_setting('transaction_read_only')"
+    )
+    try:
+        async with snapshot_reads(engine).connect() as conn:
+            pid, level, read_only = (await conn.execute(settings)).one()
+            assert (level, read_only) == ("repeatable read", "on")
+        async with engine.connect() as conn:  # the same server connection, back from the pool
+            again = (await conn.execute(settings)).one()
+            assert tuple(again) == (pid, "read committed", "off")
     finally:
         await engine.dispose()

@@ -32,6 +32,7 @@ from services.scorer.repository.responses import response_counts, response_count
 from services.scorer.repository.tables import TIER_TABLES
 from services.scorer.responses import ResponseCounts
 from services.scorer.windows import EPOCH
+from shared.db import snapshot_reads
 
 
 def _key_condition(where: KeyFilter) -> tuple[str, dict[str, Any]]:
@@ -353,7 +354,7 @@ class PgReads:
     only for the request."""
 
     def __init__(self, engine: AsyncEngine) -> None:
-        self._engine = engine.execution_options(isolation_level="REPEATABLE READ", postgresql_readonly=True)
+        self._engine = snapshot_reads(engine)
 
     @asynccontextmanager
     async def session(self) -> AsyncIterator[PgReader]:
