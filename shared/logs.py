@@ -82,6 +82,9 @@ class _ScrubbingFilter(logging.Filter):
         return True
 
 
+UVICORN_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access", "uvicorn.asgi")
+
+
 def configure_logging(*, service: str, level: str = "INFO", fmt: str = "json") -> None:
     """Route stdlib and structlog output through one scrubbing pipeline on stderr."""
     renderer: Any = (
@@ -106,6 +109,10 @@ def configure_logging(*, service: str, level: str = "INFO", fmt: str = "json") -
             foreign_pre_chain=shared_processors,
             processors=[
                 structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                _tidy_event,
+                # A record's exception as its formatted traceback ("exception"), scrubbed with the
+                # rest of the line below; without it JSON got the exc_info tuple's reprs, no stack.
+                structlog.processors.format_exc_info,
                 _add_service(service),
                 _scrubbed(renderer),
             ],
@@ -114,6 +121,14 @@ def configure_logging(*, service: str, level: str = "INFO", fmt: str = "json") -
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    # uvicorn configures its own loggers when it starts, before it imports the app: a handler of
+    # their own on "uvicorn" that does not propagate. Left so, an unhandled exception's traceback
+    # ("Exception in ASGI application", with a driver's message quoting the value it refused) would
+    # reach stderr past the scrubbing. Every uvicorn record goes through the root's pipeline instead.
+    for name in UVICORN_LOGGERS:
+        logger = logging.getLogger(name)
+        logger.handlers.clear()
+        logger.propagate = True
     # httpx logs whole URLs at INFO (tokens, emails in query strings); uvicorn's access log prints
     # query strings. Our own request log replaces the latter.
     logging.getLogger("httpx").setLevel(logging.WARNING)
@@ -131,6 +146,14 @@ def _scrubbed(renderer: Any) -> Any:
         return scrub(out) if isinstance(out, str) else out
 
     return render
+
+
+def _tidy_event(_l: Any, _n: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """Third-party messages without their trailing newline (uvicorn ends some with one)."""
+    event = event_dict.get("event")
+    if isinstance(event, str):
+        event_dict["event"] = event.rstrip()
+    return event_dict
 
 
 def _add_service(service: str) -> Any:

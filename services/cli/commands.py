@@ -84,6 +84,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         "access_log": False,
         "timeout_graceful_shutdown": 20,
         "log_level": "warning",
+        # No logging config of uvicorn's own: the app's (shared.logs) scrubs every line, uvicorn's too.
+        "log_config": None,
     }
     app = f"services.{args.service}.main:app"
     if args.internal_port is None:

@@ -29,6 +29,7 @@ def test_serve_runs_one_service_with_uvicorn(service: str, monkeypatch: pytest.M
         "uvloop",
         False,
     )
+    assert kwargs["log_config"] is None  # uvicorn's records go through the app's scrubbing pipeline
 
 
 def test_dockerfile_copies_what_exists_and_uses_the_cli_entrypoint() -> None:
